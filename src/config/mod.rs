@@ -1,0 +1,156 @@
+//! Configuration: the TOML a school writes, parsed with `deny_unknown_fields`,
+//! then checked and compiled into [`Config`], the type the server runs on.
+//!
+//! Every error names the file, the line and what to change, because the person
+//! reading it is an ICT lead at a terminal, not the author of this code.
+
+mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use raw::DEFAULT_CONFIG;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from, for messages ("embedded default" or a path).
+    pub source: String,
+    pub listen: Vec<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub networks: Vec<Network>,
+    pub groups: BTreeMap<String, Group>,
+    pub upstream: Upstream,
+    pub cache: CacheSettings,
+    pub rate_limit: RateLimit,
+}
+
+/// A network (VLAN subnet) and the group its clients belong to.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub name: String,
+    pub cidrs: Vec<IpNet>,
+    pub group: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// Resolve from the root hints, sending internal zones to named servers.
+    Recursive {
+        root_hints: Vec<IpAddr>,
+        conditional: Vec<ConditionalForward>,
+        timeout: Duration,
+    },
+    /// Send every query to these servers, in order of preference.
+    Forward {
+        servers: Vec<ForwardServer>,
+        timeout: Duration,
+    },
+}
+
+/// An internal zone (the school's own domain) answered by a named server.
+#[derive(Debug, Clone)]
+pub struct ConditionalForward {
+    pub zone: String,
+    pub servers: Vec<ForwardServer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardServer {
+    pub address: SocketAddr,
+    pub protocol: ForwardProtocol,
+    /// The TLS name to verify for `tls` and `https`.
+    pub tls_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardProtocol {
+    /// UDP, retried over TCP when the answer is truncated.
+    Udp,
+    Tcp,
+    Tls,
+    Https,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Most answers held at once.
+    pub size: usize,
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    /// Upper bound for caching NXDOMAIN/NODATA (RFC 2308 takes the SOA minimum).
+    pub negative_max_ttl: Duration,
+    /// How long past expiry an answer may still be served when every upstream
+    /// fails (RFC 8767 suggests one to three days).
+    pub serve_stale_for: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    /// Queries per second per client address; `None` turns the limit off.
+    pub queries_per_second: Option<u32>,
+    pub burst: u32,
+    pub exempt_loopback: bool,
+}
+
+/// A configuration error, already worded for the person who must fix it.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub source_name: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.source_name, line, self.message),
+            None => write!(f, "{}: {}", self.source_name, self.message),
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            source_name: path.display().to_string(),
+            line: None,
+            message: format!("cannot read the config file ({error}); check the path and its permissions"),
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// The embedded default: demo networks on loopback, no root needed.
+    pub fn embedded_default() -> Config {
+        Config::parse(DEFAULT_CONFIG, "embedded default")
+            .expect("the embedded default config is valid (checked by a unit test)")
+    }
+
+    /// Parses and validates TOML text; `source_name` is used in messages.
+    pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        raw::compile(text, source_name)
+    }
+
+    /// The group a network belongs to.
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.get(name)
+    }
+
+    /// Renders the effective configuration as TOML, defaults filled in.
+    pub fn to_toml(&self) -> String {
+        raw::render(self)
+    }
+}

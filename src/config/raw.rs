@@ -1,0 +1,651 @@
+//! The TOML shapes as a school writes them, and their compilation into
+//! [`Config`]. Serde catches unknown keys and wrong types (with a span); the
+//! checks here catch what serde cannot (a network naming a group that does not
+//! exist, a forwarder without a TLS name), using `Spanned` values for the line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    CacheSettings, ConditionalForward, Config, ConfigError, ForwardProtocol, ForwardServer, Group,
+    Network, RateLimit, Upstream,
+};
+
+/// The configuration `hedgerow serve` runs on when given no file. It needs no
+/// root and no network set-up: one loopback address per demo group.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// The IANA root servers (IPv4 and IPv6), used when `root_hints` is not set.
+const IANA_ROOT_HINTS: &[&str] = &[
+    "198.41.0.4", "170.247.170.2", "192.33.4.12", "199.7.91.13", "192.203.230.10",
+    "192.5.5.241", "192.112.36.4", "198.97.190.53", "192.36.148.17", "192.58.128.30",
+    "193.0.14.129", "199.7.83.42", "202.12.27.33", "2001:503:ba3e::2:30", "2801:1b8:10::b",
+    "2001:500:2::c", "2001:500:2d::d", "2001:500:a8::e", "2001:7fe::53", "2001:503:c27::2:30",
+    "2001:7fd::1", "2001:500:9f::42", "2001:dc3::35",
+];
+
+/// Groups every school has; a config may describe them or add others.
+const STANDARD_GROUPS: &[(&str, &str)] = &[
+    ("pupil", "Pupil devices"),
+    ("staff", "Staff devices"),
+    ("guest", "Guest and BYOD devices"),
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default)]
+    dns: RawDns,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    rate_limit: RawRateLimit,
+    #[serde(default)]
+    groups: BTreeMap<Spanned<String>, RawGroup>,
+    #[serde(default)]
+    networks: Vec<RawNetwork>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    listen: Spanned<Vec<SocketAddr>>,
+}
+
+impl Default for RawDns {
+    fn default() -> Self {
+        RawDns { listen: Spanned::new(0..0, vec![SocketAddr::from(([127, 0, 0, 1], 5353))]) }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    name: Spanned<String>,
+    cidrs: Spanned<Vec<IpNet>>,
+    group: Spanned<String>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+enum RawMode {
+    #[default]
+    Recursive,
+    Forward,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    #[serde(default = "default_mode")]
+    mode: Spanned<RawMode>,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    root_hints: Option<Spanned<Vec<IpAddr>>>,
+    #[serde(default = "no_servers")]
+    servers: Spanned<Vec<RawServer>>,
+    #[serde(default)]
+    conditional: Vec<RawConditional>,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            mode: default_mode(),
+            timeout_ms: default_timeout_ms(),
+            root_hints: None,
+            servers: no_servers(),
+            conditional: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    address: Spanned<String>,
+    #[serde(default = "default_protocol")]
+    protocol: ForwardProtocol,
+    tls_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConditional {
+    zone: Spanned<String>,
+    servers: Spanned<Vec<RawServer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    #[serde(default = "default_cache_size")]
+    size: Spanned<usize>,
+    #[serde(default)]
+    min_ttl_secs: u64,
+    #[serde(default = "default_max_ttl")]
+    max_ttl_secs: Spanned<u64>,
+    #[serde(default = "default_negative_max_ttl")]
+    negative_max_ttl_secs: u64,
+    #[serde(default = "default_serve_stale")]
+    serve_stale_secs: u64,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            size: default_cache_size(),
+            min_ttl_secs: 0,
+            max_ttl_secs: default_max_ttl(),
+            negative_max_ttl_secs: default_negative_max_ttl(),
+            serve_stale_secs: default_serve_stale(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    queries_per_second: Option<Spanned<u32>>,
+    #[serde(default)]
+    burst: Option<u32>,
+    #[serde(default = "default_true")]
+    exempt_loopback: bool,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        RawRateLimit { queries_per_second: None, burst: None, exempt_loopback: true }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_mode() -> Spanned<RawMode> {
+    Spanned::new(0..0, RawMode::Recursive)
+}
+fn no_servers() -> Spanned<Vec<RawServer>> {
+    Spanned::new(0..0, Vec::new())
+}
+fn default_timeout_ms() -> u64 {
+    2000
+}
+fn default_protocol() -> ForwardProtocol {
+    ForwardProtocol::Udp
+}
+fn default_cache_size() -> Spanned<usize> {
+    Spanned::new(0..0, 100_000)
+}
+fn default_max_ttl() -> Spanned<u64> {
+    Spanned::new(0..0, 86_400)
+}
+fn default_negative_max_ttl() -> u64 {
+    3_600
+}
+fn default_serve_stale() -> u64 {
+    86_400
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Turns byte spans into line numbers and builds errors.
+struct Source<'a> {
+    text: &'a str,
+    name: &'a str,
+}
+
+impl Source<'_> {
+    fn line_of(&self, span: &Range<usize>) -> Option<usize> {
+        if span.start == 0 && span.end == 0 {
+            return None; // a default value: it has no place in the file
+        }
+        let start = span.start.min(self.text.len());
+        Some(self.text[..start].bytes().filter(|b| *b == b'\n').count() + 1)
+    }
+
+    fn error(&self, span: Option<&Range<usize>>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            source_name: self.name.to_string(),
+            line: span.and_then(|span| self.line_of(span)),
+            message: message.into(),
+        }
+    }
+}
+
+pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+    let source = Source { text, name: source_name };
+    let raw: RawConfig = toml::from_str(text).map_err(|error| {
+        let message = error.message().trim().to_string();
+        let hint = if message.contains("unknown field") {
+            "; remove it or correct its spelling (see examples/hedgerow.toml for every key)"
+        } else {
+            ""
+        };
+        source.error(error.span().as_ref(), format!("{message}{hint}"))
+    })?;
+
+    let listen = raw.dns.listen.get_ref().clone();
+    if listen.is_empty() {
+        return Err(source.error(
+            Some(&raw.dns.listen.span()),
+            "`dns.listen` is empty; give at least one address such as \"0.0.0.0:53\"",
+        ));
+    }
+
+    let groups = compile_groups(&source, raw.groups)?;
+    let networks = compile_networks(&source, raw.networks, &groups)?;
+    let upstream = compile_upstream(&source, raw.upstream)?;
+    let cache = compile_cache(&source, raw.cache)?;
+
+    let rate_limit = match raw.rate_limit.queries_per_second {
+        Some(qps) if *qps.get_ref() == 0 => {
+            return Err(source.error(
+                Some(&qps.span()),
+                "`rate_limit.queries_per_second` must be at least 1; remove the key to turn the limit off",
+            ));
+        }
+        Some(qps) => {
+            let qps = *qps.get_ref();
+            RateLimit {
+                queries_per_second: Some(qps),
+                burst: raw.rate_limit.burst.unwrap_or(qps.saturating_mul(2)).max(1),
+                exempt_loopback: raw.rate_limit.exempt_loopback,
+            }
+        }
+        None => RateLimit {
+            queries_per_second: None,
+            burst: 0,
+            exempt_loopback: raw.rate_limit.exempt_loopback,
+        },
+    };
+
+    Ok(Config {
+        source: source_name.to_string(),
+        listen,
+        data_dir: raw.data_dir,
+        networks,
+        groups,
+        upstream,
+        cache,
+        rate_limit,
+    })
+}
+
+fn compile_groups(
+    source: &Source<'_>,
+    raw: BTreeMap<Spanned<String>, RawGroup>,
+) -> Result<BTreeMap<String, Group>, ConfigError> {
+    let mut groups: BTreeMap<String, Group> = STANDARD_GROUPS
+        .iter()
+        .map(|(name, description)| {
+            let group = Group { name: name.to_string(), description: description.to_string() };
+            (name.to_string(), group)
+        })
+        .collect();
+    for (name, group) in raw {
+        let valid = !name.get_ref().is_empty()
+            && name.get_ref().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(source.error(
+                Some(&name.span()),
+                format!(
+                    "group name {:?} may use only lower-case letters, digits and '-'",
+                    name.get_ref()
+                ),
+            ));
+        }
+        let entry = groups.entry(name.get_ref().clone()).or_insert_with(|| Group {
+            name: name.get_ref().clone(),
+            description: String::new(),
+        });
+        if !group.description.is_empty() {
+            entry.description = group.description;
+        }
+    }
+    Ok(groups)
+}
+
+fn compile_networks(
+    source: &Source<'_>,
+    raw: Vec<RawNetwork>,
+    groups: &BTreeMap<String, Group>,
+) -> Result<Vec<Network>, ConfigError> {
+    let mut names = BTreeSet::new();
+    let mut seen_cidrs: BTreeMap<IpNet, String> = BTreeMap::new();
+    let mut networks = Vec::new();
+    for network in raw {
+        let name = network.name.get_ref();
+        if !names.insert(name.clone()) {
+            return Err(source.error(
+                Some(&network.name.span()),
+                format!("network {name:?} is declared twice; give each [[networks]] entry its own name"),
+            ));
+        }
+        if !groups.contains_key(network.group.get_ref()) {
+            let known: Vec<&str> = groups.keys().map(String::as_str).collect();
+            return Err(source.error(
+                Some(&network.group.span()),
+                format!(
+                    "network {name:?} names group {:?}, which does not exist; use one of {} or declare it under [groups.{}]",
+                    network.group.get_ref(),
+                    known.join(", "),
+                    network.group.get_ref()
+                ),
+            ));
+        }
+        if network.cidrs.get_ref().is_empty() {
+            return Err(source.error(
+                Some(&network.cidrs.span()),
+                format!("network {name:?} has no cidrs; list its subnets, e.g. [\"10.1.0.0/16\"]"),
+            ));
+        }
+        let mut cidrs = Vec::new();
+        for cidr in network.cidrs.get_ref() {
+            // Store the network address (10.1.2.3/16 -> 10.1.0.0/16) so equal
+            // subnets written differently are recognised as the same.
+            let cidr = cidr.trunc();
+            if let Some(other) = seen_cidrs.insert(cidr, name.clone()) {
+                return Err(source.error(
+                    Some(&network.cidrs.span()),
+                    format!("subnet {cidr} is in both network {other:?} and network {name:?}; a subnet belongs to one network"),
+                ));
+            }
+            cidrs.push(cidr);
+        }
+        networks.push(Network { name: name.clone(), cidrs, group: network.group.into_inner() });
+    }
+    Ok(networks)
+}
+
+fn compile_upstream(source: &Source<'_>, raw: RawUpstream) -> Result<Upstream, ConfigError> {
+    if raw.timeout_ms == 0 {
+        return Err(source.error(None, "`upstream.timeout_ms` must be at least 1 (2000 is a good value)"));
+    }
+    let timeout = Duration::from_millis(raw.timeout_ms);
+    match raw.mode.get_ref() {
+        RawMode::Forward => {
+            if let Some(hints) = &raw.root_hints {
+                return Err(source.error(
+                    Some(&hints.span()),
+                    "`root_hints` applies only to mode = \"recursive\"; remove it or change the mode",
+                ));
+            }
+            if !raw.conditional.is_empty() {
+                return Err(source.error(
+                    Some(&raw.conditional[0].zone.span()),
+                    "conditional forwarding applies only to mode = \"recursive\"; in forward mode every name goes to `servers`",
+                ));
+            }
+            if raw.servers.get_ref().is_empty() {
+                return Err(source.error(
+                    Some(&raw.mode.span()),
+                    "mode = \"forward\" needs at least one [[upstream.servers]] entry with an `address`",
+                ));
+            }
+            let servers = compile_servers(source, raw.servers.into_inner())?;
+            Ok(Upstream::Forward { servers, timeout })
+        }
+        RawMode::Recursive => {
+            if !raw.servers.get_ref().is_empty() {
+                return Err(source.error(
+                    Some(&raw.servers.span()),
+                    "`upstream.servers` applies only to mode = \"forward\"; remove it or set mode = \"forward\"",
+                ));
+            }
+            let root_hints = match raw.root_hints {
+                Some(hints) if hints.get_ref().is_empty() => {
+                    return Err(source.error(
+                        Some(&hints.span()),
+                        "`root_hints` is empty; remove it to use the IANA root servers",
+                    ));
+                }
+                Some(hints) => hints.into_inner(),
+                None => IANA_ROOT_HINTS.iter().map(|ip| ip.parse().expect("valid root hint")).collect(),
+            };
+            let mut conditional = Vec::new();
+            for entry in raw.conditional {
+                let zone = normalise_zone(entry.zone.get_ref());
+                if zone.is_empty() || zone.contains("..") {
+                    return Err(source.error(
+                        Some(&entry.zone.span()),
+                        format!("{:?} is not a domain name; write it like \"school.internal\"", entry.zone.get_ref()),
+                    ));
+                }
+                if entry.servers.get_ref().is_empty() {
+                    return Err(source.error(
+                        Some(&entry.servers.span()),
+                        format!("conditional zone {zone:?} lists no servers"),
+                    ));
+                }
+                let servers = compile_servers(source, entry.servers.into_inner())?;
+                conditional.push(ConditionalForward { zone, servers });
+            }
+            Ok(Upstream::Recursive { root_hints, conditional, timeout })
+        }
+    }
+}
+
+fn normalise_zone(zone: &str) -> String {
+    zone.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn compile_servers(source: &Source<'_>, raw: Vec<RawServer>) -> Result<Vec<ForwardServer>, ConfigError> {
+    raw.into_iter()
+        .map(|server| {
+            let default_port = match server.protocol {
+                ForwardProtocol::Udp | ForwardProtocol::Tcp => 53,
+                ForwardProtocol::Tls => 853,
+                ForwardProtocol::Https => 443,
+            };
+            let text = server.address.get_ref().trim();
+            let address = text
+                .parse::<SocketAddr>()
+                .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, default_port)))
+                .map_err(|_| {
+                    source.error(
+                        Some(&server.address.span()),
+                        format!(
+                            "{text:?} is not an IP address; write \"192.0.2.1\", \"192.0.2.1:53\" or \"[2001:db8::1]:53\" (names cannot be used: they would need DNS to find DNS)"
+                        ),
+                    )
+                })?;
+            let needs_name = matches!(server.protocol, ForwardProtocol::Tls | ForwardProtocol::Https);
+            if needs_name && server.tls_name.is_none() {
+                return Err(source.error(
+                    Some(&server.address.span()),
+                    format!("server {text:?} uses TLS; add tls_name = \"...\" with the name on its certificate (e.g. \"dns.quad9.net\")"),
+                ));
+            }
+            Ok(ForwardServer { address, protocol: server.protocol, tls_name: server.tls_name })
+        })
+        .collect()
+}
+
+fn compile_cache(source: &Source<'_>, raw: RawCache) -> Result<CacheSettings, ConfigError> {
+    if *raw.size.get_ref() == 0 {
+        return Err(source.error(Some(&raw.size.span()), "`cache.size` must be at least 1 (100000 suits a school)"));
+    }
+    if raw.min_ttl_secs > *raw.max_ttl_secs.get_ref() {
+        return Err(source.error(
+            Some(&raw.max_ttl_secs.span()),
+            "`cache.max_ttl_secs` is below `cache.min_ttl_secs`; raise the maximum or lower the minimum",
+        ));
+    }
+    Ok(CacheSettings {
+        size: *raw.size.get_ref(),
+        min_ttl: Duration::from_secs(raw.min_ttl_secs),
+        max_ttl: Duration::from_secs(*raw.max_ttl_secs.get_ref()),
+        negative_max_ttl: Duration::from_secs(raw.negative_max_ttl_secs),
+        serve_stale_for: Duration::from_secs(raw.serve_stale_secs),
+    })
+}
+
+/// Renders the effective configuration (defaults filled in) as TOML that
+/// `compile` accepts again.
+pub(super) fn render(config: &Config) -> String {
+    let quote = |s: &str| format!("{s:?}");
+    let list = |items: Vec<String>| format!("[{}]", items.join(", "));
+    let mut out = String::new();
+    let _ = writeln!(out, "# effective configuration from {}", config.source);
+    let _ = writeln!(out, "data_dir = {}", quote(&config.data_dir.display().to_string()));
+    let _ = writeln!(out, "\n[dns]\nlisten = {}", list(config.listen.iter().map(|a| quote(&a.to_string())).collect()));
+    let render_servers = |out: &mut String, table: &str, servers: &[ForwardServer]| {
+        for server in servers {
+            let _ = writeln!(out, "\n[[{table}]]\naddress = {}", quote(&server.address.to_string()));
+            let protocol = format!("{:?}", server.protocol).to_ascii_lowercase();
+            let _ = writeln!(out, "protocol = {}", quote(&protocol));
+            if let Some(name) = &server.tls_name {
+                let _ = writeln!(out, "tls_name = {}", quote(name));
+            }
+        }
+    };
+    match &config.upstream {
+        Upstream::Recursive { root_hints, conditional, timeout } => {
+            let _ = writeln!(out, "\n[upstream]\nmode = \"recursive\"\ntimeout_ms = {}", timeout.as_millis());
+            let _ = writeln!(out, "root_hints = {}", list(root_hints.iter().map(|ip| quote(&ip.to_string())).collect()));
+            for entry in conditional {
+                let _ = writeln!(out, "\n[[upstream.conditional]]\nzone = {}", quote(&entry.zone));
+                render_servers(&mut out, "upstream.conditional.servers", &entry.servers);
+            }
+        }
+        Upstream::Forward { servers, timeout } => {
+            let _ = writeln!(out, "\n[upstream]\nmode = \"forward\"\ntimeout_ms = {}", timeout.as_millis());
+            render_servers(&mut out, "upstream.servers", servers);
+        }
+    }
+    let cache = &config.cache;
+    let _ = writeln!(
+        out,
+        "\n[cache]\nsize = {}\nmin_ttl_secs = {}\nmax_ttl_secs = {}\nnegative_max_ttl_secs = {}\nserve_stale_secs = {}",
+        cache.size,
+        cache.min_ttl.as_secs(),
+        cache.max_ttl.as_secs(),
+        cache.negative_max_ttl.as_secs(),
+        cache.serve_stale_for.as_secs()
+    );
+    let _ = writeln!(out, "\n[rate_limit]");
+    if let Some(qps) = config.rate_limit.queries_per_second {
+        let _ = writeln!(out, "queries_per_second = {qps}\nburst = {}", config.rate_limit.burst);
+    } else {
+        let _ = writeln!(out, "# queries_per_second is not set: no per-client limit");
+    }
+    let _ = writeln!(out, "exempt_loopback = {}", config.rate_limit.exempt_loopback);
+    for group in config.groups.values() {
+        let _ = writeln!(out, "\n[groups.{}]\ndescription = {}", group.name, quote(&group.description));
+    }
+    for network in &config.networks {
+        let _ = writeln!(
+            out,
+            "\n[[networks]]\nname = {}\ncidrs = {}\ngroup = {}",
+            quote(&network.name),
+            list(network.cidrs.iter().map(|c| quote(&c.to_string())).collect()),
+            quote(&network.group)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid_and_declares_demo_networks() {
+        let config = compile(DEFAULT_CONFIG, "embedded default").unwrap();
+        assert_eq!(config.listen, vec!["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]);
+        let groups: Vec<(&str, &str)> =
+            config.networks.iter().map(|n| (n.cidrs[0].to_string().leak() as &str, n.group.as_str())).collect();
+        assert_eq!(groups, vec![("127.0.0.1/32", "pupil"), ("127.0.0.2/32", "staff"), ("127.0.0.3/32", "guest")]);
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let config = compile(DEFAULT_CONFIG, "embedded default").unwrap();
+        let again = compile(&render(&config), "rendered").unwrap();
+        assert_eq!(render(&again).lines().skip(1).collect::<Vec<_>>(), render(&config).lines().skip(1).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn unknown_key_names_its_line() {
+        let text = "data_dir = \"x\"\n\n[cache]\nsize = 10\nsizes = 3\n";
+        let error = compile(text, "school.toml").unwrap_err();
+        assert_eq!(error.line, Some(5), "{error}");
+        assert!(error.to_string().starts_with("school.toml:5:"), "{error}");
+        assert!(error.message.contains("sizes"), "{error}");
+    }
+
+    #[test]
+    fn network_with_unknown_group_names_the_group_line() {
+        let text = "[[networks]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\ngroup = \"pupils\"\n";
+        let error = compile(text, "school.toml").unwrap_err();
+        assert_eq!(error.line, Some(4), "{error}");
+        assert!(error.message.contains("pupils") && error.message.contains("pupil"), "{error}");
+    }
+
+    #[test]
+    fn bad_cidr_names_its_line() {
+        let text = "[[networks]]\nname = \"a\"\n\ncidrs = [\"10.0.0.0/33\"]\ngroup = \"pupil\"\n";
+        let error = compile(text, "school.toml").unwrap_err();
+        assert_eq!(error.line, Some(4), "{error}");
+    }
+
+    #[test]
+    fn ipv6_networks_and_forwarders_compile() {
+        let text = r#"
+[upstream]
+mode = "forward"
+[[upstream.servers]]
+address = "2001:db8::53"
+[[upstream.servers]]
+address = "192.0.2.1"
+protocol = "tls"
+tls_name = "dns.example"
+
+[[networks]]
+name = "pupil-v6"
+cidrs = ["fd00:1::/64", "10.1.0.0/16"]
+group = "pupil"
+"#;
+        let config = compile(text, "t").unwrap();
+        let Upstream::Forward { servers, .. } = &config.upstream else { panic!("forward mode") };
+        assert_eq!(servers[0].address, "[2001:db8::53]:53".parse().unwrap());
+        assert_eq!(servers[1].address, "192.0.2.1:853".parse().unwrap());
+        assert_eq!(config.networks[0].cidrs[0], "fd00:1::/64".parse::<IpNet>().unwrap());
+    }
+
+    #[test]
+    fn tls_forwarder_without_name_is_an_error() {
+        let text = "[upstream]\nmode = \"forward\"\n[[upstream.servers]]\naddress = \"192.0.2.1\"\nprotocol = \"tls\"\n";
+        let error = compile(text, "t").unwrap_err();
+        assert_eq!(error.line, Some(4));
+        assert!(error.message.contains("tls_name"));
+    }
+
+    #[test]
+    fn same_subnet_in_two_networks_is_an_error() {
+        let text = "[[networks]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\ngroup = \"pupil\"\n[[networks]]\nname = \"b\"\ncidrs = [\"10.0.0.1/8\"]\ngroup = \"staff\"\n";
+        let error = compile(text, "t").unwrap_err();
+        assert_eq!(error.line, Some(7));
+    }
+}

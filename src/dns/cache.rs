@@ -1,0 +1,208 @@
+//! cache: upstream answers kept for their TTL, bounded in size, with negative
+//! caching (RFC 2308) and serve-stale (RFC 8767).
+//!
+//! The cache sits after the policy stages, so it holds upstream answers that
+//! are the same for every group; policy is applied before it is consulted.
+//! Entries stay after they expire (until evicted by size) so that when every
+//! upstream fails the pipeline can still answer from a stale copy.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{LowerName, RData, Record, RecordType};
+use quick_cache::sync::Cache;
+
+use crate::config::CacheSettings;
+
+/// TTL given to stale answers (RFC 8767 section 4 recommends 30 seconds).
+pub const STALE_ANSWER_TTL: u32 = 30;
+
+/// What is cached is keyed by the question, plus the DO bit, since a DNSSEC-
+/// aware client gets RRSIGs that others do not.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub name: LowerName,
+    pub record_type: RecordType,
+    pub dnssec_ok: bool,
+}
+
+/// An answer from upstream: positive, NXDOMAIN or NODATA.
+#[derive(Debug, Clone)]
+pub struct UpstreamAnswer {
+    pub response_code: ResponseCode,
+    pub answers: Vec<Record>,
+    pub authorities: Vec<Record>,
+}
+
+/// A cached answer, its records carrying the TTLs they had when stored.
+#[derive(Debug)]
+pub struct CachedAnswer {
+    answer: UpstreamAnswer,
+    stored_at: Instant,
+    fresh_until: Instant,
+    stale_until: Instant,
+}
+
+impl CachedAnswer {
+    /// The answer as it should be sent at `now`, TTLs counted down; a stale
+    /// answer gets the short RFC 8767 TTL.
+    pub fn answer_at(&self, now: Instant) -> UpstreamAnswer {
+        let age = now.saturating_duration_since(self.stored_at).as_secs();
+        let age = u32::try_from(age).unwrap_or(u32::MAX);
+        let stale = now >= self.fresh_until;
+        let adjust = |records: &[Record]| -> Vec<Record> {
+            records
+                .iter()
+                .map(|record| {
+                    let mut record = record.clone();
+                    record.ttl = if stale { STALE_ANSWER_TTL } else { record.ttl.saturating_sub(age) };
+                    record
+                })
+                .collect()
+        };
+        UpstreamAnswer {
+            response_code: self.answer.response_code,
+            answers: adjust(&self.answer.answers),
+            authorities: adjust(&self.answer.authorities),
+        }
+    }
+}
+
+/// The result of a cache lookup.
+pub enum CacheLookup {
+    Fresh(Arc<CachedAnswer>),
+    /// Expired but within the serve-stale window: ask upstream, and use this
+    /// only if upstream fails.
+    Stale(Arc<CachedAnswer>),
+    Miss,
+}
+
+pub struct AnswerCache {
+    entries: Cache<CacheKey, Arc<CachedAnswer>>,
+    settings: CacheSettings,
+}
+
+impl AnswerCache {
+    pub fn new(settings: &CacheSettings) -> AnswerCache {
+        AnswerCache { entries: Cache::new(settings.size), settings: settings.clone() }
+    }
+
+    pub fn get(&self, key: &CacheKey, now: Instant) -> CacheLookup {
+        match self.entries.get(key) {
+            Some(entry) if now < entry.fresh_until => CacheLookup::Fresh(entry),
+            Some(entry) if now < entry.stale_until => CacheLookup::Stale(entry),
+            Some(_) => {
+                self.entries.remove(key);
+                CacheLookup::Miss
+            }
+            None => CacheLookup::Miss,
+        }
+    }
+
+    /// Stores an upstream answer for as long as its records allow.
+    pub fn insert(&self, key: CacheKey, answer: UpstreamAnswer, now: Instant) {
+        let Some(ttl) = self.ttl_of(&answer) else { return };
+        let fresh_until = now + ttl;
+        let entry = CachedAnswer { answer, stored_at: now, fresh_until, stale_until: fresh_until + self.settings.serve_stale_for };
+        self.entries.insert(key, Arc::new(entry));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// How long an answer stays fresh: the smallest TTL in the answer for a
+    /// positive answer; for NXDOMAIN/NODATA the SOA's TTL capped by its
+    /// MINIMUM field (RFC 2308 section 5). `None`: do not cache.
+    fn ttl_of(&self, answer: &UpstreamAnswer) -> Option<Duration> {
+        let seconds = match answer.response_code {
+            ResponseCode::NoError if !answer.answers.is_empty() => {
+                answer.answers.iter().map(|r| r.ttl).min()?
+            }
+            ResponseCode::NoError | ResponseCode::NXDomain => {
+                let soa = answer.authorities.iter().find(|r| r.record_type() == RecordType::SOA)?;
+                let RData::SOA(data) = &soa.data else { return None };
+                let negative = Duration::from_secs(u64::from(soa.ttl.min(data.minimum)));
+                return Some(negative.min(self.settings.negative_max_ttl));
+            }
+            _ => return None,
+        };
+        let ttl = Duration::from_secs(u64::from(seconds));
+        Some(ttl.clamp(self.settings.min_ttl, self.settings.max_ttl))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::{A, SOA};
+    use hickory_proto::rr::Name;
+
+    fn settings() -> CacheSettings {
+        CacheSettings {
+            size: 100,
+            min_ttl: Duration::ZERO,
+            max_ttl: Duration::from_secs(86_400),
+            negative_max_ttl: Duration::from_secs(3_600),
+            serve_stale_for: Duration::from_secs(600),
+        }
+    }
+
+    fn key(name: &str) -> CacheKey {
+        CacheKey { name: LowerName::from(Name::from_ascii(name).unwrap()), record_type: RecordType::A, dnssec_ok: false }
+    }
+
+    fn a_record(name: &str, ttl: u32) -> Record {
+        Record::from_rdata(Name::from_ascii(name).unwrap(), ttl, RData::A(A::new(192, 0, 2, 1)))
+    }
+
+    #[test]
+    fn positive_answer_counts_down_then_goes_stale_then_expires() {
+        let cache = AnswerCache::new(&settings());
+        let now = Instant::now();
+        let answer = UpstreamAnswer { response_code: ResponseCode::NoError, answers: vec![a_record("a.test.", 100)], authorities: vec![] };
+        cache.insert(key("a.test."), answer, now);
+
+        let CacheLookup::Fresh(entry) = cache.get(&key("a.test."), now + Duration::from_secs(40)) else { panic!("fresh") };
+        assert_eq!(entry.answer_at(now + Duration::from_secs(40)).answers[0].ttl, 60);
+
+        let CacheLookup::Stale(entry) = cache.get(&key("a.test."), now + Duration::from_secs(101)) else { panic!("stale") };
+        assert_eq!(entry.answer_at(now + Duration::from_secs(101)).answers[0].ttl, STALE_ANSWER_TTL);
+
+        assert!(matches!(cache.get(&key("a.test."), now + Duration::from_secs(701)), CacheLookup::Miss));
+    }
+
+    #[test]
+    fn negative_answer_uses_soa_minimum_and_servfail_is_not_cached() {
+        let cache = AnswerCache::new(&settings());
+        let now = Instant::now();
+        let origin = Name::from_ascii("test.").unwrap();
+        let soa = SOA::new(origin.clone(), origin.clone(), 1, 3600, 600, 86400, 20);
+        let soa = Record::from_rdata(origin, 300, RData::SOA(soa));
+        let nx = UpstreamAnswer { response_code: ResponseCode::NXDomain, answers: vec![], authorities: vec![soa] };
+        cache.insert(key("nx.test."), nx, now);
+        assert!(matches!(cache.get(&key("nx.test."), now + Duration::from_secs(19)), CacheLookup::Fresh(_)));
+        assert!(matches!(cache.get(&key("nx.test."), now + Duration::from_secs(21)), CacheLookup::Stale(_)));
+
+        let fail = UpstreamAnswer { response_code: ResponseCode::ServFail, answers: vec![], authorities: vec![] };
+        cache.insert(key("fail.test."), fail, now);
+        assert!(matches!(cache.get(&key("fail.test."), now), CacheLookup::Miss));
+    }
+
+    #[test]
+    fn size_is_bounded() {
+        let cache = AnswerCache::new(&CacheSettings { size: 50, ..settings() });
+        let now = Instant::now();
+        for i in 0..1000 {
+            let name = format!("h{i}.test.");
+            let answer = UpstreamAnswer { response_code: ResponseCode::NoError, answers: vec![a_record(&name, 100)], authorities: vec![] };
+            cache.insert(key(&name), answer, now);
+        }
+        assert!(cache.len() <= 60, "cache holds {} entries", cache.len());
+    }
+}

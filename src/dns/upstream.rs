@@ -1,0 +1,207 @@
+//! upstream: where a name goes when the cache cannot answer. Either forwarded
+//! to configured servers (UDP/TCP, DoT, DoH, with failover), or resolved
+//! recursively from the root hints with hickory's recursor, with internal
+//! zones sent to named servers (conditional forwarding).
+//!
+//! Negative answers (NXDOMAIN, NODATA) are answers, not failures: hickory
+//! reports them as errors carrying the SOA, and they are mapped back here so
+//! they can be cached and passed on. Only real failures (timeouts, SERVFAIL,
+//! REFUSED) are errors, which is what lets the cache serve stale.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Query, ResponseCode};
+use hickory_proto::rr::{LowerName, Name, Record, RecordType};
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+    ServerOrderingStrategy,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError, NoRecords};
+use hickory_resolver::recursor::{Recursor, RecursorError, RecursorOptions};
+use hickory_resolver::TokioResolver;
+
+use super::cache::UpstreamAnswer;
+use crate::config::{self, ForwardProtocol, ForwardServer};
+
+/// Longest a recursive resolution may take in all; it walks several servers.
+const RECURSION_DEADLINE_FACTOR: u32 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream did not answer in time")]
+    Timeout,
+    #[error("upstream answered {0}")]
+    Failed(ResponseCode),
+    #[error("upstream failed: {0}")]
+    Other(String),
+    #[error("cannot build the upstream: {0}")]
+    Setup(String),
+}
+
+pub enum Upstream {
+    Forward(TokioResolver),
+    Recursive {
+        recursor: Recursor<TokioRuntimeProvider>,
+        /// Internal zones and the resolver that answers each, most specific first.
+        conditional: Vec<(LowerName, TokioResolver)>,
+        deadline: Duration,
+    },
+}
+
+impl Upstream {
+    pub fn new(settings: &config::Upstream) -> Result<Upstream, UpstreamError> {
+        match settings {
+            config::Upstream::Forward { servers, timeout } => {
+                Ok(Upstream::Forward(forwarding_resolver(servers, *timeout)?))
+            }
+            config::Upstream::Recursive { root_hints, conditional, timeout } => {
+                let mut options = RecursorOptions::default();
+                // hickory refuses to recurse to loopback and private servers by
+                // default (a rebinding defence). A root on a private address is
+                // an operator's private root (a lab or the tests), whose whole
+                // tree lives on such addresses, so the filter must go.
+                if root_hints.iter().any(|ip| is_private(*ip)) {
+                    options.deny_server.clear();
+                }
+                let recursor = Recursor::with_options(root_hints, options, TokioRuntimeProvider::default())
+                    .map_err(|error| UpstreamError::Setup(error.to_string()))?;
+                let mut zones = Vec::new();
+                for entry in conditional {
+                    let zone = Name::from_ascii(format!("{}.", entry.zone))
+                        .map_err(|error| UpstreamError::Setup(format!("zone {:?}: {error}", entry.zone)))?;
+                    zones.push((LowerName::from(zone), forwarding_resolver(&entry.servers, *timeout)?));
+                }
+                zones.sort_by_key(|(zone, _)| std::cmp::Reverse(zone.num_labels()));
+                Ok(Upstream::Recursive {
+                    recursor,
+                    conditional: zones,
+                    deadline: *timeout * RECURSION_DEADLINE_FACTOR,
+                })
+            }
+        }
+    }
+
+    /// A short description for `hedgerow check` and logs.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Upstream::Forward(_) => "forwarded to the configured upstream servers",
+            Upstream::Recursive { .. } => "resolved recursively from the root",
+        }
+    }
+
+    pub async fn resolve(
+        &self,
+        name: &LowerName,
+        record_type: RecordType,
+        dnssec_ok: bool,
+    ) -> Result<UpstreamAnswer, UpstreamError> {
+        match self {
+            Upstream::Forward(resolver) => forward(resolver, name, record_type).await,
+            Upstream::Recursive { recursor, conditional, deadline } => {
+                if let Some((_, resolver)) = conditional.iter().find(|(zone, _)| zone.zone_of(name)) {
+                    return forward(resolver, name, record_type).await;
+                }
+                let query = Query::query(Name::from(name), record_type);
+                let resolution = recursor.resolve(query, std::time::Instant::now(), dnssec_ok);
+                match tokio::time::timeout(*deadline, resolution).await {
+                    Err(_) => Err(UpstreamError::Timeout),
+                    Ok(Ok(message)) => match message.response_code {
+                        ResponseCode::NoError | ResponseCode::NXDomain => Ok(UpstreamAnswer {
+                            response_code: message.response_code,
+                            answers: message.answers.clone(),
+                            authorities: message.authorities.clone(),
+                        }),
+                        code => Err(UpstreamError::Failed(code)),
+                    },
+                    Ok(Err(error)) => recursion_error(error),
+                }
+            }
+        }
+    }
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
+    }
+}
+
+fn forwarding_resolver(servers: &[ForwardServer], timeout: Duration) -> Result<TokioResolver, UpstreamError> {
+    let name_servers = servers
+        .iter()
+        .map(|server| {
+            let tls_name = || Arc::<str>::from(server.tls_name.clone().unwrap_or_default());
+            let mut connections = match server.protocol {
+                ForwardProtocol::Udp => vec![ConnectionConfig::udp(), ConnectionConfig::tcp()],
+                ForwardProtocol::Tcp => vec![ConnectionConfig::tcp()],
+                ForwardProtocol::Tls => vec![ConnectionConfig::tls(tls_name())],
+                ForwardProtocol::Https => vec![ConnectionConfig::https(tls_name(), None)],
+            };
+            for connection in &mut connections {
+                connection.port = server.address.port();
+            }
+            let mut name_server = NameServerConfig::udp_and_tcp(server.address.ip());
+            name_server.connections = connections;
+            // Pass NXDOMAIN on as the answer instead of trying the next server.
+            name_server.trust_negative_responses = true;
+            name_server
+        })
+        .collect();
+    let mut options = ResolverOpts::default();
+    options.timeout = timeout;
+    options.attempts = 1;
+    // Hedgerow has its own cache (with serve-stale) in front of this one.
+    options.cache_size = 0;
+    options.use_hosts_file = ResolveHosts::Never;
+    options.num_concurrent_reqs = 1;
+    options.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
+    options.max_active_requests = 4096;
+    options.preserve_intermediates = true;
+    options.try_tcp_on_error = true;
+    TokioResolver::builder_with_config(ResolverConfig::from_name_servers(name_servers), TokioRuntimeProvider::default())
+        .with_options(options)
+        .build()
+        .map_err(|error| UpstreamError::Setup(error.to_string()))
+}
+
+async fn forward(resolver: &TokioResolver, name: &LowerName, record_type: RecordType) -> Result<UpstreamAnswer, UpstreamError> {
+    match resolver.lookup(Name::from(name), record_type).await {
+        Ok(lookup) => Ok(UpstreamAnswer {
+            response_code: lookup.message().response_code,
+            answers: lookup.answers().to_vec(),
+            authorities: lookup.authorities().to_vec(),
+        }),
+        Err(NetError::Dns(DnsError::NoRecordsFound(no_records))) => Ok(negative_answer(no_records)),
+        Err(NetError::Dns(DnsError::ResponseCode(code))) => Err(UpstreamError::Failed(code)),
+        Err(NetError::Timeout) => Err(UpstreamError::Timeout),
+        Err(error) => Err(UpstreamError::Other(error.to_string())),
+    }
+}
+
+fn negative_answer(no_records: NoRecords) -> UpstreamAnswer {
+    let mut authorities: Vec<Record> = no_records.authorities.map(|records| records.to_vec()).unwrap_or_default();
+    if let Some(soa) = no_records.soa
+        && !authorities.iter().any(|r| r.record_type() == RecordType::SOA)
+    {
+        authorities.push(soa.into_record_of_rdata());
+    }
+    let response_code = match no_records.response_code {
+        ResponseCode::NXDomain => ResponseCode::NXDomain,
+        _ => ResponseCode::NoError,
+    };
+    UpstreamAnswer { response_code, answers: Vec::new(), authorities }
+}
+
+fn recursion_error(error: RecursorError) -> Result<UpstreamAnswer, UpstreamError> {
+    match error {
+        RecursorError::Negative(data) => Ok(negative_answer(NoRecords::from(data))),
+        RecursorError::Net(NetError::Dns(DnsError::NoRecordsFound(no_records))) => Ok(negative_answer(no_records)),
+        RecursorError::Net(NetError::Timeout) | RecursorError::Timeout => Err(UpstreamError::Timeout),
+        RecursorError::Net(NetError::Dns(DnsError::ResponseCode(code))) => Err(UpstreamError::Failed(code)),
+        other => Err(UpstreamError::Other(other.to_string())),
+    }
+}

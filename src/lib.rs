@@ -1,0 +1,7 @@
+//! Hedgerow: a DNS filtering resolver for small schools.
+//!
+//! See `ARCHITECTURE.md` for the bird's-eye view and the code map.
+
+pub mod config;
+pub mod dns;
+pub mod serve;

@@ -1,0 +1,165 @@
+//! The `hedgerow` command line.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hickory_proto::rr::{LowerName, Name, RecordType};
+
+use hedgerow::config::Config;
+use hedgerow::dns::{Flow, Pipeline, Question, Requester};
+
+#[derive(Parser)]
+#[command(name = "hedgerow", version, about = "A DNS filtering resolver for small schools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the DNS server (on the embedded default config when no --config is given).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and print the effective configuration.
+    CheckConfig { file: PathBuf },
+    /// Show the decision the server would take for a name, and why, without asking upstream.
+    Check {
+        name: String,
+        /// Ask as this client address (its network decides the group).
+        #[arg(long, conflicts_with = "group")]
+        client: Option<IpAddr>,
+        /// Ask as a member of this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Record type.
+        #[arg(long = "type", default_value = "A")]
+        record_type: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("hedgerow: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    // hickory logs every request at INFO and the recursor warns on routine
+    // NODATA probes: quiet them unless RUST_LOG asks otherwise.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,hickory_server=warn,hickory_resolver=error,hickory_net=error,hickory_proto=error")
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default(),
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = load_config(config.as_ref())?;
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let running = hedgerow::serve::start(&config).await?;
+                tokio::select! {
+                    result = running.run() => result.context("the DNS server stopped")?,
+                    _ = shutdown_signal() => tracing::info!("shutting down"),
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(config) => {
+                print!("{}", config.to_toml());
+                eprintln!("{}: configuration is valid", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Check { name, client, group, record_type, config } => {
+            let config = load_config(config.as_ref())?;
+            check(&config, &name, client, group.as_deref(), &record_type)
+        }
+    }
+}
+
+fn check(config: &Config, name: &str, client: Option<IpAddr>, group: Option<&str>, record_type: &str) -> anyhow::Result<ExitCode> {
+    let record_type: RecordType = record_type
+        .to_ascii_uppercase()
+        .parse()
+        .with_context(|| format!("{record_type:?} is not a DNS record type (try A, AAAA, HTTPS, TXT)"))?;
+    let fqdn = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
+    let name = Name::from_utf8(&fqdn).with_context(|| format!("{name:?} is not a valid domain name"))?;
+    let question = Question { name: LowerName::from(name), record_type, dnssec_ok: false };
+    // `check` needs the runtime only because the upstream is built; nothing is sent.
+    let runtime = tokio::runtime::Runtime::new()?;
+    let _guard = runtime.enter();
+    let pipeline = Pipeline::new(config)?;
+    let requester = match (client, group) {
+        (_, Some(group)) => Requester::Group(group),
+        (Some(client), None) => Requester::Source(client),
+        (None, None) => Requester::Group("pupil"),
+    };
+    println!("query:    {} {}", question.name, question.record_type);
+    match &requester {
+        Requester::Source(ip) => println!("asked by: client {ip}"),
+        Requester::Group(group) => println!("asked by: a member of group {group}"),
+    }
+    match pipeline.decide(requester, &question, false) {
+        Flow::Final(answer) => {
+            let decision = &answer.decision;
+            println!("decision: {}", decision.kind.as_str());
+            println!("stage:    {}", decision.stage.as_str());
+            print_identity(decision.network.as_deref(), decision.group.as_deref());
+            println!("answer:   {}", answer.response_code);
+            println!("reason:   {}", decision.reason);
+        }
+        Flow::Resolve(client) => {
+            println!("decision: allowed");
+            println!("stage:    upstream");
+            print_identity(Some(&client.network), Some(&client.group));
+            println!("answer:   {} (not sent by `check`)", pipeline.upstream_description());
+            println!("reason:   no policy stage stops this name for group {}", client.group);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_identity(network: Option<&str>, group: Option<&str>) {
+    if let Some(network) = network {
+        println!("network:  {network}");
+    }
+    if let Some(group) = group {
+        println!("group:    {group}");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,8 @@
+//! Shared helpers for Hedgerow's integration tests.
+//!
+//! Each integration test crate pulls this in with `mod support;`. Not every
+//! test uses every helper, hence the blanket `dead_code` allowance.
+#![allow(dead_code)]
+
+pub mod authority;
+pub mod client;
