@@ -94,7 +94,10 @@ async fn record_types_ttl_and_negative_answers() {
 
     // The in-memory handler chases in-zone CNAMEs itself.
     let alias = query_udp(auth.addr, "alias.example.test", RecordType::A).await;
-    assert_eq!(names(&alias.answers, RecordType::CNAME), ["alias.example.test."]);
+    assert_eq!(
+        names(&alias.answers, RecordType::CNAME),
+        ["alias.example.test."]
+    );
     assert_eq!(a_addrs(&alias.answers), [Ipv4Addr::new(192, 0, 2, 10)]);
 
     // TXT strings longer than 255 bytes are split into several character-strings.
@@ -104,7 +107,12 @@ async fn record_types_ttl_and_negative_answers() {
     ] {
         let txt = query_udp(auth.addr, name, RecordType::TXT).await;
         match &txt.answers[..] {
-            [Record { data: RData::TXT(txt), .. }] => {
+            [
+                Record {
+                    data: RData::TXT(txt),
+                    ..
+                },
+            ] => {
                 let lens: Vec<usize> = txt.txt_data.iter().map(|s| s.len()).collect();
                 assert_eq!(lens, expected, "{name}");
             }
@@ -124,11 +132,13 @@ async fn record_types_ttl_and_negative_answers() {
         assert_eq!(response.metadata.response_code, rcode, "{name}");
         assert!(response.answers.is_empty());
         match &response.authorities[..] {
-            [Record {
-                data: RData::SOA(soa),
-                ttl,
-                ..
-            }] => {
+            [
+                Record {
+                    data: RData::SOA(soa),
+                    ttl,
+                    ..
+                },
+            ] => {
                 assert_eq!(soa.minimum, 60);
                 assert_eq!(*ttl, 60);
             }
@@ -147,7 +157,10 @@ async fn large_answers_truncate_over_udp_only() {
     let auth = Authority::start("127.0.0.1:0", vec![example_zone()]).await;
 
     let udp = query_udp(auth.addr, "big.example.test", RecordType::A).await;
-    assert!(udp.metadata.truncation, "60 A records must not fit in 512 bytes");
+    assert!(
+        udp.metadata.truncation,
+        "60 A records must not fit in 512 bytes"
+    );
     assert!(udp.to_vec().unwrap().len() <= 512);
 
     // With a large EDNS buffer the whole answer fits in one datagram.
@@ -193,7 +206,9 @@ async fn raw_udp_gets_raw_replies() {
     // A header promising a question that is not there gets FORMERR.
     let mut bogus = vec![0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
     bogus.extend_from_slice(&[0x03, b'w', b'w']); // truncated label
-    let reply = send_raw_udp(auth.addr, &bogus).await.expect("a FORMERR reply");
+    let reply = send_raw_udp(auth.addr, &bogus)
+        .await
+        .expect("a FORMERR reply");
     let reply = Message::from_vec(&reply).unwrap();
     assert_eq!(reply.metadata.id, 0x1234);
     assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
@@ -212,11 +227,22 @@ async fn stop_closes_the_sockets() {
     assert!(udp.is_err(), "UDP still answered after stop: {udp:?}");
     let tcp = try_query_tcp(addr, "www.example.test", RecordType::A).await;
     assert!(tcp.is_err(), "TCP still answered after stop: {tcp:?}");
-    assert!(send_raw_udp(addr, &build_query("www.example.test", RecordType::A).to_vec().unwrap())
+    assert!(
+        send_raw_udp(
+            addr,
+            &build_query("www.example.test", RecordType::A)
+                .to_vec()
+                .unwrap()
+        )
         .await
-        .is_none());
+        .is_none()
+    );
     // Closed loopback ports fail fast (ICMP unreachable / RST), no 3 s timeouts.
-    assert!(started.elapsed().as_secs() < 2, "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs() < 2,
+        "took {:?}",
+        started.elapsed()
+    );
 
     // The very same address can be served again straight away.
     let again = Authority::start(&addr.to_string(), vec![example_zone()]).await;
@@ -233,7 +259,11 @@ async fn stop_closes_the_sockets() {
 async fn delegation_chain_gives_referrals_with_glue() {
     let root = Authority::start(
         "127.0.0.53:53",
-        vec![Zone::new(".").ns("test.", "ns.test.").a("ns.test.", "127.0.0.54")],
+        vec![
+            Zone::new(".")
+                .ns("test.", "ns.test.")
+                .a("ns.test.", "127.0.0.54"),
+        ],
     )
     .await;
     let tld = Authority::start(
@@ -246,34 +276,88 @@ async fn delegation_chain_gives_referrals_with_glue() {
         ],
     )
     .await;
-    let leaf = Authority::start(
-        "127.0.0.55:53",
-        vec![example_zone().a("ns", "127.0.0.55")],
-    )
-    .await;
+    let leaf = Authority::start("127.0.0.55:53", vec![example_zone().a("ns", "127.0.0.55")]).await;
 
     // Each parent refers to its child, for the child's NS (as an iterative
     // resolver asks) and for names below the cut; never authoritatively and
     // always with glue.
     for (server, qname, qtype, cut, ns_host, glue) in [
-        (root.addr, "www.example.test", RecordType::A, "test.", "ns.test.", [127, 0, 0, 54]),
-        (root.addr, "test", RecordType::NS, "test.", "ns.test.", [127, 0, 0, 54]),
-        (root.addr, "ns.test", RecordType::A, "test.", "ns.test.", [127, 0, 0, 54]),
-        (tld.addr, "www.example.test", RecordType::A, "example.test.", "ns.example.test.", [127, 0, 0, 55]),
-        (tld.addr, "example.test", RecordType::NS, "example.test.", "ns.example.test.", [127, 0, 0, 55]),
+        (
+            root.addr,
+            "www.example.test",
+            RecordType::A,
+            "test.",
+            "ns.test.",
+            [127, 0, 0, 54],
+        ),
+        (
+            root.addr,
+            "test",
+            RecordType::NS,
+            "test.",
+            "ns.test.",
+            [127, 0, 0, 54],
+        ),
+        (
+            root.addr,
+            "ns.test",
+            RecordType::A,
+            "test.",
+            "ns.test.",
+            [127, 0, 0, 54],
+        ),
+        (
+            tld.addr,
+            "www.example.test",
+            RecordType::A,
+            "example.test.",
+            "ns.example.test.",
+            [127, 0, 0, 55],
+        ),
+        (
+            tld.addr,
+            "example.test",
+            RecordType::NS,
+            "example.test.",
+            "ns.example.test.",
+            [127, 0, 0, 55],
+        ),
     ] {
         for response in [
             query_udp(server, qname, qtype).await,
             query_tcp(server, qname, qtype).await,
         ] {
             let what = format!("{qname} {qtype} @{server}");
-            assert_eq!(response.metadata.response_code, ResponseCode::NoError, "{what}");
-            assert!(!response.metadata.authoritative, "{what}: referral must not be AA");
-            assert!(response.answers.is_empty(), "{what}: {:?}", response.answers);
-            assert_eq!(names(&response.authorities, RecordType::NS), [cut], "{what}");
+            assert_eq!(
+                response.metadata.response_code,
+                ResponseCode::NoError,
+                "{what}"
+            );
+            assert!(
+                !response.metadata.authoritative,
+                "{what}: referral must not be AA"
+            );
+            assert!(
+                response.answers.is_empty(),
+                "{what}: {:?}",
+                response.answers
+            );
+            assert_eq!(
+                names(&response.authorities, RecordType::NS),
+                [cut],
+                "{what}"
+            );
             assert_eq!(ns_targets(&response.authorities), [ns_host], "{what}");
-            assert_eq!(names(&response.additionals, RecordType::A), [ns_host], "{what}");
-            assert_eq!(a_addrs(&response.additionals), [Ipv4Addr::from(glue)], "{what}");
+            assert_eq!(
+                names(&response.additionals, RecordType::A),
+                [ns_host],
+                "{what}"
+            );
+            assert_eq!(
+                a_addrs(&response.additionals),
+                [Ipv4Addr::from(glue)],
+                "{what}"
+            );
         }
     }
 
@@ -306,7 +390,10 @@ async fn delegation_chain_gives_referrals_with_glue() {
     let before = (root.query_count(), tld.query_count(), leaf.query_count());
     let response = recursor
         .resolve(
-            Query::query(Name::from_ascii("www.example.test.").unwrap(), RecordType::A),
+            Query::query(
+                Name::from_ascii("www.example.test.").unwrap(),
+                RecordType::A,
+            ),
             Instant::now(),
             false,
         )

@@ -83,7 +83,10 @@ impl Zone {
         let mut origin = Name::from_ascii(origin)
             .unwrap_or_else(|e| panic!("invalid zone origin {origin:?}: {e}"));
         origin.set_fqdn(true);
-        let ns_host = Name::from_ascii("ns").unwrap().append_domain(&origin).unwrap();
+        let ns_host = Name::from_ascii("ns")
+            .unwrap()
+            .append_domain(&origin)
+            .unwrap();
         let hostmaster = Name::from_ascii("hostmaster")
             .unwrap()
             .append_domain(&origin)
@@ -102,8 +105,16 @@ impl Zone {
             ttl: DEFAULT_TTL,
             origin: origin.clone(),
         };
-        zone.push(Record::from_rdata(origin.clone(), NEGATIVE_TTL, RData::SOA(soa)));
-        zone.push(Record::from_rdata(origin, DEFAULT_TTL, RData::NS(NS(ns_host))));
+        zone.push(Record::from_rdata(
+            origin.clone(),
+            NEGATIVE_TTL,
+            RData::SOA(soa),
+        ));
+        zone.push(Record::from_rdata(
+            origin,
+            DEFAULT_TTL,
+            RData::NS(NS(ns_host)),
+        ));
         zone
     }
 
@@ -114,14 +125,18 @@ impl Zone {
 
     /// Adds an A record.
     pub fn a(mut self, name: &str, ip: &str) -> Zone {
-        let ip: Ipv4Addr = ip.parse().unwrap_or_else(|e| panic!("bad IPv4 {ip:?}: {e}"));
+        let ip: Ipv4Addr = ip
+            .parse()
+            .unwrap_or_else(|e| panic!("bad IPv4 {ip:?}: {e}"));
         self.add(name, RData::A(A(ip)));
         self
     }
 
     /// Adds an AAAA record.
     pub fn aaaa(mut self, name: &str, ip: &str) -> Zone {
-        let ip: Ipv6Addr = ip.parse().unwrap_or_else(|e| panic!("bad IPv6 {ip:?}: {e}"));
+        let ip: Ipv6Addr = ip
+            .parse()
+            .unwrap_or_else(|e| panic!("bad IPv6 {ip:?}: {e}"));
         self.add(name, RData::AAAA(AAAA(ip)));
         self
     }
@@ -161,7 +176,10 @@ impl Zone {
     /// Adds `count` A records at `name`: 10.0.0.1, 10.0.0.2, ... (10.0.x.y).
     /// About 30 of them push a UDP answer past 512 bytes.
     pub fn many_a(mut self, name: &str, count: usize) -> Zone {
-        assert!(count < 65_536, "many_a: at most 65535 addresses fit in 10.0.0.0/16");
+        assert!(
+            count < 65_536,
+            "many_a: at most 65535 addresses fit in 10.0.0.0/16"
+        );
         for i in 1..=count as u32 {
             let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + i);
             self.add(name, RData::A(A(ip)));
@@ -274,7 +292,10 @@ async fn bind_pair(requested: SocketAddr) -> (UdpSocket, TcpListener) {
     for _ in 0..ATTEMPTS {
         match UdpSocket::bind(requested).await {
             Ok(udp) => {
-                let port = udp.local_addr().expect("local_addr of bound UDP socket").port();
+                let port = udp
+                    .local_addr()
+                    .expect("local_addr of bound UDP socket")
+                    .port();
                 match TcpListener::bind((requested.ip(), port)).await {
                     Ok(tcp) => return (udp, tcp),
                     Err(e) => last_error = Some(format!("TCP {}:{port}: {e}", requested.ip())),
@@ -312,8 +333,11 @@ impl CountingHandler {
         let mut catalog = Catalog::new();
         let mut cuts = Vec::new();
         for zone in zones {
-            let mut handler: InMemoryZoneHandler =
-                InMemoryZoneHandler::empty(zone.origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
+            let mut handler: InMemoryZoneHandler = InMemoryZoneHandler::empty(
+                zone.origin.clone(),
+                ZoneType::Primary,
+                AxfrPolicy::Deny,
+            );
             for record in &zone.records {
                 assert!(
                     handler.upsert_mut(record.clone(), SERIAL),

@@ -29,7 +29,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(3);
 /// bytes come back truncated). Tweak the result and pass it to `exchange_*`
 /// for anything more specific.
 pub fn build_query(name: &str, rtype: RecordType) -> Message {
-    let mut name = Name::from_ascii(name).unwrap_or_else(|e| panic!("bad query name {name:?}: {e}"));
+    let mut name =
+        Name::from_ascii(name).unwrap_or_else(|e| panic!("bad query name {name:?}: {e}"));
     name.set_fqdn(true);
     let mut message = Message::query();
     message.metadata.recursion_desired = true;
@@ -54,7 +55,9 @@ pub async fn query_udp_from(
 ) -> Message {
     exchange_udp_from(bind_ip, server, &build_query(name, rtype))
         .await
-        .unwrap_or_else(|e| panic!("UDP query {name} {rtype} from {bind_ip} to {server} failed: {e}"))
+        .unwrap_or_else(|e| {
+            panic!("UDP query {name} {rtype} from {bind_ip} to {server} failed: {e}")
+        })
 }
 
 /// Queries `server` over TCP; panics on failure.
@@ -65,12 +68,20 @@ pub async fn query_tcp(server: SocketAddr, name: &str, rtype: RecordType) -> Mes
 }
 
 /// [`query_udp`] that returns errors (timeout, ICMP unreachable, ...) instead of panicking.
-pub async fn try_query_udp(server: SocketAddr, name: &str, rtype: RecordType) -> io::Result<Message> {
+pub async fn try_query_udp(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+) -> io::Result<Message> {
     exchange_udp(server, &build_query(name, rtype)).await
 }
 
 /// [`query_tcp`] that returns errors instead of panicking.
-pub async fn try_query_tcp(server: SocketAddr, name: &str, rtype: RecordType) -> io::Result<Message> {
+pub async fn try_query_tcp(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+) -> io::Result<Message> {
     exchange_tcp(server, &build_query(name, rtype)).await
 }
 
