@@ -12,7 +12,11 @@ use hedgerow::config::Config;
 use hedgerow::dns::{Flow, Pipeline, Question, Requester};
 
 #[derive(Parser)]
-#[command(name = "hedgerow", version, about = "A DNS filtering resolver for small schools")]
+#[command(
+    name = "hedgerow",
+    version,
+    about = "A DNS filtering resolver for small schools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,9 +64,14 @@ fn init_logging() {
     // hickory logs every request at INFO and the recursor warns on routine
     // NODATA probes: quiet them unless RUST_LOG asks otherwise.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,hickory_server=warn,hickory_resolver=error,hickory_net=error,hickory_proto=error")
+        tracing_subscriber::EnvFilter::new(
+            "info,hickory_server=warn,hickory_resolver=error,hickory_net=error,hickory_proto=error",
+        )
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -76,7 +85,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => {
             let config = load_config(config.as_ref())?;
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(async {
                 let running = hedgerow::serve::start(&config).await?;
                 tokio::select! {
@@ -97,21 +107,41 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Check { name, client, group, record_type, config } => {
+        Command::Check {
+            name,
+            client,
+            group,
+            record_type,
+            config,
+        } => {
             let config = load_config(config.as_ref())?;
             check(&config, &name, client, group.as_deref(), &record_type)
         }
     }
 }
 
-fn check(config: &Config, name: &str, client: Option<IpAddr>, group: Option<&str>, record_type: &str) -> anyhow::Result<ExitCode> {
-    let record_type: RecordType = record_type
-        .to_ascii_uppercase()
-        .parse()
-        .with_context(|| format!("{record_type:?} is not a DNS record type (try A, AAAA, HTTPS, TXT)"))?;
-    let fqdn = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
-    let name = Name::from_utf8(&fqdn).with_context(|| format!("{name:?} is not a valid domain name"))?;
-    let question = Question { name: LowerName::from(name), record_type, dnssec_ok: false };
+fn check(
+    config: &Config,
+    name: &str,
+    client: Option<IpAddr>,
+    group: Option<&str>,
+    record_type: &str,
+) -> anyhow::Result<ExitCode> {
+    let record_type: RecordType = record_type.to_ascii_uppercase().parse().with_context(|| {
+        format!("{record_type:?} is not a DNS record type (try A, AAAA, HTTPS, TXT)")
+    })?;
+    let fqdn = if name.ends_with('.') {
+        name.to_string()
+    } else {
+        format!("{name}.")
+    };
+    let name =
+        Name::from_utf8(&fqdn).with_context(|| format!("{name:?} is not a valid domain name"))?;
+    let question = Question {
+        name: LowerName::from(name),
+        record_type,
+        dnssec_ok: false,
+    };
     // `check` needs the runtime only because the upstream is built; nothing is sent.
     let runtime = tokio::runtime::Runtime::new()?;
     let _guard = runtime.enter();
@@ -139,8 +169,14 @@ fn check(config: &Config, name: &str, client: Option<IpAddr>, group: Option<&str
             println!("decision: allowed");
             println!("stage:    upstream");
             print_identity(Some(&client.network), Some(&client.group));
-            println!("answer:   {} (not sent by `check`)", pipeline.upstream_description());
-            println!("reason:   no policy stage stops this name for group {}", client.group);
+            println!(
+                "answer:   {} (not sent by `check`)",
+                pipeline.upstream_description()
+            );
+            println!(
+                "reason:   no policy stage stops this name for group {}",
+                client.group
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -157,7 +193,8 @@ fn print_identity(network: Option<&str>, group: Option<&str>) {
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = ctrl_c => {}
         _ = terminate.recv() => {}

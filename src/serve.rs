@@ -52,8 +52,10 @@ impl Running {
 
 /// Starts the DNS server described by `config`.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|error| StartError::DataDir { path: config.data_dir.display().to_string(), error })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|error| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        error,
+    })?;
     let pipeline = Arc::new(Pipeline::new(config)?);
     let server = DnsServer::start(pipeline.clone(), &config.listen).await?;
     let upkeep = tokio::spawn({
@@ -73,5 +75,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         source = %config.source,
         "hedgerow is serving DNS"
     );
-    Ok(Running { pipeline, server, upkeep })
+    Ok(Running {
+        pipeline,
+        server,
+        upkeep,
+    })
 }

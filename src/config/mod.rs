@@ -128,7 +128,9 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
             source_name: path.display().to_string(),
             line: None,
-            message: format!("cannot read the config file ({error}); check the path and its permissions"),
+            message: format!(
+                "cannot read the config file ({error}); check the path and its permissions"
+            ),
         })?;
         Config::parse(&text, &path.display().to_string())
     }

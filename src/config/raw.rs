@@ -25,11 +25,29 @@ pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
 /// The IANA root servers (IPv4 and IPv6), used when `root_hints` is not set.
 const IANA_ROOT_HINTS: &[&str] = &[
-    "198.41.0.4", "170.247.170.2", "192.33.4.12", "199.7.91.13", "192.203.230.10",
-    "192.5.5.241", "192.112.36.4", "198.97.190.53", "192.36.148.17", "192.58.128.30",
-    "193.0.14.129", "199.7.83.42", "202.12.27.33", "2001:503:ba3e::2:30", "2801:1b8:10::b",
-    "2001:500:2::c", "2001:500:2d::d", "2001:500:a8::e", "2001:7fe::53", "2001:503:c27::2:30",
-    "2001:7fd::1", "2001:500:9f::42", "2001:dc3::35",
+    "198.41.0.4",
+    "170.247.170.2",
+    "192.33.4.12",
+    "199.7.91.13",
+    "192.203.230.10",
+    "192.5.5.241",
+    "192.112.36.4",
+    "198.97.190.53",
+    "192.36.148.17",
+    "192.58.128.30",
+    "193.0.14.129",
+    "199.7.83.42",
+    "202.12.27.33",
+    "2001:503:ba3e::2:30",
+    "2801:1b8:10::b",
+    "2001:500:2::c",
+    "2001:500:2d::d",
+    "2001:500:a8::e",
+    "2001:7fe::53",
+    "2001:503:c27::2:30",
+    "2001:7fd::1",
+    "2001:500:9f::42",
+    "2001:dc3::35",
 ];
 
 /// Groups every school has; a config may describe them or add others.
@@ -66,7 +84,9 @@ struct RawDns {
 
 impl Default for RawDns {
     fn default() -> Self {
-        RawDns { listen: Spanned::new(0..0, vec![SocketAddr::from(([127, 0, 0, 1], 5353))]) }
+        RawDns {
+            listen: Spanned::new(0..0, vec![SocketAddr::from(([127, 0, 0, 1], 5353))]),
+        }
     }
 }
 
@@ -174,7 +194,11 @@ struct RawRateLimit {
 
 impl Default for RawRateLimit {
     fn default() -> Self {
-        RawRateLimit { queries_per_second: None, burst: None, exempt_loopback: true }
+        RawRateLimit {
+            queries_per_second: None,
+            burst: None,
+            exempt_loopback: true,
+        }
     }
 }
 
@@ -234,7 +258,10 @@ impl Source<'_> {
 }
 
 pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigError> {
-    let source = Source { text, name: source_name };
+    let source = Source {
+        text,
+        name: source_name,
+    };
     let raw: RawConfig = toml::from_str(text).map_err(|error| {
         let message = error.message().trim().to_string();
         let hint = if message.contains("unknown field") {
@@ -299,13 +326,19 @@ fn compile_groups(
     let mut groups: BTreeMap<String, Group> = STANDARD_GROUPS
         .iter()
         .map(|(name, description)| {
-            let group = Group { name: name.to_string(), description: description.to_string() };
+            let group = Group {
+                name: name.to_string(),
+                description: description.to_string(),
+            };
             (name.to_string(), group)
         })
         .collect();
     for (name, group) in raw {
         let valid = !name.get_ref().is_empty()
-            && name.get_ref().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && name
+                .get_ref()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !valid {
             return Err(source.error(
                 Some(&name.span()),
@@ -315,10 +348,12 @@ fn compile_groups(
                 ),
             ));
         }
-        let entry = groups.entry(name.get_ref().clone()).or_insert_with(|| Group {
-            name: name.get_ref().clone(),
-            description: String::new(),
-        });
+        let entry = groups
+            .entry(name.get_ref().clone())
+            .or_insert_with(|| Group {
+                name: name.get_ref().clone(),
+                description: String::new(),
+            });
         if !group.description.is_empty() {
             entry.description = group.description;
         }
@@ -339,7 +374,9 @@ fn compile_networks(
         if !names.insert(name.clone()) {
             return Err(source.error(
                 Some(&network.name.span()),
-                format!("network {name:?} is declared twice; give each [[networks]] entry its own name"),
+                format!(
+                    "network {name:?} is declared twice; give each [[networks]] entry its own name"
+                ),
             ));
         }
         if !groups.contains_key(network.group.get_ref()) {
@@ -373,14 +410,21 @@ fn compile_networks(
             }
             cidrs.push(cidr);
         }
-        networks.push(Network { name: name.clone(), cidrs, group: network.group.into_inner() });
+        networks.push(Network {
+            name: name.clone(),
+            cidrs,
+            group: network.group.into_inner(),
+        });
     }
     Ok(networks)
 }
 
 fn compile_upstream(source: &Source<'_>, raw: RawUpstream) -> Result<Upstream, ConfigError> {
     if raw.timeout_ms == 0 {
-        return Err(source.error(None, "`upstream.timeout_ms` must be at least 1 (2000 is a good value)"));
+        return Err(source.error(
+            None,
+            "`upstream.timeout_ms` must be at least 1 (2000 is a good value)",
+        ));
     }
     let timeout = Duration::from_millis(raw.timeout_ms);
     match raw.mode.get_ref() {
@@ -421,7 +465,10 @@ fn compile_upstream(source: &Source<'_>, raw: RawUpstream) -> Result<Upstream, C
                     ));
                 }
                 Some(hints) => hints.into_inner(),
-                None => IANA_ROOT_HINTS.iter().map(|ip| ip.parse().expect("valid root hint")).collect(),
+                None => IANA_ROOT_HINTS
+                    .iter()
+                    .map(|ip| ip.parse().expect("valid root hint"))
+                    .collect(),
             };
             let mut conditional = Vec::new();
             for entry in raw.conditional {
@@ -429,7 +476,10 @@ fn compile_upstream(source: &Source<'_>, raw: RawUpstream) -> Result<Upstream, C
                 if zone.is_empty() || zone.contains("..") {
                     return Err(source.error(
                         Some(&entry.zone.span()),
-                        format!("{:?} is not a domain name; write it like \"school.internal\"", entry.zone.get_ref()),
+                        format!(
+                            "{:?} is not a domain name; write it like \"school.internal\"",
+                            entry.zone.get_ref()
+                        ),
                     ));
                 }
                 if entry.servers.get_ref().is_empty() {
@@ -441,7 +491,11 @@ fn compile_upstream(source: &Source<'_>, raw: RawUpstream) -> Result<Upstream, C
                 let servers = compile_servers(source, entry.servers.into_inner())?;
                 conditional.push(ConditionalForward { zone, servers });
             }
-            Ok(Upstream::Recursive { root_hints, conditional, timeout })
+            Ok(Upstream::Recursive {
+                root_hints,
+                conditional,
+                timeout,
+            })
         }
     }
 }
@@ -450,7 +504,10 @@ fn normalise_zone(zone: &str) -> String {
     zone.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
-fn compile_servers(source: &Source<'_>, raw: Vec<RawServer>) -> Result<Vec<ForwardServer>, ConfigError> {
+fn compile_servers(
+    source: &Source<'_>,
+    raw: Vec<RawServer>,
+) -> Result<Vec<ForwardServer>, ConfigError> {
     raw.into_iter()
         .map(|server| {
             let default_port = match server.protocol {
@@ -484,7 +541,10 @@ fn compile_servers(source: &Source<'_>, raw: Vec<RawServer>) -> Result<Vec<Forwa
 
 fn compile_cache(source: &Source<'_>, raw: RawCache) -> Result<CacheSettings, ConfigError> {
     if *raw.size.get_ref() == 0 {
-        return Err(source.error(Some(&raw.size.span()), "`cache.size` must be at least 1 (100000 suits a school)"));
+        return Err(source.error(
+            Some(&raw.size.span()),
+            "`cache.size` must be at least 1 (100000 suits a school)",
+        ));
     }
     if raw.min_ttl_secs > *raw.max_ttl_secs.get_ref() {
         return Err(source.error(
@@ -508,11 +568,29 @@ pub(super) fn render(config: &Config) -> String {
     let list = |items: Vec<String>| format!("[{}]", items.join(", "));
     let mut out = String::new();
     let _ = writeln!(out, "# effective configuration from {}", config.source);
-    let _ = writeln!(out, "data_dir = {}", quote(&config.data_dir.display().to_string()));
-    let _ = writeln!(out, "\n[dns]\nlisten = {}", list(config.listen.iter().map(|a| quote(&a.to_string())).collect()));
+    let _ = writeln!(
+        out,
+        "data_dir = {}",
+        quote(&config.data_dir.display().to_string())
+    );
+    let _ = writeln!(
+        out,
+        "\n[dns]\nlisten = {}",
+        list(
+            config
+                .listen
+                .iter()
+                .map(|a| quote(&a.to_string()))
+                .collect()
+        )
+    );
     let render_servers = |out: &mut String, table: &str, servers: &[ForwardServer]| {
         for server in servers {
-            let _ = writeln!(out, "\n[[{table}]]\naddress = {}", quote(&server.address.to_string()));
+            let _ = writeln!(
+                out,
+                "\n[[{table}]]\naddress = {}",
+                quote(&server.address.to_string())
+            );
             let protocol = format!("{:?}", server.protocol).to_ascii_lowercase();
             let _ = writeln!(out, "protocol = {}", quote(&protocol));
             if let Some(name) = &server.tls_name {
@@ -521,16 +599,36 @@ pub(super) fn render(config: &Config) -> String {
         }
     };
     match &config.upstream {
-        Upstream::Recursive { root_hints, conditional, timeout } => {
-            let _ = writeln!(out, "\n[upstream]\nmode = \"recursive\"\ntimeout_ms = {}", timeout.as_millis());
-            let _ = writeln!(out, "root_hints = {}", list(root_hints.iter().map(|ip| quote(&ip.to_string())).collect()));
+        Upstream::Recursive {
+            root_hints,
+            conditional,
+            timeout,
+        } => {
+            let _ = writeln!(
+                out,
+                "\n[upstream]\nmode = \"recursive\"\ntimeout_ms = {}",
+                timeout.as_millis()
+            );
+            let _ = writeln!(
+                out,
+                "root_hints = {}",
+                list(root_hints.iter().map(|ip| quote(&ip.to_string())).collect())
+            );
             for entry in conditional {
-                let _ = writeln!(out, "\n[[upstream.conditional]]\nzone = {}", quote(&entry.zone));
+                let _ = writeln!(
+                    out,
+                    "\n[[upstream.conditional]]\nzone = {}",
+                    quote(&entry.zone)
+                );
                 render_servers(&mut out, "upstream.conditional.servers", &entry.servers);
             }
         }
         Upstream::Forward { servers, timeout } => {
-            let _ = writeln!(out, "\n[upstream]\nmode = \"forward\"\ntimeout_ms = {}", timeout.as_millis());
+            let _ = writeln!(
+                out,
+                "\n[upstream]\nmode = \"forward\"\ntimeout_ms = {}",
+                timeout.as_millis()
+            );
             render_servers(&mut out, "upstream.servers", servers);
         }
     }
@@ -546,20 +644,39 @@ pub(super) fn render(config: &Config) -> String {
     );
     let _ = writeln!(out, "\n[rate_limit]");
     if let Some(qps) = config.rate_limit.queries_per_second {
-        let _ = writeln!(out, "queries_per_second = {qps}\nburst = {}", config.rate_limit.burst);
+        let _ = writeln!(
+            out,
+            "queries_per_second = {qps}\nburst = {}",
+            config.rate_limit.burst
+        );
     } else {
         let _ = writeln!(out, "# queries_per_second is not set: no per-client limit");
     }
-    let _ = writeln!(out, "exempt_loopback = {}", config.rate_limit.exempt_loopback);
+    let _ = writeln!(
+        out,
+        "exempt_loopback = {}",
+        config.rate_limit.exempt_loopback
+    );
     for group in config.groups.values() {
-        let _ = writeln!(out, "\n[groups.{}]\ndescription = {}", group.name, quote(&group.description));
+        let _ = writeln!(
+            out,
+            "\n[groups.{}]\ndescription = {}",
+            group.name,
+            quote(&group.description)
+        );
     }
     for network in &config.networks {
         let _ = writeln!(
             out,
             "\n[[networks]]\nname = {}\ncidrs = {}\ngroup = {}",
             quote(&network.name),
-            list(network.cidrs.iter().map(|c| quote(&c.to_string())).collect()),
+            list(
+                network
+                    .cidrs
+                    .iter()
+                    .map(|c| quote(&c.to_string()))
+                    .collect()
+            ),
             quote(&network.group)
         );
     }
@@ -573,17 +690,33 @@ mod tests {
     #[test]
     fn embedded_default_is_valid_and_declares_demo_networks() {
         let config = compile(DEFAULT_CONFIG, "embedded default").unwrap();
-        assert_eq!(config.listen, vec!["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]);
-        let groups: Vec<(&str, &str)> =
-            config.networks.iter().map(|n| (n.cidrs[0].to_string().leak() as &str, n.group.as_str())).collect();
-        assert_eq!(groups, vec![("127.0.0.1/32", "pupil"), ("127.0.0.2/32", "staff"), ("127.0.0.3/32", "guest")]);
+        assert_eq!(
+            config.listen,
+            vec!["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]
+        );
+        let groups: Vec<(&str, &str)> = config
+            .networks
+            .iter()
+            .map(|n| (n.cidrs[0].to_string().leak() as &str, n.group.as_str()))
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                ("127.0.0.1/32", "pupil"),
+                ("127.0.0.2/32", "staff"),
+                ("127.0.0.3/32", "guest")
+            ]
+        );
     }
 
     #[test]
     fn effective_config_round_trips() {
         let config = compile(DEFAULT_CONFIG, "embedded default").unwrap();
         let again = compile(&render(&config), "rendered").unwrap();
-        assert_eq!(render(&again).lines().skip(1).collect::<Vec<_>>(), render(&config).lines().skip(1).collect::<Vec<_>>());
+        assert_eq!(
+            render(&again).lines().skip(1).collect::<Vec<_>>(),
+            render(&config).lines().skip(1).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -600,7 +733,10 @@ mod tests {
         let text = "[[networks]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\ngroup = \"pupils\"\n";
         let error = compile(text, "school.toml").unwrap_err();
         assert_eq!(error.line, Some(4), "{error}");
-        assert!(error.message.contains("pupils") && error.message.contains("pupil"), "{error}");
+        assert!(
+            error.message.contains("pupils") && error.message.contains("pupil"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -628,10 +764,15 @@ cidrs = ["fd00:1::/64", "10.1.0.0/16"]
 group = "pupil"
 "#;
         let config = compile(text, "t").unwrap();
-        let Upstream::Forward { servers, .. } = &config.upstream else { panic!("forward mode") };
+        let Upstream::Forward { servers, .. } = &config.upstream else {
+            panic!("forward mode")
+        };
         assert_eq!(servers[0].address, "[2001:db8::53]:53".parse().unwrap());
         assert_eq!(servers[1].address, "192.0.2.1:853".parse().unwrap());
-        assert_eq!(config.networks[0].cidrs[0], "fd00:1::/64".parse::<IpNet>().unwrap());
+        assert_eq!(
+            config.networks[0].cidrs[0],
+            "fd00:1::/64".parse::<IpNet>().unwrap()
+        );
     }
 
     #[test]

@@ -61,7 +61,11 @@ pub fn admit<'a>(
     if let Some(limiter) = limiter
         && !limiter.admit(source)
     {
-        let decision = Decision::new(DecisionKind::Refused, Stage::Access, "client is over its rate limit");
+        let decision = Decision::new(
+            DecisionKind::Refused,
+            Stage::Access,
+            "client is over its rate limit",
+        );
         return Err(decision.for_client(&client.network, &client.group));
     }
     Ok(client)
@@ -73,15 +77,32 @@ mod tests {
 
     #[test]
     fn limit_is_per_client_and_loopback_can_be_exempt() {
-        let settings = RateLimit { queries_per_second: Some(1), burst: 3, exempt_loopback: true };
+        let settings = RateLimit {
+            queries_per_second: Some(1),
+            burst: 3,
+            exempt_loopback: true,
+        };
         let limiter = ClientRateLimiter::new(&settings).unwrap();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         assert!((0..3).all(|_| limiter.admit(a)));
-        assert!(!limiter.admit(a), "fourth query inside a second is over the burst");
-        assert!(limiter.admit(b), "a neighbour on the same /24 is unaffected");
+        assert!(
+            !limiter.admit(a),
+            "fourth query inside a second is over the burst"
+        );
+        assert!(
+            limiter.admit(b),
+            "a neighbour on the same /24 is unaffected"
+        );
         let loopback: IpAddr = "127.0.0.1".parse().unwrap();
         assert!((0..100).all(|_| limiter.admit(loopback)));
-        assert!(ClientRateLimiter::new(&RateLimit { queries_per_second: None, burst: 0, exempt_loopback: true }).is_none());
+        assert!(
+            ClientRateLimiter::new(&RateLimit {
+                queries_per_second: None,
+                burst: 0,
+                exempt_loopback: true
+            })
+            .is_none()
+        );
     }
 }

@@ -56,7 +56,11 @@ impl CachedAnswer {
                 .iter()
                 .map(|record| {
                     let mut record = record.clone();
-                    record.ttl = if stale { STALE_ANSWER_TTL } else { record.ttl.saturating_sub(age) };
+                    record.ttl = if stale {
+                        STALE_ANSWER_TTL
+                    } else {
+                        record.ttl.saturating_sub(age)
+                    };
                     record
                 })
                 .collect()
@@ -85,7 +89,10 @@ pub struct AnswerCache {
 
 impl AnswerCache {
     pub fn new(settings: &CacheSettings) -> AnswerCache {
-        AnswerCache { entries: Cache::new(settings.size), settings: settings.clone() }
+        AnswerCache {
+            entries: Cache::new(settings.size),
+            settings: settings.clone(),
+        }
     }
 
     pub fn get(&self, key: &CacheKey, now: Instant) -> CacheLookup {
@@ -102,9 +109,16 @@ impl AnswerCache {
 
     /// Stores an upstream answer for as long as its records allow.
     pub fn insert(&self, key: CacheKey, answer: UpstreamAnswer, now: Instant) {
-        let Some(ttl) = self.ttl_of(&answer) else { return };
+        let Some(ttl) = self.ttl_of(&answer) else {
+            return;
+        };
         let fresh_until = now + ttl;
-        let entry = CachedAnswer { answer, stored_at: now, fresh_until, stale_until: fresh_until + self.settings.serve_stale_for };
+        let entry = CachedAnswer {
+            answer,
+            stored_at: now,
+            fresh_until,
+            stale_until: fresh_until + self.settings.serve_stale_for,
+        };
         self.entries.insert(key, Arc::new(entry));
     }
 
@@ -125,8 +139,13 @@ impl AnswerCache {
                 answer.answers.iter().map(|r| r.ttl).min()?
             }
             ResponseCode::NoError | ResponseCode::NXDomain => {
-                let soa = answer.authorities.iter().find(|r| r.record_type() == RecordType::SOA)?;
-                let RData::SOA(data) = &soa.data else { return None };
+                let soa = answer
+                    .authorities
+                    .iter()
+                    .find(|r| r.record_type() == RecordType::SOA)?;
+                let RData::SOA(data) = &soa.data else {
+                    return None;
+                };
                 let negative = Duration::from_secs(u64::from(soa.ttl.min(data.minimum)));
                 return Some(negative.min(self.settings.negative_max_ttl));
             }
@@ -140,8 +159,8 @@ impl AnswerCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::rr::rdata::{A, SOA};
     use hickory_proto::rr::Name;
+    use hickory_proto::rr::rdata::{A, SOA};
 
     fn settings() -> CacheSettings {
         CacheSettings {
@@ -154,27 +173,54 @@ mod tests {
     }
 
     fn key(name: &str) -> CacheKey {
-        CacheKey { name: LowerName::from(Name::from_ascii(name).unwrap()), record_type: RecordType::A, dnssec_ok: false }
+        CacheKey {
+            name: LowerName::from(Name::from_ascii(name).unwrap()),
+            record_type: RecordType::A,
+            dnssec_ok: false,
+        }
     }
 
     fn a_record(name: &str, ttl: u32) -> Record {
-        Record::from_rdata(Name::from_ascii(name).unwrap(), ttl, RData::A(A::new(192, 0, 2, 1)))
+        Record::from_rdata(
+            Name::from_ascii(name).unwrap(),
+            ttl,
+            RData::A(A::new(192, 0, 2, 1)),
+        )
     }
 
     #[test]
     fn positive_answer_counts_down_then_goes_stale_then_expires() {
         let cache = AnswerCache::new(&settings());
         let now = Instant::now();
-        let answer = UpstreamAnswer { response_code: ResponseCode::NoError, answers: vec![a_record("a.test.", 100)], authorities: vec![] };
+        let answer = UpstreamAnswer {
+            response_code: ResponseCode::NoError,
+            answers: vec![a_record("a.test.", 100)],
+            authorities: vec![],
+        };
         cache.insert(key("a.test."), answer, now);
 
-        let CacheLookup::Fresh(entry) = cache.get(&key("a.test."), now + Duration::from_secs(40)) else { panic!("fresh") };
-        assert_eq!(entry.answer_at(now + Duration::from_secs(40)).answers[0].ttl, 60);
+        let CacheLookup::Fresh(entry) = cache.get(&key("a.test."), now + Duration::from_secs(40))
+        else {
+            panic!("fresh")
+        };
+        assert_eq!(
+            entry.answer_at(now + Duration::from_secs(40)).answers[0].ttl,
+            60
+        );
 
-        let CacheLookup::Stale(entry) = cache.get(&key("a.test."), now + Duration::from_secs(101)) else { panic!("stale") };
-        assert_eq!(entry.answer_at(now + Duration::from_secs(101)).answers[0].ttl, STALE_ANSWER_TTL);
+        let CacheLookup::Stale(entry) = cache.get(&key("a.test."), now + Duration::from_secs(101))
+        else {
+            panic!("stale")
+        };
+        assert_eq!(
+            entry.answer_at(now + Duration::from_secs(101)).answers[0].ttl,
+            STALE_ANSWER_TTL
+        );
 
-        assert!(matches!(cache.get(&key("a.test."), now + Duration::from_secs(701)), CacheLookup::Miss));
+        assert!(matches!(
+            cache.get(&key("a.test."), now + Duration::from_secs(701)),
+            CacheLookup::Miss
+        ));
     }
 
     #[test]
@@ -184,23 +230,47 @@ mod tests {
         let origin = Name::from_ascii("test.").unwrap();
         let soa = SOA::new(origin.clone(), origin.clone(), 1, 3600, 600, 86400, 20);
         let soa = Record::from_rdata(origin, 300, RData::SOA(soa));
-        let nx = UpstreamAnswer { response_code: ResponseCode::NXDomain, answers: vec![], authorities: vec![soa] };
+        let nx = UpstreamAnswer {
+            response_code: ResponseCode::NXDomain,
+            answers: vec![],
+            authorities: vec![soa],
+        };
         cache.insert(key("nx.test."), nx, now);
-        assert!(matches!(cache.get(&key("nx.test."), now + Duration::from_secs(19)), CacheLookup::Fresh(_)));
-        assert!(matches!(cache.get(&key("nx.test."), now + Duration::from_secs(21)), CacheLookup::Stale(_)));
+        assert!(matches!(
+            cache.get(&key("nx.test."), now + Duration::from_secs(19)),
+            CacheLookup::Fresh(_)
+        ));
+        assert!(matches!(
+            cache.get(&key("nx.test."), now + Duration::from_secs(21)),
+            CacheLookup::Stale(_)
+        ));
 
-        let fail = UpstreamAnswer { response_code: ResponseCode::ServFail, answers: vec![], authorities: vec![] };
+        let fail = UpstreamAnswer {
+            response_code: ResponseCode::ServFail,
+            answers: vec![],
+            authorities: vec![],
+        };
         cache.insert(key("fail.test."), fail, now);
-        assert!(matches!(cache.get(&key("fail.test."), now), CacheLookup::Miss));
+        assert!(matches!(
+            cache.get(&key("fail.test."), now),
+            CacheLookup::Miss
+        ));
     }
 
     #[test]
     fn size_is_bounded() {
-        let cache = AnswerCache::new(&CacheSettings { size: 50, ..settings() });
+        let cache = AnswerCache::new(&CacheSettings {
+            size: 50,
+            ..settings()
+        });
         let now = Instant::now();
         for i in 0..1000 {
             let name = format!("h{i}.test.");
-            let answer = UpstreamAnswer { response_code: ResponseCode::NoError, answers: vec![a_record(&name, 100)], authorities: vec![] };
+            let answer = UpstreamAnswer {
+                response_code: ResponseCode::NoError,
+                answers: vec![a_record(&name, 100)],
+                authorities: vec![],
+            };
             cache.insert(key(&name), answer, now);
         }
         assert!(cache.len() <= 60, "cache holds {} entries", cache.len());

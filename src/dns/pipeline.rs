@@ -56,7 +56,14 @@ pub struct Answer {
 
 impl Answer {
     fn empty(response_code: ResponseCode, decision: Decision) -> Answer {
-        Answer { response_code, answers: Vec::new(), authorities: Vec::new(), decision, cache_hit: false, upstream_latency: None }
+        Answer {
+            response_code,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            decision,
+            cache_hit: false,
+            upstream_latency: None,
+        }
     }
 
     fn from_upstream(answer: UpstreamAnswer, decision: Decision) -> Answer {
@@ -92,7 +99,11 @@ impl Pipeline {
         Ok(Pipeline {
             networks: NetworkMap::new(&config.networks),
             rate_limiter: ClientRateLimiter::new(&config.rate_limit),
-            groups: config.groups.keys().map(|g| Arc::from(g.as_str())).collect(),
+            groups: config
+                .groups
+                .keys()
+                .map(|g| Arc::from(g.as_str()))
+                .collect(),
             cache: AnswerCache::new(&config.cache),
             upstream: Upstream::new(&config.upstream)?,
         })
@@ -108,20 +119,37 @@ impl Pipeline {
 
     /// The policy stages alone. `count_towards_rate_limit` is false for
     /// `hedgerow check`, which must not spend a client's tokens.
-    pub fn decide(&self, requester: Requester<'_>, question: &Question, count_towards_rate_limit: bool) -> Flow {
+    pub fn decide(
+        &self,
+        requester: Requester<'_>,
+        question: &Question,
+        count_towards_rate_limit: bool,
+    ) -> Flow {
         let _ = question; // the bypass, safesearch and blocklist stages will read it
         let client = match requester {
             Requester::Source(source) => {
-                let limiter = self.rate_limiter.as_ref().filter(|_| count_towards_rate_limit);
+                let limiter = self
+                    .rate_limiter
+                    .as_ref()
+                    .filter(|_| count_towards_rate_limit);
                 match access::admit(&self.networks, limiter, source) {
                     Ok(client) => client.clone(),
-                    Err(decision) => return Flow::Final(Answer::empty(ResponseCode::Refused, decision)),
+                    Err(decision) => {
+                        return Flow::Final(Answer::empty(ResponseCode::Refused, decision));
+                    }
                 }
             }
             Requester::Group(group) => match self.groups.iter().find(|g| &***g == group) {
-                Some(group) => Arc::new(Client { network: Arc::from("(named group)"), group: group.clone() }),
+                Some(group) => Arc::new(Client {
+                    network: Arc::from("(named group)"),
+                    group: group.clone(),
+                }),
                 None => {
-                    let decision = Decision::new(DecisionKind::Refused, Stage::Identify, format!("no group named {group:?}"));
+                    let decision = Decision::new(
+                        DecisionKind::Refused,
+                        Stage::Identify,
+                        format!("no group named {group:?}"),
+                    );
                     return Flow::Final(Answer::empty(ResponseCode::Refused, decision));
                 }
             },
@@ -131,12 +159,23 @@ impl Pipeline {
 
     /// The cache and upstream stages.
     async fn resolve(&self, client: &Client, question: &Question) -> Answer {
-        let key = CacheKey { name: question.name.clone(), record_type: question.record_type, dnssec_ok: question.dnssec_ok };
+        let key = CacheKey {
+            name: question.name.clone(),
+            record_type: question.record_type,
+            dnssec_ok: question.dnssec_ok,
+        };
         let now = Instant::now();
         let stale = match self.cache.get(&key, now) {
             CacheLookup::Fresh(entry) => {
-                let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, "answered from the cache");
-                let mut answer = Answer::from_upstream(entry.answer_at(now), decision.for_client(&client.network, &client.group));
+                let decision = Decision::new(
+                    DecisionKind::Allowed,
+                    Stage::Cache,
+                    "answered from the cache",
+                );
+                let mut answer = Answer::from_upstream(
+                    entry.answer_at(now),
+                    decision.for_client(&client.network, &client.group),
+                );
                 answer.cache_hit = true;
                 return answer;
             }
@@ -145,12 +184,19 @@ impl Pipeline {
         };
 
         let started = Instant::now();
-        let result = self.upstream.resolve(&question.name, question.record_type, question.dnssec_ok).await;
+        let result = self
+            .upstream
+            .resolve(&question.name, question.record_type, question.dnssec_ok)
+            .await;
         let latency = started.elapsed();
         let mut answer = match (result, stale) {
             (Ok(upstream), _) => {
                 self.cache.insert(key, upstream.clone(), Instant::now());
-                let decision = Decision::new(DecisionKind::Allowed, Stage::Upstream, self.upstream.describe());
+                let decision = Decision::new(
+                    DecisionKind::Allowed,
+                    Stage::Upstream,
+                    self.upstream.describe(),
+                );
                 Answer::from_upstream(upstream, decision)
             }
             (Err(error), Some(stale)) => {
@@ -163,7 +209,11 @@ impl Pipeline {
             }
             (Err(error), None) => {
                 tracing::debug!(name = %question.name, %error, "upstream failed");
-                let decision = Decision::new(DecisionKind::Error, Stage::Upstream, format!("no upstream answer: {error}"));
+                let decision = Decision::new(
+                    DecisionKind::Error,
+                    Stage::Upstream,
+                    format!("no upstream answer: {error}"),
+                );
                 Answer::empty(ResponseCode::ServFail, decision)
             }
         };

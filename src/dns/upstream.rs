@@ -9,19 +9,18 @@
 //! REFUSED) are errors, which is what lets the cache serve stale.
 
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
+use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-    ServerOrderingStrategy,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::recursor::{Recursor, RecursorError, RecursorOptions};
-use hickory_resolver::TokioResolver;
 
 use super::cache::UpstreamAnswer;
 use crate::config::{self, ForwardProtocol, ForwardServer};
@@ -42,11 +41,11 @@ pub enum UpstreamError {
 }
 
 pub enum Upstream {
-    Forward(TokioResolver),
+    Forward(Forwarder),
     Recursive {
         recursor: Recursor<TokioRuntimeProvider>,
-        /// Internal zones and the resolver that answers each, most specific first.
-        conditional: Vec<(LowerName, TokioResolver)>,
+        /// Internal zones and the servers that answer each, most specific first.
+        conditional: Vec<(LowerName, Forwarder)>,
         deadline: Duration,
     },
 }
@@ -55,9 +54,13 @@ impl Upstream {
     pub fn new(settings: &config::Upstream) -> Result<Upstream, UpstreamError> {
         match settings {
             config::Upstream::Forward { servers, timeout } => {
-                Ok(Upstream::Forward(forwarding_resolver(servers, *timeout)?))
+                Ok(Upstream::Forward(Forwarder::new(servers, *timeout)?))
             }
-            config::Upstream::Recursive { root_hints, conditional, timeout } => {
+            config::Upstream::Recursive {
+                root_hints,
+                conditional,
+                timeout,
+            } => {
                 let mut options = RecursorOptions::default();
                 // hickory refuses to recurse to loopback and private servers by
                 // default (a rebinding defence). A root on a private address is
@@ -66,13 +69,18 @@ impl Upstream {
                 if root_hints.iter().any(|ip| is_private(*ip)) {
                     options.deny_server.clear();
                 }
-                let recursor = Recursor::with_options(root_hints, options, TokioRuntimeProvider::default())
-                    .map_err(|error| UpstreamError::Setup(error.to_string()))?;
+                let recursor =
+                    Recursor::with_options(root_hints, options, TokioRuntimeProvider::default())
+                        .map_err(|error| UpstreamError::Setup(error.to_string()))?;
                 let mut zones = Vec::new();
                 for entry in conditional {
-                    let zone = Name::from_ascii(format!("{}.", entry.zone))
-                        .map_err(|error| UpstreamError::Setup(format!("zone {:?}: {error}", entry.zone)))?;
-                    zones.push((LowerName::from(zone), forwarding_resolver(&entry.servers, *timeout)?));
+                    let zone = Name::from_ascii(format!("{}.", entry.zone)).map_err(|error| {
+                        UpstreamError::Setup(format!("zone {:?}: {error}", entry.zone))
+                    })?;
+                    zones.push((
+                        LowerName::from(zone),
+                        Forwarder::new(&entry.servers, *timeout)?,
+                    ));
                 }
                 zones.sort_by_key(|(zone, _)| std::cmp::Reverse(zone.num_labels()));
                 Ok(Upstream::Recursive {
@@ -99,13 +107,19 @@ impl Upstream {
         dnssec_ok: bool,
     ) -> Result<UpstreamAnswer, UpstreamError> {
         match self {
-            Upstream::Forward(resolver) => forward(resolver, name, record_type).await,
-            Upstream::Recursive { recursor, conditional, deadline } => {
-                if let Some((_, resolver)) = conditional.iter().find(|(zone, _)| zone.zone_of(name)) {
-                    return forward(resolver, name, record_type).await;
+            Upstream::Forward(forwarder) => forwarder.resolve(name, record_type).await,
+            Upstream::Recursive {
+                recursor,
+                conditional,
+                deadline,
+            } => {
+                if let Some((_, forwarder)) =
+                    conditional.iter().find(|(zone, _)| zone.zone_of(name))
+                {
+                    return forwarder.resolve(name, record_type).await;
                 }
                 let query = Query::query(Name::from(name), record_type);
-                let resolution = recursor.resolve(query, std::time::Instant::now(), dnssec_ok);
+                let resolution = recursor.resolve(query, Instant::now(), dnssec_ok);
                 match tokio::time::timeout(*deadline, resolution).await {
                     Err(_) => Err(UpstreamError::Timeout),
                     Ok(Ok(message)) => match message.response_code {
@@ -130,9 +144,86 @@ fn is_private(ip: IpAddr) -> bool {
     }
 }
 
-fn forwarding_resolver(servers: &[ForwardServer], timeout: Duration) -> Result<TokioResolver, UpstreamError> {
-    let name_servers = servers
-        .iter()
+/// How long a server that failed to answer is passed over before it is
+/// tried first again.
+const DOWN_FOR: Duration = Duration::from_secs(30);
+
+/// Forwarding servers in order of preference, with failover.
+///
+/// hickory's server pool bounds a whole request by one timeout, so a dead
+/// first server would time every query out before the second is tried.
+/// Instead each server has its own resolver and timeout; one that fails is
+/// marked down and passed over (tried last) until `DOWN_FOR` has gone by.
+pub struct Forwarder {
+    targets: Vec<ForwardTarget>,
+}
+
+struct ForwardTarget {
+    resolver: TokioResolver,
+    down_until: Mutex<Option<Instant>>,
+}
+
+impl ForwardTarget {
+    fn is_down(&self, now: Instant) -> bool {
+        self.down_until
+            .lock()
+            .expect("down_until lock")
+            .is_some_and(|until| now < until)
+    }
+
+    fn set_down_until(&self, until: Option<Instant>) {
+        *self.down_until.lock().expect("down_until lock") = until;
+    }
+}
+
+impl Forwarder {
+    pub fn new(servers: &[ForwardServer], timeout: Duration) -> Result<Forwarder, UpstreamError> {
+        let targets = servers
+            .iter()
+            .map(|server| {
+                Ok(ForwardTarget {
+                    resolver: forwarding_resolver(server, timeout)?,
+                    down_until: Mutex::new(None),
+                })
+            })
+            .collect::<Result<_, UpstreamError>>()?;
+        Ok(Forwarder { targets })
+    }
+
+    pub async fn resolve(
+        &self,
+        name: &LowerName,
+        record_type: RecordType,
+    ) -> Result<UpstreamAnswer, UpstreamError> {
+        let now = Instant::now();
+        let (up, down): (Vec<&ForwardTarget>, Vec<&ForwardTarget>) =
+            self.targets.iter().partition(|t| !t.is_down(now));
+        let mut last_error = UpstreamError::Other("no upstream servers".into());
+        for target in up.into_iter().chain(down) {
+            match forward(&target.resolver, name, record_type).await {
+                Ok(answer) => {
+                    target.set_down_until(None);
+                    return Ok(answer);
+                }
+                // It answered, so it is up; another server may still do better.
+                Err(error @ UpstreamError::Failed(_)) => last_error = error,
+                Err(error) => {
+                    tracing::warn!(%error, "upstream server failed; trying the next");
+                    target.set_down_until(Some(Instant::now() + DOWN_FOR));
+                    last_error = error;
+                }
+            }
+        }
+        Err(last_error)
+    }
+}
+
+/// A resolver for one forwarding server.
+fn forwarding_resolver(
+    server: &ForwardServer,
+    timeout: Duration,
+) -> Result<TokioResolver, UpstreamError> {
+    let name_servers = std::iter::once(server)
         .map(|server| {
             let tls_name = || Arc::<str>::from(server.tls_name.clone().unwrap_or_default());
             let mut connections = match server.protocol {
@@ -158,17 +249,23 @@ fn forwarding_resolver(servers: &[ForwardServer], timeout: Duration) -> Result<T
     options.cache_size = 0;
     options.use_hosts_file = ResolveHosts::Never;
     options.num_concurrent_reqs = 1;
-    options.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
     options.max_active_requests = 4096;
     options.preserve_intermediates = true;
     options.try_tcp_on_error = true;
-    TokioResolver::builder_with_config(ResolverConfig::from_name_servers(name_servers), TokioRuntimeProvider::default())
-        .with_options(options)
-        .build()
-        .map_err(|error| UpstreamError::Setup(error.to_string()))
+    TokioResolver::builder_with_config(
+        ResolverConfig::from_name_servers(name_servers),
+        TokioRuntimeProvider::default(),
+    )
+    .with_options(options)
+    .build()
+    .map_err(|error| UpstreamError::Setup(error.to_string()))
 }
 
-async fn forward(resolver: &TokioResolver, name: &LowerName, record_type: RecordType) -> Result<UpstreamAnswer, UpstreamError> {
+async fn forward(
+    resolver: &TokioResolver,
+    name: &LowerName,
+    record_type: RecordType,
+) -> Result<UpstreamAnswer, UpstreamError> {
     match resolver.lookup(Name::from(name), record_type).await {
         Ok(lookup) => Ok(UpstreamAnswer {
             response_code: lookup.message().response_code,
@@ -183,9 +280,14 @@ async fn forward(resolver: &TokioResolver, name: &LowerName, record_type: Record
 }
 
 fn negative_answer(no_records: NoRecords) -> UpstreamAnswer {
-    let mut authorities: Vec<Record> = no_records.authorities.map(|records| records.to_vec()).unwrap_or_default();
+    let mut authorities: Vec<Record> = no_records
+        .authorities
+        .map(|records| records.to_vec())
+        .unwrap_or_default();
     if let Some(soa) = no_records.soa
-        && !authorities.iter().any(|r| r.record_type() == RecordType::SOA)
+        && !authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA)
     {
         authorities.push(soa.into_record_of_rdata());
     }
@@ -193,15 +295,25 @@ fn negative_answer(no_records: NoRecords) -> UpstreamAnswer {
         ResponseCode::NXDomain => ResponseCode::NXDomain,
         _ => ResponseCode::NoError,
     };
-    UpstreamAnswer { response_code, answers: Vec::new(), authorities }
+    UpstreamAnswer {
+        response_code,
+        answers: Vec::new(),
+        authorities,
+    }
 }
 
 fn recursion_error(error: RecursorError) -> Result<UpstreamAnswer, UpstreamError> {
     match error {
         RecursorError::Negative(data) => Ok(negative_answer(NoRecords::from(data))),
-        RecursorError::Net(NetError::Dns(DnsError::NoRecordsFound(no_records))) => Ok(negative_answer(no_records)),
-        RecursorError::Net(NetError::Timeout) | RecursorError::Timeout => Err(UpstreamError::Timeout),
-        RecursorError::Net(NetError::Dns(DnsError::ResponseCode(code))) => Err(UpstreamError::Failed(code)),
+        RecursorError::Net(NetError::Dns(DnsError::NoRecordsFound(no_records))) => {
+            Ok(negative_answer(no_records))
+        }
+        RecursorError::Net(NetError::Timeout) | RecursorError::Timeout => {
+            Err(UpstreamError::Timeout)
+        }
+        RecursorError::Net(NetError::Dns(DnsError::ResponseCode(code))) => {
+            Err(UpstreamError::Failed(code))
+        }
         other => Err(UpstreamError::Other(other.to_string())),
     }
 }

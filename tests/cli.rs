@@ -1,0 +1,174 @@
+//! The `hedgerow` binary as an ICT lead uses it: the embedded default on
+//! 127.0.0.1:5353, `check-config` on a bad file, `check` explaining a decision.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use support::client::{build_query, exchange_tcp, exchange_udp_from};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_hedgerow");
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `hedgerow serve` with no config answers on 127.0.0.1:5353, over UDP and
+/// TCP, refuses loopback addresses outside the demo networks, and keeps its
+/// state under ./data. Only refused queries are sent, so nothing tries to
+/// reach the real root servers.
+#[tokio::test]
+async fn embedded_default_serves_on_5353_and_refuses_outsiders() {
+    let workdir = tempfile::tempdir().unwrap();
+    let child = Command::new(BINARY)
+        .arg("serve")
+        .current_dir(workdir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let server: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    let outsider: IpAddr = "127.0.0.4".parse().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let response = loop {
+        let query = build_query("example.com", RecordType::A);
+        match exchange_udp_from(outsider, server, &query).await {
+            Ok(response) => break response,
+            Err(_) if Instant::now() < deadline => {
+                if let Some(status) = child.0.try_wait().unwrap() {
+                    let mut stderr = String::new();
+                    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr)
+                        .unwrap();
+                    panic!("hedgerow serve exited with {status}: {stderr}");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("the embedded default never answered on {server}: {error}"),
+        }
+    };
+    assert_eq!(response.metadata.response_code, ResponseCode::Refused);
+
+    // TCP answers too; ::1 is not a demo network either, but 127.0.0.1 is.
+    let over_tcp = exchange_tcp(server, &build_query("example.com", RecordType::A)).await;
+    assert!(over_tcp.is_ok(), "TCP on 5353: {over_tcp:?}");
+    assert!(
+        workdir.path().join("data").is_dir(),
+        "state lives under ./data"
+    );
+}
+
+#[test]
+fn check_config_names_the_file_and_line_of_a_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("school.toml");
+    std::fs::write(
+        &path,
+        "[dns]\nlisten = [\"127.0.0.1:53\"]\n\n[cache]\nsize = 1000\nmax_ttl = 60\n",
+    )
+    .unwrap();
+    let output = Command::new(BINARY)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!("{}:6:", path.display());
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in: {stderr}"
+    );
+    assert!(
+        stderr.contains("max_ttl"),
+        "the message names the key: {stderr}"
+    );
+
+    // `serve` refuses the same file with the same message instead of starting.
+    let output = Command::new(BINARY)
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&expected));
+
+    // A good file prints the effective config, defaults included.
+    std::fs::write(&path, "[dns]\nlisten = [\"127.0.0.1:53\"]\n").unwrap();
+    let output = Command::new(BINARY)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("mode = \"recursive\"") && stdout.contains("[groups.pupil]"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hedgerow.toml");
+    let output = Command::new(BINARY)
+        .arg("check-config")
+        .arg(example)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn check_explains_the_decision_for_a_client_or_group() {
+    let run = |args: &[&str]| {
+        let output = Command::new(BINARY)
+            .arg("check")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let staff = run(&["www.example.com", "--client", "127.0.0.2"]);
+    assert!(
+        staff.contains("group:    staff") && staff.contains("network:  demo-staff"),
+        "{staff}"
+    );
+    assert!(staff.contains("decision: allowed"), "{staff}");
+
+    let outsider = run(&["www.example.com", "--client", "192.0.2.1"]);
+    assert!(
+        outsider.contains("decision: refused") && outsider.contains("stage:    access"),
+        "{outsider}"
+    );
+
+    let guest = run(&["www.example.com", "--group", "guest", "--type", "AAAA"]);
+    assert!(
+        guest.contains("group:    guest") && guest.contains("AAAA"),
+        "{guest}"
+    );
+}
