@@ -4,4 +4,6 @@
 
 pub mod config;
 pub mod dns;
+pub mod lists;
+pub mod policy;
 pub mod serve;

@@ -1,0 +1,6 @@
+//! Blocklists: declared sources -> parse (domains, hosts, adblock) ->
+//! normalise -> compile (fst + bloom, a versioned file) -> load (mmap).
+//! `fetch` keeps downloaded copies of URL sources up to date.
+//!
+//! This module knows nothing of sockets, SQLite or HTTP serving; the DNS
+//! path only calls [`compiled::CompiledLists::lookup`].
