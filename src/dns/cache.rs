@@ -13,6 +13,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, RData, Record, RecordType};
 use quick_cache::sync::Cache;
 
+use super::wire::WireAnswer;
 use crate::config::CacheSettings;
 
 /// TTL given to stale answers (RFC 8767 section 4 recommends 30 seconds).
@@ -35,21 +36,38 @@ pub struct UpstreamAnswer {
     pub authorities: Vec<Record>,
 }
 
-/// A cached answer, its records carrying the TTLs they had when stored.
+/// A cached answer, its records carrying the TTLs they had when stored, and
+/// the same records pre-encoded for the wire.
 #[derive(Debug)]
 pub struct CachedAnswer {
     answer: UpstreamAnswer,
+    wire: Option<WireAnswer>,
     stored_at: Instant,
     fresh_until: Instant,
     stale_until: Instant,
 }
 
 impl CachedAnswer {
+    /// The pre-encoded answer (None only if encoding failed, which then
+    /// sends the query down the general path).
+    pub fn wire(&self) -> Option<&WireAnswer> {
+        self.wire.as_ref()
+    }
+
+    /// Whole seconds since the answer was stored, for the TTL countdown.
+    pub fn age(&self, now: Instant) -> u32 {
+        u32::try_from(now.saturating_duration_since(self.stored_at).as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// The upstream answer as stored (TTLs not counted down).
+    pub fn stored(&self) -> &UpstreamAnswer {
+        &self.answer
+    }
+
     /// The answer as it should be sent at `now`, TTLs counted down; a stale
     /// answer gets the short RFC 8767 TTL.
     pub fn answer_at(&self, now: Instant) -> UpstreamAnswer {
-        let age = now.saturating_duration_since(self.stored_at).as_secs();
-        let age = u32::try_from(age).unwrap_or(u32::MAX);
+        let age = self.age(now);
         let stale = now >= self.fresh_until;
         let adjust = |records: &[Record]| -> Vec<Record> {
             records
@@ -113,8 +131,10 @@ impl AnswerCache {
             return;
         };
         let fresh_until = now + ttl;
+        let wire = WireAnswer::encode(&key.name, key.record_type, &answer);
         let entry = CachedAnswer {
             answer,
+            wire,
             stored_at: now,
             fresh_until,
             stale_until: fresh_until + self.settings.serve_stale_for,

@@ -4,10 +4,11 @@ pub mod access;
 pub mod cache;
 pub mod decision;
 pub mod identify;
+pub mod listener;
 pub mod pipeline;
-pub mod server;
 pub mod upstream;
+pub mod wire;
 
 pub use decision::{Decision, DecisionKind, Stage};
-pub use pipeline::{Answer, Flow, Pipeline, Question, Requester};
-pub use server::DnsServer;
+pub use listener::DnsServer;
+pub use pipeline::{Answer, Flow, Immediate, Pipeline, Question, Requester};

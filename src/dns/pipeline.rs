@@ -8,8 +8,11 @@
 //! upstream   forward or recurse; on failure, the stale answer or SERVFAIL
 //! ```
 //!
-//! Each stage returns either a final [`Answer`] or the value the next stage
-//! needs. [`Pipeline::decide`] runs the policy stages alone, which is what
+//! Each stage returns either a final answer or the value the next stage
+//! needs. The synchronous part ([`Pipeline::answer_now`]) runs on the
+//! listener's own task and settles most queries (policy answers and cache
+//! hits); only what must go upstream is handed to [`Pipeline::resolve`].
+//! [`Pipeline::decide`] runs the policy stages alone, which is what
 //! `hedgerow check` prints without sending anything upstream.
 
 use std::net::IpAddr;
@@ -20,10 +23,11 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, Record, RecordType};
 
 use super::access::{self, ClientRateLimiter};
-use super::cache::{AnswerCache, CacheKey, CacheLookup, UpstreamAnswer};
+use super::cache::{AnswerCache, CacheKey, CacheLookup, CachedAnswer, UpstreamAnswer};
 use super::decision::{Decision, DecisionKind, Stage};
 use super::identify::{Client, NetworkMap};
 use super::upstream::{Upstream, UpstreamError};
+use super::wire::ExtendedError;
 use crate::config::Config;
 
 /// The question as the pipeline sees it (one per message).
@@ -49,18 +53,21 @@ pub struct Answer {
     pub answers: Vec<Record>,
     pub authorities: Vec<Record>,
     pub decision: Decision,
+    /// RFC 8914 detail for the client (blocked answers carry their category).
+    pub extended_error: Option<ExtendedError>,
     /// True when no upstream was asked (cache hit or policy answer).
     pub cache_hit: bool,
     pub upstream_latency: Option<Duration>,
 }
 
 impl Answer {
-    fn empty(response_code: ResponseCode, decision: Decision) -> Answer {
+    pub fn empty(response_code: ResponseCode, decision: Decision) -> Answer {
         Answer {
             response_code,
             answers: Vec::new(),
             authorities: Vec::new(),
             decision,
+            extended_error: None,
             cache_hit: false,
             upstream_latency: None,
         }
@@ -72,6 +79,7 @@ impl Answer {
             answers: answer.answers,
             authorities: answer.authorities,
             decision,
+            extended_error: None,
             cache_hit: false,
             upstream_latency: None,
         }
@@ -84,6 +92,19 @@ pub enum Flow {
     Final(Answer),
     /// Policy lets the query through: resolve it for this client.
     Resolve(Arc<Client>),
+}
+
+/// What the synchronous stages could settle.
+pub enum Immediate {
+    /// Settled by policy.
+    Answer(Answer),
+    /// A fresh cache entry, to be written with its TTLs counted down.
+    Cached {
+        entry: Arc<CachedAnswer>,
+        decision: Decision,
+    },
+    /// Must go upstream (the asynchronous part).
+    Upstream(Arc<Client>),
 }
 
 pub struct Pipeline {
@@ -111,9 +132,38 @@ impl Pipeline {
 
     /// Answers one question from one source: every stage, in order.
     pub async fn answer(&self, source: IpAddr, question: &Question) -> Answer {
-        match self.decide(Requester::Source(source), question, true) {
-            Flow::Final(answer) => answer,
-            Flow::Resolve(client) => self.resolve(&client, question).await,
+        match self.answer_now(source, question) {
+            Immediate::Answer(answer) => answer,
+            Immediate::Cached { entry, decision } => {
+                let mut answer = Answer::from_upstream(entry.answer_at(Instant::now()), decision);
+                answer.cache_hit = true;
+                answer
+            }
+            Immediate::Upstream(client) => self.resolve(&client, question).await,
+        }
+    }
+
+    /// The stages that need no waiting: policy, then the cache.
+    pub fn answer_now(&self, source: IpAddr, question: &Question) -> Immediate {
+        let client = match self.decide(Requester::Source(source), question, true) {
+            Flow::Final(answer) => return Immediate::Answer(answer),
+            Flow::Resolve(client) => client,
+        };
+        match self.cache.get(&cache_key(question), Instant::now()) {
+            CacheLookup::Fresh(entry) => {
+                let decision = Decision::new(
+                    DecisionKind::Allowed,
+                    Stage::Cache,
+                    "answered from the cache",
+                );
+                Immediate::Cached {
+                    entry,
+                    decision: decision.for_client(&client.network, &client.group),
+                }
+            }
+            // A stale entry is fetched again in `resolve`, which keeps it for
+            // serve-stale if upstream fails.
+            CacheLookup::Stale(_) | CacheLookup::Miss => Immediate::Upstream(client),
         }
     }
 
@@ -157,13 +207,9 @@ impl Pipeline {
         Flow::Resolve(client)
     }
 
-    /// The cache and upstream stages.
-    async fn resolve(&self, client: &Client, question: &Question) -> Answer {
-        let key = CacheKey {
-            name: question.name.clone(),
-            record_type: question.record_type,
-            dnssec_ok: question.dnssec_ok,
-        };
+    /// The cache and upstream stages, for a client policy let through.
+    pub async fn resolve(&self, client: &Client, question: &Question) -> Answer {
+        let key = cache_key(question);
         let now = Instant::now();
         let stale = match self.cache.get(&key, now) {
             CacheLookup::Fresh(entry) => {
@@ -231,5 +277,13 @@ impl Pipeline {
 
     pub fn upstream_description(&self) -> &'static str {
         self.upstream.describe()
+    }
+}
+
+fn cache_key(question: &Question) -> CacheKey {
+    CacheKey {
+        name: question.name.clone(),
+        record_type: question.record_type,
+        dnssec_ok: question.dnssec_ok,
     }
 }

@@ -27,34 +27,148 @@ pub struct Category {
     pub locked: bool,
 }
 
-const fn category(id: &'static str, name: &'static str, description: &'static str, kind: CategoryKind, locked: bool) -> Category {
-    Category { id, name, description, kind, locked }
+const fn category(
+    id: &'static str,
+    name: &'static str,
+    description: &'static str,
+    kind: CategoryKind,
+    locked: bool,
+) -> Category {
+    Category {
+        id,
+        name,
+        description,
+        kind,
+        locked,
+    }
 }
 
 use CategoryKind::{Bypass, Extra, Uksic};
 
 /// Every category, in bit order. Append only.
 pub const CATEGORIES: &[Category] = &[
-    category("csam", "Child sexual abuse", "Illegal child sexual abuse content (IWF list)", Uksic, true),
-    category("terrorism", "Terrorist content", "Unlawful terrorist content (CTIRU / police-assessed list)", Uksic, true),
-    category("discrimination", "Discrimination", "Unjust or prejudicial treatment of people with protected characteristics", Uksic, false),
-    category("drugs", "Drugs / substance abuse", "Illegal use of drugs or substances", Uksic, false),
-    category("extremism", "Extremism", "Terrorism, terrorist ideologies, violence or intolerance", Uksic, false),
-    category("gambling", "Gambling", "Sites that enable gambling", Uksic, false),
-    category("malware", "Malware / hacking", "Compromising systems: malware, hacking, phishing, malicious hosting", Uksic, true),
-    category("pornography", "Pornography", "Sexual acts or explicit images", Uksic, false),
-    category("piracy", "Piracy and copyright theft", "Illegal provision of copyrighted material", Uksic, false),
-    category("self-harm", "Self-harm", "Deliberate self-harm, suicide, eating disorders", Uksic, false),
-    category("violence", "Violence", "Physical force intended to hurt or kill; violence against women and girls", Uksic, false),
-    category("vpn-proxy", "VPNs and proxies", "VPNs, anonymisers and redirectors that get round the filter", Bypass, false),
-    category("encrypted-dns", "Encrypted DNS", "DNS-over-HTTPS and DNS-over-TLS endpoints that get round the filter", Bypass, false),
-    category("social-media", "Social media", "Social networks", Extra, false),
+    category(
+        "csam",
+        "Child sexual abuse",
+        "Illegal child sexual abuse content (IWF list)",
+        Uksic,
+        true,
+    ),
+    category(
+        "terrorism",
+        "Terrorist content",
+        "Unlawful terrorist content (CTIRU / police-assessed list)",
+        Uksic,
+        true,
+    ),
+    category(
+        "discrimination",
+        "Discrimination",
+        "Unjust or prejudicial treatment of people with protected characteristics",
+        Uksic,
+        false,
+    ),
+    category(
+        "drugs",
+        "Drugs / substance abuse",
+        "Illegal use of drugs or substances",
+        Uksic,
+        false,
+    ),
+    category(
+        "extremism",
+        "Extremism",
+        "Terrorism, terrorist ideologies, violence or intolerance",
+        Uksic,
+        false,
+    ),
+    category(
+        "gambling",
+        "Gambling",
+        "Sites that enable gambling",
+        Uksic,
+        false,
+    ),
+    category(
+        "malware",
+        "Malware / hacking",
+        "Compromising systems: malware, hacking, phishing, malicious hosting",
+        Uksic,
+        true,
+    ),
+    category(
+        "pornography",
+        "Pornography",
+        "Sexual acts or explicit images",
+        Uksic,
+        false,
+    ),
+    category(
+        "piracy",
+        "Piracy and copyright theft",
+        "Illegal provision of copyrighted material",
+        Uksic,
+        false,
+    ),
+    category(
+        "self-harm",
+        "Self-harm",
+        "Deliberate self-harm, suicide, eating disorders",
+        Uksic,
+        false,
+    ),
+    category(
+        "violence",
+        "Violence",
+        "Physical force intended to hurt or kill; violence against women and girls",
+        Uksic,
+        false,
+    ),
+    category(
+        "vpn-proxy",
+        "VPNs and proxies",
+        "VPNs, anonymisers and redirectors that get round the filter",
+        Bypass,
+        false,
+    ),
+    category(
+        "encrypted-dns",
+        "Encrypted DNS",
+        "DNS-over-HTTPS and DNS-over-TLS endpoints that get round the filter",
+        Bypass,
+        false,
+    ),
+    category(
+        "social-media",
+        "Social media",
+        "Social networks",
+        Extra,
+        false,
+    ),
     category("games", "Games", "Online games", Extra, false),
     category("dating", "Dating", "Dating sites and apps", Extra, false),
     category("chat", "Chat", "Chat rooms and messaging", Extra, false),
-    category("ai-chat", "Generative AI chat", "Generative AI chatbots", Extra, false),
-    category("streaming", "Streaming", "Video and music streaming", Extra, false),
-    category("ads", "Advertising and tracking", "Advertising and tracking networks", Extra, false),
+    category(
+        "ai-chat",
+        "Generative AI chat",
+        "Generative AI chatbots",
+        Extra,
+        false,
+    ),
+    category(
+        "streaming",
+        "Streaming",
+        "Video and music streaming",
+        Extra,
+        false,
+    ),
+    category(
+        "ads",
+        "Advertising and tracking",
+        "Advertising and tracking networks",
+        Extra,
+        false,
+    ),
 ];
 
 /// The UKSIC categories, for default policies.
@@ -89,7 +203,13 @@ impl CategorySet {
     pub const EMPTY: CategorySet = CategorySet(0);
 
     pub fn from_predicate(keep: impl Fn(&Category) -> bool) -> CategorySet {
-        CategorySet(CATEGORIES.iter().enumerate().filter(|(_, c)| keep(c)).fold(0, |mask, (i, _)| mask | 1 << i))
+        CategorySet(
+            CATEGORIES
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| keep(c))
+                .fold(0, |mask, (i, _)| mask | 1 << i),
+        )
     }
 
     pub fn of(index: u8) -> CategorySet {
@@ -118,7 +238,11 @@ impl CategorySet {
 
     /// The categories in bit order.
     pub fn iter(self) -> impl Iterator<Item = &'static Category> {
-        CATEGORIES.iter().enumerate().filter(move |(i, _)| self.0 & (1 << i) != 0).map(|(_, c)| c)
+        CATEGORIES
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, c)| c)
     }
 
     /// Bit indexes in order.
@@ -140,7 +264,10 @@ mod tests {
 
     #[test]
     fn bits_fit_and_ids_are_unique() {
-        assert!(CATEGORIES.len() <= 24, "compiled lists keep 24 bits for categories");
+        assert!(
+            CATEGORIES.len() <= 24,
+            "compiled lists keep 24 bits for categories"
+        );
         for (i, c) in CATEGORIES.iter().enumerate() {
             assert_eq!(index_of(c.id), Some(i as u8), "{} is listed once", c.id);
         }

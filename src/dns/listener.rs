@@ -1,0 +1,333 @@
+//! Hedgerow's UDP and TCP listeners.
+//!
+//! Each UDP socket has one task that reads a datagram, runs the synchronous
+//! stages and writes the answer at once when policy or the cache settles it
+//! (most queries); only queries that must go upstream get a task of their
+//! own, bounded by [`MAX_IN_FLIGHT`]. TCP connections are served one query
+//! at a time each (RFC 7766 allows more, clients rarely need it), bounded by
+//! [`MAX_TCP_CONNECTIONS`]. Every answer is written by `wire::WireAnswer`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::DNSClass;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::decision::{Decision, DecisionKind, Stage};
+use super::pipeline::{Answer, Immediate, Pipeline, Question};
+use super::wire::{self, Rejection, WireAnswer, WireQuery};
+
+/// Queries waiting on upstream at once; past this the answer is SERVFAIL at
+/// once rather than an unbounded queue while upstreams are slow.
+const MAX_IN_FLIGHT: usize = 20_000;
+const MAX_TCP_CONNECTIONS: usize = 1_000;
+/// How long an idle TCP connection is kept (RFC 7766 suggests seconds).
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const TCP_LIMIT: usize = 65_535;
+
+/// What the synchronous part made of a packet.
+enum Step {
+    /// The response is in the output buffer.
+    Reply,
+    /// Send nothing (not a query, or too short to answer).
+    Silent,
+    /// Resolve upstream, then write.
+    Resolve(WireQuery, Question, Arc<super::identify::Client>),
+}
+
+/// Reads a packet and answers it if that needs no waiting.
+fn step(
+    pipeline: &Pipeline,
+    packet: &[u8],
+    source: SocketAddr,
+    limit: Option<usize>,
+    out: &mut Vec<u8>,
+) -> Step {
+    let query = match wire::read_query(packet) {
+        Ok(query) => query,
+        Err(Rejection::Drop) => return Step::Silent,
+        Err(Rejection::Error { id, flags, code }) => {
+            wire::write_error(id, flags, code, out);
+            return Step::Reply;
+        }
+    };
+    let limit = limit.unwrap_or_else(|| query.udp_limit());
+    // RFC 6891 section 6.1.3: only EDNS version 0 exists.
+    if query.edns.is_some_and(|edns| edns.version > 0) {
+        WireAnswer::empty(ResponseCode::BADVERS).write(&query, 0, None, None, limit, out);
+        return Step::Reply;
+    }
+    if query.class != u16::from(DNSClass::IN) {
+        WireAnswer::empty(ResponseCode::NotImp).write(&query, 0, None, None, limit, out);
+        return Step::Reply;
+    }
+    let question = Question {
+        name: query.name.clone(),
+        record_type: query.record_type,
+        dnssec_ok: query.edns.is_some_and(|edns| edns.dnssec_ok),
+    };
+    match pipeline.answer_now(source.ip(), &question) {
+        Immediate::Answer(answer) => {
+            write_answer(&query, &answer, limit, out);
+            Step::Reply
+        }
+        Immediate::Cached { entry, decision } => match entry.wire() {
+            Some(wire) => {
+                let _ = decision; // the query log (a later issue) records it here
+                wire.write(
+                    &query,
+                    entry.age(std::time::Instant::now()),
+                    None,
+                    None,
+                    limit,
+                    out,
+                );
+                Step::Reply
+            }
+            None => write_error_answer(
+                &query,
+                ResponseCode::ServFail,
+                "cached answer could not be encoded",
+                limit,
+                out,
+            ),
+        },
+        Immediate::Upstream(client) => Step::Resolve(query, question, client),
+    }
+}
+
+fn write_error_answer(
+    query: &WireQuery,
+    code: ResponseCode,
+    reason: &'static str,
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Step {
+    let answer = Answer::empty(
+        code,
+        Decision::new(DecisionKind::Error, Stage::Parse, reason),
+    );
+    write_answer(query, &answer, limit, out);
+    Step::Reply
+}
+
+/// Writes a pipeline answer (records with TTLs already counted down).
+fn write_answer(query: &WireQuery, answer: &Answer, limit: usize, out: &mut Vec<u8>) {
+    let wire = WireAnswer::encode_parts(
+        &query.name,
+        query.record_type,
+        answer.response_code,
+        &answer.answers,
+        &answer.authorities,
+    )
+    .unwrap_or_else(|| WireAnswer::empty(ResponseCode::ServFail));
+    wire.write(query, 0, None, answer.extended_error.as_ref(), limit, out);
+}
+
+/// Running listeners and the addresses they really bound (port 0 resolved).
+pub struct DnsServer {
+    pub udp_addrs: Vec<SocketAddr>,
+    pub tcp_addrs: Vec<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl DnsServer {
+    /// Binds UDP and TCP on every listen address and starts serving.
+    pub async fn start(
+        pipeline: Arc<Pipeline>,
+        listen: &[SocketAddr],
+    ) -> std::io::Result<DnsServer> {
+        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let connections = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+        let mut server = DnsServer {
+            udp_addrs: Vec::new(),
+            tcp_addrs: Vec::new(),
+            tasks: Vec::new(),
+        };
+        for address in listen {
+            let (udp, tcp) = bind_pair(*address).await?;
+            server.udp_addrs.push(udp.local_addr()?);
+            server.tcp_addrs.push(tcp.local_addr()?);
+            server.tasks.push(tokio::spawn(serve_udp(
+                Arc::new(udp),
+                pipeline.clone(),
+                in_flight.clone(),
+            )));
+            server.tasks.push(tokio::spawn(serve_tcp(
+                tcp,
+                pipeline.clone(),
+                connections.clone(),
+            )));
+        }
+        Ok(server)
+    }
+
+    /// Serves until every listener has failed.
+    pub async fn run(self) -> std::io::Result<()> {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        Err(std::io::Error::other("every DNS listener stopped"))
+    }
+
+    /// Stops serving; the sockets close as the tasks end.
+    pub async fn stop(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn serve_udp(socket: Arc<UdpSocket>, pipeline: Arc<Pipeline>, in_flight: Arc<Semaphore>) {
+    let mut packet = vec![0u8; 65_535];
+    let mut out = Vec::with_capacity(1_500);
+    loop {
+        let (len, source) = match socket.recv_from(&mut packet).await {
+            Ok(received) => received,
+            Err(error) => {
+                // ICMP errors from earlier sends surface here; they are not fatal.
+                tracing::debug!(%error, "UDP receive error");
+                continue;
+            }
+        };
+        match step(&pipeline, &packet[..len], source, None, &mut out) {
+            Step::Silent => {}
+            Step::Reply => send_udp(&socket, &out, source).await,
+            Step::Resolve(query, question, client) => {
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    write_error_answer(
+                        &query,
+                        ResponseCode::ServFail,
+                        "too many queries in progress",
+                        query.udp_limit(),
+                        &mut out,
+                    );
+                    send_udp(&socket, &out, source).await;
+                    continue;
+                };
+                let (socket, pipeline) = (socket.clone(), pipeline.clone());
+                tokio::spawn(async move {
+                    let answer = pipeline.resolve(&client, &question).await;
+                    let mut out = Vec::with_capacity(512);
+                    write_answer(&query, &answer, query.udp_limit(), &mut out);
+                    send_udp(&socket, &out, source).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+async fn send_udp(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+    if let Err(error) = socket.send_to(bytes, to).await {
+        tracing::debug!(%error, %to, "UDP send failed");
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, pipeline: Arc<Pipeline>, connections: Arc<Semaphore>) {
+    loop {
+        let (stream, source) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::debug!(%error, "TCP accept error");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            continue; // dropping the stream closes it: too many connections
+        };
+        let pipeline = pipeline.clone();
+        tokio::spawn(async move {
+            if let Err(error) = serve_connection(stream, source, &pipeline).await {
+                tracing::debug!(%error, %source, "TCP connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    source: SocketAddr,
+    pipeline: &Pipeline,
+) -> std::io::Result<()> {
+    let mut packet = Vec::new();
+    let mut out = Vec::with_capacity(1_500);
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_u16()).await {
+            Ok(Ok(len)) => usize::from(len),
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Ok(()), // idle
+        };
+        packet.resize(len, 0);
+        tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut packet))
+            .await
+            .map_err(std::io::Error::other)??;
+        match step(pipeline, &packet, source, Some(TCP_LIMIT), &mut out) {
+            Step::Silent => continue,
+            Step::Reply => {}
+            Step::Resolve(query, question, client) => {
+                let answer = pipeline.resolve(&client, &question).await;
+                write_answer(&query, &answer, TCP_LIMIT, &mut out);
+            }
+        }
+        let mut framed = Vec::with_capacity(out.len() + 2);
+        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&out);
+        stream.write_all(&framed).await?;
+    }
+}
+
+/// Binds UDP and TCP on the same port. With port 0 the OS picks the UDP port,
+/// and TCP is bound to the same number (retried if that TCP port is taken).
+async fn bind_pair(address: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let explain = |error: std::io::Error, proto: &str, at: SocketAddr| {
+        let hint = match error.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+            }
+            std::io::ErrorKind::AddrInUse => {
+                " (another DNS server may be running there: stop it or change dns.listen)"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                " (this machine has no such address: check dns.listen)"
+            }
+            _ => "",
+        };
+        std::io::Error::new(
+            error.kind(),
+            format!("cannot listen on {proto} {at}: {error}{hint}"),
+        )
+    };
+    if address.port() != 0 {
+        let udp = UdpSocket::bind(address)
+            .await
+            .map_err(|e| explain(e, "UDP", address))?;
+        let tcp = TcpListener::bind(address)
+            .await
+            .map_err(|e| explain(e, "TCP", address))?;
+        return Ok((udp, tcp));
+    }
+    let mut last_error = None;
+    for _ in 0..20 {
+        let udp = UdpSocket::bind(address)
+            .await
+            .map_err(|e| explain(e, "UDP", address))?;
+        let port = udp.local_addr()?.port();
+        match TcpListener::bind(SocketAddr::new(address.ip(), port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(error) => last_error = Some(explain(error, "TCP", address)),
+        }
+    }
+    Err(last_error.expect("at least one attempt"))
+}
