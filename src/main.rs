@@ -12,11 +12,7 @@ use hedgerow::config::Config;
 use hedgerow::dns::{Flow, Pipeline, Question, Requester};
 
 #[derive(Parser)]
-#[command(
-    name = "hedgerow",
-    version,
-    about = "A DNS filtering resolver for small schools"
-)]
+#[command(name = "hedgerow", version, about = "A DNS filtering resolver for small schools")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,6 +27,13 @@ enum Command {
     },
     /// Validate a config file and print the effective configuration.
     CheckConfig { file: PathBuf },
+    /// Build, download or reload the blocklists.
+    Lists {
+        #[command(subcommand)]
+        action: ListsAction,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Show the decision the server would take for a name, and why, without asking upstream.
     Check {
         name: String,
@@ -48,9 +51,19 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ListsAction {
+    /// Compile the enabled sources into the list file the server maps.
+    Compile,
+    /// Download URL sources (conditional GET; a failure keeps the last good copy), then compile.
+    Update,
+    /// Tell the running server to rebuild and swap in its lists (sends SIGHUP).
+    Reload,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(matches!(cli.command, Command::Serve { .. }));
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -60,18 +73,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(serving: bool) {
     // hickory logs every request at INFO and the recursor warns on routine
-    // NODATA probes: quiet them unless RUST_LOG asks otherwise.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "info,hickory_server=warn,hickory_resolver=error,hickory_net=error,hickory_proto=error",
-        )
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    // NODATA probes: quiet them unless RUST_LOG asks otherwise. One-shot
+    // commands print their own results, so only warnings go to stderr.
+    let default = if serving {
+        "info,hickory_server=warn,hickory_resolver=error,hickory_net=error,hickory_proto=error"
+    } else {
+        "warn,hickory_resolver=error,hickory_net=error,hickory_proto=error"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -85,8 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => {
             let config = load_config(config.as_ref())?;
-            let runtime =
-                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(async {
                 let running = hedgerow::serve::start(&config).await?;
                 tokio::select! {
@@ -107,13 +119,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Check {
-            name,
-            client,
-            group,
-            record_type,
-            config,
-        } => {
+        Command::Lists { action, config } => {
+            let config = load_config(config.as_ref())?;
+            lists(&config, action)
+        }
+        Command::Check { name, client, group, record_type, config } => {
             let config = load_config(config.as_ref())?;
             check(&config, &name, client, group.as_deref(), &record_type)
         }
@@ -127,25 +137,18 @@ fn check(
     group: Option<&str>,
     record_type: &str,
 ) -> anyhow::Result<ExitCode> {
-    let record_type: RecordType = record_type.to_ascii_uppercase().parse().with_context(|| {
-        format!("{record_type:?} is not a DNS record type (try A, AAAA, HTTPS, TXT)")
-    })?;
-    let fqdn = if name.ends_with('.') {
-        name.to_string()
-    } else {
-        format!("{name}.")
-    };
-    let name =
-        Name::from_utf8(&fqdn).with_context(|| format!("{name:?} is not a valid domain name"))?;
-    let question = Question {
-        name: LowerName::from(name),
-        record_type,
-        dnssec_ok: false,
-    };
+    let record_type: RecordType = record_type
+        .to_ascii_uppercase()
+        .parse()
+        .with_context(|| format!("{record_type:?} is not a DNS record type (try A, AAAA, HTTPS, TXT)"))?;
+    let fqdn = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
+    let name = Name::from_utf8(&fqdn).with_context(|| format!("{name:?} is not a valid domain name"))?;
+    let question = Question { name: LowerName::from(name), record_type, dnssec_ok: false };
     // `check` needs the runtime only because the upstream is built; nothing is sent.
     let runtime = tokio::runtime::Runtime::new()?;
     let _guard = runtime.enter();
-    let pipeline = Pipeline::new(config)?;
+    let lists = hedgerow::serve::load_lists(config)?;
+    let pipeline = Pipeline::new(config, lists)?;
     let requester = match (client, group) {
         (_, Some(group)) => Requester::Group(group),
         (Some(client), None) => Requester::Source(client),
@@ -162,24 +165,94 @@ fn check(
             println!("decision: {}", decision.kind.as_str());
             println!("stage:    {}", decision.stage.as_str());
             print_identity(decision.network.as_deref(), decision.group.as_deref());
-            println!("answer:   {}", answer.response_code);
+            if let Some(category) = &decision.category {
+                println!("category: {category}");
+            }
+            if let Some(list) = &decision.list {
+                println!("list:     {list}");
+            }
+            let records: Vec<String> = answer.answers.iter().map(|r| r.data.to_string()).collect();
+            if records.is_empty() {
+                println!("answer:   {}", answer.response_code);
+            } else {
+                println!("answer:   {} {}", answer.response_code, records.join(", "));
+            }
             println!("reason:   {}", decision.reason);
         }
-        Flow::Resolve(client) => {
+        Flow::Resolve(client, note) => {
             println!("decision: allowed");
             println!("stage:    upstream");
             print_identity(Some(&client.network), Some(&client.group));
-            println!(
-                "answer:   {} (not sent by `check`)",
-                pipeline.upstream_description()
-            );
-            println!(
-                "reason:   no policy stage stops this name for group {}",
-                client.group
-            );
+            println!("answer:   {} (not sent by `check`)", pipeline.upstream_description());
+            match note {
+                Some(note) => println!("reason:   {note}"),
+                None => println!("reason:   no policy stage stops this name for group {}", client.group),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn lists(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
+    use hedgerow::lists::{fetch, load, sources};
+    match action {
+        ListsAction::Compile | ListsAction::Update => {
+            if matches!(action, ListsAction::Update) {
+                let declared = sources::load_sources(&config.lists)?;
+                let downloads = config.data_dir.join("downloads");
+                for (id, outcome) in fetch::update_all(&declared, &downloads, &fetch::FetchSettings::default()) {
+                    match outcome {
+                        fetch::FetchOutcome::Updated { names, bad_lines } => {
+                            println!("{id}: downloaded, {names} names, {bad_lines} bad lines")
+                        }
+                        fetch::FetchOutcome::NotModified => println!("{id}: not modified"),
+                        fetch::FetchOutcome::Failed { reason } => println!("{id}: FAILED: {reason}"),
+                    }
+                }
+            }
+            std::fs::create_dir_all(&config.data_dir)?;
+            let prepared = load::rebuild(&config.lists, &config.data_dir)?;
+            if let Some(why) = &prepared.stale {
+                println!("compile failed, the last good lists stay: {why}");
+                return Ok(ExitCode::FAILURE);
+            }
+            if let Some(report) = &prepared.report {
+                for source in &report.sources {
+                    let status = source.error.as_deref().unwrap_or("ok");
+                    println!(
+                        "{:32} {:>9} names {:>6} exceptions {:>6} bad lines  {status}",
+                        source.id, source.names, source.exceptions, source.bad_lines
+                    );
+                    for (line, text, why) in &source.bad_examples {
+                        println!("    line {line}: {text:?}: {why}");
+                    }
+                }
+                println!(
+                    "{} names in {} ({} bytes) in {} ms",
+                    report.names,
+                    prepared.path.display(),
+                    report.file_bytes,
+                    report.elapsed_ms
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ListsAction::Reload => {
+            let pid_file = hedgerow::serve::pid_file(config);
+            let pid = std::fs::read_to_string(&pid_file).with_context(|| {
+                format!("cannot read {} (is hedgerow serve running with this config?)", pid_file.display())
+            })?;
+            let status = std::process::Command::new("kill").args(["-HUP", pid.trim()]).status()?;
+            anyhow::ensure!(
+                status.success(),
+                "could not signal process {} (stale pid file {}?)",
+                pid.trim(),
+                pid_file.display()
+            );
+            println!("asked hedgerow (pid {}) to reload its lists", pid.trim());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn print_identity(network: Option<&str>, group: Option<&str>) {
@@ -193,8 +266,8 @@ fn print_identity(network: Option<&str>, group: Option<&str>) {
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = ctrl_c => {}
         _ = terminate.recv() => {}

@@ -1,13 +1,17 @@
 //! Starting Hedgerow: from a validated [`Config`] to running listeners and
-//! the background upkeep. Used by `hedgerow serve` and by the tests, so the
-//! tests exercise exactly what a school runs.
+//! the background work (list reloads and updates, upkeep). Used by
+//! `hedgerow serve` and by the tests, so the tests exercise exactly what a
+//! school runs.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::dns::{DnsServer, Pipeline};
+use crate::lists::compiled::CompiledLists;
+use crate::lists::{fetch, load, sources};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -16,6 +20,10 @@ pub enum StartError {
     #[error("cannot create the data directory {path}: {error} (set data_dir to a writable folder)")]
     DataDir { path: String, error: std::io::Error },
     #[error("{0}")]
+    Lists(String),
+    #[error("{0}")]
+    Policy(String),
+    #[error("{0}")]
     Listen(#[from] std::io::Error),
 }
 
@@ -23,7 +31,8 @@ pub enum StartError {
 pub struct Running {
     pub pipeline: Arc<Pipeline>,
     server: DnsServer,
-    upkeep: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    config: Arc<Config>,
 }
 
 impl Running {
@@ -36,29 +45,46 @@ impl Running {
         &self.server.tcp_addrs
     }
 
+    /// Rebuilds the lists from their sources (when they changed) and swaps
+    /// them in; on failure the lists in use stay. What SIGHUP does.
+    pub async fn reload_lists(&self) -> Result<(), StartError> {
+        reload_lists(&self.config, &self.pipeline).await
+    }
+
     /// Serves until the listeners fail or the process is stopped.
     pub async fn run(self) -> std::io::Result<()> {
         let result = self.server.run().await;
-        self.upkeep.abort();
+        self.background.iter().for_each(|task| task.abort());
         result
     }
 
     /// Stops serving and closes the sockets.
     pub async fn stop(self) {
-        self.upkeep.abort();
+        self.background.iter().for_each(|task| task.abort());
         self.server.stop().await;
     }
 }
 
+/// The file holding the server's process id, for `hedgerow lists reload`.
+pub fn pid_file(config: &Config) -> PathBuf {
+    config.data_dir.join("hedgerow.pid")
+}
+
 /// Starts the DNS server described by `config`.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|error| StartError::DataDir {
-        path: config.data_dir.display().to_string(),
-        error,
-    })?;
-    let pipeline = Arc::new(Pipeline::new(config)?);
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|error| StartError::DataDir { path: config.data_dir.display().to_string(), error })?;
+    let config = Arc::new(config.clone());
+    let lists = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || load_lists(&config)).await.expect("list loading does not panic")?
+    };
+    check_overrides(&config, &lists)?;
+    let pipeline = Arc::new(Pipeline::new(&config, lists)?);
     let server = DnsServer::start(pipeline.clone(), &config.listen).await?;
-    let upkeep = tokio::spawn({
+    let _ = std::fs::write(pid_file(&config), std::process::id().to_string());
+
+    let mut background = vec![tokio::spawn({
         let pipeline = pipeline.clone();
         async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -67,17 +93,118 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 pipeline.tidy();
             }
         }
-    });
+    })];
+    background.push(tokio::spawn(reload_on_sighup(config.clone(), pipeline.clone())));
+    if let Some(interval) = config.list_update_interval {
+        background.push(tokio::spawn(update_on_schedule(config.clone(), pipeline.clone(), interval)));
+    }
     tracing::info!(
         udp = ?server.udp_addrs,
         tcp = ?server.tcp_addrs,
         upstream = pipeline.upstream_description(),
+        listed_names = pipeline.lists().len(),
         source = %config.source,
         "hedgerow is serving DNS"
     );
-    Ok(Running {
-        pipeline,
-        server,
-        upkeep,
-    })
+    Ok(Running { pipeline, server, background, config })
+}
+
+/// Loads the compiled lists, compiling them first when their sources changed.
+/// A missing lists folder is not fatal (the resolver runs unfiltered and says
+/// so); a broken source declaration is, since it is configuration.
+pub fn load_lists(config: &Config) -> Result<CompiledLists, StartError> {
+    if !config.lists.dir.is_dir() {
+        tracing::warn!(
+            dir = %config.lists.dir.display(),
+            "no lists folder here: serving without blocklists (set [lists] dir to the folder of source declarations)"
+        );
+        return Ok(CompiledLists::empty());
+    }
+    let prepared = load::prepare(&config.lists, &config.data_dir).map_err(|error| StartError::Lists(error.to_string()))?;
+    if let Some(why) = &prepared.stale {
+        tracing::warn!(%why, "building the lists failed; keeping the last good lists");
+    }
+    if let Some(report) = &prepared.report {
+        for source in &report.sources {
+            if let Some(error) = &source.error {
+                tracing::warn!(list = %source.id, %error, "list source skipped");
+            }
+            if source.bad_lines > 0 {
+                tracing::warn!(list = %source.id, bad_lines = source.bad_lines, examples = ?source.bad_examples, "list has lines that are not names");
+            }
+        }
+        tracing::info!(names = report.names, sources = report.sources.len(), elapsed_ms = report.elapsed_ms, "lists compiled");
+    }
+    Ok(prepared.lists)
+}
+
+/// An allow override may not un-block a name in a locked category. The
+/// blocklist stage enforces that anyway (locked categories are checked
+/// first); this makes the attempt a start-up error the ICT lead sees.
+pub fn check_overrides(config: &Config, lists: &CompiledLists) -> Result<(), StartError> {
+    for group in config.groups.values() {
+        for rule in group.allow.rules() {
+            let name = rule.trim_start_matches('=');
+            let locked = lists.lookup(name.as_bytes()).intersection(config.locked);
+            if !locked.is_empty() {
+                return Err(StartError::Policy(format!(
+                    "{}: [groups.{}] allow = {rule:?} would unblock a name in locked category {locked}; locked categories cannot be unblocked by any override: remove it",
+                    config.source, group.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds the lists off the runtime's threads and swaps them in.
+pub async fn reload_lists(config: &Arc<Config>, pipeline: &Pipeline) -> Result<(), StartError> {
+    let config = config.clone();
+    let lists = tokio::task::spawn_blocking(move || load_lists(&config)).await.expect("list loading does not panic")?;
+    tracing::info!(listed_names = lists.len(), "lists reloaded");
+    pipeline.replace_lists(lists);
+    Ok(())
+}
+
+async fn reload_on_sighup(config: Arc<Config>, pipeline: Arc<Pipeline>) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload lists by restarting");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        if let Err(error) = reload_lists(&config, &pipeline).await {
+            tracing::warn!(%error, "list reload failed; the lists in use stay");
+        }
+    }
+}
+
+/// Downloads URL sources on a schedule, then recompiles and swaps if any
+/// changed. A failed download keeps the last good copy (see `lists::fetch`).
+async fn update_on_schedule(config: Arc<Config>, pipeline: Arc<Pipeline>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        let update_config = config.clone();
+        let changed = tokio::task::spawn_blocking(move || update_sources(&update_config)).await.unwrap_or(false);
+        if changed && let Err(error) = reload_lists(&config, &pipeline).await {
+            tracing::warn!(%error, "list reload after update failed; the lists in use stay");
+        }
+    }
+}
+
+/// Downloads every enabled URL source; true when any changed.
+pub fn update_sources(config: &Config) -> bool {
+    if !config.lists.dir.is_dir() {
+        return false;
+    }
+    let declared = match sources::load_sources(&config.lists) {
+        Ok(declared) => declared,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the list sources");
+            return false;
+        }
+    };
+    let downloads = config.data_dir.join("downloads");
+    let outcomes = fetch::update_all(&declared, &downloads, &fetch::FetchSettings::default());
+    outcomes.iter().any(|(_, outcome)| matches!(outcome, fetch::FetchOutcome::Updated { .. }))
 }

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::lists::sources::ListSettings;
+use crate::policy::{CategorySet, GroupPolicy};
+
 pub use raw::DEFAULT_CONFIG;
 
 /// The validated configuration.
@@ -24,7 +27,13 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     pub data_dir: PathBuf,
     pub networks: Vec<Network>,
-    pub groups: BTreeMap<String, Group>,
+    pub groups: BTreeMap<String, GroupPolicy>,
+    /// Categories always blocked for every group (the defaults plus `[categories] lock`).
+    pub locked: CategorySet,
+    /// Where the list source declarations are.
+    pub lists: ListSettings,
+    /// How often URL sources are downloaded again (None: never).
+    pub list_update_interval: Option<Duration>,
     pub upstream: Upstream,
     pub cache: CacheSettings,
     pub rate_limit: RateLimit,
@@ -36,12 +45,6 @@ pub struct Network {
     pub name: String,
     pub cidrs: Vec<IpNet>,
     pub group: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct Group {
-    pub name: String,
-    pub description: String,
 }
 
 #[derive(Debug, Clone)]
@@ -147,7 +150,7 @@ impl Config {
     }
 
     /// The group a network belongs to.
-    pub fn group(&self, name: &str) -> Option<&Group> {
+    pub fn group(&self, name: &str) -> Option<&GroupPolicy> {
         self.groups.get(name)
     }
 

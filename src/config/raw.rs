@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,9 +15,13 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    CacheSettings, ConditionalForward, Config, ConfigError, ForwardProtocol, ForwardServer, Group,
-    Network, RateLimit, Upstream,
+    CacheSettings, ConditionalForward, Config, ConfigError, ForwardProtocol, ForwardServer, Network,
+    RateLimit, Upstream,
 };
+use crate::lists::normalise::normalise;
+use crate::lists::sources::ListSettings;
+use crate::policy::category::{self, CATEGORIES, CategorySet};
+use crate::policy::group::{self, BlockAnswer, GroupPolicy, Overrides};
 
 /// The configuration `hedgerow serve` runs on when given no file. It needs no
 /// root and no network set-up: one loopback address per demo group.
@@ -71,6 +75,10 @@ struct RawConfig {
     #[serde(default)]
     rate_limit: RawRateLimit,
     #[serde(default)]
+    lists: RawLists,
+    #[serde(default)]
+    categories: RawCategories,
+    #[serde(default)]
     groups: BTreeMap<Spanned<String>, RawGroup>,
     #[serde(default)]
     networks: Vec<RawNetwork>,
@@ -95,6 +103,43 @@ impl Default for RawDns {
 struct RawGroup {
     #[serde(default)]
     description: String,
+    /// Categories kept from the group: ids, "uksic", "bypass", "default"
+    /// (the shipped policy for this group), and "!id" to take one away.
+    block: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
+    block_answer: Option<Spanned<String>>,
+    block_page_ipv4: Option<Ipv4Addr>,
+    block_page_ipv6: Option<Ipv6Addr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLists {
+    #[serde(default = "default_lists_dir")]
+    dir: PathBuf,
+    #[serde(default)]
+    enable: Vec<String>,
+    #[serde(default)]
+    disable: Vec<String>,
+    #[serde(default = "default_update_hours")]
+    update_hours: u64,
+}
+
+impl Default for RawLists {
+    fn default() -> Self {
+        RawLists { dir: default_lists_dir(), enable: Vec::new(), disable: Vec::new(), update_hours: default_update_hours() }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCategories {
+    /// Categories to lock for every group, on top of those locked by default.
+    #[serde(default)]
+    lock: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -202,6 +247,12 @@ impl Default for RawRateLimit {
     }
 }
 
+fn default_lists_dir() -> PathBuf {
+    PathBuf::from("lists")
+}
+fn default_update_hours() -> u64 {
+    24
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
@@ -280,7 +331,12 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         ));
     }
 
-    let groups = compile_groups(&source, raw.groups)?;
+    let mut locked = category::locked();
+    for id in &raw.categories.lock {
+        let index = category_index(&source, id)?;
+        locked = locked.union(CategorySet::of(index));
+    }
+    let groups = compile_groups(&source, raw.groups, locked)?;
     let networks = compile_networks(&source, raw.networks, &groups)?;
     let upstream = compile_upstream(&source, raw.upstream)?;
     let cache = compile_cache(&source, raw.cache)?;
@@ -313,58 +369,134 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         data_dir: raw.data_dir,
         networks,
         groups,
+        locked,
+        lists: ListSettings { dir: raw.lists.dir, enable: raw.lists.enable, disable: raw.lists.disable },
+        list_update_interval: (raw.lists.update_hours > 0).then(|| Duration::from_secs(raw.lists.update_hours * 3600)),
         upstream,
         cache,
         rate_limit,
     })
 }
 
+fn category_index(source: &Source<'_>, id: &Spanned<String>) -> Result<u8, ConfigError> {
+    category::index_of(id.get_ref()).ok_or_else(|| {
+        let known: Vec<&str> = CATEGORIES.iter().map(|c| c.id).collect();
+        source.error(Some(&id.span()), format!("unknown category {:?}; the categories are {}", id.get_ref(), known.join(", ")))
+    })
+}
+
 fn compile_groups(
     source: &Source<'_>,
     raw: BTreeMap<Spanned<String>, RawGroup>,
-) -> Result<BTreeMap<String, Group>, ConfigError> {
-    let mut groups: BTreeMap<String, Group> = STANDARD_GROUPS
-        .iter()
-        .map(|(name, description)| {
-            let group = Group {
-                name: name.to_string(),
-                description: description.to_string(),
-            };
-            (name.to_string(), group)
-        })
-        .collect();
-    for (name, group) in raw {
+    locked: CategorySet,
+) -> Result<BTreeMap<String, GroupPolicy>, ConfigError> {
+    let standard = |name: &str, description: &str| GroupPolicy {
+        name: name.to_string(),
+        description: description.to_string(),
+        blocked: group::default_blocked(name).union(locked),
+        allow: Overrides::default(),
+        deny: Overrides::default(),
+        block_answer: BlockAnswer::NxDomain,
+    };
+    let mut groups: BTreeMap<String, GroupPolicy> =
+        STANDARD_GROUPS.iter().map(|(name, description)| (name.to_string(), standard(name, description))).collect();
+    for (name, raw_group) in raw {
         let valid = !name.get_ref().is_empty()
-            && name
-                .get_ref()
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && name.get_ref().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !valid {
             return Err(source.error(
                 Some(&name.span()),
-                format!(
-                    "group name {:?} may use only lower-case letters, digits and '-'",
-                    name.get_ref()
-                ),
+                format!("group name {:?} may use only lower-case letters, digits and '-'", name.get_ref()),
             ));
         }
-        let entry = groups
-            .entry(name.get_ref().clone())
-            .or_insert_with(|| Group {
-                name: name.get_ref().clone(),
-                description: String::new(),
-            });
-        if !group.description.is_empty() {
-            entry.description = group.description;
+        let mut policy = groups.remove(name.get_ref()).unwrap_or_else(|| standard(name.get_ref(), ""));
+        if !raw_group.description.is_empty() {
+            policy.description = raw_group.description;
         }
+        if let Some(block) = &raw_group.block {
+            policy.blocked = compile_block_list(source, name.get_ref(), block.get_ref(), locked)?;
+        }
+        policy.allow = compile_overrides(source, &raw_group.allow)?;
+        policy.deny = compile_overrides(source, &raw_group.deny)?;
+        policy.block_answer = match raw_group.block_answer.as_ref().map(|a| (a, a.get_ref().as_str())) {
+            None | Some((_, "nxdomain")) => BlockAnswer::NxDomain,
+            Some((_, "null")) => BlockAnswer::NullAddress,
+            Some((answer, "block-page")) => match raw_group.block_page_ipv4 {
+                Some(ipv4) => BlockAnswer::BlockPage { ipv4, ipv6: raw_group.block_page_ipv6 },
+                None => {
+                    return Err(source.error(
+                        Some(&answer.span()),
+                        "block_answer = \"block-page\" needs block_page_ipv4 = \"...\" (the block page's address; block_page_ipv6 is optional)",
+                    ));
+                }
+            },
+            Some((answer, other)) => {
+                return Err(source.error(
+                    Some(&answer.span()),
+                    format!("block_answer {other:?} is not one of \"nxdomain\", \"null\", \"block-page\""),
+                ));
+            }
+        };
+        groups.insert(name.into_inner(), policy);
     }
     Ok(groups)
+}
+
+/// `["default", "!games", "streaming"]` -> a category set, locked ones added.
+fn compile_block_list(
+    source: &Source<'_>,
+    group_name: &str,
+    entries: &[Spanned<String>],
+    locked: CategorySet,
+) -> Result<CategorySet, ConfigError> {
+    let mut blocked = CategorySet::EMPTY;
+    let mut removed = CategorySet::EMPTY;
+    for entry in entries {
+        let text = entry.get_ref().as_str();
+        if let Some(id) = text.strip_prefix('!') {
+            let index = category_index(source, &Spanned::new(entry.span(), id.to_string()))?;
+            if locked.contains(index) {
+                return Err(source.error(
+                    Some(&entry.span()),
+                    format!("category {id:?} is locked: it is always blocked for every group and cannot be taken away; remove {text:?}"),
+                ));
+            }
+            removed = removed.union(CategorySet::of(index));
+            continue;
+        }
+        blocked = blocked.union(match text {
+            "default" => group::default_blocked(group_name),
+            "uksic" => category::uksic(),
+            "bypass" => category::bypass(),
+            _ => CategorySet::of(category_index(source, entry)?),
+        });
+    }
+    Ok(blocked.without(removed).union(locked))
+}
+
+fn compile_overrides(source: &Source<'_>, rules: &[Spanned<String>]) -> Result<Overrides, ConfigError> {
+    let mut overrides = Overrides::default();
+    for rule in rules {
+        let text = rule.get_ref().trim();
+        let (exact, name) = match text.strip_prefix('=') {
+            Some(name) => (true, name),
+            None => (false, text.strip_prefix("*.").unwrap_or(text)),
+        };
+        let name = normalise(name).map_err(|error| {
+            source.error(
+                Some(&rule.span()),
+                format!("{text:?} is not a domain name ({error}); write \"example.com\" for the domain and its subdomains, or \"=www.example.com\" for one name"),
+            )
+        })?;
+        overrides.insert(&if exact { format!("={name}") } else { name });
+    }
+    Ok(overrides)
 }
 
 fn compile_networks(
     source: &Source<'_>,
     raw: Vec<RawNetwork>,
-    groups: &BTreeMap<String, Group>,
+    groups: &BTreeMap<String, GroupPolicy>,
 ) -> Result<Vec<Network>, ConfigError> {
     let mut names = BTreeSet::new();
     let mut seen_cidrs: BTreeMap<IpNet, String> = BTreeMap::new();
@@ -657,13 +789,37 @@ pub(super) fn render(config: &Config) -> String {
         "exempt_loopback = {}",
         config.rate_limit.exempt_loopback
     );
+    let _ = writeln!(out, "\n[lists]\ndir = {}", quote(&config.lists.dir.display().to_string()));
+    let _ = writeln!(out, "enable = {}", list(config.lists.enable.iter().map(|id| quote(id)).collect()));
+    let _ = writeln!(out, "disable = {}", list(config.lists.disable.iter().map(|id| quote(id)).collect()));
+    let hours = config.list_update_interval.map_or(0, |interval| interval.as_secs() / 3600);
+    let _ = writeln!(out, "update_hours = {hours}");
+    let locked = config.locked.without(category::locked());
+    let _ = writeln!(out, "\n[categories]\n# always locked: {}", category::locked());
+    let _ = writeln!(out, "lock = {}", list(locked.iter().map(|c| quote(c.id)).collect()));
     for group in config.groups.values() {
-        let _ = writeln!(
-            out,
-            "\n[groups.{}]\ndescription = {}",
-            group.name,
-            quote(&group.description)
-        );
+        let _ = writeln!(out, "\n[groups.{}]\ndescription = {}", group.name, quote(&group.description));
+        let _ = writeln!(out, "block = {}", list(group.blocked.iter().map(|c| quote(c.id)).collect()));
+        let mut allow: Vec<String> = group.allow.rules().collect();
+        let mut deny: Vec<String> = group.deny.rules().collect();
+        allow.sort();
+        deny.sort();
+        let _ = writeln!(out, "allow = {}", list(allow.iter().map(|r| quote(r)).collect()));
+        let _ = writeln!(out, "deny = {}", list(deny.iter().map(|r| quote(r)).collect()));
+        match group.block_answer {
+            BlockAnswer::NxDomain => {
+                let _ = writeln!(out, "block_answer = \"nxdomain\"");
+            }
+            BlockAnswer::NullAddress => {
+                let _ = writeln!(out, "block_answer = \"null\"");
+            }
+            BlockAnswer::BlockPage { ipv4, ipv6 } => {
+                let _ = writeln!(out, "block_answer = \"block-page\"\nblock_page_ipv4 = {}", quote(&ipv4.to_string()));
+                if let Some(ipv6) = ipv6 {
+                    let _ = writeln!(out, "block_page_ipv6 = {}", quote(&ipv6.to_string()));
+                }
+            }
+        }
     }
     for network in &config.networks {
         let _ = writeln!(
@@ -788,5 +944,51 @@ group = "pupil"
         let text = "[[networks]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\ngroup = \"pupil\"\n[[networks]]\nname = \"b\"\ncidrs = [\"10.0.0.1/8\"]\ngroup = \"staff\"\n";
         let error = compile(text, "t").unwrap_err();
         assert_eq!(error.line, Some(7));
+    }
+
+    #[test]
+    fn group_policies_default_and_compose() {
+        let text = r#"
+[categories]
+lock = ["pornography"]
+
+[groups.staff]
+block = ["default", "streaming", "!vpn-proxy"]
+allow = ["BBC.co.uk", "=www.Example.org"]
+deny = ["*.tiktok.com"]
+block_answer = "block-page"
+block_page_ipv4 = "10.0.0.2"
+"#;
+        let config = compile(text, "t").unwrap();
+        let staff = &config.groups["staff"];
+        let has = |set: CategorySet, id: &str| set.contains(category::index_of(id).unwrap());
+        assert!(has(staff.blocked, "streaming") && has(staff.blocked, "gambling"));
+        assert!(!has(staff.blocked, "vpn-proxy"));
+        assert!(has(staff.blocked, "csam") && has(staff.blocked, "pornography"));
+        assert!(has(config.groups["guest"].blocked, "pornography"), "a locked category applies to every group");
+        assert!(staff.allow.find("www.bbc.co.uk").is_some());
+        assert!(staff.allow.find("www.example.org").is_some() && staff.allow.find("a.www.example.org").is_none());
+        assert!(staff.deny.find("tiktok.com").is_some());
+        assert_eq!(staff.block_answer, BlockAnswer::BlockPage { ipv4: "10.0.0.2".parse().unwrap(), ipv6: None });
+        let again = compile(&render(&config), "rendered").unwrap();
+        assert_eq!(again.groups, config.groups);
+        assert_eq!(again.locked, config.locked);
+    }
+
+    #[test]
+    fn a_locked_category_cannot_be_taken_away() {
+        let text = "[groups.staff]\nblock = [\"default\",\n  \"!malware\"]\n";
+        let error = compile(text, "t").unwrap_err();
+        assert_eq!(error.line, Some(3), "{error}");
+        assert!(error.message.contains("locked"), "{error}");
+    }
+
+    #[test]
+    fn unknown_category_and_bad_override_name_their_lines() {
+        let error = compile("[groups.pupil]\nblock = [\"gamblin\"]\n", "t").unwrap_err();
+        assert_eq!(error.line, Some(2));
+        assert!(error.message.contains("gambling"), "lists the real ids: {error}");
+        let error = compile("[groups.pupil]\n\nallow = [\"not a name\"]\n", "t").unwrap_err();
+        assert_eq!(error.line, Some(3), "{error}");
     }
 }

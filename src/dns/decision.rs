@@ -41,8 +41,10 @@ pub enum Stage {
     Parse,
     Access,
     Identify,
+    Blocklist,
     Cache,
     Upstream,
+    AnswerInspection,
 }
 
 impl Stage {
@@ -51,6 +53,8 @@ impl Stage {
             Stage::Parse => "parse",
             Stage::Access => "access",
             Stage::Identify => "identify",
+            Stage::Blocklist => "blocklist",
+            Stage::AnswerInspection => "answer-inspection",
             Stage::Cache => "cache",
             Stage::Upstream => "upstream",
         }

@@ -1,6 +1,7 @@
 //! The DNS side of Hedgerow: the server, the query path and its stages.
 
 pub mod access;
+pub mod blocklist;
 pub mod cache;
 pub mod decision;
 pub mod identify;

@@ -3,9 +3,11 @@
 //! ```text
 //! access     source in a configured network, under its rate limit? else REFUSED
 //! identify   network -> group (shares access's lookup: one walk of the subnets)
-//! (bypass, safesearch, blocklist: later issues plug in here, before the cache)
+//! (bypass, safesearch: a later issue plugs in here)
+//! blocklist  name or a parent in a category the group is kept from? -> block answer
 //! cache      fresh answer? (a stale one is kept in hand for serve-stale)
 //! upstream   forward or recurse; on failure, the stale answer or SERVFAIL
+//! inspection CNAME targets in the answer re-checked by the blocklist stage
 //! ```
 //!
 //! Each stage returns either a final answer or the value the next stage
@@ -15,20 +17,25 @@
 //! [`Pipeline::decide`] runs the policy stages alone, which is what
 //! `hedgerow check` prints without sending anything upstream.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{LowerName, Record, RecordType};
+use arc_swap::ArcSwap;
+use hickory_proto::rr::{LowerName, RData, Record, RecordType};
 
 use super::access::{self, ClientRateLimiter};
+use super::blocklist::{self, Verdict};
 use super::cache::{AnswerCache, CacheKey, CacheLookup, CachedAnswer, UpstreamAnswer};
 use super::decision::{Decision, DecisionKind, Stage};
 use super::identify::{Client, NetworkMap};
 use super::upstream::{Upstream, UpstreamError};
 use super::wire::ExtendedError;
 use crate::config::Config;
+use crate::lists::compiled::CompiledLists;
+use crate::policy::{CategorySet, GroupPolicy};
 
 /// The question as the pipeline sees it (one per message).
 #[derive(Debug, Clone)]
@@ -90,8 +97,9 @@ impl Answer {
 pub enum Flow {
     /// Policy settled the answer.
     Final(Answer),
-    /// Policy lets the query through: resolve it for this client.
-    Resolve(Arc<Client>),
+    /// Policy lets the query through: resolve it for this client. The note
+    /// says why when an override let it through.
+    Resolve(Arc<Client>, Option<String>),
 }
 
 /// What the synchronous stages could settle.
@@ -110,24 +118,41 @@ pub enum Immediate {
 pub struct Pipeline {
     networks: NetworkMap,
     rate_limiter: Option<ClientRateLimiter>,
-    groups: Vec<Arc<str>>,
+    policies: HashMap<Arc<str>, GroupPolicy>,
+    locked: CategorySet,
+    /// Swapped whole on reload; readers keep the copy they loaded.
+    lists: ArcSwap<CompiledLists>,
     cache: AnswerCache,
     upstream: Upstream,
 }
 
 impl Pipeline {
-    pub fn new(config: &Config) -> Result<Pipeline, UpstreamError> {
+    pub fn new(config: &Config, lists: CompiledLists) -> Result<Pipeline, UpstreamError> {
         Ok(Pipeline {
             networks: NetworkMap::new(&config.networks),
             rate_limiter: ClientRateLimiter::new(&config.rate_limit),
-            groups: config
-                .groups
-                .keys()
-                .map(|g| Arc::from(g.as_str()))
-                .collect(),
+            policies: config.groups.iter().map(|(name, policy)| (Arc::from(name.as_str()), policy.clone())).collect(),
+            locked: config.locked,
+            lists: ArcSwap::from_pointee(lists),
             cache: AnswerCache::new(&config.cache),
             upstream: Upstream::new(&config.upstream)?,
         })
+    }
+
+    /// Swaps in a new compiled list set. Queries in progress finish with the
+    /// set they started with; none waits.
+    pub fn replace_lists(&self, lists: CompiledLists) {
+        self.lists.store(Arc::new(lists));
+    }
+
+    /// The list set in use now.
+    pub fn lists(&self) -> Arc<CompiledLists> {
+        self.lists.load_full()
+    }
+
+    fn policy(&self, client: &Client) -> &GroupPolicy {
+        // Every network's group exists: config validation guarantees it.
+        &self.policies[&client.group]
     }
 
     /// Answers one question from one source: every stage, in order.
@@ -143,14 +168,33 @@ impl Pipeline {
         }
     }
 
+    /// Answer inspection: a CNAME in the answer whose target is blocked for
+    /// this group blocks the whole answer.
+    fn inspect(&self, client: &Client, question: &Question, records: &[Record]) -> Option<Answer> {
+        let policy = self.policy(client);
+        let lists = self.lists.load();
+        let mut buffer = [0u8; 256];
+        records.iter().find_map(|record| {
+            let RData::CNAME(target) = &record.data else { return None };
+            let target_name = blocklist::dotted(&target.0, &mut buffer);
+            let Verdict::Blocked(block) = blocklist::check(&lists, policy, self.locked, target_name) else { return None };
+            let target_text = String::from_utf8_lossy(target_name).into_owned();
+            let reason = format!("CNAME target {}", block.describe(&target_text));
+            Some(blocklist::block_answer(policy, client, &question.name, question.record_type, &block, Stage::AnswerInspection, reason))
+        })
+    }
+
     /// The stages that need no waiting: policy, then the cache.
     pub fn answer_now(&self, source: IpAddr, question: &Question) -> Immediate {
         let client = match self.decide(Requester::Source(source), question, true) {
             Flow::Final(answer) => return Immediate::Answer(answer),
-            Flow::Resolve(client) => client,
+            Flow::Resolve(client, _) => client,
         };
         match self.cache.get(&cache_key(question), Instant::now()) {
             CacheLookup::Fresh(entry) => {
+                if let Some(blocked) = self.inspect(&client, question, &entry.stored().answers) {
+                    return Immediate::Answer(blocked);
+                }
                 let decision = Decision::new(
                     DecisionKind::Allowed,
                     Stage::Cache,
@@ -189,8 +233,8 @@ impl Pipeline {
                     }
                 }
             }
-            Requester::Group(group) => match self.groups.iter().find(|g| &***g == group) {
-                Some(group) => Arc::new(Client {
+            Requester::Group(group) => match self.policies.get_key_value(group) {
+                Some((group, _)) => Arc::new(Client {
                     network: Arc::from("(named group)"),
                     group: group.clone(),
                 }),
@@ -204,7 +248,20 @@ impl Pipeline {
                 }
             },
         };
-        Flow::Resolve(client)
+
+        // blocklist
+        let policy = self.policy(&client);
+        let mut buffer = [0u8; 256];
+        let name = blocklist::dotted(&question.name, &mut buffer);
+        match blocklist::check(&self.lists.load(), policy, self.locked, name) {
+            Verdict::Blocked(block) => {
+                let reason = block.describe(&String::from_utf8_lossy(name));
+                let answer = blocklist::block_answer(policy, &client, &question.name, question.record_type, &block, Stage::Blocklist, reason);
+                Flow::Final(answer)
+            }
+            Verdict::Allowed(rule) => Flow::Resolve(client, Some(format!("listed, but allowed for this group by override {:?}", rule.rule))),
+            Verdict::Pass => Flow::Resolve(client, None),
+        }
     }
 
     /// The cache and upstream stages, for a client policy let through.
@@ -238,6 +295,9 @@ impl Pipeline {
         let mut answer = match (result, stale) {
             (Ok(upstream), _) => {
                 self.cache.insert(key, upstream.clone(), Instant::now());
+                if let Some(blocked) = self.inspect(client, question, &upstream.answers) {
+                    return blocked;
+                }
                 let decision = Decision::new(
                     DecisionKind::Allowed,
                     Stage::Upstream,
@@ -249,6 +309,9 @@ impl Pipeline {
                 tracing::warn!(name = %question.name, %error, "every upstream failed; serving a stale answer (RFC 8767)");
                 let reason = format!("served stale from the cache: {error}");
                 let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, reason);
+                if let Some(blocked) = self.inspect(client, question, &stale.stored().answers) {
+                    return blocked;
+                }
                 let mut answer = Answer::from_upstream(stale.answer_at(Instant::now()), decision);
                 answer.cache_hit = true;
                 answer

@@ -1,0 +1,146 @@
+//! blocklist: is the name, or any parent domain, in a category this group is
+//! kept from? Locked categories come first and nothing un-blocks them; then
+//! the group's deny and allow overrides; then its categories. The same check
+//! runs on CNAME targets of upstream answers (answer inspection), so a
+//! harmless-looking name cannot alias its way to a blocked one.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use super::decision::{Decision, DecisionKind, Stage};
+use super::identify::Client;
+use super::pipeline::Answer;
+use super::wire::ExtendedError;
+use crate::lists::compiled::CompiledLists;
+use crate::policy::category::{self, Category, CategorySet};
+use crate::policy::{BlockAnswer, GroupPolicy, OverrideMatch};
+
+/// TTL of synthesised block answers: short, so policy changes apply quickly.
+pub const BLOCK_TTL: u32 = 60;
+/// RFC 8914 info code "Blocked".
+const EDE_BLOCKED: u16 = 15;
+
+/// What the blocklist stage found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not listed in any category this group is kept from.
+    Pass,
+    /// Listed, but a group allow override lets it through.
+    Allowed(OverrideMatch),
+    Blocked(Block),
+}
+
+/// Why a name is blocked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// The category, or None for a deny override.
+    pub category: Option<&'static Category>,
+    /// The list that listed it (or "deny override").
+    pub list: String,
+    /// The listed domain or override rule that fired.
+    pub rule: String,
+    /// True when the rule is the queried name itself, false for a parent domain.
+    pub exact: bool,
+}
+
+impl Block {
+    pub fn describe(&self, name: &str) -> String {
+        let how = if self.exact { "listed exactly".to_string() } else { format!("parent domain {} is listed", self.rule) };
+        match self.category {
+            Some(category) => format!("{name} is in category {} ({how} in list {})", category.id, self.list),
+            None => format!("{name} is denied for this group by override {:?}", self.rule),
+        }
+    }
+}
+
+/// The lower-case dotted form of a name without the trailing dot, written
+/// into `buffer` (no allocation): what the lists and overrides match on.
+pub fn dotted<'b>(name: &Name, buffer: &'b mut [u8; 256]) -> &'b [u8] {
+    let mut len = 0;
+    for label in name.iter() {
+        if len > 0 {
+            buffer[len] = b'.';
+            len += 1;
+        }
+        let end = (len + label.len()).min(buffer.len());
+        buffer[len..end].copy_from_slice(&label[..end - len]);
+        buffer[len..end].make_ascii_lowercase();
+        len = end;
+    }
+    &buffer[..len]
+}
+
+/// Decides one name for one group.
+pub fn check(lists: &CompiledLists, policy: &GroupPolicy, locked: CategorySet, name: &[u8]) -> Verdict {
+    let listed = lists.lookup(name);
+    let locked_hits = listed.intersection(locked);
+    if !locked_hits.is_empty() {
+        return Verdict::Blocked(explain(lists, name, locked_hits));
+    }
+    let text = std::str::from_utf8(name).unwrap_or_default();
+    if let Some(rule) = policy.deny.find(text) {
+        return Verdict::Blocked(Block { category: None, list: "deny override".into(), rule: rule.rule, exact: rule.exact });
+    }
+    if let Some(rule) = policy.allow.find(text) {
+        return Verdict::Allowed(rule);
+    }
+    let hits = listed.intersection(policy.blocked);
+    if hits.is_empty() { Verdict::Pass } else { Verdict::Blocked(explain(lists, name, hits)) }
+}
+
+/// The most specific listing of the first of `categories` (slow path: only
+/// for names that are blocked).
+fn explain(lists: &CompiledLists, name: &[u8], categories: CategorySet) -> Block {
+    let first = categories.indexes().next().expect("a non-empty set");
+    let category = category::by_index(first);
+    let found = lists.explain(name).into_iter().find(|m| m.blocks.contains(first) && !m.allows.contains(first));
+    match found {
+        Some(found) => Block { category, list: found.source.unwrap_or_else(|| "(unknown list)".into()), rule: found.domain, exact: found.exact },
+        None => Block { category, list: "(unknown list)".into(), rule: String::from_utf8_lossy(name).into_owned(), exact: true },
+    }
+}
+
+/// The answer a group gets for a blocked name.
+pub fn block_answer(policy: &GroupPolicy, client: &Client, qname: &Name, record_type: RecordType, block: &Block, stage: Stage, reason: String) -> Answer {
+    let kind = match block.category {
+        Some(category) if category.kind == category::CategoryKind::Bypass => DecisionKind::Bypass,
+        _ => DecisionKind::Blocked,
+    };
+    let mut decision = Decision::new(kind, stage, reason).for_client(&client.network, &client.group);
+    decision.category = block.category.map(|c| Arc::from(c.id));
+    decision.list = Some(Arc::from(block.list.as_str()));
+    let record = |data: RData| Record::from_rdata(qname.clone(), BLOCK_TTL, data);
+    let (response_code, answers) = match (policy.block_answer, record_type) {
+        (BlockAnswer::NxDomain, _) => (ResponseCode::NXDomain, vec![]),
+        (BlockAnswer::NullAddress, RecordType::A) => (ResponseCode::NoError, vec![record(RData::A(A(Ipv4Addr::UNSPECIFIED)))]),
+        (BlockAnswer::NullAddress, RecordType::AAAA) => (ResponseCode::NoError, vec![record(RData::AAAA(AAAA(Ipv6Addr::UNSPECIFIED)))]),
+        (BlockAnswer::BlockPage { ipv4, .. }, RecordType::A) => (ResponseCode::NoError, vec![record(RData::A(A(ipv4)))]),
+        (BlockAnswer::BlockPage { ipv6: Some(ipv6), .. }, RecordType::AAAA) => (ResponseCode::NoError, vec![record(RData::AAAA(AAAA(ipv6)))]),
+        _ => (ResponseCode::NoError, vec![]),
+    };
+    let text = match block.category {
+        Some(category) => format!("blocked by Hedgerow: category {} (list {})", category.id, block.list),
+        None => "blocked by Hedgerow: school deny override".to_string(),
+    };
+    let mut answer = Answer::empty(response_code, decision);
+    answer.answers = answers;
+    answer.extended_error = Some(ExtendedError { info_code: EDE_BLOCKED, text });
+    answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_is_lower_case_without_trailing_dot() {
+        let mut buffer = [0u8; 256];
+        let name = Name::from_ascii("WWW.Example.COM.").unwrap();
+        assert_eq!(dotted(&name, &mut buffer), b"www.example.com");
+        assert_eq!(dotted(&Name::root(), &mut buffer), b"");
+    }
+}
