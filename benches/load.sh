@@ -34,11 +34,27 @@ mode = "forward"
 address = "127.0.0.1:5300"
 [cache]
 size = 400000
+[lists]
+dir = "$BED/lists"
+update_hours = 0
+[groups.staff]
+block = ["default", "ads"]
 [[networks]]
 name = "bench"
 cidrs = ["127.0.0.0/8"]
 group = "staff"
 TOML
+# The bed's blocked.txt, declared as one list in category "ads".
+mkdir -p "$BED/lists"
+cat > "$BED/lists/bed.toml" <<TOML
+[[source]]
+id = "bed-blocked"
+category = "ads"
+format = "domains"
+path = "$BED/blocked.txt"
+TOML
+# Compile once before measuring, as a school's server would have at start.
+"$ROOT/target/release/hedgerow" lists compile --config "$BED/hedgerow.toml" | tail -1
 python3 "$BEDTOOL" unbound-conf "$BED" 5301 > "$BED/unbound.conf"
 
 NSD_PID=$(python3 "$BEDTOOL" authority "$BED")
