@@ -109,7 +109,7 @@ async fn each_group_resolves_and_an_outsider_is_refused() {
         ("127.0.0.2", "staff"),
         ("127.0.0.3", "guest"),
     ] {
-        let Flow::Resolve(identity) =
+        let Flow::Resolve(identity, _) =
             running
                 .pipeline
                 .decide(Requester::Source(ip(client)), &question, false)

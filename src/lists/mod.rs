@@ -4,3 +4,11 @@
 //!
 //! This module knows nothing of sockets, SQLite or HTTP serving; the DNS
 //! path only calls [`compiled::CompiledLists::lookup`].
+
+pub mod compile;
+pub mod compiled;
+pub mod fetch;
+pub mod load;
+pub mod normalise;
+pub mod parse;
+pub mod sources;

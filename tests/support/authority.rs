@@ -80,17 +80,10 @@ impl Zone {
     /// record pointing at `ns.<origin>`. Add an A record for `ns` yourself if
     /// clients need its address.
     pub fn new(origin: &str) -> Zone {
-        let mut origin = Name::from_ascii(origin)
-            .unwrap_or_else(|e| panic!("invalid zone origin {origin:?}: {e}"));
+        let mut origin = Name::from_ascii(origin).unwrap_or_else(|e| panic!("invalid zone origin {origin:?}: {e}"));
         origin.set_fqdn(true);
-        let ns_host = Name::from_ascii("ns")
-            .unwrap()
-            .append_domain(&origin)
-            .unwrap();
-        let hostmaster = Name::from_ascii("hostmaster")
-            .unwrap()
-            .append_domain(&origin)
-            .unwrap();
+        let ns_host = Name::from_ascii("ns").unwrap().append_domain(&origin).unwrap();
+        let hostmaster = Name::from_ascii("hostmaster").unwrap().append_domain(&origin).unwrap();
         let soa = SOA::new(
             ns_host.clone(),
             hostmaster,
@@ -100,21 +93,9 @@ impl Zone {
             86400, // expire
             NEGATIVE_TTL,
         );
-        let mut zone = Zone {
-            records: Vec::new(),
-            ttl: DEFAULT_TTL,
-            origin: origin.clone(),
-        };
-        zone.push(Record::from_rdata(
-            origin.clone(),
-            NEGATIVE_TTL,
-            RData::SOA(soa),
-        ));
-        zone.push(Record::from_rdata(
-            origin,
-            DEFAULT_TTL,
-            RData::NS(NS(ns_host)),
-        ));
+        let mut zone = Zone { records: Vec::new(), ttl: DEFAULT_TTL, origin: origin.clone() };
+        zone.push(Record::from_rdata(origin.clone(), NEGATIVE_TTL, RData::SOA(soa)));
+        zone.push(Record::from_rdata(origin, DEFAULT_TTL, RData::NS(NS(ns_host))));
         zone
     }
 
@@ -125,18 +106,14 @@ impl Zone {
 
     /// Adds an A record.
     pub fn a(mut self, name: &str, ip: &str) -> Zone {
-        let ip: Ipv4Addr = ip
-            .parse()
-            .unwrap_or_else(|e| panic!("bad IPv4 {ip:?}: {e}"));
+        let ip: Ipv4Addr = ip.parse().unwrap_or_else(|e| panic!("bad IPv4 {ip:?}: {e}"));
         self.add(name, RData::A(A(ip)));
         self
     }
 
     /// Adds an AAAA record.
     pub fn aaaa(mut self, name: &str, ip: &str) -> Zone {
-        let ip: Ipv6Addr = ip
-            .parse()
-            .unwrap_or_else(|e| panic!("bad IPv6 {ip:?}: {e}"));
+        let ip: Ipv6Addr = ip.parse().unwrap_or_else(|e| panic!("bad IPv6 {ip:?}: {e}"));
         self.add(name, RData::AAAA(AAAA(ip)));
         self
     }
@@ -176,10 +153,7 @@ impl Zone {
     /// Adds `count` A records at `name`: 10.0.0.1, 10.0.0.2, ... (10.0.x.y).
     /// About 30 of them push a UDP answer past 512 bytes.
     pub fn many_a(mut self, name: &str, count: usize) -> Zone {
-        assert!(
-            count < 65_536,
-            "many_a: at most 65535 addresses fit in 10.0.0.0/16"
-        );
+        assert!(count < 65_536, "many_a: at most 65535 addresses fit in 10.0.0.0/16");
         for i in 1..=count as u32 {
             let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + i);
             self.add(name, RData::A(A(ip)));
@@ -190,11 +164,7 @@ impl Zone {
     /// Resolves an owner name, which must lie inside the zone.
     fn owner(&self, name: &str) -> Name {
         let owner = self.target(name);
-        assert!(
-            self.origin.zone_of(&owner),
-            "{owner} is outside zone {}",
-            self.origin
-        );
+        assert!(self.origin.zone_of(&owner), "{owner} is outside zone {}", self.origin);
         owner
     }
 
@@ -249,9 +219,7 @@ impl Authority {
     /// Panics if the address cannot be bound. Note that on hosts running
     /// systemd-resolved, 127.0.0.53:53 and 127.0.0.54:53 are taken by it.
     pub async fn start(addr: &str, zones: Vec<Zone>) -> Authority {
-        let requested: SocketAddr = addr
-            .parse()
-            .unwrap_or_else(|e| panic!("invalid authority address {addr:?}: {e}"));
+        let requested: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("invalid authority address {addr:?}: {e}"));
         let (udp, tcp) = bind_pair(requested).await;
         let addr = udp.local_addr().expect("local_addr of bound UDP socket");
 
@@ -260,11 +228,7 @@ impl Authority {
         server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
 
-        Authority {
-            addr,
-            server,
-            queries,
-        }
+        Authority { addr, server, queries }
     }
 
     /// Shuts the server down and waits until its listening sockets are
@@ -292,10 +256,7 @@ async fn bind_pair(requested: SocketAddr) -> (UdpSocket, TcpListener) {
     for _ in 0..ATTEMPTS {
         match UdpSocket::bind(requested).await {
             Ok(udp) => {
-                let port = udp
-                    .local_addr()
-                    .expect("local_addr of bound UDP socket")
-                    .port();
+                let port = udp.local_addr().expect("local_addr of bound UDP socket").port();
                 match TcpListener::bind((requested.ip(), port)).await {
                     Ok(tcp) => return (udp, tcp),
                     Err(e) => last_error = Some(format!("TCP {}:{port}: {e}", requested.ip())),
@@ -307,10 +268,7 @@ async fn bind_pair(requested: SocketAddr) -> (UdpSocket, TcpListener) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    panic!(
-        "could not bind authority on {requested} after {ATTEMPTS} attempts: {}",
-        last_error.unwrap_or_default()
-    );
+    panic!("could not bind authority on {requested} after {ATTEMPTS} attempts: {}", last_error.unwrap_or_default());
 }
 
 /// What the handler needs to know about one zone to build referrals.
@@ -333,11 +291,8 @@ impl CountingHandler {
         let mut catalog = Catalog::new();
         let mut cuts = Vec::new();
         for zone in zones {
-            let mut handler: InMemoryZoneHandler = InMemoryZoneHandler::empty(
-                zone.origin.clone(),
-                ZoneType::Primary,
-                AxfrPolicy::Deny,
-            );
+            let mut handler: InMemoryZoneHandler =
+                InMemoryZoneHandler::empty(zone.origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
             for record in &zone.records {
                 assert!(
                     handler.upsert_mut(record.clone(), SERIAL),
@@ -355,17 +310,9 @@ impl CountingHandler {
                 .map(|r| LowerName::new(&r.name))
                 .filter(|name| *name != origin)
                 .collect();
-            cuts.push(ZoneCuts {
-                origin,
-                cuts: zone_cuts.into_iter().collect(),
-                records: zone.records,
-            });
+            cuts.push(ZoneCuts { origin, cuts: zone_cuts.into_iter().collect(), records: zone.records });
         }
-        Self {
-            catalog,
-            zones: cuts,
-            queries,
-        }
+        Self { catalog, zones: cuts, queries }
     }
 
     /// If `request` is a query at or below a zone cut, returns the referral's
@@ -387,17 +334,9 @@ impl CountingHandler {
         }
 
         // The Catalog picks the most specific zone containing the name; so do we.
-        let zone = self
-            .zones
-            .iter()
-            .filter(|z| z.origin.zone_of(qname))
-            .max_by_key(|z| z.origin.num_labels())?;
+        let zone = self.zones.iter().filter(|z| z.origin.zone_of(qname)).max_by_key(|z| z.origin.num_labels())?;
         // The topmost cut wins: anything under it belongs to the child.
-        let cut = zone
-            .cuts
-            .iter()
-            .filter(|cut| cut.zone_of(qname))
-            .min_by_key(|cut| cut.num_labels())?;
+        let cut = zone.cuts.iter().filter(|cut| cut.zone_of(qname)).min_by_key(|cut| cut.num_labels())?;
         // DS lives on the parent side of the cut: an authoritative answer.
         if qtype == RecordType::DS && cut == qname {
             return None;
@@ -435,10 +374,7 @@ impl RequestHandler for CountingHandler {
         self.queries.fetch_add(1, Ordering::SeqCst);
 
         let Some((ns, glue)) = self.referral(request) else {
-            return self
-                .catalog
-                .handle_request::<R, T>(request, response_handle)
-                .await;
+            return self.catalog.handle_request::<R, T>(request, response_handle).await;
         };
 
         // Mirror the Catalog's EDNS handling: answer EDNS with EDNS.
@@ -463,10 +399,7 @@ impl RequestHandler for CountingHandler {
             Err(_) => {
                 let mut metadata = Metadata::response_from_request(&request.metadata);
                 metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header {
-                    metadata,
-                    counts: HeaderCounts::default(),
-                })
+                ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
             }
         }
     }

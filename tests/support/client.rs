@@ -29,8 +29,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(3);
 /// bytes come back truncated). Tweak the result and pass it to `exchange_*`
 /// for anything more specific.
 pub fn build_query(name: &str, rtype: RecordType) -> Message {
-    let mut name =
-        Name::from_ascii(name).unwrap_or_else(|e| panic!("bad query name {name:?}: {e}"));
+    let mut name = Name::from_ascii(name).unwrap_or_else(|e| panic!("bad query name {name:?}: {e}"));
     name.set_fqdn(true);
     let mut message = Message::query();
     message.metadata.recursion_desired = true;
@@ -47,17 +46,10 @@ pub async fn query_udp(server: SocketAddr, name: &str, rtype: RecordType) -> Mes
 
 /// Like [`query_udp`], with the client socket bound to `bind_ip` (e.g.
 /// 127.0.0.2, to look like a different client); panics on failure.
-pub async fn query_udp_from(
-    bind_ip: IpAddr,
-    server: SocketAddr,
-    name: &str,
-    rtype: RecordType,
-) -> Message {
+pub async fn query_udp_from(bind_ip: IpAddr, server: SocketAddr, name: &str, rtype: RecordType) -> Message {
     exchange_udp_from(bind_ip, server, &build_query(name, rtype))
         .await
-        .unwrap_or_else(|e| {
-            panic!("UDP query {name} {rtype} from {bind_ip} to {server} failed: {e}")
-        })
+        .unwrap_or_else(|e| panic!("UDP query {name} {rtype} from {bind_ip} to {server} failed: {e}"))
 }
 
 /// Queries `server` over TCP; panics on failure.
@@ -68,20 +60,12 @@ pub async fn query_tcp(server: SocketAddr, name: &str, rtype: RecordType) -> Mes
 }
 
 /// [`query_udp`] that returns errors (timeout, ICMP unreachable, ...) instead of panicking.
-pub async fn try_query_udp(
-    server: SocketAddr,
-    name: &str,
-    rtype: RecordType,
-) -> io::Result<Message> {
+pub async fn try_query_udp(server: SocketAddr, name: &str, rtype: RecordType) -> io::Result<Message> {
     exchange_udp(server, &build_query(name, rtype)).await
 }
 
 /// [`query_tcp`] that returns errors instead of panicking.
-pub async fn try_query_tcp(
-    server: SocketAddr,
-    name: &str,
-    rtype: RecordType,
-) -> io::Result<Message> {
+pub async fn try_query_tcp(server: SocketAddr, name: &str, rtype: RecordType) -> io::Result<Message> {
     exchange_tcp(server, &build_query(name, rtype)).await
 }
 
@@ -94,11 +78,7 @@ pub async fn exchange_udp(server: SocketAddr, query: &Message) -> io::Result<Mes
 /// Sends `query` over UDP from `bind_ip` (ephemeral port) and waits for the
 /// response carrying its ID. Datagrams that are not that response (wrong ID,
 /// not a response, unparsable) are skipped, as a real stub resolver would.
-pub async fn exchange_udp_from(
-    bind_ip: IpAddr,
-    server: SocketAddr,
-    query: &Message,
-) -> io::Result<Message> {
+pub async fn exchange_udp_from(bind_ip: IpAddr, server: SocketAddr, query: &Message) -> io::Result<Message> {
     let deadline = Instant::now() + TIMEOUT;
     let bytes = encode(query)?;
     let socket = UdpSocket::bind((bind_ip, 0)).await?;
@@ -109,9 +89,7 @@ pub async fn exchange_udp_from(
 
     let mut buf = vec![0u8; 65_535];
     loop {
-        let len = timeout_at(deadline, socket.recv(&mut buf))
-            .await
-            .map_err(|_| timed_out(server, "UDP"))??;
+        let len = timeout_at(deadline, socket.recv(&mut buf)).await.map_err(|_| timed_out(server, "UDP"))??;
         match Message::from_vec(&buf[..len]) {
             Ok(response)
                 if response.metadata.id == query.metadata.id
@@ -142,18 +120,14 @@ pub async fn exchange_tcp(server: SocketAddr, query: &Message) -> io::Result<Mes
             let len = stream.read_u16().await? as usize;
             let mut buf = vec![0u8; len];
             stream.read_exact(&mut buf).await?;
-            let response = Message::from_vec(&buf)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            if response.metadata.id == query.metadata.id
-                && response.metadata.message_type == MessageType::Response
-            {
+            let response =
+                Message::from_vec(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            if response.metadata.id == query.metadata.id && response.metadata.message_type == MessageType::Response {
                 return Ok(response);
             }
         }
     };
-    timeout(TIMEOUT, exchange)
-        .await
-        .map_err(|_| timed_out(server, "TCP"))?
+    timeout(TIMEOUT, exchange).await.map_err(|_| timed_out(server, "TCP"))?
 }
 
 /// Sends arbitrary bytes to `server` over UDP and returns the first datagram
@@ -170,9 +144,7 @@ pub async fn send_raw_udp(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn encode(message: &Message) -> io::Result<Vec<u8>> {
-    message
-        .to_vec()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+    message.to_vec().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
 }
 
 /// The wildcard address of `server`'s family, so the kernel picks a source
@@ -185,8 +157,5 @@ fn unspecified_like(server: SocketAddr) -> IpAddr {
 }
 
 fn timed_out(server: SocketAddr, proto: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("no {proto} response from {server} within {TIMEOUT:?}"),
-    )
+    io::Error::new(io::ErrorKind::TimedOut, format!("no {proto} response from {server} within {TIMEOUT:?}"))
 }

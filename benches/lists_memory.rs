@@ -1,0 +1,203 @@
+//! Compile time and memory of the list compiler, and the resident cost of
+//! the opened (memory-mapped) result, on:
+//!   (a) the 2.27M real names of ../shared/data/adult/domains.txt,
+//!   (b) the UT1 snapshot in ../shared/data/ut1 (sources from lists/ut1.toml),
+//!   (c) 5M synthetic names.
+//!
+//!     cargo bench --bench lists_memory
+//!
+//! Each case runs in a fresh child process so its peak RSS (VmHWM) is its
+//! own. RSS after opening a mapping only counts touched pages; `open`
+//! verifies the fst checksum, which reads every page, so "RSS after open"
+//! is the fair resident figure (mostly file-backed, shared, reclaimable),
+//! and the file size is printed beside it.
+
+#[path = "support/synthetic.rs"]
+mod synthetic;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use hedgerow::lists::compile::{CompileInput, compile};
+use hedgerow::lists::compiled::CompiledLists;
+use hedgerow::lists::parse::Format;
+use hedgerow::lists::sources::{ListSettings, load_sources};
+use hedgerow::policy::category::index_of;
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
+const SYNTHETIC_NAMES: usize = 5_000_000;
+
+fn status(field: &str) -> f64 {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    text.lines()
+        .find(|line| line.starts_with(field))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn ut1_inputs() -> Vec<CompileInput> {
+    let settings = ListSettings {
+        dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/lists")),
+        ..Default::default()
+    };
+    let sources = load_sources(&settings).expect("shipped declarations load");
+    sources
+        .iter()
+        .filter_map(|source| {
+            let folder = source.member.as_deref()?.split('/').next()?;
+            let text = Path::new(DATA)
+                .join("ut1")
+                .join(format!("{folder}.domains"));
+            text.is_file().then(|| CompileInput {
+                id: source.id.clone(),
+                category: source.category,
+                format: source.format,
+                text,
+            })
+        })
+        .collect()
+}
+
+fn inputs_for(case: &str, synthetic: &Path) -> Vec<CompileInput> {
+    let pornography = index_of("pornography").expect("category");
+    match case {
+        "adult" => vec![CompileInput {
+            id: "adult".into(),
+            category: pornography,
+            format: Format::Domains,
+            text: Path::new(DATA).join("adult/domains.txt"),
+        }],
+        "ut1" => ut1_inputs(),
+        "synthetic" => vec![CompileInput {
+            id: "synthetic".into(),
+            category: pornography,
+            format: Format::Domains,
+            text: synthetic.to_path_buf(),
+        }],
+        other => panic!("unknown case {other}"),
+    }
+}
+
+/// Runs one case in this (child) process and prints one tab-separated row.
+fn run_case(case: &str, synthetic: &Path, work: &Path) {
+    let inputs = inputs_for(case, synthetic);
+    let text_bytes: u64 = inputs
+        .iter()
+        .filter_map(|i| std::fs::metadata(&i.text).ok())
+        .map(|m| m.len())
+        .sum();
+    let baseline = status("VmRSS:");
+    let out = work.join(format!("{case}.compiled"));
+    let started = Instant::now();
+    let report = compile(&inputs, &out).expect("compile");
+    let compile_s = started.elapsed().as_secs_f64();
+    let peak = status("VmHWM:");
+    let bad: usize = report.sources.iter().map(|s| s.bad_lines).sum();
+
+    let before_open = status("VmRSS:");
+    let started = Instant::now();
+    let lists = CompiledLists::open(&out).expect("open");
+    let open_ms = started.elapsed().as_secs_f64() * 1e3;
+    let after_open = status("VmRSS:") - before_open;
+    let file_after_open = status("RssFile:");
+    let anon_after_open = status("RssAnon:");
+
+    // A sample of lookups over names from the inputs and unlisted ones.
+    let mut rng = synthetic::Rng::new(7);
+    let queries: Vec<String> = (0..200_000)
+        .map(|_| synthetic::listed_name(&mut rng))
+        .collect();
+    let started = Instant::now();
+    let mut hits = 0usize;
+    for query in &queries {
+        hits += usize::from(!lists.lookup(query.as_bytes()).is_empty());
+    }
+    let lookup_ns = started.elapsed().as_secs_f64() * 1e9 / queries.len() as f64;
+    std::hint::black_box(hits);
+    println!(
+        "ROW\t{case}\t{}\t{bad}\t{:.1}\t{compile_s:.2}\t{peak:.0}\t{baseline:.0}\t{:.1}\t{open_ms:.1}\t{after_open:.1}\t{anon_after_open:.1}\t{file_after_open:.1}\t{lookup_ns:.0}",
+        report.names,
+        text_bytes as f64 / 1048576.0,
+        lists.file_bytes() as f64 / 1048576.0,
+    );
+    let _ = std::fs::remove_file(&out);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--case") {
+        run_case(
+            &args[at + 1],
+            Path::new(&args[at + 2]),
+            Path::new(&args[at + 3]),
+        );
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        return; // `cargo test --benches` lists; nothing to do
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let synthetic = work.path().join("synthetic.txt");
+    eprintln!("writing {SYNTHETIC_NAMES} synthetic names ...");
+    synthetic::write_list(&synthetic, SYNTHETIC_NAMES, 42, usize::MAX);
+    let exe = std::env::current_exe().expect("own path");
+    println!(
+        "{:<10} {:>9} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}",
+        "case",
+        "names",
+        "bad",
+        "text MB",
+        "compile s",
+        "peak MB",
+        "base MB",
+        "file MB",
+        "open ms",
+        "+RSS open",
+        "anon MB",
+        "file RSS",
+        "lookup ns"
+    );
+    for case in ["adult", "ut1", "synthetic"] {
+        let output = Command::new(&exe)
+            .args([
+                "--case",
+                case,
+                synthetic.to_str().expect("utf-8"),
+                work.path().to_str().expect("utf-8"),
+            ])
+            .output()
+            .expect("run case");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        match stdout.lines().find(|line| line.starts_with("ROW\t")) {
+            Some(row) => {
+                let cells: Vec<&str> = row.split('\t').skip(1).collect();
+                println!(
+                    "{:<10} {:>9} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}",
+                    cells[0],
+                    cells[1],
+                    cells[2],
+                    cells[3],
+                    cells[4],
+                    cells[5],
+                    cells[6],
+                    cells[7],
+                    cells[8],
+                    cells[9],
+                    cells[10],
+                    cells[11],
+                    cells[12]
+                );
+            }
+            None => println!(
+                "{case}: failed\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        }
+    }
+    println!(
+        "peak MB = VmHWM of the child (compile); +RSS open = VmRSS growth from open (every fst page is read by the checksum);\n\
+         anon/file RSS = RssAnon/RssFile after open; lookup ns = mean over 200k synthetic queries (mostly unlisted)."
+    );
+}

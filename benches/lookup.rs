@@ -1,0 +1,89 @@
+//! Deciding one query name (its parents included) against 5 million
+//! synthetic listed domains, with and without the bloom filter in front of
+//! the fst.
+//!
+//!     cargo bench --bench lookup
+//!
+//! Query mixes: 95% unlisted names (the common case on a school network),
+//! and hits only (listed names and their subdomains). Each iteration looks
+//! up the next name of a fixed, deterministic set of 20,000 queries.
+
+#[path = "support/synthetic.rs"]
+mod synthetic;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use hedgerow::lists::compile::{CompileInput, CompileOptions, compile_with};
+use hedgerow::lists::compiled::CompiledLists;
+use hedgerow::lists::parse::Format;
+use hedgerow::policy::category::index_of;
+
+const LISTED: usize = 5_000_000;
+const QUERIES: usize = 20_000;
+
+fn lookups(c: &mut Criterion) {
+    let work = tempfile::tempdir().expect("temp dir");
+    let text = work.path().join("synthetic.txt");
+    let kept = synthetic::write_list(&text, LISTED, 42, 97);
+    let input = CompileInput {
+        id: "synthetic".into(),
+        category: index_of("pornography").expect("category"),
+        format: Format::Domains,
+        text,
+    };
+    let build = |name: &str, bloom: Option<f64>| {
+        let out = work.path().join(name);
+        compile_with(
+            std::slice::from_ref(&input),
+            &out,
+            &CompileOptions {
+                bloom_false_positive_rate: bloom,
+            },
+        )
+        .expect("compile");
+        CompiledLists::open(&out).expect("open")
+    };
+    let with_bloom = build("bloom.compiled", Some(0.01));
+    let without_bloom = build("plain.compiled", None);
+    let mix = synthetic::query_mix(&kept, QUERIES, 5, 7);
+    let hits = synthetic::query_mix(&kept, QUERIES, 100, 8);
+    let listed = mix
+        .iter()
+        .filter(|q| !with_bloom.lookup(q.as_bytes()).is_empty())
+        .count();
+    eprintln!(
+        "{} names listed; the 95% mix has {listed} listed queries of {QUERIES}",
+        with_bloom.len()
+    );
+    for query in mix.iter().chain(&hits) {
+        assert_eq!(
+            with_bloom.lookup(query.as_bytes()),
+            without_bloom.lookup(query.as_bytes()),
+            "{query}"
+        );
+    }
+
+    let mut group = c.benchmark_group("lookup_5m");
+    group
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(5));
+    for (label, lists) in [("bloom", &with_bloom), ("no_bloom", &without_bloom)] {
+        for (mix_name, queries) in [("mix95miss", &mix), ("hits", &hits)] {
+            group.bench_function(format!("{mix_name}/{label}"), |b| {
+                let mut next = 0usize;
+                b.iter(|| {
+                    let query = &queries[next % queries.len()];
+                    next = next.wrapping_add(1);
+                    black_box(lists.lookup(black_box(query.as_bytes())))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, lookups);
+criterion_main!(benches);

@@ -1,0 +1,585 @@
+//! The compiled list: a memory-mapped, versioned file that answers "which
+//! categories list this name or a parent of it?" without allocating.
+//!
+//! # File layout (little-endian)
+//!
+//! ```text
+//! offset  size  field
+//!      0    16  magic "HEDGEROW-LISTS\n\0"
+//!     16     4  format version (FORMAT_VERSION)
+//!     20     4  flags: bit 0 = a bloom filter is present
+//!     24     8  fingerprint of the inputs (compile::fingerprint)
+//!     32     8  number of keys
+//!     40    16  source id table: offset, length
+//!     56    16  bloom filter: offset, length (0, 0 when absent)
+//!     72    16  fst map: offset, length
+//!     88     8  total file length (catches truncation)
+//!     96     1  fewest labels in any key
+//!     97     1  most labels in any key
+//!    104     8  FNV-1a 64 of the header (this field as zero), source table and bloom
+//!    128     …  source ids: u32 count, then (u16 length, UTF-8 bytes) each
+//!      …     …  bloom filter (bloomfilter crate bytes) over the listed names as written
+//!      …     …  fst::Map (its own CRC32C, checked on open)
+//! ```
+//!
+//! # Keys and values
+//!
+//! A key is a listed name reversed by label (`com.example.www`), so every
+//! parent of a name is a prefix of its key that ends at a label boundary. A
+//! value packs bits 0-23: the categories that block the name, bits 24-47: the
+//! categories with an exception (adblock `@@`) for it, bits 48-63: 1 + the
+//! index of the first source that listed exactly this key (0 = none).
+//!
+//! # Invariant
+//!
+//! The file is never changed in place: a rebuild writes a new file and
+//! renames it over the old one, so a mapping held by a running server stays
+//! valid (the old inode lives until it is unmapped).
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bloomfilter::Bloom;
+use fst::raw::{Fst, Output};
+use memmap2::Mmap;
+
+use crate::policy::category::CategorySet;
+
+pub(crate) const MAGIC: [u8; 16] = *b"HEDGEROW-LISTS\n\0";
+/// Bumped whenever the layout or the meaning of keys or values changes.
+pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const HEADER_LEN: usize = 128;
+pub(crate) const FLAG_BLOOM: u32 = 1;
+pub(crate) const CHECKSUM_AT: usize = 104;
+
+const CATEGORY_BITS: u32 = 24;
+const CATEGORY_MASK: u64 = (1 << CATEGORY_BITS) - 1;
+
+/// Packs a key's value.
+pub(crate) fn encode_value(blocks: u32, allows: u32, source_plus_one: u16) -> u64 {
+    (u64::from(blocks) & CATEGORY_MASK)
+        | ((u64::from(allows) & CATEGORY_MASK) << CATEGORY_BITS)
+        | (u64::from(source_plus_one) << 48)
+}
+
+fn blocks_of(value: u64) -> u32 {
+    (value & CATEGORY_MASK) as u32
+}
+
+fn allows_of(value: u64) -> u32 {
+    ((value >> CATEGORY_BITS) & CATEGORY_MASK) as u32
+}
+
+fn source_of(value: u64) -> Option<usize> {
+    match (value >> 48) as usize {
+        0 => None,
+        n => Some(n - 1),
+    }
+}
+
+/// FNV-1a, 64 bit: a stable hash for fingerprints and the header checksum
+/// (std's hasher may change between Rust releases; these values are stored).
+#[derive(Clone, Copy)]
+pub(crate) struct Fnv64(u64);
+
+impl Fnv64 {
+    pub(crate) fn new() -> Fnv64 {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub(crate) fn finish(self) -> u64 {
+        self.0
+    }
+}
+
+/// What went wrong building or opening a compiled list. Each message names
+/// the file and says how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error("{path}: cannot {action} ({source}); {fix}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        fix: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{path}: not a Hedgerow compiled list (wrong magic bytes); delete it and run `hedgerow lists compile`"
+    )]
+    NotCompiledLists { path: PathBuf },
+    #[error(
+        "{path}: compiled list format {found}, but this Hedgerow reads format {expected}; run `hedgerow lists compile` to rebuild it"
+    )]
+    Version {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error(
+        "{path}: the compiled list is corrupt or truncated ({why}); delete it and run `hedgerow lists compile`"
+    )]
+    Corrupt { path: PathBuf, why: String },
+    #[error("{path}: cannot build the compiled list: {why}")]
+    Build { path: PathBuf, why: String },
+    #[error(transparent)]
+    Sources(#[from] super::sources::SourceError),
+}
+
+impl ListError {
+    pub(crate) fn io(
+        path: &Path,
+        action: &'static str,
+        fix: &'static str,
+        source: io::Error,
+    ) -> ListError {
+        ListError::Io {
+            path: path.to_path_buf(),
+            action,
+            fix,
+            source,
+        }
+    }
+}
+
+/// The fst's bytes inside the mapped file.
+struct Section {
+    map: Mmap,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for Section {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
+
+/// One level of a name that a list mentions, for explanations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListMatch {
+    /// The listed domain that matched (the query or one of its parents).
+    pub domain: String,
+    /// True when `domain` is the queried name itself.
+    pub exact: bool,
+    pub blocks: CategorySet,
+    /// Categories with an exception (adblock `@@`) at this level.
+    pub allows: CategorySet,
+    /// The id of the first source that listed `domain`.
+    pub source: Option<String>,
+}
+
+/// The compiled lists: immutable, `Send + Sync`, cheap to share in an `Arc`.
+pub struct CompiledLists {
+    fst: Option<Fst<Section>>,
+    bloom: Option<Bloom<[u8]>>,
+    /// Levels with fewer or more labels than any key cannot match; the bloom
+    /// check skips them (most lists hold no top-level domains).
+    min_labels: u8,
+    max_labels: u8,
+    sources: Vec<String>,
+    fingerprint: u64,
+    file_bytes: u64,
+}
+
+impl std::fmt::Debug for CompiledLists {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledLists")
+            .field("names", &self.len())
+            .field("sources", &self.sources)
+            .field("bloom", &self.bloom.is_some())
+            .field("fingerprint", &format_args!("{:016x}", self.fingerprint))
+            .field("file_bytes", &self.file_bytes)
+            .finish()
+    }
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl CompiledLists {
+    /// Maps a compiled list file, checking its magic bytes, format version,
+    /// length and checksums. A wrong, old or damaged file is an error that
+    /// says so; nothing here panics on bad bytes.
+    pub fn open(path: &Path) -> Result<CompiledLists, ListError> {
+        let corrupt = |why: String| ListError::Corrupt {
+            path: path.to_path_buf(),
+            why,
+        };
+        let file = File::open(path).map_err(|error| {
+            ListError::io(
+                path,
+                "open the compiled list",
+                "run `hedgerow lists compile` to build it",
+                error,
+            )
+        })?;
+        let actual_len = file
+            .metadata()
+            .map_err(|error| {
+                ListError::io(
+                    path,
+                    "read the compiled list's size",
+                    "check the file",
+                    error,
+                )
+            })?
+            .len();
+        if actual_len < MAGIC.len() as u64 {
+            return Err(ListError::NotCompiledLists {
+                path: path.to_path_buf(),
+            });
+        }
+        // SAFETY: Hedgerow never modifies a compiled list in place; a rebuild
+        // renames a new file over it, leaving this mapping's inode intact.
+        // Another program truncating the file under us could still fault; that
+        // is outside what we can guard against with a read-only mapping.
+        let map = unsafe { Mmap::map(&file) }.map_err(|error| {
+            ListError::io(
+                path,
+                "memory-map the compiled list",
+                "check free memory and the file",
+                error,
+            )
+        })?;
+        let bytes: &[u8] = &map;
+        if bytes[..MAGIC.len()] != MAGIC {
+            return Err(ListError::NotCompiledLists {
+                path: path.to_path_buf(),
+            });
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(corrupt(format!(
+                "{} bytes, shorter than the {HEADER_LEN}-byte header",
+                bytes.len()
+            )));
+        }
+        let version = read_u32(bytes, 16);
+        if version != FORMAT_VERSION {
+            return Err(ListError::Version {
+                path: path.to_path_buf(),
+                found: version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let flags = read_u32(bytes, 20);
+        let fingerprint = read_u64(bytes, 24);
+        let names = read_u64(bytes, 32);
+        let file_len = read_u64(bytes, 88);
+        if file_len != bytes.len() as u64 {
+            return Err(corrupt(format!(
+                "the header says {file_len} bytes but the file has {}",
+                bytes.len()
+            )));
+        }
+        let section = |at: usize, what: &str| -> Result<(usize, usize), ListError> {
+            let offset = read_u64(bytes, at);
+            let len = read_u64(bytes, at + 8);
+            match offset.checked_add(len) {
+                Some(end) if offset >= HEADER_LEN as u64 && end <= file_len => {
+                    Ok((offset as usize, end as usize))
+                }
+                _ if len == 0 && offset == 0 => Ok((0, 0)),
+                _ => Err(corrupt(format!(
+                    "the {what} section ({offset}+{len}) lies outside the file"
+                ))),
+            }
+        };
+        let (sources_start, sources_end) = section(40, "source table")?;
+        let (bloom_start, bloom_end) = section(56, "bloom filter")?;
+        let (fst_start, fst_end) = section(72, "fst")?;
+        let min_labels = bytes[96];
+        let max_labels = bytes[97];
+
+        let mut checksum = Fnv64::new();
+        checksum.write(&bytes[..CHECKSUM_AT]);
+        checksum.write(&[0; 8]);
+        checksum.write(&bytes[CHECKSUM_AT + 8..HEADER_LEN]);
+        checksum.write(&bytes[sources_start..sources_end]);
+        checksum.write(&bytes[bloom_start..bloom_end]);
+        if checksum.finish() != read_u64(bytes, CHECKSUM_AT) {
+            return Err(corrupt("the header checksum does not match".into()));
+        }
+
+        let sources = read_source_table(&bytes[sources_start..sources_end]).map_err(corrupt)?;
+        let bloom = if flags & FLAG_BLOOM != 0 {
+            let bloom = Bloom::from_slice(&bytes[bloom_start..bloom_end])
+                .map_err(|why| corrupt(format!("bad bloom filter: {why}")))?;
+            Some(bloom)
+        } else {
+            None
+        };
+        let fst = Fst::new(Section {
+            map,
+            start: fst_start,
+            end: fst_end,
+        })
+        .map_err(|error| corrupt(format!("bad fst: {error}")))?;
+        // Reads every page once: a flipped bit anywhere is caught here rather
+        // than as a wrong answer (or a panic inside fst) later.
+        fst.verify()
+            .map_err(|error| corrupt(format!("bad fst: {error}")))?;
+        if fst.len() as u64 != names {
+            return Err(corrupt(format!(
+                "the header says {names} names but the fst holds {}",
+                fst.len()
+            )));
+        }
+        Ok(CompiledLists {
+            fst: Some(fst),
+            bloom,
+            min_labels,
+            max_labels,
+            sources,
+            fingerprint,
+            file_bytes: file_len,
+        })
+    }
+
+    /// Lists that list nothing: what the server uses before any list exists.
+    pub fn empty() -> CompiledLists {
+        CompiledLists {
+            fst: None,
+            bloom: None,
+            min_labels: 0,
+            max_labels: 0,
+            sources: Vec::new(),
+            fingerprint: 0,
+            file_bytes: 0,
+        }
+    }
+
+    /// The fingerprint of the inputs this was compiled from.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// Number of listed names (keys).
+    pub fn len(&self) -> usize {
+        self.fst.as_ref().map_or(0, Fst::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Source ids in compile order.
+    pub fn source_ids(&self) -> &[String] {
+        &self.sources
+    }
+
+    /// Whether a bloom filter sits in front of the fst.
+    pub fn has_bloom(&self) -> bool {
+        self.bloom.is_some()
+    }
+
+    /// Size of the mapped file in bytes.
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes
+    }
+
+    /// HOT PATH. The categories that list `name` or any parent of it, with
+    /// exceptions applied: walking from the top-level domain down, each level
+    /// adds the categories that block it and removes those with an exception
+    /// there, so an exception beats a block at its own level or above and a
+    /// more specific block beats an exception.
+    ///
+    /// `name` is dotted (`www.example.com`); upper case and one trailing dot
+    /// are tolerated. Does not allocate.
+    pub fn lookup(&self, name: &[u8]) -> CategorySet {
+        let Some(fst) = &self.fst else {
+            return CategorySet::EMPTY;
+        };
+        let mut lowered = [0u8; 256];
+        let name = clean(name, &mut lowered);
+        if let Some(bloom) = &self.bloom
+            && name.len() <= 256
+            && !self.bloom_may_list(bloom, name)
+        {
+            return CategorySet::EMPTY;
+        }
+        let mut result = 0u32;
+        walk(fst, name, |_, value| {
+            result = (result | blocks_of(value)) & !allows_of(value);
+        });
+        CategorySet(result)
+    }
+
+    /// Slow path for `hedgerow check` and logs: every level of `name` that a
+    /// list mentions, most specific first.
+    pub fn explain(&self, name: &[u8]) -> Vec<ListMatch> {
+        let Some(fst) = &self.fst else {
+            return Vec::new();
+        };
+        let mut lowered = [0u8; 256];
+        let name = clean(name, &mut lowered);
+        let mut matches = Vec::new();
+        walk(fst, name, |start, value| {
+            matches.push(ListMatch {
+                domain: String::from_utf8_lossy(&name[start..]).into_owned(),
+                exact: start == 0,
+                blocks: CategorySet(blocks_of(value)),
+                allows: CategorySet(allows_of(value)),
+                source: source_of(value).and_then(|index| self.sources.get(index).cloned()),
+            });
+        });
+        matches.reverse();
+        matches
+    }
+
+    /// False when no level of `name` can be listed.
+    fn bloom_may_list(&self, bloom: &Bloom<[u8]>, name: &[u8]) -> bool {
+        let mut labels = 0u8;
+        let mut end = name.len();
+        loop {
+            let start = label_start(name, end);
+            labels = labels.saturating_add(1);
+            if labels > self.max_labels {
+                return false;
+            }
+            if labels >= self.min_labels && bloom.check(&name[start..]) {
+                return true;
+            }
+            if start == 0 {
+                return false;
+            }
+            end = start - 1;
+        }
+    }
+}
+
+/// Lower-cases `name` into `buffer` and drops one trailing dot, when needed
+/// and when it fits; returns the name to use.
+fn clean<'a>(name: &'a [u8], buffer: &'a mut [u8; 256]) -> &'a [u8] {
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    if name.len() <= buffer.len() && name.iter().any(u8::is_ascii_uppercase) {
+        let out = &mut buffer[..name.len()];
+        for (to, from) in out.iter_mut().zip(name) {
+            *to = from.to_ascii_lowercase();
+        }
+        return out;
+    }
+    name
+}
+
+/// Where the label ending at `end` starts.
+#[inline]
+fn label_start(name: &[u8], end: usize) -> usize {
+    name[..end]
+        .iter()
+        .rposition(|b| *b == b'.')
+        .map_or(0, |dot| dot + 1)
+}
+
+/// Walks `name`'s reversed key through the fst in one pass, top-level label
+/// first. At each label boundary where a key ends, calls `at_level(start of
+/// that level in name, value)`: least specific first. Stops at the first
+/// byte with no transition. A key only ends at a whole label, so
+/// `notexample.com` never meets `example.com`.
+#[inline]
+fn walk(fst: &Fst<Section>, name: &[u8], mut at_level: impl FnMut(usize, u64)) {
+    let mut node = fst.root();
+    let mut output = Output::zero();
+    let mut end = name.len();
+    let mut first = true;
+    loop {
+        let start = label_start(name, end);
+        let separator = if first { None } else { Some(b'.') };
+        first = false;
+        for byte in separator
+            .into_iter()
+            .chain(name[start..end].iter().map(u8::to_ascii_lowercase))
+        {
+            let Some(index) = node.find_input(byte) else {
+                return;
+            };
+            let transition = node.transition(index);
+            output = output.cat(transition.out);
+            node = fst.node(transition.addr);
+        }
+        if node.is_final() {
+            at_level(start, output.cat(node.final_output()).value());
+        }
+        if start == 0 {
+            return;
+        }
+        end = start - 1;
+    }
+}
+
+fn read_source_table(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let bad = || "the source id table is malformed".to_string();
+    let count = bytes.get(..4).ok_or_else(bad)?;
+    let count = u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize;
+    let mut at = 4;
+    let mut ids = Vec::with_capacity(count.min(65_536));
+    for _ in 0..count {
+        let len = bytes.get(at..at + 2).ok_or_else(bad)?;
+        let len = usize::from(u16::from_le_bytes(len.try_into().expect("2 bytes")));
+        at += 2;
+        let id = bytes.get(at..at + len).ok_or_else(bad)?;
+        ids.push(String::from_utf8(id.to_vec()).map_err(|_| bad())?);
+        at += len;
+    }
+    Ok(ids)
+}
+
+pub(crate) fn write_source_table(ids: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+    for id in ids {
+        let bytes = &id.as_bytes()[..id.len().min(usize::from(u16::MAX))];
+        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_pack_and_unpack() {
+        let value = encode_value(0b101, 0b10, 7);
+        assert_eq!(blocks_of(value), 0b101);
+        assert_eq!(allows_of(value), 0b10);
+        assert_eq!(source_of(value), Some(6));
+        assert_eq!(source_of(encode_value(1, 0, 0)), None);
+        assert_eq!(blocks_of(encode_value(u32::MAX, 0, 0)), (1 << 24) - 1);
+    }
+
+    #[test]
+    fn the_empty_list_lists_nothing() {
+        let lists = CompiledLists::empty();
+        assert!(lists.is_empty());
+        assert_eq!(lists.lookup(b"example.com"), CategorySet::EMPTY);
+        assert!(lists.explain(b"example.com").is_empty());
+    }
+
+    #[test]
+    fn source_table_round_trip() {
+        let bytes = write_source_table(&["a", "ut1-gambling"]);
+        assert_eq!(read_source_table(&bytes).unwrap(), ["a", "ut1-gambling"]);
+        assert!(read_source_table(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<CompiledLists>();
+    }
+}

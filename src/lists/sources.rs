@@ -1,0 +1,475 @@
+//! Source declarations: which lists exist, their category and format, and
+//! where they come from. They live in `lists/*.toml`:
+//!
+//! ```toml
+//! [[source]]
+//! id = "hedgerow-gambling"          # letters, digits, '-', '_'; unique across files
+//! category = "gambling"             # a category id (src/policy/category.rs)
+//! format = "domains"                # domains | hosts | adblock
+//! path = "seed/gambling.txt"        # relative to this file's folder ...
+//! # url = "https://example.org/list.tar.gz"   # ... or a download (https only)
+//! # member = "gambling/domains"     # the file inside a .tar.gz download
+//! enabled = true                    # default true
+//! description = "What it is, who curates it, its licence"
+//! ```
+//!
+//! The config's `[lists] enable` / `disable` turn declared sources on or off
+//! by id without editing these files.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::parse::Format;
+use crate::policy::category::{self, CATEGORIES};
+
+/// A declared source, checked.
+#[derive(Debug, Clone)]
+pub struct SourceDecl {
+    pub id: String,
+    /// Bit index in [`crate::policy::category::CATEGORIES`].
+    pub category: u8,
+    pub format: Format,
+    pub location: Location,
+    pub enabled: bool,
+    pub description: String,
+    /// The file inside a `.tar.gz` download, e.g. `gambling/domains`.
+    pub member: Option<String>,
+    /// The toml file that declares it.
+    pub declared_in: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A local file, resolved relative to the declaring toml's folder.
+    Path(PathBuf),
+    /// A download: `https://...`, or `http://` to a loopback host (tests and
+    /// local mirrors).
+    Url(String),
+}
+
+/// Where declarations live and which to switch on or off (from the config).
+#[derive(Debug, Clone, Default)]
+pub struct ListSettings {
+    /// The folder of `*.toml` declarations.
+    pub dir: PathBuf,
+    /// Ids turned on although declared `enabled = false`.
+    pub enable: Vec<String>,
+    /// Ids turned off although declared enabled.
+    pub disable: Vec<String>,
+}
+
+/// A declaration problem: the file, the line when known, and what to change.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct SourceError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    source: Vec<Spanned<RawSource>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    id: Spanned<String>,
+    category: Spanned<String>,
+    format: Spanned<Format>,
+    path: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    description: String,
+    member: Option<Spanned<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One toml file's text, for turning byte spans into line numbers.
+struct Declarations<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Declarations<'_> {
+    fn line_of(&self, span: &Range<usize>) -> usize {
+        let start = span.start.min(self.text.len());
+        self.text[..start].bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
+    fn error(&self, span: &Range<usize>, message: impl Into<String>) -> SourceError {
+        SourceError {
+            file: self.file.to_path_buf(),
+            line: Some(self.line_of(span)),
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads every `*.toml` in `settings.dir` (in file-name order) and applies
+/// `enable`/`disable`. Returns every declared source, disabled ones included
+/// with `enabled: false`. Unknown keys or categories, duplicate ids, a source
+/// with both or neither of `path` and `url`, and URLs that are not https (or
+/// http to a loopback host) are errors naming the file and line.
+pub fn load_sources(settings: &ListSettings) -> Result<Vec<SourceDecl>, SourceError> {
+    let dir = &settings.dir;
+    let entries = std::fs::read_dir(dir).map_err(|error| SourceError {
+        file: dir.clone(),
+        line: None,
+        message: format!(
+            "cannot read the list declarations folder ({error}); set `[lists] dir` in the config \
+             to the folder holding the *.toml source declarations"
+        ),
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml") && path.is_file())
+        .collect();
+    files.sort();
+
+    let mut sources: Vec<SourceDecl> = Vec::new();
+    let mut seen: HashMap<String, (PathBuf, usize)> = HashMap::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).map_err(|error| SourceError {
+            file: file.clone(),
+            line: None,
+            message: format!("cannot read the file ({error}); check its permissions"),
+        })?;
+        for (decl, line) in parse_file(file, &text)? {
+            if let Some((first_file, first_line)) = seen.get(&decl.id) {
+                return Err(SourceError {
+                    file: file.clone(),
+                    line: Some(line),
+                    message: format!(
+                        "the source id `{}` is already declared at {}:{}; give each source its own id",
+                        decl.id,
+                        first_file.display(),
+                        first_line
+                    ),
+                });
+            }
+            seen.insert(decl.id.clone(), (file.clone(), line));
+            sources.push(decl);
+        }
+    }
+
+    for (ids, enabled) in [(&settings.enable, true), (&settings.disable, false)] {
+        for id in ids {
+            if enabled && settings.disable.contains(id) {
+                return Err(SourceError {
+                    file: dir.clone(),
+                    line: None,
+                    message: format!(
+                        "the source `{id}` is in both `[lists] enable` and `[lists] disable`; keep it in one"
+                    ),
+                });
+            }
+            let Some(source) = sources.iter_mut().find(|source| &source.id == id) else {
+                let known: Vec<&str> = sources.iter().map(|source| source.id.as_str()).collect();
+                let which = if enabled { "enable" } else { "disable" };
+                return Err(SourceError {
+                    file: dir.clone(),
+                    line: None,
+                    message: format!(
+                        "`[lists] {which}` names `{id}`, which no *.toml here declares; known ids: {}",
+                        known.join(", ")
+                    ),
+                });
+            };
+            source.enabled = enabled;
+        }
+    }
+    Ok(sources)
+}
+
+/// Parses and checks one declarations file. Returns each source with the line
+/// its table starts on.
+fn parse_file(file: &Path, text: &str) -> Result<Vec<(SourceDecl, usize)>, SourceError> {
+    let declarations = Declarations { file, text };
+    let raw: RawFile = toml::from_str(text).map_err(|error| {
+        let line = error.span().map(|span| declarations.line_of(&span));
+        SourceError {
+            file: file.to_path_buf(),
+            line,
+            message: error.message().trim().to_string(),
+        }
+    })?;
+    let folder = file.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::with_capacity(raw.source.len());
+    for spanned in raw.source {
+        let table_span = spanned.span();
+        let raw = spanned.into_inner();
+        let id = check_id(&declarations, &raw.id)?;
+        let category = category::index_of(raw.category.get_ref()).ok_or_else(|| {
+            let known: Vec<&str> = CATEGORIES.iter().map(|c| c.id).collect();
+            declarations.error(
+                &raw.category.span(),
+                format!(
+                    "unknown category `{}`; use one of: {}",
+                    raw.category.get_ref(),
+                    known.join(", ")
+                ),
+            )
+        })?;
+        let location = match (&raw.path, &raw.url) {
+            (Some(path), None) => {
+                if path.get_ref().trim().is_empty() {
+                    return Err(
+                        declarations.error(&path.span(), "`path` is empty; name the list file")
+                    );
+                }
+                Location::Path(folder.join(path.get_ref()))
+            }
+            (None, Some(url)) => Location::Url(check_url(&declarations, url)?),
+            (Some(_), Some(url)) => {
+                return Err(declarations.error(
+                    &url.span(),
+                    format!("source `{id}` has both `path` and `url`; keep one (a local file or a download)"),
+                ));
+            }
+            (None, None) => {
+                return Err(declarations.error(
+                    &table_span,
+                    format!(
+                        "source `{id}` has neither `path` nor `url`; add where the list comes from"
+                    ),
+                ));
+            }
+        };
+        let member = match raw.member {
+            None => None,
+            Some(member) => {
+                if matches!(location, Location::Path(_)) {
+                    return Err(declarations.error(
+                        &member.span(),
+                        "`member` names a file inside a .tar.gz download; it only goes with `url`",
+                    ));
+                }
+                let name = member.get_ref();
+                if name.is_empty()
+                    || name.starts_with('/')
+                    || name.split('/').any(|part| part == "..")
+                {
+                    return Err(declarations.error(
+                        &member.span(),
+                        format!(
+                            "`member = \"{name}\"` must be a relative path inside the archive, like \"gambling/domains\""
+                        ),
+                    ));
+                }
+                Some(name.clone())
+            }
+        };
+        out.push((
+            SourceDecl {
+                id,
+                category,
+                format: *raw.format.get_ref(),
+                location,
+                enabled: raw.enabled,
+                description: raw.description,
+                member,
+                declared_in: file.to_path_buf(),
+            },
+            declarations.line_of(&table_span),
+        ));
+    }
+    Ok(out)
+}
+
+/// Ids name download files (`downloads/<id>.txt`) and appear in logs, so they
+/// are kept to a safe alphabet.
+fn check_id(declarations: &Declarations<'_>, id: &Spanned<String>) -> Result<String, SourceError> {
+    let text = id.get_ref();
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !text.starts_with(['-', '_']);
+    if ok {
+        Ok(text.clone())
+    } else {
+        Err(declarations.error(
+            &id.span(),
+            format!(
+                "the id `{text}` must be 1-64 lower-case letters, digits, '-' or '_' (it names a download file), like \"ut1-gambling\""
+            ),
+        ))
+    }
+}
+
+/// Only https, or plain http to a loopback host (tests, local mirrors).
+fn check_url(
+    declarations: &Declarations<'_>,
+    url: &Spanned<String>,
+) -> Result<String, SourceError> {
+    let text = url.get_ref().trim();
+    let fail = |why: &str| declarations.error(&url.span(), format!("the url `{text}` {why}"));
+    let (rest, https) = if let Some(rest) = text.strip_prefix("https://") {
+        (rest, true)
+    } else if let Some(rest) = text.strip_prefix("http://") {
+        (rest, false)
+    } else {
+        return Err(fail("must start with https://"));
+    };
+    if text.chars().any(char::is_whitespace) {
+        return Err(fail("contains a space"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(fail("must not carry a user name or password"));
+    }
+    let host = if let Some(bracketed) = authority.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    if host.is_empty() {
+        return Err(fail("has no host name"));
+    }
+    if !https {
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host == "::1"
+            || host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(fail(
+                "uses plain http, which anyone on the path can alter; use https:// (plain http is only for 127.0.0.1, localhost and [::1])",
+            ));
+        }
+    }
+    Ok(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<(SourceDecl, usize)>, SourceError> {
+        parse_file(Path::new("/lists/test.toml"), text)
+    }
+
+    #[test]
+    fn a_full_declaration() {
+        let text = r#"
+# comment
+[[source]]
+id = "ut1-gambling"
+category = "gambling"
+format = "domains"
+url = "https://dsi.ut-capitole.fr/blacklists/download/gambling.tar.gz"
+member = "gambling/domains"
+enabled = false
+description = "UT1"
+
+[[source]]
+id = "seed"
+category = "ads"
+format = "adblock"
+path = "seed/ads.txt"
+"#;
+        let sources = parse(text).unwrap();
+        assert_eq!(sources.len(), 2);
+        let (gambling, line) = &sources[0];
+        assert_eq!(*line, 3);
+        assert_eq!(gambling.category, category::index_of("gambling").unwrap());
+        assert!(!gambling.enabled);
+        assert_eq!(gambling.member.as_deref(), Some("gambling/domains"));
+        let (seed, _) = &sources[1];
+        assert!(seed.enabled);
+        assert_eq!(
+            seed.location,
+            Location::Path(PathBuf::from("/lists/seed/ads.txt"))
+        );
+        assert_eq!(seed.format, Format::Adblock);
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let base = "[[source]]\nid = \"a\"\nformat = \"domains\"\n";
+        let error = error_of(&format!("{base}category = \"gamblin\"\npath = \"x\"\n"));
+        assert!(
+            error.starts_with("/lists/test.toml:4: unknown category `gamblin`"),
+            "{error}"
+        );
+        let error = error_of(&format!(
+            "{base}category = \"gambling\"\npath = \"x\"\ncolour = 1\n"
+        ));
+        assert!(error.starts_with("/lists/test.toml:6: "), "{error}");
+        assert!(error.contains("colour"), "{error}");
+        let error = error_of(&format!("{base}category = \"gambling\"\n"));
+        assert!(error.contains("neither `path` nor `url`"), "{error}");
+        let error = error_of(&format!(
+            "{base}category = \"gambling\"\npath = \"x\"\nurl = \"https://a.example/\"\n"
+        ));
+        assert!(
+            error.starts_with("/lists/test.toml:6: source `a` has both"),
+            "{error}"
+        );
+        let error = error_of(&format!(
+            "{base}category = \"gambling\"\nurl = \"http://lists.example/x\"\n"
+        ));
+        assert!(error.contains("plain http"), "{error}");
+        let error = error_of(&format!(
+            "{base}category = \"gambling\"\nurl = \"ftp://lists.example/x\"\n"
+        ));
+        assert!(error.contains("https://"), "{error}");
+        let error = error_of(
+            "[[source]]\nid = \"../x\"\nformat = \"domains\"\ncategory = \"ads\"\npath = \"x\"\n",
+        );
+        assert!(error.starts_with("/lists/test.toml:2: the id"), "{error}");
+        let error = error_of(
+            "[[source]]\nid = \"a\"\nformat = \"csv\"\ncategory = \"ads\"\npath = \"x\"\n",
+        );
+        assert!(error.starts_with("/lists/test.toml:3: "), "{error}");
+        assert!(error.contains("domains"), "{error}");
+        let error = error_of(&format!(
+            "{base}category = \"ads\"\npath = \"x\"\nmember = \"a/b\"\n"
+        ));
+        assert!(error.contains("only goes with `url`"), "{error}");
+    }
+
+    #[test]
+    fn loopback_http_is_allowed() {
+        let base = "[[source]]\nid = \"a\"\nformat = \"domains\"\ncategory = \"ads\"\n";
+        for url in [
+            "http://127.0.0.1:8080/x.txt",
+            "http://localhost/x",
+            "http://[::1]:99/x",
+        ] {
+            assert!(parse(&format!("{base}url = \"{url}\"\n")).is_ok(), "{url}");
+        }
+        assert!(
+            parse(&format!(
+                "{base}url = \"http://127.0.0.1.evil.example/x\"\n"
+            ))
+            .is_err()
+        );
+    }
+}
