@@ -200,7 +200,7 @@ fn lists(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
             if matches!(action, ListsAction::Update) {
                 let declared = sources::load_sources(&config.lists)?;
                 let downloads = config.data_dir.join("downloads");
-                for (id, outcome) in fetch::update_all(&declared, &downloads, &fetch::FetchSettings::default()) {
+                for (id, outcome) in fetch::update_all(&declared, &downloads, &config.downloads) {
                     match outcome {
                         fetch::FetchOutcome::Updated { names, bad_lines } => {
                             println!("{id}: downloaded, {names} names, {bad_lines} bad lines")

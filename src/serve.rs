@@ -205,6 +205,6 @@ pub fn update_sources(config: &Config) -> bool {
         }
     };
     let downloads = config.data_dir.join("downloads");
-    let outcomes = fetch::update_all(&declared, &downloads, &fetch::FetchSettings::default());
+    let outcomes = fetch::update_all(&declared, &downloads, &config.downloads);
     outcomes.iter().any(|(_, outcome)| matches!(outcome, fetch::FetchOutcome::Updated { .. }))
 }

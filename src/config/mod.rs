@@ -34,6 +34,8 @@ pub struct Config {
     pub lists: ListSettings,
     /// How often URL sources are downloaded again (None: never).
     pub list_update_interval: Option<Duration>,
+    /// Limits on list downloads.
+    pub downloads: crate::lists::fetch::FetchSettings,
     pub upstream: Upstream,
     pub cache: CacheSettings,
     pub rate_limit: RateLimit,

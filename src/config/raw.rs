@@ -18,6 +18,7 @@ use super::{
     CacheSettings, ConditionalForward, Config, ConfigError, ForwardProtocol, ForwardServer, Network,
     RateLimit, Upstream,
 };
+use crate::lists::fetch::FetchSettings;
 use crate::lists::normalise::normalise;
 use crate::lists::sources::ListSettings;
 use crate::policy::category::{self, CATEGORIES, CategorySet};
@@ -126,11 +127,22 @@ struct RawLists {
     disable: Vec<String>,
     #[serde(default = "default_update_hours")]
     update_hours: u64,
+    #[serde(default = "default_download_max_mb")]
+    download_max_mb: u64,
+    #[serde(default = "default_download_timeout")]
+    download_timeout_secs: u64,
 }
 
 impl Default for RawLists {
     fn default() -> Self {
-        RawLists { dir: default_lists_dir(), enable: Vec::new(), disable: Vec::new(), update_hours: default_update_hours() }
+        RawLists {
+            dir: default_lists_dir(),
+            enable: Vec::new(),
+            disable: Vec::new(),
+            update_hours: default_update_hours(),
+            download_max_mb: default_download_max_mb(),
+            download_timeout_secs: default_download_timeout(),
+        }
     }
 }
 
@@ -253,6 +265,12 @@ fn default_lists_dir() -> PathBuf {
 fn default_update_hours() -> u64 {
     24
 }
+fn default_download_max_mb() -> u64 {
+    200
+}
+fn default_download_timeout() -> u64 {
+    60
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
@@ -372,6 +390,11 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         locked,
         lists: ListSettings { dir: raw.lists.dir, enable: raw.lists.enable, disable: raw.lists.disable },
         list_update_interval: (raw.lists.update_hours > 0).then(|| Duration::from_secs(raw.lists.update_hours * 3600)),
+        downloads: FetchSettings {
+            timeout: Duration::from_secs(raw.lists.download_timeout_secs.max(1)),
+            max_bytes: raw.lists.download_max_mb.max(1) * 1024 * 1024,
+            ..FetchSettings::default()
+        },
         upstream,
         cache,
         rate_limit,
@@ -794,6 +817,8 @@ pub(super) fn render(config: &Config) -> String {
     let _ = writeln!(out, "disable = {}", list(config.lists.disable.iter().map(|id| quote(id)).collect()));
     let hours = config.list_update_interval.map_or(0, |interval| interval.as_secs() / 3600);
     let _ = writeln!(out, "update_hours = {hours}");
+    let _ = writeln!(out, "download_max_mb = {}", config.downloads.max_bytes / (1024 * 1024));
+    let _ = writeln!(out, "download_timeout_secs = {}", config.downloads.timeout.as_secs());
     let locked = config.locked.without(category::locked());
     let _ = writeln!(out, "\n[categories]\n# always locked: {}", category::locked());
     let _ = writeln!(out, "lock = {}", list(locked.iter().map(|c| quote(c.id)).collect()));

@@ -216,11 +216,21 @@ pub fn update_source(source: &SourceDecl, downloads_dir: &Path, settings: &Fetch
 
 /// Updates every enabled URL source, one after another (path sources and
 /// disabled sources are skipped). Logs each failure with `tracing::warn`.
+///
+/// Holds an exclusive lock on `downloads_dir/.update.lock` throughout, so the
+/// server's schedule and `hedgerow lists update` never write the same
+/// `<id>.txt.tmp` at once; the second waits for the first.
 pub fn update_all(
     sources: &[SourceDecl],
     downloads_dir: &Path,
     settings: &FetchSettings,
 ) -> Vec<(String, FetchOutcome)> {
+    let lock = std::fs::create_dir_all(downloads_dir)
+        .and_then(|()| std::fs::File::create(downloads_dir.join(".update.lock")))
+        .and_then(|file| file.lock().map(|()| file));
+    if let Err(error) = &lock {
+        tracing::warn!(%error, dir = %downloads_dir.display(), "cannot lock the downloads folder; updating anyway");
+    }
     sources
         .iter()
         .filter(|source| source.enabled && matches!(source.location, Location::Url(_)))
