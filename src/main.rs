@@ -147,8 +147,8 @@ fn check(
     // `check` needs the runtime only because the upstream is built; nothing is sent.
     let runtime = tokio::runtime::Runtime::new()?;
     let _guard = runtime.enter();
-    let lists = hedgerow::serve::load_lists(config)?;
-    let pipeline = Pipeline::new(config, lists)?;
+    let (lists, safesearch) = hedgerow::serve::load_lists(config)?;
+    let pipeline = Pipeline::new(config, lists, safesearch)?;
     let requester = match (client, group) {
         (_, Some(group)) => Requester::Group(group),
         (Some(client), None) => Requester::Source(client),
@@ -179,12 +179,21 @@ fn check(
             }
             println!("reason:   {}", decision.reason);
         }
-        Flow::Resolve(client, note) => {
+        Flow::Resolve(pending) => {
+            let client = &pending.client;
+            if let Some(rewrite) = &pending.rewrite {
+                println!("decision: {}", rewrite.decision.kind.as_str());
+                println!("stage:    {}", rewrite.decision.stage.as_str());
+                print_identity(Some(&client.network), Some(&client.group));
+                println!("answer:   CNAME {} followed by its {} records ({}, not sent by `check`)", rewrite.target, question.record_type, pipeline.upstream_description());
+                println!("reason:   {}", rewrite.decision.reason);
+                return Ok(ExitCode::SUCCESS);
+            }
             println!("decision: allowed");
             println!("stage:    upstream");
             print_identity(Some(&client.network), Some(&client.group));
             println!("answer:   {} (not sent by `check`)", pipeline.upstream_description());
-            match note {
+            match &pending.note {
                 Some(note) => println!("reason:   {note}"),
                 None => println!("reason:   no policy stage stops this name for group {}", client.group),
             }

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::dns::{DnsServer, Pipeline};
 use crate::lists::compiled::CompiledLists;
 use crate::lists::{fetch, load, sources};
+use crate::policy::SafeSearchMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -75,12 +76,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|error| StartError::DataDir { path: config.data_dir.display().to_string(), error })?;
     let config = Arc::new(config.clone());
-    let lists = {
+    let (lists, safesearch) = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || load_lists(&config)).await.expect("list loading does not panic")?
     };
     check_overrides(&config, &lists)?;
-    let pipeline = Arc::new(Pipeline::new(&config, lists)?);
+    let pipeline = Arc::new(Pipeline::new(&config, lists, safesearch)?);
     let server = DnsServer::start(pipeline.clone(), &config.listen).await?;
     let _ = std::fs::write(pid_file(&config), std::process::id().to_string());
 
@@ -109,16 +110,26 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     Ok(Running { pipeline, server, background, config })
 }
 
-/// Loads the compiled lists, compiling them first when their sources changed.
-/// A missing lists folder is not fatal (the resolver runs unfiltered and says
-/// so); a broken source declaration is, since it is configuration.
-pub fn load_lists(config: &Config) -> Result<CompiledLists, StartError> {
+/// The SafeSearch map's place in the lists folder.
+pub fn safesearch_map_path(config: &Config) -> PathBuf {
+    config.lists.dir.join("safesearch").join("rewrites.toml")
+}
+
+/// Loads the compiled lists (compiling them first when their sources
+/// changed) and the SafeSearch map. A missing lists folder is not fatal (the
+/// resolver runs unfiltered and says so); a broken source declaration or map
+/// is, since it is configuration.
+pub fn load_lists(config: &Config) -> Result<(CompiledLists, SafeSearchMap), StartError> {
     if !config.lists.dir.is_dir() {
         tracing::warn!(
             dir = %config.lists.dir.display(),
-            "no lists folder here: serving without blocklists (set [lists] dir to the folder of source declarations)"
+            "no lists folder here: serving without blocklists or SafeSearch (set [lists] dir to the folder of source declarations)"
         );
-        return Ok(CompiledLists::empty());
+        return Ok((CompiledLists::empty(), SafeSearchMap::default()));
+    }
+    let safesearch = SafeSearchMap::load(&safesearch_map_path(config)).map_err(|error| StartError::Lists(error.to_string()))?;
+    if safesearch.is_empty() {
+        tracing::warn!(path = %safesearch_map_path(config).display(), "no SafeSearch map: search engines are not rewritten");
     }
     let prepared = load::prepare(&config.lists, &config.data_dir).map_err(|error| StartError::Lists(error.to_string()))?;
     if let Some(why) = &prepared.stale {
@@ -135,7 +146,7 @@ pub fn load_lists(config: &Config) -> Result<CompiledLists, StartError> {
         }
         tracing::info!(names = report.names, sources = report.sources.len(), elapsed_ms = report.elapsed_ms, "lists compiled");
     }
-    Ok(prepared.lists)
+    Ok((prepared.lists, safesearch))
 }
 
 /// An allow override may not un-block a name in a locked category. The
@@ -160,9 +171,10 @@ pub fn check_overrides(config: &Config, lists: &CompiledLists) -> Result<(), Sta
 /// Rebuilds the lists off the runtime's threads and swaps them in.
 pub async fn reload_lists(config: &Arc<Config>, pipeline: &Pipeline) -> Result<(), StartError> {
     let config = config.clone();
-    let lists = tokio::task::spawn_blocking(move || load_lists(&config)).await.expect("list loading does not panic")?;
-    tracing::info!(listed_names = lists.len(), "lists reloaded");
-    pipeline.replace_lists(lists);
+    let (lists, safesearch) =
+        tokio::task::spawn_blocking(move || load_lists(&config)).await.expect("list loading does not panic")?;
+    tracing::info!(listed_names = lists.len(), safesearch_names = safesearch.len(), "lists reloaded");
+    pipeline.replace_lists(lists, safesearch);
     Ok(())
 }
 

@@ -109,14 +109,14 @@ async fn each_group_resolves_and_an_outsider_is_refused() {
         ("127.0.0.2", "staff"),
         ("127.0.0.3", "guest"),
     ] {
-        let Flow::Resolve(identity, _) =
+        let Flow::Resolve(pending) =
             running
                 .pipeline
                 .decide(Requester::Source(ip(client)), &question, false)
         else {
             panic!("{client} should be let through");
         };
-        assert_eq!(&*identity.group, group);
+        assert_eq!(&*pending.client.group, group);
     }
 
     // 127.0.0.4 is loopback but in no configured network.

@@ -22,7 +22,7 @@ use crate::lists::fetch::FetchSettings;
 use crate::lists::normalise::normalise;
 use crate::lists::sources::ListSettings;
 use crate::policy::category::{self, CATEGORIES, CategorySet};
-use crate::policy::group::{self, BlockAnswer, GroupPolicy, Overrides};
+use crate::policy::group::{self, BlockAnswer, GroupPolicy, Overrides, YoutubeMode};
 
 /// The configuration `hedgerow serve` runs on when given no file. It needs no
 /// root and no network set-up: one loopback address per demo group.
@@ -114,6 +114,9 @@ struct RawGroup {
     block_answer: Option<Spanned<String>>,
     block_page_ipv4: Option<Ipv4Addr>,
     block_page_ipv6: Option<Ipv6Addr>,
+    safesearch: Option<bool>,
+    youtube: Option<Spanned<String>>,
+    bypass: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -413,13 +416,19 @@ fn compile_groups(
     raw: BTreeMap<Spanned<String>, RawGroup>,
     locked: CategorySet,
 ) -> Result<BTreeMap<String, GroupPolicy>, ConfigError> {
-    let standard = |name: &str, description: &str| GroupPolicy {
-        name: name.to_string(),
-        description: description.to_string(),
-        blocked: group::default_blocked(name).union(locked),
-        allow: Overrides::default(),
-        deny: Overrides::default(),
-        block_answer: BlockAnswer::NxDomain,
+    let standard = |name: &str, description: &str| {
+        let (safesearch, youtube, bypass) = group::default_search_settings(name);
+        GroupPolicy {
+            name: name.to_string(),
+            description: description.to_string(),
+            blocked: group::default_blocked(name).union(locked),
+            allow: Overrides::default(),
+            deny: Overrides::default(),
+            block_answer: BlockAnswer::NxDomain,
+            safesearch,
+            youtube,
+            bypass,
+        }
     };
     let mut groups: BTreeMap<String, GroupPolicy> =
         STANDARD_GROUPS.iter().map(|(name, description)| (name.to_string(), standard(name, description))).collect();
@@ -460,6 +469,25 @@ fn compile_groups(
                 ));
             }
         };
+        if let Some(safesearch) = raw_group.safesearch {
+            policy.safesearch = safesearch;
+        }
+        if let Some(bypass) = raw_group.bypass {
+            policy.bypass = bypass;
+        }
+        if let Some(youtube) = &raw_group.youtube {
+            policy.youtube = match youtube.get_ref().as_str() {
+                "strict" => YoutubeMode::Strict,
+                "moderate" => YoutubeMode::Moderate,
+                "off" => YoutubeMode::Off,
+                other => {
+                    return Err(source.error(
+                        Some(&youtube.span()),
+                        format!("youtube = {other:?} is not one of \"strict\", \"moderate\", \"off\""),
+                    ));
+                }
+            };
+        }
         groups.insert(name.into_inner(), policy);
     }
     Ok(groups)
@@ -831,6 +859,12 @@ pub(super) fn render(config: &Config) -> String {
         deny.sort();
         let _ = writeln!(out, "allow = {}", list(allow.iter().map(|r| quote(r)).collect()));
         let _ = writeln!(out, "deny = {}", list(deny.iter().map(|r| quote(r)).collect()));
+        let youtube = match group.youtube {
+            YoutubeMode::Strict => "strict",
+            YoutubeMode::Moderate => "moderate",
+            YoutubeMode::Off => "off",
+        };
+        let _ = writeln!(out, "safesearch = {}\nyoutube = {}\nbypass = {}", group.safesearch, quote(youtube), group.bypass);
         match group.block_answer {
             BlockAnswer::NxDomain => {
                 let _ = writeln!(out, "block_answer = \"nxdomain\"");

@@ -110,6 +110,8 @@ pub fn block_answer(policy: &GroupPolicy, client: &Client, qname: &Name, record_
         Some(category) if category.kind == category::CategoryKind::Bypass => DecisionKind::Bypass,
         _ => DecisionKind::Blocked,
     };
+    // A bypass category's block is the bypass stage's work, whichever function found it.
+    let stage = if kind == DecisionKind::Bypass && stage == Stage::Blocklist { Stage::Bypass } else { stage };
     let mut decision = Decision::new(kind, stage, reason).for_client(&client.network, &client.group);
     decision.category = block.category.map(|c| Arc::from(c.id));
     decision.list = Some(Arc::from(block.list.as_str()));

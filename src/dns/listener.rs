@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::decision::{Decision, DecisionKind, Stage};
-use super::pipeline::{Answer, Immediate, Pipeline, Question};
+use super::pipeline::{Answer, Immediate, Pending, Pipeline, Question};
 use super::wire::{self, Rejection, WireAnswer, WireQuery};
 
 /// Queries waiting on upstream at once; past this the answer is SERVFAIL at
@@ -37,7 +37,7 @@ enum Step {
     /// Send nothing (not a query, or too short to answer).
     Silent,
     /// Resolve upstream, then write.
-    Resolve(WireQuery, Question, Arc<super::identify::Client>),
+    Resolve(WireQuery, Question, Pending),
 }
 
 /// Reads a packet and answers it if that needs no waiting.
@@ -97,7 +97,7 @@ fn step(
                 out,
             ),
         },
-        Immediate::Upstream(client) => Step::Resolve(query, question, client),
+        Immediate::Upstream(pending) => Step::Resolve(query, question, pending),
     }
 }
 
@@ -201,7 +201,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, pipeline: Arc<Pipeline>, in_flight: A
         match step(&pipeline, &packet[..len], source, None, &mut out) {
             Step::Silent => {}
             Step::Reply => send_udp(&socket, &out, source).await,
-            Step::Resolve(query, question, client) => {
+            Step::Resolve(query, question, pending) => {
                 let Ok(permit) = in_flight.clone().try_acquire_owned() else {
                     write_error_answer(
                         &query,
@@ -215,7 +215,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, pipeline: Arc<Pipeline>, in_flight: A
                 };
                 let (socket, pipeline) = (socket.clone(), pipeline.clone());
                 tokio::spawn(async move {
-                    let answer = pipeline.resolve(&client, &question).await;
+                    let answer = pipeline.resolve(&pending, &question).await;
                     let mut out = Vec::with_capacity(512);
                     write_answer(&query, &answer, query.udp_limit(), &mut out);
                     send_udp(&socket, &out, source).await;
@@ -276,8 +276,8 @@ async fn serve_connection(
         match step(pipeline, &packet, source, Some(TCP_LIMIT), &mut out) {
             Step::Silent => continue,
             Step::Reply => {}
-            Step::Resolve(query, question, client) => {
-                let answer = pipeline.resolve(&client, &question).await;
+            Step::Resolve(query, question, pending) => {
+                let answer = pipeline.resolve(&pending, &question).await;
                 write_answer(&query, &answer, TCP_LIMIT, &mut out);
             }
         }

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod blocklist;
+pub mod bypass;
 pub mod cache;
 pub mod decision;
 pub mod identify;

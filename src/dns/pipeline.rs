@@ -3,7 +3,8 @@
 //! ```text
 //! access     source in a configured network, under its rate limit? else REFUSED
 //! identify   network -> group (shares access's lookup: one walk of the subnets)
-//! (bypass, safesearch: a later issue plugs in here)
+//! bypass     encrypted-DNS canaries, Private Relay, DDR discovery (groups with bypass on)
+//! safesearch search hosts -> CNAME to the safe host + its records (A/AAAA/HTTPS/SVCB)
 //! blocklist  name or a parent in a category the group is kept from? -> block answer
 //! cache      fresh answer? (a stale one is kept in hand for serve-stale)
 //! upstream   forward or recurse; on failure, the stale answer or SERVFAIL
@@ -24,10 +25,12 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use arc_swap::ArcSwap;
-use hickory_proto::rr::{LowerName, RData, Record, RecordType};
+use hickory_proto::rr::rdata::{A, CNAME};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use super::access::{self, ClientRateLimiter};
 use super::blocklist::{self, Verdict};
+use super::bypass;
 use super::cache::{AnswerCache, CacheKey, CacheLookup, CachedAnswer, UpstreamAnswer};
 use super::decision::{Decision, DecisionKind, Stage};
 use super::identify::{Client, NetworkMap};
@@ -35,7 +38,8 @@ use super::upstream::{Upstream, UpstreamError};
 use super::wire::ExtendedError;
 use crate::config::Config;
 use crate::lists::compiled::CompiledLists;
-use crate::policy::{CategorySet, GroupPolicy};
+use crate::policy::safesearch::Target;
+use crate::policy::{CategorySet, GroupPolicy, SafeSearchMap};
 
 /// The question as the pipeline sees it (one per message).
 #[derive(Debug, Clone)]
@@ -97,22 +101,34 @@ impl Answer {
 pub enum Flow {
     /// Policy settled the answer.
     Final(Answer),
-    /// Policy lets the query through: resolve it for this client. The note
-    /// says why when an override let it through.
-    Resolve(Arc<Client>, Option<String>),
+    /// Policy lets the query through: resolve it.
+    Resolve(Pending),
+}
+
+/// A query policy let through, waiting for the cache or upstream.
+pub struct Pending {
+    pub client: Arc<Client>,
+    /// SafeSearch: resolve the safe host instead, and answer with a CNAME to it.
+    pub rewrite: Option<SafeRewrite>,
+    /// Why policy let it through, when an override did.
+    pub note: Option<String>,
+}
+
+/// A SafeSearch rewrite to a safe host.
+#[derive(Debug, Clone)]
+pub struct SafeRewrite {
+    pub target: LowerName,
+    pub decision: Decision,
 }
 
 /// What the synchronous stages could settle.
 pub enum Immediate {
-    /// Settled by policy.
+    /// Settled by policy (or a rewrite answered from the cache).
     Answer(Answer),
     /// A fresh cache entry, to be written with its TTLs counted down.
-    Cached {
-        entry: Arc<CachedAnswer>,
-        decision: Decision,
-    },
+    Cached { entry: Arc<CachedAnswer>, decision: Decision },
     /// Must go upstream (the asynchronous part).
-    Upstream(Arc<Client>),
+    Upstream(Pending),
 }
 
 pub struct Pipeline {
@@ -122,27 +138,30 @@ pub struct Pipeline {
     locked: CategorySet,
     /// Swapped whole on reload; readers keep the copy they loaded.
     lists: ArcSwap<CompiledLists>,
+    safesearch: ArcSwap<SafeSearchMap>,
     cache: AnswerCache,
     upstream: Upstream,
 }
 
 impl Pipeline {
-    pub fn new(config: &Config, lists: CompiledLists) -> Result<Pipeline, UpstreamError> {
+    pub fn new(config: &Config, lists: CompiledLists, safesearch: SafeSearchMap) -> Result<Pipeline, UpstreamError> {
         Ok(Pipeline {
             networks: NetworkMap::new(&config.networks),
             rate_limiter: ClientRateLimiter::new(&config.rate_limit),
             policies: config.groups.iter().map(|(name, policy)| (Arc::from(name.as_str()), policy.clone())).collect(),
             locked: config.locked,
             lists: ArcSwap::from_pointee(lists),
+            safesearch: ArcSwap::from_pointee(safesearch),
             cache: AnswerCache::new(&config.cache),
             upstream: Upstream::new(&config.upstream)?,
         })
     }
 
-    /// Swaps in a new compiled list set. Queries in progress finish with the
-    /// set they started with; none waits.
-    pub fn replace_lists(&self, lists: CompiledLists) {
+    /// Swaps in new compiled lists and SafeSearch map. Queries in progress
+    /// finish with what they started with; none waits.
+    pub fn replace_lists(&self, lists: CompiledLists, safesearch: SafeSearchMap) {
         self.lists.store(Arc::new(lists));
+        self.safesearch.store(Arc::new(safesearch));
     }
 
     /// The list set in use now.
@@ -164,8 +183,174 @@ impl Pipeline {
                 answer.cache_hit = true;
                 answer
             }
-            Immediate::Upstream(client) => self.resolve(&client, question).await,
+            Immediate::Upstream(pending) => self.resolve(&pending, question).await,
         }
+    }
+
+    /// The stages that need no waiting: policy, then the cache.
+    pub fn answer_now(&self, source: IpAddr, question: &Question) -> Immediate {
+        let pending = match self.decide(Requester::Source(source), question, true) {
+            Flow::Final(answer) => return Immediate::Answer(answer),
+            Flow::Resolve(pending) => pending,
+        };
+        let now = Instant::now();
+        if let Some(rewrite) = &pending.rewrite {
+            let target = Question { name: rewrite.target.clone(), ..question.clone() };
+            return match self.cache.get(&cache_key(&target), now) {
+                CacheLookup::Fresh(entry) => {
+                    let mut answer = Answer::from_upstream(entry.answer_at(now), rewrite.decision.clone());
+                    answer.cache_hit = true;
+                    Immediate::Answer(rewritten(question, rewrite, answer))
+                }
+                CacheLookup::Stale(_) | CacheLookup::Miss => Immediate::Upstream(pending),
+            };
+        }
+        match self.cache.get(&cache_key(question), now) {
+            CacheLookup::Fresh(entry) => {
+                if let Some(blocked) = self.inspect(&pending.client, question, &entry.stored().answers) {
+                    return Immediate::Answer(blocked);
+                }
+                let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, "answered from the cache");
+                let decision = decision.for_client(&pending.client.network, &pending.client.group);
+                Immediate::Cached { entry, decision }
+            }
+            // A stale entry is fetched again in `resolve`, which keeps it for
+            // serve-stale if upstream fails.
+            CacheLookup::Stale(_) | CacheLookup::Miss => Immediate::Upstream(pending),
+        }
+    }
+
+    /// The policy stages alone. `count_towards_rate_limit` is false for
+    /// `hedgerow check`, which must not spend a client's tokens.
+    pub fn decide(&self, requester: Requester<'_>, question: &Question, count_towards_rate_limit: bool) -> Flow {
+        // access + identify
+        let client = match requester {
+            Requester::Source(source) => {
+                let limiter = self.rate_limiter.as_ref().filter(|_| count_towards_rate_limit);
+                match access::admit(&self.networks, limiter, source) {
+                    Ok(client) => client.clone(),
+                    Err(decision) => return Flow::Final(Answer::empty(ResponseCode::Refused, decision)),
+                }
+            }
+            Requester::Group(group) => match self.policies.get_key_value(group) {
+                Some((group, _)) => Arc::new(Client { network: Arc::from("(named group)"), group: group.clone() }),
+                None => {
+                    let decision = Decision::new(DecisionKind::Refused, Stage::Identify, format!("no group named {group:?}"));
+                    return Flow::Final(Answer::empty(ResponseCode::Refused, decision));
+                }
+            },
+        };
+        let policy = self.policy(&client);
+        let mut buffer = [0u8; 256];
+        let name = blocklist::dotted(&question.name, &mut buffer);
+        let decided = |kind, stage, reason: String| Decision::new(kind, stage, reason).for_client(&client.network, &client.group);
+
+        // bypass
+        if policy.bypass
+            && let Some(canary) = bypass::canary(name)
+        {
+            let decision = decided(DecisionKind::Bypass, Stage::Bypass, canary.reason.to_string());
+            return Flow::Final(Answer::empty(canary.answer.response_code(), decision));
+        }
+
+        // safesearch
+        let rewritable = matches!(question.record_type, RecordType::A | RecordType::AAAA | RecordType::HTTPS | RecordType::SVCB);
+        if rewritable && let Some(rewrite) = self.safesearch.load().find(&String::from_utf8_lossy(name), policy) {
+            let decision = decided(DecisionKind::SafeSearch, Stage::SafeSearch, format!("{rewrite} (group {})", client.group));
+            match &rewrite.target {
+                Target::Address(address) => {
+                    let mut answer = Answer::empty(ResponseCode::NoError, decision);
+                    if question.record_type == RecordType::A {
+                        answer.answers.push(Record::from_rdata(Name::from(&question.name), REWRITE_TTL, RData::A(A(*address))));
+                    }
+                    return Flow::Final(answer);
+                }
+                Target::Host(host) => match Name::from_ascii(format!("{host}.")) {
+                    Ok(target) => {
+                        let rewrite = SafeRewrite { target: LowerName::from(target), decision };
+                        return Flow::Resolve(Pending { client, rewrite: Some(rewrite), note: None });
+                    }
+                    Err(_) => return Flow::Final(Answer::empty(ResponseCode::ServFail, decision)),
+                },
+            }
+        }
+
+        // blocklist
+        match blocklist::check(&self.lists.load(), policy, self.locked, name) {
+            Verdict::Blocked(block) => {
+                let reason = block.describe(&String::from_utf8_lossy(name));
+                let answer = blocklist::block_answer(policy, &client, &question.name, question.record_type, &block, Stage::Blocklist, reason);
+                Flow::Final(answer)
+            }
+            Verdict::Allowed(rule) => {
+                let note = format!("listed, but allowed for this group by override {:?}", rule.rule);
+                Flow::Resolve(Pending { client, rewrite: None, note: Some(note) })
+            }
+            Verdict::Pass => Flow::Resolve(Pending { client, rewrite: None, note: None }),
+        }
+    }
+
+    /// The cache and upstream stages, for a query policy let through.
+    pub async fn resolve(&self, pending: &Pending, question: &Question) -> Answer {
+        match &pending.rewrite {
+            Some(rewrite) => {
+                let target = Question { name: rewrite.target.clone(), ..question.clone() };
+                let answer = self.resolve_name(&pending.client, &target).await;
+                rewritten(question, rewrite, answer)
+            }
+            None => self.resolve_name(&pending.client, question).await,
+        }
+    }
+
+    async fn resolve_name(&self, client: &Client, question: &Question) -> Answer {
+        let key = cache_key(question);
+        let now = Instant::now();
+        let stale = match self.cache.get(&key, now) {
+            CacheLookup::Fresh(entry) => {
+                if let Some(blocked) = self.inspect(client, question, &entry.stored().answers) {
+                    return blocked;
+                }
+                let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, "answered from the cache");
+                let mut answer = Answer::from_upstream(entry.answer_at(now), decision.for_client(&client.network, &client.group));
+                answer.cache_hit = true;
+                return answer;
+            }
+            CacheLookup::Stale(entry) => Some(entry),
+            CacheLookup::Miss => None,
+        };
+
+        let started = Instant::now();
+        let result = self.upstream.resolve(&question.name, question.record_type, question.dnssec_ok).await;
+        let latency = started.elapsed();
+        let mut answer = match (result, stale) {
+            (Ok(upstream), _) => {
+                self.cache.insert(key, upstream.clone(), Instant::now());
+                if let Some(blocked) = self.inspect(client, question, &upstream.answers) {
+                    return blocked;
+                }
+                let decision = Decision::new(DecisionKind::Allowed, Stage::Upstream, self.upstream.describe());
+                Answer::from_upstream(upstream, decision)
+            }
+            (Err(error), Some(stale)) => {
+                tracing::warn!(name = %question.name, %error, "every upstream failed; serving a stale answer (RFC 8767)");
+                let reason = format!("served stale from the cache: {error}");
+                let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, reason);
+                if let Some(blocked) = self.inspect(client, question, &stale.stored().answers) {
+                    return blocked;
+                }
+                let mut answer = Answer::from_upstream(stale.answer_at(Instant::now()), decision);
+                answer.cache_hit = true;
+                answer
+            }
+            (Err(error), None) => {
+                tracing::debug!(name = %question.name, %error, "upstream failed");
+                let decision = Decision::new(DecisionKind::Error, Stage::Upstream, format!("no upstream answer: {error}"));
+                Answer::empty(ResponseCode::ServFail, decision)
+            }
+        };
+        answer.decision = answer.decision.for_client(&client.network, &client.group);
+        answer.upstream_latency = Some(latency);
+        answer
     }
 
     /// Answer inspection: a CNAME in the answer whose target is blocked for
@@ -184,153 +369,6 @@ impl Pipeline {
         })
     }
 
-    /// The stages that need no waiting: policy, then the cache.
-    pub fn answer_now(&self, source: IpAddr, question: &Question) -> Immediate {
-        let client = match self.decide(Requester::Source(source), question, true) {
-            Flow::Final(answer) => return Immediate::Answer(answer),
-            Flow::Resolve(client, _) => client,
-        };
-        match self.cache.get(&cache_key(question), Instant::now()) {
-            CacheLookup::Fresh(entry) => {
-                if let Some(blocked) = self.inspect(&client, question, &entry.stored().answers) {
-                    return Immediate::Answer(blocked);
-                }
-                let decision = Decision::new(
-                    DecisionKind::Allowed,
-                    Stage::Cache,
-                    "answered from the cache",
-                );
-                Immediate::Cached {
-                    entry,
-                    decision: decision.for_client(&client.network, &client.group),
-                }
-            }
-            // A stale entry is fetched again in `resolve`, which keeps it for
-            // serve-stale if upstream fails.
-            CacheLookup::Stale(_) | CacheLookup::Miss => Immediate::Upstream(client),
-        }
-    }
-
-    /// The policy stages alone. `count_towards_rate_limit` is false for
-    /// `hedgerow check`, which must not spend a client's tokens.
-    pub fn decide(
-        &self,
-        requester: Requester<'_>,
-        question: &Question,
-        count_towards_rate_limit: bool,
-    ) -> Flow {
-        let _ = question; // the bypass, safesearch and blocklist stages will read it
-        let client = match requester {
-            Requester::Source(source) => {
-                let limiter = self
-                    .rate_limiter
-                    .as_ref()
-                    .filter(|_| count_towards_rate_limit);
-                match access::admit(&self.networks, limiter, source) {
-                    Ok(client) => client.clone(),
-                    Err(decision) => {
-                        return Flow::Final(Answer::empty(ResponseCode::Refused, decision));
-                    }
-                }
-            }
-            Requester::Group(group) => match self.policies.get_key_value(group) {
-                Some((group, _)) => Arc::new(Client {
-                    network: Arc::from("(named group)"),
-                    group: group.clone(),
-                }),
-                None => {
-                    let decision = Decision::new(
-                        DecisionKind::Refused,
-                        Stage::Identify,
-                        format!("no group named {group:?}"),
-                    );
-                    return Flow::Final(Answer::empty(ResponseCode::Refused, decision));
-                }
-            },
-        };
-
-        // blocklist
-        let policy = self.policy(&client);
-        let mut buffer = [0u8; 256];
-        let name = blocklist::dotted(&question.name, &mut buffer);
-        match blocklist::check(&self.lists.load(), policy, self.locked, name) {
-            Verdict::Blocked(block) => {
-                let reason = block.describe(&String::from_utf8_lossy(name));
-                let answer = blocklist::block_answer(policy, &client, &question.name, question.record_type, &block, Stage::Blocklist, reason);
-                Flow::Final(answer)
-            }
-            Verdict::Allowed(rule) => Flow::Resolve(client, Some(format!("listed, but allowed for this group by override {:?}", rule.rule))),
-            Verdict::Pass => Flow::Resolve(client, None),
-        }
-    }
-
-    /// The cache and upstream stages, for a client policy let through.
-    pub async fn resolve(&self, client: &Client, question: &Question) -> Answer {
-        let key = cache_key(question);
-        let now = Instant::now();
-        let stale = match self.cache.get(&key, now) {
-            CacheLookup::Fresh(entry) => {
-                let decision = Decision::new(
-                    DecisionKind::Allowed,
-                    Stage::Cache,
-                    "answered from the cache",
-                );
-                let mut answer = Answer::from_upstream(
-                    entry.answer_at(now),
-                    decision.for_client(&client.network, &client.group),
-                );
-                answer.cache_hit = true;
-                return answer;
-            }
-            CacheLookup::Stale(entry) => Some(entry),
-            CacheLookup::Miss => None,
-        };
-
-        let started = Instant::now();
-        let result = self
-            .upstream
-            .resolve(&question.name, question.record_type, question.dnssec_ok)
-            .await;
-        let latency = started.elapsed();
-        let mut answer = match (result, stale) {
-            (Ok(upstream), _) => {
-                self.cache.insert(key, upstream.clone(), Instant::now());
-                if let Some(blocked) = self.inspect(client, question, &upstream.answers) {
-                    return blocked;
-                }
-                let decision = Decision::new(
-                    DecisionKind::Allowed,
-                    Stage::Upstream,
-                    self.upstream.describe(),
-                );
-                Answer::from_upstream(upstream, decision)
-            }
-            (Err(error), Some(stale)) => {
-                tracing::warn!(name = %question.name, %error, "every upstream failed; serving a stale answer (RFC 8767)");
-                let reason = format!("served stale from the cache: {error}");
-                let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, reason);
-                if let Some(blocked) = self.inspect(client, question, &stale.stored().answers) {
-                    return blocked;
-                }
-                let mut answer = Answer::from_upstream(stale.answer_at(Instant::now()), decision);
-                answer.cache_hit = true;
-                answer
-            }
-            (Err(error), None) => {
-                tracing::debug!(name = %question.name, %error, "upstream failed");
-                let decision = Decision::new(
-                    DecisionKind::Error,
-                    Stage::Upstream,
-                    format!("no upstream answer: {error}"),
-                );
-                Answer::empty(ResponseCode::ServFail, decision)
-            }
-        };
-        answer.decision = answer.decision.for_client(&client.network, &client.group);
-        answer.upstream_latency = Some(latency);
-        answer
-    }
-
     /// Periodic upkeep: forget rate-limit buckets of idle clients.
     pub fn tidy(&self) {
         if let Some(limiter) = &self.rate_limiter {
@@ -341,6 +379,30 @@ impl Pipeline {
     pub fn upstream_description(&self) -> &'static str {
         self.upstream.describe()
     }
+}
+
+/// TTL of synthesised SafeSearch records: short enough that a change of
+/// policy or of the engine's safe host is picked up soon.
+const REWRITE_TTL: u32 = 300;
+
+/// The answer to a rewritten name: a CNAME to the safe host, then the safe
+/// host's own records. If the safe host could not be resolved the answer is
+/// SERVFAIL, never the unrestricted address.
+fn rewritten(question: &Question, rewrite: &SafeRewrite, target: Answer) -> Answer {
+    if target.response_code != ResponseCode::NoError {
+        let reason = format!("{}; the safe host did not resolve ({}), so SERVFAIL rather than the unrestricted address", rewrite.decision.reason, target.response_code);
+        let mut decision = rewrite.decision.clone();
+        decision.kind = DecisionKind::Error;
+        decision.reason = reason.into();
+        return Answer::empty(ResponseCode::ServFail, decision);
+    }
+    let ttl = target.answers.iter().map(|r| r.ttl).min().unwrap_or(REWRITE_TTL).min(REWRITE_TTL);
+    let cname = Record::from_rdata(Name::from(&question.name), ttl, RData::CNAME(CNAME(Name::from(&rewrite.target))));
+    let mut answer = Answer::empty(ResponseCode::NoError, rewrite.decision.clone());
+    answer.answers = std::iter::once(cname).chain(target.answers).collect();
+    answer.cache_hit = target.cache_hit;
+    answer.upstream_latency = target.upstream_latency;
+    answer
 }
 
 fn cache_key(question: &Question) -> CacheKey {

@@ -164,12 +164,15 @@ pub fn compile_with(
             why: "more than 4 GB of names".into(),
         });
     }
+    eprintln!("TIMING parse {:?}", started.elapsed());
     rules.sort();
+    eprintln!("TIMING sorted {:?}", started.elapsed());
 
     let ids: Vec<&str> = inputs.iter().map(|input| input.id.as_str()).collect();
     let (names, file_bytes) = write_atomically(out, |file| {
         write_file(file, &rules, &ids, fingerprint, options)
     })?;
+    eprintln!("TIMING written {:?}", started.elapsed());
     let report = CompileReport {
         sources: reports,
         names,
@@ -339,6 +342,8 @@ fn write_file(
     if names == 0 {
         min_labels = 0;
     }
+    let t0 = Instant::now();
+    eprintln!("TIMING counted");
     let sources = write_source_table(ids);
     let mut bloom = match options.bloom_false_positive_rate {
         Some(rate) if names > 0 => {
@@ -368,6 +373,7 @@ fn write_file(
         }
     }
     builder.finish().map_err(io::Error::other)?;
+    eprintln!("TIMING fst built {:?}", t0.elapsed());
     let bloom_offset = out.stream_position()?;
     let fst_len = bloom_offset - fst_offset;
     let bloom_bytes = bloom

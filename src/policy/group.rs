@@ -86,6 +86,14 @@ pub fn parents(name: &str) -> impl Iterator<Item = &str> {
     .filter(|n| !n.is_empty())
 }
 
+/// The group's YouTube restriction (a setting apart from web search).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum YoutubeMode {
+    Strict,
+    Moderate,
+    Off,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupPolicy {
     pub name: String,
@@ -95,6 +103,21 @@ pub struct GroupPolicy {
     pub allow: Overrides,
     pub deny: Overrides,
     pub block_answer: BlockAnswer,
+    /// SafeSearch forced on web search engines.
+    pub safesearch: bool,
+    pub youtube: YoutubeMode,
+    /// The bypass stage: encrypted-DNS canaries, Private Relay and DDR discovery answered so clients stay on Hedgerow.
+    pub bypass: bool,
+}
+
+/// The shipped SafeSearch, YouTube and bypass settings for a group: pupils
+/// and guests strict with the bypass stage on; staff with web SafeSearch,
+/// YouTube moderate and the bypass stage off. Other groups start as pupils.
+pub fn default_search_settings(group: &str) -> (bool, YoutubeMode, bool) {
+    match group {
+        "staff" => (true, YoutubeMode::Moderate, false),
+        _ => (true, YoutubeMode::Strict, true),
+    }
 }
 
 /// The default categories for a group, as the project ships them: pupils
