@@ -38,18 +38,14 @@ fn status(field: &str) -> f64 {
 }
 
 fn ut1_inputs() -> Vec<CompileInput> {
-    let settings = ListSettings {
-        dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/lists")),
-        ..Default::default()
-    };
+    let settings =
+        ListSettings { dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/lists")), ..Default::default() };
     let sources = load_sources(&settings).expect("shipped declarations load");
     sources
         .iter()
         .filter_map(|source| {
             let folder = source.member.as_deref()?.split('/').next()?;
-            let text = Path::new(DATA)
-                .join("ut1")
-                .join(format!("{folder}.domains"));
+            let text = Path::new(DATA).join("ut1").join(format!("{folder}.domains"));
             text.is_file().then(|| CompileInput {
                 id: source.id.clone(),
                 category: source.category,
@@ -83,11 +79,7 @@ fn inputs_for(case: &str, synthetic: &Path) -> Vec<CompileInput> {
 /// Runs one case in this (child) process and prints one tab-separated row.
 fn run_case(case: &str, synthetic: &Path, work: &Path) {
     let inputs = inputs_for(case, synthetic);
-    let text_bytes: u64 = inputs
-        .iter()
-        .filter_map(|i| std::fs::metadata(&i.text).ok())
-        .map(|m| m.len())
-        .sum();
+    let text_bytes: u64 = inputs.iter().filter_map(|i| std::fs::metadata(&i.text).ok()).map(|m| m.len()).sum();
     let baseline = status("VmRSS:");
     let out = work.join(format!("{case}.compiled"));
     let started = Instant::now();
@@ -106,9 +98,7 @@ fn run_case(case: &str, synthetic: &Path, work: &Path) {
 
     // A sample of lookups over names from the inputs and unlisted ones.
     let mut rng = synthetic::Rng::new(7);
-    let queries: Vec<String> = (0..200_000)
-        .map(|_| synthetic::listed_name(&mut rng))
-        .collect();
+    let queries: Vec<String> = (0..200_000).map(|_| synthetic::listed_name(&mut rng)).collect();
     let started = Instant::now();
     let mut hits = 0usize;
     for query in &queries {
@@ -128,11 +118,7 @@ fn run_case(case: &str, synthetic: &Path, work: &Path) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--case") {
-        run_case(
-            &args[at + 1],
-            Path::new(&args[at + 2]),
-            Path::new(&args[at + 3]),
-        );
+        run_case(&args[at + 1], Path::new(&args[at + 2]), Path::new(&args[at + 3]));
         return;
     }
     if args.iter().any(|a| a == "--list") {
@@ -161,12 +147,7 @@ fn main() {
     );
     for case in ["adult", "ut1", "synthetic"] {
         let output = Command::new(&exe)
-            .args([
-                "--case",
-                case,
-                synthetic.to_str().expect("utf-8"),
-                work.path().to_str().expect("utf-8"),
-            ])
+            .args(["--case", case, synthetic.to_str().expect("utf-8"), work.path().to_str().expect("utf-8")])
             .output()
             .expect("run case");
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -190,10 +171,7 @@ fn main() {
                     cells[12]
                 );
             }
-            None => println!(
-                "{case}: failed\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            ),
+            None => println!("{case}: failed\n{}", String::from_utf8_lossy(&output.stderr)),
         }
     }
     println!(

@@ -35,41 +35,22 @@ fn lookups(c: &mut Criterion) {
     };
     let build = |name: &str, bloom: Option<f64>| {
         let out = work.path().join(name);
-        compile_with(
-            std::slice::from_ref(&input),
-            &out,
-            &CompileOptions {
-                bloom_false_positive_rate: bloom,
-            },
-        )
-        .expect("compile");
+        compile_with(std::slice::from_ref(&input), &out, &CompileOptions { bloom_false_positive_rate: bloom })
+            .expect("compile");
         CompiledLists::open(&out).expect("open")
     };
     let with_bloom = build("bloom.compiled", Some(0.01));
     let without_bloom = build("plain.compiled", None);
     let mix = synthetic::query_mix(&kept, QUERIES, 5, 7);
     let hits = synthetic::query_mix(&kept, QUERIES, 100, 8);
-    let listed = mix
-        .iter()
-        .filter(|q| !with_bloom.lookup(q.as_bytes()).is_empty())
-        .count();
-    eprintln!(
-        "{} names listed; the 95% mix has {listed} listed queries of {QUERIES}",
-        with_bloom.len()
-    );
+    let listed = mix.iter().filter(|q| !with_bloom.lookup(q.as_bytes()).is_empty()).count();
+    eprintln!("{} names listed; the 95% mix has {listed} listed queries of {QUERIES}", with_bloom.len());
     for query in mix.iter().chain(&hits) {
-        assert_eq!(
-            with_bloom.lookup(query.as_bytes()),
-            without_bloom.lookup(query.as_bytes()),
-            "{query}"
-        );
+        assert_eq!(with_bloom.lookup(query.as_bytes()), without_bloom.lookup(query.as_bytes()), "{query}");
     }
 
     let mut group = c.benchmark_group("lookup_5m");
-    group
-        .sample_size(50)
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(5));
+    group.sample_size(50).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(5));
     for (label, lists) in [("bloom", &with_bloom), ("no_bloom", &without_bloom)] {
         for (mix_name, queries) in [("mix95miss", &mix), ("hits", &hits)] {
             group.bench_function(format!("{mix_name}/{label}"), |b| {

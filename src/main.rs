@@ -185,7 +185,12 @@ fn check(
                 println!("decision: {}", rewrite.decision.kind.as_str());
                 println!("stage:    {}", rewrite.decision.stage.as_str());
                 print_identity(Some(&client.network), Some(&client.group));
-                println!("answer:   CNAME {} followed by its {} records ({}, not sent by `check`)", rewrite.target, question.record_type, pipeline.upstream_description());
+                println!(
+                    "answer:   CNAME {} followed by its {} records ({}, not sent by `check`)",
+                    rewrite.target,
+                    question.record_type,
+                    pipeline.upstream_description()
+                );
                 println!("reason:   {}", rewrite.decision.reason);
                 return Ok(ExitCode::SUCCESS);
             }

@@ -127,11 +127,13 @@ pub fn load_lists(config: &Config) -> Result<(CompiledLists, SafeSearchMap), Sta
         );
         return Ok((CompiledLists::empty(), SafeSearchMap::default()));
     }
-    let safesearch = SafeSearchMap::load(&safesearch_map_path(config)).map_err(|error| StartError::Lists(error.to_string()))?;
+    let safesearch =
+        SafeSearchMap::load(&safesearch_map_path(config)).map_err(|error| StartError::Lists(error.to_string()))?;
     if safesearch.is_empty() {
         tracing::warn!(path = %safesearch_map_path(config).display(), "no SafeSearch map: search engines are not rewritten");
     }
-    let prepared = load::prepare(&config.lists, &config.data_dir).map_err(|error| StartError::Lists(error.to_string()))?;
+    let prepared =
+        load::prepare(&config.lists, &config.data_dir).map_err(|error| StartError::Lists(error.to_string()))?;
     if let Some(why) = &prepared.stale {
         tracing::warn!(%why, "building the lists failed; keeping the last good lists");
     }
@@ -144,7 +146,12 @@ pub fn load_lists(config: &Config) -> Result<(CompiledLists, SafeSearchMap), Sta
                 tracing::warn!(list = %source.id, bad_lines = source.bad_lines, examples = ?source.bad_examples, "list has lines that are not names");
             }
         }
-        tracing::info!(names = report.names, sources = report.sources.len(), elapsed_ms = report.elapsed_ms, "lists compiled");
+        tracing::info!(
+            names = report.names,
+            sources = report.sources.len(),
+            elapsed_ms = report.elapsed_ms,
+            "lists compiled"
+        );
     }
     Ok((prepared.lists, safesearch))
 }

@@ -48,8 +48,7 @@ async fn embedded_default_serves_on_5353_and_refuses_outsiders() {
             Err(_) if Instant::now() < deadline => {
                 if let Some(status) = child.0.try_wait().unwrap() {
                     let mut stderr = String::new();
-                    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr)
-                        .unwrap();
+                    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
                     panic!("hedgerow serve exited with {status}: {stderr}");
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -63,113 +62,55 @@ async fn embedded_default_serves_on_5353_and_refuses_outsiders() {
     // the bypass stage itself, so again nothing goes upstream.
     let over_tcp = exchange_tcp(server, &build_query("use-application-dns.net", RecordType::A)).await;
     assert_eq!(over_tcp.expect("TCP on 5353").metadata.response_code, ResponseCode::NXDomain);
-    assert!(
-        workdir.path().join("data").is_dir(),
-        "state lives under ./data"
-    );
+    assert!(workdir.path().join("data").is_dir(), "state lives under ./data");
 }
 
 #[test]
 fn check_config_names_the_file_and_line_of_a_mistake() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("school.toml");
-    std::fs::write(
-        &path,
-        "[dns]\nlisten = [\"127.0.0.1:53\"]\n\n[cache]\nsize = 1000\nmax_ttl = 60\n",
-    )
-    .unwrap();
-    let output = Command::new(BINARY)
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    std::fs::write(&path, "[dns]\nlisten = [\"127.0.0.1:53\"]\n\n[cache]\nsize = 1000\nmax_ttl = 60\n").unwrap();
+    let output = Command::new(BINARY).arg("check-config").arg(&path).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let expected = format!("{}:6:", path.display());
-    assert!(
-        stderr.contains(&expected),
-        "expected {expected:?} in: {stderr}"
-    );
-    assert!(
-        stderr.contains("max_ttl"),
-        "the message names the key: {stderr}"
-    );
+    assert!(stderr.contains(&expected), "expected {expected:?} in: {stderr}");
+    assert!(stderr.contains("max_ttl"), "the message names the key: {stderr}");
 
     // `serve` refuses the same file with the same message instead of starting.
-    let output = Command::new(BINARY)
-        .arg("serve")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = Command::new(BINARY).arg("serve").arg("--config").arg(&path).output().unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains(&expected));
 
     // A good file prints the effective config, defaults included.
     std::fs::write(&path, "[dns]\nlisten = [\"127.0.0.1:53\"]\n").unwrap();
-    let output = Command::new(BINARY)
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = Command::new(BINARY).arg("check-config").arg(&path).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout.contains("mode = \"recursive\"") && stdout.contains("[groups.pupil]"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("mode = \"recursive\"") && stdout.contains("[groups.pupil]"), "{stdout}");
 }
 
 #[test]
 fn example_config_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hedgerow.toml");
-    let output = Command::new(BINARY)
-        .arg("check-config")
-        .arg(example)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = Command::new(BINARY).arg("check-config").arg(example).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
 #[test]
 fn check_explains_the_decision_for_a_client_or_group() {
     let run = |args: &[&str]| {
-        let output = Command::new(BINARY)
-            .arg("check")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let output = Command::new(BINARY).arg("check").args(args).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8(output.stdout).unwrap()
     };
     let staff = run(&["www.example.com", "--client", "127.0.0.2"]);
-    assert!(
-        staff.contains("group:    staff") && staff.contains("network:  demo-staff"),
-        "{staff}"
-    );
+    assert!(staff.contains("group:    staff") && staff.contains("network:  demo-staff"), "{staff}");
     assert!(staff.contains("decision: allowed"), "{staff}");
 
     let outsider = run(&["www.example.com", "--client", "192.0.2.1"]);
-    assert!(
-        outsider.contains("decision: refused") && outsider.contains("stage:    access"),
-        "{outsider}"
-    );
+    assert!(outsider.contains("decision: refused") && outsider.contains("stage:    access"), "{outsider}");
 
     let guest = run(&["www.example.com", "--group", "guest", "--type", "AAAA"]);
-    assert!(
-        guest.contains("group:    guest") && guest.contains("AAAA"),
-        "{guest}"
-    );
+    assert!(guest.contains("group:    guest") && guest.contains("AAAA"), "{guest}");
 }

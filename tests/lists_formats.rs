@@ -139,7 +139,12 @@ fn compile_open_lookup_round_trip() {
             Format::Domains,
             write(&dir.path().join("g.txt"), "bet.example\nCASINO.example\n# c\nbad line\n"),
         ),
-        input("porn", "pornography", Format::Hosts, write(&dir.path().join("p.txt"), "0.0.0.0 adult.example www.bet.example\n")),
+        input(
+            "porn",
+            "pornography",
+            Format::Hosts,
+            write(&dir.path().join("p.txt"), "0.0.0.0 adult.example www.bet.example\n"),
+        ),
         input(
             "ads",
             "ads",
@@ -314,7 +319,10 @@ fn a_missing_source_file_is_reported_not_fatal() {
 fn a_broken_declaration_keeps_the_last_good_list() {
     let setup = setup();
     prepare(&setup.settings, &setup.data).unwrap();
-    write(&setup.settings.dir.join("zz-broken.toml"), "[[source]]\nid = \"x\"\ncategory = \"nope\"\nformat = \"domains\"\npath = \"x\"\n");
+    write(
+        &setup.settings.dir.join("zz-broken.toml"),
+        "[[source]]\nid = \"x\"\ncategory = \"nope\"\nformat = \"domains\"\npath = \"x\"\n",
+    );
     let kept = prepare(&setup.settings, &setup.data).unwrap();
     assert!(kept.report.is_none());
     let why = kept.stale.expect("the last good list is kept, and says why");

@@ -18,14 +18,20 @@ const UT1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/ut1");
 const SAMPLE_EVERY: usize = 97;
 
 fn ut1_inputs() -> Vec<CompileInput> {
-    let settings = ListSettings { dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/lists")), ..Default::default() };
+    let settings =
+        ListSettings { dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/lists")), ..Default::default() };
     load_sources(&settings)
         .expect("the shipped declarations load")
         .into_iter()
         .filter_map(|source| {
             let folder = source.member.as_deref()?.split('/').next()?.to_string();
             let text = Path::new(UT1).join(format!("{folder}.domains"));
-            text.is_file().then_some(CompileInput { id: source.id, category: source.category, format: source.format, text })
+            text.is_file().then_some(CompileInput {
+                id: source.id,
+                category: source.category,
+                format: source.format,
+                text,
+            })
         })
         .collect()
 }
@@ -35,7 +41,22 @@ fn the_ut1_snapshot_blocks_under_the_right_categories() {
     assert!(Path::new(UT1).is_dir(), "the UT1 snapshot is expected at {UT1}");
     let inputs = ut1_inputs();
     let ids: Vec<&str> = inputs.iter().map(|i| i.id.as_str()).collect();
-    for expected in ["ut1-gambling", "ut1-drogue", "ut1-malware", "ut1-phishing", "ut1-warez", "ut1-agressif", "ut1-vpn", "ut1-doh", "ut1-social-networks", "ut1-games", "ut1-dating", "ut1-chat", "ut1-ai", "ut1-redirector"] {
+    for expected in [
+        "ut1-gambling",
+        "ut1-drogue",
+        "ut1-malware",
+        "ut1-phishing",
+        "ut1-warez",
+        "ut1-agressif",
+        "ut1-vpn",
+        "ut1-doh",
+        "ut1-social-networks",
+        "ut1-games",
+        "ut1-dating",
+        "ut1-chat",
+        "ut1-ai",
+        "ut1-redirector",
+    ] {
         assert!(ids.contains(&expected), "{expected} is declared and in the snapshot: {ids:?}");
     }
 
@@ -100,7 +121,21 @@ fn the_ut1_snapshot_blocks_under_the_right_categories() {
     }
     // Categories actually used.
     let used: Vec<&str> = inputs.iter().filter_map(|i| by_index(i.category)).map(|c| c.id).collect();
-    for category in ["pornography", "gambling", "drugs", "malware", "piracy", "violence", "vpn-proxy", "encrypted-dns", "social-media", "games", "dating", "chat", "ai-chat"] {
+    for category in [
+        "pornography",
+        "gambling",
+        "drugs",
+        "malware",
+        "piracy",
+        "violence",
+        "vpn-proxy",
+        "encrypted-dns",
+        "social-media",
+        "games",
+        "dating",
+        "chat",
+        "ai-chat",
+    ] {
         assert!(used.contains(&category), "{category}");
     }
 }

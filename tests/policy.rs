@@ -208,10 +208,15 @@ async fn a_locked_category_cannot_be_unblocked() {
     assert!(error.to_string().starts_with("school.toml:2:") && error.message.contains("locked"), "{error}");
 
     // An override on a parent domain does not reach into a locked category.
-    let running = serve::start(&config(authority.addr, lists.path(), "[groups.staff]\nallow = [\"test\"]\n")).await.unwrap();
+    let running =
+        serve::start(&config(authority.addr, lists.path(), "[groups.staff]\nallow = [\"test\"]\n")).await.unwrap();
     let server = running.udp_addrs()[0];
     assert!(is_blocked(&ask(server, STAFF, "iwf.test").await), "csam stays blocked");
-    assert_eq!(address(&ask(server, STAFF, "casino.test").await), Some(ip("192.0.2.3")), "the override works elsewhere");
+    assert_eq!(
+        address(&ask(server, STAFF, "casino.test").await),
+        Some(ip("192.0.2.3")),
+        "the override works elsewhere"
+    );
 
     running.stop().await;
     authority.stop().await;

@@ -14,8 +14,7 @@ use hickory_proto::op::{Edns, Message, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use support::authority::{Authority, Zone};
 use support::client::{
-    build_query, exchange_tcp, exchange_udp, exchange_udp_from, query_tcp, query_udp,
-    query_udp_from, send_raw_udp,
+    build_query, exchange_tcp, exchange_udp, exchange_udp_from, query_tcp, query_udp, query_udp_from, send_raw_udp,
 };
 
 const DEMO_NETWORKS: &str = r#"
@@ -63,13 +62,10 @@ fn school_zone() -> Zone {
 }
 
 fn first_a(message: &Message) -> Option<IpAddr> {
-    message
-        .answers
-        .iter()
-        .find_map(|record| match &record.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
+    message.answers.iter().find_map(|record| match &record.data {
+        RData::A(a) => Some(IpAddr::V4(a.0)),
+        _ => None,
+    })
 }
 
 fn dns_addr(running: &Running) -> SocketAddr {
@@ -85,16 +81,8 @@ async fn each_group_resolves_and_an_outsider_is_refused() {
 
     for client in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
         let response = query_udp_from(ip(client), server, "www.school.test", RecordType::A).await;
-        assert_eq!(
-            response.metadata.response_code,
-            ResponseCode::NoError,
-            "client {client}"
-        );
-        assert_eq!(
-            first_a(&response),
-            Some(ip("192.0.2.10")),
-            "client {client}"
-        );
+        assert_eq!(response.metadata.response_code, ResponseCode::NoError, "client {client}");
+        assert_eq!(first_a(&response), Some(ip("192.0.2.10")), "client {client}");
         assert!(response.metadata.recursion_available);
     }
 
@@ -104,16 +92,8 @@ async fn each_group_resolves_and_an_outsider_is_refused() {
         record_type: RecordType::A,
         dnssec_ok: false,
     };
-    for (client, group) in [
-        ("127.0.0.1", "pupil"),
-        ("127.0.0.2", "staff"),
-        ("127.0.0.3", "guest"),
-    ] {
-        let Flow::Resolve(pending) =
-            running
-                .pipeline
-                .decide(Requester::Source(ip(client)), &question, false)
-        else {
+    for (client, group) in [("127.0.0.1", "pupil"), ("127.0.0.2", "staff"), ("127.0.0.3", "guest")] {
+        let Flow::Resolve(pending) = running.pipeline.decide(Requester::Source(ip(client)), &question, false) else {
             panic!("{client} should be let through");
         };
         assert_eq!(&*pending.client.group, group);
@@ -126,11 +106,7 @@ async fn each_group_resolves_and_an_outsider_is_refused() {
     let before = authority.query_count();
     let refused = query_udp_from(ip("127.0.0.4"), server, "other.school.test", RecordType::A).await;
     assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
-    assert_eq!(
-        authority.query_count(),
-        before,
-        "a refused query must not reach upstream"
-    );
+    assert_eq!(authority.query_count(), before, "a refused query must not reach upstream");
 
     running.stop().await;
     authority.stop().await;
@@ -139,31 +115,19 @@ async fn each_group_resolves_and_an_outsider_is_refused() {
 #[tokio::test]
 async fn negative_answers_pass_through_and_are_cached() {
     let authority = Authority::start("127.0.0.1:0", vec![school_zone()]).await;
-    let running = serve::start(&forward_config(&[authority.addr], ""))
-        .await
-        .unwrap();
+    let running = serve::start(&forward_config(&[authority.addr], "")).await.unwrap();
     let server = dns_addr(&running);
 
     let nx = query_udp(server, "missing.school.test", RecordType::A).await;
     assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
-    assert!(
-        nx.authorities
-            .iter()
-            .any(|r| r.record_type() == RecordType::SOA),
-        "NXDOMAIN carries the SOA"
-    );
+    assert!(nx.authorities.iter().any(|r| r.record_type() == RecordType::SOA), "NXDOMAIN carries the SOA");
 
     let nodata = query_udp(server, "www.school.test", RecordType::TXT).await;
     assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
     assert!(nodata.answers.is_empty());
 
     let cname = query_udp(server, "intranet.school.test", RecordType::A).await;
-    assert!(
-        cname
-            .answers
-            .iter()
-            .any(|r| r.record_type() == RecordType::CNAME)
-    );
+    assert!(cname.answers.iter().any(|r| r.record_type() == RecordType::CNAME));
     assert_eq!(first_a(&cname), Some(ip("192.0.2.10")));
 
     let asked = authority.query_count();
@@ -171,11 +135,7 @@ async fn negative_answers_pass_through_and_are_cached() {
     assert_eq!(again.metadata.response_code, ResponseCode::NXDomain);
     let again = query_udp(server, "www.school.test", RecordType::TXT).await;
     assert_eq!(again.metadata.response_code, ResponseCode::NoError);
-    assert_eq!(
-        authority.query_count(),
-        asked,
-        "negative answers come from the cache"
-    );
+    assert_eq!(authority.query_count(), asked, "negative answers come from the cache");
 
     running.stop().await;
     authority.stop().await;
@@ -183,18 +143,11 @@ async fn negative_answers_pass_through_and_are_cached() {
 
 #[tokio::test]
 async fn forward_mode_fails_over_then_serves_stale_then_recovers() {
-    let zone = || {
-        Zone::new("school.test.")
-            .ttl(1)
-            .a("www", "192.0.2.10")
-            .a("fresh", "192.0.2.11")
-    };
+    let zone = || Zone::new("school.test.").ttl(1).a("www", "192.0.2.10").a("fresh", "192.0.2.11");
     let first = Authority::start("127.0.0.1:0", vec![zone()]).await;
     let second = Authority::start("127.0.0.1:0", vec![zone()]).await;
     let second_addr = second.addr;
-    let running = serve::start(&forward_config(&[first.addr, second.addr], ""))
-        .await
-        .unwrap();
+    let running = serve::start(&forward_config(&[first.addr, second.addr], "")).await.unwrap();
     let server = dns_addr(&running);
 
     // Both up: the first (preferred) server answers.
@@ -208,10 +161,7 @@ async fn forward_mode_fails_over_then_serves_stale_then_recovers() {
     let response = query_udp(server, "fresh.school.test", RecordType::A).await;
     assert_eq!(response.metadata.response_code, ResponseCode::NoError);
     assert_eq!(first_a(&response), Some(ip("192.0.2.11")));
-    assert!(
-        second.query_count() > before,
-        "the second upstream took over"
-    );
+    assert!(second.query_count() > before, "the second upstream took over");
 
     // Both down, and the cached answer has expired (TTL 1): served stale.
     second.stop().await;
@@ -219,10 +169,7 @@ async fn forward_mode_fails_over_then_serves_stale_then_recovers() {
     let stale = query_udp(server, "www.school.test", RecordType::A).await;
     assert_eq!(stale.metadata.response_code, ResponseCode::NoError);
     assert_eq!(first_a(&stale), Some(ip("192.0.2.10")));
-    assert_eq!(
-        stale.answers[0].ttl, 30,
-        "stale answers carry the RFC 8767 TTL"
-    );
+    assert_eq!(stale.answers[0].ttl, 30, "stale answers carry the RFC 8767 TTL");
 
     // A name never seen cannot be served stale: SERVFAIL, not a hang.
     let unknown = query_udp(server, "never.school.test", RecordType::A).await;
@@ -232,11 +179,7 @@ async fn forward_mode_fails_over_then_serves_stale_then_recovers() {
     let back = Authority::start(&second_addr.to_string(), vec![zone()]).await;
     let fresh = query_udp(server, "www.school.test", RecordType::A).await;
     assert_eq!(fresh.metadata.response_code, ResponseCode::NoError);
-    assert!(
-        fresh.answers[0].ttl <= 1,
-        "a fresh answer has the zone's TTL, got {}",
-        fresh.answers[0].ttl
-    );
+    assert!(fresh.answers[0].ttl <= 1, "a fresh answer has the zone's TTL, got {}", fresh.answers[0].ttl);
     assert!(back.query_count() >= 1);
 
     running.stop().await;
@@ -246,9 +189,7 @@ async fn forward_mode_fails_over_then_serves_stale_then_recovers() {
 #[tokio::test]
 async fn tcp_and_udp_answer_and_large_answers_truncate_over_udp() {
     let authority = Authority::start("127.0.0.1:0", vec![school_zone()]).await;
-    let running = serve::start(&forward_config(&[authority.addr], ""))
-        .await
-        .unwrap();
+    let running = serve::start(&forward_config(&[authority.addr], "")).await.unwrap();
     let udp = dns_addr(&running);
     let tcp = running.tcp_addrs()[0];
 
@@ -258,10 +199,7 @@ async fn tcp_and_udp_answer_and_large_answers_truncate_over_udp() {
 
     // 100 A records do not fit in 512 bytes (no EDNS) nor in 1232 (EDNS).
     let truncated = query_udp(udp, "big.school.test", RecordType::A).await;
-    assert!(
-        truncated.metadata.truncation,
-        "TC set for a 512-byte client"
-    );
+    assert!(truncated.metadata.truncation, "TC set for a 512-byte client");
     let mut with_edns = build_query("big.school.test", RecordType::A);
     let mut edns = Edns::new();
     edns.set_max_payload(1232);
@@ -288,36 +226,25 @@ async fn tcp_and_udp_answer_and_large_answers_truncate_over_udp() {
 #[tokio::test]
 async fn malformed_packets_do_not_stop_the_server() {
     let authority = Authority::start("127.0.0.1:0", vec![school_zone()]).await;
-    let running = serve::start(&forward_config(&[authority.addr], ""))
-        .await
-        .unwrap();
+    let running = serve::start(&forward_config(&[authority.addr], "")).await.unwrap();
     let server = dns_addr(&running);
 
     // Garbage shorter than a header: dropped (no answer is possible).
     let _ = send_raw_udp(server, b"\x01\x02\x03").await;
     // Random garbage with a plausible header: FORMERR or dropped.
-    let garbage: Vec<u8> = (0..300u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let garbage: Vec<u8> = (0..300u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     if let Some(reply) = send_raw_udp(server, &garbage).await {
         let reply = Message::from_vec(&reply).expect("a reply is a DNS message");
         assert_ne!(reply.metadata.response_code, ResponseCode::NoError);
     }
     // A valid query cut short in the middle of its question: FORMERR.
-    let query = build_query("www.school.test", RecordType::A)
-        .to_vec()
-        .unwrap();
-    let reply = send_raw_udp(server, &query[..query.len() - 3])
-        .await
-        .expect("a truncated query gets an answer");
+    let query = build_query("www.school.test", RecordType::A).to_vec().unwrap();
+    let reply = send_raw_udp(server, &query[..query.len() - 3]).await.expect("a truncated query gets an answer");
     let reply = Message::from_vec(&reply).unwrap();
     assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
     // Two questions in one message: FORMERR.
     let mut two = build_query("www.school.test", RecordType::A);
-    two.add_query(hickory_proto::op::Query::query(
-        Name::from_ascii("x.school.test.").unwrap(),
-        RecordType::A,
-    ));
+    two.add_query(hickory_proto::op::Query::query(Name::from_ascii("x.school.test.").unwrap(), RecordType::A));
     let reply = exchange_udp(server, &two).await.unwrap();
     assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
     // An unknown record type is passed on and answered (NODATA here).
@@ -339,29 +266,19 @@ async fn malformed_packets_do_not_stop_the_server() {
 async fn rate_limit_is_per_client() {
     let authority = Authority::start("127.0.0.1:0", vec![school_zone()]).await;
     let extra = "[rate_limit]\nqueries_per_second = 2\nburst = 5\nexempt_loopback = false\n";
-    let running = serve::start(&forward_config(&[authority.addr], extra))
-        .await
-        .unwrap();
+    let running = serve::start(&forward_config(&[authority.addr], extra)).await.unwrap();
     let server = dns_addr(&running);
 
     let mut refused = 0;
     for _ in 0..15 {
-        let response =
-            query_udp_from(ip("127.0.0.2"), server, "www.school.test", RecordType::A).await;
+        let response = query_udp_from(ip("127.0.0.2"), server, "www.school.test", RecordType::A).await;
         if response.metadata.response_code == ResponseCode::Refused {
             refused += 1;
         }
     }
-    assert!(
-        refused >= 8,
-        "a client past its burst is refused ({refused} of 15)"
-    );
+    assert!(refused >= 8, "a client past its burst is refused ({refused} of 15)");
     let neighbour = query_udp_from(ip("127.0.0.3"), server, "www.school.test", RecordType::A).await;
-    assert_eq!(
-        neighbour.metadata.response_code,
-        ResponseCode::NoError,
-        "another client is unaffected"
-    );
+    assert_eq!(neighbour.metadata.response_code, ResponseCode::NoError, "another client is unaffected");
 
     running.stop().await;
     authority.stop().await;
@@ -375,26 +292,14 @@ async fn ipv6_listener_and_network() {
         tempfile::tempdir().unwrap().keep().display().to_string(),
         authority.addr
     );
-    let running = serve::start(&Config::parse(&text, "v6").unwrap())
-        .await
-        .unwrap();
+    let running = serve::start(&Config::parse(&text, "v6").unwrap()).await.unwrap();
     let server = dns_addr(&running);
     assert!(server.is_ipv6());
-    let response = exchange_udp_from(
-        ip("::1"),
-        server,
-        &build_query("www.school.test", RecordType::AAAA),
-    )
-    .await
-    .unwrap();
+    let response =
+        exchange_udp_from(ip("::1"), server, &build_query("www.school.test", RecordType::AAAA)).await.unwrap();
     assert_eq!(response.metadata.response_code, ResponseCode::NoError);
     assert!(matches!(response.answers[0].data, RData::AAAA(_)));
-    let over_tcp = exchange_tcp(
-        running.tcp_addrs()[0],
-        &build_query("www.school.test", RecordType::A),
-    )
-    .await
-    .unwrap();
+    let over_tcp = exchange_tcp(running.tcp_addrs()[0], &build_query("www.school.test", RecordType::A)).await.unwrap();
     assert_eq!(first_a(&over_tcp), Some(ip("192.0.2.10")));
 
     running.stop().await;
@@ -406,60 +311,33 @@ async fn ipv6_listener_and_network() {
 /// plus an internal zone sent to its own server by conditional forwarding.
 #[tokio::test]
 async fn recursive_mode_resolves_through_a_private_root() {
-    let root = Authority::start(
-        "127.0.0.53:53",
-        vec![
-            Zone::new(".")
-                .ns("test.", "ns.test.")
-                .a("ns.test.", "127.0.0.54"),
-        ],
-    )
-    .await;
+    let root =
+        Authority::start("127.0.0.53:53", vec![Zone::new(".").ns("test.", "ns.test.").a("ns.test.", "127.0.0.54")])
+            .await;
     let tld = Authority::start(
         "127.0.0.54:53",
-        vec![
-            Zone::new("test.")
-                .ns("example.test.", "ns.example.test.")
-                .a("ns.example.test.", "127.0.0.55"),
-        ],
+        vec![Zone::new("test.").ns("example.test.", "ns.example.test.").a("ns.example.test.", "127.0.0.55")],
     )
     .await;
     let zone = Authority::start(
         "127.0.0.55:53",
-        vec![
-            Zone::new("example.test.")
-                .a("www", "192.0.2.80")
-                .cname("alias", "www.example.test."),
-        ],
+        vec![Zone::new("example.test.").a("www", "192.0.2.80").cname("alias", "www.example.test.")],
     )
     .await;
-    let internal = Authority::start(
-        "127.0.0.1:0",
-        vec![Zone::new("school.internal.").a("mis", "10.0.0.20")],
-    )
-    .await;
+    let internal = Authority::start("127.0.0.1:0", vec![Zone::new("school.internal.").a("mis", "10.0.0.20")]).await;
 
     let text = format!(
         "data_dir = {:?}\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nmode = \"recursive\"\nroot_hints = [\"127.0.0.53\"]\n[[upstream.conditional]]\nzone = \"school.internal\"\nservers = [{{ address = \"{}\" }}]\n{DEMO_NETWORKS}",
         tempfile::tempdir().unwrap().keep().display().to_string(),
         internal.addr
     );
-    let running = serve::start(&Config::parse(&text, "recursive").unwrap())
-        .await
-        .unwrap();
+    let running = serve::start(&Config::parse(&text, "recursive").unwrap()).await.unwrap();
     let server = dns_addr(&running);
 
     let response = query_udp(server, "www.example.test", RecordType::A).await;
-    assert_eq!(
-        response.metadata.response_code,
-        ResponseCode::NoError,
-        "{response:?}"
-    );
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError, "{response:?}");
     assert_eq!(first_a(&response), Some(ip("192.0.2.80")));
-    assert!(
-        root.query_count() >= 1 && tld.query_count() >= 1 && zone.query_count() >= 1,
-        "every level was asked"
-    );
+    assert!(root.query_count() >= 1 && tld.query_count() >= 1 && zone.query_count() >= 1, "every level was asked");
 
     let nx = query_udp(server, "nothing.example.test", RecordType::A).await;
     assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);

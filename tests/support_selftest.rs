@@ -20,8 +20,7 @@ use hickory_resolver::{
 use support::{
     authority::{Authority, Zone},
     client::{
-        build_query, exchange_udp, query_tcp, query_udp, query_udp_from, send_raw_udp,
-        try_query_tcp, try_query_udp,
+        build_query, exchange_udp, query_tcp, query_udp, query_udp_from, send_raw_udp, try_query_tcp, try_query_udp,
     },
 };
 
@@ -48,11 +47,7 @@ fn a_addrs(records: &[Record]) -> Vec<Ipv4Addr> {
 }
 
 fn names(records: &[Record], rtype: RecordType) -> Vec<String> {
-    records
-        .iter()
-        .filter(|r| r.record_type() == rtype)
-        .map(|r| r.name.to_string())
-        .collect()
+    records.iter().filter(|r| r.record_type() == rtype).map(|r| r.name.to_string()).collect()
 }
 
 fn ns_targets(records: &[Record]) -> Vec<String> {
@@ -94,25 +89,14 @@ async fn record_types_ttl_and_negative_answers() {
 
     // The in-memory handler chases in-zone CNAMEs itself.
     let alias = query_udp(auth.addr, "alias.example.test", RecordType::A).await;
-    assert_eq!(
-        names(&alias.answers, RecordType::CNAME),
-        ["alias.example.test."]
-    );
+    assert_eq!(names(&alias.answers, RecordType::CNAME), ["alias.example.test."]);
     assert_eq!(a_addrs(&alias.answers), [Ipv4Addr::new(192, 0, 2, 10)]);
 
     // TXT strings longer than 255 bytes are split into several character-strings.
-    for (name, expected) in [
-        ("example.test", vec!["hello hedgerow".len()]),
-        ("long.example.test", vec![255, 45]),
-    ] {
+    for (name, expected) in [("example.test", vec!["hello hedgerow".len()]), ("long.example.test", vec![255, 45])] {
         let txt = query_udp(auth.addr, name, RecordType::TXT).await;
         match &txt.answers[..] {
-            [
-                Record {
-                    data: RData::TXT(txt),
-                    ..
-                },
-            ] => {
+            [Record { data: RData::TXT(txt), .. }] => {
                 let lens: Vec<usize> = txt.txt_data.iter().map(|s| s.len()).collect();
                 assert_eq!(lens, expected, "{name}");
             }
@@ -124,21 +108,12 @@ async fn record_types_ttl_and_negative_answers() {
     assert_eq!(short.answers[0].ttl, 42);
 
     // NXDOMAIN and NODATA carry the SOA, whose MINIMUM is the negative TTL.
-    for (name, rcode) in [
-        ("nope.example.test", ResponseCode::NXDomain),
-        ("www.example.test", ResponseCode::NoError),
-    ] {
+    for (name, rcode) in [("nope.example.test", ResponseCode::NXDomain), ("www.example.test", ResponseCode::NoError)] {
         let response = query_udp(auth.addr, name, RecordType::MX).await;
         assert_eq!(response.metadata.response_code, rcode, "{name}");
         assert!(response.answers.is_empty());
         match &response.authorities[..] {
-            [
-                Record {
-                    data: RData::SOA(soa),
-                    ttl,
-                    ..
-                },
-            ] => {
+            [Record { data: RData::SOA(soa), ttl, .. }] => {
                 assert_eq!(soa.minimum, 60);
                 assert_eq!(*ttl, 60);
             }
@@ -157,10 +132,7 @@ async fn large_answers_truncate_over_udp_only() {
     let auth = Authority::start("127.0.0.1:0", vec![example_zone()]).await;
 
     let udp = query_udp(auth.addr, "big.example.test", RecordType::A).await;
-    assert!(
-        udp.metadata.truncation,
-        "60 A records must not fit in 512 bytes"
-    );
+    assert!(udp.metadata.truncation, "60 A records must not fit in 512 bytes");
     assert!(udp.to_vec().unwrap().len() <= 512);
 
     // With a large EDNS buffer the whole answer fits in one datagram.
@@ -196,9 +168,7 @@ async fn raw_udp_gets_raw_replies() {
 
     // A well-formed query sent as bytes comes back as a parseable response.
     let query = build_query("www.example.test", RecordType::A);
-    let reply = send_raw_udp(auth.addr, &query.to_vec().unwrap())
-        .await
-        .expect("a reply to a valid query");
+    let reply = send_raw_udp(auth.addr, &query.to_vec().unwrap()).await.expect("a reply to a valid query");
     let reply = Message::from_vec(&reply).unwrap();
     assert_eq!(reply.metadata.id, query.metadata.id);
     assert_eq!(a_addrs(&reply.answers), [Ipv4Addr::new(192, 0, 2, 10)]);
@@ -206,9 +176,7 @@ async fn raw_udp_gets_raw_replies() {
     // A header promising a question that is not there gets FORMERR.
     let mut bogus = vec![0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
     bogus.extend_from_slice(&[0x03, b'w', b'w']); // truncated label
-    let reply = send_raw_udp(auth.addr, &bogus)
-        .await
-        .expect("a FORMERR reply");
+    let reply = send_raw_udp(auth.addr, &bogus).await.expect("a FORMERR reply");
     let reply = Message::from_vec(&reply).unwrap();
     assert_eq!(reply.metadata.id, 0x1234);
     assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
@@ -227,22 +195,9 @@ async fn stop_closes_the_sockets() {
     assert!(udp.is_err(), "UDP still answered after stop: {udp:?}");
     let tcp = try_query_tcp(addr, "www.example.test", RecordType::A).await;
     assert!(tcp.is_err(), "TCP still answered after stop: {tcp:?}");
-    assert!(
-        send_raw_udp(
-            addr,
-            &build_query("www.example.test", RecordType::A)
-                .to_vec()
-                .unwrap()
-        )
-        .await
-        .is_none()
-    );
+    assert!(send_raw_udp(addr, &build_query("www.example.test", RecordType::A).to_vec().unwrap()).await.is_none());
     // Closed loopback ports fail fast (ICMP unreachable / RST), no 3 s timeouts.
-    assert!(
-        started.elapsed().as_secs() < 2,
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed().as_secs() < 2, "took {:?}", started.elapsed());
 
     // The very same address can be served again straight away.
     let again = Authority::start(&addr.to_string(), vec![example_zone()]).await;
@@ -257,23 +212,12 @@ async fn stop_closes_the_sockets() {
 /// "example.test." on 127.0.0.55. Needs root (or CAP_NET_BIND_SERVICE).
 #[tokio::test]
 async fn delegation_chain_gives_referrals_with_glue() {
-    let root = Authority::start(
-        "127.0.0.53:53",
-        vec![
-            Zone::new(".")
-                .ns("test.", "ns.test.")
-                .a("ns.test.", "127.0.0.54"),
-        ],
-    )
-    .await;
+    let root =
+        Authority::start("127.0.0.53:53", vec![Zone::new(".").ns("test.", "ns.test.").a("ns.test.", "127.0.0.54")])
+            .await;
     let tld = Authority::start(
         "127.0.0.54:53",
-        vec![
-            Zone::new("test.")
-                .a("ns", "127.0.0.54")
-                .ns("example", "ns.example.test.")
-                .a("ns.example", "127.0.0.55"),
-        ],
+        vec![Zone::new("test.").a("ns", "127.0.0.54").ns("example", "ns.example.test.").a("ns.example", "127.0.0.55")],
     )
     .await;
     let leaf = Authority::start("127.0.0.55:53", vec![example_zone().a("ns", "127.0.0.55")]).await;
@@ -282,82 +226,21 @@ async fn delegation_chain_gives_referrals_with_glue() {
     // resolver asks) and for names below the cut; never authoritatively and
     // always with glue.
     for (server, qname, qtype, cut, ns_host, glue) in [
-        (
-            root.addr,
-            "www.example.test",
-            RecordType::A,
-            "test.",
-            "ns.test.",
-            [127, 0, 0, 54],
-        ),
-        (
-            root.addr,
-            "test",
-            RecordType::NS,
-            "test.",
-            "ns.test.",
-            [127, 0, 0, 54],
-        ),
-        (
-            root.addr,
-            "ns.test",
-            RecordType::A,
-            "test.",
-            "ns.test.",
-            [127, 0, 0, 54],
-        ),
-        (
-            tld.addr,
-            "www.example.test",
-            RecordType::A,
-            "example.test.",
-            "ns.example.test.",
-            [127, 0, 0, 55],
-        ),
-        (
-            tld.addr,
-            "example.test",
-            RecordType::NS,
-            "example.test.",
-            "ns.example.test.",
-            [127, 0, 0, 55],
-        ),
+        (root.addr, "www.example.test", RecordType::A, "test.", "ns.test.", [127, 0, 0, 54]),
+        (root.addr, "test", RecordType::NS, "test.", "ns.test.", [127, 0, 0, 54]),
+        (root.addr, "ns.test", RecordType::A, "test.", "ns.test.", [127, 0, 0, 54]),
+        (tld.addr, "www.example.test", RecordType::A, "example.test.", "ns.example.test.", [127, 0, 0, 55]),
+        (tld.addr, "example.test", RecordType::NS, "example.test.", "ns.example.test.", [127, 0, 0, 55]),
     ] {
-        for response in [
-            query_udp(server, qname, qtype).await,
-            query_tcp(server, qname, qtype).await,
-        ] {
+        for response in [query_udp(server, qname, qtype).await, query_tcp(server, qname, qtype).await] {
             let what = format!("{qname} {qtype} @{server}");
-            assert_eq!(
-                response.metadata.response_code,
-                ResponseCode::NoError,
-                "{what}"
-            );
-            assert!(
-                !response.metadata.authoritative,
-                "{what}: referral must not be AA"
-            );
-            assert!(
-                response.answers.is_empty(),
-                "{what}: {:?}",
-                response.answers
-            );
-            assert_eq!(
-                names(&response.authorities, RecordType::NS),
-                [cut],
-                "{what}"
-            );
+            assert_eq!(response.metadata.response_code, ResponseCode::NoError, "{what}");
+            assert!(!response.metadata.authoritative, "{what}: referral must not be AA");
+            assert!(response.answers.is_empty(), "{what}: {:?}", response.answers);
+            assert_eq!(names(&response.authorities, RecordType::NS), [cut], "{what}");
             assert_eq!(ns_targets(&response.authorities), [ns_host], "{what}");
-            assert_eq!(
-                names(&response.additionals, RecordType::A),
-                [ns_host],
-                "{what}"
-            );
-            assert_eq!(
-                a_addrs(&response.additionals),
-                [Ipv4Addr::from(glue)],
-                "{what}"
-            );
+            assert_eq!(names(&response.additionals, RecordType::A), [ns_host], "{what}");
+            assert_eq!(a_addrs(&response.additionals), [Ipv4Addr::from(glue)], "{what}");
         }
     }
 
@@ -381,22 +264,12 @@ async fn delegation_chain_gives_referrals_with_glue() {
     // hickory's own iterative resolver can walk the chain from the root.
     let mut options = RecursorOptions::default();
     options.deny_server.clear(); // loopback is denied by default
-    let recursor = Recursor::with_options(
-        &[IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53))],
-        options,
-        TokioRuntimeProvider::default(),
-    )
-    .expect("recursor");
+    let recursor =
+        Recursor::with_options(&[IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53))], options, TokioRuntimeProvider::default())
+            .expect("recursor");
     let before = (root.query_count(), tld.query_count(), leaf.query_count());
     let response = recursor
-        .resolve(
-            Query::query(
-                Name::from_ascii("www.example.test.").unwrap(),
-                RecordType::A,
-            ),
-            Instant::now(),
-            false,
-        )
+        .resolve(Query::query(Name::from_ascii("www.example.test.").unwrap(), RecordType::A), Instant::now(), false)
         .await
         .expect("recursive resolution through the private tree");
     assert_eq!(response.metadata.op_code, OpCode::Query);

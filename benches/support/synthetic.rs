@@ -30,15 +30,13 @@ impl Rng {
 }
 
 const SYLLABLES: &[&str] = &[
-    "ba", "be", "bi", "bo", "bu", "ca", "ce", "co", "cu", "da", "de", "di", "do", "fa", "fe", "fi",
-    "fo", "ga", "ge", "go", "ha", "he", "hi", "ho", "ja", "jo", "ka", "ke", "ki", "ko", "la", "le",
-    "li", "lo", "lu", "ma", "me", "mi", "mo", "mu", "na", "ne", "ni", "no", "pa", "pe", "pi", "po",
-    "ra", "re", "ri", "ro", "ru", "sa", "se", "si", "so", "ta", "te", "ti", "to", "tu", "va", "ve",
-    "vi", "vo", "wa", "we", "xa", "ya", "yo", "za", "ze", "zo", "star", "net", "web", "shop",
-    "play", "win", "bet", "cam", "live", "hot", "free", "best", "top", "max", "pro", "click",
-    "media", "cloud", "data", "tube", "pix", "hub", "zone", "land", "city", "club", "ex", "an",
-    "in", "on", "or", "er", "ar", "al", "el", "ul", "ist", "ing", "ment", "ly", "tion", "ness",
-    "ful",
+    "ba", "be", "bi", "bo", "bu", "ca", "ce", "co", "cu", "da", "de", "di", "do", "fa", "fe", "fi", "fo", "ga", "ge",
+    "go", "ha", "he", "hi", "ho", "ja", "jo", "ka", "ke", "ki", "ko", "la", "le", "li", "lo", "lu", "ma", "me", "mi",
+    "mo", "mu", "na", "ne", "ni", "no", "pa", "pe", "pi", "po", "ra", "re", "ri", "ro", "ru", "sa", "se", "si", "so",
+    "ta", "te", "ti", "to", "tu", "va", "ve", "vi", "vo", "wa", "we", "xa", "ya", "yo", "za", "ze", "zo", "star",
+    "net", "web", "shop", "play", "win", "bet", "cam", "live", "hot", "free", "best", "top", "max", "pro", "click",
+    "media", "cloud", "data", "tube", "pix", "hub", "zone", "land", "city", "club", "ex", "an", "in", "on", "or", "er",
+    "ar", "al", "el", "ul", "ist", "ing", "ment", "ly", "tion", "ness", "ful",
 ];
 
 const TLDS: &[(&str, u64)] = &[
@@ -69,9 +67,7 @@ const TLDS: &[(&str, u64)] = &[
     ("me", 1),
 ];
 
-const SUBDOMAINS: &[&str] = &[
-    "www", "m", "cdn", "img", "api", "mail", "shop", "blog", "static", "ads", "track", "app",
-];
+const SUBDOMAINS: &[&str] = &["www", "m", "cdn", "img", "api", "mail", "shop", "blog", "static", "ads", "track", "app"];
 
 pub fn word(rng: &mut Rng, out: &mut String) {
     let syllables = 2 + rng.below(3);
@@ -120,10 +116,7 @@ pub fn listed_name(rng: &mut Rng) -> String {
 /// A query name as a client asks it: usually with a subdomain in front.
 pub fn query_for(rng: &mut Rng, base: &str) -> String {
     if rng.chance(60) {
-        format!(
-            "{}.{base}",
-            SUBDOMAINS[rng.below(SUBDOMAINS.len() as u64) as usize]
-        )
+        format!("{}.{base}", SUBDOMAINS[rng.below(SUBDOMAINS.len() as u64) as usize])
     } else {
         base.to_string()
     }
@@ -131,18 +124,10 @@ pub fn query_for(rng: &mut Rng, base: &str) -> String {
 
 /// Writes `count` listed names, one a line, to `path`; returns the names
 /// picked (every `keep_every`th) for building hit queries.
-pub fn write_list(
-    path: &std::path::Path,
-    count: usize,
-    seed: u64,
-    keep_every: usize,
-) -> Vec<String> {
+pub fn write_list(path: &std::path::Path, count: usize, seed: u64, keep_every: usize) -> Vec<String> {
     use std::io::Write;
     let mut rng = Rng::new(seed);
-    let mut out = std::io::BufWriter::with_capacity(
-        1 << 20,
-        std::fs::File::create(path).expect("create list"),
-    );
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("create list"));
     let mut kept = Vec::new();
     for i in 0..count {
         let name = listed_name(&mut rng);

@@ -52,16 +52,9 @@ pub struct Network {
 #[derive(Debug, Clone)]
 pub enum Upstream {
     /// Resolve from the root hints, sending internal zones to named servers.
-    Recursive {
-        root_hints: Vec<IpAddr>,
-        conditional: Vec<ConditionalForward>,
-        timeout: Duration,
-    },
+    Recursive { root_hints: Vec<IpAddr>, conditional: Vec<ConditionalForward>, timeout: Duration },
     /// Send every query to these servers, in order of preference.
-    Forward {
-        servers: Vec<ForwardServer>,
-        timeout: Duration,
-    },
+    Forward { servers: Vec<ForwardServer>, timeout: Duration },
 }
 
 /// An internal zone (the school's own domain) answered by a named server.
@@ -133,9 +126,7 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
             source_name: path.display().to_string(),
             line: None,
-            message: format!(
-                "cannot read the config file ({error}); check the path and its permissions"
-            ),
+            message: format!("cannot read the config file ({error}); check the path and its permissions"),
         })?;
         Config::parse(&text, &path.display().to_string())
     }

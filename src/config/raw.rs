@@ -15,8 +15,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    CacheSettings, ConditionalForward, Config, ConfigError, ForwardProtocol, ForwardServer, Network,
-    RateLimit, Upstream,
+    CacheSettings, ConditionalForward, Config, ConfigError, ForwardProtocol, ForwardServer, Network, RateLimit,
+    Upstream,
 };
 use crate::lists::fetch::FetchSettings;
 use crate::lists::normalise::normalise;
@@ -56,11 +56,8 @@ const IANA_ROOT_HINTS: &[&str] = &[
 ];
 
 /// Groups every school has; a config may describe them or add others.
-const STANDARD_GROUPS: &[(&str, &str)] = &[
-    ("pupil", "Pupil devices"),
-    ("staff", "Staff devices"),
-    ("guest", "Guest and BYOD devices"),
-];
+const STANDARD_GROUPS: &[(&str, &str)] =
+    &[("pupil", "Pupil devices"), ("staff", "Staff devices"), ("guest", "Guest and BYOD devices")];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,9 +90,7 @@ struct RawDns {
 
 impl Default for RawDns {
     fn default() -> Self {
-        RawDns {
-            listen: Spanned::new(0..0, vec![SocketAddr::from(([127, 0, 0, 1], 5353))]),
-        }
+        RawDns { listen: Spanned::new(0..0, vec![SocketAddr::from(([127, 0, 0, 1], 5353))]) }
     }
 }
 
@@ -254,11 +249,7 @@ struct RawRateLimit {
 
 impl Default for RawRateLimit {
     fn default() -> Self {
-        RawRateLimit {
-            queries_per_second: None,
-            burst: None,
-            exempt_loopback: true,
-        }
+        RawRateLimit { queries_per_second: None, burst: None, exempt_loopback: true }
     }
 }
 
@@ -330,10 +321,7 @@ impl Source<'_> {
 }
 
 pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigError> {
-    let source = Source {
-        text,
-        name: source_name,
-    };
+    let source = Source { text, name: source_name };
     let raw: RawConfig = toml::from_str(text).map_err(|error| {
         let message = error.message().trim().to_string();
         let hint = if message.contains("unknown field") {
@@ -377,11 +365,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
                 exempt_loopback: raw.rate_limit.exempt_loopback,
             }
         }
-        None => RateLimit {
-            queries_per_second: None,
-            burst: 0,
-            exempt_loopback: raw.rate_limit.exempt_loopback,
-        },
+        None => RateLimit { queries_per_second: None, burst: 0, exempt_loopback: raw.rate_limit.exempt_loopback },
     };
 
     Ok(Config {
@@ -407,7 +391,10 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
 fn category_index(source: &Source<'_>, id: &Spanned<String>) -> Result<u8, ConfigError> {
     category::index_of(id.get_ref()).ok_or_else(|| {
         let known: Vec<&str> = CATEGORIES.iter().map(|c| c.id).collect();
-        source.error(Some(&id.span()), format!("unknown category {:?}; the categories are {}", id.get_ref(), known.join(", ")))
+        source.error(
+            Some(&id.span()),
+            format!("unknown category {:?}; the categories are {}", id.get_ref(), known.join(", ")),
+        )
     })
 }
 
@@ -557,9 +544,7 @@ fn compile_networks(
         if !names.insert(name.clone()) {
             return Err(source.error(
                 Some(&network.name.span()),
-                format!(
-                    "network {name:?} is declared twice; give each [[networks]] entry its own name"
-                ),
+                format!("network {name:?} is declared twice; give each [[networks]] entry its own name"),
             ));
         }
         if !groups.contains_key(network.group.get_ref()) {
@@ -593,21 +578,14 @@ fn compile_networks(
             }
             cidrs.push(cidr);
         }
-        networks.push(Network {
-            name: name.clone(),
-            cidrs,
-            group: network.group.into_inner(),
-        });
+        networks.push(Network { name: name.clone(), cidrs, group: network.group.into_inner() });
     }
     Ok(networks)
 }
 
 fn compile_upstream(source: &Source<'_>, raw: RawUpstream) -> Result<Upstream, ConfigError> {
     if raw.timeout_ms == 0 {
-        return Err(source.error(
-            None,
-            "`upstream.timeout_ms` must be at least 1 (2000 is a good value)",
-        ));
+        return Err(source.error(None, "`upstream.timeout_ms` must be at least 1 (2000 is a good value)"));
     }
     let timeout = Duration::from_millis(raw.timeout_ms);
     match raw.mode.get_ref() {
@@ -642,16 +620,11 @@ fn compile_upstream(source: &Source<'_>, raw: RawUpstream) -> Result<Upstream, C
             }
             let root_hints = match raw.root_hints {
                 Some(hints) if hints.get_ref().is_empty() => {
-                    return Err(source.error(
-                        Some(&hints.span()),
-                        "`root_hints` is empty; remove it to use the IANA root servers",
-                    ));
+                    return Err(source
+                        .error(Some(&hints.span()), "`root_hints` is empty; remove it to use the IANA root servers"));
                 }
                 Some(hints) => hints.into_inner(),
-                None => IANA_ROOT_HINTS
-                    .iter()
-                    .map(|ip| ip.parse().expect("valid root hint"))
-                    .collect(),
+                None => IANA_ROOT_HINTS.iter().map(|ip| ip.parse().expect("valid root hint")).collect(),
             };
             let mut conditional = Vec::new();
             for entry in raw.conditional {
@@ -659,26 +632,17 @@ fn compile_upstream(source: &Source<'_>, raw: RawUpstream) -> Result<Upstream, C
                 if zone.is_empty() || zone.contains("..") {
                     return Err(source.error(
                         Some(&entry.zone.span()),
-                        format!(
-                            "{:?} is not a domain name; write it like \"school.internal\"",
-                            entry.zone.get_ref()
-                        ),
+                        format!("{:?} is not a domain name; write it like \"school.internal\"", entry.zone.get_ref()),
                     ));
                 }
                 if entry.servers.get_ref().is_empty() {
-                    return Err(source.error(
-                        Some(&entry.servers.span()),
-                        format!("conditional zone {zone:?} lists no servers"),
-                    ));
+                    return Err(source
+                        .error(Some(&entry.servers.span()), format!("conditional zone {zone:?} lists no servers")));
                 }
                 let servers = compile_servers(source, entry.servers.into_inner())?;
                 conditional.push(ConditionalForward { zone, servers });
             }
-            Ok(Upstream::Recursive {
-                root_hints,
-                conditional,
-                timeout,
-            })
+            Ok(Upstream::Recursive { root_hints, conditional, timeout })
         }
     }
 }
@@ -687,10 +651,7 @@ fn normalise_zone(zone: &str) -> String {
     zone.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
-fn compile_servers(
-    source: &Source<'_>,
-    raw: Vec<RawServer>,
-) -> Result<Vec<ForwardServer>, ConfigError> {
+fn compile_servers(source: &Source<'_>, raw: Vec<RawServer>) -> Result<Vec<ForwardServer>, ConfigError> {
     raw.into_iter()
         .map(|server| {
             let default_port = match server.protocol {
@@ -724,10 +685,7 @@ fn compile_servers(
 
 fn compile_cache(source: &Source<'_>, raw: RawCache) -> Result<CacheSettings, ConfigError> {
     if *raw.size.get_ref() == 0 {
-        return Err(source.error(
-            Some(&raw.size.span()),
-            "`cache.size` must be at least 1 (100000 suits a school)",
-        ));
+        return Err(source.error(Some(&raw.size.span()), "`cache.size` must be at least 1 (100000 suits a school)"));
     }
     if raw.min_ttl_secs > *raw.max_ttl_secs.get_ref() {
         return Err(source.error(
@@ -751,29 +709,11 @@ pub(super) fn render(config: &Config) -> String {
     let list = |items: Vec<String>| format!("[{}]", items.join(", "));
     let mut out = String::new();
     let _ = writeln!(out, "# effective configuration from {}", config.source);
-    let _ = writeln!(
-        out,
-        "data_dir = {}",
-        quote(&config.data_dir.display().to_string())
-    );
-    let _ = writeln!(
-        out,
-        "\n[dns]\nlisten = {}",
-        list(
-            config
-                .listen
-                .iter()
-                .map(|a| quote(&a.to_string()))
-                .collect()
-        )
-    );
+    let _ = writeln!(out, "data_dir = {}", quote(&config.data_dir.display().to_string()));
+    let _ = writeln!(out, "\n[dns]\nlisten = {}", list(config.listen.iter().map(|a| quote(&a.to_string())).collect()));
     let render_servers = |out: &mut String, table: &str, servers: &[ForwardServer]| {
         for server in servers {
-            let _ = writeln!(
-                out,
-                "\n[[{table}]]\naddress = {}",
-                quote(&server.address.to_string())
-            );
+            let _ = writeln!(out, "\n[[{table}]]\naddress = {}", quote(&server.address.to_string()));
             let protocol = format!("{:?}", server.protocol).to_ascii_lowercase();
             let _ = writeln!(out, "protocol = {}", quote(&protocol));
             if let Some(name) = &server.tls_name {
@@ -782,36 +722,17 @@ pub(super) fn render(config: &Config) -> String {
         }
     };
     match &config.upstream {
-        Upstream::Recursive {
-            root_hints,
-            conditional,
-            timeout,
-        } => {
-            let _ = writeln!(
-                out,
-                "\n[upstream]\nmode = \"recursive\"\ntimeout_ms = {}",
-                timeout.as_millis()
-            );
-            let _ = writeln!(
-                out,
-                "root_hints = {}",
-                list(root_hints.iter().map(|ip| quote(&ip.to_string())).collect())
-            );
+        Upstream::Recursive { root_hints, conditional, timeout } => {
+            let _ = writeln!(out, "\n[upstream]\nmode = \"recursive\"\ntimeout_ms = {}", timeout.as_millis());
+            let _ =
+                writeln!(out, "root_hints = {}", list(root_hints.iter().map(|ip| quote(&ip.to_string())).collect()));
             for entry in conditional {
-                let _ = writeln!(
-                    out,
-                    "\n[[upstream.conditional]]\nzone = {}",
-                    quote(&entry.zone)
-                );
+                let _ = writeln!(out, "\n[[upstream.conditional]]\nzone = {}", quote(&entry.zone));
                 render_servers(&mut out, "upstream.conditional.servers", &entry.servers);
             }
         }
         Upstream::Forward { servers, timeout } => {
-            let _ = writeln!(
-                out,
-                "\n[upstream]\nmode = \"forward\"\ntimeout_ms = {}",
-                timeout.as_millis()
-            );
+            let _ = writeln!(out, "\n[upstream]\nmode = \"forward\"\ntimeout_ms = {}", timeout.as_millis());
             render_servers(&mut out, "upstream.servers", servers);
         }
     }
@@ -827,19 +748,11 @@ pub(super) fn render(config: &Config) -> String {
     );
     let _ = writeln!(out, "\n[rate_limit]");
     if let Some(qps) = config.rate_limit.queries_per_second {
-        let _ = writeln!(
-            out,
-            "queries_per_second = {qps}\nburst = {}",
-            config.rate_limit.burst
-        );
+        let _ = writeln!(out, "queries_per_second = {qps}\nburst = {}", config.rate_limit.burst);
     } else {
         let _ = writeln!(out, "# queries_per_second is not set: no per-client limit");
     }
-    let _ = writeln!(
-        out,
-        "exempt_loopback = {}",
-        config.rate_limit.exempt_loopback
-    );
+    let _ = writeln!(out, "exempt_loopback = {}", config.rate_limit.exempt_loopback);
     let _ = writeln!(out, "\n[lists]\ndir = {}", quote(&config.lists.dir.display().to_string()));
     let _ = writeln!(out, "enable = {}", list(config.lists.enable.iter().map(|id| quote(id)).collect()));
     let _ = writeln!(out, "disable = {}", list(config.lists.disable.iter().map(|id| quote(id)).collect()));
@@ -864,7 +777,8 @@ pub(super) fn render(config: &Config) -> String {
             YoutubeMode::Moderate => "moderate",
             YoutubeMode::Off => "off",
         };
-        let _ = writeln!(out, "safesearch = {}\nyoutube = {}\nbypass = {}", group.safesearch, quote(youtube), group.bypass);
+        let _ =
+            writeln!(out, "safesearch = {}\nyoutube = {}\nbypass = {}", group.safesearch, quote(youtube), group.bypass);
         match group.block_answer {
             BlockAnswer::NxDomain => {
                 let _ = writeln!(out, "block_answer = \"nxdomain\"");
@@ -885,13 +799,7 @@ pub(super) fn render(config: &Config) -> String {
             out,
             "\n[[networks]]\nname = {}\ncidrs = {}\ngroup = {}",
             quote(&network.name),
-            list(
-                network
-                    .cidrs
-                    .iter()
-                    .map(|c| quote(&c.to_string()))
-                    .collect()
-            ),
+            list(network.cidrs.iter().map(|c| quote(&c.to_string())).collect()),
             quote(&network.group)
         );
     }
@@ -905,23 +813,10 @@ mod tests {
     #[test]
     fn embedded_default_is_valid_and_declares_demo_networks() {
         let config = compile(DEFAULT_CONFIG, "embedded default").unwrap();
-        assert_eq!(
-            config.listen,
-            vec!["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]
-        );
-        let groups: Vec<(&str, &str)> = config
-            .networks
-            .iter()
-            .map(|n| (n.cidrs[0].to_string().leak() as &str, n.group.as_str()))
-            .collect();
-        assert_eq!(
-            groups,
-            vec![
-                ("127.0.0.1/32", "pupil"),
-                ("127.0.0.2/32", "staff"),
-                ("127.0.0.3/32", "guest")
-            ]
-        );
+        assert_eq!(config.listen, vec!["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]);
+        let groups: Vec<(&str, &str)> =
+            config.networks.iter().map(|n| (n.cidrs[0].to_string().leak() as &str, n.group.as_str())).collect();
+        assert_eq!(groups, vec![("127.0.0.1/32", "pupil"), ("127.0.0.2/32", "staff"), ("127.0.0.3/32", "guest")]);
     }
 
     #[test]
@@ -948,10 +843,7 @@ mod tests {
         let text = "[[networks]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\ngroup = \"pupils\"\n";
         let error = compile(text, "school.toml").unwrap_err();
         assert_eq!(error.line, Some(4), "{error}");
-        assert!(
-            error.message.contains("pupils") && error.message.contains("pupil"),
-            "{error}"
-        );
+        assert!(error.message.contains("pupils") && error.message.contains("pupil"), "{error}");
     }
 
     #[test]
@@ -979,20 +871,16 @@ cidrs = ["fd00:1::/64", "10.1.0.0/16"]
 group = "pupil"
 "#;
         let config = compile(text, "t").unwrap();
-        let Upstream::Forward { servers, .. } = &config.upstream else {
-            panic!("forward mode")
-        };
+        let Upstream::Forward { servers, .. } = &config.upstream else { panic!("forward mode") };
         assert_eq!(servers[0].address, "[2001:db8::53]:53".parse().unwrap());
         assert_eq!(servers[1].address, "192.0.2.1:853".parse().unwrap());
-        assert_eq!(
-            config.networks[0].cidrs[0],
-            "fd00:1::/64".parse::<IpNet>().unwrap()
-        );
+        assert_eq!(config.networks[0].cidrs[0], "fd00:1::/64".parse::<IpNet>().unwrap());
     }
 
     #[test]
     fn tls_forwarder_without_name_is_an_error() {
-        let text = "[upstream]\nmode = \"forward\"\n[[upstream.servers]]\naddress = \"192.0.2.1\"\nprotocol = \"tls\"\n";
+        let text =
+            "[upstream]\nmode = \"forward\"\n[[upstream.servers]]\naddress = \"192.0.2.1\"\nprotocol = \"tls\"\n";
         let error = compile(text, "t").unwrap_err();
         assert_eq!(error.line, Some(4));
         assert!(error.message.contains("tls_name"));

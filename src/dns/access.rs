@@ -25,10 +25,7 @@ impl ClientRateLimiter {
         let per_second = NonZeroU32::new(settings.queries_per_second?)?;
         let burst = NonZeroU32::new(settings.burst).unwrap_or(per_second);
         let quota = Quota::per_second(per_second).allow_burst(burst);
-        Some(ClientRateLimiter {
-            limiter: RateLimiter::keyed(quota),
-            exempt_loopback: settings.exempt_loopback,
-        })
+        Some(ClientRateLimiter { limiter: RateLimiter::keyed(quota), exempt_loopback: settings.exempt_loopback })
     }
 
     /// True when this client may ask one more question now.
@@ -52,20 +49,12 @@ pub fn admit<'a>(
     source: IpAddr,
 ) -> Result<&'a Arc<Client>, Decision> {
     let Some(client) = networks.identify(source) else {
-        return Err(Decision::new(
-            DecisionKind::Refused,
-            Stage::Access,
-            "source address is in no configured network",
-        ));
+        return Err(Decision::new(DecisionKind::Refused, Stage::Access, "source address is in no configured network"));
     };
     if let Some(limiter) = limiter
         && !limiter.admit(source)
     {
-        let decision = Decision::new(
-            DecisionKind::Refused,
-            Stage::Access,
-            "client is over its rate limit",
-        );
+        let decision = Decision::new(DecisionKind::Refused, Stage::Access, "client is over its rate limit");
         return Err(decision.for_client(&client.network, &client.group));
     }
     Ok(client)
@@ -77,32 +66,17 @@ mod tests {
 
     #[test]
     fn limit_is_per_client_and_loopback_can_be_exempt() {
-        let settings = RateLimit {
-            queries_per_second: Some(1),
-            burst: 3,
-            exempt_loopback: true,
-        };
+        let settings = RateLimit { queries_per_second: Some(1), burst: 3, exempt_loopback: true };
         let limiter = ClientRateLimiter::new(&settings).unwrap();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         assert!((0..3).all(|_| limiter.admit(a)));
-        assert!(
-            !limiter.admit(a),
-            "fourth query inside a second is over the burst"
-        );
-        assert!(
-            limiter.admit(b),
-            "a neighbour on the same /24 is unaffected"
-        );
+        assert!(!limiter.admit(a), "fourth query inside a second is over the burst");
+        assert!(limiter.admit(b), "a neighbour on the same /24 is unaffected");
         let loopback: IpAddr = "127.0.0.1".parse().unwrap();
         assert!((0..100).all(|_| limiter.admit(loopback)));
         assert!(
-            ClientRateLimiter::new(&RateLimit {
-                queries_per_second: None,
-                burst: 0,
-                exempt_loopback: true
-            })
-            .is_none()
+            ClientRateLimiter::new(&RateLimit { queries_per_second: None, burst: 0, exempt_loopback: true }).is_none()
         );
     }
 }

@@ -49,7 +49,8 @@ pub struct Block {
 
 impl Block {
     pub fn describe(&self, name: &str) -> String {
-        let how = if self.exact { "listed exactly".to_string() } else { format!("parent domain {} is listed", self.rule) };
+        let how =
+            if self.exact { "listed exactly".to_string() } else { format!("parent domain {} is listed", self.rule) };
         match self.category {
             Some(category) => format!("{name} is in category {} ({how} in list {})", category.id, self.list),
             None => format!("{name} is denied for this group by override {:?}", self.rule),
@@ -83,7 +84,12 @@ pub fn check(lists: &CompiledLists, policy: &GroupPolicy, locked: CategorySet, n
     }
     let text = std::str::from_utf8(name).unwrap_or_default();
     if let Some(rule) = policy.deny.find(text) {
-        return Verdict::Blocked(Block { category: None, list: "deny override".into(), rule: rule.rule, exact: rule.exact });
+        return Verdict::Blocked(Block {
+            category: None,
+            list: "deny override".into(),
+            rule: rule.rule,
+            exact: rule.exact,
+        });
     }
     if let Some(rule) = policy.allow.find(text) {
         return Verdict::Allowed(rule);
@@ -99,13 +105,31 @@ fn explain(lists: &CompiledLists, name: &[u8], categories: CategorySet) -> Block
     let category = category::by_index(first);
     let found = lists.explain(name).into_iter().find(|m| m.blocks.contains(first) && !m.allows.contains(first));
     match found {
-        Some(found) => Block { category, list: found.source.unwrap_or_else(|| "(unknown list)".into()), rule: found.domain, exact: found.exact },
-        None => Block { category, list: "(unknown list)".into(), rule: String::from_utf8_lossy(name).into_owned(), exact: true },
+        Some(found) => Block {
+            category,
+            list: found.source.unwrap_or_else(|| "(unknown list)".into()),
+            rule: found.domain,
+            exact: found.exact,
+        },
+        None => Block {
+            category,
+            list: "(unknown list)".into(),
+            rule: String::from_utf8_lossy(name).into_owned(),
+            exact: true,
+        },
     }
 }
 
 /// The answer a group gets for a blocked name.
-pub fn block_answer(policy: &GroupPolicy, client: &Client, qname: &Name, record_type: RecordType, block: &Block, stage: Stage, reason: String) -> Answer {
+pub fn block_answer(
+    policy: &GroupPolicy,
+    client: &Client,
+    qname: &Name,
+    record_type: RecordType,
+    block: &Block,
+    stage: Stage,
+    reason: String,
+) -> Answer {
     let kind = match block.category {
         Some(category) if category.kind == category::CategoryKind::Bypass => DecisionKind::Bypass,
         _ => DecisionKind::Blocked,
@@ -118,10 +142,18 @@ pub fn block_answer(policy: &GroupPolicy, client: &Client, qname: &Name, record_
     let record = |data: RData| Record::from_rdata(qname.clone(), BLOCK_TTL, data);
     let (response_code, answers) = match (policy.block_answer, record_type) {
         (BlockAnswer::NxDomain, _) => (ResponseCode::NXDomain, vec![]),
-        (BlockAnswer::NullAddress, RecordType::A) => (ResponseCode::NoError, vec![record(RData::A(A(Ipv4Addr::UNSPECIFIED)))]),
-        (BlockAnswer::NullAddress, RecordType::AAAA) => (ResponseCode::NoError, vec![record(RData::AAAA(AAAA(Ipv6Addr::UNSPECIFIED)))]),
-        (BlockAnswer::BlockPage { ipv4, .. }, RecordType::A) => (ResponseCode::NoError, vec![record(RData::A(A(ipv4)))]),
-        (BlockAnswer::BlockPage { ipv6: Some(ipv6), .. }, RecordType::AAAA) => (ResponseCode::NoError, vec![record(RData::AAAA(AAAA(ipv6)))]),
+        (BlockAnswer::NullAddress, RecordType::A) => {
+            (ResponseCode::NoError, vec![record(RData::A(A(Ipv4Addr::UNSPECIFIED)))])
+        }
+        (BlockAnswer::NullAddress, RecordType::AAAA) => {
+            (ResponseCode::NoError, vec![record(RData::AAAA(AAAA(Ipv6Addr::UNSPECIFIED)))])
+        }
+        (BlockAnswer::BlockPage { ipv4, .. }, RecordType::A) => {
+            (ResponseCode::NoError, vec![record(RData::A(A(ipv4)))])
+        }
+        (BlockAnswer::BlockPage { ipv6: Some(ipv6), .. }, RecordType::AAAA) => {
+            (ResponseCode::NoError, vec![record(RData::AAAA(AAAA(ipv6)))])
+        }
         _ => (ResponseCode::NoError, vec![]),
     };
     let text = match block.category {

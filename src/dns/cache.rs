@@ -74,11 +74,7 @@ impl CachedAnswer {
                 .iter()
                 .map(|record| {
                     let mut record = record.clone();
-                    record.ttl = if stale {
-                        STALE_ANSWER_TTL
-                    } else {
-                        record.ttl.saturating_sub(age)
-                    };
+                    record.ttl = if stale { STALE_ANSWER_TTL } else { record.ttl.saturating_sub(age) };
                     record
                 })
                 .collect()
@@ -107,10 +103,7 @@ pub struct AnswerCache {
 
 impl AnswerCache {
     pub fn new(settings: &CacheSettings) -> AnswerCache {
-        AnswerCache {
-            entries: Cache::new(settings.size),
-            settings: settings.clone(),
-        }
+        AnswerCache { entries: Cache::new(settings.size), settings: settings.clone() }
     }
 
     pub fn get(&self, key: &CacheKey, now: Instant) -> CacheLookup {
@@ -155,14 +148,9 @@ impl AnswerCache {
     /// MINIMUM field (RFC 2308 section 5). `None`: do not cache.
     fn ttl_of(&self, answer: &UpstreamAnswer) -> Option<Duration> {
         let seconds = match answer.response_code {
-            ResponseCode::NoError if !answer.answers.is_empty() => {
-                answer.answers.iter().map(|r| r.ttl).min()?
-            }
+            ResponseCode::NoError if !answer.answers.is_empty() => answer.answers.iter().map(|r| r.ttl).min()?,
             ResponseCode::NoError | ResponseCode::NXDomain => {
-                let soa = answer
-                    .authorities
-                    .iter()
-                    .find(|r| r.record_type() == RecordType::SOA)?;
+                let soa = answer.authorities.iter().find(|r| r.record_type() == RecordType::SOA)?;
                 let RData::SOA(data) = &soa.data else {
                     return None;
                 };
@@ -201,11 +189,7 @@ mod tests {
     }
 
     fn a_record(name: &str, ttl: u32) -> Record {
-        Record::from_rdata(
-            Name::from_ascii(name).unwrap(),
-            ttl,
-            RData::A(A::new(192, 0, 2, 1)),
-        )
+        Record::from_rdata(Name::from_ascii(name).unwrap(), ttl, RData::A(A::new(192, 0, 2, 1)))
     }
 
     #[test]
@@ -219,28 +203,17 @@ mod tests {
         };
         cache.insert(key("a.test."), answer, now);
 
-        let CacheLookup::Fresh(entry) = cache.get(&key("a.test."), now + Duration::from_secs(40))
-        else {
+        let CacheLookup::Fresh(entry) = cache.get(&key("a.test."), now + Duration::from_secs(40)) else {
             panic!("fresh")
         };
-        assert_eq!(
-            entry.answer_at(now + Duration::from_secs(40)).answers[0].ttl,
-            60
-        );
+        assert_eq!(entry.answer_at(now + Duration::from_secs(40)).answers[0].ttl, 60);
 
-        let CacheLookup::Stale(entry) = cache.get(&key("a.test."), now + Duration::from_secs(101))
-        else {
+        let CacheLookup::Stale(entry) = cache.get(&key("a.test."), now + Duration::from_secs(101)) else {
             panic!("stale")
         };
-        assert_eq!(
-            entry.answer_at(now + Duration::from_secs(101)).answers[0].ttl,
-            STALE_ANSWER_TTL
-        );
+        assert_eq!(entry.answer_at(now + Duration::from_secs(101)).answers[0].ttl, STALE_ANSWER_TTL);
 
-        assert!(matches!(
-            cache.get(&key("a.test."), now + Duration::from_secs(701)),
-            CacheLookup::Miss
-        ));
+        assert!(matches!(cache.get(&key("a.test."), now + Duration::from_secs(701)), CacheLookup::Miss));
     }
 
     #[test]
@@ -250,39 +223,19 @@ mod tests {
         let origin = Name::from_ascii("test.").unwrap();
         let soa = SOA::new(origin.clone(), origin.clone(), 1, 3600, 600, 86400, 20);
         let soa = Record::from_rdata(origin, 300, RData::SOA(soa));
-        let nx = UpstreamAnswer {
-            response_code: ResponseCode::NXDomain,
-            answers: vec![],
-            authorities: vec![soa],
-        };
+        let nx = UpstreamAnswer { response_code: ResponseCode::NXDomain, answers: vec![], authorities: vec![soa] };
         cache.insert(key("nx.test."), nx, now);
-        assert!(matches!(
-            cache.get(&key("nx.test."), now + Duration::from_secs(19)),
-            CacheLookup::Fresh(_)
-        ));
-        assert!(matches!(
-            cache.get(&key("nx.test."), now + Duration::from_secs(21)),
-            CacheLookup::Stale(_)
-        ));
+        assert!(matches!(cache.get(&key("nx.test."), now + Duration::from_secs(19)), CacheLookup::Fresh(_)));
+        assert!(matches!(cache.get(&key("nx.test."), now + Duration::from_secs(21)), CacheLookup::Stale(_)));
 
-        let fail = UpstreamAnswer {
-            response_code: ResponseCode::ServFail,
-            answers: vec![],
-            authorities: vec![],
-        };
+        let fail = UpstreamAnswer { response_code: ResponseCode::ServFail, answers: vec![], authorities: vec![] };
         cache.insert(key("fail.test."), fail, now);
-        assert!(matches!(
-            cache.get(&key("fail.test."), now),
-            CacheLookup::Miss
-        ));
+        assert!(matches!(cache.get(&key("fail.test."), now), CacheLookup::Miss));
     }
 
     #[test]
     fn size_is_bounded() {
-        let cache = AnswerCache::new(&CacheSettings {
-            size: 50,
-            ..settings()
-        });
+        let cache = AnswerCache::new(&CacheSettings { size: 50, ..settings() });
         let now = Instant::now();
         for i in 0..1000 {
             let name = format!("h{i}.test.");

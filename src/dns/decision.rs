@@ -81,15 +81,7 @@ pub struct Decision {
 
 impl Decision {
     pub fn new(kind: DecisionKind, stage: Stage, reason: impl Into<Cow<'static, str>>) -> Decision {
-        Decision {
-            kind,
-            stage,
-            network: None,
-            group: None,
-            category: None,
-            list: None,
-            reason: reason.into(),
-        }
+        Decision { kind, stage, network: None, group: None, category: None, list: None, reason: reason.into() }
     }
 
     /// Adds the client's identity (network and group).

@@ -44,10 +44,7 @@ impl NetworkMap {
     pub fn identify(&self, address: IpAddr) -> Option<&Arc<Client>> {
         // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
         let address = address.to_canonical();
-        self.subnets
-            .iter()
-            .find(|(net, _)| net.contains(&address))
-            .map(|(_, client)| client)
+        self.subnets.iter().find(|(net, _)| net.contains(&address)).map(|(_, client)| client)
     }
 }
 
@@ -56,11 +53,7 @@ mod tests {
     use super::*;
 
     fn network(name: &str, cidrs: &[&str], group: &str) -> Network {
-        Network {
-            name: name.into(),
-            cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
-            group: group.into(),
-        }
+        Network { name: name.into(), cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(), group: group.into() }
     }
 
     #[test]
@@ -69,25 +62,10 @@ mod tests {
             network("all", &["10.0.0.0/8"], "guest"),
             network("pupils", &["10.1.0.0/16", "fd00:1::/64"], "pupil"),
         ]);
-        assert_eq!(
-            &*map.identify("10.1.2.3".parse().unwrap()).unwrap().group,
-            "pupil"
-        );
-        assert_eq!(
-            &*map.identify("10.2.2.3".parse().unwrap()).unwrap().group,
-            "guest"
-        );
-        assert_eq!(
-            &*map.identify("fd00:1::5".parse().unwrap()).unwrap().group,
-            "pupil"
-        );
-        assert_eq!(
-            &*map
-                .identify("::ffff:10.1.0.9".parse().unwrap())
-                .unwrap()
-                .group,
-            "pupil"
-        );
+        assert_eq!(&*map.identify("10.1.2.3".parse().unwrap()).unwrap().group, "pupil");
+        assert_eq!(&*map.identify("10.2.2.3".parse().unwrap()).unwrap().group, "guest");
+        assert_eq!(&*map.identify("fd00:1::5".parse().unwrap()).unwrap().group, "pupil");
+        assert_eq!(&*map.identify("::ffff:10.1.0.9".parse().unwrap()).unwrap().group, "pupil");
         assert!(map.identify("192.0.2.1".parse().unwrap()).is_none());
         assert!(map.identify("fd00:2::1".parse().unwrap()).is_none());
     }

@@ -41,13 +41,7 @@ enum Step {
 }
 
 /// Reads a packet and answers it if that needs no waiting.
-fn step(
-    pipeline: &Pipeline,
-    packet: &[u8],
-    source: SocketAddr,
-    limit: Option<usize>,
-    out: &mut Vec<u8>,
-) -> Step {
+fn step(pipeline: &Pipeline, packet: &[u8], source: SocketAddr, limit: Option<usize>, out: &mut Vec<u8>) -> Step {
     let query = match wire::read_query(packet) {
         Ok(query) => query,
         Err(Rejection::Drop) => return Step::Silent,
@@ -79,23 +73,12 @@ fn step(
         Immediate::Cached { entry, decision } => match entry.wire() {
             Some(wire) => {
                 let _ = decision; // the query log (a later issue) records it here
-                wire.write(
-                    &query,
-                    entry.age(std::time::Instant::now()),
-                    None,
-                    None,
-                    limit,
-                    out,
-                );
+                wire.write(&query, entry.age(std::time::Instant::now()), None, None, limit, out);
                 Step::Reply
             }
-            None => write_error_answer(
-                &query,
-                ResponseCode::ServFail,
-                "cached answer could not be encoded",
-                limit,
-                out,
-            ),
+            None => {
+                write_error_answer(&query, ResponseCode::ServFail, "cached answer could not be encoded", limit, out)
+            }
         },
         Immediate::Upstream(pending) => Step::Resolve(query, question, pending),
     }
@@ -108,10 +91,7 @@ fn write_error_answer(
     limit: usize,
     out: &mut Vec<u8>,
 ) -> Step {
-    let answer = Answer::empty(
-        code,
-        Decision::new(DecisionKind::Error, Stage::Parse, reason),
-    );
+    let answer = Answer::empty(code, Decision::new(DecisionKind::Error, Stage::Parse, reason));
     write_answer(query, &answer, limit, out);
     Step::Reply
 }
@@ -138,31 +118,16 @@ pub struct DnsServer {
 
 impl DnsServer {
     /// Binds UDP and TCP on every listen address and starts serving.
-    pub async fn start(
-        pipeline: Arc<Pipeline>,
-        listen: &[SocketAddr],
-    ) -> std::io::Result<DnsServer> {
+    pub async fn start(pipeline: Arc<Pipeline>, listen: &[SocketAddr]) -> std::io::Result<DnsServer> {
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let connections = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-        let mut server = DnsServer {
-            udp_addrs: Vec::new(),
-            tcp_addrs: Vec::new(),
-            tasks: Vec::new(),
-        };
+        let mut server = DnsServer { udp_addrs: Vec::new(), tcp_addrs: Vec::new(), tasks: Vec::new() };
         for address in listen {
             let (udp, tcp) = bind_pair(*address).await?;
             server.udp_addrs.push(udp.local_addr()?);
             server.tcp_addrs.push(tcp.local_addr()?);
-            server.tasks.push(tokio::spawn(serve_udp(
-                Arc::new(udp),
-                pipeline.clone(),
-                in_flight.clone(),
-            )));
-            server.tasks.push(tokio::spawn(serve_tcp(
-                tcp,
-                pipeline.clone(),
-                connections.clone(),
-            )));
+            server.tasks.push(tokio::spawn(serve_udp(Arc::new(udp), pipeline.clone(), in_flight.clone())));
+            server.tasks.push(tokio::spawn(serve_tcp(tcp, pipeline.clone(), connections.clone())));
         }
         Ok(server)
     }
@@ -255,11 +220,7 @@ async fn serve_tcp(listener: TcpListener, pipeline: Arc<Pipeline>, connections: 
     }
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
-    source: SocketAddr,
-    pipeline: &Pipeline,
-) -> std::io::Result<()> {
+async fn serve_connection(mut stream: TcpStream, source: SocketAddr, pipeline: &Pipeline) -> std::io::Result<()> {
     let mut packet = Vec::new();
     let mut out = Vec::with_capacity(1_500);
     loop {
@@ -293,36 +254,21 @@ async fn serve_connection(
 async fn bind_pair(address: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
     let explain = |error: std::io::Error, proto: &str, at: SocketAddr| {
         let hint = match error.kind() {
-            std::io::ErrorKind::PermissionDenied => {
-                " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-            }
-            std::io::ErrorKind::AddrInUse => {
-                " (another DNS server may be running there: stop it or change dns.listen)"
-            }
-            std::io::ErrorKind::AddrNotAvailable => {
-                " (this machine has no such address: check dns.listen)"
-            }
+            std::io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+            std::io::ErrorKind::AddrInUse => " (another DNS server may be running there: stop it or change dns.listen)",
+            std::io::ErrorKind::AddrNotAvailable => " (this machine has no such address: check dns.listen)",
             _ => "",
         };
-        std::io::Error::new(
-            error.kind(),
-            format!("cannot listen on {proto} {at}: {error}{hint}"),
-        )
+        std::io::Error::new(error.kind(), format!("cannot listen on {proto} {at}: {error}{hint}"))
     };
     if address.port() != 0 {
-        let udp = UdpSocket::bind(address)
-            .await
-            .map_err(|e| explain(e, "UDP", address))?;
-        let tcp = TcpListener::bind(address)
-            .await
-            .map_err(|e| explain(e, "TCP", address))?;
+        let udp = UdpSocket::bind(address).await.map_err(|e| explain(e, "UDP", address))?;
+        let tcp = TcpListener::bind(address).await.map_err(|e| explain(e, "TCP", address))?;
         return Ok((udp, tcp));
     }
     let mut last_error = None;
     for _ in 0..20 {
-        let udp = UdpSocket::bind(address)
-            .await
-            .map_err(|e| explain(e, "UDP", address))?;
+        let udp = UdpSocket::bind(address).await.map_err(|e| explain(e, "UDP", address))?;
         let port = udp.local_addr()?.port();
         match TcpListener::bind(SocketAddr::new(address.ip(), port)).await {
             Ok(tcp) => return Ok((udp, tcp)),

@@ -23,8 +23,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::ResponseCode;
 use arc_swap::ArcSwap;
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, CNAME};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
@@ -235,7 +235,8 @@ impl Pipeline {
             Requester::Group(group) => match self.policies.get_key_value(group) {
                 Some((group, _)) => Arc::new(Client { network: Arc::from("(named group)"), group: group.clone() }),
                 None => {
-                    let decision = Decision::new(DecisionKind::Refused, Stage::Identify, format!("no group named {group:?}"));
+                    let decision =
+                        Decision::new(DecisionKind::Refused, Stage::Identify, format!("no group named {group:?}"));
                     return Flow::Final(Answer::empty(ResponseCode::Refused, decision));
                 }
             },
@@ -243,7 +244,8 @@ impl Pipeline {
         let policy = self.policy(&client);
         let mut buffer = [0u8; 256];
         let name = blocklist::dotted(&question.name, &mut buffer);
-        let decided = |kind, stage, reason: String| Decision::new(kind, stage, reason).for_client(&client.network, &client.group);
+        let decided =
+            |kind, stage, reason: String| Decision::new(kind, stage, reason).for_client(&client.network, &client.group);
 
         // bypass
         if policy.bypass
@@ -254,14 +256,20 @@ impl Pipeline {
         }
 
         // safesearch
-        let rewritable = matches!(question.record_type, RecordType::A | RecordType::AAAA | RecordType::HTTPS | RecordType::SVCB);
+        let rewritable =
+            matches!(question.record_type, RecordType::A | RecordType::AAAA | RecordType::HTTPS | RecordType::SVCB);
         if rewritable && let Some(rewrite) = self.safesearch.load().find(&String::from_utf8_lossy(name), policy) {
-            let decision = decided(DecisionKind::SafeSearch, Stage::SafeSearch, format!("{rewrite} (group {})", client.group));
+            let decision =
+                decided(DecisionKind::SafeSearch, Stage::SafeSearch, format!("{rewrite} (group {})", client.group));
             match &rewrite.target {
                 Target::Address(address) => {
                     let mut answer = Answer::empty(ResponseCode::NoError, decision);
                     if question.record_type == RecordType::A {
-                        answer.answers.push(Record::from_rdata(Name::from(&question.name), REWRITE_TTL, RData::A(A(*address))));
+                        answer.answers.push(Record::from_rdata(
+                            Name::from(&question.name),
+                            REWRITE_TTL,
+                            RData::A(A(*address)),
+                        ));
                     }
                     return Flow::Final(answer);
                 }
@@ -279,7 +287,15 @@ impl Pipeline {
         match blocklist::check(&self.lists.load(), policy, self.locked, name) {
             Verdict::Blocked(block) => {
                 let reason = block.describe(&String::from_utf8_lossy(name));
-                let answer = blocklist::block_answer(policy, &client, &question.name, question.record_type, &block, Stage::Blocklist, reason);
+                let answer = blocklist::block_answer(
+                    policy,
+                    &client,
+                    &question.name,
+                    question.record_type,
+                    &block,
+                    Stage::Blocklist,
+                    reason,
+                );
                 Flow::Final(answer)
             }
             Verdict::Allowed(rule) => {
@@ -311,7 +327,8 @@ impl Pipeline {
                     return blocked;
                 }
                 let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, "answered from the cache");
-                let mut answer = Answer::from_upstream(entry.answer_at(now), decision.for_client(&client.network, &client.group));
+                let mut answer =
+                    Answer::from_upstream(entry.answer_at(now), decision.for_client(&client.network, &client.group));
                 answer.cache_hit = true;
                 return answer;
             }
@@ -344,7 +361,8 @@ impl Pipeline {
             }
             (Err(error), None) => {
                 tracing::debug!(name = %question.name, %error, "upstream failed");
-                let decision = Decision::new(DecisionKind::Error, Stage::Upstream, format!("no upstream answer: {error}"));
+                let decision =
+                    Decision::new(DecisionKind::Error, Stage::Upstream, format!("no upstream answer: {error}"));
                 Answer::empty(ResponseCode::ServFail, decision)
             }
         };
@@ -362,10 +380,20 @@ impl Pipeline {
         records.iter().find_map(|record| {
             let RData::CNAME(target) = &record.data else { return None };
             let target_name = blocklist::dotted(&target.0, &mut buffer);
-            let Verdict::Blocked(block) = blocklist::check(&lists, policy, self.locked, target_name) else { return None };
+            let Verdict::Blocked(block) = blocklist::check(&lists, policy, self.locked, target_name) else {
+                return None;
+            };
             let target_text = String::from_utf8_lossy(target_name).into_owned();
             let reason = format!("CNAME target {}", block.describe(&target_text));
-            Some(blocklist::block_answer(policy, client, &question.name, question.record_type, &block, Stage::AnswerInspection, reason))
+            Some(blocklist::block_answer(
+                policy,
+                client,
+                &question.name,
+                question.record_type,
+                &block,
+                Stage::AnswerInspection,
+                reason,
+            ))
         })
     }
 
@@ -390,7 +418,10 @@ const REWRITE_TTL: u32 = 300;
 /// SERVFAIL, never the unrestricted address.
 fn rewritten(question: &Question, rewrite: &SafeRewrite, target: Answer) -> Answer {
     if target.response_code != ResponseCode::NoError {
-        let reason = format!("{}; the safe host did not resolve ({}), so SERVFAIL rather than the unrestricted address", rewrite.decision.reason, target.response_code);
+        let reason = format!(
+            "{}; the safe host did not resolve ({}), so SERVFAIL rather than the unrestricted address",
+            rewrite.decision.reason, target.response_code
+        );
         let mut decision = rewrite.decision.clone();
         decision.kind = DecisionKind::Error;
         decision.reason = reason.into();
@@ -406,9 +437,5 @@ fn rewritten(question: &Question, rewrite: &SafeRewrite, target: Answer) -> Answ
 }
 
 fn cache_key(question: &Question) -> CacheKey {
-    CacheKey {
-        name: question.name.clone(),
-        record_type: question.record_type,
-        dnssec_ok: question.dnssec_ok,
-    }
+    CacheKey { name: question.name.clone(), record_type: question.record_type, dnssec_ok: question.dnssec_ok }
 }

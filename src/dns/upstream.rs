@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::recursor::{Recursor, RecursorError, RecursorOptions};
@@ -53,14 +51,8 @@ pub enum Upstream {
 impl Upstream {
     pub fn new(settings: &config::Upstream) -> Result<Upstream, UpstreamError> {
         match settings {
-            config::Upstream::Forward { servers, timeout } => {
-                Ok(Upstream::Forward(Forwarder::new(servers, *timeout)?))
-            }
-            config::Upstream::Recursive {
-                root_hints,
-                conditional,
-                timeout,
-            } => {
+            config::Upstream::Forward { servers, timeout } => Ok(Upstream::Forward(Forwarder::new(servers, *timeout)?)),
+            config::Upstream::Recursive { root_hints, conditional, timeout } => {
                 let mut options = RecursorOptions::default();
                 // hickory refuses to recurse to loopback and private servers by
                 // default (a rebinding defence). A root on a private address is
@@ -69,25 +61,16 @@ impl Upstream {
                 if root_hints.iter().any(|ip| is_private(*ip)) {
                     options.deny_server.clear();
                 }
-                let recursor =
-                    Recursor::with_options(root_hints, options, TokioRuntimeProvider::default())
-                        .map_err(|error| UpstreamError::Setup(error.to_string()))?;
+                let recursor = Recursor::with_options(root_hints, options, TokioRuntimeProvider::default())
+                    .map_err(|error| UpstreamError::Setup(error.to_string()))?;
                 let mut zones = Vec::new();
                 for entry in conditional {
-                    let zone = Name::from_ascii(format!("{}.", entry.zone)).map_err(|error| {
-                        UpstreamError::Setup(format!("zone {:?}: {error}", entry.zone))
-                    })?;
-                    zones.push((
-                        LowerName::from(zone),
-                        Forwarder::new(&entry.servers, *timeout)?,
-                    ));
+                    let zone = Name::from_ascii(format!("{}.", entry.zone))
+                        .map_err(|error| UpstreamError::Setup(format!("zone {:?}: {error}", entry.zone)))?;
+                    zones.push((LowerName::from(zone), Forwarder::new(&entry.servers, *timeout)?));
                 }
                 zones.sort_by_key(|(zone, _)| std::cmp::Reverse(zone.num_labels()));
-                Ok(Upstream::Recursive {
-                    recursor,
-                    conditional: zones,
-                    deadline: *timeout * RECURSION_DEADLINE_FACTOR,
-                })
+                Ok(Upstream::Recursive { recursor, conditional: zones, deadline: *timeout * RECURSION_DEADLINE_FACTOR })
             }
         }
     }
@@ -108,14 +91,8 @@ impl Upstream {
     ) -> Result<UpstreamAnswer, UpstreamError> {
         match self {
             Upstream::Forward(forwarder) => forwarder.resolve(name, record_type).await,
-            Upstream::Recursive {
-                recursor,
-                conditional,
-                deadline,
-            } => {
-                if let Some((_, forwarder)) =
-                    conditional.iter().find(|(zone, _)| zone.zone_of(name))
-                {
+            Upstream::Recursive { recursor, conditional, deadline } => {
+                if let Some((_, forwarder)) = conditional.iter().find(|(zone, _)| zone.zone_of(name)) {
                     return forwarder.resolve(name, record_type).await;
                 }
                 let query = Query::query(Name::from(name), record_type);
@@ -165,10 +142,7 @@ struct ForwardTarget {
 
 impl ForwardTarget {
     fn is_down(&self, now: Instant) -> bool {
-        self.down_until
-            .lock()
-            .expect("down_until lock")
-            .is_some_and(|until| now < until)
+        self.down_until.lock().expect("down_until lock").is_some_and(|until| now < until)
     }
 
     fn set_down_until(&self, until: Option<Instant>) {
@@ -181,23 +155,15 @@ impl Forwarder {
         let targets = servers
             .iter()
             .map(|server| {
-                Ok(ForwardTarget {
-                    resolver: forwarding_resolver(server, timeout)?,
-                    down_until: Mutex::new(None),
-                })
+                Ok(ForwardTarget { resolver: forwarding_resolver(server, timeout)?, down_until: Mutex::new(None) })
             })
             .collect::<Result<_, UpstreamError>>()?;
         Ok(Forwarder { targets })
     }
 
-    pub async fn resolve(
-        &self,
-        name: &LowerName,
-        record_type: RecordType,
-    ) -> Result<UpstreamAnswer, UpstreamError> {
+    pub async fn resolve(&self, name: &LowerName, record_type: RecordType) -> Result<UpstreamAnswer, UpstreamError> {
         let now = Instant::now();
-        let (up, down): (Vec<&ForwardTarget>, Vec<&ForwardTarget>) =
-            self.targets.iter().partition(|t| !t.is_down(now));
+        let (up, down): (Vec<&ForwardTarget>, Vec<&ForwardTarget>) = self.targets.iter().partition(|t| !t.is_down(now));
         let mut last_error = UpstreamError::Other("no upstream servers".into());
         for target in up.into_iter().chain(down) {
             match forward(&target.resolver, name, record_type).await {
@@ -219,10 +185,7 @@ impl Forwarder {
 }
 
 /// A resolver for one forwarding server.
-fn forwarding_resolver(
-    server: &ForwardServer,
-    timeout: Duration,
-) -> Result<TokioResolver, UpstreamError> {
+fn forwarding_resolver(server: &ForwardServer, timeout: Duration) -> Result<TokioResolver, UpstreamError> {
     let name_servers = std::iter::once(server)
         .map(|server| {
             let tls_name = || Arc::<str>::from(server.tls_name.clone().unwrap_or_default());
@@ -252,13 +215,10 @@ fn forwarding_resolver(
     options.max_active_requests = 4096;
     options.preserve_intermediates = true;
     options.try_tcp_on_error = true;
-    TokioResolver::builder_with_config(
-        ResolverConfig::from_name_servers(name_servers),
-        TokioRuntimeProvider::default(),
-    )
-    .with_options(options)
-    .build()
-    .map_err(|error| UpstreamError::Setup(error.to_string()))
+    TokioResolver::builder_with_config(ResolverConfig::from_name_servers(name_servers), TokioRuntimeProvider::default())
+        .with_options(options)
+        .build()
+        .map_err(|error| UpstreamError::Setup(error.to_string()))
 }
 
 async fn forward(
@@ -280,14 +240,9 @@ async fn forward(
 }
 
 fn negative_answer(no_records: NoRecords) -> UpstreamAnswer {
-    let mut authorities: Vec<Record> = no_records
-        .authorities
-        .map(|records| records.to_vec())
-        .unwrap_or_default();
+    let mut authorities: Vec<Record> = no_records.authorities.map(|records| records.to_vec()).unwrap_or_default();
     if let Some(soa) = no_records.soa
-        && !authorities
-            .iter()
-            .any(|r| r.record_type() == RecordType::SOA)
+        && !authorities.iter().any(|r| r.record_type() == RecordType::SOA)
     {
         authorities.push(soa.into_record_of_rdata());
     }
@@ -295,25 +250,15 @@ fn negative_answer(no_records: NoRecords) -> UpstreamAnswer {
         ResponseCode::NXDomain => ResponseCode::NXDomain,
         _ => ResponseCode::NoError,
     };
-    UpstreamAnswer {
-        response_code,
-        answers: Vec::new(),
-        authorities,
-    }
+    UpstreamAnswer { response_code, answers: Vec::new(), authorities }
 }
 
 fn recursion_error(error: RecursorError) -> Result<UpstreamAnswer, UpstreamError> {
     match error {
         RecursorError::Negative(data) => Ok(negative_answer(NoRecords::from(data))),
-        RecursorError::Net(NetError::Dns(DnsError::NoRecordsFound(no_records))) => {
-            Ok(negative_answer(no_records))
-        }
-        RecursorError::Net(NetError::Timeout) | RecursorError::Timeout => {
-            Err(UpstreamError::Timeout)
-        }
-        RecursorError::Net(NetError::Dns(DnsError::ResponseCode(code))) => {
-            Err(UpstreamError::Failed(code))
-        }
+        RecursorError::Net(NetError::Dns(DnsError::NoRecordsFound(no_records))) => Ok(negative_answer(no_records)),
+        RecursorError::Net(NetError::Timeout) | RecursorError::Timeout => Err(UpstreamError::Timeout),
+        RecursorError::Net(NetError::Dns(DnsError::ResponseCode(code))) => Err(UpstreamError::Failed(code)),
         other => Err(UpstreamError::Other(other.to_string())),
     }
 }

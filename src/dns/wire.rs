@@ -64,11 +64,7 @@ pub enum Rejection {
     /// Shorter than a header, or a response: no answer is sent.
     Drop,
     /// Answer with this code (header only, echoing the ID).
-    Error {
-        id: u16,
-        flags: u16,
-        code: ResponseCode,
-    },
+    Error { id: u16, flags: u16, code: ResponseCode },
 }
 
 /// Reads a query. Plain queries (one question, at most an OPT record) are
@@ -83,9 +79,7 @@ pub fn read_query(packet: &[u8]) -> Result<WireQuery, Rejection> {
     if flags & 0x8000 != 0 {
         return Err(Rejection::Drop); // a response: never answer (reflection)
     }
-    read_plain_query(packet, id, flags)
-        .ok_or(())
-        .or_else(|()| read_unusual_query(packet, id, flags))
+    read_plain_query(packet, id, flags).ok_or(()).or_else(|()| read_unusual_query(packet, id, flags))
 }
 
 fn read_plain_query(packet: &[u8], id: u16, flags: u16) -> Option<WireQuery> {
@@ -210,18 +204,8 @@ pub struct WireAnswer {
 impl WireAnswer {
     /// Encodes an answer for questions named `name` (any letter case; only
     /// the length matters for compression offsets).
-    pub fn encode(
-        name: &LowerName,
-        record_type: RecordType,
-        answer: &UpstreamAnswer,
-    ) -> Option<WireAnswer> {
-        Self::encode_parts(
-            name,
-            record_type,
-            answer.response_code,
-            &answer.answers,
-            &answer.authorities,
-        )
+    pub fn encode(name: &LowerName, record_type: RecordType, answer: &UpstreamAnswer) -> Option<WireAnswer> {
+        Self::encode_parts(name, record_type, answer.response_code, &answer.answers, &answer.authorities)
     }
 
     /// [`WireAnswer::encode`] from borrowed parts.
@@ -255,24 +239,12 @@ impl WireAnswer {
             ttls.push((u32::try_from(ttl_at).ok()?, ttl));
             at += 10 + rdlen;
         }
-        Some(WireAnswer {
-            response_code,
-            answer_count,
-            authority_count,
-            records,
-            ttls,
-        })
+        Some(WireAnswer { response_code, answer_count, authority_count, records, ttls })
     }
 
     /// An answer with no records (REFUSED, SERVFAIL, NODATA, ...).
     pub fn empty(response_code: ResponseCode) -> WireAnswer {
-        WireAnswer {
-            response_code,
-            answer_count: 0,
-            authority_count: 0,
-            records: Vec::new(),
-            ttls: Vec::new(),
-        }
+        WireAnswer { response_code, answer_count: 0, authority_count: 0, records: Vec::new(), ttls: Vec::new() }
     }
 
     /// Writes the response to `query` into `out`. TTLs are reduced by
@@ -296,20 +268,8 @@ impl WireAnswer {
         };
         let full = HEADER_LEN + query.question.len() + self.records.len() + opt_len;
         let truncated = full > limit;
-        let (answers, authorities) = if truncated {
-            (0, 0)
-        } else {
-            (self.answer_count, self.authority_count)
-        };
-        write_header(
-            out,
-            query,
-            self.response_code,
-            truncated,
-            answers,
-            authorities,
-            query.edns.is_some(),
-        );
+        let (answers, authorities) = if truncated { (0, 0) } else { (self.answer_count, self.authority_count) };
+        write_header(out, query, self.response_code, truncated, answers, authorities, query.edns.is_some());
         out.extend_from_slice(&query.question);
         if !truncated {
             let start = out.len();
@@ -355,12 +315,7 @@ fn write_header(
     out.extend_from_slice(&u16::from(opt).to_be_bytes());
 }
 
-fn write_opt(
-    out: &mut Vec<u8>,
-    dnssec_ok: bool,
-    code: ResponseCode,
-    extended_error: Option<&ExtendedError>,
-) {
+fn write_opt(out: &mut Vec<u8>, dnssec_ok: bool, code: ResponseCode, extended_error: Option<&ExtendedError>) {
     out.push(0); // root owner
     out.extend_from_slice(&TYPE_OPT.to_be_bytes());
     out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
@@ -430,14 +385,7 @@ mod tests {
     fn cached_answer_round_trips_with_ttl_countdown_and_client_case() {
         let query = read_query(&query_bytes("WwW.Example.COM.", true)).unwrap();
         assert_eq!(query.name.to_string(), "www.example.com.");
-        assert_eq!(
-            query.edns,
-            Some(EdnsRequest {
-                udp_size: 4096,
-                dnssec_ok: true,
-                version: 0
-            })
-        );
+        assert_eq!(query.edns, Some(EdnsRequest { udp_size: 4096, dnssec_ok: true, version: 0 }));
         let owner = Name::from_ascii("www.example.com.").unwrap();
         let answer = UpstreamAnswer {
             response_code: ResponseCode::NoError,
@@ -456,10 +404,7 @@ mod tests {
         assert_eq!(response.queries[0].name().to_ascii(), "WwW.Example.COM.");
         assert_eq!(response.answers.len(), 2);
         assert!(response.answers.iter().all(|r| r.ttl == 200));
-        assert_eq!(
-            response.answers[1].name.to_ascii().to_lowercase(),
-            "www.example.com."
-        );
+        assert_eq!(response.answers[1].name.to_ascii().to_lowercase(), "www.example.com.");
         assert!(response.edns.as_ref().unwrap().flags().dnssec_ok);
     }
 
@@ -468,19 +413,9 @@ mod tests {
         let query = read_query(&query_bytes("big.example.", true)).unwrap();
         let owner = Name::from_ascii("big.example.").unwrap();
         let answers = (0..200)
-            .map(|i| {
-                Record::from_rdata(
-                    owner.clone(),
-                    60,
-                    RData::A(A::new(10, 0, (i / 256) as u8, i as u8)),
-                )
-            })
+            .map(|i| Record::from_rdata(owner.clone(), 60, RData::A(A::new(10, 0, (i / 256) as u8, i as u8))))
             .collect();
-        let answer = UpstreamAnswer {
-            response_code: ResponseCode::NoError,
-            answers,
-            authorities: vec![],
-        };
+        let answer = UpstreamAnswer { response_code: ResponseCode::NoError, answers, authorities: vec![] };
         let wire = WireAnswer::encode(&query.name, RecordType::A, &answer).unwrap();
         let mut out = Vec::new();
         wire.write(&query, 0, None, None, query.udp_limit(), &mut out);
@@ -495,19 +430,9 @@ mod tests {
     #[test]
     fn extended_error_is_readable() {
         let query = read_query(&query_bytes("blocked.example.", true)).unwrap();
-        let error = ExtendedError {
-            info_code: 15,
-            text: "category: gambling".into(),
-        };
+        let error = ExtendedError { info_code: 15, text: "category: gambling".into() };
         let mut out = Vec::new();
-        WireAnswer::empty(ResponseCode::NXDomain).write(
-            &query,
-            0,
-            None,
-            Some(&error),
-            1232,
-            &mut out,
-        );
+        WireAnswer::empty(ResponseCode::NXDomain).write(&query, 0, None, Some(&error), 1232, &mut out);
         let response = Message::from_vec(&out).unwrap();
         assert_eq!(response.metadata.response_code, ResponseCode::NXDomain);
         let options = response.edns.unwrap();
@@ -525,13 +450,7 @@ mod tests {
         assert_eq!(read_query(b"\x01\x02").unwrap_err(), Rejection::Drop);
         let mut bytes = query_bytes("www.example.", false);
         bytes.truncate(bytes.len() - 3);
-        assert!(matches!(
-            read_query(&bytes),
-            Err(Rejection::Error {
-                code: ResponseCode::FormErr,
-                ..
-            })
-        ));
+        assert!(matches!(read_query(&bytes), Err(Rejection::Error { code: ResponseCode::FormErr, .. })));
         let mut response = query_bytes("www.example.", false);
         response[2] |= 0x80;
         assert_eq!(read_query(&response).unwrap_err(), Rejection::Drop);

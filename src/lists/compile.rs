@@ -15,8 +15,7 @@ use bloomfilter::Bloom;
 use fst::MapBuilder;
 
 use super::compiled::{
-    CHECKSUM_AT, FLAG_BLOOM, FORMAT_VERSION, Fnv64, HEADER_LEN, ListError, MAGIC, encode_value,
-    write_source_table,
+    CHECKSUM_AT, FLAG_BLOOM, FORMAT_VERSION, Fnv64, HEADER_LEN, ListError, MAGIC, encode_value, write_source_table,
 };
 use super::normalise::push_reversed;
 use super::parse::{Format, MAX_BAD_EXAMPLES, RuleKind, parse_stream};
@@ -81,9 +80,7 @@ pub struct CompileOptions {
 
 impl Default for CompileOptions {
     fn default() -> CompileOptions {
-        CompileOptions {
-            bloom_false_positive_rate: Some(0.01),
-        }
+        CompileOptions { bloom_false_positive_rate: Some(0.01) }
     }
 }
 
@@ -103,10 +100,7 @@ pub fn fingerprint(inputs: &[CompileInput]) -> u64 {
         match fs::metadata(&input.text) {
             Ok(meta) => {
                 hash.write(&meta.len().to_le_bytes());
-                let modified = meta
-                    .modified()
-                    .ok()
-                    .and_then(|time| time.duration_since(UNIX_EPOCH).ok());
+                let modified = meta.modified().ok().and_then(|time| time.duration_since(UNIX_EPOCH).ok());
                 let (secs, nanos) = modified.map_or((0, 0), |d| (d.as_secs(), d.subsec_nanos()));
                 hash.write(&secs.to_le_bytes());
                 hash.write(&nanos.to_le_bytes());
@@ -125,20 +119,12 @@ pub fn compile(inputs: &[CompileInput], out: &Path) -> Result<CompileReport, Lis
 }
 
 /// [`compile`] with options (benchmarks compare with and without the bloom).
-pub fn compile_with(
-    inputs: &[CompileInput],
-    out: &Path,
-    options: &CompileOptions,
-) -> Result<CompileReport, ListError> {
+pub fn compile_with(inputs: &[CompileInput], out: &Path, options: &CompileOptions) -> Result<CompileReport, ListError> {
     let started = Instant::now();
     if inputs.len() >= usize::from(u16::MAX) {
         return Err(ListError::Build {
             path: out.to_path_buf(),
-            why: format!(
-                "{} sources; at most {} fit in a compiled list",
-                inputs.len(),
-                u16::MAX - 1
-            ),
+            why: format!("{} sources; at most {} fit in a compiled list", inputs.len(), u16::MAX - 1),
         });
     }
     let fingerprint = fingerprint(inputs);
@@ -159,26 +145,17 @@ pub fn compile_with(
         reports.push(report);
     }
     if rules.arena.len() > u32::MAX as usize {
-        return Err(ListError::Build {
-            path: out.to_path_buf(),
-            why: "more than 4 GB of names".into(),
-        });
+        return Err(ListError::Build { path: out.to_path_buf(), why: "more than 4 GB of names".into() });
     }
     eprintln!("TIMING parse {:?}", started.elapsed());
     rules.sort();
     eprintln!("TIMING sorted {:?}", started.elapsed());
 
     let ids: Vec<&str> = inputs.iter().map(|input| input.id.as_str()).collect();
-    let (names, file_bytes) = write_atomically(out, |file| {
-        write_file(file, &rules, &ids, fingerprint, options)
-    })?;
+    let (names, file_bytes) = write_atomically(out, |file| write_file(file, &rules, &ids, fingerprint, options))?;
     eprintln!("TIMING written {:?}", started.elapsed());
-    let report = CompileReport {
-        sources: reports,
-        names,
-        file_bytes,
-        elapsed_ms: started.elapsed().as_millis() as u64,
-    };
+    let report =
+        CompileReport { sources: reports, names, file_bytes, elapsed_ms: started.elapsed().as_millis() as u64 };
     tracing::info!(names, file_bytes, elapsed_ms = report.elapsed_ms, path = %out.display(), "lists compiled");
     Ok(report)
 }
@@ -214,54 +191,44 @@ impl Rules {
         let mut report = SourceReport::skipped(&input.id, String::new());
         report.error = None;
         if usize::from(input.category) >= CATEGORIES.len() {
-            report.error = Some(format!(
-                "category bit {} is not a known category",
-                input.category
-            ));
+            report.error = Some(format!("category bit {} is not a known category", input.category));
             return report;
         }
         let file = match File::open(&input.text) {
             Ok(file) => file,
             Err(error) => {
-                report.error = Some(format!(
-                    "cannot read {} ({error}); source skipped",
-                    input.text.display()
-                ));
+                report.error = Some(format!("cannot read {} ({error}); source skipped", input.text.display()));
                 return report;
             }
         };
         let before = self.entries.len();
         let arena_before = self.arena.len();
         let (mut names, mut exceptions) = (0, 0);
-        let parsed = parse_stream(
-            BufReader::with_capacity(1 << 16, file),
-            input.format,
-            |kind, name| {
-                let offset = self.arena.len() as u32;
-                push_reversed(name.as_bytes(), &mut self.arena);
-                let key = &self.arena[offset as usize..];
-                let mut prefix = [0u8; 8];
-                let n = key.len().min(8);
-                prefix[..n].copy_from_slice(&key[..n]);
-                let category = match kind {
-                    RuleKind::Block => {
-                        names += 1;
-                        input.category
-                    }
-                    RuleKind::Allow => {
-                        exceptions += 1;
-                        input.category | ALLOW_FLAG
-                    }
-                };
-                self.entries.push(Entry {
-                    prefix: u64::from_be_bytes(prefix),
-                    offset,
-                    len: key.len() as u8, // normalise caps names at 253 bytes
-                    category,
-                    source,
-                });
-            },
-        );
+        let parsed = parse_stream(BufReader::with_capacity(1 << 16, file), input.format, |kind, name| {
+            let offset = self.arena.len() as u32;
+            push_reversed(name.as_bytes(), &mut self.arena);
+            let key = &self.arena[offset as usize..];
+            let mut prefix = [0u8; 8];
+            let n = key.len().min(8);
+            prefix[..n].copy_from_slice(&key[..n]);
+            let category = match kind {
+                RuleKind::Block => {
+                    names += 1;
+                    input.category
+                }
+                RuleKind::Allow => {
+                    exceptions += 1;
+                    input.category | ALLOW_FLAG
+                }
+            };
+            self.entries.push(Entry {
+                prefix: u64::from_be_bytes(prefix),
+                offset,
+                len: key.len() as u8, // normalise caps names at 253 bytes
+                category,
+                source,
+            });
+        });
         match parsed {
             Ok(parsed) => {
                 report.names = names;
@@ -274,10 +241,7 @@ impl Rules {
                 // A read error part-way: drop what this source added.
                 self.entries.truncate(before);
                 self.arena.truncate(arena_before);
-                report.error = Some(format!(
-                    "cannot read {} ({error}); source skipped",
-                    input.text.display()
-                ));
+                report.error = Some(format!("cannot read {} ({error}); source skipped", input.text.display()));
             }
         }
         report
@@ -298,10 +262,7 @@ impl Rules {
         std::iter::from_fn(move || {
             let (first, _) = rest.split_first()?;
             let key = self.key(first);
-            let same = rest
-                .iter()
-                .take_while(|entry| entry.prefix == first.prefix && self.key(entry) == key)
-                .count();
+            let same = rest.iter().take_while(|entry| entry.prefix == first.prefix && self.key(entry) == key).count();
             let (group, tail) = rest.split_at(same);
             rest = tail;
             let (mut blocks, mut allows, mut source) = (0u32, 0u32, u16::MAX);
@@ -349,10 +310,7 @@ fn write_file(
         Some(rate) if names > 0 => {
             // A fixed seed keeps the output a function of the input.
             let seed = [0x5eu8; 32];
-            Some(
-                Bloom::<[u8]>::new_for_fp_rate_with_seed(names, rate, &seed)
-                    .map_err(io::Error::other)?,
-            )
+            Some(Bloom::<[u8]>::new_for_fp_rate_with_seed(names, rate, &seed).map_err(io::Error::other)?)
         }
         _ => None,
     };
@@ -376,10 +334,7 @@ fn write_file(
     eprintln!("TIMING fst built {:?}", t0.elapsed());
     let bloom_offset = out.stream_position()?;
     let fst_len = bloom_offset - fst_offset;
-    let bloom_bytes = bloom
-        .as_ref()
-        .map(|bloom| bloom.as_slice())
-        .unwrap_or_default();
+    let bloom_bytes = bloom.as_ref().map(|bloom| bloom.as_slice()).unwrap_or_default();
     out.write_all(bloom_bytes)?;
     let file_len = out.stream_position()?;
     out.flush()?;
@@ -394,11 +349,7 @@ fn write_file(
     header[32..40].copy_from_slice(&(names as u64).to_le_bytes());
     let sections = [
         (HEADER_LEN as u64, sources.len() as u64),
-        if bloom.is_some() {
-            (bloom_offset, bloom_bytes.len() as u64)
-        } else {
-            (0, 0)
-        },
+        if bloom.is_some() { (bloom_offset, bloom_bytes.len() as u64) } else { (0, 0) },
         (fst_offset, fst_len),
     ];
     for (i, (offset, len)) in sections.iter().enumerate() {
@@ -422,26 +373,15 @@ fn write_file(
 /// Writes through a temporary file next to `out`, fsyncs it, renames it over
 /// `out` and fsyncs the folder: readers see the old file or the new one,
 /// never half of one.
-fn write_atomically<T>(
-    out: &Path,
-    write: impl FnOnce(&mut File) -> io::Result<T>,
-) -> Result<T, ListError> {
+fn write_atomically<T>(out: &Path, write: impl FnOnce(&mut File) -> io::Result<T>) -> Result<T, ListError> {
     let folder = match out.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&folder).map_err(|error| {
-        ListError::io(
-            &folder,
-            "create the data folder",
-            "check `data_dir` in the config and its permissions",
-            error,
-        )
+        ListError::io(&folder, "create the data folder", "check `data_dir` in the config and its permissions", error)
     })?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "lists".into());
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "lists".into());
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let temporary = folder.join(format!(".{name}.{}.{unique}.tmp", std::process::id()));
@@ -457,12 +397,7 @@ fn write_atomically<T>(
     })();
     result.map_err(|error: io::Error| {
         let _ = fs::remove_file(&temporary);
-        ListError::io(
-            out,
-            "write the compiled list",
-            "check free disk space and the data folder's permissions",
-            error,
-        )
+        ListError::io(out, "write the compiled list", "check free disk space and the data folder's permissions", error)
     })
 }
 
@@ -475,32 +410,15 @@ mod tests {
     fn input(dir: &Path, id: &str, category: &str, format: Format, text: &str) -> CompileInput {
         let path = dir.join(format!("{id}.txt"));
         fs::write(&path, text).unwrap();
-        CompileInput {
-            id: id.into(),
-            category: index_of(category).unwrap(),
-            format,
-            text: path,
-        }
+        CompileInput { id: id.into(), category: index_of(category).unwrap(), format, text: path }
     }
 
     #[test]
     fn compiles_merges_and_looks_up() {
         let dir = tempfile::tempdir().unwrap();
         let inputs = [
-            input(
-                dir.path(),
-                "g",
-                "gambling",
-                Format::Domains,
-                "bet.example\nsub.bet.example\n",
-            ),
-            input(
-                dir.path(),
-                "a",
-                "ads",
-                Format::Adblock,
-                "||bet.example^\n@@||ok.ads.example^\n||ads.example^\n",
-            ),
+            input(dir.path(), "g", "gambling", Format::Domains, "bet.example\nsub.bet.example\n"),
+            input(dir.path(), "a", "ads", Format::Adblock, "||bet.example^\n@@||ok.ads.example^\n||ads.example^\n"),
         ];
         let out = dir.path().join("lists.compiled");
         let report = compile(&inputs, &out).unwrap();
@@ -528,13 +446,7 @@ mod tests {
     #[test]
     fn a_missing_source_is_reported_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
-        let mut inputs = vec![input(
-            dir.path(),
-            "g",
-            "gambling",
-            Format::Domains,
-            "bet.example\n",
-        )];
+        let mut inputs = vec![input(dir.path(), "g", "gambling", Format::Domains, "bet.example\n")];
         inputs.push(CompileInput {
             id: "gone".into(),
             category: 0,
@@ -543,25 +455,13 @@ mod tests {
         });
         let report = compile(&inputs, &dir.path().join("out")).unwrap();
         assert_eq!(report.names, 1);
-        assert!(
-            report.sources[1]
-                .error
-                .as_deref()
-                .unwrap()
-                .contains("nope.txt")
-        );
+        assert!(report.sources[1].error.as_deref().unwrap().contains("nope.txt"));
     }
 
     #[test]
     fn fingerprint_follows_the_files() {
         let dir = tempfile::tempdir().unwrap();
-        let inputs = [input(
-            dir.path(),
-            "g",
-            "gambling",
-            Format::Domains,
-            "bet.example\n",
-        )];
+        let inputs = [input(dir.path(), "g", "gambling", Format::Domains, "bet.example\n")];
         let before = fingerprint(&inputs);
         assert_eq!(before, fingerprint(&inputs));
         fs::write(&inputs[0].text, "bet.example\nmore.example\n").unwrap();

@@ -112,21 +112,13 @@ pub enum ListError {
         #[source]
         source: io::Error,
     },
-    #[error(
-        "{path}: not a Hedgerow compiled list (wrong magic bytes); delete it and run `hedgerow lists compile`"
-    )]
+    #[error("{path}: not a Hedgerow compiled list (wrong magic bytes); delete it and run `hedgerow lists compile`")]
     NotCompiledLists { path: PathBuf },
     #[error(
         "{path}: compiled list format {found}, but this Hedgerow reads format {expected}; run `hedgerow lists compile` to rebuild it"
     )]
-    Version {
-        path: PathBuf,
-        found: u32,
-        expected: u32,
-    },
-    #[error(
-        "{path}: the compiled list is corrupt or truncated ({why}); delete it and run `hedgerow lists compile`"
-    )]
+    Version { path: PathBuf, found: u32, expected: u32 },
+    #[error("{path}: the compiled list is corrupt or truncated ({why}); delete it and run `hedgerow lists compile`")]
     Corrupt { path: PathBuf, why: String },
     #[error("{path}: cannot build the compiled list: {why}")]
     Build { path: PathBuf, why: String },
@@ -135,18 +127,8 @@ pub enum ListError {
 }
 
 impl ListError {
-    pub(crate) fn io(
-        path: &Path,
-        action: &'static str,
-        fix: &'static str,
-        source: io::Error,
-    ) -> ListError {
-        ListError::Io {
-            path: path.to_path_buf(),
-            action,
-            fix,
-            source,
-        }
+    pub(crate) fn io(path: &Path, action: &'static str, fix: &'static str, source: io::Error) -> ListError {
+        ListError::Io { path: path.to_path_buf(), action, fix, source }
     }
 }
 
@@ -215,87 +197,49 @@ impl CompiledLists {
     /// length and checksums. A wrong, old or damaged file is an error that
     /// says so; nothing here panics on bad bytes.
     pub fn open(path: &Path) -> Result<CompiledLists, ListError> {
-        let corrupt = |why: String| ListError::Corrupt {
-            path: path.to_path_buf(),
-            why,
-        };
+        let corrupt = |why: String| ListError::Corrupt { path: path.to_path_buf(), why };
         let file = File::open(path).map_err(|error| {
-            ListError::io(
-                path,
-                "open the compiled list",
-                "run `hedgerow lists compile` to build it",
-                error,
-            )
+            ListError::io(path, "open the compiled list", "run `hedgerow lists compile` to build it", error)
         })?;
         let actual_len = file
             .metadata()
-            .map_err(|error| {
-                ListError::io(
-                    path,
-                    "read the compiled list's size",
-                    "check the file",
-                    error,
-                )
-            })?
+            .map_err(|error| ListError::io(path, "read the compiled list's size", "check the file", error))?
             .len();
         if actual_len < MAGIC.len() as u64 {
-            return Err(ListError::NotCompiledLists {
-                path: path.to_path_buf(),
-            });
+            return Err(ListError::NotCompiledLists { path: path.to_path_buf() });
         }
         // SAFETY: Hedgerow never modifies a compiled list in place; a rebuild
         // renames a new file over it, leaving this mapping's inode intact.
         // Another program truncating the file under us could still fault; that
         // is outside what we can guard against with a read-only mapping.
         let map = unsafe { Mmap::map(&file) }.map_err(|error| {
-            ListError::io(
-                path,
-                "memory-map the compiled list",
-                "check free memory and the file",
-                error,
-            )
+            ListError::io(path, "memory-map the compiled list", "check free memory and the file", error)
         })?;
         let bytes: &[u8] = &map;
         if bytes[..MAGIC.len()] != MAGIC {
-            return Err(ListError::NotCompiledLists {
-                path: path.to_path_buf(),
-            });
+            return Err(ListError::NotCompiledLists { path: path.to_path_buf() });
         }
         if bytes.len() < HEADER_LEN {
-            return Err(corrupt(format!(
-                "{} bytes, shorter than the {HEADER_LEN}-byte header",
-                bytes.len()
-            )));
+            return Err(corrupt(format!("{} bytes, shorter than the {HEADER_LEN}-byte header", bytes.len())));
         }
         let version = read_u32(bytes, 16);
         if version != FORMAT_VERSION {
-            return Err(ListError::Version {
-                path: path.to_path_buf(),
-                found: version,
-                expected: FORMAT_VERSION,
-            });
+            return Err(ListError::Version { path: path.to_path_buf(), found: version, expected: FORMAT_VERSION });
         }
         let flags = read_u32(bytes, 20);
         let fingerprint = read_u64(bytes, 24);
         let names = read_u64(bytes, 32);
         let file_len = read_u64(bytes, 88);
         if file_len != bytes.len() as u64 {
-            return Err(corrupt(format!(
-                "the header says {file_len} bytes but the file has {}",
-                bytes.len()
-            )));
+            return Err(corrupt(format!("the header says {file_len} bytes but the file has {}", bytes.len())));
         }
         let section = |at: usize, what: &str| -> Result<(usize, usize), ListError> {
             let offset = read_u64(bytes, at);
             let len = read_u64(bytes, at + 8);
             match offset.checked_add(len) {
-                Some(end) if offset >= HEADER_LEN as u64 && end <= file_len => {
-                    Ok((offset as usize, end as usize))
-                }
+                Some(end) if offset >= HEADER_LEN as u64 && end <= file_len => Ok((offset as usize, end as usize)),
                 _ if len == 0 && offset == 0 => Ok((0, 0)),
-                _ => Err(corrupt(format!(
-                    "the {what} section ({offset}+{len}) lies outside the file"
-                ))),
+                _ => Err(corrupt(format!("the {what} section ({offset}+{len}) lies outside the file"))),
             }
         };
         let (sources_start, sources_end) = section(40, "source table")?;
@@ -322,31 +266,15 @@ impl CompiledLists {
         } else {
             None
         };
-        let fst = Fst::new(Section {
-            map,
-            start: fst_start,
-            end: fst_end,
-        })
-        .map_err(|error| corrupt(format!("bad fst: {error}")))?;
+        let fst = Fst::new(Section { map, start: fst_start, end: fst_end })
+            .map_err(|error| corrupt(format!("bad fst: {error}")))?;
         // Reads every page once: a flipped bit anywhere is caught here rather
         // than as a wrong answer (or a panic inside fst) later.
-        fst.verify()
-            .map_err(|error| corrupt(format!("bad fst: {error}")))?;
+        fst.verify().map_err(|error| corrupt(format!("bad fst: {error}")))?;
         if fst.len() as u64 != names {
-            return Err(corrupt(format!(
-                "the header says {names} names but the fst holds {}",
-                fst.len()
-            )));
+            return Err(corrupt(format!("the header says {names} names but the fst holds {}", fst.len())));
         }
-        Ok(CompiledLists {
-            fst: Some(fst),
-            bloom,
-            min_labels,
-            max_labels,
-            sources,
-            fingerprint,
-            file_bytes: file_len,
-        })
+        Ok(CompiledLists { fst: Some(fst), bloom, min_labels, max_labels, sources, fingerprint, file_bytes: file_len })
     }
 
     /// Lists that list nothing: what the server uses before any list exists.
@@ -478,10 +406,7 @@ fn clean<'a>(name: &'a [u8], buffer: &'a mut [u8; 256]) -> &'a [u8] {
 /// Where the label ending at `end` starts.
 #[inline]
 fn label_start(name: &[u8], end: usize) -> usize {
-    name[..end]
-        .iter()
-        .rposition(|b| *b == b'.')
-        .map_or(0, |dot| dot + 1)
+    name[..end].iter().rposition(|b| *b == b'.').map_or(0, |dot| dot + 1)
 }
 
 /// Walks `name`'s reversed key through the fst in one pass, top-level label
@@ -499,10 +424,7 @@ fn walk(fst: &Fst<Section>, name: &[u8], mut at_level: impl FnMut(usize, u64)) {
         let start = label_start(name, end);
         let separator = if first { None } else { Some(b'.') };
         first = false;
-        for byte in separator
-            .into_iter()
-            .chain(name[start..end].iter().map(u8::to_ascii_lowercase))
-        {
+        for byte in separator.into_iter().chain(name[start..end].iter().map(u8::to_ascii_lowercase)) {
             let Some(index) = node.find_input(byte) else {
                 return;
             };

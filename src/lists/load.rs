@@ -52,22 +52,14 @@ pub fn plan(sources: &[SourceDecl], data_dir: &Path) -> (Vec<CompileInput>, Vec<
                 if !download.is_file() {
                     skipped.push(SourceReport::skipped(
                         &source.id,
-                        format!(
-                            "not downloaded yet ({} is missing); run `hedgerow lists update`",
-                            download.display()
-                        ),
+                        format!("not downloaded yet ({} is missing); run `hedgerow lists update`", download.display()),
                     ));
                     continue;
                 }
                 download
             }
         };
-        inputs.push(CompileInput {
-            id: source.id.clone(),
-            category: source.category,
-            format: source.format,
-            text,
-        });
+        inputs.push(CompileInput { id: source.id.clone(), category: source.category, format: source.format, text });
     }
     (inputs, skipped)
 }
@@ -96,43 +88,24 @@ fn build(settings: &ListSettings, data_dir: &Path, always: bool) -> Result<Prepa
             match CompiledLists::open(&path) {
                 Ok(lists) if lists.fingerprint() == wanted => {
                     tracing::info!(path = %path.display(), names = lists.len(), "compiled lists unchanged; reusing them");
-                    return Ok(Prepared {
-                        lists,
-                        report: None,
-                        path: path.clone(),
-                        stale: None,
-                    });
+                    return Ok(Prepared { lists, report: None, path: path.clone(), stale: None });
                 }
                 Ok(_) => tracing::info!("list sources changed; recompiling"),
-                Err(ListError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(ListError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => tracing::warn!("{error}; recompiling"),
             }
         }
         let mut report = compile::compile(&inputs, &path)?;
         let lists = CompiledLists::open(&path)?;
         report.sources = in_declaration_order(&sources, report.sources, skipped);
-        Ok(Prepared {
-            lists,
-            report: Some(report),
-            path: path.clone(),
-            stale: None,
-        })
+        Ok(Prepared { lists, report: Some(report), path: path.clone(), stale: None })
     };
     match attempt() {
         Ok(prepared) => Ok(prepared),
         Err(error) if !always => match CompiledLists::open(&path) {
             Ok(lists) => {
-                tracing::error!(
-                    "{error}; keeping the last good compiled lists ({} names)",
-                    lists.len()
-                );
-                Ok(Prepared {
-                    lists,
-                    report: None,
-                    path,
-                    stale: Some(error.to_string()),
-                })
+                tracing::error!("{error}; keeping the last good compiled lists ({} names)", lists.len());
+                Ok(Prepared { lists, report: None, path, stale: Some(error.to_string()) })
             }
             Err(_) => Err(error),
         },
@@ -146,12 +119,7 @@ fn in_declaration_order(
     skipped: Vec<SourceReport>,
 ) -> Vec<SourceReport> {
     let mut all: Vec<SourceReport> = compiled.into_iter().chain(skipped).collect();
-    let position = |id: &str| {
-        sources
-            .iter()
-            .position(|source| source.id == id)
-            .unwrap_or(usize::MAX)
-    };
+    let position = |id: &str| sources.iter().position(|source| source.id == id).unwrap_or(usize::MAX);
     all.sort_by_key(|report| position(&report.id));
     all
 }

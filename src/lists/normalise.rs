@@ -30,9 +30,7 @@ pub enum NameError {
     LabelTooLong { label: String, len: usize },
     #[error("the name is {0} bytes long; names are at most 253")]
     TooLong(usize),
-    #[error(
-        "the name contains {0:?}; only letters, digits, '-' and '_' may appear between the dots"
-    )]
+    #[error("the name contains {0:?}; only letters, digits, '-' and '_' may appear between the dots")]
     BadCharacter(char),
     #[error("the name is not a valid internationalised domain name (UTS 46)")]
     Idna,
@@ -73,12 +71,7 @@ pub fn normalise_into(name: &str, out: &mut String) -> Result<(), NameError> {
             return Err(NameError::EmptyLabel);
         }
         let ascii = Uts46::new()
-            .to_ascii(
-                name.as_bytes(),
-                AsciiDenyList::URL,
-                Hyphens::Allow,
-                DnsLength::Ignore,
-            )
+            .to_ascii(name.as_bytes(), AsciiDenyList::URL, Hyphens::Allow, DnsLength::Ignore)
             .map_err(|_| first_bad_character(name).unwrap_or(NameError::Idna))?;
         out.push_str(ascii.strip_suffix('.').unwrap_or(&ascii));
         if out.is_empty() {
@@ -91,24 +84,18 @@ pub fn normalise_into(name: &str, out: &mut String) -> Result<(), NameError> {
 /// True for the textual forms of IPv4 and IPv6 addresses, with or without
 /// the brackets a URL puts round IPv6.
 pub fn is_ip_address(text: &str) -> bool {
-    let unbracketed = text
-        .strip_prefix('[')
-        .and_then(|t| t.strip_suffix(']'))
-        .unwrap_or(text);
+    let unbracketed = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
     text.parse::<Ipv4Addr>().is_ok() || unbracketed.parse::<Ipv6Addr>().is_ok()
 }
 
 fn has_punycode_label(name: &str) -> bool {
-    name.split('.')
-        .any(|label| label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--"))
+    name.split('.').any(|label| label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--"))
 }
 
 /// Gives a precise message for the common UTS 46 failures (a stray '/', ':'
 /// or '@' pasted from a URL).
 fn first_bad_character(name: &str) -> Option<NameError> {
-    name.chars()
-        .find(|c| c.is_ascii() && !is_label_byte(*c as u8) && *c != '.')
-        .map(NameError::BadCharacter)
+    name.chars().find(|c| c.is_ascii() && !is_label_byte(*c as u8) && *c != '.').map(NameError::BadCharacter)
 }
 
 fn is_label_byte(b: u8) -> bool {
@@ -125,10 +112,7 @@ fn check_labels(name: &str) -> Result<(), NameError> {
             return Err(NameError::EmptyLabel);
         }
         if label.len() > MAX_LABEL_LEN {
-            return Err(NameError::LabelTooLong {
-                label: label.to_string(),
-                len: label.len(),
-            });
+            return Err(NameError::LabelTooLong { label: label.to_string(), len: label.len() });
         }
         if let Some(bad) = label.bytes().find(|b| !is_label_byte(*b)) {
             // Report the character as written (the name is ASCII here).
@@ -159,31 +143,16 @@ mod tests {
     #[test]
     fn lower_case_and_trailing_dot() {
         assert_eq!(normalise("WWW.Example.COM.").unwrap(), "www.example.com");
-        assert_eq!(
-            normalise("_dmarc.example.com").unwrap(),
-            "_dmarc.example.com"
-        );
+        assert_eq!(normalise("_dmarc.example.com").unwrap(), "_dmarc.example.com");
         assert_eq!(normalise("a-b.example").unwrap(), "a-b.example");
     }
 
     #[test]
     fn internationalised_names_become_punycode() {
-        assert_eq!(
-            normalise("bücher.example").unwrap(),
-            "xn--bcher-kva.example"
-        );
-        assert_eq!(
-            normalise("BÜCHER.example").unwrap(),
-            "xn--bcher-kva.example"
-        );
-        assert_eq!(
-            normalise("xn--bcher-kva.example").unwrap(),
-            "xn--bcher-kva.example"
-        );
-        assert_eq!(
-            normalise("XN--BCHER-KVA.example").unwrap(),
-            "xn--bcher-kva.example"
-        );
+        assert_eq!(normalise("bücher.example").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(normalise("BÜCHER.example").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(normalise("xn--bcher-kva.example").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(normalise("XN--BCHER-KVA.example").unwrap(), "xn--bcher-kva.example");
         assert_eq!(normalise("münchen.de").unwrap(), "xn--mnchen-3ya.de");
     }
 
@@ -192,41 +161,20 @@ mod tests {
         assert_eq!(normalise(""), Err(NameError::Empty));
         assert_eq!(normalise("."), Err(NameError::Empty));
         assert_eq!(normalise("exa mple.com"), Err(NameError::Whitespace));
-        assert_eq!(
-            normalise("1.2.3.4"),
-            Err(NameError::IpAddress("1.2.3.4".into()))
-        );
+        assert_eq!(normalise("1.2.3.4"), Err(NameError::IpAddress("1.2.3.4".into())));
         assert_eq!(normalise("::1"), Err(NameError::IpAddress("::1".into())));
-        assert_eq!(
-            normalise("[2001:db8::1]"),
-            Err(NameError::IpAddress("[2001:db8::1]".into()))
-        );
+        assert_eq!(normalise("[2001:db8::1]"), Err(NameError::IpAddress("[2001:db8::1]".into())));
         assert_eq!(normalise("a..b"), Err(NameError::EmptyLabel));
         assert_eq!(normalise(".example.com"), Err(NameError::EmptyLabel));
         assert_eq!(normalise("example.com.."), Err(NameError::EmptyLabel));
-        assert_eq!(
-            normalise("example.com/path"),
-            Err(NameError::BadCharacter('/'))
-        );
-        assert_eq!(
-            normalise("*.example.com"),
-            Err(NameError::BadCharacter('*'))
-        );
-        assert_eq!(
-            normalise("bücher.example/x"),
-            Err(NameError::BadCharacter('/'))
-        );
-        assert!(matches!(
-            normalise(&"a".repeat(64)),
-            Err(NameError::LabelTooLong { len: 64, .. })
-        ));
+        assert_eq!(normalise("example.com/path"), Err(NameError::BadCharacter('/')));
+        assert_eq!(normalise("*.example.com"), Err(NameError::BadCharacter('*')));
+        assert_eq!(normalise("bücher.example/x"), Err(NameError::BadCharacter('/')));
+        assert!(matches!(normalise(&"a".repeat(64)), Err(NameError::LabelTooLong { len: 64, .. })));
         assert!(normalise(&"a".repeat(63)).is_ok());
         let long = vec!["abcdefghi"; 26].join("."); // 259 bytes
         assert_eq!(normalise(&long), Err(NameError::TooLong(259)));
-        assert!(
-            normalise("xn--zz.example").is_err(),
-            "bad punycode is rejected"
-        );
+        assert!(normalise("xn--zz.example").is_err(), "bad punycode is rejected");
     }
 
     #[test]

@@ -164,9 +164,7 @@ fn strip_hash_comment(line: &str) -> &str {
 /// `whole_tld_ok`: the rule said explicitly that it means a whole TLD.
 fn list_name(name: &str, whole_tld_ok: bool, scratch: &mut String) -> Result<(), String> {
     if is_ip_address(name) {
-        return Err(format!(
-            "`{name}` is an IP address; lists block names (the DNS query), not addresses"
-        ));
+        return Err(format!("`{name}` is an IP address; lists block names (the DNS query), not addresses"));
     }
     normalise_into(name, scratch).map_err(|error| error.to_string())?;
     if !whole_tld_ok && !scratch.contains('.') {
@@ -178,11 +176,7 @@ fn list_name(name: &str, whole_tld_ok: bool, scratch: &mut String) -> Result<(),
     Ok(())
 }
 
-fn domains_line(
-    line: &str,
-    scratch: &mut String,
-    on_rule: &mut impl FnMut(RuleKind, &str),
-) -> Result<(), String> {
+fn domains_line(line: &str, scratch: &mut String, on_rule: &mut impl FnMut(RuleKind, &str)) -> Result<(), String> {
     let line = strip_hash_comment(line);
     if line.is_empty() {
         return Ok(());
@@ -191,17 +185,12 @@ fn domains_line(
     let first = words.next().unwrap_or_default();
     if words.next().is_some() {
         if first.parse::<IpAddr>().is_ok() {
-            return Err(
-                "this looks like a hosts-file line; declare the source with format = \"hosts\""
-                    .into(),
-            );
+            return Err("this looks like a hosts-file line; declare the source with format = \"hosts\"".into());
         }
         return Err("more than one word on the line; a domains list has one name a line".into());
     }
     if first.starts_with("||") || first.starts_with("@@") {
-        return Err(
-            "this looks like an adblock rule; declare the source with format = \"adblock\"".into(),
-        );
+        return Err("this looks like an adblock rule; declare the source with format = \"adblock\"".into());
     }
     let (name, wildcard) = match first.strip_prefix("*.") {
         Some(rest) => (rest, true),
@@ -229,11 +218,7 @@ const HOSTS_SKIPPED: &[&str] = &[
     "0.0.0.0",
 ];
 
-fn hosts_line(
-    line: &str,
-    scratch: &mut String,
-    on_rule: &mut impl FnMut(RuleKind, &str),
-) -> Result<(), String> {
+fn hosts_line(line: &str, scratch: &mut String, on_rule: &mut impl FnMut(RuleKind, &str)) -> Result<(), String> {
     let line = strip_hash_comment(line);
     if line.is_empty() {
         return Ok(());
@@ -250,10 +235,7 @@ fn hosts_line(
     let mut names = 0;
     let mut first_error = None;
     for word in words {
-        if HOSTS_SKIPPED
-            .iter()
-            .any(|skip| word.eq_ignore_ascii_case(skip))
-        {
+        if HOSTS_SKIPPED.iter().any(|skip| word.eq_ignore_ascii_case(skip)) {
             names += 1;
             continue;
         }
@@ -279,19 +261,12 @@ const ADBLOCK_IGNORABLE_OPTIONS: &[&str] = &["important", "all", "document", "do
 
 const NOT_DNS_LEVEL: &str = "not a DNS-level rule";
 
-fn adblock_line(
-    line: &str,
-    scratch: &mut String,
-    on_rule: &mut impl FnMut(RuleKind, &str),
-) -> Result<(), String> {
+fn adblock_line(line: &str, scratch: &mut String, on_rule: &mut impl FnMut(RuleKind, &str)) -> Result<(), String> {
     if line.starts_with('!') || (line.starts_with('[') && line.ends_with(']')) {
         return Ok(());
     }
     // Cosmetic rules: `##`, `#@#`, `#?#`, `#$#`, `#%#` anywhere.
-    if ["##", "#@#", "#?#", "#$#", "#%#", "#@?#", "#@$#"]
-        .iter()
-        .any(|m| line.contains(m))
-    {
+    if ["##", "#@#", "#?#", "#$#", "#%#", "#@?#", "#@$#"].iter().any(|m| line.contains(m)) {
         return Err(format!("{NOT_DNS_LEVEL} (a cosmetic rule)"));
     }
     if line.starts_with('#') {
@@ -302,27 +277,22 @@ fn adblock_line(
         None => (RuleKind::Block, line),
     };
     let Some(body) = rule.strip_prefix("||") else {
-        return Err(format!(
-            "{NOT_DNS_LEVEL} (DNS rules look like `||example.com^`)"
-        ));
+        return Err(format!("{NOT_DNS_LEVEL} (DNS rules look like `||example.com^`)"));
     };
     let (pattern, options) = match body.split_once('$') {
         Some((pattern, options)) => (pattern, Some(options)),
         None => (body, None),
     };
     if let Some(options) = options {
-        if let Some(unsupported) = options.split(',').map(str::trim).find(|option| {
-            !ADBLOCK_IGNORABLE_OPTIONS
-                .iter()
-                .any(|ok| option.eq_ignore_ascii_case(ok))
-        }) {
+        if let Some(unsupported) = options
+            .split(',')
+            .map(str::trim)
+            .find(|option| !ADBLOCK_IGNORABLE_OPTIONS.iter().any(|ok| option.eq_ignore_ascii_case(ok)))
+        {
             return Err(format!("{NOT_DNS_LEVEL} (the option ${unsupported})"));
         }
     }
-    let name = pattern
-        .strip_suffix("^|")
-        .or_else(|| pattern.strip_suffix('^'))
-        .unwrap_or(pattern);
+    let name = pattern.strip_suffix("^|").or_else(|| pattern.strip_suffix('^')).unwrap_or(pattern);
     if name.contains(['/', '^', '*', '|', '?', '=', ':']) {
         return Err(format!("{NOT_DNS_LEVEL} (it has a path, port or wildcard)"));
     }
@@ -350,23 +320,11 @@ mod tests {
     fn domains_format() {
         let text = "\u{feff}# a list\r\nExample.COM\r\n\r\n*.wild.example  # trailing\r\nbücher.example\nbad name here\nzip\n*.zip\n";
         let report = parse(text, Format::Domains);
-        assert_eq!(
-            blocks(&report),
-            [
-                "example.com",
-                "wild.example",
-                "xn--bcher-kva.example",
-                "zip"
-            ]
-        );
+        assert_eq!(blocks(&report), ["example.com", "wild.example", "xn--bcher-kva.example", "zip"]);
         assert_eq!(report.lines, 8);
         assert_eq!(report.bad_lines, 2);
         assert_eq!(report.bad_examples[0].0, 6);
-        assert!(
-            report.bad_examples[1].2.contains("single label"),
-            "{:?}",
-            report.bad_examples
-        );
+        assert!(report.bad_examples[1].2.contains("single label"), "{:?}", report.bad_examples);
     }
 
     #[test]
@@ -391,12 +349,7 @@ mod tests {
             ]
         );
         assert_eq!(report.bad_lines, 4);
-        assert!(
-            report
-                .bad_examples
-                .iter()
-                .all(|(_, _, why)| why.starts_with(NOT_DNS_LEVEL))
-        );
+        assert!(report.bad_examples.iter().all(|(_, _, why)| why.starts_with(NOT_DNS_LEVEL)));
     }
 
     #[test]
@@ -410,11 +363,9 @@ mod tests {
     #[test]
     fn invalid_utf8_is_a_bad_line() {
         let mut names = Vec::new();
-        let report = parse_stream(
-            &b"a.example\n\xff\xfe.example\nb.example"[..],
-            Format::Domains,
-            |_, n| names.push(n.to_string()),
-        )
+        let report = parse_stream(&b"a.example\n\xff\xfe.example\nb.example"[..], Format::Domains, |_, n| {
+            names.push(n.to_string())
+        })
         .unwrap();
         assert_eq!(names, ["a.example", "b.example"]);
         assert_eq!(report.bad_lines, 1);

@@ -120,11 +120,7 @@ impl Declarations<'_> {
     }
 
     fn error(&self, span: &Range<usize>, message: impl Into<String>) -> SourceError {
-        SourceError {
-            file: self.file.to_path_buf(),
-            line: Some(self.line_of(span)),
-            message: message.into(),
-        }
+        SourceError { file: self.file.to_path_buf(), line: Some(self.line_of(span)), message: message.into() }
     }
 }
 
@@ -210,11 +206,7 @@ fn parse_file(file: &Path, text: &str) -> Result<Vec<(SourceDecl, usize)>, Sourc
     let declarations = Declarations { file, text };
     let raw: RawFile = toml::from_str(text).map_err(|error| {
         let line = error.span().map(|span| declarations.line_of(&span));
-        SourceError {
-            file: file.to_path_buf(),
-            line,
-            message: error.message().trim().to_string(),
-        }
+        SourceError { file: file.to_path_buf(), line, message: error.message().trim().to_string() }
     })?;
     let folder = file.parent().unwrap_or(Path::new("."));
     let mut out = Vec::with_capacity(raw.source.len());
@@ -226,19 +218,13 @@ fn parse_file(file: &Path, text: &str) -> Result<Vec<(SourceDecl, usize)>, Sourc
             let known: Vec<&str> = CATEGORIES.iter().map(|c| c.id).collect();
             declarations.error(
                 &raw.category.span(),
-                format!(
-                    "unknown category `{}`; use one of: {}",
-                    raw.category.get_ref(),
-                    known.join(", ")
-                ),
+                format!("unknown category `{}`; use one of: {}", raw.category.get_ref(), known.join(", ")),
             )
         })?;
         let location = match (&raw.path, &raw.url) {
             (Some(path), None) => {
                 if path.get_ref().trim().is_empty() {
-                    return Err(
-                        declarations.error(&path.span(), "`path` is empty; name the list file")
-                    );
+                    return Err(declarations.error(&path.span(), "`path` is empty; name the list file"));
                 }
                 Location::Path(folder.join(path.get_ref()))
             }
@@ -252,9 +238,7 @@ fn parse_file(file: &Path, text: &str) -> Result<Vec<(SourceDecl, usize)>, Sourc
             (None, None) => {
                 return Err(declarations.error(
                     &table_span,
-                    format!(
-                        "source `{id}` has neither `path` nor `url`; add where the list comes from"
-                    ),
+                    format!("source `{id}` has neither `path` nor `url`; add where the list comes from"),
                 ));
             }
         };
@@ -268,10 +252,7 @@ fn parse_file(file: &Path, text: &str) -> Result<Vec<(SourceDecl, usize)>, Sourc
                     ));
                 }
                 let name = member.get_ref();
-                if name.is_empty()
-                    || name.starts_with('/')
-                    || name.split('/').any(|part| part == "..")
-                {
+                if name.is_empty() || name.starts_with('/') || name.split('/').any(|part| part == "..") {
                     return Err(declarations.error(
                         &member.span(),
                         format!(
@@ -305,9 +286,7 @@ fn check_id(declarations: &Declarations<'_>, id: &Spanned<String>) -> Result<Str
     let text = id.get_ref();
     let ok = !text.is_empty()
         && text.len() <= 64
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && !text.starts_with(['-', '_']);
     if ok {
         Ok(text.clone())
@@ -322,10 +301,7 @@ fn check_id(declarations: &Declarations<'_>, id: &Spanned<String>) -> Result<Str
 }
 
 /// Only https, or plain http to a loopback host (tests, local mirrors).
-fn check_url(
-    declarations: &Declarations<'_>,
-    url: &Spanned<String>,
-) -> Result<String, SourceError> {
+fn check_url(declarations: &Declarations<'_>, url: &Spanned<String>) -> Result<String, SourceError> {
     let text = url.get_ref().trim();
     let fail = |why: &str| declarations.error(&url.span(), format!("the url `{text}` {why}"));
     let (rest, https) = if let Some(rest) = text.strip_prefix("https://") {
@@ -399,10 +375,7 @@ path = "seed/ads.txt"
         assert_eq!(gambling.member.as_deref(), Some("gambling/domains"));
         let (seed, _) = &sources[1];
         assert!(seed.enabled);
-        assert_eq!(
-            seed.location,
-            Location::Path(PathBuf::from("/lists/seed/ads.txt"))
-        );
+        assert_eq!(seed.location, Location::Path(PathBuf::from("/lists/seed/ads.txt")));
         assert_eq!(seed.format, Format::Adblock);
     }
 
@@ -414,62 +387,33 @@ path = "seed/ads.txt"
     fn errors_name_file_and_line() {
         let base = "[[source]]\nid = \"a\"\nformat = \"domains\"\n";
         let error = error_of(&format!("{base}category = \"gamblin\"\npath = \"x\"\n"));
-        assert!(
-            error.starts_with("/lists/test.toml:4: unknown category `gamblin`"),
-            "{error}"
-        );
-        let error = error_of(&format!(
-            "{base}category = \"gambling\"\npath = \"x\"\ncolour = 1\n"
-        ));
+        assert!(error.starts_with("/lists/test.toml:4: unknown category `gamblin`"), "{error}");
+        let error = error_of(&format!("{base}category = \"gambling\"\npath = \"x\"\ncolour = 1\n"));
         assert!(error.starts_with("/lists/test.toml:6: "), "{error}");
         assert!(error.contains("colour"), "{error}");
         let error = error_of(&format!("{base}category = \"gambling\"\n"));
         assert!(error.contains("neither `path` nor `url`"), "{error}");
-        let error = error_of(&format!(
-            "{base}category = \"gambling\"\npath = \"x\"\nurl = \"https://a.example/\"\n"
-        ));
-        assert!(
-            error.starts_with("/lists/test.toml:6: source `a` has both"),
-            "{error}"
-        );
-        let error = error_of(&format!(
-            "{base}category = \"gambling\"\nurl = \"http://lists.example/x\"\n"
-        ));
+        let error = error_of(&format!("{base}category = \"gambling\"\npath = \"x\"\nurl = \"https://a.example/\"\n"));
+        assert!(error.starts_with("/lists/test.toml:6: source `a` has both"), "{error}");
+        let error = error_of(&format!("{base}category = \"gambling\"\nurl = \"http://lists.example/x\"\n"));
         assert!(error.contains("plain http"), "{error}");
-        let error = error_of(&format!(
-            "{base}category = \"gambling\"\nurl = \"ftp://lists.example/x\"\n"
-        ));
+        let error = error_of(&format!("{base}category = \"gambling\"\nurl = \"ftp://lists.example/x\"\n"));
         assert!(error.contains("https://"), "{error}");
-        let error = error_of(
-            "[[source]]\nid = \"../x\"\nformat = \"domains\"\ncategory = \"ads\"\npath = \"x\"\n",
-        );
+        let error = error_of("[[source]]\nid = \"../x\"\nformat = \"domains\"\ncategory = \"ads\"\npath = \"x\"\n");
         assert!(error.starts_with("/lists/test.toml:2: the id"), "{error}");
-        let error = error_of(
-            "[[source]]\nid = \"a\"\nformat = \"csv\"\ncategory = \"ads\"\npath = \"x\"\n",
-        );
+        let error = error_of("[[source]]\nid = \"a\"\nformat = \"csv\"\ncategory = \"ads\"\npath = \"x\"\n");
         assert!(error.starts_with("/lists/test.toml:3: "), "{error}");
         assert!(error.contains("domains"), "{error}");
-        let error = error_of(&format!(
-            "{base}category = \"ads\"\npath = \"x\"\nmember = \"a/b\"\n"
-        ));
+        let error = error_of(&format!("{base}category = \"ads\"\npath = \"x\"\nmember = \"a/b\"\n"));
         assert!(error.contains("only goes with `url`"), "{error}");
     }
 
     #[test]
     fn loopback_http_is_allowed() {
         let base = "[[source]]\nid = \"a\"\nformat = \"domains\"\ncategory = \"ads\"\n";
-        for url in [
-            "http://127.0.0.1:8080/x.txt",
-            "http://localhost/x",
-            "http://[::1]:99/x",
-        ] {
+        for url in ["http://127.0.0.1:8080/x.txt", "http://localhost/x", "http://[::1]:99/x"] {
             assert!(parse(&format!("{base}url = \"{url}\"\n")).is_ok(), "{url}");
         }
-        assert!(
-            parse(&format!(
-                "{base}url = \"http://127.0.0.1.evil.example/x\"\n"
-            ))
-            .is_err()
-        );
+        assert!(parse(&format!("{base}url = \"http://127.0.0.1.evil.example/x\"\n")).is_err());
     }
 }

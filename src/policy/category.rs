@@ -34,26 +34,14 @@ const fn category(
     kind: CategoryKind,
     locked: bool,
 ) -> Category {
-    Category {
-        id,
-        name,
-        description,
-        kind,
-        locked,
-    }
+    Category { id, name, description, kind, locked }
 }
 
 use CategoryKind::{Bypass, Extra, Uksic};
 
 /// Every category, in bit order. Append only.
 pub const CATEGORIES: &[Category] = &[
-    category(
-        "csam",
-        "Child sexual abuse",
-        "Illegal child sexual abuse content (IWF list)",
-        Uksic,
-        true,
-    ),
+    category("csam", "Child sexual abuse", "Illegal child sexual abuse content (IWF list)", Uksic, true),
     category(
         "terrorism",
         "Terrorist content",
@@ -68,27 +56,9 @@ pub const CATEGORIES: &[Category] = &[
         Uksic,
         false,
     ),
-    category(
-        "drugs",
-        "Drugs / substance abuse",
-        "Illegal use of drugs or substances",
-        Uksic,
-        false,
-    ),
-    category(
-        "extremism",
-        "Extremism",
-        "Terrorism, terrorist ideologies, violence or intolerance",
-        Uksic,
-        false,
-    ),
-    category(
-        "gambling",
-        "Gambling",
-        "Sites that enable gambling",
-        Uksic,
-        false,
-    ),
+    category("drugs", "Drugs / substance abuse", "Illegal use of drugs or substances", Uksic, false),
+    category("extremism", "Extremism", "Terrorism, terrorist ideologies, violence or intolerance", Uksic, false),
+    category("gambling", "Gambling", "Sites that enable gambling", Uksic, false),
     category(
         "malware",
         "Malware / hacking",
@@ -96,27 +66,9 @@ pub const CATEGORIES: &[Category] = &[
         Uksic,
         true,
     ),
-    category(
-        "pornography",
-        "Pornography",
-        "Sexual acts or explicit images",
-        Uksic,
-        false,
-    ),
-    category(
-        "piracy",
-        "Piracy and copyright theft",
-        "Illegal provision of copyrighted material",
-        Uksic,
-        false,
-    ),
-    category(
-        "self-harm",
-        "Self-harm",
-        "Deliberate self-harm, suicide, eating disorders",
-        Uksic,
-        false,
-    ),
+    category("pornography", "Pornography", "Sexual acts or explicit images", Uksic, false),
+    category("piracy", "Piracy and copyright theft", "Illegal provision of copyrighted material", Uksic, false),
+    category("self-harm", "Self-harm", "Deliberate self-harm, suicide, eating disorders", Uksic, false),
     category(
         "violence",
         "Violence",
@@ -138,37 +90,13 @@ pub const CATEGORIES: &[Category] = &[
         Bypass,
         false,
     ),
-    category(
-        "social-media",
-        "Social media",
-        "Social networks",
-        Extra,
-        false,
-    ),
+    category("social-media", "Social media", "Social networks", Extra, false),
     category("games", "Games", "Online games", Extra, false),
     category("dating", "Dating", "Dating sites and apps", Extra, false),
     category("chat", "Chat", "Chat rooms and messaging", Extra, false),
-    category(
-        "ai-chat",
-        "Generative AI chat",
-        "Generative AI chatbots",
-        Extra,
-        false,
-    ),
-    category(
-        "streaming",
-        "Streaming",
-        "Video and music streaming",
-        Extra,
-        false,
-    ),
-    category(
-        "ads",
-        "Advertising and tracking",
-        "Advertising and tracking networks",
-        Extra,
-        false,
-    ),
+    category("ai-chat", "Generative AI chat", "Generative AI chatbots", Extra, false),
+    category("streaming", "Streaming", "Video and music streaming", Extra, false),
+    category("ads", "Advertising and tracking", "Advertising and tracking networks", Extra, false),
 ];
 
 /// The UKSIC categories, for default policies.
@@ -203,13 +131,7 @@ impl CategorySet {
     pub const EMPTY: CategorySet = CategorySet(0);
 
     pub fn from_predicate(keep: impl Fn(&Category) -> bool) -> CategorySet {
-        CategorySet(
-            CATEGORIES
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| keep(c))
-                .fold(0, |mask, (i, _)| mask | 1 << i),
-        )
+        CategorySet(CATEGORIES.iter().enumerate().filter(|(_, c)| keep(c)).fold(0, |mask, (i, _)| mask | 1 << i))
     }
 
     pub fn of(index: u8) -> CategorySet {
@@ -238,11 +160,7 @@ impl CategorySet {
 
     /// The categories in bit order.
     pub fn iter(self) -> impl Iterator<Item = &'static Category> {
-        CATEGORIES
-            .iter()
-            .enumerate()
-            .filter(move |(i, _)| self.0 & (1 << i) != 0)
-            .map(|(_, c)| c)
+        CATEGORIES.iter().enumerate().filter(move |(i, _)| self.0 & (1 << i) != 0).map(|(_, c)| c)
     }
 
     /// Bit indexes in order.
@@ -264,10 +182,7 @@ mod tests {
 
     #[test]
     fn bits_fit_and_ids_are_unique() {
-        assert!(
-            CATEGORIES.len() <= 24,
-            "compiled lists keep 24 bits for categories"
-        );
+        assert!(CATEGORIES.len() <= 24, "compiled lists keep 24 bits for categories");
         for (i, c) in CATEGORIES.iter().enumerate() {
             assert_eq!(index_of(c.id), Some(i as u8), "{} is listed once", c.id);
         }

@@ -15,10 +15,7 @@ pub enum BlockAnswer {
     /// 0.0.0.0 for A and :: for AAAA; no records for other types.
     NullAddress,
     /// The address of the school's block page (AAAA only if an IPv6 address is set).
-    BlockPage {
-        ipv4: Ipv4Addr,
-        ipv6: Option<Ipv6Addr>,
-    },
+    BlockPage { ipv4: Ipv4Addr, ipv6: Option<Ipv6Addr> },
 }
 
 /// Names that override the category lists for one group.
@@ -56,34 +53,22 @@ impl Overrides {
             return None;
         }
         if self.exact.contains(name) {
-            return Some(OverrideMatch {
-                rule: format!("={name}"),
-                exact: true,
-            });
+            return Some(OverrideMatch { rule: format!("={name}"), exact: true });
         }
         parents(name)
             .find(|parent| self.domains.contains(*parent))
-            .map(|parent| OverrideMatch {
-                rule: parent.to_string(),
-                exact: parent.len() == name.len(),
-            })
+            .map(|parent| OverrideMatch { rule: parent.to_string(), exact: parent.len() == name.len() })
     }
 
     /// Every rule, for display.
     pub fn rules(&self) -> impl Iterator<Item = String> + '_ {
-        self.domains
-            .iter()
-            .cloned()
-            .chain(self.exact.iter().map(|name| format!("={name}")))
+        self.domains.iter().cloned().chain(self.exact.iter().map(|name| format!("={name}")))
     }
 }
 
 /// `www.example.com`, `example.com`, `com`.
 pub fn parents(name: &str) -> impl Iterator<Item = &str> {
-    std::iter::successors(Some(name), |name| {
-        name.split_once('.').map(|(_, rest)| rest)
-    })
-    .filter(|n| !n.is_empty())
+    std::iter::successors(Some(name), |name| name.split_once('.').map(|(_, rest)| rest)).filter(|n| !n.is_empty())
 }
 
 /// The group's YouTube restriction (a setting apart from web search).
@@ -144,10 +129,7 @@ mod tests {
         let mut overrides = Overrides::default();
         overrides.insert("example.com");
         overrides.insert("=only.example.org");
-        assert_eq!(
-            overrides.find("www.example.com").unwrap().rule,
-            "example.com"
-        );
+        assert_eq!(overrides.find("www.example.com").unwrap().rule, "example.com");
         assert!(overrides.find("example.com").unwrap().exact);
         assert!(overrides.find("notexample.com").is_none());
         assert!(overrides.find("only.example.org").is_some());
@@ -158,14 +140,9 @@ mod tests {
     #[test]
     fn default_policies_differ_by_group() {
         let has = |set: CategorySet, id: &str| set.contains(category::index_of(id).unwrap());
-        assert!(
-            has(default_blocked("pupil"), "games") && has(default_blocked("pupil"), "social-media")
-        );
+        assert!(has(default_blocked("pupil"), "games") && has(default_blocked("pupil"), "social-media"));
         assert!(!has(default_blocked("guest"), "games") && has(default_blocked("guest"), "dating"));
-        assert!(
-            !has(default_blocked("staff"), "social-media")
-                && has(default_blocked("staff"), "vpn-proxy")
-        );
+        assert!(!has(default_blocked("staff"), "social-media") && has(default_blocked("staff"), "vpn-proxy"));
         assert!(has(default_blocked("staff"), "pornography"));
         assert!(has(default_blocked("new-group"), "chat"));
     }

@@ -99,7 +99,9 @@ impl SafeSearchMap {
         match std::fs::read_to_string(path) {
             Ok(text) => SafeSearchMap::parse(&text, &path.display().to_string()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(SafeSearchMap::default()),
-            Err(error) => Err(SafeSearchError { file: path.display().to_string(), line: None, message: error.to_string() }),
+            Err(error) => {
+                Err(SafeSearchError { file: path.display().to_string(), line: None, message: error.to_string() })
+            }
         }
     }
 
@@ -110,7 +112,8 @@ impl SafeSearchMap {
             line: offset.and_then(line_of),
             message,
         };
-        let raw: RawMap = toml::from_str(text).map_err(|e| error(e.span().map(|s| s.start), e.message().to_string()))?;
+        let raw: RawMap =
+            toml::from_str(text).map_err(|e| error(e.span().map(|s| s.start), e.message().to_string()))?;
         let mut map = SafeSearchMap::default();
         for rewrite in raw.rewrite {
             let target = match (&rewrite.target, rewrite.target_address) {
@@ -119,13 +122,17 @@ impl SafeSearchMap {
                 })?),
                 (None, Some(address)) => Target::Address(address),
                 _ => {
-                    return Err(error(None, format!("rewrite for {:?} needs exactly one of target or target_address", rewrite.service)));
+                    return Err(error(
+                        None,
+                        format!("rewrite for {:?} needs exactly one of target or target_address", rewrite.service),
+                    ));
                 }
             };
             let shared = Arc::new(Rewrite { service: rewrite.service, setting: rewrite.setting, target });
             for name in &rewrite.names {
-                let normal = normalise(name.get_ref())
-                    .ok_or_else(|| error(Some(name.span().start), format!("{:?} is not a host name", name.get_ref())))?;
+                let normal = normalise(name.get_ref()).ok_or_else(|| {
+                    error(Some(name.span().start), format!("{:?} is not a host name", name.get_ref()))
+                })?;
                 map.names.entry(normal).or_default().push(shared.clone());
             }
         }
@@ -158,7 +165,7 @@ fn normalise(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::group::{default_blocked, BlockAnswer, Overrides};
+    use crate::policy::group::{BlockAnswer, Overrides, default_blocked};
 
     fn policy(safesearch: bool, youtube: YoutubeMode) -> GroupPolicy {
         GroupPolicy {
@@ -182,10 +189,16 @@ mod tests {
         let strict = policy(true, YoutubeMode::Strict);
         let moderate = policy(false, YoutubeMode::Moderate);
         let off = policy(false, YoutubeMode::Off);
-        assert_eq!(map.find("www.google.co.uk", &strict).unwrap().target, Target::Host("forcesafesearch.google.com".into()));
+        assert_eq!(
+            map.find("www.google.co.uk", &strict).unwrap().target,
+            Target::Host("forcesafesearch.google.com".into())
+        );
         assert!(map.find("www.google.co.uk", &moderate).is_none(), "web search off for this group");
         assert_eq!(map.find("www.youtube.com", &strict).unwrap().target, Target::Host("restrict.youtube.com".into()));
-        assert_eq!(map.find("m.youtube.com", &moderate).unwrap().target, Target::Host("restrictmoderate.youtube.com".into()));
+        assert_eq!(
+            map.find("m.youtube.com", &moderate).unwrap().target,
+            Target::Host("restrictmoderate.youtube.com".into())
+        );
         assert!(map.find("www.youtube.com", &off).is_none());
         assert_eq!(map.find("yandex.ru", &strict).unwrap().target, Target::Address("213.180.193.56".parse().unwrap()));
         assert!(map.find("mail.google.com", &strict).is_none(), "only the search hosts");

@@ -178,6 +178,20 @@ impl Zone {
             .unwrap_or_else(|e| panic!("invalid name {name:?} in zone {}: {e}", self.origin))
     }
 
+    /// An HTTPS record (RFC 9460) in service mode for `name` itself, with
+    /// these ALPN ids and, if given, an ECH config list.
+    pub fn https(mut self, name: &str, alpn: &[&str], ech: Option<&[u8]>) -> Zone {
+        use hickory_proto::rr::rdata::svcb::{Alpn, EchConfigList, SVCB, SvcParamKey, SvcParamValue};
+        let mut params =
+            vec![(SvcParamKey::Alpn, SvcParamValue::Alpn(Alpn(alpn.iter().map(|a| a.to_string()).collect())))];
+        if let Some(ech) = ech {
+            params.push((SvcParamKey::EchConfigList, SvcParamValue::EchConfigList(EchConfigList(ech.to_vec()))));
+        }
+        let rdata = RData::HTTPS(hickory_proto::rr::rdata::HTTPS(SVCB::new(1, Name::root(), params)));
+        self.add(name, rdata);
+        self
+    }
+
     fn add(&mut self, name: &str, rdata: RData) {
         let record = Record::from_rdata(self.owner(name), self.ttl, rdata);
         self.push(record);
