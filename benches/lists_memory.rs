@@ -37,6 +37,15 @@ fn status(field: &str) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU seconds (user + system) this process has used so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    (ticks(11) + ticks(12)) / 100.0 // utime, stime (fields 14, 15), USER_HZ = 100
+}
+
 fn ut1_inputs() -> Vec<CompileInput> {
     let settings =
         ListSettings { dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/lists")), ..Default::default() };
@@ -83,8 +92,10 @@ fn run_case(case: &str, synthetic: &Path, work: &Path) {
     let baseline = status("VmRSS:");
     let out = work.join(format!("{case}.compiled"));
     let started = Instant::now();
+    let cpu_before = cpu_seconds();
     let report = compile(&inputs, &out).expect("compile");
     let compile_s = started.elapsed().as_secs_f64();
+    let compile_cpu = cpu_seconds() - cpu_before;
     let peak = status("VmHWM:");
     let bad: usize = report.sources.iter().map(|s| s.bad_lines).sum();
 
@@ -107,7 +118,7 @@ fn run_case(case: &str, synthetic: &Path, work: &Path) {
     let lookup_ns = started.elapsed().as_secs_f64() * 1e9 / queries.len() as f64;
     std::hint::black_box(hits);
     println!(
-        "ROW\t{case}\t{}\t{bad}\t{:.1}\t{compile_s:.2}\t{peak:.0}\t{baseline:.0}\t{:.1}\t{open_ms:.1}\t{after_open:.1}\t{anon_after_open:.1}\t{file_after_open:.1}\t{lookup_ns:.0}",
+        "ROW\t{case}\t{}\t{bad}\t{:.1}\t{compile_s:.2}\t{compile_cpu:.2}\t{peak:.0}\t{baseline:.0}\t{:.1}\t{open_ms:.1}\t{after_open:.1}\t{anon_after_open:.1}\t{file_after_open:.1}\t{lookup_ns:.0}",
         report.names,
         text_bytes as f64 / 1048576.0,
         lists.file_bytes() as f64 / 1048576.0,
@@ -129,13 +140,13 @@ fn main() {
     eprintln!("writing {SYNTHETIC_NAMES} synthetic names ...");
     synthetic::write_list(&synthetic, SYNTHETIC_NAMES, 42, usize::MAX);
     let exe = std::env::current_exe().expect("own path");
-    println!(
-        "{:<10} {:>9} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}",
+    let columns = [
         "case",
         "names",
         "bad",
         "text MB",
         "compile s",
+        "cpu s",
         "peak MB",
         "base MB",
         "file MB",
@@ -143,8 +154,17 @@ fn main() {
         "+RSS open",
         "anon MB",
         "file RSS",
-        "lookup ns"
-    );
+        "lookup ns",
+    ];
+    let print_row = |cells: &[&str]| {
+        let row: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| if i == 0 { format!("{cell:<10}") } else { format!("{cell:>9}") })
+            .collect();
+        println!("{}", row.join(" "));
+    };
+    print_row(&columns);
     for case in ["adult", "ut1", "synthetic"] {
         let output = Command::new(&exe)
             .args(["--case", case, synthetic.to_str().expect("utf-8"), work.path().to_str().expect("utf-8")])
@@ -154,28 +174,13 @@ fn main() {
         match stdout.lines().find(|line| line.starts_with("ROW\t")) {
             Some(row) => {
                 let cells: Vec<&str> = row.split('\t').skip(1).collect();
-                println!(
-                    "{:<10} {:>9} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}",
-                    cells[0],
-                    cells[1],
-                    cells[2],
-                    cells[3],
-                    cells[4],
-                    cells[5],
-                    cells[6],
-                    cells[7],
-                    cells[8],
-                    cells[9],
-                    cells[10],
-                    cells[11],
-                    cells[12]
-                );
+                print_row(&cells);
             }
             None => println!("{case}: failed\n{}", String::from_utf8_lossy(&output.stderr)),
         }
     }
     println!(
-        "peak MB = VmHWM of the child (compile); +RSS open = VmRSS growth from open (every fst page is read by the checksum);\n\
+        "compile s = wall time, cpu s = user + system CPU (both cores); peak MB = VmHWM of the child (compile); +RSS open = VmRSS growth from open (every fst page is read by the checksum);\n\
          anon/file RSS = RssAnon/RssFile after open; lookup ns = mean over 200k synthetic queries (mostly unlisted)."
     );
 }

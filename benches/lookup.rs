@@ -35,8 +35,12 @@ fn lookups(c: &mut Criterion) {
     };
     let build = |name: &str, bloom: Option<f64>| {
         let out = work.path().join(name);
-        compile_with(std::slice::from_ref(&input), &out, &CompileOptions { bloom_false_positive_rate: bloom })
-            .expect("compile");
+        compile_with(
+            std::slice::from_ref(&input),
+            &out,
+            &CompileOptions { bloom_false_positive_rate: bloom, ..Default::default() },
+        )
+        .expect("compile");
         CompiledLists::open(&out).expect("open")
     };
     let with_bloom = build("bloom.compiled", Some(0.01));

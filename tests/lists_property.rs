@@ -50,7 +50,7 @@ fn model(rules: &HashMap<String, (u32, u32)>, query: &str) -> CategorySet {
 }
 
 /// Writes the rules as one adblock source per category, compiles, opens.
-fn build(rules: &[(String, u8, bool)], dir: &Path, bloom: Option<f64>) -> CompiledLists {
+fn build(rules: &[(String, u8, bool)], dir: &Path, bloom: Option<f64>, parts: usize) -> CompiledLists {
     let mut by_category: HashMap<u8, String> = HashMap::new();
     for (name, category, allow) in rules {
         let text = by_category.entry(*category).or_default();
@@ -66,8 +66,9 @@ fn build(rules: &[(String, u8, bool)], dir: &Path, bloom: Option<f64>) -> Compil
             CompileInput { id: format!("c{category}"), category: *category, format: Format::Adblock, text }
         })
         .collect();
-    let out = dir.join(if bloom.is_some() { "bloom.compiled" } else { "plain.compiled" });
-    let report = compile_with(&inputs, &out, &CompileOptions { bloom_false_positive_rate: bloom }).unwrap();
+    let out = dir.join(format!("{}-{parts}.compiled", bloom.is_some()));
+    let options = CompileOptions { bloom_false_positive_rate: bloom, parts: Some(parts) };
+    let report = compile_with(&inputs, &out, &options).unwrap();
     assert!(report.sources.iter().all(|s| s.bad_lines == 0 && s.error.is_none()), "{:?}", report.sources);
     CompiledLists::open(&out).unwrap()
 }
@@ -106,14 +107,19 @@ proptest! {
             let entry = merged.entry(normalise(name).unwrap()).or_default();
             if *allow { entry.1 |= 1 << category } else { entry.0 |= 1 << category }
         }
-        let with_bloom = build(&rules, dir.path(), Some(0.01));
-        let without_bloom = build(&rules, dir.path(), None);
-        prop_assert_eq!(with_bloom.len(), merged.len());
+        // One part with a bloom filter; three parts without; four with.
+        let with_bloom = build(&rules, dir.path(), Some(0.01), 1);
+        let in_parts = build(&rules, dir.path(), None, 3);
+        let in_parts_with_bloom = build(&rules, dir.path(), Some(0.01), 4);
+        for lists in [&with_bloom, &in_parts, &in_parts_with_bloom] {
+            prop_assert_eq!(lists.len(), merged.len());
+        }
         for (name, _, _) in &rules {
             for query in queries_for(name, &others) {
                 let expected = model(&merged, &query);
                 prop_assert_eq!(with_bloom.lookup(query.as_bytes()), expected, "query {}", query);
-                prop_assert_eq!(without_bloom.lookup(query.as_bytes()), expected, "query {} (no bloom)", query);
+                prop_assert_eq!(in_parts.lookup(query.as_bytes()), expected, "query {} (3 parts)", query);
+                prop_assert_eq!(in_parts_with_bloom.lookup(query.as_bytes()), expected, "query {} (4 parts, bloom)", query);
             }
         }
     }
@@ -140,7 +146,7 @@ proptest! {
     fn every_listed_name_and_its_subdomains_match(names in prop::collection::vec(name(), 1..60)) {
         let dir = tempfile::tempdir().unwrap();
         let rules: Vec<(String, u8, bool)> = names.iter().map(|n| (n.clone(), 5, false)).collect();
-        let lists = build(&rules, dir.path(), Some(0.01));
+        let lists = build(&rules, dir.path(), Some(0.01), 2);
         let category = CategorySet::of(5);
         for name in &names {
             prop_assert_eq!(lists.lookup(name.as_bytes()), category);
@@ -160,7 +166,7 @@ proptest! {
     fn look_alike_suffixes_never_match(first in "[a-z]{1,8}", prefix in "[a-z0-9-]{1,5}", tld in "[a-z]{2,4}") {
         let dir = tempfile::tempdir().unwrap();
         let listed = format!("{first}.{tld}");
-        let lists = build(&[(listed.clone(), 3, false)], dir.path(), Some(0.01));
+        let lists = build(&[(listed.clone(), 3, false)], dir.path(), Some(0.01), 1);
         let look_alike = format!("{prefix}{first}.{tld}");
         prop_assert_eq!(lists.lookup(look_alike.as_bytes()), CategorySet::EMPTY);
         let longer_tld = format!("{first}.{tld}x");
@@ -185,7 +191,7 @@ proptest! {
             (base.clone(), 5, false),         // gambling too
             (excepted.clone(), 19, true),     // ads exception one level down
         ];
-        let lists = build(&rules, dir.path(), Some(0.01));
+        let lists = build(&rules, dir.path(), Some(0.01), 2);
         let both = CategorySet::of(19).union(CategorySet::of(5));
         prop_assert_eq!(lists.lookup(base.as_bytes()), both);
         let sibling = format!("other{sub}.{base}");

@@ -70,12 +70,12 @@ const TLDS: &[(&str, u64)] = &[
 const SUBDOMAINS: &[&str] = &["www", "m", "cdn", "img", "api", "mail", "shop", "blog", "static", "ads", "track", "app"];
 
 pub fn word(rng: &mut Rng, out: &mut String) {
-    let syllables = 2 + rng.below(3);
+    let syllables = 2 + rng.below(4);
     for _ in 0..syllables {
         out.push_str(SYLLABLES[rng.below(SYLLABLES.len() as u64) as usize]);
     }
-    if rng.chance(15) {
-        out.push_str(&rng.below(1000).to_string());
+    if rng.chance(25) {
+        out.push_str(&rng.below(10_000).to_string());
     }
 }
 

@@ -20,12 +20,36 @@ use crate::config::CacheSettings;
 pub const STALE_ANSWER_TTL: u32 = 30;
 
 /// What is cached is keyed by the question, plus the DO bit, since a DNSSEC-
-/// aware client gets RRSIGs that others do not.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// aware client gets RRSIGs that others do not. The key is plain bytes (DO,
+/// type, lower-case wire name) built on the stack, so a lookup hashes and
+/// compares bytes and allocates nothing.
+#[derive(Clone)]
 pub struct CacheKey {
-    pub name: LowerName,
-    pub record_type: RecordType,
-    pub dnssec_ok: bool,
+    len: usize,
+    bytes: [u8; 3 + 255],
+}
+
+impl CacheKey {
+    pub fn new(name: &LowerName, record_type: RecordType, dnssec_ok: bool) -> CacheKey {
+        let mut key = CacheKey { len: 3, bytes: [0; 3 + 255] };
+        key.bytes[0] = u8::from(dnssec_ok);
+        key.bytes[1..3].copy_from_slice(&u16::from(record_type).to_be_bytes());
+        for label in name.iter() {
+            let end = key.len + 1 + label.len();
+            if end >= key.bytes.len() {
+                break; // cannot happen for a valid name (at most 255 bytes)
+            }
+            key.bytes[key.len] = label.len() as u8;
+            key.bytes[key.len + 1..end].copy_from_slice(label);
+            key.bytes[key.len + 1..end].make_ascii_lowercase();
+            key.len = end;
+        }
+        key
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 /// An answer from upstream: positive, NXDOMAIN or NODATA.
@@ -97,7 +121,7 @@ pub enum CacheLookup {
 }
 
 pub struct AnswerCache {
-    entries: Cache<CacheKey, Arc<CachedAnswer>>,
+    entries: Cache<Box<[u8]>, Arc<CachedAnswer>>,
     settings: CacheSettings,
 }
 
@@ -107,11 +131,11 @@ impl AnswerCache {
     }
 
     pub fn get(&self, key: &CacheKey, now: Instant) -> CacheLookup {
-        match self.entries.get(key) {
+        match self.entries.get(key.as_slice()) {
             Some(entry) if now < entry.fresh_until => CacheLookup::Fresh(entry),
             Some(entry) if now < entry.stale_until => CacheLookup::Stale(entry),
             Some(_) => {
-                self.entries.remove(key);
+                self.entries.remove(key.as_slice());
                 CacheLookup::Miss
             }
             None => CacheLookup::Miss,
@@ -119,12 +143,19 @@ impl AnswerCache {
     }
 
     /// Stores an upstream answer for as long as its records allow.
-    pub fn insert(&self, key: CacheKey, answer: UpstreamAnswer, now: Instant) {
+    pub fn insert(
+        &self,
+        key: &CacheKey,
+        name: &LowerName,
+        record_type: RecordType,
+        answer: UpstreamAnswer,
+        now: Instant,
+    ) {
         let Some(ttl) = self.ttl_of(&answer) else {
             return;
         };
         let fresh_until = now + ttl;
-        let wire = WireAnswer::encode(&key.name, key.record_type, &answer);
+        let wire = WireAnswer::encode(name, record_type, &answer);
         let entry = CachedAnswer {
             answer,
             wire,
@@ -132,7 +163,7 @@ impl AnswerCache {
             fresh_until,
             stale_until: fresh_until + self.settings.serve_stale_for,
         };
-        self.entries.insert(key, Arc::new(entry));
+        self.entries.insert(Box::from(key.as_slice()), Arc::new(entry));
     }
 
     pub fn len(&self) -> usize {
@@ -180,12 +211,16 @@ mod tests {
         }
     }
 
-    fn key(name: &str) -> CacheKey {
-        CacheKey {
-            name: LowerName::from(Name::from_ascii(name).unwrap()),
-            record_type: RecordType::A,
-            dnssec_ok: false,
-        }
+    fn name(name: &str) -> LowerName {
+        LowerName::from(Name::from_ascii(name).unwrap())
+    }
+
+    fn key(text: &str) -> CacheKey {
+        CacheKey::new(&name(text), RecordType::A, false)
+    }
+
+    fn insert(cache: &AnswerCache, text: &str, answer: UpstreamAnswer, now: Instant) {
+        cache.insert(&key(text), &name(text), RecordType::A, answer, now);
     }
 
     fn a_record(name: &str, ttl: u32) -> Record {
@@ -201,7 +236,7 @@ mod tests {
             answers: vec![a_record("a.test.", 100)],
             authorities: vec![],
         };
-        cache.insert(key("a.test."), answer, now);
+        insert(&cache, "a.test.", answer, now);
 
         let CacheLookup::Fresh(entry) = cache.get(&key("a.test."), now + Duration::from_secs(40)) else {
             panic!("fresh")
@@ -224,13 +259,20 @@ mod tests {
         let soa = SOA::new(origin.clone(), origin.clone(), 1, 3600, 600, 86400, 20);
         let soa = Record::from_rdata(origin, 300, RData::SOA(soa));
         let nx = UpstreamAnswer { response_code: ResponseCode::NXDomain, answers: vec![], authorities: vec![soa] };
-        cache.insert(key("nx.test."), nx, now);
+        insert(&cache, "nx.test.", nx, now);
         assert!(matches!(cache.get(&key("nx.test."), now + Duration::from_secs(19)), CacheLookup::Fresh(_)));
         assert!(matches!(cache.get(&key("nx.test."), now + Duration::from_secs(21)), CacheLookup::Stale(_)));
 
         let fail = UpstreamAnswer { response_code: ResponseCode::ServFail, answers: vec![], authorities: vec![] };
-        cache.insert(key("fail.test."), fail, now);
+        insert(&cache, "fail.test.", fail, now);
         assert!(matches!(cache.get(&key("fail.test."), now), CacheLookup::Miss));
+    }
+
+    #[test]
+    fn keys_ignore_letter_case_and_separate_types_and_do() {
+        assert_eq!(key("WWW.Example.TEST.").as_slice(), key("www.example.test.").as_slice());
+        assert_ne!(CacheKey::new(&name("a.test."), RecordType::AAAA, false).as_slice(), key("a.test.").as_slice());
+        assert_ne!(CacheKey::new(&name("a.test."), RecordType::A, true).as_slice(), key("a.test.").as_slice());
     }
 
     #[test]
@@ -244,7 +286,7 @@ mod tests {
                 answers: vec![a_record(&name, 100)],
                 authorities: vec![],
             };
-            cache.insert(key(&name), answer, now);
+            insert(&cache, &name, answer, now);
         }
         assert!(cache.len() <= 60, "cache holds {} entries", cache.len());
     }

@@ -4,18 +4,22 @@
 //! is both the simplest and the fastest structure: a /32 demo network inside a
 //! /8 wins, as longest-prefix matching requires.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use crate::config::Network;
+use crate::policy::GroupPolicy;
 
 /// Who is asking, as far as policy cares: their network and its group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
     pub network: Arc<str>,
     pub group: Arc<str>,
+    /// The group's policy, resolved once here rather than looked up per query.
+    pub policy: Arc<GroupPolicy>,
 }
 
 /// Maps source addresses to the configured networks.
@@ -26,12 +30,16 @@ pub struct NetworkMap {
 }
 
 impl NetworkMap {
-    pub fn new(networks: &[Network]) -> NetworkMap {
+    /// `policies` holds every group a network names (config validation
+    /// guarantees it).
+    pub fn new(networks: &[Network], policies: &HashMap<Arc<str>, Arc<GroupPolicy>>) -> NetworkMap {
         let mut subnets = Vec::new();
         for network in networks {
+            let (group, policy) = policies.get_key_value(network.group.as_str()).expect("every network's group exists");
             let client = Arc::new(Client {
                 network: Arc::from(network.name.as_str()),
-                group: Arc::from(network.group.as_str()),
+                group: group.clone(),
+                policy: policy.clone(),
             });
             subnets.extend(network.cidrs.iter().map(|cidr| (*cidr, client.clone())));
         }
@@ -58,10 +66,12 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins_and_unknown_is_none() {
-        let map = NetworkMap::new(&[
-            network("all", &["10.0.0.0/8"], "guest"),
-            network("pupils", &["10.1.0.0/16", "fd00:1::/64"], "pupil"),
-        ]);
+        let config = crate::config::Config::embedded_default();
+        let policies = config.groups.iter().map(|(n, p)| (Arc::from(n.as_str()), Arc::new(p.clone()))).collect();
+        let map = NetworkMap::new(
+            &[network("all", &["10.0.0.0/8"], "guest"), network("pupils", &["10.1.0.0/16", "fd00:1::/64"], "pupil")],
+            &policies,
+        );
         assert_eq!(&*map.identify("10.1.2.3".parse().unwrap()).unwrap().group, "pupil");
         assert_eq!(&*map.identify("10.2.2.3".parse().unwrap()).unwrap().group, "guest");
         assert_eq!(&*map.identify("fd00:1::5".parse().unwrap()).unwrap().group, "pupil");

@@ -1,14 +1,15 @@
 //! Hedgerow's UDP and TCP listeners.
 //!
-//! Each UDP socket has one task that reads a datagram, runs the synchronous
-//! stages and writes the answer at once when policy or the cache settles it
-//! (most queries); only queries that must go upstream get a task of their
-//! own, bounded by [`MAX_IN_FLIGHT`]. TCP connections are served one query
+//! Each UDP socket has one thread (`dns/udp.rs`) that reads datagrams in
+//! batches, runs the synchronous stages and writes the answers at once when
+//! policy or the cache settles them (most queries); only queries that must go
+//! upstream get a task of their own, bounded by [`MAX_IN_FLIGHT`]. TCP connections are served one query
 //! at a time each (RFC 7766 allows more, clients rarely need it), bounded by
 //! [`MAX_TCP_CONNECTIONS`]. Every answer is written by `wire::WireAnswer`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
@@ -31,7 +32,7 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const TCP_LIMIT: usize = 65_535;
 
 /// What the synchronous part made of a packet.
-enum Step {
+pub(super) enum Step {
     /// The response is in the output buffer.
     Reply,
     /// Send nothing (not a query, or too short to answer).
@@ -41,7 +42,13 @@ enum Step {
 }
 
 /// Reads a packet and answers it if that needs no waiting.
-fn step(pipeline: &Pipeline, packet: &[u8], source: SocketAddr, limit: Option<usize>, out: &mut Vec<u8>) -> Step {
+pub(super) fn step(
+    pipeline: &Pipeline,
+    packet: &[u8],
+    source: SocketAddr,
+    limit: Option<usize>,
+    out: &mut Vec<u8>,
+) -> Step {
     let query = match wire::read_query(packet) {
         Ok(query) => query,
         Err(Rejection::Drop) => return Step::Silent,
@@ -70,10 +77,10 @@ fn step(pipeline: &Pipeline, packet: &[u8], source: SocketAddr, limit: Option<us
             write_answer(&query, &answer, limit, out);
             Step::Reply
         }
-        Immediate::Cached { entry, decision } => match entry.wire() {
+        Immediate::Cached { entry, age, decision } => match entry.wire() {
             Some(wire) => {
                 let _ = decision; // the query log (a later issue) records it here
-                wire.write(&query, entry.age(std::time::Instant::now()), None, None, limit, out);
+                wire.write(&query, age, None, None, limit, out);
                 Step::Reply
             }
             None => {
@@ -84,7 +91,7 @@ fn step(pipeline: &Pipeline, packet: &[u8], source: SocketAddr, limit: Option<us
     }
 }
 
-fn write_error_answer(
+pub(super) fn write_error_answer(
     query: &WireQuery,
     code: ResponseCode,
     reason: &'static str,
@@ -97,7 +104,7 @@ fn write_error_answer(
 }
 
 /// Writes a pipeline answer (records with TTLs already counted down).
-fn write_answer(query: &WireQuery, answer: &Answer, limit: usize, out: &mut Vec<u8>) {
+pub(super) fn write_answer(query: &WireQuery, answer: &Answer, limit: usize, out: &mut Vec<u8>) {
     let wire = WireAnswer::encode_parts(
         &query.name,
         query.record_type,
@@ -114,6 +121,8 @@ pub struct DnsServer {
     pub udp_addrs: Vec<SocketAddr>,
     pub tcp_addrs: Vec<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
+    udp_threads: Vec<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl DnsServer {
@@ -121,12 +130,26 @@ impl DnsServer {
     pub async fn start(pipeline: Arc<Pipeline>, listen: &[SocketAddr]) -> std::io::Result<DnsServer> {
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let connections = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-        let mut server = DnsServer { udp_addrs: Vec::new(), tcp_addrs: Vec::new(), tasks: Vec::new() };
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut server = DnsServer {
+            udp_addrs: Vec::new(),
+            tcp_addrs: Vec::new(),
+            tasks: Vec::new(),
+            udp_threads: Vec::new(),
+            stop: stop.clone(),
+        };
         for address in listen {
             let (udp, tcp) = bind_pair(*address).await?;
             server.udp_addrs.push(udp.local_addr()?);
             server.tcp_addrs.push(tcp.local_addr()?);
-            server.tasks.push(tokio::spawn(serve_udp(Arc::new(udp), pipeline.clone(), in_flight.clone())));
+            let udp = udp.into_std()?;
+            udp.set_nonblocking(false)?;
+            let (udp_pipeline, in_flight, stop) = (pipeline.clone(), in_flight.clone(), stop.clone());
+            let runtime = tokio::runtime::Handle::current();
+            let thread = std::thread::Builder::new()
+                .name(format!("udp {address}"))
+                .spawn(move || super::udp::serve(Arc::new(udp), udp_pipeline, runtime, in_flight, stop))?;
+            server.udp_threads.push(thread);
             server.tasks.push(tokio::spawn(serve_tcp(tcp, pipeline.clone(), connections.clone())));
         }
         Ok(server)
@@ -140,60 +163,17 @@ impl DnsServer {
         Err(std::io::Error::other("every DNS listener stopped"))
     }
 
-    /// Stops serving; the sockets close as the tasks end.
+    /// Stops serving; the sockets close as the tasks and threads end.
     pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
         for task in &self.tasks {
             task.abort();
         }
         for task in self.tasks {
             let _ = task.await;
         }
-    }
-}
-
-async fn serve_udp(socket: Arc<UdpSocket>, pipeline: Arc<Pipeline>, in_flight: Arc<Semaphore>) {
-    let mut packet = vec![0u8; 65_535];
-    let mut out = Vec::with_capacity(1_500);
-    loop {
-        let (len, source) = match socket.recv_from(&mut packet).await {
-            Ok(received) => received,
-            Err(error) => {
-                // ICMP errors from earlier sends surface here; they are not fatal.
-                tracing::debug!(%error, "UDP receive error");
-                continue;
-            }
-        };
-        match step(&pipeline, &packet[..len], source, None, &mut out) {
-            Step::Silent => {}
-            Step::Reply => send_udp(&socket, &out, source).await,
-            Step::Resolve(query, question, pending) => {
-                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-                    write_error_answer(
-                        &query,
-                        ResponseCode::ServFail,
-                        "too many queries in progress",
-                        query.udp_limit(),
-                        &mut out,
-                    );
-                    send_udp(&socket, &out, source).await;
-                    continue;
-                };
-                let (socket, pipeline) = (socket.clone(), pipeline.clone());
-                tokio::spawn(async move {
-                    let answer = pipeline.resolve(&pending, &question).await;
-                    let mut out = Vec::with_capacity(512);
-                    write_answer(&query, &answer, query.udp_limit(), &mut out);
-                    send_udp(&socket, &out, source).await;
-                    drop(permit);
-                });
-            }
-        }
-    }
-}
-
-async fn send_udp(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
-    if let Err(error) = socket.send_to(bytes, to).await {
-        tracing::debug!(%error, %to, "UDP send failed");
+        let threads = self.udp_threads;
+        let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|thread| drop(thread.join()))).await;
     }
 }
 

@@ -8,6 +8,7 @@ pub mod decision;
 pub mod identify;
 pub mod listener;
 pub mod pipeline;
+pub mod udp;
 pub mod upstream;
 pub mod wire;
 

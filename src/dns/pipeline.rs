@@ -125,8 +125,8 @@ pub struct SafeRewrite {
 pub enum Immediate {
     /// Settled by policy (or a rewrite answered from the cache).
     Answer(Answer),
-    /// A fresh cache entry, to be written with its TTLs counted down.
-    Cached { entry: Arc<CachedAnswer>, decision: Decision },
+    /// A fresh cache entry, to be written with its TTLs counted down by `age` seconds.
+    Cached { entry: Arc<CachedAnswer>, age: u32, decision: Decision },
     /// Must go upstream (the asynchronous part).
     Upstream(Pending),
 }
@@ -134,7 +134,7 @@ pub enum Immediate {
 pub struct Pipeline {
     networks: NetworkMap,
     rate_limiter: Option<ClientRateLimiter>,
-    policies: HashMap<Arc<str>, GroupPolicy>,
+    policies: HashMap<Arc<str>, Arc<GroupPolicy>>,
     locked: CategorySet,
     /// Swapped whole on reload; readers keep the copy they loaded.
     lists: ArcSwap<CompiledLists>,
@@ -145,10 +145,12 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(config: &Config, lists: CompiledLists, safesearch: SafeSearchMap) -> Result<Pipeline, UpstreamError> {
+        let policies: HashMap<Arc<str>, Arc<GroupPolicy>> =
+            config.groups.iter().map(|(name, policy)| (Arc::from(name.as_str()), Arc::new(policy.clone()))).collect();
         Ok(Pipeline {
-            networks: NetworkMap::new(&config.networks),
+            networks: NetworkMap::new(&config.networks, &policies),
             rate_limiter: ClientRateLimiter::new(&config.rate_limit),
-            policies: config.groups.iter().map(|(name, policy)| (Arc::from(name.as_str()), policy.clone())).collect(),
+            policies,
             locked: config.locked,
             lists: ArcSwap::from_pointee(lists),
             safesearch: ArcSwap::from_pointee(safesearch),
@@ -169,16 +171,15 @@ impl Pipeline {
         self.lists.load_full()
     }
 
-    fn policy(&self, client: &Client) -> &GroupPolicy {
-        // Every network's group exists: config validation guarantees it.
-        &self.policies[&client.group]
+    fn policy<'c>(&self, client: &'c Client) -> &'c GroupPolicy {
+        &client.policy
     }
 
     /// Answers one question from one source: every stage, in order.
     pub async fn answer(&self, source: IpAddr, question: &Question) -> Answer {
         match self.answer_now(source, question) {
             Immediate::Answer(answer) => answer,
-            Immediate::Cached { entry, decision } => {
+            Immediate::Cached { entry, decision, .. } => {
                 let mut answer = Answer::from_upstream(entry.answer_at(Instant::now()), decision);
                 answer.cache_hit = true;
                 answer
@@ -212,7 +213,7 @@ impl Pipeline {
                 }
                 let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, "answered from the cache");
                 let decision = decision.for_client(&pending.client.network, &pending.client.group);
-                Immediate::Cached { entry, decision }
+                Immediate::Cached { age: entry.age(now), entry, decision }
             }
             // A stale entry is fetched again in `resolve`, which keeps it for
             // serve-stale if upstream fails.
@@ -233,7 +234,11 @@ impl Pipeline {
                 }
             }
             Requester::Group(group) => match self.policies.get_key_value(group) {
-                Some((group, _)) => Arc::new(Client { network: Arc::from("(named group)"), group: group.clone() }),
+                Some((group, policy)) => Arc::new(Client {
+                    network: Arc::from("(named group)"),
+                    group: group.clone(),
+                    policy: policy.clone(),
+                }),
                 None => {
                     let decision =
                         Decision::new(DecisionKind::Refused, Stage::Identify, format!("no group named {group:?}"));
@@ -341,7 +346,7 @@ impl Pipeline {
         let latency = started.elapsed();
         let mut answer = match (result, stale) {
             (Ok(upstream), _) => {
-                self.cache.insert(key, upstream.clone(), Instant::now());
+                self.cache.insert(&key, &question.name, question.record_type, upstream.clone(), Instant::now());
                 if let Some(blocked) = self.inspect(client, question, &upstream.answers) {
                     return blocked;
                 }
@@ -374,6 +379,9 @@ impl Pipeline {
     /// Answer inspection: a CNAME in the answer whose target is blocked for
     /// this group blocks the whole answer.
     fn inspect(&self, client: &Client, question: &Question, records: &[Record]) -> Option<Answer> {
+        if !records.iter().any(|record| matches!(record.data, RData::CNAME(_))) {
+            return None; // the common case: nothing to inspect
+        }
         let policy = self.policy(client);
         let lists = self.lists.load();
         let mut buffer = [0u8; 256];
@@ -437,5 +445,5 @@ fn rewritten(question: &Question, rewrite: &SafeRewrite, target: Answer) -> Answ
 }
 
 fn cache_key(question: &Question) -> CacheKey {
-    CacheKey { name: question.name.clone(), record_type: question.record_type, dnssec_ok: question.dnssec_ok }
+    CacheKey::new(&question.name, question.record_type, question.dnssec_ok)
 }

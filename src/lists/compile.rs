@@ -1,13 +1,19 @@
 //! Text lists -> one compiled list file (see [`super::compiled`] for the
 //! layout).
 //!
-//! Memory: every rule becomes 16 bytes of [`Entry`] plus its reversed name in
-//! one shared arena, so 5 million names cost about 200 MB at the peak, not
-//! one heap string each. Entries sort by an 8-byte key prefix held inline,
+//! Steps: read each source (a large file in chunks on several threads) into
+//! one arena of reversed names and 16-byte [`Entry`]s pointing into it; split
+//! the entries into parts by name group; then on one thread per part sort,
+//! merge duplicate keys, and build the part's fst and bloom filter; finally
+//! write the file.
+//!
+//! Memory: 16 bytes of entry plus the name per rule (twice the entries while
+//! splitting into parts), not one heap string each: 5 million names peak at
+//! a few hundred MB. Entries sort by an 8-byte key prefix held inline,
 //! touching the arena only to break ties.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, UNIX_EPOCH};
 
@@ -15,7 +21,8 @@ use bloomfilter::Bloom;
 use fst::MapBuilder;
 
 use super::compiled::{
-    CHECKSUM_AT, FLAG_BLOOM, FORMAT_VERSION, Fnv64, HEADER_LEN, ListError, MAGIC, encode_value, write_source_table,
+    BUCKETS, CHECKSUM_AT, FLAG_BLOOM, FORMAT_VERSION, Fnv64, HEADER_LEN, ListError, MAGIC, PART_ENTRY_LEN, REPLICATED,
+    bucket_of_key, encode_value, write_source_table,
 };
 use super::normalise::push_reversed;
 use super::parse::{Format, MAX_BAD_EXAMPLES, RuleKind, parse_stream};
@@ -76,11 +83,14 @@ pub struct CompileOptions {
     /// for no bloom filter. Default 1%: `benches/lookup.rs` measured it
     /// paying for itself on a mostly-miss query mix.
     pub bloom_false_positive_rate: Option<f64>,
+    /// Parts to build in parallel (see [`super::compiled`]), or `None` to
+    /// choose: one for small lists, else one per core (at most 8).
+    pub parts: Option<usize>,
 }
 
 impl Default for CompileOptions {
     fn default() -> CompileOptions {
-        CompileOptions { bloom_false_positive_rate: Some(0.01) }
+        CompileOptions { bloom_false_positive_rate: Some(0.01), parts: None }
     }
 }
 
@@ -121,17 +131,24 @@ pub fn compile(inputs: &[CompileInput], out: &Path) -> Result<CompileReport, Lis
 /// [`compile`] with options (benchmarks compare with and without the bloom).
 pub fn compile_with(inputs: &[CompileInput], out: &Path, options: &CompileOptions) -> Result<CompileReport, ListError> {
     let started = Instant::now();
+    let too_big = |why: String| ListError::Build { path: out.to_path_buf(), why };
     if inputs.len() >= usize::from(u16::MAX) {
-        return Err(ListError::Build {
-            path: out.to_path_buf(),
-            why: format!("{} sources; at most {} fit in a compiled list", inputs.len(), u16::MAX - 1),
-        });
+        return Err(too_big(format!("{} sources; at most {} fit in a compiled list", inputs.len(), u16::MAX - 1)));
     }
+    let total_bytes: u64 =
+        inputs.iter().filter_map(|input| fs::metadata(&input.text).ok()).map(|meta| meta.len()).sum();
+    if total_bytes > u64::from(u32::MAX) {
+        return Err(too_big(format!("{total_bytes} bytes of list text; at most 4 GiB fit in one compile")));
+    }
+    let threads = match options.parts {
+        Some(parts) => parts.clamp(1, MAX_PARTS),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_PARTS),
+    };
     let fingerprint = fingerprint(inputs);
     let mut rules = Rules::default();
     let mut reports = Vec::with_capacity(inputs.len());
     for (index, input) in inputs.iter().enumerate() {
-        let report = rules.read(index as u16, input);
+        let report = rules.read(index as u16, input, threads);
         match &report.error {
             Some(error) => tracing::warn!(source = %input.id, "list skipped: {error}"),
             None if report.bad_lines > 0 => tracing::warn!(
@@ -144,21 +161,37 @@ pub fn compile_with(inputs: &[CompileInput], out: &Path, options: &CompileOption
         }
         reports.push(report);
     }
-    if rules.arena.len() > u32::MAX as usize {
-        return Err(ListError::Build { path: out.to_path_buf(), why: "more than 4 GB of names".into() });
-    }
-    eprintln!("TIMING parse {:?}", started.elapsed());
-    rules.sort();
-    eprintln!("TIMING sorted {:?}", started.elapsed());
-
+    let parts = match options.parts {
+        Some(parts) => parts.clamp(1, MAX_PARTS),
+        None if rules.entries.len() < PARALLEL_FROM => 1,
+        None => threads,
+    };
+    let built = rules.build(parts, options);
     let ids: Vec<&str> = inputs.iter().map(|input| input.id.as_str()).collect();
-    let (names, file_bytes) = write_atomically(out, |file| write_file(file, &rules, &ids, fingerprint, options))?;
-    eprintln!("TIMING written {:?}", started.elapsed());
-    let report =
-        CompileReport { sources: reports, names, file_bytes, elapsed_ms: started.elapsed().as_millis() as u64 };
-    tracing::info!(names, file_bytes, elapsed_ms = report.elapsed_ms, path = %out.display(), "lists compiled");
+    let file_bytes = write_atomically(out, |file| write_file(file, &built, &ids, fingerprint))?;
+    let report = CompileReport {
+        sources: reports,
+        names: built.names,
+        file_bytes,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    tracing::info!(
+        names = report.names,
+        file_bytes,
+        parts,
+        elapsed_ms = report.elapsed_ms,
+        path = %out.display(),
+        "lists compiled"
+    );
     Ok(report)
 }
+
+/// Most parts (and threads) a compile uses.
+const MAX_PARTS: usize = 8;
+/// Below this many rules one part is built: threads would not pay.
+const PARALLEL_FROM: usize = 100_000;
+/// Files larger than this are parsed in chunks on several threads.
+const CHUNKED_FROM: usize = 4 << 20;
 
 /// One rule, 16 bytes. `prefix` is the first 8 bytes of the reversed name,
 /// big-endian and zero-padded (names never contain a zero byte), so
@@ -175,37 +208,113 @@ struct Entry {
 
 const ALLOW_FLAG: u8 = 0x80;
 
+/// Every rule read so far: reversed names in one arena, entries pointing in.
 #[derive(Default)]
 struct Rules {
     arena: Vec<u8>,
     entries: Vec<Entry>,
 }
 
-impl Rules {
-    fn key(&self, entry: &Entry) -> &[u8] {
-        let start = entry.offset as usize;
-        &self.arena[start..start + usize::from(entry.len)]
-    }
+/// What a chunk of one source yielded.
+#[derive(Default)]
+struct Counts {
+    names: usize,
+    exceptions: usize,
+    lines: usize,
+    bad_lines: usize,
+    bad_examples: Vec<(usize, String, String)>,
+}
 
-    fn read(&mut self, source: u16, input: &CompileInput) -> SourceReport {
-        let mut report = SourceReport::skipped(&input.id, String::new());
-        report.error = None;
+/// One built part, ready to write.
+struct BuiltPart {
+    fst: Vec<u8>,
+    bloom: Option<Vec<u8>>,
+    /// Distinct keys in this part, one-label keys included.
+    keys: usize,
+    /// Distinct one-label keys (held by every part).
+    single_labels: usize,
+    min_labels: u8,
+    max_labels: u8,
+}
+
+/// Every part, and what the header needs.
+struct Built {
+    parts: Vec<BuiltPart>,
+    buckets: [u8; 256],
+    names: usize,
+    min_labels: u8,
+    max_labels: u8,
+    bloom: bool,
+}
+
+impl Rules {
+    fn read(&mut self, source: u16, input: &CompileInput, threads: usize) -> SourceReport {
+        let mut report = SourceReport {
+            id: input.id.clone(),
+            names: 0,
+            exceptions: 0,
+            bad_lines: 0,
+            bad_examples: Vec::new(),
+            error: None,
+        };
         if usize::from(input.category) >= CATEGORIES.len() {
-            report.error = Some(format!("category bit {} is not a known category", input.category));
+            report.error = Some(format!("category bit {} is not a known category; source skipped", input.category));
             return report;
         }
-        let file = match File::open(&input.text) {
-            Ok(file) => file,
+        let text = match fs::read(&input.text) {
+            Ok(text) => text,
             Err(error) => {
                 report.error = Some(format!("cannot read {} ({error}); source skipped", input.text.display()));
                 return report;
             }
         };
-        let before = self.entries.len();
-        let arena_before = self.arena.len();
-        let (mut names, mut exceptions) = (0, 0);
-        let parsed = parse_stream(BufReader::with_capacity(1 << 16, file), input.format, |kind, name| {
-            let offset = self.arena.len() as u32;
+        let chunks =
+            if text.len() >= CHUNKED_FROM && threads > 1 { split_lines(&text, threads) } else { vec![&text[..]] };
+        let counts = if chunks.len() == 1 {
+            vec![self.parse_chunk(&text, source, input)]
+        } else {
+            let results: Vec<(Rules, Counts)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = chunks
+                    .iter()
+                    .map(|chunk| {
+                        scope.spawn(move || {
+                            let mut rules = Rules::default();
+                            let counts = rules.parse_chunk(chunk, source, input);
+                            (rules, counts)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|handle| handle.join().expect("a parser thread panicked")).collect()
+            });
+            let mut counts = Vec::with_capacity(results.len());
+            for (rules, chunk_counts) in results {
+                self.append(rules);
+                counts.push(chunk_counts);
+            }
+            counts
+        };
+        let mut lines_before = 0;
+        for chunk in counts {
+            report.names += chunk.names;
+            report.exceptions += chunk.exceptions;
+            report.bad_lines += chunk.bad_lines;
+            for (line, text, why) in chunk.bad_examples {
+                if report.bad_examples.len() < MAX_BAD_EXAMPLES {
+                    report.bad_examples.push((line + lines_before, text, why));
+                }
+            }
+            lines_before += chunk.lines;
+        }
+        report
+    }
+
+    /// Parses one chunk of a source's text into these rules.
+    fn parse_chunk(&mut self, text: &[u8], source: u16, input: &CompileInput) -> Counts {
+        self.arena.reserve(text.len());
+        self.entries.reserve(text.len() / 24);
+        let mut counts = Counts::default();
+        let parsed = parse_stream(text, input.format, |kind, name| {
+            let offset = self.arena.len() as u32; // total text is checked to fit in u32
             push_reversed(name.as_bytes(), &mut self.arena);
             let key = &self.arena[offset as usize..];
             let mut prefix = [0u8; 8];
@@ -213,11 +322,11 @@ impl Rules {
             prefix[..n].copy_from_slice(&key[..n]);
             let category = match kind {
                 RuleKind::Block => {
-                    names += 1;
+                    counts.names += 1;
                     input.category
                 }
                 RuleKind::Allow => {
-                    exceptions += 1;
+                    counts.exceptions += 1;
                     input.category | ALLOW_FLAG
                 }
             };
@@ -228,41 +337,140 @@ impl Rules {
                 category,
                 source,
             });
-        });
-        match parsed {
-            Ok(parsed) => {
-                report.names = names;
-                report.exceptions = exceptions;
-                report.bad_lines = parsed.bad_lines;
-                report.bad_examples = parsed.bad_examples;
-                debug_assert!(report.bad_examples.len() <= MAX_BAD_EXAMPLES);
-            }
-            Err(error) => {
-                // A read error part-way: drop what this source added.
-                self.entries.truncate(before);
-                self.arena.truncate(arena_before);
-                report.error = Some(format!("cannot read {} ({error}); source skipped", input.text.display()));
-            }
-        }
-        report
+        })
+        .expect("reading from memory cannot fail");
+        counts.lines = parsed.lines;
+        counts.bad_lines = parsed.bad_lines;
+        counts.bad_examples = parsed.bad_examples;
+        counts
     }
 
-    fn sort(&mut self) {
+    /// Moves another set of rules onto the end of this one.
+    fn append(&mut self, other: Rules) {
+        let base = self.arena.len() as u32;
+        self.arena.extend_from_slice(&other.arena);
+        drop(other.arena);
+        self.entries.extend(other.entries.into_iter().map(|entry| Entry { offset: entry.offset + base, ..entry }));
+    }
+
+    /// Splits the rules into `parts` by bucket, then sorts, merges and builds
+    /// every part on its own thread.
+    fn build(self, parts: usize, options: &CompileOptions) -> Built {
         let Rules { arena, entries } = self;
-        let key = |entry: &Entry| {
-            let start = entry.offset as usize;
-            &arena[start..start + usize::from(entry.len)]
-        };
-        entries.sort_unstable_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| key(a).cmp(key(b))));
+        let (mut by_part, ranges, buckets) = partition(&arena, entries, parts);
+        let mut slices: Vec<&mut [Entry]> = Vec::with_capacity(parts);
+        let mut rest = &mut by_part[..];
+        for range in &ranges {
+            let (head, tail) = rest.split_at_mut(range.len());
+            slices.push(head);
+            rest = tail;
+        }
+        let arena = &arena[..];
+        let built: Vec<BuiltPart> = std::thread::scope(|scope| {
+            let mut slices = slices.into_iter();
+            let first = slices.next().expect("at least one part");
+            let handles: Vec<_> = slices.map(|slice| scope.spawn(move || build_part(arena, slice, options))).collect();
+            let mut built = vec![build_part(arena, first, options)];
+            built.extend(handles.into_iter().map(|handle| handle.join().expect("a build thread panicked")));
+            built
+        });
+        let single_labels = built.first().map_or(0, |part| part.single_labels);
+        let keys: usize = built.iter().map(|part| part.keys).sum();
+        let names = keys - single_labels * (built.len() - 1);
+        let min_labels = built.iter().filter(|part| part.keys > 0).map(|part| part.min_labels).min().unwrap_or(0);
+        let max_labels = built.iter().map(|part| part.max_labels).max().unwrap_or(0);
+        Built {
+            parts: built,
+            buckets,
+            names,
+            min_labels,
+            max_labels,
+            bloom: options.bloom_false_positive_rate.is_some(),
+        }
     }
+}
 
-    /// Distinct keys with their merged values, in key order.
-    fn merged(&self) -> impl Iterator<Item = (&[u8], u64)> {
-        let mut rest = self.entries.as_slice();
+/// Splits `text` into about `count` pieces at line ends.
+fn split_lines(text: &[u8], count: usize) -> Vec<&[u8]> {
+    let mut pieces = Vec::with_capacity(count);
+    let mut rest = text;
+    for remaining in (1..=count).rev() {
+        if remaining == 1 || rest.is_empty() {
+            pieces.push(rest);
+            break;
+        }
+        let target = rest.len() / remaining;
+        let cut = rest[target..].iter().position(|b| *b == b'\n').map_or(rest.len(), |at| target + at + 1);
+        let (piece, tail) = rest.split_at(cut);
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces
+}
+
+/// Orders entries by part (one-label keys copied into every part); returns
+/// them, each part's range, and the bucket -> part table. Buckets go to
+/// parts largest first, each to the emptiest part so far.
+fn partition(arena: &[u8], entries: Vec<Entry>, parts: usize) -> (Vec<Entry>, Vec<std::ops::Range<usize>>, [u8; 256]) {
+    let key = |entry: &Entry| &arena[entry.offset as usize..entry.offset as usize + usize::from(entry.len)];
+    let mut table = [0u8; 256];
+    if parts == 1 {
+        let len = entries.len();
+        return (entries, vec![0..len], table);
+    }
+    let bucket_of: Vec<u8> = entries.iter().map(|entry| bucket_of_key(key(entry))).collect();
+    let mut counts = [0usize; 256];
+    for bucket in &bucket_of {
+        counts[usize::from(*bucket)] += 1;
+    }
+    let replicated = counts[usize::from(REPLICATED)];
+    let mut order: Vec<usize> = (0..BUCKETS).collect();
+    order.sort_by_key(|bucket| std::cmp::Reverse(counts[*bucket]));
+    let mut sizes = vec![replicated; parts];
+    for bucket in order {
+        let emptiest = (0..parts).min_by_key(|part| sizes[*part]).expect("parts > 0");
+        table[bucket] = emptiest as u8;
+        sizes[emptiest] += counts[bucket];
+    }
+    let mut starts = Vec::with_capacity(parts);
+    let mut total = 0;
+    for size in &sizes {
+        starts.push(total);
+        total += size;
+    }
+    let ranges: Vec<_> = starts.iter().zip(&sizes).map(|(start, size)| *start..start + size).collect();
+    let mut cursor = starts;
+    let placeholder = Entry { prefix: 0, offset: 0, len: 0, category: 0, source: 0 };
+    let mut out = vec![placeholder; total];
+    for (entry, bucket) in entries.iter().zip(&bucket_of) {
+        if *bucket == REPLICATED {
+            for slot in cursor.iter_mut() {
+                out[*slot] = *entry;
+                *slot += 1;
+            }
+        } else {
+            let part = usize::from(table[usize::from(*bucket)]);
+            out[cursor[part]] = *entry;
+            cursor[part] += 1;
+        }
+    }
+    table[usize::from(REPLICATED)] = 0;
+    (out, ranges, table)
+}
+
+/// Sorts one part's entries, merges duplicate keys, and builds its fst and
+/// bloom filter in memory.
+fn build_part(arena: &[u8], entries: &mut [Entry], options: &CompileOptions) -> BuiltPart {
+    let key = |entry: &Entry| &arena[entry.offset as usize..entry.offset as usize + usize::from(entry.len)];
+    entries.sort_unstable_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| key(a).cmp(key(b))));
+
+    // Distinct keys with their merged values, in key order.
+    let merged = {
+        let mut rest: &[Entry] = entries;
         std::iter::from_fn(move || {
             let (first, _) = rest.split_first()?;
-            let key = self.key(first);
-            let same = rest.iter().take_while(|entry| entry.prefix == first.prefix && self.key(entry) == key).count();
+            let first_key = key(first);
+            let same = rest.iter().take_while(|entry| entry.prefix == first.prefix && key(entry) == first_key).count();
             let (group, tail) = rest.split_at(same);
             rest = tail;
             let (mut blocks, mut allows, mut source) = (0u32, 0u32, u16::MAX);
@@ -275,99 +483,105 @@ impl Rules {
                 }
                 source = source.min(entry.source);
             }
-            Some((key, encode_value(blocks, allows, source + 1)))
+            Some((first_key, encode_value(blocks, allows, source + 1)))
         })
-    }
-}
-
-fn labels(key: &[u8]) -> u8 {
-    (key.iter().filter(|b| **b == b'.').count() + 1).min(255) as u8
-}
-
-/// Writes the whole file; returns (distinct names, file length).
-fn write_file(
-    file: &mut File,
-    rules: &Rules,
-    ids: &[&str],
-    fingerprint: u64,
-    options: &CompileOptions,
-) -> io::Result<(usize, u64)> {
-    // One pass for the counts the header and bloom need.
-    let (mut names, mut min_labels, mut max_labels) = (0usize, u8::MAX, 0u8);
-    for (key, _) in rules.merged() {
-        names += 1;
-        let n = labels(key);
-        min_labels = min_labels.min(n);
-        max_labels = max_labels.max(n);
-    }
-    if names == 0 {
-        min_labels = 0;
-    }
-    let t0 = Instant::now();
-    eprintln!("TIMING counted");
-    let sources = write_source_table(ids);
-    let mut bloom = match options.bloom_false_positive_rate {
-        Some(rate) if names > 0 => {
-            // A fixed seed keeps the output a function of the input.
-            let seed = [0x5eu8; 32];
-            Some(Bloom::<[u8]>::new_for_fp_rate_with_seed(names, rate, &seed).map_err(io::Error::other)?)
-        }
-        _ => None,
     };
-
-    // Header (patched at the end), source table, then the fst streamed out.
-    let mut out = BufWriter::with_capacity(1 << 20, &mut *file);
-    out.write_all(&[0u8; HEADER_LEN])?;
-    out.write_all(&sources)?;
-    let fst_offset = (HEADER_LEN + sources.len()) as u64;
-    let mut builder = MapBuilder::new(&mut out).map_err(io::Error::other)?;
+    // Sized for every entry: duplicates are few, and one pass is cheaper
+    // than counting the distinct keys first.
+    let mut bloom = match options.bloom_false_positive_rate {
+        // A fixed seed keeps the output a function of the input.
+        Some(rate) => {
+            Bloom::<[u8]>::new_for_fp_rate_with_seed(entries.len().max(1), rate.clamp(1e-9, 0.5), &[0x5e; 32]).ok()
+        }
+        None => None,
+    };
+    let (mut keys, mut single_labels, mut min_labels, mut max_labels) = (0usize, 0usize, u8::MAX, 0u8);
+    let mut builder = MapBuilder::memory();
     let mut forward = Vec::with_capacity(256);
-    for (key, value) in rules.merged() {
-        builder.insert(key, value).map_err(io::Error::other)?;
+    for (key, value) in merged {
+        builder.insert(key, value).expect("keys are sorted and distinct");
+        keys += 1;
+        let labels = (key.iter().filter(|b| **b == b'.').count() + 1).min(255) as u8;
+        single_labels += usize::from(labels == 1);
+        min_labels = min_labels.min(labels);
+        max_labels = max_labels.max(labels);
         if let Some(bloom) = &mut bloom {
             forward.clear();
             push_reversed(key, &mut forward); // reversing again gives the name as written
             bloom.set(&forward);
         }
     }
-    builder.finish().map_err(io::Error::other)?;
-    eprintln!("TIMING fst built {:?}", t0.elapsed());
-    let bloom_offset = out.stream_position()?;
-    let fst_len = bloom_offset - fst_offset;
-    let bloom_bytes = bloom.as_ref().map(|bloom| bloom.as_slice()).unwrap_or_default();
-    out.write_all(bloom_bytes)?;
-    let file_len = out.stream_position()?;
-    out.flush()?;
-    drop(out);
+    BuiltPart {
+        fst: builder.into_inner().expect("writing to memory cannot fail"),
+        bloom: bloom.map(Bloom::into_bytes),
+        keys,
+        single_labels,
+        min_labels,
+        max_labels,
+    }
+}
+
+/// Writes the whole file; returns its length.
+fn write_file(file: &mut File, built: &Built, ids: &[&str], fingerprint: u64) -> io::Result<u64> {
+    let sources = write_source_table(ids);
+    let parts = built.parts.len();
+    let sources_at = HEADER_LEN as u64;
+    let buckets_at = sources_at + sources.len() as u64;
+    let table_at = buckets_at + 256;
+    let mut at = table_at + (parts * PART_ENTRY_LEN) as u64;
+    let mut table = Vec::with_capacity(parts * PART_ENTRY_LEN);
+    let mut bloom_places = Vec::with_capacity(parts);
+    for part in &built.parts {
+        let bloom_len = part.bloom.as_ref().map_or(0, Vec::len) as u64;
+        bloom_places.push(if bloom_len == 0 { (0, 0) } else { (at, bloom_len) });
+        at += bloom_len;
+    }
+    for (part, (bloom_at, bloom_len)) in built.parts.iter().zip(&bloom_places) {
+        for value in [at, part.fst.len() as u64, *bloom_at, *bloom_len] {
+            table.extend_from_slice(&value.to_le_bytes());
+        }
+        at += part.fst.len() as u64;
+    }
+    let file_len = at;
 
     let mut header = [0u8; HEADER_LEN];
     header[..16].copy_from_slice(&MAGIC);
     header[16..20].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    let flags = if bloom.is_some() { FLAG_BLOOM } else { 0 };
+    let flags = if built.bloom { FLAG_BLOOM } else { 0 };
     header[20..24].copy_from_slice(&flags.to_le_bytes());
     header[24..32].copy_from_slice(&fingerprint.to_le_bytes());
-    header[32..40].copy_from_slice(&(names as u64).to_le_bytes());
-    let sections = [
-        (HEADER_LEN as u64, sources.len() as u64),
-        if bloom.is_some() { (bloom_offset, bloom_bytes.len() as u64) } else { (0, 0) },
-        (fst_offset, fst_len),
-    ];
-    for (i, (offset, len)) in sections.iter().enumerate() {
-        let at = 40 + i * 16;
-        header[at..at + 8].copy_from_slice(&offset.to_le_bytes());
-        header[at + 8..at + 16].copy_from_slice(&len.to_le_bytes());
-    }
-    header[88..96].copy_from_slice(&file_len.to_le_bytes());
-    header[96] = min_labels;
-    header[97] = max_labels;
+    header[32..40].copy_from_slice(&(built.names as u64).to_le_bytes());
+    header[40..48].copy_from_slice(&file_len.to_le_bytes());
+    header[48] = built.min_labels;
+    header[49] = built.max_labels;
+    header[50..52].copy_from_slice(&(parts as u16).to_le_bytes());
+    header[56..64].copy_from_slice(&sources_at.to_le_bytes());
+    header[64..72].copy_from_slice(&(sources.len() as u64).to_le_bytes());
+    header[72..80].copy_from_slice(&buckets_at.to_le_bytes());
+    header[80..88].copy_from_slice(&table_at.to_le_bytes());
     let mut checksum = Fnv64::new();
     checksum.write(&header);
     checksum.write(&sources);
-    checksum.write(bloom_bytes);
+    checksum.write(&built.buckets);
+    checksum.write(&table);
+    for part in &built.parts {
+        checksum.write(part.bloom.as_deref().unwrap_or_default());
+    }
     header[CHECKSUM_AT..CHECKSUM_AT + 8].copy_from_slice(&checksum.finish().to_le_bytes());
-    file.seek(SeekFrom::Start(0))?;
-    file.write_all(&header)?;
-    Ok((names, file_len))
+
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    out.write_all(&header)?;
+    out.write_all(&sources)?;
+    out.write_all(&built.buckets)?;
+    out.write_all(&table)?;
+    for part in &built.parts {
+        out.write_all(part.bloom.as_deref().unwrap_or_default())?;
+    }
+    for part in &built.parts {
+        out.write_all(&part.fst)?;
+    }
+    out.flush()?;
+    Ok(file_len)
 }
 
 /// Writes through a temporary file next to `out`, fsyncs it, renames it over

@@ -7,20 +7,34 @@
 //! offset  size  field
 //!      0    16  magic "HEDGEROW-LISTS\n\0"
 //!     16     4  format version (FORMAT_VERSION)
-//!     20     4  flags: bit 0 = a bloom filter is present
+//!     20     4  flags: bit 0 = bloom filters are present
 //!     24     8  fingerprint of the inputs (compile::fingerprint)
-//!     32     8  number of keys
-//!     40    16  source id table: offset, length
-//!     56    16  bloom filter: offset, length (0, 0 when absent)
-//!     72    16  fst map: offset, length
-//!     88     8  total file length (catches truncation)
-//!     96     1  fewest labels in any key
-//!     97     1  most labels in any key
-//!    104     8  FNV-1a 64 of the header (this field as zero), source table and bloom
+//!     32     8  number of distinct names
+//!     40     8  total file length (catches truncation)
+//!     48     1  fewest labels in any name
+//!     49     1  most labels in any name
+//!     50     2  number of parts P (1-255)
+//!     56    16  source id table: offset, length
+//!     72     8  offset of the bucket table: 256 bytes, bucket -> part
+//!     80     8  offset of the part table: P x (fst offset, fst length,
+//!               bloom offset, bloom length), u64 each
+//!    104     8  FNV-1a 64 of the header (this field as zero), source
+//!               table, bucket table, part table and blooms
 //!    128     …  source ids: u32 count, then (u16 length, UTF-8 bytes) each
-//!      …     …  bloom filter (bloomfilter crate bytes) over the listed names as written
-//!      …     …  fst::Map (its own CRC32C, checked on open)
+//!      …     …  bucket table, part table, blooms, fsts (each fst carries its
+//!               own CRC32C, checked on open)
 //! ```
+//!
+//! # Parts
+//!
+//! Building an fst is single-threaded and is most of the compile time, so a
+//! large list is split into P parts built in parallel. A name goes to a part
+//! by its *group*, its last two labels (`example.com` for
+//! `www.example.com`): hashed to one of 255 buckets, and the bucket table
+//! maps buckets to parts (assigned to balance the parts). Every level of a
+//! query that has two or more labels is in the query's group, so one part
+//! answers the whole query; the rare one-label names (a whole top-level
+//! domain) are copied into every part. Each part has its own bloom filter.
 //!
 //! # Keys and values
 //!
@@ -39,6 +53,7 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bloomfilter::Bloom;
 use fst::raw::{Fst, Output};
@@ -52,6 +67,39 @@ pub const FORMAT_VERSION: u32 = 1;
 pub(crate) const HEADER_LEN: usize = 128;
 pub(crate) const FLAG_BLOOM: u32 = 1;
 pub(crate) const CHECKSUM_AT: usize = 104;
+/// Buckets a name's group hashes to; bucket [`REPLICATED`] marks one-label
+/// names, which every part holds.
+pub(crate) const BUCKETS: usize = 255;
+pub(crate) const REPLICATED: u8 = 255;
+pub(crate) const PART_ENTRY_LEN: usize = 32;
+
+/// The bucket of a name's group (its last two labels), from the name as
+/// written (`www.example.com`), lower-casing as it goes. One-label names
+/// hash their only label: any part holds them.
+#[inline]
+pub(crate) fn bucket_of_name(name: &[u8]) -> u8 {
+    let tld_start = label_start(name, name.len());
+    let mut hash = Fnv64::new();
+    hash.write_lowercase(&name[tld_start..]);
+    if tld_start > 0 {
+        let second_start = label_start(name, tld_start - 1);
+        hash.write(b".");
+        hash.write_lowercase(&name[second_start..tld_start - 1]);
+    }
+    (hash.finish() % BUCKETS as u64) as u8
+}
+
+/// The bucket of a key (reversed: `com.example.www`), or [`REPLICATED`]
+/// for a one-label key. Agrees with [`bucket_of_name`].
+pub(crate) fn bucket_of_key(key: &[u8]) -> u8 {
+    let Some(first_dot) = key.iter().position(|b| *b == b'.') else {
+        return REPLICATED;
+    };
+    let group_end = key[first_dot + 1..].iter().position(|b| *b == b'.').map_or(key.len(), |at| first_dot + 1 + at);
+    let mut hash = Fnv64::new();
+    hash.write(&key[..group_end]);
+    (hash.finish() % BUCKETS as u64) as u8
+}
 
 const CATEGORY_BITS: u32 = 24;
 const CATEGORY_MASK: u64 = (1 << CATEGORY_BITS) - 1;
@@ -88,9 +136,18 @@ impl Fnv64 {
         Fnv64(0xcbf2_9ce4_8422_2325)
     }
 
+    #[inline]
     pub(crate) fn write(&mut self, bytes: &[u8]) {
         for byte in bytes {
             self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn write_lowercase(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(byte.to_ascii_lowercase());
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
@@ -132,9 +189,9 @@ impl ListError {
     }
 }
 
-/// The fst's bytes inside the mapped file.
+/// One fst's bytes inside the mapped file.
 struct Section {
-    map: Mmap,
+    map: Arc<Mmap>,
     start: usize,
     end: usize,
 }
@@ -159,14 +216,22 @@ pub struct ListMatch {
     pub source: Option<String>,
 }
 
+/// One part: an fst and its bloom filter.
+struct Part {
+    fst: Fst<Section>,
+    bloom: Option<Bloom<[u8]>>,
+}
+
 /// The compiled lists: immutable, `Send + Sync`, cheap to share in an `Arc`.
 pub struct CompiledLists {
-    fst: Option<Fst<Section>>,
-    bloom: Option<Bloom<[u8]>>,
-    /// Levels with fewer or more labels than any key cannot match; the bloom
+    parts: Vec<Part>,
+    /// Bucket -> index into `parts`.
+    buckets: [u8; 256],
+    /// Levels with fewer or more labels than any name cannot match; the bloom
     /// check skips them (most lists hold no top-level domains).
     min_labels: u8,
     max_labels: u8,
+    names: usize,
     sources: Vec<String>,
     fingerprint: u64,
     file_bytes: u64,
@@ -177,7 +242,8 @@ impl std::fmt::Debug for CompiledLists {
         f.debug_struct("CompiledLists")
             .field("names", &self.len())
             .field("sources", &self.sources)
-            .field("bloom", &self.bloom.is_some())
+            .field("parts", &self.parts.len())
+            .field("bloom", &self.has_bloom())
             .field("fingerprint", &format_args!("{:016x}", self.fingerprint))
             .field("file_bytes", &self.file_bytes)
             .finish()
@@ -229,61 +295,101 @@ impl CompiledLists {
         let flags = read_u32(bytes, 20);
         let fingerprint = read_u64(bytes, 24);
         let names = read_u64(bytes, 32);
-        let file_len = read_u64(bytes, 88);
+        let file_len = read_u64(bytes, 40);
         if file_len != bytes.len() as u64 {
             return Err(corrupt(format!("the header says {file_len} bytes but the file has {}", bytes.len())));
         }
-        let section = |at: usize, what: &str| -> Result<(usize, usize), ListError> {
-            let offset = read_u64(bytes, at);
-            let len = read_u64(bytes, at + 8);
+        let min_labels = bytes[48];
+        let max_labels = bytes[49];
+        let part_count = usize::from(u16::from_le_bytes([bytes[50], bytes[51]]));
+        let section = |offset: u64, len: u64, what: &str| -> Result<(usize, usize), ListError> {
             match offset.checked_add(len) {
                 Some(end) if offset >= HEADER_LEN as u64 && end <= file_len => Ok((offset as usize, end as usize)),
-                _ if len == 0 && offset == 0 => Ok((0, 0)),
-                _ => Err(corrupt(format!("the {what} section ({offset}+{len}) lies outside the file"))),
+                _ => Err(corrupt(format!("the {what} ({offset}+{len}) lies outside the file"))),
             }
         };
-        let (sources_start, sources_end) = section(40, "source table")?;
-        let (bloom_start, bloom_end) = section(56, "bloom filter")?;
-        let (fst_start, fst_end) = section(72, "fst")?;
-        let min_labels = bytes[96];
-        let max_labels = bytes[97];
+        if part_count == 0 || part_count > 255 {
+            return Err(corrupt(format!("{part_count} parts")));
+        }
+        let (sources_start, sources_end) = section(read_u64(bytes, 56), read_u64(bytes, 64), "source table")?;
+        let (buckets_start, buckets_end) = section(read_u64(bytes, 72), 256, "bucket table")?;
+        let (table_start, table_end) =
+            section(read_u64(bytes, 80), (part_count * PART_ENTRY_LEN) as u64, "part table")?;
+        let mut part_sections = Vec::with_capacity(part_count);
+        for at in (table_start..table_end).step_by(PART_ENTRY_LEN) {
+            let fst = section(read_u64(bytes, at), read_u64(bytes, at + 8), "fst")?;
+            let bloom = match (read_u64(bytes, at + 16), read_u64(bytes, at + 24)) {
+                (0, 0) => None,
+                (offset, len) => Some(section(offset, len, "bloom filter")?),
+            };
+            part_sections.push((fst, bloom));
+        }
 
         let mut checksum = Fnv64::new();
         checksum.write(&bytes[..CHECKSUM_AT]);
         checksum.write(&[0; 8]);
         checksum.write(&bytes[CHECKSUM_AT + 8..HEADER_LEN]);
         checksum.write(&bytes[sources_start..sources_end]);
-        checksum.write(&bytes[bloom_start..bloom_end]);
+        checksum.write(&bytes[buckets_start..buckets_end]);
+        checksum.write(&bytes[table_start..table_end]);
+        for (_, bloom) in &part_sections {
+            if let Some((start, end)) = bloom {
+                checksum.write(&bytes[*start..*end]);
+            }
+        }
         if checksum.finish() != read_u64(bytes, CHECKSUM_AT) {
             return Err(corrupt("the header checksum does not match".into()));
         }
 
         let sources = read_source_table(&bytes[sources_start..sources_end]).map_err(corrupt)?;
-        let bloom = if flags & FLAG_BLOOM != 0 {
-            let bloom = Bloom::from_slice(&bytes[bloom_start..bloom_end])
-                .map_err(|why| corrupt(format!("bad bloom filter: {why}")))?;
-            Some(bloom)
-        } else {
-            None
-        };
-        let fst = Fst::new(Section { map, start: fst_start, end: fst_end })
-            .map_err(|error| corrupt(format!("bad fst: {error}")))?;
-        // Reads every page once: a flipped bit anywhere is caught here rather
-        // than as a wrong answer (or a panic inside fst) later.
-        fst.verify().map_err(|error| corrupt(format!("bad fst: {error}")))?;
-        if fst.len() as u64 != names {
-            return Err(corrupt(format!("the header says {names} names but the fst holds {}", fst.len())));
+        let mut buckets = [0u8; 256];
+        buckets.copy_from_slice(&bytes[buckets_start..buckets_end]);
+        if buckets.iter().any(|part| usize::from(*part) >= part_count) {
+            return Err(corrupt("the bucket table names a part that does not exist".into()));
         }
-        Ok(CompiledLists { fst: Some(fst), bloom, min_labels, max_labels, sources, fingerprint, file_bytes: file_len })
+        let with_bloom = flags & FLAG_BLOOM != 0;
+        let map = Arc::new(map);
+        let mut parts = Vec::with_capacity(part_count);
+        let mut keys = 0u64;
+        for ((fst_start, fst_end), bloom) in part_sections {
+            let bloom = match (with_bloom, bloom) {
+                (true, Some((start, end))) => Some(
+                    Bloom::from_slice(&map[start..end]).map_err(|why| corrupt(format!("bad bloom filter: {why}")))?,
+                ),
+                (false, None) => None,
+                _ => return Err(corrupt("a part's bloom filter is missing".into())),
+            };
+            let fst = Fst::new(Section { map: Arc::clone(&map), start: fst_start, end: fst_end })
+                .map_err(|error| corrupt(format!("bad fst: {error}")))?;
+            // Reads every page once: a flipped bit anywhere is caught here
+            // rather than as a wrong answer (or a panic inside fst) later.
+            fst.verify().map_err(|error| corrupt(format!("bad fst: {error}")))?;
+            keys += fst.len() as u64;
+            parts.push(Part { fst, bloom });
+        }
+        if keys < names {
+            return Err(corrupt(format!("the header says {names} names but the parts hold {keys}")));
+        }
+        Ok(CompiledLists {
+            parts,
+            buckets,
+            min_labels,
+            max_labels,
+            names: names as usize,
+            sources,
+            fingerprint,
+            file_bytes: file_len,
+        })
     }
 
     /// Lists that list nothing: what the server uses before any list exists.
     pub fn empty() -> CompiledLists {
         CompiledLists {
-            fst: None,
-            bloom: None,
+            parts: Vec::new(),
+            buckets: [0; 256],
             min_labels: 0,
             max_labels: 0,
+            names: 0,
             sources: Vec::new(),
             fingerprint: 0,
             file_bytes: 0,
@@ -297,7 +403,7 @@ impl CompiledLists {
 
     /// Number of listed names (keys).
     pub fn len(&self) -> usize {
-        self.fst.as_ref().map_or(0, Fst::len)
+        self.names
     }
 
     pub fn is_empty(&self) -> bool {
@@ -311,7 +417,12 @@ impl CompiledLists {
 
     /// Whether a bloom filter sits in front of the fst.
     pub fn has_bloom(&self) -> bool {
-        self.bloom.is_some()
+        self.parts.first().is_some_and(|part| part.bloom.is_some())
+    }
+
+    /// How many parts the list was built in (see the module docs).
+    pub fn parts(&self) -> usize {
+        self.parts.len()
     }
 
     /// Size of the mapped file in bytes.
@@ -328,34 +439,44 @@ impl CompiledLists {
     /// `name` is dotted (`www.example.com`); upper case and one trailing dot
     /// are tolerated. Does not allocate.
     pub fn lookup(&self, name: &[u8]) -> CategorySet {
-        let Some(fst) = &self.fst else {
-            return CategorySet::EMPTY;
-        };
         let mut lowered = [0u8; 256];
         let name = clean(name, &mut lowered);
-        if let Some(bloom) = &self.bloom
+        let Some(part) = self.part_for(name) else {
+            return CategorySet::EMPTY;
+        };
+        if let Some(bloom) = &part.bloom
             && name.len() <= 256
             && !self.bloom_may_list(bloom, name)
         {
             return CategorySet::EMPTY;
         }
         let mut result = 0u32;
-        walk(fst, name, |_, value| {
+        walk(&part.fst, name, |_, value| {
             result = (result | blocks_of(value)) & !allows_of(value);
         });
         CategorySet(result)
     }
 
+    /// The part holding every level of `name` (None for the empty list).
+    #[inline]
+    fn part_for(&self, name: &[u8]) -> Option<&Part> {
+        match self.parts.len() {
+            0 => None,
+            1 => self.parts.first(),
+            _ => self.parts.get(usize::from(self.buckets[usize::from(bucket_of_name(name))])),
+        }
+    }
+
     /// Slow path for `hedgerow check` and logs: every level of `name` that a
     /// list mentions, most specific first.
     pub fn explain(&self, name: &[u8]) -> Vec<ListMatch> {
-        let Some(fst) = &self.fst else {
-            return Vec::new();
-        };
         let mut lowered = [0u8; 256];
         let name = clean(name, &mut lowered);
+        let Some(part) = self.part_for(name) else {
+            return Vec::new();
+        };
         let mut matches = Vec::new();
-        walk(fst, name, |start, value| {
+        walk(&part.fst, name, |start, value| {
             matches.push(ListMatch {
                 domain: String::from_utf8_lossy(&name[start..]).into_owned(),
                 exact: start == 0,
@@ -497,6 +618,21 @@ mod tests {
         let bytes = write_source_table(&["a", "ut1-gambling"]);
         assert_eq!(read_source_table(&bytes).unwrap(), ["a", "ut1-gambling"]);
         assert!(read_source_table(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn buckets_agree_for_names_and_keys() {
+        for (name, key) in [
+            (&b"www.example.com"[..], &b"com.example.www"[..]),
+            (b"example.com", b"com.example"),
+            (b"a.b.c.example.co.uk", b"uk.co.example.c.b.a"),
+        ] {
+            assert_eq!(bucket_of_name(name), bucket_of_key(key));
+            assert_ne!(bucket_of_key(key), REPLICATED);
+        }
+        assert_eq!(bucket_of_name(b"WWW.Example.COM"), bucket_of_name(b"www.example.com"));
+        assert_eq!(bucket_of_name(b"x.example.com"), bucket_of_name(b"example.com"), "one group");
+        assert_eq!(bucket_of_key(b"com"), REPLICATED);
     }
 
     #[test]

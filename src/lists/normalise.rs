@@ -55,15 +55,17 @@ pub fn normalise_into(name: &str, out: &mut String) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
     }
-    if name.bytes().any(|b| b.is_ascii_whitespace()) || name.chars().any(char::is_whitespace) {
+    let ascii = name.is_ascii();
+    if name.bytes().any(|b| b.is_ascii_whitespace()) || (!ascii && name.chars().any(char::is_whitespace)) {
         return Err(NameError::Whitespace);
     }
     if is_ip_address(name) {
         return Err(NameError::IpAddress(name.to_string()));
     }
-    if name.is_ascii() && !has_punycode_label(name) {
+    if ascii && !has_punycode_label(name) {
         // The common case: plain ASCII. Lower-case it and check the labels.
-        out.extend(name.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        out.push_str(name);
+        out.make_ascii_lowercase();
     } else {
         // Unicode, or punycode that UTS 46 must validate. The URL deny list
         // lets '_' through (real names use it) and stops '/', ':', '@'.
@@ -84,12 +86,18 @@ pub fn normalise_into(name: &str, out: &mut String) -> Result<(), NameError> {
 /// True for the textual forms of IPv4 and IPv6 addresses, with or without
 /// the brackets a URL puts round IPv6.
 pub fn is_ip_address(text: &str) -> bool {
+    if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return text.parse::<Ipv4Addr>().is_ok();
+    }
+    if !text.contains(':') {
+        return false; // the cheap answer for almost every name
+    }
     let unbracketed = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
-    text.parse::<Ipv4Addr>().is_ok() || unbracketed.parse::<Ipv6Addr>().is_ok()
+    unbracketed.parse::<Ipv6Addr>().is_ok()
 }
 
 fn has_punycode_label(name: &str) -> bool {
-    name.split('.').any(|label| label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--"))
+    name.contains("--") && name.split('.').any(|label| label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--"))
 }
 
 /// Gives a precise message for the common UTS 46 failures (a stray '/', ':'
@@ -102,22 +110,32 @@ fn is_label_byte(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
 }
 
-/// Checks an already lower-case ASCII name label by label.
+/// Checks an already lower-case ASCII name label by label, in one pass.
 fn check_labels(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_NAME_LEN {
         return Err(NameError::TooLong(name.len()));
     }
-    for label in name.split('.') {
-        if label.is_empty() {
-            return Err(NameError::EmptyLabel);
-        }
-        if label.len() > MAX_LABEL_LEN {
-            return Err(NameError::LabelTooLong { label: label.to_string(), len: label.len() });
-        }
-        if let Some(bad) = label.bytes().find(|b| !is_label_byte(*b)) {
+    let mut label_len = 0;
+    for (at, byte) in name.bytes().enumerate() {
+        if byte == b'.' {
+            if label_len == 0 {
+                return Err(NameError::EmptyLabel);
+            }
+            label_len = 0;
+        } else if is_label_byte(byte) {
+            label_len += 1;
+            if label_len > MAX_LABEL_LEN {
+                let start = at + 1 - label_len;
+                let label = name[start..].split('.').next().unwrap_or_default();
+                return Err(NameError::LabelTooLong { label: label.to_string(), len: label.len() });
+            }
+        } else {
             // Report the character as written (the name is ASCII here).
-            return Err(NameError::BadCharacter(char::from(bad)));
+            return Err(NameError::BadCharacter(char::from(byte)));
         }
+    }
+    if label_len == 0 {
+        return Err(NameError::EmptyLabel);
     }
     Ok(())
 }
