@@ -109,7 +109,12 @@ fn run_case(case: &str, synthetic: &Path, work: &Path) {
 
     // A sample of lookups over names from the inputs and unlisted ones.
     let mut rng = synthetic::Rng::new(7);
-    let queries: Vec<String> = (0..200_000).map(|_| synthetic::listed_name(&mut rng)).collect();
+    let queries: Vec<String> = (0..200_000)
+        .map(|_| {
+            let base = synthetic::listed_name(&mut rng);
+            synthetic::query_for(&mut rng, &base)
+        })
+        .collect();
     let started = Instant::now();
     let mut hits = 0usize;
     for query in &queries {

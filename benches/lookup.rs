@@ -45,8 +45,10 @@ fn lookups(c: &mut Criterion) {
     };
     let with_bloom = build("bloom.compiled", Some(0.01));
     let without_bloom = build("plain.compiled", None);
-    let mix = synthetic::query_mix(&kept, QUERIES, 5, 7);
-    let hits = synthetic::query_mix(&kept, QUERIES, 100, 8);
+    let is_listed = |query: &str| !without_bloom.lookup(query.as_bytes()).is_empty();
+    let mix = synthetic::query_mix(&kept, QUERIES, 5, 7, is_listed);
+    let hits = synthetic::query_mix(&kept, QUERIES, 100, 8, is_listed);
+    let misses = synthetic::query_mix(&kept, QUERIES, 0, 9, is_listed);
     let listed = mix.iter().filter(|q| !with_bloom.lookup(q.as_bytes()).is_empty()).count();
     eprintln!("{} names listed; the 95% mix has {listed} listed queries of {QUERIES}", with_bloom.len());
     for query in mix.iter().chain(&hits) {
@@ -56,7 +58,7 @@ fn lookups(c: &mut Criterion) {
     let mut group = c.benchmark_group("lookup_5m");
     group.sample_size(50).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(5));
     for (label, lists) in [("bloom", &with_bloom), ("no_bloom", &without_bloom)] {
-        for (mix_name, queries) in [("mix95miss", &mix), ("hits", &hits)] {
+        for (mix_name, queries) in [("mix95miss", &mix), ("hits", &hits), ("misses", &misses)] {
             group.bench_function(format!("{mix_name}/{label}"), |b| {
                 let mut next = 0usize;
                 b.iter(|| {

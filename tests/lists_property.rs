@@ -30,9 +30,11 @@ fn name() -> impl Strategy<Value = String> {
     prop::collection::vec(label(), 2..5).prop_map(|labels| labels.join("."))
 }
 
-/// One rule: a name, a category bit, and whether it is an exception.
+/// One rule: a name (now and then a whole top-level domain, `||com^`), a
+/// category bit, and whether it is an exception.
 fn rule() -> impl Strategy<Value = (String, u8, bool)> {
-    (name(), 0..CATEGORIES.len() as u8, prop::bool::weighted(0.2))
+    let rule_name = prop_oneof![12 => name(), 1 => label()];
+    (rule_name, 0..CATEGORIES.len() as u8, prop::bool::weighted(0.2))
 }
 
 /// The naive model: levels from the top-level domain down; each level adds
@@ -80,14 +82,16 @@ fn queries_for(name: &str, extra: &[String]) -> Vec<String> {
         queries.push(labels[start..].join(".")); // parents
     }
     let first = labels[0];
-    let rest = labels[1..].join(".");
-    queries.push(format!("not{first}.{rest}")); // look-alike
-    queries.push(format!("x{first}.{rest}"));
-    queries.push(format!("{first}x.{rest}"));
+    let with_rest = |label: &str| {
+        if labels.len() > 1 { format!("{label}.{}", labels[1..].join(".")) } else { label.to_string() }
+    };
+    queries.push(with_rest(&format!("not{first}"))); // look-alikes
+    queries.push(with_rest(&format!("x{first}")));
+    queries.push(with_rest(&format!("{first}x")));
     if first.len() > 1 {
-        queries.push(format!("{}.{rest}", &first[1..])); // a suffix of the label
+        queries.push(with_rest(&first[1..])); // a suffix of the label
     }
-    queries.push(format!("sibling.{rest}"));
+    queries.push(with_rest("sibling"));
     queries.push(format!("{name}.evil")); // the name as a prefix of another
     queries.extend(extra.iter().cloned());
     queries

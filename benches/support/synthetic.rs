@@ -142,8 +142,15 @@ pub fn write_list(path: &std::path::Path, count: usize, seed: u64, keep_every: u
 }
 
 /// A query mix: `hit_percent` of the queries are listed names or their
-/// subdomains, the rest names drawn from another seed (almost all unlisted).
-pub fn query_mix(kept: &[String], queries: usize, hit_percent: u64, seed: u64) -> Vec<String> {
+/// subdomains, the rest names drawn from another seed that `is_listed`
+/// says are listed at no level.
+pub fn query_mix(
+    kept: &[String],
+    queries: usize,
+    hit_percent: u64,
+    seed: u64,
+    is_listed: impl Fn(&str) -> bool,
+) -> Vec<String> {
     let mut rng = Rng::new(seed);
     let mut other = Rng::new(seed ^ 0xdead_beef);
     (0..queries)
@@ -152,8 +159,13 @@ pub fn query_mix(kept: &[String], queries: usize, hit_percent: u64, seed: u64) -
                 let base = &kept[rng.below(kept.len() as u64) as usize];
                 query_for(&mut rng, base)
             } else {
-                let base = listed_name(&mut other);
-                query_for(&mut rng, &base)
+                loop {
+                    let base = listed_name(&mut other);
+                    let query = query_for(&mut rng, &base);
+                    if !is_listed(&query) {
+                        break query;
+                    }
+                }
             }
         })
         .collect()

@@ -5,6 +5,7 @@ pub mod blocklist;
 pub mod bypass;
 pub mod cache;
 pub mod decision;
+pub mod forward;
 pub mod identify;
 pub mod listener;
 pub mod pipeline;

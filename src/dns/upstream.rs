@@ -21,6 +21,7 @@ use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::recursor::{Recursor, RecursorError, RecursorOptions};
 
 use super::cache::UpstreamAnswer;
+use super::forward::UdpUpstream;
 use crate::config::{self, ForwardProtocol, ForwardServer};
 
 /// Longest a recursive resolution may take in all; it walks several servers.
@@ -90,10 +91,10 @@ impl Upstream {
         dnssec_ok: bool,
     ) -> Result<UpstreamAnswer, UpstreamError> {
         match self {
-            Upstream::Forward(forwarder) => forwarder.resolve(name, record_type).await,
+            Upstream::Forward(forwarder) => forwarder.resolve(name, record_type, dnssec_ok).await,
             Upstream::Recursive { recursor, conditional, deadline } => {
                 if let Some((_, forwarder)) = conditional.iter().find(|(zone, _)| zone.zone_of(name)) {
-                    return forwarder.resolve(name, record_type).await;
+                    return forwarder.resolve(name, record_type, dnssec_ok).await;
                 }
                 let query = Query::query(Name::from(name), record_type);
                 let resolution = recursor.resolve(query, Instant::now(), dnssec_ok);
@@ -136,8 +137,16 @@ pub struct Forwarder {
 }
 
 struct ForwardTarget {
-    resolver: TokioResolver,
+    transport: Transport,
     down_until: Mutex<Option<Instant>>,
+}
+
+/// How queries reach one forwarding server.
+enum Transport {
+    /// Plain DNS: Hedgerow's own lean forwarder (see `dns/forward.rs`).
+    Udp(UdpUpstream),
+    /// TCP, DNS-over-TLS, DNS-over-HTTPS: hickory's resolver.
+    Hickory(TokioResolver),
 }
 
 impl ForwardTarget {
@@ -155,18 +164,31 @@ impl Forwarder {
         let targets = servers
             .iter()
             .map(|server| {
-                Ok(ForwardTarget { resolver: forwarding_resolver(server, timeout)?, down_until: Mutex::new(None) })
+                let transport = match server.protocol {
+                    ForwardProtocol::Udp => Transport::Udp(UdpUpstream::new(server.address, timeout)),
+                    _ => Transport::Hickory(forwarding_resolver(server, timeout)?),
+                };
+                Ok(ForwardTarget { transport, down_until: Mutex::new(None) })
             })
             .collect::<Result<_, UpstreamError>>()?;
         Ok(Forwarder { targets })
     }
 
-    pub async fn resolve(&self, name: &LowerName, record_type: RecordType) -> Result<UpstreamAnswer, UpstreamError> {
+    pub async fn resolve(
+        &self,
+        name: &LowerName,
+        record_type: RecordType,
+        dnssec_ok: bool,
+    ) -> Result<UpstreamAnswer, UpstreamError> {
         let now = Instant::now();
         let (up, down): (Vec<&ForwardTarget>, Vec<&ForwardTarget>) = self.targets.iter().partition(|t| !t.is_down(now));
         let mut last_error = UpstreamError::Other("no upstream servers".into());
         for target in up.into_iter().chain(down) {
-            match forward(&target.resolver, name, record_type).await {
+            let result = match &target.transport {
+                Transport::Udp(upstream) => upstream.query(name, record_type, dnssec_ok).await,
+                Transport::Hickory(resolver) => forward(resolver, name, record_type).await,
+            };
+            match result {
                 Ok(answer) => {
                     target.set_down_until(None);
                     return Ok(answer);

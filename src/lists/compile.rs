@@ -22,7 +22,7 @@ use fst::MapBuilder;
 
 use super::compiled::{
     BUCKETS, CHECKSUM_AT, FLAG_BLOOM, FORMAT_VERSION, Fnv64, HEADER_LEN, ListError, MAGIC, PART_ENTRY_LEN, REPLICATED,
-    bucket_of_key, encode_value, write_source_table,
+    bucket_of_group, encode_value, key_group_len, write_source_table,
 };
 use super::normalise::push_reversed;
 use super::parse::{Format, MAX_BAD_EXAMPLES, RuleKind, parse_stream};
@@ -416,9 +416,22 @@ fn partition(arena: &[u8], entries: Vec<Entry>, parts: usize) -> (Vec<Entry>, Ve
     let mut table = [0u8; 256];
     if parts == 1 {
         let len = entries.len();
-        return (entries, vec![0..len], table);
+        return (entries, std::iter::once(0..len).collect(), table);
     }
-    let bucket_of: Vec<u8> = entries.iter().map(|entry| bucket_of_key(key(entry))).collect();
+    let mut group = Vec::with_capacity(256);
+    let bucket_of: Vec<u8> = entries
+        .iter()
+        .map(|entry| {
+            let key = key(entry);
+            let group_len = key_group_len(key);
+            if group_len == key.len() && !key.contains(&b'.') {
+                return REPLICATED;
+            }
+            group.clear();
+            push_reversed(&key[..group_len], &mut group);
+            bucket_of_group(&group)
+        })
+        .collect();
     let mut counts = [0usize; 256];
     for bucket in &bucket_of {
         counts[usize::from(*bucket)] += 1;
@@ -486,18 +499,13 @@ fn build_part(arena: &[u8], entries: &mut [Entry], options: &CompileOptions) -> 
             Some((first_key, encode_value(blocks, allows, source + 1)))
         })
     };
-    // Sized for every entry: duplicates are few, and one pass is cheaper
-    // than counting the distinct keys first.
-    let mut bloom = match options.bloom_false_positive_rate {
-        // A fixed seed keeps the output a function of the input.
-        Some(rate) => {
-            Bloom::<[u8]>::new_for_fp_rate_with_seed(entries.len().max(1), rate.clamp(1e-9, 0.5), &[0x5e; 32]).ok()
-        }
-        None => None,
-    };
     let (mut keys, mut single_labels, mut min_labels, mut max_labels) = (0usize, 0usize, u8::MAX, 0u8);
     let mut builder = MapBuilder::memory();
-    let mut forward = Vec::with_capacity(256);
+    // Each group's first key (offset, group length): the bloom filter holds
+    // groups (see `CompiledLists::lookup`). Keys of a group sort together
+    // nearly always, so comparing with the previous group finds them.
+    let mut groups: Vec<(u32, u8)> = Vec::new();
+    let mut previous_group: &[u8] = &[];
     for (key, value) in merged {
         builder.insert(key, value).expect("keys are sorted and distinct");
         keys += 1;
@@ -505,12 +513,26 @@ fn build_part(arena: &[u8], entries: &mut [Entry], options: &CompileOptions) -> 
         single_labels += usize::from(labels == 1);
         min_labels = min_labels.min(labels);
         max_labels = max_labels.max(labels);
-        if let Some(bloom) = &mut bloom {
-            forward.clear();
-            push_reversed(key, &mut forward); // reversing again gives the name as written
-            bloom.set(&forward);
+        let group = &key[..key_group_len(key)];
+        if group != previous_group {
+            let offset = key.as_ptr() as usize - arena.as_ptr() as usize;
+            groups.push((offset as u32, group.len() as u8));
+            previous_group = group;
         }
     }
+    let bloom = options.bloom_false_positive_rate.map(|rate| {
+        // A fixed seed keeps the output a function of the input.
+        let mut bloom =
+            Bloom::<[u8]>::new_for_fp_rate_with_seed(groups.len().max(1), rate.clamp(1e-9, 0.5), &[0x5e; 32])
+                .expect("a positive size and rate");
+        let mut forward = Vec::with_capacity(256);
+        for (offset, len) in groups {
+            forward.clear();
+            push_reversed(&arena[offset as usize..offset as usize + usize::from(len)], &mut forward);
+            bloom.set(&forward);
+        }
+        bloom
+    });
     BuiltPart {
         fst: builder.into_inner().expect("writing to memory cannot fail"),
         bloom: bloom.map(Bloom::into_bytes),

@@ -73,32 +73,34 @@ pub(crate) const BUCKETS: usize = 255;
 pub(crate) const REPLICATED: u8 = 255;
 pub(crate) const PART_ENTRY_LEN: usize = 32;
 
-/// The bucket of a name's group (its last two labels), from the name as
-/// written (`www.example.com`), lower-casing as it goes. One-label names
-/// hash their only label: any part holds them.
+/// Where a name's *group* starts: its last two labels (`example.com` in
+/// `www.example.com`), or the whole name if it has one label.
 #[inline]
-pub(crate) fn bucket_of_name(name: &[u8]) -> u8 {
-    let tld_start = label_start(name, name.len());
-    let mut hash = Fnv64::new();
-    hash.write_lowercase(&name[tld_start..]);
-    if tld_start > 0 {
-        let second_start = label_start(name, tld_start - 1);
-        hash.write(b".");
-        hash.write_lowercase(&name[second_start..tld_start - 1]);
+pub(crate) fn group_start(name: &[u8]) -> usize {
+    match label_start(name, name.len()) {
+        0 => 0,
+        tld_start => label_start(name, tld_start - 1),
     }
+}
+
+/// The bucket of a group written forward (`example.com`).
+#[inline]
+pub(crate) fn bucket_of_group(group: &[u8]) -> u8 {
+    let mut hash = Fnv64::new();
+    hash.write_lowercase(group);
     (hash.finish() % BUCKETS as u64) as u8
 }
 
-/// The bucket of a key (reversed: `com.example.www`), or [`REPLICATED`]
-/// for a one-label key. Agrees with [`bucket_of_name`].
-pub(crate) fn bucket_of_key(key: &[u8]) -> u8 {
-    let Some(first_dot) = key.iter().position(|b| *b == b'.') else {
-        return REPLICATED;
-    };
-    let group_end = key[first_dot + 1..].iter().position(|b| *b == b'.').map_or(key.len(), |at| first_dot + 1 + at);
-    let mut hash = Fnv64::new();
-    hash.write(&key[..group_end]);
-    (hash.finish() % BUCKETS as u64) as u8
+/// The length of a key's group in the key (`com.example` in
+/// `com.example.www`); the whole key for a one-label key.
+#[inline]
+pub(crate) fn key_group_len(key: &[u8]) -> usize {
+    match key.iter().position(|b| *b == b'.') {
+        None => key.len(),
+        Some(first_dot) => {
+            key[first_dot + 1..].iter().position(|b| *b == b'.').map_or(key.len(), |at| first_dot + 1 + at)
+        }
+    }
 }
 
 const CATEGORY_BITS: u32 = 24;
@@ -227,10 +229,10 @@ pub struct CompiledLists {
     parts: Vec<Part>,
     /// Bucket -> index into `parts`.
     buckets: [u8; 256],
-    /// Levels with fewer or more labels than any name cannot match; the bloom
-    /// check skips them (most lists hold no top-level domains).
+    /// Fewest labels in any name: when more than one (no whole top-level
+    /// domain is listed), a group missing from the bloom filter means the
+    /// name is not listed at any level.
     min_labels: u8,
-    max_labels: u8,
     names: usize,
     sources: Vec<String>,
     fingerprint: u64,
@@ -300,7 +302,6 @@ impl CompiledLists {
             return Err(corrupt(format!("the header says {file_len} bytes but the file has {}", bytes.len())));
         }
         let min_labels = bytes[48];
-        let max_labels = bytes[49];
         let part_count = usize::from(u16::from_le_bytes([bytes[50], bytes[51]]));
         let section = |offset: u64, len: u64, what: &str| -> Result<(usize, usize), ListError> {
             match offset.checked_add(len) {
@@ -374,7 +375,6 @@ impl CompiledLists {
             parts,
             buckets,
             min_labels,
-            max_labels,
             names: names as usize,
             sources,
             fingerprint,
@@ -388,7 +388,6 @@ impl CompiledLists {
             parts: Vec::new(),
             buckets: [0; 256],
             min_labels: 0,
-            max_labels: 0,
             names: 0,
             sources: Vec::new(),
             fingerprint: 0,
@@ -446,7 +445,8 @@ impl CompiledLists {
         };
         if let Some(bloom) = &part.bloom
             && name.len() <= 256
-            && !self.bloom_may_list(bloom, name)
+            && self.min_labels > 1
+            && !bloom.check(&name[group_start(name)..])
         {
             return CategorySet::EMPTY;
         }
@@ -463,7 +463,10 @@ impl CompiledLists {
         match self.parts.len() {
             0 => None,
             1 => self.parts.first(),
-            _ => self.parts.get(usize::from(self.buckets[usize::from(bucket_of_name(name))])),
+            _ => {
+                let group = &name[group_start(name)..];
+                self.parts.get(usize::from(self.buckets[usize::from(bucket_of_group(group))]))
+            }
         }
     }
 
@@ -487,26 +490,6 @@ impl CompiledLists {
         });
         matches.reverse();
         matches
-    }
-
-    /// False when no level of `name` can be listed.
-    fn bloom_may_list(&self, bloom: &Bloom<[u8]>, name: &[u8]) -> bool {
-        let mut labels = 0u8;
-        let mut end = name.len();
-        loop {
-            let start = label_start(name, end);
-            labels = labels.saturating_add(1);
-            if labels > self.max_labels {
-                return false;
-            }
-            if labels >= self.min_labels && bloom.check(&name[start..]) {
-                return true;
-            }
-            if start == 0 {
-                return false;
-            }
-            end = start - 1;
-        }
     }
 }
 
@@ -621,18 +604,19 @@ mod tests {
     }
 
     #[test]
-    fn buckets_agree_for_names_and_keys() {
-        for (name, key) in [
-            (&b"www.example.com"[..], &b"com.example.www"[..]),
-            (b"example.com", b"com.example"),
-            (b"a.b.c.example.co.uk", b"uk.co.example.c.b.a"),
+    fn groups_of_names_and_keys_agree() {
+        for (name, key, group) in [
+            (&b"www.example.com"[..], &b"com.example.www"[..], &b"example.com"[..]),
+            (b"example.com", b"com.example", b"example.com"),
+            (b"a.b.c.example.co.uk", b"uk.co.example.c.b.a", b"co.uk"),
+            (b"com", b"com", b"com"),
         ] {
-            assert_eq!(bucket_of_name(name), bucket_of_key(key));
-            assert_ne!(bucket_of_key(key), REPLICATED);
+            assert_eq!(&name[group_start(name)..], group);
+            let mut forward = Vec::new();
+            super::super::normalise::push_reversed(&key[..key_group_len(key)], &mut forward);
+            assert_eq!(forward, group);
         }
-        assert_eq!(bucket_of_name(b"WWW.Example.COM"), bucket_of_name(b"www.example.com"));
-        assert_eq!(bucket_of_name(b"x.example.com"), bucket_of_name(b"example.com"), "one group");
-        assert_eq!(bucket_of_key(b"com"), REPLICATED);
+        assert_eq!(bucket_of_group(b"Example.COM"), bucket_of_group(b"example.com"));
     }
 
     #[test]

@@ -283,14 +283,13 @@ fn adblock_line(line: &str, scratch: &mut String, on_rule: &mut impl FnMut(RuleK
         Some((pattern, options)) => (pattern, Some(options)),
         None => (body, None),
     };
-    if let Some(options) = options {
-        if let Some(unsupported) = options
+    if let Some(options) = options
+        && let Some(unsupported) = options
             .split(',')
             .map(str::trim)
             .find(|option| !ADBLOCK_IGNORABLE_OPTIONS.iter().any(|ok| option.eq_ignore_ascii_case(ok)))
-        {
-            return Err(format!("{NOT_DNS_LEVEL} (the option ${unsupported})"));
-        }
+    {
+        return Err(format!("{NOT_DNS_LEVEL} (the option ${unsupported})"));
     }
     let name = pattern.strip_suffix("^|").or_else(|| pattern.strip_suffix('^')).unwrap_or(pattern);
     if name.contains(['/', '^', '*', '|', '?', '=', ':']) {
