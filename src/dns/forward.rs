@@ -76,6 +76,7 @@ impl UdpUpstream {
                         .connect(self.server)
                         .await
                         .map_err(|e| UpstreamError::Other(format!("cannot reach {}: {e}", self.server)))?;
+                    super::udp::enlarge_receive_buffer(&socket);
                     let socket = Arc::new(socket);
                     let pending = Arc::new(Mutex::new(HashMap::new()));
                     let receiver = tokio::spawn(receive(socket.clone(), pending.clone()));

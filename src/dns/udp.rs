@@ -33,6 +33,7 @@ pub fn serve(
     in_flight: Arc<Semaphore>,
     stop: Arc<AtomicBool>,
 ) {
+    enlarge_receive_buffer(&socket);
     if let Err(error) = socket.set_read_timeout(Some(STOP_POLL)) {
         tracing::error!(%error, "cannot set the UDP read timeout; UDP listener not started");
         return;
@@ -94,6 +95,27 @@ pub fn serve(
             }
         }
         send_all(&socket, &replies[..ready]);
+    }
+}
+
+/// Receive buffer asked of the kernel: room for a burst of a few thousand
+/// queries while the thread is busy, so bursts are not dropped.
+const RECEIVE_BUFFER: libc::c_int = 4 * 1024 * 1024;
+
+/// Best effort: the kernel caps it at net.core.rmem_max.
+pub fn enlarge_receive_buffer(socket: &impl AsRawFd) {
+    // SAFETY: setsockopt with a c_int option value of the right size.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&RECEIVE_BUFFER as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot enlarge the UDP receive buffer");
     }
 }
 
