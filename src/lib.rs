@@ -7,3 +7,4 @@ pub mod dns;
 pub mod lists;
 pub mod policy;
 pub mod serve;
+pub mod store;

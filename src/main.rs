@@ -34,6 +34,23 @@ enum Command {
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
+    /// Read the query log: recent rows, or a search.
+    Log {
+        #[command(subcommand)]
+        action: LogAction,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Output: table (default), json (one object a line) or csv.
+        #[arg(long, global = true, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// The device table that names clients in the log.
+    Devices {
+        #[command(subcommand)]
+        action: DevicesAction,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Show the decision the server would take for a name, and why, without asking upstream.
     Check {
         name: String,
@@ -59,6 +76,81 @@ enum ListsAction {
     Update,
     /// Tell the running server to rebuild and swap in its lists (sends SIGHUP).
     Reload,
+}
+
+#[derive(Subcommand)]
+enum LogAction {
+    /// The newest rows (with --follow, keep printing new ones).
+    Tail {
+        #[arg(long, default_value_t = 20)]
+        lines: usize,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Rows matching every given filter, newest first.
+    Search {
+        /// Client IP or device name.
+        #[arg(long)]
+        client: Option<String>,
+        /// A name; also matches its subdomains.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        category: Option<String>,
+        /// allowed, blocked, safesearch, bypass, refused or error.
+        #[arg(long)]
+        decision: Option<String>,
+        /// UTC time or day: 2026-11-23 or 2026-11-23T08:30:00Z.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Paging: rows older than this id (the last id of the previous page).
+        #[arg(long)]
+        before_id: Option<i64>,
+    },
+    /// Figures for the annual filtering review, from the daily roll-ups only.
+    Review {
+        /// First day (UTC), e.g. 2025-09-01.
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevicesAction {
+    /// Add or update one device.
+    Add {
+        #[arg(long)]
+        ip: Option<IpAddr>,
+        #[arg(long)]
+        mac: Option<String>,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Import devices from a CSV file with a header: ip,mac,name,owner,group.
+    ImportCsv { file: PathBuf },
+    /// Import a DHCP leases file (dnsmasq or ISC dhcpd).
+    ImportLeases {
+        file: PathBuf,
+        #[arg(long, default_value = "dnsmasq")]
+        leases_format: String,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+    Csv,
 }
 
 fn main() -> ExitCode {
@@ -123,6 +215,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(config.as_ref())?;
             lists(&config, action)
         }
+        Command::Log { action, config, format } => {
+            let config = load_config(config.as_ref())?;
+            log(&config, action, format)
+        }
+        Command::Devices { action, config } => {
+            let config = load_config(config.as_ref())?;
+            devices(&config, action)
+        }
         Command::Check { name, client, group, record_type, config } => {
             let config = load_config(config.as_ref())?;
             check(&config, &name, client, group.as_deref(), &record_type)
@@ -148,7 +248,7 @@ fn check(
     let runtime = tokio::runtime::Runtime::new()?;
     let _guard = runtime.enter();
     let (lists, safesearch) = hedgerow::serve::load_lists(config)?;
-    let pipeline = Pipeline::new(config, lists, safesearch)?;
+    let pipeline = Pipeline::new(config, lists, safesearch, None)?;
     let requester = match (client, group) {
         (_, Some(group)) => Requester::Group(group),
         (Some(client), None) => Requester::Source(client),
@@ -267,6 +367,168 @@ fn lists(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn log(config: &Config, action: LogAction, format: OutputFormat) -> anyhow::Result<ExitCode> {
+    use hedgerow::store::{self, Search};
+    let database = &config.log.database;
+    let time = |text: Option<String>| -> anyhow::Result<Option<i64>> {
+        text.map(|t| {
+            store::time::parse_utc(&t)
+                .or_else(|| store::time::parse_day(&t))
+                .with_context(|| format!("{t:?} is not a UTC time; write 2026-11-23 or 2026-11-23T08:30:00Z"))
+        })
+        .transpose()
+    };
+    match action {
+        LogAction::Tail { lines, follow } => {
+            let newest = store::search::search(database, &Search { limit: lines, ..Search::default() })?;
+            let mut last_id = newest.first().map_or(0, |row| row.id);
+            print_rows(newest.into_iter().rev().collect(), format, true);
+            while follow {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                let rows = store::search::tail(database, last_id, 1_000)?;
+                if let Some(row) = rows.last() {
+                    last_id = row.id;
+                }
+                print_rows(rows, format, false);
+            }
+        }
+        LogAction::Search { client, name, category, decision, since, until, limit, before_id } => {
+            let query = Search {
+                client,
+                name,
+                category,
+                decision,
+                since_ms: time(since)?,
+                until_ms: time(until)?,
+                limit,
+                before_id,
+            };
+            let rows = store::search::search(database, &query)?;
+            if let (OutputFormat::Table, Some(last)) = (format, rows.last()) {
+                eprintln!("(next page: --before-id {})", last.id);
+            }
+            print_rows(rows, format, true);
+        }
+        LogAction::Review { from, to } => {
+            let figures = store::retention::annual_review(database, &from, &to)?;
+            println!("{}", serde_json::to_string_pretty(&figures)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_rows(rows: Vec<hedgerow::store::LogRow>, format: OutputFormat, header: bool) {
+    match format {
+        OutputFormat::Json => {
+            for row in rows {
+                println!("{}", serde_json::to_string(&row).unwrap_or_default());
+            }
+        }
+        OutputFormat::Csv => {
+            if header {
+                println!(
+                    "id,time,client,device,owner,network,group,name,type,decision,category,list,rcode,upstream_ms,cache_hit"
+                );
+            }
+            for row in rows {
+                let field = |text: &str| {
+                    if text.contains([',', '"', '\n']) {
+                        format!("\"{}\"", text.replace('"', "\"\""))
+                    } else {
+                        text.to_string()
+                    }
+                };
+                let cells = [
+                    row.id.to_string(),
+                    hedgerow::store::time::format_utc(row.time_ms),
+                    row.client,
+                    row.device.unwrap_or_default(),
+                    row.owner.unwrap_or_default(),
+                    row.network.unwrap_or_default(),
+                    row.group.unwrap_or_default(),
+                    row.name,
+                    hickory_proto::rr::RecordType::from(row.record_type).to_string(),
+                    row.decision,
+                    row.category.unwrap_or_default(),
+                    row.list.unwrap_or_default(),
+                    hickory_proto::op::ResponseCode::from_low(row.response_code as u8).to_str().to_string(),
+                    row.upstream_ms.map(|ms| ms.to_string()).unwrap_or_default(),
+                    row.cache_hit.to_string(),
+                ];
+                println!("{}", cells.iter().map(|c| field(c)).collect::<Vec<_>>().join(","));
+            }
+        }
+        OutputFormat::Table => {
+            if header {
+                println!(
+                    "{:<24} {:<16} {:<18} {:<8} {:<40} {:<6} {:<10} {}",
+                    "time (UTC)", "client", "device", "group", "name", "type", "decision", "category/list"
+                );
+            }
+            for row in rows {
+                let device = match (&row.device, &row.owner) {
+                    (Some(device), Some(owner)) => format!("{device} ({owner})"),
+                    (Some(device), None) => device.clone(),
+                    _ => String::new(),
+                };
+                let why = match (&row.category, &row.list) {
+                    (Some(category), Some(list)) => format!("{category} / {list}"),
+                    (Some(category), None) => category.clone(),
+                    _ => String::new(),
+                };
+                println!(
+                    "{:<24} {:<16} {:<18} {:<8} {:<40} {:<6} {:<10} {}",
+                    hedgerow::store::time::format_utc(row.time_ms),
+                    row.client,
+                    device,
+                    row.group.unwrap_or_default(),
+                    row.name,
+                    hickory_proto::rr::RecordType::from(row.record_type).to_string(),
+                    row.decision,
+                    why
+                );
+            }
+        }
+    }
+}
+
+fn devices(config: &Config, action: DevicesAction) -> anyhow::Result<ExitCode> {
+    use hedgerow::store::{self, Device};
+    let database = &config.log.database;
+    std::fs::create_dir_all(&config.data_dir)?;
+    match action {
+        DevicesAction::Add { ip, mac, name, owner, group } => {
+            anyhow::ensure!(
+                ip.is_some() || mac.is_some(),
+                "give --ip or --mac (or both) so the device can be recognised"
+            );
+            store::devices::upsert_device(database, &Device { ip, mac, name, owner, group, source: "manual".into() })?;
+            println!("device saved");
+        }
+        DevicesAction::ImportCsv { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let report = store::devices::import_csv(database, &text)?;
+            println!("{} devices imported", report.imported);
+            for error in &report.errors {
+                println!("  {}: {error}", file.display());
+            }
+            if !report.ignored_columns.is_empty() {
+                println!("  columns not read: {}", report.ignored_columns.join(", "));
+            }
+        }
+        DevicesAction::ImportLeases { file, leases_format } => {
+            let format = match leases_format.as_str() {
+                "dnsmasq" => hedgerow::config::LeasesFormat::Dnsmasq,
+                "isc" => hedgerow::config::LeasesFormat::Isc,
+                other => anyhow::bail!("--leases-format {other:?}: use dnsmasq or isc"),
+            };
+            let count = hedgerow::serve::import_leases_file(database, &file, format).map_err(anyhow::Error::msg)?;
+            println!("{count} leases read");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_identity(network: Option<&str>, group: Option<&str>) {

@@ -8,11 +8,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
+use std::path::Path;
+
+use crate::config::{Config, LeasesFormat};
 use crate::dns::{DnsServer, Pipeline};
 use crate::lists::compiled::CompiledLists;
 use crate::lists::{fetch, load, sources};
 use crate::policy::SafeSearchMap;
+use crate::store::{self, QueryLog};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -24,6 +27,8 @@ pub enum StartError {
     Lists(String),
     #[error("{0}")]
     Policy(String),
+    #[error("query log: {0}")]
+    Log(String),
     #[error("{0}")]
     Listen(#[from] std::io::Error),
 }
@@ -81,7 +86,14 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         tokio::task::spawn_blocking(move || load_lists(&config)).await.expect("list loading does not panic")?
     };
     check_overrides(&config, &lists)?;
-    let pipeline = Arc::new(Pipeline::new(&config, lists, safesearch)?);
+    let log = if config.log.enabled {
+        let log = QueryLog::open(&config.log.database, config.log.settings.clone())
+            .map_err(|error| StartError::Log(error.to_string()))?;
+        Some(log)
+    } else {
+        None
+    };
+    let pipeline = Arc::new(Pipeline::new(&config, lists, safesearch, log)?);
     let server = DnsServer::start(pipeline.clone(), &config.listen).await?;
     let _ = std::fs::write(pid_file(&config), std::process::id().to_string());
 
@@ -96,6 +108,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         }
     })];
     background.push(tokio::spawn(reload_on_sighup(config.clone(), pipeline.clone())));
+    if config.log.enabled {
+        // Roll-ups and retention run on their own thread, hourly.
+        let _ = store::retention::spawn_retention(config.log.database.clone(), config.log.settings.retention_days);
+        if let Some((file, format)) = config.log.leases.clone() {
+            background.push(tokio::spawn(read_leases_on_schedule(config.log.database.clone(), file, format)));
+        }
+    }
     if let Some(interval) = config.list_update_interval {
         background.push(tokio::spawn(update_on_schedule(config.clone(), pipeline.clone(), interval)));
     }
@@ -209,6 +228,37 @@ async fn update_on_schedule(config: Arc<Config>, pipeline: Arc<Pipeline>, interv
             tracing::warn!(%error, "list reload after update failed; the lists in use stay");
         }
     }
+}
+
+/// Reads the DHCP leases file every minute and names devices from it.
+async fn read_leases_on_schedule(database: PathBuf, file: PathBuf, format: LeasesFormat) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut last_modified = None;
+    loop {
+        tick.tick().await;
+        let modified = std::fs::metadata(&file).and_then(|m| m.modified()).ok();
+        if modified.is_none() || modified == last_modified {
+            continue;
+        }
+        last_modified = modified;
+        let (database, file) = (database.clone(), file.clone());
+        let result = tokio::task::spawn_blocking(move || import_leases_file(&database, &file, format)).await;
+        match result {
+            Ok(Ok(count)) => tracing::info!(devices = count, "DHCP leases read"),
+            Ok(Err(error)) => tracing::warn!(%error, "cannot read the DHCP leases"),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Imports a leases file into the devices table; the number of leases read.
+pub fn import_leases_file(database: &Path, file: &Path, format: LeasesFormat) -> Result<usize, String> {
+    let text = std::fs::read_to_string(file).map_err(|error| format!("{}: {error}", file.display()))?;
+    let leases = match format {
+        LeasesFormat::Dnsmasq => store::leases::parse_dnsmasq_leases(&text),
+        LeasesFormat::Isc => store::leases::parse_isc_leases(&text),
+    };
+    store::devices::import_leases(database, &leases).map_err(|error| error.to_string())
 }
 
 /// Downloads every enabled URL source; true when any changed.

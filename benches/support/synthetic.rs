@@ -70,7 +70,7 @@ const TLDS: &[(&str, u64)] = &[
 const SUBDOMAINS: &[&str] = &["www", "m", "cdn", "img", "api", "mail", "shop", "blog", "static", "ads", "track", "app"];
 
 pub fn word(rng: &mut Rng, out: &mut String) {
-    let syllables = 2 + rng.below(4);
+    let syllables = 3 + rng.below(3);
     for _ in 0..syllables {
         out.push_str(SYLLABLES[rng.below(SYLLABLES.len() as u64) as usize]);
     }

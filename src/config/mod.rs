@@ -39,6 +39,26 @@ pub struct Config {
     pub upstream: Upstream,
     pub cache: CacheSettings,
     pub rate_limit: RateLimit,
+    pub log: LogConfig,
+}
+
+/// The query log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub enabled: bool,
+    /// The SQLite file (under data_dir unless absolute).
+    pub database: PathBuf,
+    /// The `database` setting as written (relative to data_dir).
+    pub database_setting: PathBuf,
+    pub settings: crate::store::LogSettings,
+    /// A DHCP leases file read on a schedule to name devices.
+    pub leases: Option<(PathBuf, LeasesFormat)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeasesFormat {
+    Dnsmasq,
+    Isc,
 }
 
 /// A network (VLAN subnet) and the group its clients belong to.

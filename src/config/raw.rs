@@ -18,11 +18,13 @@ use super::{
     CacheSettings, ConditionalForward, Config, ConfigError, ForwardProtocol, ForwardServer, Network, RateLimit,
     Upstream,
 };
+use super::{LeasesFormat, LogConfig};
 use crate::lists::fetch::FetchSettings;
 use crate::lists::normalise::normalise;
 use crate::lists::sources::ListSettings;
 use crate::policy::category::{self, CATEGORIES, CategorySet};
 use crate::policy::group::{self, BlockAnswer, GroupPolicy, Overrides, YoutubeMode};
+use crate::store::{LogSettings, Privacy};
 
 /// The configuration `hedgerow serve` runs on when given no file. It needs no
 /// root and no network set-up: one loopback address per demo group.
@@ -74,6 +76,8 @@ struct RawConfig {
     rate_limit: RawRateLimit,
     #[serde(default)]
     lists: RawLists,
+    #[serde(default)]
+    log: RawLog,
     #[serde(default)]
     categories: RawCategories,
     #[serde(default)]
@@ -142,6 +146,55 @@ impl Default for RawLists {
             download_timeout_secs: default_download_timeout(),
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default = "default_true")]
+    enabled: bool,
+    #[serde(default = "default_log_database")]
+    database: PathBuf,
+    #[serde(default = "default_retention_days")]
+    retention_days: Spanned<u32>,
+    #[serde(default = "default_privacy")]
+    guest_privacy: Spanned<String>,
+    #[serde(default = "default_private_groups")]
+    private_groups: Vec<String>,
+    /// A DHCP leases file read on a schedule to name devices.
+    leases_file: Option<PathBuf>,
+    #[serde(default = "default_leases_format")]
+    leases_format: Spanned<String>,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            enabled: true,
+            database: default_log_database(),
+            retention_days: default_retention_days(),
+            guest_privacy: default_privacy(),
+            private_groups: default_private_groups(),
+            leases_file: None,
+            leases_format: default_leases_format(),
+        }
+    }
+}
+
+fn default_log_database() -> PathBuf {
+    PathBuf::from("hedgerow.db")
+}
+fn default_retention_days() -> Spanned<u32> {
+    Spanned::new(0..0, 30)
+}
+fn default_privacy() -> Spanned<String> {
+    Spanned::new(0..0, "full".to_string())
+}
+fn default_private_groups() -> Vec<String> {
+    vec!["guest".to_string()]
+}
+fn default_leases_format() -> Spanned<String> {
+    Spanned::new(0..0, "dnsmasq".to_string())
 }
 
 #[derive(Deserialize, Default)]
@@ -349,6 +402,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
     let networks = compile_networks(&source, raw.networks, &groups)?;
     let upstream = compile_upstream(&source, raw.upstream)?;
     let cache = compile_cache(&source, raw.cache)?;
+    let log = compile_log(&source, raw.log, &raw.data_dir, &groups)?;
 
     let rate_limit = match raw.rate_limit.queries_per_second {
         Some(qps) if *qps.get_ref() == 0 => {
@@ -385,6 +439,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         upstream,
         cache,
         rate_limit,
+        log,
     })
 }
 
@@ -683,6 +738,57 @@ fn compile_servers(source: &Source<'_>, raw: Vec<RawServer>) -> Result<Vec<Forwa
         .collect()
 }
 
+fn compile_log(
+    source: &Source<'_>,
+    raw: RawLog,
+    data_dir: &std::path::Path,
+    groups: &BTreeMap<String, GroupPolicy>,
+) -> Result<LogConfig, ConfigError> {
+    let days = *raw.retention_days.get_ref();
+    if !(1..=365).contains(&days) {
+        return Err(source.error(
+            Some(&raw.retention_days.span()),
+            format!("retention_days = {days}: keep raw query rows from 1 to 365 days (daily roll-ups are kept for years regardless)"),
+        ));
+    }
+    let privacy = match raw.guest_privacy.get_ref().as_str() {
+        "full" => Privacy::Full,
+        "truncate" => Privacy::Truncate,
+        "hash" => Privacy::Hash,
+        other => {
+            return Err(source.error(
+                Some(&raw.guest_privacy.span()),
+                format!("guest_privacy = {other:?} is not one of \"full\", \"truncate\" (network only), \"hash\" (a daily pseudonym)"),
+            ));
+        }
+    };
+    if let Some(unknown) = raw.private_groups.iter().find(|g| !groups.contains_key(*g)) {
+        return Err(source.error(None, format!("[log] private_groups names {unknown:?}, which is not a group")));
+    }
+    let leases_format = match raw.leases_format.get_ref().as_str() {
+        "dnsmasq" => LeasesFormat::Dnsmasq,
+        "isc" => LeasesFormat::Isc,
+        other => {
+            return Err(source.error(
+                Some(&raw.leases_format.span()),
+                format!("leases_format = {other:?} is not \"dnsmasq\" or \"isc\""),
+            ));
+        }
+    };
+    Ok(LogConfig {
+        enabled: raw.enabled,
+        database: data_dir.join(&raw.database),
+        database_setting: raw.database,
+        settings: LogSettings {
+            retention_days: days,
+            guest_privacy: privacy,
+            private_groups: raw.private_groups,
+            ..LogSettings::default()
+        },
+        leases: raw.leases_file.map(|file| (file, leases_format)),
+    })
+}
+
 fn compile_cache(source: &Source<'_>, raw: RawCache) -> Result<CacheSettings, ConfigError> {
     if *raw.size.get_ref() == 0 {
         return Err(source.error(Some(&raw.size.span()), "`cache.size` must be at least 1 (100000 suits a school)"));
@@ -793,6 +899,28 @@ pub(super) fn render(config: &Config) -> String {
                 }
             }
         }
+    }
+    let log = &config.log;
+    let privacy = match log.settings.guest_privacy {
+        Privacy::Full => "full",
+        Privacy::Truncate => "truncate",
+        Privacy::Hash => "hash",
+    };
+    let _ = writeln!(
+        out,
+        "\n[log]\nenabled = {}\ndatabase = {}",
+        log.enabled,
+        quote(&log.database_setting.display().to_string())
+    );
+    let _ = writeln!(out, "retention_days = {}\nguest_privacy = {}", log.settings.retention_days, quote(privacy));
+    let _ = writeln!(out, "private_groups = {}", list(log.settings.private_groups.iter().map(|g| quote(g)).collect()));
+    if let Some((file, format)) = &log.leases {
+        let format = match format {
+            LeasesFormat::Dnsmasq => "dnsmasq",
+            LeasesFormat::Isc => "isc",
+        };
+        let _ =
+            writeln!(out, "leases_file = {}\nleases_format = {}", quote(&file.display().to_string()), quote(format));
     }
     for network in &config.networks {
         let _ = writeln!(

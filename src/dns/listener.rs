@@ -53,6 +53,7 @@ pub(super) fn step(
         Ok(query) => query,
         Err(Rejection::Drop) => return Step::Silent,
         Err(Rejection::Error { id, flags, code }) => {
+            // No question could be read, so there is nothing to log.
             wire::write_error(id, flags, code, out);
             return Step::Reply;
         }
@@ -60,12 +61,26 @@ pub(super) fn step(
     let limit = limit.unwrap_or_else(|| query.udp_limit());
     // RFC 6891 section 6.1.3: only EDNS version 0 exists.
     if query.edns.is_some_and(|edns| edns.version > 0) {
-        WireAnswer::empty(ResponseCode::BADVERS).write(&query, 0, None, None, limit, out);
-        return Step::Reply;
+        return write_error_answer(
+            pipeline,
+            source,
+            &query,
+            ResponseCode::BADVERS,
+            "unsupported EDNS version",
+            limit,
+            out,
+        );
     }
     if query.class != u16::from(DNSClass::IN) {
-        WireAnswer::empty(ResponseCode::NotImp).write(&query, 0, None, None, limit, out);
-        return Step::Reply;
+        return write_error_answer(
+            pipeline,
+            source,
+            &query,
+            ResponseCode::NotImp,
+            "only the IN class is served",
+            limit,
+            out,
+        );
     }
     let question = Question {
         name: query.name.clone(),
@@ -75,23 +90,46 @@ pub(super) fn step(
     match pipeline.answer_now(source.ip(), &question) {
         Immediate::Answer(answer) => {
             write_answer(&query, &answer, limit, out);
+            observe(pipeline, source, &query, &answer);
             Step::Reply
         }
         Immediate::Cached { entry, age, decision } => match entry.wire() {
             Some(wire) => {
-                let _ = decision; // the query log (a later issue) records it here
                 wire.write(&query, age, None, None, limit, out);
+                let code = entry.stored().response_code;
+                pipeline.observe(source.ip(), &query.name, query.record_type, &decision, code, true, None);
                 Step::Reply
             }
-            None => {
-                write_error_answer(&query, ResponseCode::ServFail, "cached answer could not be encoded", limit, out)
-            }
+            None => write_error_answer(
+                pipeline,
+                source,
+                &query,
+                ResponseCode::ServFail,
+                "cached answer could not be encoded",
+                limit,
+                out,
+            ),
         },
         Immediate::Upstream(pending) => Step::Resolve(query, question, pending),
     }
 }
 
+/// Logs an answered query (the log is an observer: it never changes the answer).
+pub(super) fn observe(pipeline: &Pipeline, source: SocketAddr, query: &WireQuery, answer: &Answer) {
+    pipeline.observe(
+        source.ip(),
+        &query.name,
+        query.record_type,
+        &answer.decision,
+        answer.response_code,
+        answer.cache_hit,
+        answer.upstream_latency,
+    );
+}
+
 pub(super) fn write_error_answer(
+    pipeline: &Pipeline,
+    source: SocketAddr,
     query: &WireQuery,
     code: ResponseCode,
     reason: &'static str,
@@ -100,6 +138,7 @@ pub(super) fn write_error_answer(
 ) -> Step {
     let answer = Answer::empty(code, Decision::new(DecisionKind::Error, Stage::Parse, reason));
     write_answer(query, &answer, limit, out);
+    observe(pipeline, source, query, &answer);
     Step::Reply
 }
 
@@ -220,6 +259,7 @@ async fn serve_connection(mut stream: TcpStream, source: SocketAddr, pipeline: &
             Step::Resolve(query, question, pending) => {
                 let answer = pipeline.resolve(&pending, &question).await;
                 write_answer(&query, &answer, TCP_LIMIT, &mut out);
+                observe(pipeline, source, &query, &answer);
             }
         }
         let mut framed = Vec::with_capacity(out.len() + 2);

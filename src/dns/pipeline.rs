@@ -40,6 +40,7 @@ use crate::config::Config;
 use crate::lists::compiled::CompiledLists;
 use crate::policy::safesearch::Target;
 use crate::policy::{CategorySet, GroupPolicy, SafeSearchMap};
+use crate::store::{QueryLog, QueryRecord};
 
 /// The question as the pipeline sees it (one per message).
 #[derive(Debug, Clone)]
@@ -141,10 +142,17 @@ pub struct Pipeline {
     safesearch: ArcSwap<SafeSearchMap>,
     cache: AnswerCache,
     upstream: Upstream,
+    /// The query log: an observer that never changes an answer or waits.
+    log: Option<QueryLog>,
 }
 
 impl Pipeline {
-    pub fn new(config: &Config, lists: CompiledLists, safesearch: SafeSearchMap) -> Result<Pipeline, UpstreamError> {
+    pub fn new(
+        config: &Config,
+        lists: CompiledLists,
+        safesearch: SafeSearchMap,
+        log: Option<QueryLog>,
+    ) -> Result<Pipeline, UpstreamError> {
         let policies: HashMap<Arc<str>, Arc<GroupPolicy>> =
             config.groups.iter().map(|(name, policy)| (Arc::from(name.as_str()), Arc::new(policy.clone()))).collect();
         Ok(Pipeline {
@@ -156,7 +164,48 @@ impl Pipeline {
             safesearch: ArcSwap::from_pointee(safesearch),
             cache: AnswerCache::new(&config.cache),
             upstream: Upstream::new(&config.upstream)?,
+            log,
         })
+    }
+
+    /// Records an answered query in the query log (when there is one). Never
+    /// waits: a full log channel drops and counts the row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe(
+        &self,
+        source: IpAddr,
+        name: &LowerName,
+        record_type: RecordType,
+        decision: &Decision,
+        response_code: ResponseCode,
+        cache_hit: bool,
+        upstream_latency: Option<Duration>,
+    ) {
+        let Some(log) = &self.log else { return };
+        let mut buffer = [0u8; 256];
+        let dotted = blocklist::dotted(name, &mut buffer);
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX));
+        log.record(QueryRecord {
+            time_ms,
+            client: source.to_canonical(),
+            network: decision.network.clone(),
+            group: decision.group.clone(),
+            name: String::from_utf8_lossy(dotted).into_owned(),
+            record_type: u16::from(record_type),
+            decision: decision.kind.as_str(),
+            category: decision.category.clone(),
+            list: decision.list.clone(),
+            response_code: u16::from(response_code),
+            upstream_ms: upstream_latency.map(|latency| u32::try_from(latency.as_millis()).unwrap_or(u32::MAX)),
+            cache_hit,
+        });
+    }
+
+    /// The query log, if logging is on.
+    pub fn log(&self) -> Option<&QueryLog> {
+        self.log.as_ref()
     }
 
     /// Swaps in new compiled lists and SafeSearch map. Queries in progress

@@ -14,7 +14,7 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use tokio::sync::Semaphore;
 
-use super::listener::{Step, step, write_answer, write_error_answer};
+use super::listener::{Step, observe, step, write_answer, write_error_answer};
 use super::pipeline::Pipeline;
 
 /// Datagrams read (and answers sent) per system call.
@@ -71,6 +71,8 @@ pub fn serve(
                 Step::Resolve(query, question, pending) => {
                     let Ok(permit) = in_flight.clone().try_acquire_owned() else {
                         write_error_answer(
+                            &pipeline,
+                            source,
                             &query,
                             ResponseCode::ServFail,
                             "too many queries in progress",
@@ -89,6 +91,7 @@ pub fn serve(
                         if let Err(error) = socket.send_to(&out, source) {
                             tracing::debug!(%error, %source, "UDP send failed");
                         }
+                        observe(&pipeline, source, &query, &answer);
                         drop(permit);
                     });
                 }

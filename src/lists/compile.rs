@@ -7,9 +7,9 @@
 //! merge duplicate keys, and build the part's fst and bloom filter; finally
 //! write the file.
 //!
-//! Memory: 16 bytes of entry plus the name per rule (twice the entries while
+//! Memory: 24 bytes of entry plus the name per rule (twice the entries while
 //! splitting into parts), not one heap string each: 5 million names peak at
-//! a few hundred MB. Entries sort by an 8-byte key prefix held inline,
+//! a few hundred MB. Entries sort by a 16-byte key prefix held inline,
 //! touching the arena only to break ties.
 
 use std::fs::{self, File};
@@ -193,12 +193,13 @@ const PARALLEL_FROM: usize = 100_000;
 /// Files larger than this are parsed in chunks on several threads.
 const CHUNKED_FROM: usize = 4 << 20;
 
-/// One rule, 16 bytes. `prefix` is the first 8 bytes of the reversed name,
+/// One rule, 24 bytes. `prefix` is the first 16 bytes of the reversed name,
 /// big-endian and zero-padded (names never contain a zero byte), so
-/// comparing prefixes orders like comparing the names.
+/// comparing prefixes orders like comparing the names: most comparisons
+/// while sorting never touch the arena.
 #[derive(Clone, Copy)]
 struct Entry {
-    prefix: u64,
+    prefix: [u64; 2],
     offset: u32,
     len: u8,
     /// Category bit index, plus 0x80 for an exception.
@@ -207,6 +208,7 @@ struct Entry {
 }
 
 const ALLOW_FLAG: u8 = 0x80;
+const _: () = assert!(std::mem::size_of::<Entry>() == 24);
 
 /// Every rule read so far: reversed names in one arena, entries pointing in.
 #[derive(Default)]
@@ -317,8 +319,8 @@ impl Rules {
             let offset = self.arena.len() as u32; // total text is checked to fit in u32
             push_reversed(name.as_bytes(), &mut self.arena);
             let key = &self.arena[offset as usize..];
-            let mut prefix = [0u8; 8];
-            let n = key.len().min(8);
+            let mut prefix = [0u8; 16];
+            let n = key.len().min(16);
             prefix[..n].copy_from_slice(&key[..n]);
             let category = match kind {
                 RuleKind::Block => {
@@ -331,7 +333,10 @@ impl Rules {
                 }
             };
             self.entries.push(Entry {
-                prefix: u64::from_be_bytes(prefix),
+                prefix: [
+                    u64::from_be_bytes(prefix[..8].try_into().expect("8 bytes")),
+                    u64::from_be_bytes(prefix[8..].try_into().expect("8 bytes")),
+                ],
                 offset,
                 len: key.len() as u8, // normalise caps names at 253 bytes
                 category,
@@ -453,7 +458,7 @@ fn partition(arena: &[u8], entries: Vec<Entry>, parts: usize) -> (Vec<Entry>, Ve
     }
     let ranges: Vec<_> = starts.iter().zip(&sizes).map(|(start, size)| *start..start + size).collect();
     let mut cursor = starts;
-    let placeholder = Entry { prefix: 0, offset: 0, len: 0, category: 0, source: 0 };
+    let placeholder = Entry { prefix: [0; 2], offset: 0, len: 0, category: 0, source: 0 };
     let mut out = vec![placeholder; total];
     for (entry, bucket) in entries.iter().zip(&bucket_of) {
         if *bucket == REPLICATED {
@@ -475,7 +480,9 @@ fn partition(arena: &[u8], entries: Vec<Entry>, parts: usize) -> (Vec<Entry>, Ve
 /// bloom filter in memory.
 fn build_part(arena: &[u8], entries: &mut [Entry], options: &CompileOptions) -> BuiltPart {
     let key = |entry: &Entry| &arena[entry.offset as usize..entry.offset as usize + usize::from(entry.len)];
-    entries.sort_unstable_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| key(a).cmp(key(b))));
+    entries.sort_unstable_by(|a, b| {
+        a.prefix.cmp(&b.prefix).then_with(|| key(a)[16.min(a.len.into())..].cmp(&key(b)[16.min(b.len.into())..]))
+    });
 
     // Distinct keys with their merged values, in key order.
     let merged = {
@@ -500,11 +507,12 @@ fn build_part(arena: &[u8], entries: &mut [Entry], options: &CompileOptions) -> 
         })
     };
     let (mut keys, mut single_labels, mut min_labels, mut max_labels) = (0usize, 0usize, u8::MAX, 0u8);
-    let mut builder = MapBuilder::memory();
+    // About 10 bytes of fst per key; reserving untouched capacity costs no memory.
+    let mut builder = MapBuilder::new(Vec::with_capacity(entries.len() * 16)).expect("writing to memory cannot fail");
     // Each group's first key (offset, group length): the bloom filter holds
     // groups (see `CompiledLists::lookup`). Keys of a group sort together
     // nearly always, so comparing with the previous group finds them.
-    let mut groups: Vec<(u32, u8)> = Vec::new();
+    let mut groups: Vec<(u32, u8)> = Vec::with_capacity(entries.len());
     let mut previous_group: &[u8] = &[];
     for (key, value) in merged {
         builder.insert(key, value).expect("keys are sorted and distinct");

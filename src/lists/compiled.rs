@@ -34,7 +34,15 @@
 //! maps buckets to parts (assigned to balance the parts). Every level of a
 //! query that has two or more labels is in the query's group, so one part
 //! answers the whole query; the rare one-label names (a whole top-level
-//! domain) are copied into every part. Each part has its own bloom filter.
+//! domain) are copied into every part.
+//!
+//! # Bloom filter
+//!
+//! Each part has a bloom filter (the `bloomfilter` crate, 1% false
+//! positives) over the *groups* of its names, not the names: one check per
+//! query answers "is anything in `example.com` listed?", and most queries
+//! stop there. `benches/lookup.rs` measured it paying for itself on a
+//! mostly-unlisted query mix; `CompileOptions` can leave it out.
 //!
 //! # Keys and values
 //!
@@ -440,33 +448,37 @@ impl CompiledLists {
     pub fn lookup(&self, name: &[u8]) -> CategorySet {
         let mut lowered = [0u8; 256];
         let name = clean(name, &mut lowered);
-        let Some(part) = self.part_for(name) else {
+        let group = &name[group_start(name)..];
+        let Some(part) = self.part_for(group) else {
             return CategorySet::EMPTY;
         };
+        let mut levels = usize::MAX;
         if let Some(bloom) = &part.bloom
             && name.len() <= 256
-            && self.min_labels > 1
-            && !bloom.check(&name[group_start(name)..])
+            && !bloom.check(group)
         {
-            return CategorySet::EMPTY;
+            // No name in this group is listed, so at most a whole top-level
+            // domain can be (and usually none is).
+            if self.min_labels > 1 {
+                return CategorySet::EMPTY;
+            }
+            levels = 1;
         }
         let mut result = 0u32;
-        walk(&part.fst, name, |_, value| {
+        walk(&part.fst, name, levels, |_, value| {
             result = (result | blocks_of(value)) & !allows_of(value);
         });
         CategorySet(result)
     }
 
-    /// The part holding every level of `name` (None for the empty list).
+    /// The part holding every level of a name whose group is `group` (None
+    /// for the empty list).
     #[inline]
-    fn part_for(&self, name: &[u8]) -> Option<&Part> {
+    fn part_for(&self, group: &[u8]) -> Option<&Part> {
         match self.parts.len() {
             0 => None,
             1 => self.parts.first(),
-            _ => {
-                let group = &name[group_start(name)..];
-                self.parts.get(usize::from(self.buckets[usize::from(bucket_of_group(group))]))
-            }
+            _ => self.parts.get(usize::from(self.buckets[usize::from(bucket_of_group(group))])),
         }
     }
 
@@ -475,11 +487,11 @@ impl CompiledLists {
     pub fn explain(&self, name: &[u8]) -> Vec<ListMatch> {
         let mut lowered = [0u8; 256];
         let name = clean(name, &mut lowered);
-        let Some(part) = self.part_for(name) else {
+        let Some(part) = self.part_for(&name[group_start(name)..]) else {
             return Vec::new();
         };
         let mut matches = Vec::new();
-        walk(&part.fst, name, |start, value| {
+        walk(&part.fst, name, usize::MAX, |start, value| {
             matches.push(ListMatch {
                 domain: String::from_utf8_lossy(&name[start..]).into_owned(),
                 exact: start == 0,
@@ -514,22 +526,27 @@ fn label_start(name: &[u8], end: usize) -> usize {
 }
 
 /// Walks `name`'s reversed key through the fst in one pass, top-level label
-/// first. At each label boundary where a key ends, calls `at_level(start of
-/// that level in name, value)`: least specific first. Stops at the first
-/// byte with no transition. A key only ends at a whole label, so
-/// `notexample.com` never meets `example.com`.
+/// first, for at most `levels` levels. At each label boundary where a key
+/// ends, calls `at_level(start of that level in name, value)`: least
+/// specific first. Stops at the first byte with no transition. A key only
+/// ends at a whole label, so `notexample.com` never meets `example.com`.
 #[inline]
-fn walk(fst: &Fst<Section>, name: &[u8], mut at_level: impl FnMut(usize, u64)) {
+fn walk(fst: &Fst<Section>, name: &[u8], levels: usize, mut at_level: impl FnMut(usize, u64)) {
     let mut node = fst.root();
     let mut output = Output::zero();
     let mut end = name.len();
-    let mut first = true;
-    loop {
+    for level in 0..levels {
         let start = label_start(name, end);
-        let separator = if first { None } else { Some(b'.') };
-        first = false;
-        for byte in separator.into_iter().chain(name[start..end].iter().map(u8::to_ascii_lowercase)) {
-            let Some(index) = node.find_input(byte) else {
+        if level > 0 {
+            let Some(index) = node.find_input(b'.') else {
+                return;
+            };
+            let transition = node.transition(index);
+            output = output.cat(transition.out);
+            node = fst.node(transition.addr);
+        }
+        for byte in &name[start..end] {
+            let Some(index) = node.find_input(byte.to_ascii_lowercase()) else {
                 return;
             };
             let transition = node.transition(index);

@@ -1,0 +1,363 @@
+//! The device table: IP or MAC -> name, owner label and group, filled by hand,
+//! from a CSV file or from DHCP leases. The log writer copies a device's name
+//! and owner into each row by client address.
+//!
+//! Who owns an address:
+//! - By hand or CSV ([`upsert_device`], [`import_csv`]) the latest statement
+//!   wins: the address moves to this device; an address-only entry for it is
+//!   replaced, devices known by MAC keep their MAC and lose the address.
+//! - A DHCP lease ([`import_leases`]) moves the address to the device with the
+//!   lease's MAC (a known device keeps its hand-given name and owner), except
+//!   that it never takes an address pinned by hand without a MAC.
+//!
+//! Every write is on a `synchronous=FULL` connection: configuration state is
+//! never lost.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::StoreError;
+use super::csv;
+pub use super::leases::{Lease, normalise_mac, parse_dnsmasq_leases, parse_isc_leases};
+use super::schema::{self, Purpose};
+use super::time::now_ms;
+
+/// Where a device entry came from.
+pub const SOURCES: [&str; 3] = ["manual", "csv", "dhcp"];
+
+/// One device: at least an address or a MAC, and a name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    pub ip: Option<IpAddr>,
+    /// Any common spelling; stored as `aa:bb:cc:dd:ee:ff`.
+    pub mac: Option<String>,
+    pub name: String,
+    /// The person the device belongs to, as the school labels them.
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    /// `manual`, `csv` or `dhcp`.
+    pub source: String,
+}
+
+/// What [`import_csv`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    /// Rows written (new or updated devices).
+    pub imported: usize,
+    /// Rows refused, with their line numbers.
+    pub errors: Vec<RowError>,
+    /// Header columns that are not device fields, and so were not read.
+    pub ignored_columns: Vec<String>,
+}
+
+/// A CSV row that was not imported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowError {
+    /// 1-based; the header is line 1.
+    pub line: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// Adds a device or updates the one with the same MAC (or, without a MAC, the
+/// address-only entry with the same address).
+pub fn upsert_device(db: &Path, device: &Device) -> Result<(), StoreError> {
+    let device = checked(device).map_err(StoreError::Invalid)?;
+    let mut conn = schema::open(db, Purpose::Config)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::sqlite(db, "start"))?;
+    upsert(&tx, db, &device, now_ms())?;
+    tx.commit().map_err(StoreError::sqlite(db, "save the device"))
+}
+
+/// Removes the device with this address or MAC; false if there was none.
+pub fn remove_device(db: &Path, ip_or_mac: &str) -> Result<bool, StoreError> {
+    let key = match ip_or_mac.trim().parse::<IpAddr>() {
+        Ok(ip) => ip.to_canonical().to_string(),
+        Err(_) => normalise_mac(ip_or_mac)
+            .ok_or_else(|| StoreError::Invalid(format!("{ip_or_mac:?} is neither an IP address nor a MAC address")))?,
+    };
+    let conn = schema::open(db, Purpose::Config)?;
+    let removed = conn
+        .execute("DELETE FROM devices WHERE ip = ?1 OR mac = ?1", [key])
+        .map_err(StoreError::sqlite(db, "remove the device"))?;
+    Ok(removed > 0)
+}
+
+/// Every device, by name.
+pub fn list_devices(db: &Path) -> Result<Vec<Device>, StoreError> {
+    let conn = schema::open(db, Purpose::Read)?;
+    let mut statement = conn
+        .prepare("SELECT ip, mac, name, owner, group_name, source FROM devices ORDER BY name COLLATE NOCASE, id")
+        .map_err(StoreError::sqlite(db, "list devices"))?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok(Device {
+                ip: row.get::<_, Option<String>>(0)?.and_then(|ip| ip.parse().ok()),
+                mac: row.get(1)?,
+                name: row.get(2)?,
+                owner: row.get(3)?,
+                group: row.get(4)?,
+                source: row.get(5)?,
+            })
+        })
+        .map_err(StoreError::sqlite(db, "list devices"))?;
+    rows.collect::<Result<_, _>>().map_err(StoreError::sqlite(db, "list devices"))
+}
+
+/// Imports devices from CSV text whose header names the columns `ip`, `mac`,
+/// `name`, `owner`, `group` (any order, any case; `name` and one of `ip` or
+/// `mac` required; other columns are ignored and listed in the report).
+/// Good rows are saved in one transaction; bad rows are reported by line.
+pub fn import_csv(db: &Path, csv_text: &str) -> Result<ImportReport, StoreError> {
+    const FIELDS: [&str; 5] = ["ip", "mac", "name", "owner", "group"];
+    let mut records = csv::parse(csv_text).into_iter();
+    let header = match records.next() {
+        Some(Ok(header)) => header,
+        Some(Err((line, message))) => return Err(StoreError::Invalid(format!("CSV line {line}: {message}"))),
+        None => {
+            return Err(StoreError::Invalid(
+                "the CSV is empty; its first line must be a header such as ip,mac,name,owner,group".into(),
+            ));
+        }
+    };
+    let columns: Vec<String> = header.fields.iter().map(|field| field.to_ascii_lowercase()).collect();
+    let column = |name: &str| columns.iter().position(|column| column == name);
+    let mut report = ImportReport {
+        ignored_columns: header
+            .fields
+            .iter()
+            .filter(|field| !FIELDS.contains(&field.to_ascii_lowercase().as_str()))
+            .cloned()
+            .collect(),
+        ..ImportReport::default()
+    };
+    if column("name").is_none() || (column("ip").is_none() && column("mac").is_none()) {
+        return Err(StoreError::Invalid(format!(
+            "CSV line {}: the header must name a `name` column and an `ip` or `mac` column (ip,mac,name,owner,group); found {}",
+            header.line,
+            header.fields.join(",")
+        )));
+    }
+
+    let mut devices = Vec::new();
+    for record in records {
+        let record = match record {
+            Ok(record) => record,
+            Err((line, message)) => {
+                report.errors.push(RowError { line, message });
+                continue;
+            }
+        };
+        if record.fields.len() > columns.len() {
+            report.errors.push(RowError {
+                line: record.line,
+                message: format!("{} fields, but the header has {}", record.fields.len(), columns.len()),
+            });
+            continue;
+        }
+        let field = |name: &str| {
+            column(name).and_then(|index| record.fields.get(index)).map(|value| value.trim()).filter(|v| !v.is_empty())
+        };
+        let ip = match field("ip").map(|ip| ip.parse::<IpAddr>()) {
+            None => None,
+            Some(Ok(ip)) => Some(ip),
+            Some(Err(_)) => {
+                let message = format!("{:?} is not an IP address", field("ip").unwrap_or_default());
+                report.errors.push(RowError { line: record.line, message });
+                continue;
+            }
+        };
+        let device = Device {
+            ip,
+            mac: field("mac").map(str::to_string),
+            name: field("name").unwrap_or_default().to_string(),
+            owner: field("owner").map(str::to_string),
+            group: field("group").map(str::to_string),
+            source: "csv".to_string(),
+        };
+        match checked(&device) {
+            Ok(device) => devices.push(device),
+            Err(message) => report.errors.push(RowError { line: record.line, message }),
+        }
+    }
+
+    let mut conn = schema::open(db, Purpose::Config)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::sqlite(db, "start"))?;
+    let now = now_ms();
+    for device in &devices {
+        upsert(&tx, db, device, now)?;
+    }
+    tx.commit().map_err(StoreError::sqlite(db, "save the imported devices"))?;
+    report.imported = devices.len();
+    Ok(report)
+}
+
+/// Applies the current leases (active and not ended now) to the device table;
+/// returns how many were applied. See the module notes for who wins an address.
+pub fn import_leases(db: &Path, leases: &[Lease]) -> Result<usize, StoreError> {
+    import_leases_at(db, leases, now_ms())
+}
+
+/// [`import_leases`] with the time that decides which leases are current.
+pub fn import_leases_at(db: &Path, leases: &[Lease], now_ms: i64) -> Result<usize, StoreError> {
+    let mut conn = schema::open(db, Purpose::Config)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::sqlite(db, "start"))?;
+    let mut applied = 0;
+    for lease in leases.iter().filter(|lease| lease.is_current(now_ms)) {
+        if apply_lease(&tx, db, lease, now_ms)? {
+            applied += 1;
+        }
+    }
+    tx.commit().map_err(StoreError::sqlite(db, "save the leases"))?;
+    Ok(applied)
+}
+
+/// A device with its MAC normalised, or why it cannot be stored.
+fn checked(device: &Device) -> Result<Device, String> {
+    let mac = match device.mac.as_deref().map(str::trim).filter(|mac| !mac.is_empty()) {
+        None => None,
+        Some(mac) => Some(normalise_mac(mac).ok_or_else(|| format!("{mac:?} is not a MAC address"))?),
+    };
+    let name = device.name.trim();
+    if name.is_empty() {
+        return Err("the device has no name".into());
+    }
+    if device.ip.is_none() && mac.is_none() {
+        return Err(format!("{name:?} has neither an IP address nor a MAC address"));
+    }
+    if !SOURCES.contains(&device.source.as_str()) {
+        return Err(format!("source {:?} is not one of {}", device.source, SOURCES.join(", ")));
+    }
+    let label = |value: &Option<String>| value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(String::from);
+    Ok(Device {
+        ip: device.ip.map(|ip| ip.to_canonical()),
+        mac,
+        name: name.to_string(),
+        owner: label(&device.owner),
+        group: label(&device.group),
+        source: device.source.clone(),
+    })
+}
+
+fn upsert(tx: &Transaction<'_>, db: &Path, device: &Device, now: i64) -> Result<(), StoreError> {
+    let ip = device.ip.map(|ip| ip.to_string());
+    let mut id = match &device.mac {
+        Some(mac) => device_id(tx, db, "SELECT id FROM devices WHERE mac = ?1", mac)?,
+        None => None,
+    };
+    if id.is_none()
+        && let Some(ip) = &ip
+    {
+        id = device_id(tx, db, "SELECT id FROM devices WHERE ip = ?1 AND mac IS NULL", ip)?;
+    }
+    if let Some(ip) = &ip {
+        release_ip(tx, db, ip, id)?;
+    }
+    let save = StoreError::sqlite(db, "save a device");
+    match id {
+        Some(id) => tx
+            .execute(
+                "UPDATE devices SET ip = COALESCE(?1, ip), mac = COALESCE(?2, mac), name = ?3, owner = ?4, \
+                 group_name = ?5, source = ?6, updated_ms = ?7 WHERE id = ?8",
+                params![ip, device.mac, device.name, device.owner, device.group, device.source, now, id],
+            )
+            .map_err(save)?,
+        None => tx
+            .execute(
+                "INSERT INTO devices (ip, mac, name, owner, group_name, source, updated_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![ip, device.mac, device.name, device.owner, device.group, device.source, now],
+            )
+            .map_err(save)?,
+    };
+    Ok(())
+}
+
+/// Takes `ip` away from every device but `keep`: address-only entries go,
+/// devices with a MAC stay without an address.
+fn release_ip(tx: &Transaction<'_>, db: &Path, ip: &str, keep: Option<i64>) -> Result<(), StoreError> {
+    let keep = keep.unwrap_or(-1);
+    tx.execute("DELETE FROM devices WHERE ip = ?1 AND mac IS NULL AND id != ?2", params![ip, keep])
+        .map_err(StoreError::sqlite(db, "move an address between devices"))?;
+    tx.execute("UPDATE devices SET ip = NULL WHERE ip = ?1 AND id != ?2", params![ip, keep])
+        .map_err(StoreError::sqlite(db, "move an address between devices"))?;
+    Ok(())
+}
+
+fn device_id(tx: &Transaction<'_>, db: &Path, sql: &str, key: &str) -> Result<Option<i64>, StoreError> {
+    tx.query_row(sql, [key], |row| row.get(0)).optional().map_err(StoreError::sqlite(db, "look up a device"))
+}
+
+/// Applies one lease; false when it was not (a hand-pinned address, or
+/// nothing to name the device by).
+fn apply_lease(tx: &Transaction<'_>, db: &Path, lease: &Lease, now: i64) -> Result<bool, StoreError> {
+    let ip = lease.ip.to_canonical().to_string();
+    let lookup = StoreError::sqlite(db, "look up a device");
+    let holder: Option<(i64, Option<String>, String)> = tx
+        .query_row("SELECT id, mac, source FROM devices WHERE ip = ?1", [&ip], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()
+        .map_err(lookup)?;
+    if let Some((_, None, source)) = &holder
+        && source != "dhcp"
+    {
+        return Ok(false);
+    }
+    let hostname = lease.hostname.as_deref().map(str::trim).filter(|name| !name.is_empty());
+    let save = StoreError::sqlite(db, "save a lease");
+    let Some(mac) = &lease.mac else {
+        // A DHCPv6 lease: no MAC to tie it to, so an address-only entry.
+        let Some(name) = hostname else { return Ok(false) };
+        match holder {
+            Some((id, None, _)) => tx
+                .execute(
+                    "UPDATE devices SET name = ?1, updated_ms = ?2 WHERE id = ?3 AND name IS NOT ?1",
+                    params![name, now, id],
+                )
+                .map_err(save)?,
+            _ => {
+                release_ip(tx, db, &ip, None)?;
+                tx.execute(
+                    "INSERT INTO devices (ip, name, source, updated_ms) VALUES (?1, ?2, 'dhcp', ?3)",
+                    params![ip, name, now],
+                )
+                .map_err(save)?
+            }
+        };
+        return Ok(true);
+    };
+    let known: Option<(i64, String)> = tx
+        .query_row("SELECT id, source FROM devices WHERE mac = ?1", [mac], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+        .map_err(StoreError::sqlite(db, "look up a device"))?;
+    release_ip(tx, db, &ip, known.as_ref().map(|(id, _)| *id))?;
+    match known {
+        // Named by hand or CSV: keep the name, owner and group; only the address moves.
+        Some((id, source)) if source != "dhcp" => tx
+            .execute("UPDATE devices SET ip = ?1, updated_ms = ?2 WHERE id = ?3 AND ip IS NOT ?1", params![ip, now, id])
+            .map_err(save)?,
+        Some((id, _)) => tx
+            .execute(
+                "UPDATE devices SET ip = ?1, name = COALESCE(?2, name), updated_ms = ?3 \
+                 WHERE id = ?4 AND (ip IS NOT ?1 OR name IS NOT COALESCE(?2, name))",
+                params![ip, hostname, now, id],
+            )
+            .map_err(save)?,
+        None => tx
+            .execute(
+                "INSERT INTO devices (ip, mac, name, source, updated_ms) VALUES (?1, ?2, ?3, 'dhcp', ?4)",
+                params![ip, mac, hostname.unwrap_or(mac), now],
+            )
+            .map_err(save)?,
+    };
+    Ok(true)
+}

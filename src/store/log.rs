@@ -1,0 +1,289 @@
+//! The query log's front door: a cheap, never-blocking handle for the DNS
+//! path, and the one writer thread behind it.
+//!
+//! `record` puts the row into a bounded channel with `try_send`; when the
+//! channel is full the row is dropped and counted. The writer thread (a plain
+//! `std::thread`, not a tokio task) takes rows off the channel and commits
+//! them in batches: a batch closes when it has `batch_max` rows or
+//! `flush_interval` after its first row arrived, so the log lags the DNS path
+//! by at most about `flush_interval`, and a crash loses at most the rows not
+//! yet committed. A write transaction never holds more than `batch_max` rows,
+//! so readers and the retention job wait for the write lock only briefly.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::StoreError;
+use super::record::QueryRecord;
+use super::time::now_ms;
+use super::writer::{self, Writer};
+
+/// How the log treats the client identity of rows from private groups.
+/// Rows of private groups never carry a device name or owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Privacy {
+    /// The full client address.
+    #[default]
+    Full,
+    /// The client's network only: IPv4 /24 (`192.168.3.0/24`), IPv6 /48.
+    Truncate,
+    /// `anon-` and 12 hex digits of a keyed hash (HMAC-SHA256) of the address.
+    /// The key is random per UTC day and deleted the day after, so a device is
+    /// followable within a day and not across days.
+    Hash,
+}
+
+/// How the query log behaves. Build with `..LogSettings::default()`.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Days of raw rows kept, 1..=365 (default 30). Used by the retention job.
+    pub retention_days: u32,
+    /// The treatment of rows whose group is in `private_groups`.
+    pub guest_privacy: Privacy,
+    /// Groups whose rows get `guest_privacy` (default `["guest"]`).
+    pub private_groups: Vec<String>,
+    /// Rows that may wait for the writer before new ones are dropped (default 65,536).
+    pub channel_capacity: usize,
+    /// Rows per transaction at most (default 2,000).
+    pub batch_max: usize,
+    /// The longest a row waits in a part-filled batch (default 500 ms, at most 1 s).
+    pub flush_interval: Duration,
+}
+
+impl Default for LogSettings {
+    fn default() -> LogSettings {
+        LogSettings {
+            retention_days: 30,
+            guest_privacy: Privacy::Full,
+            private_groups: vec!["guest".to_string()],
+            channel_capacity: 65_536,
+            batch_max: 2_000,
+            flush_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+impl LogSettings {
+    /// Checks the ranges; the message says which setting is wrong.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let problem = if !(1..=365).contains(&self.retention_days) {
+            format!("retention_days is {}; it must be from 1 to 365", self.retention_days)
+        } else if self.channel_capacity == 0 {
+            "the query log's channel capacity must be at least 1".to_string()
+        } else if self.batch_max == 0 {
+            "the query log's batch size must be at least 1".to_string()
+        } else if self.flush_interval.is_zero() || self.flush_interval > Duration::from_secs(1) {
+            format!("the query log's flush interval is {:?}; it must be from 1 ms to 1 s", self.flush_interval)
+        } else {
+            return Ok(());
+        };
+        Err(StoreError::Invalid(problem))
+    }
+}
+
+enum Message {
+    Record(QueryRecord),
+    /// Write what is queued, then answer.
+    Flush(SyncSender<()>),
+    /// Write what is queued, then stop.
+    Stop,
+}
+
+/// Counters shared by every handle and the writer.
+struct Shared {
+    dropped: AtomicU64,
+    written: AtomicU64,
+    /// When the last "rows dropped" warning was logged (Unix ms).
+    last_drop_warning_ms: AtomicI64,
+    last_error_ms: AtomicI64,
+}
+
+/// Warnings about dropped rows or failed writes: at most one per this period.
+const WARNING_PERIOD_MS: i64 = 10_000;
+
+impl Shared {
+    fn count_dropped(&self, rows: u64) {
+        let total = self.dropped.fetch_add(rows, Ordering::Relaxed) + rows;
+        if rate_limit(&self.last_drop_warning_ms) {
+            tracing::warn!(
+                dropped_total = total,
+                "query log: writer is behind, rows dropped (the DNS path did not wait)"
+            );
+        }
+    }
+}
+
+/// True at most once per [`WARNING_PERIOD_MS`] for each `last` clock.
+fn rate_limit(last: &AtomicI64) -> bool {
+    let now = now_ms();
+    let previous = last.load(Ordering::Relaxed);
+    now.saturating_sub(previous) >= WARNING_PERIOD_MS
+        && last.compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
+/// The DNS path's handle on the query log: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct QueryLog {
+    sender: SyncSender<Message>,
+    shared: Arc<Shared>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl QueryLog {
+    /// Opens (creating or migrating) the database at `path` and starts the
+    /// writer thread.
+    pub fn open(path: &Path, settings: LogSettings) -> Result<QueryLog, StoreError> {
+        settings.validate()?;
+        let writer = Writer::open(path, &settings)?;
+        let (sender, receiver) = mpsc::sync_channel(settings.channel_capacity);
+        let shared = Arc::new(Shared {
+            dropped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            last_drop_warning_ms: AtomicI64::new(i64::MIN),
+            last_error_ms: AtomicI64::new(i64::MIN),
+        });
+        let thread = std::thread::Builder::new()
+            .name("hedgerow-log-writer".into())
+            .spawn({
+                let shared = shared.clone();
+                let path = path.to_path_buf();
+                move || run_writer(writer, receiver, &shared, &settings, &path)
+            })
+            .map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                action: "start the query-log writer thread",
+                source,
+            })?;
+        Ok(QueryLog { sender, shared, thread: Arc::new(Mutex::new(Some(thread))) })
+    }
+
+    /// Queues one row. Never blocks: when the channel is full (or the writer
+    /// has stopped) the row is dropped and counted, with a warning at most
+    /// once every 10 s.
+    pub fn record(&self, record: QueryRecord) {
+        match self.sender.try_send(Message::Record(record)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.shared.count_dropped(1),
+        }
+    }
+
+    /// Rows dropped so far: the channel was full, or a batch failed to write.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Rows committed so far. Counted after each commit returns, so every row
+    /// counted here is in the database.
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every row queued before this call is written (or dropped).
+    /// For tests and admin tools; the DNS path never calls it.
+    pub fn flush(&self) {
+        let (ack, done) = mpsc::sync_channel(1);
+        if self.sender.send(Message::Flush(ack)).is_ok() {
+            let _ = done.recv();
+        }
+    }
+
+    /// Writes what is queued and stops the writer (clean shutdown). Rows that
+    /// other handles record afterwards are dropped and counted.
+    pub fn close(self) {
+        let _ = self.sender.send(Message::Stop);
+        let thread = self.thread.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("query log: the writer thread panicked");
+        }
+    }
+}
+
+/// The writer thread: gather a batch, write it, repeat until stopped or every
+/// handle is gone.
+fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, settings: &LogSettings, path: &Path) {
+    let mut batch = Vec::with_capacity(settings.batch_max);
+    let mut acks = Vec::new();
+    let mut stop = false;
+    while !stop {
+        // Sleep until the first message of the next batch.
+        let mut next = match receiver.recv() {
+            Ok(message) => Some(message),
+            Err(_) => break,
+        };
+        let deadline = Instant::now() + settings.flush_interval;
+        loop {
+            match next.take() {
+                Some(Message::Record(record)) => batch.push(record),
+                Some(Message::Flush(ack)) => {
+                    acks.push(ack);
+                    break;
+                }
+                Some(Message::Stop) => {
+                    stop = true;
+                    break;
+                }
+                None => {}
+            }
+            if batch.len() >= settings.batch_max {
+                break;
+            }
+            next = match receiver.try_recv() {
+                Ok(message) => Some(message),
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    stop = true;
+                    break;
+                }
+                Err(mpsc::TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    match receiver.recv_timeout(deadline - now) {
+                        Ok(message) => Some(message),
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            stop = true;
+                            break;
+                        }
+                    }
+                }
+            };
+        }
+        if !batch.is_empty() {
+            match writer.write_batch(&batch) {
+                Ok(()) => {
+                    shared.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    shared.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    if rate_limit(&shared.last_error_ms) {
+                        tracing::error!(db = %path.display(), rows = batch.len(), %error, "query log: a batch could not be written and was dropped");
+                    }
+                }
+            }
+            batch.clear();
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+}
+
+/// Bulk-loads `records` into the log at `db` (attribution and privacy as the
+/// writer applies them), committing every 50,000 rows. For tests, benchmarks
+/// and imports; not for the DNS path. Returns the rows written.
+pub fn import_records(
+    db: &Path,
+    records: impl IntoIterator<Item = QueryRecord>,
+    settings: &LogSettings,
+) -> Result<u64, StoreError> {
+    settings.validate()?;
+    let mut writer = Writer::open(db, settings)?;
+    writer::write_all(&mut writer, records, 50_000)
+}

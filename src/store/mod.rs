@@ -1,0 +1,79 @@
+//! SQLite storage: the query log and the device table.
+//!
+//! One database file (WAL mode) holds two kinds of data with different lives:
+//!
+//! - **Configuration state** (`devices` now; users, policy changes and alerts
+//!   later): written on short-lived connections with `synchronous=FULL`, so a
+//!   committed change survives a power cut.
+//! - **The query log**: one writer thread ([`log::QueryLog`]) drains a bounded
+//!   channel and commits batches (`synchronous=NORMAL`): a crash of the process
+//!   loses nothing committed, and the DNS path never waits on SQLite. Raw rows
+//!   are kept for `retention_days`; daily roll-ups ([`retention`]) are kept for
+//!   years and are all the annual review reads.
+//!
+//! ```text
+//! DNS path --record()--> bounded channel --> writer thread --batch txn--> query_log
+//!                        (full: drop+count)   attributes client IP -> device (devices table)
+//!                                             applies guest privacy
+//! retention thread (hourly): roll_up(complete UTC days) -> daily_* tables
+//!                            then delete raw rows older than retention, 5,000 per txn
+//! search / tail / annual_review: their own read connections (WAL readers never block the writer)
+//! ```
+//!
+//! The schema is built by numbered migrations in `src/store/migrations/`, never
+//! edited once released; `PRAGMA user_version` records how far a file has got
+//! ([`schema`]).
+
+pub mod devices;
+pub mod leases;
+pub mod log;
+pub mod record;
+pub mod retention;
+pub mod schema;
+pub mod search;
+pub mod time;
+
+mod csv;
+mod writer;
+
+use std::path::{Path, PathBuf};
+
+pub use devices::{Device, ImportReport};
+pub use leases::Lease;
+pub use log::{LogSettings, Privacy, QueryLog};
+pub use record::QueryRecord;
+pub use search::{LogRow, Search};
+
+/// What went wrong in the store. Each message names the file and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: cannot {action} ({source})")]
+    Sqlite {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{path}: this database was written by a newer Hedgerow (schema {found}, this binary knows {known}): upgrade hedgerow or restore a backup"
+    )]
+    NewerSchema { path: PathBuf, found: u32, known: u32 },
+    #[error("{path}: no such database; start `hedgerow serve` once to create it, or check the path")]
+    Missing { path: PathBuf },
+    #[error("{path}: cannot {action} ({source})")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    pub(crate) fn sqlite(path: &Path, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + use<> {
+        let path = path.to_path_buf();
+        move |source| StoreError::Sqlite { path, action, source }
+    }
+}
