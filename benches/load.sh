@@ -5,7 +5,7 @@
 # in one sitting. Prints one JSON line per run and a summary with the
 # cached-QPS ratio and p50/p99 at 10,000 queries per second.
 #
-#   benches/load.sh                 # 2 rounds, 200k blocked names
+#   benches/load.sh                 # 2 rounds, 200k blocked names; Unbound, Hedgerow, Hedgerow without the query log
 #   ROUNDS=3 BLOCKED=1000000 benches/load.sh
 #   BED=/tmp/bed benches/load.sh    # reuse generated data
 #
@@ -44,6 +44,8 @@ name = "bench"
 cidrs = ["127.0.0.0/8"]
 group = "staff"
 TOML
+# The same with the query log off, to measure what logging costs.
+sed -e 's/^data_dir = .*/data_dir = "'"${BED//\//\\/}"'\/hedgerow-data-nolog"\n[log]\nenabled = false/' "$BED/hedgerow.toml" > "$BED/hedgerow-nolog.toml"
 # The bed's blocked.txt, declared as one list in category "ads".
 mkdir -p "$BED/lists"
 cat > "$BED/lists/bed.toml" <<TOML
@@ -64,6 +66,7 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round" >&2
   python3 "$BEDTOOL" measure "$BED" unbound 5301 -- unbound -d -c "$BED/unbound.conf"
   python3 "$BEDTOOL" measure "$BED" hedgerow 5353 -- "$ROOT/target/release/hedgerow" serve --config "$BED/hedgerow.toml"
+  python3 "$BEDTOOL" measure "$BED" hedgerow-nolog 5353 -- "$ROOT/target/release/hedgerow" serve --config "$BED/hedgerow-nolog.toml"
 done
 
 python3 - "$BED/results.jsonl" <<'PY'
@@ -72,7 +75,7 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 def pick(name, f):
     vals = [f(r) for r in rows if r["name"] == name and f(r) is not None]
     return statistics.median(vals) if vals else None
-for name in ("unbound", "hedgerow"):
+for name in ("unbound", "hedgerow", "hedgerow-nolog"):
     print(f"{name:9s} cached_qps={pick(name, lambda r: r.get('cached_qps'))} "
           f"mixed_qps={pick(name, lambda r: r.get('mixed', {}).get('qps'))} "
           f"p50_ms@10k={pick(name, lambda r: r.get('at_10k_qps', {}).get('p50_ms'))} "
@@ -82,5 +85,10 @@ for name in ("unbound", "hedgerow"):
 pairs = list(zip([r for r in rows if r["name"] == "unbound"], [r for r in rows if r["name"] == "hedgerow"]))
 for i, (u, h) in enumerate(pairs, 1):
     if u.get("cached_qps") and h.get("cached_qps"):
-        print(f"round {i}: cached ratio hedgerow/unbound = {h['cached_qps'] / u['cached_qps']:.2f}")
+        print(f"round {i}: cached ratio hedgerow/unbound = {h['cached_qps'] / u['cached_qps']:.2f}, "
+              f"mixed ratio = {h['mixed']['qps'] / u['mixed']['qps']:.2f}")
+for i, (h, n) in enumerate(zip([r for r in rows if r["name"] == "hedgerow"], [r for r in rows if r["name"] == "hedgerow-nolog"]), 1):
+    if h.get("mixed") and n.get("mixed"):
+        print(f"round {i}: logging costs {100 * (1 - h['mixed']['qps'] / n['mixed']['qps']):.1f}% of mixed QPS, "
+              f"{100 * (1 - h['cached_qps'] / n['cached_qps']):.1f}% of cached QPS")
 PY
