@@ -193,9 +193,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(async {
                 let running = hedgerow::serve::start(&config).await?;
+                let pipeline = running.pipeline.clone();
                 tokio::select! {
                     result = running.run() => result.context("the DNS server stopped")?,
                     _ = shutdown_signal() => tracing::info!("shutting down"),
+                }
+                // Write what the query log still holds before exiting.
+                if let Some(log) = pipeline.log() {
+                    log.flush();
                 }
                 Ok(ExitCode::SUCCESS)
             })
