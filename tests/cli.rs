@@ -114,3 +114,58 @@ fn check_explains_the_decision_for_a_client_or_group() {
     let guest = run(&["www.example.com", "--group", "guest", "--type", "AAAA"]);
     assert!(guest.contains("group:    guest") && guest.contains("AAAA"), "{guest}");
 }
+
+/// `hedgerow lists reload` reaches the running server (SIGHUP via its pid
+/// file), which rebuilds its lists and swaps them in without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_reload_command_swaps_lists_in_a_running_server() {
+    use support::authority::{Authority, Zone};
+    let authority = Authority::start("127.0.0.1:0", vec![Zone::new("test.").a("later.test.", "192.0.2.8")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lists = dir.path().join("lists");
+    std::fs::create_dir_all(&lists).unwrap();
+    std::fs::write(lists.join("games.txt"), "game.test\n").unwrap();
+    std::fs::write(
+        lists.join("local.toml"),
+        "[[source]]\nid = \"local-games\"\ncategory = \"games\"\nformat = \"domains\"\npath = \"games.txt\"\n",
+    )
+    .unwrap();
+    // A free port for the server (found by binding port 0 and letting it go).
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config_path = dir.path().join("hedgerow.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "data_dir = {data:?}\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\n[upstream]\nmode = \"forward\"\n[[upstream.servers]]\naddress = \"{upstream}\"\n[lists]\ndir = {lists:?}\nupdate_hours = 0\n[[networks]]\nname = \"pupils\"\ncidrs = [\"127.0.0.1/32\"]\ngroup = \"pupil\"\n",
+            data = dir.path().join("data").display().to_string(),
+            upstream = authority.addr,
+            lists = lists.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BINARY).arg("serve").arg("--config").arg(&config_path).stderr(Stdio::null()).spawn().unwrap();
+    let _child = KillOnDrop(child);
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let pupil: IpAddr = "127.0.0.1".parse().unwrap();
+
+    let code = |name: &'static str| async move {
+        exchange_udp_from(pupil, server, &build_query(name, RecordType::A)).await.map(|m| m.metadata.response_code)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while code("later.test").await.is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(code("later.test").await.unwrap(), ResponseCode::NoError);
+    assert_eq!(code("game.test").await.unwrap(), ResponseCode::NXDomain);
+
+    std::fs::write(lists.join("games.txt"), "game.test\nlater.test\n").unwrap();
+    let output = Command::new(BINARY).args(["lists", "reload", "--config"]).arg(&config_path).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while code("later.test").await.unwrap() != ResponseCode::NXDomain {
+        assert!(Instant::now() < deadline, "the reloaded list never took effect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    authority.stop().await;
+}
