@@ -137,6 +137,10 @@ fn main() {
         run_case(&args[at + 1], Path::new(&args[at + 2]), Path::new(&args[at + 3]));
         return;
     }
+    if let Some(at) = args.iter().position(|a| a == "--write-synthetic") {
+        synthetic::write_list(Path::new(&args[at + 1]), SYNTHETIC_NAMES, 42, usize::MAX);
+        return;
+    }
     if args.iter().any(|a| a == "--list") {
         return; // `cargo test --benches` lists; nothing to do
     }
@@ -170,22 +174,35 @@ fn main() {
         println!("{}", row.join(" "));
     };
     print_row(&columns);
+    // The machine may be shared: each case runs `REPEAT` times (default 3),
+    // each in a fresh process, and the run with the least wall time is shown.
+    let repeat: usize = std::env::var("REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
     for case in ["adult", "ut1", "synthetic"] {
-        let output = Command::new(&exe)
-            .args(["--case", case, synthetic.to_str().expect("utf-8"), work.path().to_str().expect("utf-8")])
-            .output()
-            .expect("run case");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        match stdout.lines().find(|line| line.starts_with("ROW\t")) {
-            Some(row) => {
-                let cells: Vec<&str> = row.split('\t').skip(1).collect();
-                print_row(&cells);
+        let mut best: Option<Vec<String>> = None;
+        for _ in 0..repeat {
+            let output = Command::new(&exe)
+                .args(["--case", case, synthetic.to_str().expect("utf-8"), work.path().to_str().expect("utf-8")])
+                .output()
+                .expect("run case");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            match stdout.lines().find(|line| line.starts_with("ROW\t")) {
+                Some(row) => {
+                    let cells: Vec<String> = row.split('\t').skip(1).map(str::to_string).collect();
+                    let wall = |cells: &[String]| cells[4].parse::<f64>().unwrap_or(f64::MAX);
+                    if best.as_ref().is_none_or(|best| wall(&cells) < wall(best)) {
+                        best = Some(cells);
+                    }
+                }
+                None => println!("{case}: failed\n{}", String::from_utf8_lossy(&output.stderr)),
             }
-            None => println!("{case}: failed\n{}", String::from_utf8_lossy(&output.stderr)),
+        }
+        if let Some(cells) = best {
+            print_row(&cells.iter().map(String::as_str).collect::<Vec<_>>());
         }
     }
+
     println!(
-        "compile s = wall time, cpu s = user + system CPU (both cores); peak MB = VmHWM of the child (compile); +RSS open = VmRSS growth from open (every fst page is read by the checksum);\n\
+        "best of REPEAT runs by wall time. compile s = wall time, cpu s = user + system CPU (both cores); peak MB = VmHWM of the child (compile); +RSS open = VmRSS growth from open (every fst page is read by the checksum);\n\
          anon/file RSS = RssAnon/RssFile after open; lookup ns = mean over 200k synthetic queries (mostly unlisted)."
     );
 }

@@ -43,7 +43,7 @@ fn lookups(c: &mut Criterion) {
         .expect("compile");
         CompiledLists::open(&out).expect("open")
     };
-    let with_bloom = build("bloom.compiled", Some(0.01));
+    let with_bloom = build("bloom.compiled", Some(0.02));
     let without_bloom = build("plain.compiled", None);
     let is_listed = |query: &str| !without_bloom.lookup(query.as_bytes()).is_empty();
     let mix = synthetic::query_mix(&kept, QUERIES, 5, 7, is_listed);

@@ -12,6 +12,32 @@ use hedgerow::lists::parse::{Format, Rule, parse};
 use hedgerow::lists::sources::{ListSettings, Location, load_sources};
 use hedgerow::policy::category::{CategorySet, index_of};
 
+/// Counts allocations per thread, so a test can show the lookup path makes
+/// none while other tests run in parallel.
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(|count| count.get())
+}
+
 fn category(id: &str) -> CategorySet {
     CategorySet::of(index_of(id).expect("a known category"))
 }
@@ -190,6 +216,35 @@ fn compile_open_lookup_round_trip() {
     assert_eq!(explained[1].source.as_deref(), Some("gambling"));
     let explained = lists.explain(b"ok.ads.example");
     assert_eq!(explained[0].allows, category("ads"));
+}
+
+#[test]
+fn lookup_does_not_allocate() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: String = (0..5000).map(|i| format!("site{i}.example\nsub.site{i}.example.org\n")).collect();
+    let text = write(&dir.path().join("g.txt"), &names);
+    let tld = write(&dir.path().join("t.txt"), "||zip^\n@@||ok.site1.example^\n");
+    let queries: Vec<String> = (0..2000)
+        .flat_map(|i| [format!("www.site{i}.example"), format!("x.unlisted{i}.com"), format!("A.B.Site{i}.Example.")])
+        .chain(["file.zip".to_string(), "ok.site1.example".into(), "com".into(), "".into(), ".".into()])
+        .collect();
+    for (parts, with_tld) in [(1, false), (3, false), (2, true)] {
+        let mut inputs = vec![input("g", "gambling", Format::Domains, text.clone())];
+        if with_tld {
+            inputs.push(input("t", "ads", Format::Adblock, tld.clone()));
+        }
+        let out = dir.path().join(format!("{parts}.compiled"));
+        let options = hedgerow::lists::compile::CompileOptions { parts: Some(parts), ..Default::default() };
+        hedgerow::lists::compile::compile_with(&inputs, &out, &options).unwrap();
+        let lists = CompiledLists::open(&out).unwrap();
+        let before = allocations();
+        let mut listed = 0;
+        for query in &queries {
+            listed += usize::from(!lists.lookup(query.as_bytes()).is_empty());
+        }
+        assert_eq!(allocations(), before, "lookup allocated ({parts} parts)");
+        assert!(listed >= 4000, "{listed}");
+    }
 }
 
 #[test]

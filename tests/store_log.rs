@@ -573,13 +573,15 @@ fn settings_out_of_range_are_refused() {
 fn sigkill_child_writer() {
     let Some(db) = std::env::var_os("HEDGEROW_STORE_KILL_DB") else { return };
     let first: i64 = std::env::var("HEDGEROW_STORE_KILL_FIRST").unwrap().parse().unwrap();
-    let settings = LogSettings { batch_max: 500, flush_interval: Duration::from_millis(5), ..LogSettings::default() };
+    // Faster than the writer, so it is always in the middle of a batch and
+    // the channel is always full (the excess is dropped and counted).
+    let settings = LogSettings { channel_capacity: 20_000, ..LogSettings::default() };
     let log = QueryLog::open(Path::new(&db), settings).unwrap();
     let mut reported = 0;
     for sequence in first.. {
-        log.record(query(sequence, "10.1.0.5", "pupil", &format!("row{sequence}.kill.example"), "allowed"));
-        if sequence % 100 == 0 {
-            std::thread::sleep(Duration::from_millis(2));
+        log.record(query(sequence, "10.1.0.5", "pupil", &format!("row{}.kill.example", sequence % 97), "allowed"));
+        if sequence % 200 == 0 {
+            std::thread::yield_now();
             let written = log.written();
             if written != reported {
                 reported = written;
@@ -607,13 +609,15 @@ fn a_writer_killed_mid_write_leaves_every_committed_batch() {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut committed = 0;
         let mut reports = 0;
-        while reports < 40 + round * 17 {
+        while reports < 10 + round * 3 {
             let line = lines.next().expect("the child reports commits").unwrap();
             if let Some(rest) = line.strip_prefix("committed ") {
                 committed = rest.split(' ').next().unwrap().parse::<i64>().unwrap();
                 reports += 1;
             }
         }
+        // Kill at varying points of the writer's next batch.
+        std::thread::sleep(Duration::from_millis(round as u64 * 7));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         expected_at_least = first + committed;
@@ -632,8 +636,8 @@ fn a_writer_killed_mid_write_leaves_every_committed_batch() {
         // Whatever is there is whole: every row as it was recorded.
         let broken: i64 = conn
             .query_row(
-                "SELECT count(*) FROM query_log WHERE name != 'row' || time_ms || '.kill.example' \
-                 OR rname != 'example.kill.row' || time_ms OR client != '10.1.0.5'",
+                "SELECT count(*) FROM query_log WHERE name != 'row' || (time_ms % 97) || '.kill.example' \
+                 OR rname != 'example.kill.row' || (time_ms % 97) OR client != '10.1.0.5'",
                 [],
                 |row| row.get(0),
             )

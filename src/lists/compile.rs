@@ -22,7 +22,7 @@ use fst::MapBuilder;
 
 use super::compiled::{
     BUCKETS, CHECKSUM_AT, FLAG_BLOOM, FORMAT_VERSION, Fnv64, HEADER_LEN, ListError, MAGIC, PART_ENTRY_LEN, REPLICATED,
-    bucket_of_group, encode_value, key_group_len, write_source_table,
+    bucket_of_group, encode_value, group_start, key_group_len, write_source_table,
 };
 use super::normalise::push_reversed;
 use super::parse::{Format, MAX_BAD_EXAMPLES, RuleKind, parse_stream};
@@ -80,8 +80,9 @@ pub struct CompileReport {
 #[derive(Debug, Clone)]
 pub struct CompileOptions {
     /// False-positive rate of the bloom filter in front of the fst, or `None`
-    /// for no bloom filter. Default 1%: `benches/lookup.rs` measured it
-    /// paying for itself on a mostly-miss query mix.
+    /// for no bloom filter. Default 2%, with two hash functions (see
+    /// `two_probe_bloom`): `benches/lookup.rs` measured it paying for itself
+    /// on a mostly-miss query mix.
     pub bloom_false_positive_rate: Option<f64>,
     /// Parts to build in parallel (see [`super::compiled`]), or `None` to
     /// choose: one for small lists, else one per core (at most 8).
@@ -90,7 +91,7 @@ pub struct CompileOptions {
 
 impl Default for CompileOptions {
     fn default() -> CompileOptions {
-        CompileOptions { bloom_false_positive_rate: Some(0.01), parts: None }
+        CompileOptions { bloom_false_positive_rate: Some(0.02), parts: None }
     }
 }
 
@@ -215,6 +216,8 @@ const _: () = assert!(std::mem::size_of::<Entry>() == 24);
 struct Rules {
     arena: Vec<u8>,
     entries: Vec<Entry>,
+    /// Each entry's bucket (see `compiled::bucket_of_group`), or `REPLICATED`.
+    buckets: Vec<u8>,
 }
 
 /// What a chunk of one source yielded.
@@ -235,8 +238,6 @@ struct BuiltPart {
     keys: usize,
     /// Distinct one-label keys (held by every part).
     single_labels: usize,
-    min_labels: u8,
-    max_labels: u8,
 }
 
 /// Every part, and what the header needs.
@@ -244,8 +245,8 @@ struct Built {
     parts: Vec<BuiltPart>,
     buckets: [u8; 256],
     names: usize,
-    min_labels: u8,
-    max_labels: u8,
+    /// Some name is a single label (a whole top-level domain).
+    whole_tlds: bool,
     bloom: bool,
 }
 
@@ -342,6 +343,11 @@ impl Rules {
                 category,
                 source,
             });
+            self.buckets.push(if name.contains('.') {
+                bucket_of_group(&name.as_bytes()[group_start(name.as_bytes())..])
+            } else {
+                REPLICATED
+            });
         })
         .expect("reading from memory cannot fail");
         counts.lines = parsed.lines;
@@ -355,14 +361,15 @@ impl Rules {
         let base = self.arena.len() as u32;
         self.arena.extend_from_slice(&other.arena);
         drop(other.arena);
+        self.buckets.extend_from_slice(&other.buckets);
         self.entries.extend(other.entries.into_iter().map(|entry| Entry { offset: entry.offset + base, ..entry }));
     }
 
     /// Splits the rules into `parts` by bucket, then sorts, merges and builds
     /// every part on its own thread.
     fn build(self, parts: usize, options: &CompileOptions) -> Built {
-        let Rules { arena, entries } = self;
-        let (mut by_part, ranges, buckets) = partition(&arena, entries, parts);
+        let Rules { arena, entries, buckets } = self;
+        let (mut by_part, ranges, buckets) = partition(entries, buckets, parts);
         let mut slices: Vec<&mut [Entry]> = Vec::with_capacity(parts);
         let mut rest = &mut by_part[..];
         for range in &ranges {
@@ -382,14 +389,11 @@ impl Rules {
         let single_labels = built.first().map_or(0, |part| part.single_labels);
         let keys: usize = built.iter().map(|part| part.keys).sum();
         let names = keys - single_labels * (built.len() - 1);
-        let min_labels = built.iter().filter(|part| part.keys > 0).map(|part| part.min_labels).min().unwrap_or(0);
-        let max_labels = built.iter().map(|part| part.max_labels).max().unwrap_or(0);
         Built {
             parts: built,
             buckets,
             names,
-            min_labels,
-            max_labels,
+            whole_tlds: single_labels > 0,
             bloom: options.bloom_false_positive_rate.is_some(),
         }
     }
@@ -416,27 +420,16 @@ fn split_lines(text: &[u8], count: usize) -> Vec<&[u8]> {
 /// Orders entries by part (one-label keys copied into every part); returns
 /// them, each part's range, and the bucket -> part table. Buckets go to
 /// parts largest first, each to the emptiest part so far.
-fn partition(arena: &[u8], entries: Vec<Entry>, parts: usize) -> (Vec<Entry>, Vec<std::ops::Range<usize>>, [u8; 256]) {
-    let key = |entry: &Entry| &arena[entry.offset as usize..entry.offset as usize + usize::from(entry.len)];
+fn partition(
+    entries: Vec<Entry>,
+    bucket_of: Vec<u8>,
+    parts: usize,
+) -> (Vec<Entry>, Vec<std::ops::Range<usize>>, [u8; 256]) {
     let mut table = [0u8; 256];
     if parts == 1 {
         let len = entries.len();
         return (entries, std::iter::once(0..len).collect(), table);
     }
-    let mut group = Vec::with_capacity(256);
-    let bucket_of: Vec<u8> = entries
-        .iter()
-        .map(|entry| {
-            let key = key(entry);
-            let group_len = key_group_len(key);
-            if group_len == key.len() && !key.contains(&b'.') {
-                return REPLICATED;
-            }
-            group.clear();
-            push_reversed(&key[..group_len], &mut group);
-            bucket_of_group(&group)
-        })
-        .collect();
     let mut counts = [0usize; 256];
     for bucket in &bucket_of {
         counts[usize::from(*bucket)] += 1;
@@ -506,7 +499,7 @@ fn build_part(arena: &[u8], entries: &mut [Entry], options: &CompileOptions) -> 
             Some((first_key, encode_value(blocks, allows, source + 1)))
         })
     };
-    let (mut keys, mut single_labels, mut min_labels, mut max_labels) = (0usize, 0usize, u8::MAX, 0u8);
+    let (mut keys, mut single_labels) = (0usize, 0usize);
     // About 10 bytes of fst per key; reserving untouched capacity costs no memory.
     let mut builder = MapBuilder::new(Vec::with_capacity(entries.len() * 16)).expect("writing to memory cannot fail");
     // Each group's first key (offset, group length): the bloom filter holds
@@ -517,11 +510,9 @@ fn build_part(arena: &[u8], entries: &mut [Entry], options: &CompileOptions) -> 
     for (key, value) in merged {
         builder.insert(key, value).expect("keys are sorted and distinct");
         keys += 1;
-        let labels = (key.iter().filter(|b| **b == b'.').count() + 1).min(255) as u8;
-        single_labels += usize::from(labels == 1);
-        min_labels = min_labels.min(labels);
-        max_labels = max_labels.max(labels);
-        let group = &key[..key_group_len(key)];
+        let group_len = key_group_len(key);
+        single_labels += usize::from(group_len == key.len() && !key.contains(&b'.'));
+        let group = &key[..group_len];
         if group != previous_group {
             let offset = key.as_ptr() as usize - arena.as_ptr() as usize;
             groups.push((offset as u32, group.len() as u8));
@@ -529,10 +520,7 @@ fn build_part(arena: &[u8], entries: &mut [Entry], options: &CompileOptions) -> 
         }
     }
     let bloom = options.bloom_false_positive_rate.map(|rate| {
-        // A fixed seed keeps the output a function of the input.
-        let mut bloom =
-            Bloom::<[u8]>::new_for_fp_rate_with_seed(groups.len().max(1), rate.clamp(1e-9, 0.5), &[0x5e; 32])
-                .expect("a positive size and rate");
+        let mut bloom = two_probe_bloom(groups.len(), rate);
         let mut forward = Vec::with_capacity(256);
         for (offset, len) in groups {
             forward.clear();
@@ -546,9 +534,27 @@ fn build_part(arena: &[u8], entries: &mut [Entry], options: &CompileOptions) -> 
         bloom: bloom.map(Bloom::into_bytes),
         keys,
         single_labels,
-        min_labels,
-        max_labels,
     }
+}
+
+/// A bloom filter for `items` with two hash functions and enough bits for
+/// the false-positive `rate`. The usual choice (the fewest bits, about seven
+/// hash functions at 1%) makes a miss touch two random cache lines on
+/// average; with two hash functions the filter is sparse (about 14% of bits
+/// set at 2%), so a miss almost always stops at the first probe: one cache
+/// miss, two SipHash computations, for a few more bits per group.
+fn two_probe_bloom(items: usize, rate: f64) -> Bloom<[u8]> {
+    let items = items.max(1) as f64;
+    let rate = rate.clamp(1e-6, 0.25);
+    // rate = (1 - e^(-2n/m))^2  =>  m = -2n / ln(1 - sqrt(rate))
+    let bits = (-2.0 * items / (1.0 - rate.sqrt()).ln()).ceil().max(64.0);
+    let bytes = (bits / 8.0).ceil() as usize;
+    // The crate picks k = round(m/n ln 2); tell it the item count that gives 2.
+    let count_for_two = ((bytes * 8) as f64 * std::f64::consts::LN_2 / 2.0).floor().max(1.0) as usize;
+    // A fixed seed keeps the output a function of the input.
+    let bloom = Bloom::new_with_seed(bytes, count_for_two, &[0x5e; 32]).expect("a positive size");
+    debug_assert_eq!(bloom.number_of_hash_functions(), 2);
+    bloom
 }
 
 /// Writes the whole file; returns its length.
@@ -582,8 +588,7 @@ fn write_file(file: &mut File, built: &Built, ids: &[&str], fingerprint: u64) ->
     header[24..32].copy_from_slice(&fingerprint.to_le_bytes());
     header[32..40].copy_from_slice(&(built.names as u64).to_le_bytes());
     header[40..48].copy_from_slice(&file_len.to_le_bytes());
-    header[48] = built.min_labels;
-    header[49] = built.max_labels;
+    header[48] = u8::from(built.whole_tlds);
     header[50..52].copy_from_slice(&(parts as u16).to_le_bytes());
     header[56..64].copy_from_slice(&sources_at.to_le_bytes());
     header[64..72].copy_from_slice(&(sources.len() as u64).to_le_bytes());

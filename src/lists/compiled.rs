@@ -11,8 +11,8 @@
 //!     24     8  fingerprint of the inputs (compile::fingerprint)
 //!     32     8  number of distinct names
 //!     40     8  total file length (catches truncation)
-//!     48     1  fewest labels in any name
-//!     49     1  most labels in any name
+//!     48     1  1 if some name is a single label (a whole top-level
+//!               domain), else 0
 //!     50     2  number of parts P (1-255)
 //!     56    16  source id table: offset, length
 //!     72     8  offset of the bucket table: 256 bytes, bucket -> part
@@ -38,10 +38,11 @@
 //!
 //! # Bloom filter
 //!
-//! Each part has a bloom filter (the `bloomfilter` crate, 1% false
-//! positives) over the *groups* of its names, not the names: one check per
-//! query answers "is anything in `example.com` listed?", and most queries
-//! stop there. `benches/lookup.rs` measured it paying for itself on a
+//! Each part has a bloom filter (the `bloomfilter` crate; 2% false
+//! positives with two hash functions, so a miss usually costs one probe)
+//! over the *groups* of its names, not the names: one check per query
+//! answers "is anything in `example.com` listed?", and most queries stop
+//! there. `benches/lookup.rs` measured it paying for itself on a
 //! mostly-unlisted query mix; `CompileOptions` can leave it out.
 //!
 //! # Keys and values
@@ -237,10 +238,10 @@ pub struct CompiledLists {
     parts: Vec<Part>,
     /// Bucket -> index into `parts`.
     buckets: [u8; 256],
-    /// Fewest labels in any name: when more than one (no whole top-level
-    /// domain is listed), a group missing from the bloom filter means the
-    /// name is not listed at any level.
-    min_labels: u8,
+    /// Some name is a single label (a whole top-level domain). When none is,
+    /// a group missing from the bloom filter means the name is not listed
+    /// at any level.
+    whole_tlds: bool,
     names: usize,
     sources: Vec<String>,
     fingerprint: u64,
@@ -309,7 +310,7 @@ impl CompiledLists {
         if file_len != bytes.len() as u64 {
             return Err(corrupt(format!("the header says {file_len} bytes but the file has {}", bytes.len())));
         }
-        let min_labels = bytes[48];
+        let whole_tlds = bytes[48] != 0;
         let part_count = usize::from(u16::from_le_bytes([bytes[50], bytes[51]]));
         let section = |offset: u64, len: u64, what: &str| -> Result<(usize, usize), ListError> {
             match offset.checked_add(len) {
@@ -382,7 +383,7 @@ impl CompiledLists {
         Ok(CompiledLists {
             parts,
             buckets,
-            min_labels,
+            whole_tlds,
             names: names as usize,
             sources,
             fingerprint,
@@ -395,7 +396,7 @@ impl CompiledLists {
         CompiledLists {
             parts: Vec::new(),
             buckets: [0; 256],
-            min_labels: 0,
+            whole_tlds: false,
             names: 0,
             sources: Vec::new(),
             fingerprint: 0,
@@ -459,7 +460,7 @@ impl CompiledLists {
         {
             // No name in this group is listed, so at most a whole top-level
             // domain can be (and usually none is).
-            if self.min_labels > 1 {
+            if !self.whole_tlds {
                 return CategorySet::EMPTY;
             }
             levels = 1;

@@ -228,10 +228,19 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
     let mut acks = Vec::new();
     let mut stop = false;
     while !stop {
-        // Sleep until the first message of the next batch.
-        let mut next = match receiver.recv() {
+        // Sleep until the first message of the next batch, checkpointing
+        // meanwhile if commits are waiting for one.
+        let first = match writer.checkpoint_due_in() {
+            None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(due) => receiver.recv_timeout(due),
+        };
+        let mut next = match first {
             Ok(message) => Some(message),
-            Err(_) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                writer.checkpoint();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
         };
         let deadline = Instant::now() + settings.flush_interval;
         loop {
@@ -289,6 +298,9 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
+    }
+    if writer.checkpoint_due_in().is_some() {
+        writer.checkpoint();
     }
 }
 

@@ -4,22 +4,32 @@
 //! snapshot and takes no lock the writer waits for, so a long search never
 //! stalls logging (Pi-hole's known failure).
 //!
-//! Every index is `(column, time_ms)`, so the one filter that drives a search
-//! also serves its time range and its newest-first order. The most selective
-//! filter drives (client, then name, category, decision, else time alone); the
-//! others are written `+column` so SQLite, which has no statistics on a fresh
-//! log, cannot pick a worse index.
+//! How a search finds its rows (the first filter present leads):
+//! - client address: the `(client, time_ms)` index;
+//! - device name or owner: the addresses that carried it on those days
+//!   (`client_labels`), then the client index;
+//! - name (and every name under it): the hours it was asked for in
+//!   (`name_hours`), then only those stretches of the `(time_ms, rname)` index;
+//! - category, decision: their `(column, time_ms)` indexes;
+//! - otherwise the time index.
+//!
+//! Every index ends in `time_ms`, so the leading filter also serves the time
+//! range and the newest-first order. Other equality filters are written
+//! `+column` so SQLite, with no statistics on a young log, cannot pick a
+//! worse index.
 
 use std::net::IpAddr;
 use std::path::Path;
 
 use rusqlite::types::Value;
-use rusqlite::{OptionalExtension, Row, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Row, params_from_iter};
 use serde::Serialize;
 
 use super::StoreError;
 use super::record::{DECISIONS, reversed_name};
 use super::schema::{self, Purpose};
+use super::time::DAY_MS;
+use super::writer::HOUR_MS;
 
 /// A query-log search. Build with `..Search::default()` (limit 100).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,36 +116,134 @@ fn log_row(row: &Row<'_>) -> rusqlite::Result<LogRow> {
 
 /// The rows matching every given filter, newest first, at most `limit`.
 pub fn search(db: &Path, query: &Search) -> Result<Vec<LogRow>, StoreError> {
+    let filters = Filters::parse(query).map_err(StoreError::Invalid)?;
     let conn = schema::open(db, Purpose::Read)?;
-    let (mut sql, mut values) = match plan(query) {
-        Ok(plan) => plan,
-        Err(message) => return Err(StoreError::Invalid(message)),
-    };
-    if let Some(before_id) = query.before_id {
-        let time: Option<i64> = conn
-            .query_row("SELECT time_ms FROM query_log WHERE id = ?1", [before_id], |row| row.get(0))
-            .optional()
-            .map_err(StoreError::sqlite(db, "search the query log"))?;
-        match time {
-            Some(time) => {
-                // The plain bound lets the index skip the rows already shown.
-                sql.push_str(" AND time_ms <= ? AND (time_ms, id) < (?, ?)");
-                values.extend([Value::Integer(time), Value::Integer(time), Value::Integer(before_id)]);
-            }
-            // Gone (retention deletes the oldest rows first): fall back to ids.
-            None => {
-                sql.push_str(" AND id < ?");
-                values.push(Value::Integer(before_id));
-            }
+    let failed = |source| StoreError::Sqlite { path: db.to_path_buf(), action: "search the query log", source };
+    // Paging: the rows after the last one shown, in (time, id) order.
+    let cursor = match query.before_id {
+        None => None,
+        Some(id) => {
+            let time: Option<i64> = conn
+                .query_row("SELECT time_ms FROM query_log WHERE id = ?1", [id], |row| row.get(0))
+                .optional()
+                .map_err(failed)?;
+            Some((time, id))
         }
+    };
+    let mut base = filters.conditions();
+    match cursor {
+        Some((Some(time), id)) => {
+            // The plain bound lets an index skip the rows already shown.
+            base.push("time_ms <= ? AND (time_ms, id) < (?, ?)", [Value::Integer(time), time.into(), id.into()]);
+        }
+        // Gone (retention deletes the oldest rows first): fall back to ids.
+        Some((None, id)) => base.push("id < ?", [Value::Integer(id)]),
+        None => {}
+    }
+    let until_ms = match cursor {
+        Some((Some(time), _)) => Some(query.until_ms.map_or(time + 1, |until| until.min(time + 1))),
+        _ => query.until_ms,
+    };
+
+    match filters.driver() {
+        Driver::Label(label) => {
+            // The addresses that carried this device or owner in the period,
+            // then the client index; the label test keeps only exact rows.
+            let mut clients = label_clients(&conn, label, query.since_ms, until_ms).map_err(failed)?;
+            clients.push(label.to_string());
+            let mut conditions = base;
+            let marks = vec!["?"; clients.len()].join(", ");
+            conditions.push(&format!("client IN ({marks})"), clients.into_iter().map(Value::Text));
+            conditions.push(
+                "(+device = ? OR +owner = ? OR client = ?)",
+                std::iter::repeat_n(Value::Text(label.to_string()), 3),
+            );
+            select(&conn, &conditions, query.limit).map_err(failed)
+        }
+        Driver::Name(reversed) => {
+            // The hours in which the name (or a name under it) was asked for,
+            // newest first, then only those stretches of the time index.
+            let hours = name_hours(&conn, reversed, query.since_ms, until_ms).map_err(failed)?;
+            let mut rows = Vec::new();
+            for (first, last) in stretches(&hours) {
+                if rows.len() >= query.limit {
+                    break;
+                }
+                let mut conditions = base.clone();
+                conditions.push("time_ms >= ? AND time_ms < ?", [first * HOUR_MS, (last + 1) * HOUR_MS].map(Value::from));
+                rows.extend(select(&conn, &conditions, query.limit - rows.len()).map_err(failed)?);
+            }
+            Ok(rows)
+        }
+        Driver::Index => select(&conn, &base, query.limit).map_err(failed),
+    }
+}
+
+/// Runs `SELECT .. WHERE conditions ORDER BY time_ms DESC, id DESC LIMIT limit`.
+fn select(conn: &Connection, conditions: &Conditions, limit: usize) -> rusqlite::Result<Vec<LogRow>> {
+    let mut sql = format!("SELECT {COLUMNS} FROM query_log WHERE 1");
+    for condition in &conditions.sql {
+        sql.push_str(" AND ");
+        sql.push_str(condition);
     }
     sql.push_str(" ORDER BY time_ms DESC, id DESC LIMIT ?");
-    values.push(Value::Integer(i64::try_from(query.limit).unwrap_or(i64::MAX)));
-    let mut statement = conn.prepare(&sql).map_err(StoreError::sqlite(db, "search the query log"))?;
-    let rows = statement
-        .query_map(params_from_iter(values), log_row)
-        .map_err(StoreError::sqlite(db, "search the query log"))?;
-    rows.collect::<Result<_, _>>().map_err(StoreError::sqlite(db, "search the query log"))
+    let mut values = conditions.values.clone();
+    values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    let mut statement = conn.prepare(&sql)?;
+    let rows = statement.query_map(params_from_iter(values), log_row)?;
+    rows.collect()
+}
+
+/// Client addresses that carried `label` as device name or owner on the
+/// days of `since_ms..until_ms`.
+fn label_clients(
+    conn: &Connection,
+    label: &str,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+) -> rusqlite::Result<Vec<String>> {
+    let first_day = since_ms.map_or(i64::MIN, |since| since.div_euclid(DAY_MS));
+    let last_day = until_ms.map_or(i64::MAX, |until| (until - 1).div_euclid(DAY_MS));
+    let mut statement = conn.prepare(
+        "SELECT client FROM client_labels WHERE device = ?1 AND day BETWEEN ?2 AND ?3 \
+         UNION SELECT client FROM client_labels WHERE owner = ?1 AND day BETWEEN ?2 AND ?3",
+    )?;
+    let clients = statement.query_map(rusqlite::params![label, first_day, last_day], |row| row.get(0))?;
+    clients.collect()
+}
+
+/// The hours (newest first) in which `reversed` or a name under it was
+/// asked for, within `since_ms..until_ms`.
+fn name_hours(
+    conn: &Connection,
+    reversed: &str,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+) -> rusqlite::Result<Vec<i64>> {
+    let first = since_ms.map_or(i64::MIN, |since| since.div_euclid(HOUR_MS));
+    let last = until_ms.map_or(i64::MAX, |until| (until - 1).div_euclid(HOUR_MS));
+    let mut statement = conn.prepare(
+        "SELECT hour FROM name_hours WHERE rname = ?1 AND hour BETWEEN ?4 AND ?5 \
+         UNION SELECT hour FROM name_hours WHERE rname >= ?2 AND rname < ?3 AND hour BETWEEN ?4 AND ?5 \
+         ORDER BY hour DESC",
+    )?;
+    let hours = statement.query_map(
+        rusqlite::params![reversed, format!("{reversed}."), format!("{reversed}/"), first, last],
+        |row| row.get(0),
+    )?;
+    hours.collect()
+}
+
+/// Runs of consecutive hours, newest first: `[9, 8, 7, 3]` -> `(7, 9), (3, 3)`.
+fn stretches(hours: &[i64]) -> Vec<(i64, i64)> {
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for &hour in hours {
+        match runs.last_mut() {
+            Some((first, _)) if *first == hour + 1 => *first = hour,
+            _ => runs.push((hour, hour)),
+        }
+    }
+    runs
 }
 
 /// The newest rows after `after_id`, at most `limit`, oldest first. A
@@ -155,98 +263,168 @@ pub fn tail(db: &Path, after_id: i64, limit: usize) -> Result<Vec<LogRow>, Store
     Ok(rows)
 }
 
-/// The SQL (without paging, order and limit) and its parameters.
-fn plan(query: &Search) -> Result<(String, Vec<Value>), String> {
-    let mut conditions: Vec<String> = Vec::new();
-    let mut values: Vec<Value> = Vec::new();
-    fn text(value: &Option<String>) -> Option<&str> {
-        value.as_deref().map(str::trim).filter(|value| !value.is_empty())
-    }
-    // The first filter present drives; later ones are plain row filters.
-    let mut driven = false;
-    let mut column = |name: &str| {
-        let prefix = if driven { "+" } else { "" };
-        driven = true;
-        format!("{prefix}{name}")
-    };
+/// SQL conditions and their parameters, joined with AND.
+#[derive(Debug, Clone, Default)]
+struct Conditions {
+    sql: Vec<String>,
+    values: Vec<Value>,
+}
 
-    if let Some(client) = text(&query.client) {
-        match client.parse::<IpAddr>() {
-            Ok(ip) => {
-                conditions.push(format!("{} = ?", column("client")));
-                values.push(Value::Text(ip.to_canonical().to_string()));
+impl Conditions {
+    fn push(&mut self, sql: &str, values: impl IntoIterator<Item = Value>) {
+        self.sql.push(sql.to_string());
+        self.values.extend(values);
+    }
+}
+
+/// What leads a search to its rows.
+#[derive(Debug, PartialEq, Eq)]
+enum Driver<'a> {
+    /// A device name, owner or client token: through `client_labels`.
+    Label(&'a str),
+    /// A domain (reversed): through `name_hours`.
+    Name(&'a str),
+    /// An index of `query_log` (client address, category, decision or time).
+    Index,
+}
+
+/// A search's filters, checked and normalised.
+#[derive(Debug)]
+struct Filters {
+    client: Option<Result<IpAddr, String>>,
+    /// Reversed.
+    name: Option<String>,
+    category: Option<String>,
+    decision: Option<String>,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+}
+
+impl Filters {
+    fn parse(query: &Search) -> Result<Filters, String> {
+        fn text(value: &Option<String>) -> Option<&str> {
+            value.as_deref().map(str::trim).filter(|value| !value.is_empty())
+        }
+        let name = match text(&query.name) {
+            None => None,
+            Some(name) => {
+                let name = name.trim_start_matches("*.").trim_end_matches('.').to_ascii_lowercase();
+                if name.is_empty() {
+                    return Err("the name to search for is empty".into());
+                }
+                Some(reversed_name(&name))
             }
-            Err(_) => {
-                let _ = column("device");
-                conditions.push("(device = ? OR owner = ? OR client = ?)".into());
-                values.extend(std::iter::repeat_n(Value::Text(client.to_string()), 3));
+        };
+        let decision = match text(&query.decision) {
+            None => None,
+            Some(decision) => {
+                let decision = decision.to_ascii_lowercase();
+                if !DECISIONS.contains(&decision.as_str()) {
+                    return Err(format!("decision {decision:?} is not one of {}", DECISIONS.join(", ")));
+                }
+                Some(decision)
             }
+        };
+        Ok(Filters {
+            client: text(&query.client).map(|client| client.parse::<IpAddr>().map_err(|_| client.to_string())),
+            name,
+            category: text(&query.category).map(str::to_ascii_lowercase),
+            decision,
+            since_ms: query.since_ms,
+            until_ms: query.until_ms,
+        })
+    }
+
+    /// The client leads, then the name, then the category or decision
+    /// indexes, then time.
+    fn driver(&self) -> Driver<'_> {
+        match (&self.client, &self.name) {
+            (Some(Ok(_)), _) => Driver::Index,
+            (Some(Err(label)), _) => Driver::Label(label),
+            (None, Some(reversed)) => Driver::Name(reversed),
+            (None, None) => Driver::Index,
         }
     }
-    if let Some(name) = text(&query.name) {
-        let name = name.trim_start_matches("*.").trim_end_matches('.').to_ascii_lowercase();
-        if name.is_empty() {
-            return Err("the name to search for is empty".into());
+
+    /// The row conditions. Equality filters other than the leading one are
+    /// written `+column`, so SQLite uses the index the driver chose.
+    fn conditions(&self) -> Conditions {
+        let mut conditions = Conditions::default();
+        let mut led = self.client.is_some() || self.name.is_some();
+        let mut column = |name: &str| {
+            let prefix = if led { "+" } else { "" };
+            led = true;
+            format!("{prefix}{name}")
+        };
+        if let Some(Ok(ip)) = &self.client {
+            conditions.push("client = ?", [Value::Text(ip.to_canonical().to_string())]);
         }
-        let reversed = reversed_name(&name);
-        let rname = column("rname");
-        conditions.push(format!("({rname} = ? OR ({rname} >= ? AND {rname} < ?))"));
-        values.extend([
-            Value::Text(reversed.clone()),
-            Value::Text(format!("{reversed}.")),
-            Value::Text(format!("{reversed}/")),
-        ]);
-    }
-    if let Some(category) = text(&query.category) {
-        conditions.push(format!("{} = ?", column("category")));
-        values.push(Value::Text(category.to_ascii_lowercase()));
-    }
-    if let Some(decision) = text(&query.decision) {
-        let decision = decision.to_ascii_lowercase();
-        if !DECISIONS.contains(&decision.as_str()) {
-            return Err(format!("decision {decision:?} is not one of {}", DECISIONS.join(", ")));
+        if let Some(reversed) = &self.name {
+            conditions.push(
+                "(rname = ? OR (rname >= ? AND rname < ?))",
+                [reversed.clone(), format!("{reversed}."), format!("{reversed}/")].map(Value::Text),
+            );
         }
-        conditions.push(format!("{} = ?", column("decision")));
-        values.push(Value::Text(decision));
+        if let Some(category) = &self.category {
+            conditions.push(&format!("{} = ?", column("category")), [Value::Text(category.clone())]);
+        }
+        if let Some(decision) = &self.decision {
+            conditions.push(&format!("{} = ?", column("decision")), [Value::Text(decision.clone())]);
+        }
+        if let Some(since) = self.since_ms {
+            conditions.push("time_ms >= ?", [Value::Integer(since)]);
+        }
+        if let Some(until) = self.until_ms {
+            conditions.push("time_ms < ?", [Value::Integer(until)]);
+        }
+        conditions
     }
-    if let Some(since) = query.since_ms {
-        conditions.push("time_ms >= ?".into());
-        values.push(Value::Integer(since));
-    }
-    if let Some(until) = query.until_ms {
-        conditions.push("time_ms < ?".into());
-        values.push(Value::Integer(until));
-    }
-    let mut sql = format!("SELECT {COLUMNS} FROM query_log WHERE 1");
-    for condition in &conditions {
-        sql.push_str(" AND ");
-        sql.push_str(condition);
-    }
-    Ok((sql, values))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn filters(query: Search) -> Filters {
+        Filters::parse(&query).unwrap()
+    }
+
     #[test]
-    fn the_first_filter_drives_and_the_rest_are_plain() {
+    fn the_client_leads_and_other_equality_filters_are_plain() {
         let query = Search {
             client: Some("10.0.0.7".into()),
             name: Some("Example.COM.".into()),
             decision: Some("blocked".into()),
             ..Search::default()
         };
-        let (sql, values) = plan(&query).unwrap();
-        assert!(sql.contains("AND client = ?"), "{sql}");
-        assert!(sql.contains("+rname = ?"), "{sql}");
-        assert!(sql.contains("+decision = ?"), "{sql}");
-        assert_eq!(values[1], Value::Text("com.example".into()));
+        let filters = filters(query);
+        assert_eq!(filters.driver(), Driver::Index);
+        let conditions = filters.conditions();
+        assert_eq!(conditions.sql[0], "client = ?");
+        assert!(conditions.sql[1].starts_with("(rname = ?"));
+        assert_eq!(conditions.sql[2], "+decision = ?");
+        assert_eq!(conditions.values[1], Value::Text("com.example".into()));
+    }
+
+    #[test]
+    fn drivers() {
+        assert_eq!(filters(Search { client: Some("LIB-PC".into()), ..Search::default() }).driver(), Driver::Label("LIB-PC"));
+        let name = filters(Search { name: Some("*.example.com".into()), ..Search::default() });
+        assert_eq!(name.driver(), Driver::Name("com.example"));
+        let category = filters(Search { category: Some("Games".into()), decision: Some("blocked".into()), ..Search::default() });
+        assert_eq!(category.driver(), Driver::Index);
+        assert_eq!(category.conditions().sql, ["category = ?", "+decision = ?"]);
     }
 
     #[test]
     fn rejects_unknown_decisions() {
         let query = Search { decision: Some("maybe".into()), ..Search::default() };
-        assert!(plan(&query).unwrap_err().contains("allowed, blocked"));
+        assert!(Filters::parse(&query).unwrap_err().contains("allowed, blocked"));
+    }
+
+    #[test]
+    fn hours_group_into_stretches() {
+        assert_eq!(stretches(&[9, 8, 7, 3, 1, 0]), vec![(7, 9), (3, 3), (0, 1)]);
+        assert!(stretches(&[]).is_empty());
     }
 }

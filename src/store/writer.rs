@@ -2,10 +2,11 @@
 //! privacy treatment of private groups, and the batched insert. Used by the
 //! [`QueryLog`](super::log::QueryLog) thread and by bulk imports.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use ring::hmac;
@@ -15,8 +16,21 @@ use super::StoreError;
 use super::log::{LogSettings, Privacy};
 use super::record::{QueryRecord, reversed_name};
 use super::schema::{self, Purpose};
-use super::time::{day_number, day_string, now_ms};
+use super::time::{DAY_MS, day_number, day_string, now_ms};
 
+/// Milliseconds in an hour: the granularity of `name_hours`.
+pub(crate) const HOUR_MS: i64 = 3_600_000;
+
+/// How often the writer copies the WAL back into the database (a checkpoint,
+/// with its fsyncs). Checkpointing after every batch, SQLite's default once
+/// the WAL passes 4 MB, wrote each hot index page once per batch; once a
+/// second writes it once per second. It also bounds what a power cut can take
+/// under `synchronous=NORMAL`: commits since the last checkpoint.
+pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+const INSERT_NAME_HOUR: &str = "INSERT OR IGNORE INTO name_hours (rname, hour) VALUES (?1, ?2)";
+const INSERT_CLIENT_LABEL: &str =
+    "INSERT OR IGNORE INTO client_labels (day, client, device, owner) VALUES (?1, ?2, ?3, ?4)";
 const INSERT: &str = "INSERT INTO query_log (time_ms, client, device, owner, network, group_name, name, rname, \
      record_type, decision, category, list, response_code, upstream_ms, cache_hit) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
@@ -42,17 +56,73 @@ struct PrivacyRules {
     keys: HashMap<i64, hmac::Key>,
 }
 
+/// The `name_hours` and `client_labels` rows already written, so each is
+/// inserted once rather than once per query. Forgotten whenever a batch
+/// fails, so nothing rolled back is taken as written.
+#[derive(Default)]
+struct Sightings {
+    /// Reversed names by hour; only the latest few hours are kept.
+    names: HashMap<i64, HashSet<String>>,
+    /// client -> (device, owner) pairs, by day; only the latest few days are kept.
+    labels: HashMap<i64, HashMap<String, Vec<(String, String)>>>,
+}
+
+/// Hours (of `names`) and days (of `labels`) remembered.
+const SIGHTINGS_KEPT: usize = 3;
+
+/// Makes room for a new key in a map that keeps the latest few.
+fn keep_latest<V>(map: &mut HashMap<i64, V>, key: i64) {
+    if !map.contains_key(&key)
+        && map.len() >= SIGHTINGS_KEPT
+        && let Some(&oldest) = map.keys().min()
+    {
+        map.remove(&oldest);
+    }
+}
+
+impl Sightings {
+    /// True the first time `rname` is seen in `hour`.
+    fn first_name(&mut self, hour: i64, rname: &str) -> bool {
+        if self.names.get(&hour).is_some_and(|names| names.contains(rname)) {
+            return false;
+        }
+        keep_latest(&mut self.names, hour);
+        self.names.entry(hour).or_default().insert(rname.to_string())
+    }
+
+    /// True the first time `client` carries this device and owner on `day`.
+    fn first_label(&mut self, day: i64, client: &str, device: &str, owner: &str) -> bool {
+        let known = self.labels.get(&day).and_then(|clients| clients.get(client));
+        if known.is_some_and(|labels| labels.iter().any(|(d, o)| d == device && o == owner)) {
+            return false;
+        }
+        keep_latest(&mut self.labels, day);
+        let labels = self.labels.entry(day).or_default().entry(client.to_string()).or_default();
+        labels.push((device.to_string(), owner.to_string()));
+        true
+    }
+}
+
 pub(crate) struct Writer {
     conn: Connection,
     path: PathBuf,
     attribution: Attribution,
     privacy: PrivacyRules,
+    seen: Sightings,
+    /// Commits not yet checkpointed, and when the last checkpoint ran.
+    uncheckpointed: bool,
+    last_checkpoint: Instant,
 }
 
 impl Writer {
     pub(crate) fn open(path: &Path, settings: &LogSettings) -> Result<Writer, StoreError> {
         let conn = schema::open(path, Purpose::Log)?;
-        conn.pragma_update(None, "cache_size", -65_536).map_err(StoreError::sqlite(path, "set the cache size"))?;
+        // 64 MB of page cache; checkpoints on the writer's own clock (see
+        // CHECKPOINT_INTERVAL); a WAL left over 64 MB is cut back after one.
+        conn.execute_batch(
+            "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
+        )
+        .map_err(StoreError::sqlite(path, "configure the query-log connection"))?;
         let mut writer = Writer {
             conn,
             path: path.to_path_buf(),
@@ -62,6 +132,9 @@ impl Writer {
                 groups: settings.private_groups.clone(),
                 keys: HashMap::new(),
             },
+            seen: Sightings::default(),
+            uncheckpointed: false,
+            last_checkpoint: Instant::now(),
         };
         writer.refresh_devices()?;
         Ok(writer)
@@ -97,15 +170,43 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes `records` in one transaction.
+    /// Writes `records` in one transaction, then checkpoints if one is due.
     pub(crate) fn write_batch(&mut self, records: &[QueryRecord]) -> Result<(), StoreError> {
-        self.refresh_devices()?;
-        let Writer { conn, path, attribution, privacy } = self;
+        let result = self.refresh_devices().and_then(|()| self.insert_batch(records));
+        if result.is_err() {
+            self.seen = Sightings::default();
+        }
+        result?;
+        self.uncheckpointed = true;
+        if self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
+            self.checkpoint();
+        }
+        Ok(())
+    }
+
+    fn insert_batch(&mut self, records: &[QueryRecord]) -> Result<(), StoreError> {
+        let Writer { conn, path, attribution, privacy, seen, .. } = self;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::sqlite(path, "start a query-log transaction"))?;
-        insert(&tx, path, attribution, privacy, records)?;
+        insert(&tx, path, attribution, privacy, seen, records)?;
         tx.commit().map_err(StoreError::sqlite(path, "commit a query-log batch"))
+    }
+
+    /// True when commits wait for a checkpoint; [`Writer::checkpoint`] is due
+    /// by `CHECKPOINT_INTERVAL` after the last one.
+    pub(crate) fn checkpoint_due_in(&self) -> Option<Duration> {
+        self.uncheckpointed.then(|| CHECKPOINT_INTERVAL.saturating_sub(self.last_checkpoint.elapsed()))
+    }
+
+    /// Copies committed WAL frames into the database file (`PASSIVE`: waits
+    /// for nobody; frames a reader still needs are copied next time).
+    pub(crate) fn checkpoint(&mut self) {
+        if let Err(error) = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(db = %self.path.display(), %error, "query log: checkpoint failed; retrying later");
+        }
+        self.uncheckpointed = false;
+        self.last_checkpoint = Instant::now();
     }
 }
 
@@ -114,9 +215,12 @@ fn insert(
     path: &Path,
     attribution: &Attribution,
     privacy: &mut PrivacyRules,
+    seen: &mut Sightings,
     records: &[QueryRecord],
 ) -> Result<(), StoreError> {
-    let mut statement = tx.prepare_cached(INSERT).map_err(StoreError::sqlite(path, "prepare the query-log insert"))?;
+    let prepare = |sql| tx.prepare_cached(sql).map_err(StoreError::sqlite(path, "prepare the query-log inserts"));
+    let (mut statement, mut name_hour, mut client_label) =
+        (prepare(INSERT)?, prepare(INSERT_NAME_HOUR)?, prepare(INSERT_CLIENT_LABEL)?);
     for record in records {
         let ip = record.client.to_canonical();
         let private = record.group.as_deref().is_some_and(|group| privacy.groups.iter().any(|g| g == group));
@@ -130,6 +234,19 @@ fn insert(
         } else {
             (ip.to_string(), attribution.by_ip.get(&ip))
         };
+        let rname = reversed_name(&record.name);
+        let hour = record.time_ms.div_euclid(HOUR_MS);
+        if seen.first_name(hour, &rname) {
+            name_hour.execute(params![rname, hour]).map_err(StoreError::sqlite(path, "note a name's hour"))?;
+        }
+        if let Some(label) = label {
+            let (day, owner) = (record.time_ms.div_euclid(DAY_MS), label.owner.as_deref().unwrap_or(""));
+            if seen.first_label(day, &client, &label.name, owner) {
+                client_label
+                    .execute(params![day, client, label.name, owner])
+                    .map_err(StoreError::sqlite(path, "note a client's device"))?;
+            }
+        }
         statement
             .execute(params![
                 record.time_ms,
@@ -139,7 +256,7 @@ fn insert(
                 record.network.as_deref(),
                 record.group.as_deref(),
                 record.name,
-                reversed_name(&record.name),
+                rname,
                 record.record_type,
                 record.decision,
                 record.category.as_deref(),
@@ -222,6 +339,7 @@ pub(crate) fn write_all(
         writer.write_batch(&batch)?;
         written += batch.len() as u64;
     }
+    writer.checkpoint();
     Ok(written)
 }
 
