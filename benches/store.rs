@@ -102,9 +102,7 @@ fn synthetic(random: &mut Random, interned: &Interned, time_ms: i64) -> QueryRec
     let roll = random.below(1000);
     let (decision, category, response_code) = match roll {
         0..930 => ("allowed", None, 0),
-        930..980 => {
-            ("blocked", Some(interned.categories[(domain % CATEGORIES.len() as u64) as usize].clone()), 3)
-        }
+        930..980 => ("blocked", Some(interned.categories[(domain % CATEGORIES.len() as u64) as usize].clone()), 3),
         980..990 => ("safesearch", None, 0),
         990..995 => ("bypass", Some(Arc::from("encrypted-dns")), 3),
         995..998 => ("refused", None, 5),
@@ -395,16 +393,17 @@ fn generate_year_of_rollups(db: &Path, first: i64, last: i64) {
     let mut random = Random(5);
     {
         let mut counts = tx
-            .prepare("INSERT INTO daily_counts (day, group_name, category, decision, count) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .prepare(
+                "INSERT INTO daily_counts (day, group_name, category, decision, count) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
             .expect("prepare");
         let mut top = tx
             .prepare("INSERT INTO daily_top_blocked (day, group_name, name, count) VALUES (?1, ?2, ?3, ?4)")
             .expect("prepare");
         let mut devices =
             tx.prepare("INSERT INTO daily_devices (day, distinct_devices) VALUES (?1, ?2)").expect("prepare");
-        let mut days = tx
-            .prepare("INSERT INTO rollup_days (day, raw_rows, rolled_up_ms) VALUES (?1, ?2, ?3)")
-            .expect("prepare");
+        let mut days =
+            tx.prepare("INSERT INTO rollup_days (day, raw_rows, rolled_up_ms) VALUES (?1, ?2, ?3)").expect("prepare");
         for day in first..=last {
             let text = day_string(day);
             let weekend = (day + 3).rem_euclid(7) >= 5;

@@ -143,7 +143,8 @@ async fn lists_reload_command_swaps_lists_in_a_running_server() {
         ),
     )
     .unwrap();
-    let child = Command::new(BINARY).arg("serve").arg("--config").arg(&config_path).stderr(Stdio::null()).spawn().unwrap();
+    let child =
+        Command::new(BINARY).arg("serve").arg("--config").arg(&config_path).stderr(Stdio::null()).spawn().unwrap();
     let _child = KillOnDrop(child);
     let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let pupil: IpAddr = "127.0.0.1".parse().unwrap();
