@@ -141,8 +141,9 @@ fn main() {
         synthetic::write_list(Path::new(&args[at + 1]), SYNTHETIC_NAMES, 42, usize::MAX);
         return;
     }
-    if args.iter().any(|a| a == "--list") {
-        return; // `cargo test --benches` lists; nothing to do
+    if !args.iter().any(|a| a == "--bench") {
+        eprintln!("lists_memory measures only under `cargo bench --bench lists_memory`");
+        return; // `cargo test --all-targets` runs benches too: stay quick
     }
     let work = tempfile::tempdir().expect("temp dir");
     let synthetic = work.path().join("synthetic.txt");

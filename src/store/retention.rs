@@ -87,8 +87,8 @@ pub fn run_retention(db: &Path, retention_days: u32, now_ms: i64) -> Result<Rete
     loop {
         let deleted = conn
             .execute(
-                "DELETE FROM query_log WHERE id IN \
-                 (SELECT id FROM query_log WHERE time_ms < ?1 ORDER BY time_ms LIMIT ?2)",
+                "DELETE FROM query_log WHERE id IN (SELECT id FROM query_log WHERE time_ms < ?1 \
+                 AND id < (SELECT max(id) FROM query_log) ORDER BY time_ms LIMIT ?2)",
                 params![cutoff, DELETE_BATCH as i64],
             )
             .map_err(StoreError::sqlite(db, "delete old query-log rows"))?;

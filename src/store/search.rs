@@ -170,7 +170,8 @@ pub fn search(db: &Path, query: &Search) -> Result<Vec<LogRow>, StoreError> {
                     break;
                 }
                 let mut conditions = base.clone();
-                conditions.push("time_ms >= ? AND time_ms < ?", [first * HOUR_MS, (last + 1) * HOUR_MS].map(Value::from));
+                conditions
+                    .push("time_ms >= ? AND time_ms < ?", [first * HOUR_MS, (last + 1) * HOUR_MS].map(Value::from));
                 rows.extend(select(&conn, &conditions, query.limit - rows.len()).map_err(failed)?);
             }
             Ok(rows)
@@ -227,10 +228,10 @@ fn name_hours(
          UNION SELECT hour FROM name_hours WHERE rname >= ?2 AND rname < ?3 AND hour BETWEEN ?4 AND ?5 \
          ORDER BY hour DESC",
     )?;
-    let hours = statement.query_map(
-        rusqlite::params![reversed, format!("{reversed}."), format!("{reversed}/"), first, last],
-        |row| row.get(0),
-    )?;
+    let hours = statement
+        .query_map(rusqlite::params![reversed, format!("{reversed}."), format!("{reversed}/"), first, last], |row| {
+            row.get(0)
+        })?;
     hours.collect()
 }
 
@@ -368,8 +369,15 @@ impl Filters {
         if let Some(category) = &self.category {
             conditions.push(&format!("{} = ?", column("category")), [Value::Text(category.clone())]);
         }
-        if let Some(decision) = &self.decision {
-            conditions.push(&format!("{} = ?", column("decision")), [Value::Text(decision.clone())]);
+        match self.decision.as_deref() {
+            None => {}
+            // Most rows: the decision index leaves them out; time leads.
+            Some("allowed") => conditions.push("+decision = 'allowed'", []),
+            // The partial index's own condition, spelled out so SQLite may use it.
+            Some(decision) => conditions.push(
+                &format!("{} = ? AND decision != 'allowed'", column("decision")),
+                [Value::Text(decision.to_string())],
+            ),
         }
         if let Some(since) = self.since_ms {
             conditions.push("time_ms >= ?", [Value::Integer(since)]);
@@ -402,18 +410,22 @@ mod tests {
         let conditions = filters.conditions();
         assert_eq!(conditions.sql[0], "client = ?");
         assert!(conditions.sql[1].starts_with("(rname = ?"));
-        assert_eq!(conditions.sql[2], "+decision = ?");
+        assert_eq!(conditions.sql[2], "+decision = ? AND decision != 'allowed'");
         assert_eq!(conditions.values[1], Value::Text("com.example".into()));
     }
 
     #[test]
     fn drivers() {
-        assert_eq!(filters(Search { client: Some("LIB-PC".into()), ..Search::default() }).driver(), Driver::Label("LIB-PC"));
+        assert_eq!(
+            filters(Search { client: Some("LIB-PC".into()), ..Search::default() }).driver(),
+            Driver::Label("LIB-PC")
+        );
         let name = filters(Search { name: Some("*.example.com".into()), ..Search::default() });
         assert_eq!(name.driver(), Driver::Name("com.example"));
-        let category = filters(Search { category: Some("Games".into()), decision: Some("blocked".into()), ..Search::default() });
+        let category =
+            filters(Search { category: Some("Games".into()), decision: Some("blocked".into()), ..Search::default() });
         assert_eq!(category.driver(), Driver::Index);
-        assert_eq!(category.conditions().sql, ["category = ?", "+decision = ?"]);
+        assert_eq!(category.conditions().sql, ["category = ?", "+decision = ? AND decision != 'allowed'"]);
     }
 
     #[test]

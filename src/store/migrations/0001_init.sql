@@ -48,8 +48,10 @@ CREATE TABLE privacy_keys (
 -- One row per answered query. `device` and `owner` are copied from `devices`
 -- when the row is written, so later device changes do not rewrite history.
 -- `rname` is `name` with its labels reversed (com.example.www) for suffix search.
+-- Ids only grow: retention never deletes the newest row, so SQLite never
+-- reuses one (and no AUTOINCREMENT bookkeeping costs a write per row).
 CREATE TABLE query_log (
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id             INTEGER PRIMARY KEY,
     time_ms        INTEGER NOT NULL,
     client         TEXT NOT NULL,
     device         TEXT COLLATE NOCASE,
@@ -74,8 +76,9 @@ CREATE TABLE query_log (
 CREATE INDEX query_log_time ON query_log (time_ms, rname);
 -- One insertion point per client address:
 CREATE INDEX query_log_client ON query_log (client, time_ms);
--- A handful of insertion points each:
-CREATE INDEX query_log_decision ON query_log (decision, time_ms);
+-- A handful of insertion points each, and only for the few rows that are not
+-- plain allowed lookups (a search for `allowed` uses the time index):
+CREATE INDEX query_log_decision ON query_log (decision, time_ms) WHERE decision != 'allowed';
 CREATE INDEX query_log_category ON query_log (category, time_ms) WHERE category IS NOT NULL;
 
 -- Which names were asked for in which hour (hour = time_ms / 3,600,000): one
