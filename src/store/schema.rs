@@ -22,8 +22,14 @@ pub struct Migration {
 }
 
 /// Every migration, in order; `version` is the position plus one.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "0001_init", sql: include_str!("migrations/0001_init.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "0001_init", sql: include_str!("migrations/0001_init.sql") },
+    Migration {
+        version: 2,
+        name: "0002_name_hours_by_hour",
+        sql: include_str!("migrations/0002_name_hours_by_hour.sql"),
+    },
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -165,12 +171,13 @@ mod tests {
     /// migration instead; append the new file's checksum here.
     #[test]
     fn released_migrations_are_unchanged() {
-        let pinned: &[u64] = &[PINNED_0001];
+        let pinned: &[u64] = &[PINNED_0001, PINNED_0002];
         let found: Vec<u64> = MIGRATIONS.iter().map(|migration| checksum(migration.sql)).collect();
         assert_eq!(&found[..pinned.len()], pinned, "a released migration was edited");
     }
 
     const PINNED_0001: u64 = 0xf729fa549007dbe2;
+    const PINNED_0002: u64 = 0x5ec25d3d6716abbd;
 
     #[test]
     fn a_fresh_database_gets_every_migration_and_reopening_is_a_no_op() {
@@ -186,6 +193,32 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
+    }
+
+    /// A database a school made with the first release (schema 1) is brought
+    /// up to date in place, and keeps what it held.
+    #[test]
+    fn a_version_1_database_migrates_and_keeps_its_name_sightings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0].sql).unwrap();
+            conn.execute_batch(
+                "PRAGMA user_version = 1; INSERT INTO name_hours (rname, hour) VALUES ('com.example', 490000);",
+            )
+            .unwrap();
+        }
+        let conn = open(&path, Purpose::Config).unwrap();
+        assert_eq!(user_version(&conn, &path).unwrap(), SCHEMA_VERSION);
+        let kept: (i64, String) =
+            conn.query_row("SELECT hour, rname FROM name_hours", [], |row| Ok((row.get(0)?, row.get(1)?))).unwrap();
+        assert_eq!(kept, (490000, "com.example".to_string()));
+        // The primary key now leads with the hour.
+        let first_key: String = conn
+            .query_row("SELECT name FROM pragma_table_info('name_hours') WHERE pk = 1", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(first_key, "hour");
     }
 
     #[test]

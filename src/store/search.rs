@@ -214,25 +214,31 @@ fn label_clients(
 }
 
 /// The hours (newest first) in which `reversed` or a name under it was
-/// asked for, within `since_ms..until_ms`.
+/// asked for, within `since_ms..until_ms`: one index probe per hour.
 fn name_hours(
     conn: &Connection,
     reversed: &str,
     since_ms: Option<i64>,
     until_ms: Option<i64>,
 ) -> rusqlite::Result<Vec<i64>> {
-    let first = since_ms.map_or(i64::MIN, |since| since.div_euclid(HOUR_MS));
-    let last = until_ms.map_or(i64::MAX, |until| (until - 1).div_euclid(HOUR_MS));
-    let mut statement = conn.prepare(
-        "SELECT hour FROM name_hours WHERE rname = ?1 AND hour BETWEEN ?4 AND ?5 \
-         UNION SELECT hour FROM name_hours WHERE rname >= ?2 AND rname < ?3 AND hour BETWEEN ?4 AND ?5 \
-         ORDER BY hour DESC",
+    // Two queries: SQLite seeks for min() or max() alone, but scans for both.
+    let oldest: Option<i64> = conn.query_row("SELECT min(hour) FROM name_hours", [], |row| row.get(0))?;
+    let newest: Option<i64> = conn.query_row("SELECT max(hour) FROM name_hours", [], |row| row.get(0))?;
+    let (Some(oldest), Some(newest)) = (oldest, newest) else { return Ok(Vec::new()) };
+    let first = since_ms.map_or(oldest, |since| since.div_euclid(HOUR_MS).max(oldest));
+    let last = until_ms.map_or(newest, |until| (until - 1).div_euclid(HOUR_MS).min(newest));
+    let mut probe = conn.prepare(
+        "SELECT EXISTS (SELECT 1 FROM name_hours WHERE hour = ?1 AND rname = ?2) \
+             OR EXISTS (SELECT 1 FROM name_hours WHERE hour = ?1 AND rname >= ?3 AND rname < ?4)",
     )?;
-    let hours = statement
-        .query_map(rusqlite::params![reversed, format!("{reversed}."), format!("{reversed}/"), first, last], |row| {
-            row.get(0)
-        })?;
-    hours.collect()
+    let (under_from, under_to) = (format!("{reversed}."), format!("{reversed}/"));
+    let mut hours = Vec::new();
+    for hour in (first..=last).rev() {
+        if probe.query_row(rusqlite::params![hour, reversed, under_from, under_to], |row| row.get(0))? {
+            hours.push(hour);
+        }
+    }
+    Ok(hours)
 }
 
 /// Runs of consecutive hours, newest first: `[9, 8, 7, 3]` -> `(7, 9), (3, 3)`.

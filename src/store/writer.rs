@@ -28,7 +28,7 @@ pub(crate) const HOUR_MS: i64 = 3_600_000;
 /// under `synchronous=NORMAL`: commits since the last checkpoint.
 pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
-const INSERT_NAME_HOUR: &str = "INSERT OR IGNORE INTO name_hours (rname, hour) VALUES (?1, ?2)";
+const INSERT_NAME_HOUR: &str = "INSERT OR IGNORE INTO name_hours (hour, rname) VALUES (?1, ?2)";
 const INSERT_CLIENT_LABEL: &str =
     "INSERT OR IGNORE INTO client_labels (day, client, device, owner) VALUES (?1, ?2, ?3, ?4)";
 const INSERT: &str = "INSERT INTO query_log (time_ms, client, device, owner, network, group_name, name, rname, \
@@ -115,13 +115,15 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn open(path: &Path, settings: &LogSettings) -> Result<Writer, StoreError> {
+    /// Opens the writer's connection with `cache_mib` of page cache.
+    pub(crate) fn open(path: &Path, settings: &LogSettings, cache_mib: u32) -> Result<Writer, StoreError> {
         let conn = schema::open(path, Purpose::Log)?;
-        // 64 MB of page cache; checkpoints on the writer's own clock (see
-        // CHECKPOINT_INTERVAL); a WAL left over 64 MB is cut back after one.
-        conn.execute_batch(
-            "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
-        )
+        // Checkpoints on the writer's own clock (see CHECKPOINT_INTERVAL); a
+        // WAL left over 64 MB is cut back after one.
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = -{}; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
+            cache_mib * 1024
+        ))
         .map_err(StoreError::sqlite(path, "configure the query-log connection"))?;
         let mut writer = Writer {
             conn,
@@ -237,7 +239,7 @@ fn insert(
         let rname = reversed_name(&record.name);
         let hour = record.time_ms.div_euclid(HOUR_MS);
         if seen.first_name(hour, &rname) {
-            name_hour.execute(params![rname, hour]).map_err(StoreError::sqlite(path, "note a name's hour"))?;
+            name_hour.execute(params![hour, rname]).map_err(StoreError::sqlite(path, "note a name's hour"))?;
         }
         if let Some(label) = label {
             let (day, owner) = (record.time_ms.div_euclid(DAY_MS), label.owner.as_deref().unwrap_or(""));
