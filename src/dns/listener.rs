@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::decision::{Decision, DecisionKind, Stage};
-use super::pipeline::{Answer, Immediate, Pending, Pipeline, Question};
+use super::pipeline::{Answer, Arrival, Immediate, Pending, Pipeline, Question};
 use super::wire::{self, Rejection, WireAnswer, WireQuery};
 
 /// Queries waiting on upstream at once; past this the answer is SERVFAIL at
@@ -44,6 +44,7 @@ pub(super) enum Step {
 /// Reads a packet and answers it if that needs no waiting.
 pub(super) fn step(
     pipeline: &Pipeline,
+    arrival: Arrival,
     packet: &[u8],
     source: SocketAddr,
     limit: Option<usize>,
@@ -63,6 +64,7 @@ pub(super) fn step(
     if query.edns.is_some_and(|edns| edns.version > 0) {
         return write_error_answer(
             pipeline,
+            arrival,
             source,
             &query,
             ResponseCode::BADVERS,
@@ -74,6 +76,7 @@ pub(super) fn step(
     if query.class != u16::from(DNSClass::IN) {
         return write_error_answer(
             pipeline,
+            arrival,
             source,
             &query,
             ResponseCode::NotImp,
@@ -87,21 +90,22 @@ pub(super) fn step(
         record_type: query.record_type,
         dnssec_ok: query.edns.is_some_and(|edns| edns.dnssec_ok),
     };
-    match pipeline.answer_now(source.ip(), &question) {
+    match pipeline.answer_now_at(source.ip(), &question, arrival.at) {
         Immediate::Answer(answer) => {
             write_answer(&query, &answer, limit, out);
-            observe(pipeline, source, &query, &answer);
+            observe(pipeline, arrival, source, &query, &answer);
             Step::Reply
         }
         Immediate::Cached { entry, age, decision } => match entry.wire() {
             Some(wire) => {
                 wire.write(&query, age, None, None, limit, out);
                 let code = entry.stored().response_code;
-                pipeline.observe(source.ip(), &query.name, query.record_type, &decision, code, true, None);
+                pipeline.observe(arrival, source.ip(), &query.name, query.record_type, &decision, code, true, None);
                 Step::Reply
             }
             None => write_error_answer(
                 pipeline,
+                arrival,
                 source,
                 &query,
                 ResponseCode::ServFail,
@@ -115,8 +119,9 @@ pub(super) fn step(
 }
 
 /// Logs an answered query (the log is an observer: it never changes the answer).
-pub(super) fn observe(pipeline: &Pipeline, source: SocketAddr, query: &WireQuery, answer: &Answer) {
+pub(super) fn observe(pipeline: &Pipeline, arrival: Arrival, source: SocketAddr, query: &WireQuery, answer: &Answer) {
     pipeline.observe(
+        arrival,
         source.ip(),
         &query.name,
         query.record_type,
@@ -129,6 +134,7 @@ pub(super) fn observe(pipeline: &Pipeline, source: SocketAddr, query: &WireQuery
 
 pub(super) fn write_error_answer(
     pipeline: &Pipeline,
+    arrival: Arrival,
     source: SocketAddr,
     query: &WireQuery,
     code: ResponseCode,
@@ -138,7 +144,7 @@ pub(super) fn write_error_answer(
 ) -> Step {
     let answer = Answer::empty(code, Decision::new(DecisionKind::Error, Stage::Parse, reason));
     write_answer(query, &answer, limit, out);
-    observe(pipeline, source, query, &answer);
+    observe(pipeline, arrival, source, query, &answer);
     Step::Reply
 }
 
@@ -253,13 +259,14 @@ async fn serve_connection(mut stream: TcpStream, source: SocketAddr, pipeline: &
         tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut packet))
             .await
             .map_err(std::io::Error::other)??;
-        match step(pipeline, &packet, source, Some(TCP_LIMIT), &mut out) {
+        let arrival = Arrival::now();
+        match step(pipeline, arrival, &packet, source, Some(TCP_LIMIT), &mut out) {
             Step::Silent => continue,
             Step::Reply => {}
             Step::Resolve(query, question, pending) => {
                 let answer = pipeline.resolve(&pending, &question).await;
                 write_answer(&query, &answer, TCP_LIMIT, &mut out);
-                observe(pipeline, source, &query, &answer);
+                observe(pipeline, arrival, source, &query, &answer);
             }
         }
         let mut framed = Vec::with_capacity(out.len() + 2);

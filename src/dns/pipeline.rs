@@ -132,6 +132,25 @@ pub enum Immediate {
     Upstream(Pending),
 }
 
+/// When a query arrived. The listeners read the clocks once per batch of
+/// datagrams (reading them is a measurable share of answering from the
+/// cache): the cache counts TTLs from `at`, the log stamps rows with `unix_ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub at: Instant,
+    /// UTC Unix milliseconds.
+    pub unix_ms: i64,
+}
+
+impl Arrival {
+    pub fn now() -> Arrival {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX));
+        Arrival { at: Instant::now(), unix_ms }
+    }
+}
+
 pub struct Pipeline {
     networks: NetworkMap,
     rate_limiter: Option<ClientRateLimiter>,
@@ -173,6 +192,7 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &self,
+        arrival: Arrival,
         source: IpAddr,
         name: &LowerName,
         record_type: RecordType,
@@ -182,17 +202,15 @@ impl Pipeline {
         upstream_latency: Option<Duration>,
     ) {
         let Some(log) = &self.log else { return };
-        let mut buffer = [0u8; 256];
-        let dotted = blocklist::dotted(name, &mut buffer);
-        let time_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX));
-        log.record(QueryRecord {
-            time_ms,
+        log.record_with(|| QueryRecord {
+            time_ms: arrival.unix_ms,
             client: source.to_canonical(),
             network: decision.network.clone(),
             group: decision.group.clone(),
-            name: String::from_utf8_lossy(dotted).into_owned(),
+            name: {
+                let mut buffer = [0u8; 256];
+                String::from_utf8_lossy(blocklist::dotted(name, &mut buffer)).into_owned()
+            },
             record_type: u16::from(record_type),
             decision: decision.kind.as_str(),
             category: decision.category.clone(),
@@ -239,11 +257,16 @@ impl Pipeline {
 
     /// The stages that need no waiting: policy, then the cache.
     pub fn answer_now(&self, source: IpAddr, question: &Question) -> Immediate {
+        self.answer_now_at(source, question, Instant::now())
+    }
+
+    /// [`answer_now`](Self::answer_now) with the clock already read (the
+    /// listeners read it once per batch of datagrams).
+    pub fn answer_now_at(&self, source: IpAddr, question: &Question, now: Instant) -> Immediate {
         let pending = match self.decide(Requester::Source(source), question, true) {
             Flow::Final(answer) => return Immediate::Answer(answer),
             Flow::Resolve(pending) => pending,
         };
-        let now = Instant::now();
         if let Some(rewrite) = &pending.rewrite {
             let target = Question { name: rewrite.target.clone(), ..question.clone() };
             return match self.cache.get(&cache_key(&target), now) {

@@ -15,7 +15,7 @@ use hickory_proto::op::ResponseCode;
 use tokio::sync::Semaphore;
 
 use super::listener::{Step, observe, step, write_answer, write_error_answer};
-use super::pipeline::Pipeline;
+use super::pipeline::{Arrival, Pipeline};
 
 /// Datagrams read (and answers sent) per system call.
 const BATCH: usize = 32;
@@ -59,10 +59,11 @@ pub fn serve(
             }
         };
         let mut ready = 0;
+        let arrival = Arrival::now();
         for index in 0..received {
             let Some((packet, source)) = batch.datagram(index) else { continue };
             let (out, to) = &mut replies[ready];
-            match step(&pipeline, packet, source, None, out) {
+            match step(&pipeline, arrival, packet, source, None, out) {
                 Step::Silent => {}
                 Step::Reply => {
                     *to = source;
@@ -72,6 +73,7 @@ pub fn serve(
                     let Ok(permit) = in_flight.clone().try_acquire_owned() else {
                         write_error_answer(
                             &pipeline,
+                            arrival,
                             source,
                             &query,
                             ResponseCode::ServFail,
@@ -91,7 +93,7 @@ pub fn serve(
                         if let Err(error) = socket.send_to(&out, source) {
                             tracing::debug!(%error, %source, "UDP send failed");
                         }
-                        observe(&pipeline, source, &query, &answer);
+                        observe(&pipeline, arrival, source, &query, &answer);
                         drop(permit);
                     });
                 }

@@ -1,8 +1,12 @@
 //! The query log's front door: a cheap, never-blocking handle for the DNS
 //! path, and the one writer thread behind it.
 //!
-//! `record` puts the row into a bounded channel with `try_send`; when the
-//! channel is full the row is dropped and counted. The writer thread (a plain
+//! `record_with` puts the row into a bounded channel with `try_send`; when
+//! the channel is full the row is dropped and counted, and until the writer
+//! has drained a batch further rows are not even built (one atomic load), so
+//! a DNS server saturated past what the writer can take spends next to
+//! nothing on rows it cannot keep. Warnings about dropped rows come from the
+//! writer thread, never from the DNS path. The writer thread (a plain
 //! `std::thread`, not a tokio task) takes rows off the channel and commits
 //! them in batches: a batch closes when it has `batch_max` rows or
 //! `flush_interval` after its first row arrived, so the log lags the DNS path
@@ -11,7 +15,7 @@
 //! so readers and the retention job wait for the write lock only briefly.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -100,22 +104,44 @@ enum Message {
 struct Shared {
     dropped: AtomicU64,
     written: AtomicU64,
-    /// When the last "rows dropped" warning was logged (Unix ms).
-    last_drop_warning_ms: AtomicI64,
+    /// The channel was found full (or the writer gone): rows are dropped
+    /// without being built until the writer next takes a batch off.
+    full: AtomicBool,
     last_error_ms: AtomicI64,
 }
+
+/// The longest the idle writer sleeps before looking at `Shared::full` again.
+const IDLE_WAKE: Duration = Duration::from_millis(250);
 
 /// Warnings about dropped rows or failed writes: at most one per this period.
 const WARNING_PERIOD_MS: i64 = 10_000;
 
 impl Shared {
     fn count_dropped(&self, rows: u64) {
-        let total = self.dropped.fetch_add(rows, Ordering::Relaxed) + rows;
-        if rate_limit(&self.last_drop_warning_ms) {
+        self.dropped.fetch_add(rows, Ordering::Relaxed);
+    }
+}
+
+/// The writer's record of drops it has warned about.
+struct DropWarnings {
+    warned_total: u64,
+    last_warning: Option<Instant>,
+}
+
+impl DropWarnings {
+    /// Warns (at most once per [`WARNING_PERIOD_MS`]) when rows were dropped
+    /// since the last warning.
+    fn check(&mut self, shared: &Shared) {
+        let total = shared.dropped.load(Ordering::Relaxed);
+        let period = Duration::from_millis(WARNING_PERIOD_MS as u64);
+        if total > self.warned_total && self.last_warning.is_none_or(|last| last.elapsed() >= period) {
             tracing::warn!(
                 dropped_total = total,
+                dropped_since_last_warning = total - self.warned_total,
                 "query log: writer is behind, rows dropped (the DNS path did not wait)"
             );
+            self.warned_total = total;
+            self.last_warning = Some(Instant::now());
         }
     }
 }
@@ -160,7 +186,7 @@ impl QueryLog {
         let shared = Arc::new(Shared {
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
-            last_drop_warning_ms: AtomicI64::new(i64::MIN),
+            full: AtomicBool::new(false),
             last_error_ms: AtomicI64::new(i64::MIN),
         });
         let thread = std::thread::Builder::new()
@@ -182,12 +208,27 @@ impl QueryLog {
     }
 
     /// Queues one row. Never blocks: when the channel is full (or the writer
-    /// has stopped) the row is dropped and counted, with a warning at most
-    /// once every 10 s.
+    /// has stopped) the row is dropped and counted; the writer warns about
+    /// drops at most once every 10 s.
     pub fn record(&self, record: QueryRecord) {
-        match self.sender.try_send(Message::Record(record)) {
+        self.record_with(|| record);
+    }
+
+    /// [`record`](Self::record) for the DNS path: `build` runs only when the
+    /// row can be queued, so an overloaded server does not build rows only
+    /// to drop them.
+    #[inline]
+    pub fn record_with(&self, build: impl FnOnce() -> QueryRecord) {
+        if self.shared.full.load(Ordering::Relaxed) {
+            self.shared.count_dropped(1);
+            return;
+        }
+        match self.sender.try_send(Message::Record(build())) {
             Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.shared.count_dropped(1),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.shared.full.store(true, Ordering::Relaxed);
+                self.shared.count_dropped(1);
+            }
         }
     }
 
@@ -230,17 +271,21 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
     let mut batch = Vec::with_capacity(settings.batch_max);
     let mut acks = Vec::new();
     let mut stop = false;
+    let mut drops = DropWarnings { warned_total: 0, last_warning: None };
     while !stop {
         // Sleep until the first message of the next batch, checkpointing
-        // meanwhile if commits are waiting for one.
-        let first = match writer.checkpoint_due_in() {
-            None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(due) => receiver.recv_timeout(due),
-        };
-        let mut next = match first {
+        // meanwhile if commits are waiting for one. Never sleep long while
+        // `full` is set: a handle may set it just after the last drain, and
+        // then no row would arrive to wake this thread.
+        let wait = writer.checkpoint_due_in().unwrap_or(IDLE_WAKE).min(IDLE_WAKE);
+        let mut next = match receiver.recv_timeout(wait) {
             Ok(message) => Some(message),
             Err(RecvTimeoutError::Timeout) => {
-                writer.checkpoint();
+                shared.full.store(false, Ordering::Relaxed);
+                if writer.checkpoint_due_in().is_some_and(|due| due.is_zero()) {
+                    writer.checkpoint();
+                }
+                drops.check(shared);
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -284,6 +329,11 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
                 }
             };
         }
+        // A batch is off the channel, so there is room again.
+        if shared.full.load(Ordering::Relaxed) {
+            shared.full.store(false, Ordering::Relaxed);
+        }
+        drops.check(shared);
         if !batch.is_empty() {
             match writer.write_batch(&batch) {
                 Ok(()) => {
