@@ -154,15 +154,25 @@ fn rate_limit(last: &AtomicI64) -> bool {
         && last.compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
-/// Lowers the writer thread's scheduling priority (nice 19). When the machine
-/// is saturated, DNS answers come first: the writer then gets little CPU, the
-/// channel fills and rows are dropped and counted, rather than the log taking
-/// half a core from the resolver. At a school's real load the writer keeps up
-/// with ease. Best effort: failure only means normal priority.
+/// Puts the writer thread in the `SCHED_IDLE` class (nice 19 where that is
+/// refused). When the machine is saturated, DNS answers come first: the
+/// writer then gets little CPU, the channel fills and rows are dropped and
+/// counted, rather than the log taking half a core from the resolver. And a
+/// waking DNS thread preempts an idle-class writer at once, where a nice-19
+/// one may keep the CPU for its time slice: measured on the bed at 10k qps
+/// with both on one CPU, p99 was 1.0-1.4 ms with nice 19. At a school's real
+/// load the writer keeps up with ease. Best effort: failure only means
+/// normal priority.
 fn yield_to_dns() {
-    // SAFETY: gettid and setpriority have no memory-safety preconditions;
-    // on Linux PRIO_PROCESS with a thread id applies to that thread alone.
-    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+    // SAFETY: gettid, sched_setscheduler and setpriority have no
+    // memory-safety preconditions; `param` outlives the call. On Linux a
+    // thread id names that thread alone.
+    let tid = unsafe { libc::gettid() };
+    let param = libc::sched_param { sched_priority: 0 };
+    if unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) } == 0 {
+        return;
+    }
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) };
     if result != 0 {
         tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the query-log writer's priority");
     }
