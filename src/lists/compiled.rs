@@ -1,5 +1,7 @@
-//! The compiled list: a memory-mapped, versioned file that answers "which
-//! categories list this name or a parent of it?" without allocating.
+//! The compiled list: a versioned file that answers "which categories list
+//! this name or a parent of it?" without allocating. Opening it maps the
+//! file to check it, copies the small tables and bloom filters, and reads
+//! each fst into memory backed by 2 MiB pages ([`read_into_huge_pages`]).
 //!
 //! # File layout (little-endian)
 //!
@@ -56,8 +58,9 @@
 //! # Invariant
 //!
 //! The file is never changed in place: a rebuild writes a new file and
-//! renames it over the old one, so a mapping held by a running server stays
-//! valid (the old inode lives until it is unmapped).
+//! renames it over the old one, so a server opening the file while it is
+//! replaced reads the old inode or the new one, never half of each. Once
+//! open, the lists no longer depend on the file.
 
 use std::fs::File;
 use std::io;
@@ -72,7 +75,8 @@ use crate::policy::category::CategorySet;
 
 pub(crate) const MAGIC: [u8; 16] = *b"HEDGEROW-LISTS\n\0";
 /// Bumped whenever the layout or the meaning of keys or values changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: groups are bucketed with `bucket_of_group`'s word-at-a-time hash.
+pub const FORMAT_VERSION: u32 = 2;
 pub(crate) const HEADER_LEN: usize = 128;
 pub(crate) const FLAG_BLOOM: u32 = 1;
 pub(crate) const CHECKSUM_AT: usize = 104;
@@ -92,12 +96,40 @@ pub(crate) fn group_start(name: &[u8]) -> usize {
     }
 }
 
-/// The bucket of a group written forward (`example.com`).
+/// The bucket of a group written forward (`example.com`), case-blind. On
+/// the lookup path of every query when there are several parts: eight bytes
+/// per multiply and no division (byte-at-a-time FNV and `%` cost about 25 ns
+/// of a 300 ns lookup).
 #[inline]
 pub(crate) fn bucket_of_group(group: &[u8]) -> u8 {
-    let mut hash = Fnv64::new();
-    hash.write_lowercase(group);
-    (hash.finish() % BUCKETS as u64) as u8
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut hash = (group.len() as u64).wrapping_mul(K);
+    let mut chunks = group.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        hash = (hash.rotate_left(5) ^ ascii_lowercase_word(word)).wrapping_mul(K);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut tail = [0u8; 8];
+        tail[..rest.len()].copy_from_slice(rest);
+        hash = (hash.rotate_left(5) ^ ascii_lowercase_word(u64::from_le_bytes(tail))).wrapping_mul(K);
+    }
+    // The high half, scaled to 0..BUCKETS.
+    (((hash >> 32) * BUCKETS as u64) >> 32) as u8
+}
+
+/// Lower-cases the ASCII letters among eight bytes at once.
+#[inline]
+fn ascii_lowercase_word(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x80 * ONES;
+    let seven = word & (0x7f * ONES);
+    // A byte's high bit is set where its low seven bits are >= 'A', and where they are > 'Z'.
+    let at_least_a = seven + (0x80 - u64::from(b'A')) * ONES;
+    let above_z = seven + (0x80 - u64::from(b'Z') - 1) * ONES;
+    let upper = at_least_a & !above_z & !word & HIGH;
+    word | (upper >> 2)
 }
 
 /// The length of a key's group in the key (`com.example` in
@@ -151,14 +183,6 @@ impl Fnv64 {
     pub(crate) fn write(&mut self, bytes: &[u8]) {
         for byte in bytes {
             self.0 ^= u64::from(*byte);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    #[inline]
-    pub(crate) fn write_lowercase(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 ^= u64::from(byte.to_ascii_lowercase());
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
@@ -369,7 +393,10 @@ impl CompiledLists {
                 (false, None) => None,
                 _ => return Err(corrupt("a part's bloom filter is missing".into())),
             };
-            let fst = Fst::new(Section { map: Arc::clone(&map), start: fst_start, end: fst_end })
+            let (hot, offset) = read_into_huge_pages(&file, fst_start, fst_end - fst_start).map_err(|error| {
+                ListError::io(path, "read the compiled list into memory", "check free memory and the file", error)
+            })?;
+            let fst = Fst::new(Section { map: Arc::new(hot), start: offset, end: offset + (fst_end - fst_start) })
                 .map_err(|error| corrupt(format!("bad fst: {error}")))?;
             // Reads every page once: a flipped bit anywhere is caught here
             // rather than as a wrong answer (or a panic inside fst) later.
@@ -447,8 +474,23 @@ impl CompiledLists {
     /// `name` is dotted (`www.example.com`); upper case and one trailing dot
     /// are tolerated. Does not allocate.
     pub fn lookup(&self, name: &[u8]) -> CategorySet {
+        let name = name.strip_suffix(b".").unwrap_or(name);
+        if name.iter().any(u8::is_ascii_uppercase) {
+            return self.lookup_uppercase(name);
+        }
+        self.lookup_lowercase(name)
+    }
+
+    /// [`lookup`](Self::lookup) of a name with capitals (the DNS path passes
+    /// lower case, so this is rare): lowers it into a buffer first.
+    #[cold]
+    fn lookup_uppercase(&self, name: &[u8]) -> CategorySet {
         let mut lowered = [0u8; 256];
-        let name = clean(name, &mut lowered);
+        self.lookup_lowercase(clean(name, &mut lowered))
+    }
+
+    #[inline]
+    fn lookup_lowercase(&self, name: &[u8]) -> CategorySet {
         let group = &name[group_start(name)..];
         let Some(part) = self.part_for(group) else {
             return CategorySet::EMPTY;
@@ -504,6 +546,31 @@ impl CompiledLists {
         matches.reverse();
         matches
     }
+}
+
+/// Reads `len` bytes (an fst) at `at` in `file` into anonymous memory that
+/// starts on a 2 MiB boundary, advised to be backed by 2 MiB pages. Returns
+/// the mapping and where the fst starts in it.
+///
+/// Why not use the file's own mapping: a lookup walks a dozen nodes spread
+/// over tens of megabytes, and with 4 KiB pages each is a TLB miss too,
+/// which in a virtual machine costs a two-level page walk. On the 5M-name
+/// benchmark this cut an unlisted-name lookup from about 345 ns to 220-260
+/// ns, and one without the bloom filter from about 1,000 to 800 ns. Read,
+/// not copied from a mapping, so a reload holds the old and new lists and
+/// nothing else (the file's pages stay in the page cache, outside our RSS).
+fn read_into_huge_pages(file: &File, at: usize, len: usize) -> io::Result<(Mmap, usize)> {
+    use std::os::unix::fs::FileExt;
+    const HUGE: usize = 2 << 20;
+    let mut anon = memmap2::MmapOptions::new().len(len + HUGE).map_anon()?;
+    let offset = (anon.as_ptr() as usize).next_multiple_of(HUGE) - anon.as_ptr() as usize;
+    let whole = len / HUGE * HUGE;
+    if whole > 0 {
+        // Best effort: without transparent huge pages this is plain memory.
+        let _ = anon.advise_range(memmap2::Advice::HugePage, offset, whole);
+    }
+    file.read_exact_at(&mut anon[offset..offset + len], at as u64)?;
+    Ok((anon.make_read_only()?, offset))
 }
 
 /// Lower-cases `name` into `buffer` and drops one trailing dot, when needed
@@ -635,6 +702,34 @@ mod tests {
             assert_eq!(forward, group);
         }
         assert_eq!(bucket_of_group(b"Example.COM"), bucket_of_group(b"example.com"));
+    }
+
+    #[test]
+    fn lowercases_every_byte_value_in_every_position() {
+        for byte in 0..=255u8 {
+            for position in 0..8 {
+                let mut bytes = [b'a'; 8];
+                bytes[position] = byte;
+                let mut expected = bytes;
+                expected.make_ascii_lowercase();
+                let got = ascii_lowercase_word(u64::from_le_bytes(bytes)).to_le_bytes();
+                assert_eq!(got, expected, "byte {byte:#04x} at {position}");
+            }
+        }
+    }
+
+    #[test]
+    fn groups_spread_evenly_over_buckets() {
+        let mut counts = [0u32; BUCKETS];
+        for i in 0..255_000u32 {
+            let group = format!("site{i}.com");
+            let bucket = usize::from(bucket_of_group(group.as_bytes()));
+            assert!(bucket < BUCKETS);
+            counts[bucket] += 1;
+        }
+        // 1,000 expected per bucket.
+        let (least, most) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(*least > 850 && *most < 1_150, "buckets from {least} to {most}");
     }
 
     #[test]
