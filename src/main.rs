@@ -188,8 +188,16 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => {
-            let config = load_config(config.as_ref())?;
+        Command::Serve { config: config_path } => {
+            let mut config = load_config(config_path.as_ref())?;
+            // Compiles run in a child process (see `lists::sources::Compiler`).
+            if let Ok(program) = std::env::current_exe() {
+                let mut args: Vec<std::ffi::OsString> = vec!["lists".into(), "compile".into()];
+                if let Some(path) = &config_path {
+                    args.extend(["--config".into(), std::path::absolute(path)?.into_os_string()]);
+                }
+                config.lists.compiler = hedgerow::lists::sources::Compiler::Child { program, args };
+            }
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(async {
                 let running = hedgerow::serve::start(&config).await?;

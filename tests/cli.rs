@@ -143,8 +143,15 @@ async fn lists_reload_command_swaps_lists_in_a_running_server() {
         ),
     )
     .unwrap();
-    let child =
-        Command::new(BINARY).arg("serve").arg("--config").arg(&config_path).stderr(Stdio::null()).spawn().unwrap();
+    let server_log = dir.path().join("serve.log");
+    let child = Command::new(BINARY)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&server_log).unwrap())
+        .spawn()
+        .unwrap();
     let _child = KillOnDrop(child);
     let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let pupil: IpAddr = "127.0.0.1".parse().unwrap();
@@ -168,5 +175,9 @@ async fn lists_reload_command_swaps_lists_in_a_running_server() {
         assert!(Instant::now() < deadline, "the reloaded list never took effect");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The server compiled in a child process (its memory is not the server's):
+    // at start and again for the reload.
+    let log = std::fs::read_to_string(&server_log).unwrap();
+    assert_eq!(log.matches("lists compiled by a child process").count(), 2, "{log}");
     authority.stop().await;
 }

@@ -429,7 +429,12 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         networks,
         groups,
         locked,
-        lists: ListSettings { dir: raw.lists.dir, enable: raw.lists.enable, disable: raw.lists.disable },
+        lists: ListSettings {
+            dir: raw.lists.dir,
+            enable: raw.lists.enable,
+            disable: raw.lists.disable,
+            compiler: Default::default(),
+        },
         list_update_interval: (raw.lists.update_hours > 0).then(|| Duration::from_secs(raw.lists.update_hours * 3600)),
         downloads: FetchSettings {
             timeout: Duration::from_secs(raw.lists.download_timeout_secs.max(1)),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::compile::{self, CompileInput, CompileReport, SourceReport};
 use super::compiled::{CompiledLists, ListError};
-use super::sources::{ListSettings, Location, SourceDecl, load_sources};
+use super::sources::{Compiler, ListSettings, Location, SourceDecl, load_sources};
 
 /// The compiled list's file name inside the data folder.
 pub const ARTEFACT: &str = "lists.compiled";
@@ -95,6 +95,12 @@ fn build(settings: &ListSettings, data_dir: &Path, always: bool) -> Result<Prepa
                 Err(error) => tracing::warn!("{error}; recompiling"),
             }
         }
+        if let (false, Compiler::Child { program, args }) = (always, &settings.compiler) {
+            compile_in_child(program, args, &path)?;
+            let lists = CompiledLists::open(&path)?;
+            tracing::info!(names = lists.len(), path = %path.display(), "lists compiled by a child process");
+            return Ok(Prepared { lists, report: None, path: path.clone(), stale: None });
+        }
         let mut report = compile::compile(&inputs, &path)?;
         let lists = CompiledLists::open(&path)?;
         report.sources = in_declaration_order(&sources, report.sources, skipped);
@@ -111,6 +117,26 @@ fn build(settings: &ListSettings, data_dir: &Path, always: bool) -> Result<Prepa
         },
         Err(error) => Err(error),
     }
+}
+
+/// Runs `program args...` to compile the lists to `path`; its output (the
+/// per-source report and warnings) goes to this process's stderr.
+fn compile_in_child(program: &Path, args: &[std::ffi::OsString], path: &Path) -> Result<(), ListError> {
+    let failed = |why: String| ListError::Build { path: path.to_path_buf(), why };
+    let status = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .status()
+        .map_err(|error| failed(format!("cannot run the list compiler {}: {error}", program.display())))?;
+    if !status.success() {
+        return Err(failed(format!(
+            "the list compiler ({}) failed with {status}; its messages are above",
+            program.display()
+        )));
+    }
+    Ok(())
 }
 
 fn in_declaration_order(

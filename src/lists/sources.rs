@@ -62,6 +62,23 @@ pub struct ListSettings {
     pub enable: Vec<String>,
     /// Ids turned off although declared enabled.
     pub disable: Vec<String>,
+    /// How a server builds the compiled list when its inputs changed (not
+    /// a config key: `hedgerow serve` chooses a child process).
+    pub compiler: Compiler,
+}
+
+/// Where a compile runs.
+#[derive(Debug, Clone, Default)]
+pub enum Compiler {
+    /// On a thread of this process (the library default, and the CLI).
+    #[default]
+    InProcess,
+    /// In a child process, `program args...`, which must write the compiled
+    /// list of these same settings (`hedgerow lists compile --config F`). A
+    /// compile of millions of names takes a few hundred MB for a few seconds;
+    /// in a child that memory is gone when it exits, so a server's RSS
+    /// during a reload stays near the old plus the new compiled lists.
+    Child { program: PathBuf, args: Vec<std::ffi::OsString> },
 }
 
 /// A declaration problem: the file, the line when known, and what to change.
