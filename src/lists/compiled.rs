@@ -388,7 +388,8 @@ impl CompiledLists {
         for ((fst_start, fst_end), bloom) in part_sections {
             let bloom = match (with_bloom, bloom) {
                 (true, Some((start, end))) => Some(
-                    Bloom::from_slice(&map[start..end]).map_err(|why| corrupt(format!("bad bloom filter: {why}")))?,
+                    Bloom::from_bytes(copy_to_huge_pages(&map[start..end]))
+                        .map_err(|why| corrupt(format!("bad bloom filter: {why}")))?,
                 ),
                 (false, None) => None,
                 _ => return Err(corrupt("a part's bloom filter is missing".into())),
@@ -571,6 +572,39 @@ fn read_into_huge_pages(file: &File, at: usize, len: usize) -> io::Result<(Mmap,
     }
     file.read_exact_at(&mut anon[offset..offset + len], at as u64)?;
     Ok((anon.make_read_only()?, offset))
+}
+
+/// Copies `bytes` (a bloom filter: a miss reads one random cache line of
+/// it, see [`read_into_huge_pages`] for why 2 MiB pages matter) into a heap
+/// allocation backed by 2 MiB pages where the kernel allows. The `Vec` must
+/// come from the global allocator (the crate owns it), so the capacity is
+/// chosen for glibc: at least 32 MiB, above which glibc always serves an
+/// allocation as a mapping of its own (smaller ones may come from the heap,
+/// in pages already touched), and a whole number of 2 MiB, which Linux
+/// places on a 2 MiB boundary. The spare capacity is address space only:
+/// pages past the copy are never touched. The mapping is advised before the
+/// copy first touches it. Best effort: elsewhere it is a plain copy.
+fn copy_to_huge_pages(bytes: &[u8]) -> Vec<u8> {
+    const HUGE: usize = 2 << 20;
+    const PAGE: usize = 4096;
+    // glibc's largest dynamic mmap threshold (DEFAULT_MMAP_THRESHOLD_MAX).
+    const ALWAYS_MAPPED: usize = 32 << 20;
+    // glibc puts 16 bytes of chunk header in front of a mapped allocation.
+    const CHUNK_HEADER: usize = 16;
+    if bytes.len() < HUGE {
+        return bytes.to_vec();
+    }
+    let wanted = bytes.len().max(ALWAYS_MAPPED) + CHUNK_HEADER;
+    let mut copy = Vec::with_capacity(wanted.next_multiple_of(HUGE) - CHUNK_HEADER);
+    let start = copy.as_ptr() as usize / PAGE * PAGE;
+    let end = (copy.as_ptr() as usize + copy.capacity()).next_multiple_of(PAGE);
+    // SAFETY: MADV_HUGEPAGE only changes how the pages of [start, end) are
+    // backed, never their contents; the range is the allocation's own pages
+    // (whole pages of a mapping, or of the heap around it if glibc chose the
+    // heap, where the advice is equally harmless).
+    unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+    copy.extend_from_slice(bytes);
+    copy
 }
 
 /// Lower-cases `name` into `buffer` and drops one trailing dot, when needed
