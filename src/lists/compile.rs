@@ -22,7 +22,7 @@ use fst::MapBuilder;
 
 use super::compiled::{
     BUCKETS, CHECKSUM_AT, FLAG_BLOOM, FORMAT_VERSION, Fnv64, HEADER_LEN, ListError, MAGIC, PART_ENTRY_LEN, REPLICATED,
-    bucket_of_group, encode_value, group_start, key_group_len, write_source_table,
+    bucket_of_group, encode_value, group_hash, group_start, key_group_len, write_source_table,
 };
 use super::normalise::push_reversed;
 use super::parse::{Format, MAX_BAD_EXAMPLES, RuleKind, parse_stream};
@@ -525,7 +525,7 @@ fn build_part(arena: &[u8], entries: &mut [Entry], options: &CompileOptions) -> 
         for (offset, len) in groups {
             forward.clear();
             push_reversed(&arena[offset as usize..offset as usize + usize::from(len)], &mut forward);
-            bloom.set(&forward);
+            bloom.set(&group_hash(&forward));
         }
         bloom
     });
@@ -543,7 +543,7 @@ fn build_part(arena: &[u8], entries: &mut [Entry], options: &CompileOptions) -> 
 /// average; with two hash functions the filter is sparse (about 14% of bits
 /// set at 2%), so a miss almost always stops at the first probe: one cache
 /// miss, two SipHash computations, for a few more bits per group.
-fn two_probe_bloom(items: usize, rate: f64) -> Bloom<[u8]> {
+fn two_probe_bloom(items: usize, rate: f64) -> Bloom<u64> {
     let items = items.max(1) as f64;
     let rate = rate.clamp(1e-6, 0.25);
     // rate = (1 - e^(-2n/m))^2  =>  m = -2n / ln(1 - sqrt(rate))
