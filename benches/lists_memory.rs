@@ -1,5 +1,5 @@
 //! Compile time and memory of the list compiler, and the resident cost of
-//! the opened (memory-mapped) result, on:
+//! the opened result, on:
 //!   (a) the 2.27M real names of ../shared/data/adult/domains.txt,
 //!   (b) the UT1 snapshot in ../shared/data/ut1 (sources from lists/ut1.toml),
 //!   (c) 5M synthetic names.
@@ -7,10 +7,9 @@
 //!     cargo bench --bench lists_memory
 //!
 //! Each case runs in a fresh child process so its peak RSS (VmHWM) is its
-//! own. RSS after opening a mapping only counts touched pages; `open`
-//! verifies the fst checksum, which reads every page, so "RSS after open"
-//! is the fair resident figure (mostly file-backed, shared, reclaimable),
-//! and the file size is printed beside it.
+//! own. `open` reads the fsts and bloom filters into (huge-page) memory, so
+//! "+RSS open" is what the lists cost a server; the file size is printed
+//! beside it. `benches/server_memory.sh` measures a whole running server.
 
 #[path = "support/synthetic.rs"]
 mod synthetic;
