@@ -70,7 +70,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ListsAction {
-    /// Compile the enabled sources into the list file the server maps.
+    /// Compile the enabled sources into the list file the server loads.
     Compile,
     /// Download URL sources (conditional GET; a failure keeps the last good copy), then compile.
     Update,

@@ -1,5 +1,5 @@
 //! Blocklists: declared sources -> parse (domains, hosts, adblock) ->
-//! normalise -> compile (fst + bloom, a versioned file) -> load (mmap).
+//! normalise -> compile (fst + bloom, a versioned file) -> open (read into huge-page memory).
 //! `fetch` keeps downloaded copies of URL sources up to date.
 //!
 //! This module knows nothing of sockets, SQLite or HTTP serving; the DNS
