@@ -141,8 +141,9 @@ enum DevicesAction {
     /// Import a DHCP leases file (dnsmasq or ISC dhcpd).
     ImportLeases {
         file: PathBuf,
+        /// dnsmasq or isc.
         #[arg(long, default_value = "dnsmasq")]
-        leases_format: String,
+        leases_format: hedgerow::config::LeasesFormat,
     },
 }
 
@@ -446,13 +447,6 @@ fn print_rows(rows: Vec<hedgerow::store::LogRow>, format: OutputFormat, header: 
                 );
             }
             for row in rows {
-                let field = |text: &str| {
-                    if text.contains([',', '"', '\n']) {
-                        format!("\"{}\"", text.replace('"', "\"\""))
-                    } else {
-                        text.to_string()
-                    }
-                };
                 let cells = [
                     row.id.to_string(),
                     hedgerow::store::time::format_utc(row.time_ms),
@@ -470,7 +464,7 @@ fn print_rows(rows: Vec<hedgerow::store::LogRow>, format: OutputFormat, header: 
                     row.upstream_ms.map(|ms| ms.to_string()).unwrap_or_default(),
                     row.cache_hit.to_string(),
                 ];
-                println!("{}", cells.iter().map(|c| field(c)).collect::<Vec<_>>().join(","));
+                println!("{}", hedgerow::store::csv::format_record(&cells));
             }
         }
         OutputFormat::Table => {
@@ -532,12 +526,8 @@ fn devices(config: &Config, action: DevicesAction) -> anyhow::Result<ExitCode> {
             }
         }
         DevicesAction::ImportLeases { file, leases_format } => {
-            let format = match leases_format.as_str() {
-                "dnsmasq" => hedgerow::config::LeasesFormat::Dnsmasq,
-                "isc" => hedgerow::config::LeasesFormat::Isc,
-                other => anyhow::bail!("--leases-format {other:?}: use dnsmasq or isc"),
-            };
-            let count = hedgerow::serve::import_leases_file(database, &file, format).map_err(anyhow::Error::msg)?;
+            let count =
+                hedgerow::serve::import_leases_file(database, &file, leases_format).map_err(anyhow::Error::msg)?;
             println!("{count} leases read");
         }
     }

@@ -4,11 +4,9 @@
 //! school runs.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::path::Path;
 
 use crate::config::{Config, LeasesFormat};
 use crate::dns::{DnsServer, Pipeline};

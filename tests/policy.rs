@@ -63,19 +63,8 @@ fn write_lists(dir: &Path) {
 
 fn config(upstream: SocketAddr, lists: &Path, groups: &str) -> Config {
     let data_dir = tempfile::tempdir().unwrap().keep();
-    let text = format!(
-        r#"data_dir = {data:?}
-[dns]
-listen = ["127.0.0.1:0"]
-[upstream]
-mode = "forward"
-timeout_ms = 500
-[[upstream.servers]]
-address = "{upstream}"
-[lists]
-dir = {lists:?}
-update_hours = 0
-{groups}
+    let rest = format!(
+        r#"{groups}
 [[networks]]
 name = "pupils"
 cidrs = ["{PUPIL}/32"]
@@ -88,11 +77,9 @@ group = "staff"
 name = "guests"
 cidrs = ["{GUEST}/32"]
 group = "guest"
-"#,
-        data = data_dir.display().to_string(),
-        lists = lists.display().to_string(),
+"#
     );
-    Config::parse(&text, "policy-test").unwrap_or_else(|error| panic!("{error}\n{text}"))
+    support::config::forwarding(upstream, &data_dir, lists, &rest, "policy-test")
 }
 
 async fn ask(server: SocketAddr, from: &str, name: &str) -> Message {

@@ -19,20 +19,8 @@ fn ip(text: &str) -> IpAddr {
 }
 
 fn config(upstream: SocketAddr, data_dir: &Path) -> Config {
-    let lists = concat!(env!("CARGO_MANIFEST_DIR"), "/lists");
-    let text = format!(
-        r#"data_dir = {data:?}
-[dns]
-listen = ["127.0.0.1:0"]
-[upstream]
-mode = "forward"
-timeout_ms = 500
-[[upstream.servers]]
-address = "{upstream}"
-[lists]
-dir = {lists:?}
-update_hours = 0
-[log]
+    let lists = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/lists"));
+    let rest = r#"[log]
 retention_days = 30
 [[networks]]
 name = "pupil-wifi"
@@ -42,10 +30,8 @@ group = "pupil"
 name = "staff-lan"
 cidrs = ["127.0.0.2/32"]
 group = "staff"
-"#,
-        data = data_dir.display().to_string(),
-    );
-    Config::parse(&text, "log-test").unwrap()
+"#;
+    support::config::forwarding(upstream, data_dir, lists, rest, "log-test")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

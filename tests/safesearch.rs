@@ -98,19 +98,9 @@ fn engines(extra_google_domain: &str) -> Vec<Zone> {
 }
 
 fn config(upstream: SocketAddr, lists: &Path) -> Config {
-    let text = format!(
-        r#"data_dir = {data:?}
-[dns]
-listen = ["127.0.0.1:0"]
-[upstream]
-mode = "forward"
-timeout_ms = 500
-[[upstream.servers]]
-address = "{upstream}"
-[lists]
-dir = {lists:?}
-update_hours = 0
-[groups.open]
+    let data_dir = tempfile::tempdir().unwrap().keep();
+    let rest = format!(
+        r#"[groups.open]
 safesearch = false
 youtube = "off"
 bypass = false
@@ -127,11 +117,9 @@ group = "staff"
 name = "open"
 cidrs = ["{OPEN}/32"]
 group = "open"
-"#,
-        data = tempfile::tempdir().unwrap().keep().display().to_string(),
-        lists = lists.display().to_string(),
+"#
     );
-    Config::parse(&text, "safesearch-test").unwrap_or_else(|error| panic!("{error}\n{text}"))
+    support::config::forwarding(upstream, &data_dir, lists, &rest, "safesearch-test")
 }
 
 fn shipped_lists() -> &'static Path {

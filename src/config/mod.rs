@@ -61,6 +61,19 @@ pub enum LeasesFormat {
     Isc,
 }
 
+impl std::str::FromStr for LeasesFormat {
+    type Err = String;
+
+    /// `dnsmasq` or `isc` (the config's `leases_format` and the CLI's `--leases-format`).
+    fn from_str(text: &str) -> Result<LeasesFormat, String> {
+        match text {
+            "dnsmasq" => Ok(LeasesFormat::Dnsmasq),
+            "isc" => Ok(LeasesFormat::Isc),
+            other => Err(format!("{other:?} is not \"dnsmasq\" or \"isc\"")),
+        }
+    }
+}
+
 /// A network (VLAN subnet) and the group its clients belong to.
 #[derive(Debug, Clone)]
 pub struct Network {

@@ -770,16 +770,11 @@ fn compile_log(
     if let Some(unknown) = raw.private_groups.iter().find(|g| !groups.contains_key(*g)) {
         return Err(source.error(None, format!("[log] private_groups names {unknown:?}, which is not a group")));
     }
-    let leases_format = match raw.leases_format.get_ref().as_str() {
-        "dnsmasq" => LeasesFormat::Dnsmasq,
-        "isc" => LeasesFormat::Isc,
-        other => {
-            return Err(source.error(
-                Some(&raw.leases_format.span()),
-                format!("leases_format = {other:?} is not \"dnsmasq\" or \"isc\""),
-            ));
-        }
-    };
+    let leases_format: LeasesFormat = raw
+        .leases_format
+        .get_ref()
+        .parse()
+        .map_err(|why| source.error(Some(&raw.leases_format.span()), format!("leases_format = {why}")))?;
     Ok(LogConfig {
         enabled: raw.enabled,
         database: data_dir.join(&raw.database),

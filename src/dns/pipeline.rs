@@ -144,10 +144,7 @@ pub struct Arrival {
 
 impl Arrival {
     pub fn now() -> Arrival {
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX));
-        Arrival { at: Instant::now(), unix_ms }
+        Arrival { at: Instant::now(), unix_ms: crate::store::time::now_ms() }
     }
 }
 

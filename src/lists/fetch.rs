@@ -41,6 +41,7 @@ use super::{
     parse::{self, Format, Rule},
     sources::{Location, SourceDecl},
 };
+use crate::store::time::day_string;
 
 /// Redirect hops followed before giving up (browsers allow about 20; list
 /// hosts use one or two).
@@ -990,24 +991,8 @@ fn human_duration(duration: Duration) -> String {
 /// `2025-03-04 05:06 UTC`. UTC keeps the code free of time zone data; the
 /// dashboard can show local time.
 fn format_utc(secs: u64) -> String {
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
     let minutes = secs % 86_400 / 60;
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", minutes / 60, minutes % 60)
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
-/// calendar (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    format!("{} {:02}:{:02} UTC", day_string((secs / 86_400) as i64), minutes / 60, minutes % 60)
 }
 
 #[cfg(test)]

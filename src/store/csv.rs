@@ -1,6 +1,7 @@
 //! Just enough CSV (RFC 4180) for device lists exported from a spreadsheet or
 //! a management system: quoted fields with commas, doubled quotes and line
-//! breaks, CRLF or LF, a UTF-8 byte-order mark. Fields are trimmed.
+//! breaks, CRLF or LF, a UTF-8 byte-order mark. Fields are trimmed. And the
+//! other way, one line of output for `hedgerow log search --format csv`.
 
 /// One record and the line it starts on (1-based).
 #[derive(Debug, PartialEq, Eq)]
@@ -75,6 +76,26 @@ fn finish(field: &mut String, quoted: &mut bool) -> String {
     value.trim().to_string()
 }
 
+/// One CSV line: a field with a comma, quote or line break is quoted, with
+/// its quotes doubled.
+pub fn format_record<S: AsRef<str>>(fields: &[S]) -> String {
+    let mut line = String::new();
+    for (index, field) in fields.iter().enumerate() {
+        if index > 0 {
+            line.push(',');
+        }
+        let field = field.as_ref();
+        if field.contains([',', '"', '\n', '\r']) {
+            line.push('"');
+            line.push_str(&field.replace('"', "\"\""));
+            line.push('"');
+        } else {
+            line.push_str(field);
+        }
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +122,14 @@ mod tests {
         let records = ok("a,\"two\nlines\"\nb,c\n");
         assert_eq!(records[0], (1, vec!["a".into(), "two\nlines".into()]));
         assert_eq!(records[1], (3, vec!["b".into(), "c".into()]));
+    }
+
+    #[test]
+    fn formatted_records_parse_back() {
+        let fields = ["plain", "with, comma", "say \"hi\"", "two\nlines", ""];
+        let line = format_record(&fields);
+        assert_eq!(line, "plain,\"with, comma\",\"say \"\"hi\"\"\",\"two\nlines\",");
+        assert_eq!(ok(&line), vec![(1, fields.iter().map(|f| f.to_string()).collect())]);
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub mod schema;
 pub mod search;
 pub mod time;
 
-mod csv;
+pub mod csv;
 mod writer;
 
 use std::path::{Path, PathBuf};

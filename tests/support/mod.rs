@@ -6,4 +6,5 @@
 
 pub mod authority;
 pub mod client;
+pub mod config;
 pub mod http;

@@ -1,0 +1,31 @@
+//! Configs for tests that run the resolver in-process.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use hedgerow::config::Config;
+
+/// A config that listens on 127.0.0.1 (port 0), forwards to `upstream`,
+/// reads list declarations from `lists`, keeps state in `data_dir` and never
+/// updates lists on a schedule. `rest` adds the test's own tables (groups,
+/// `[log]`, networks); `name` labels parse errors. A config that does not
+/// parse fails the test with the error and the text.
+pub fn forwarding(upstream: SocketAddr, data_dir: &Path, lists: &Path, rest: &str, name: &str) -> Config {
+    let text = format!(
+        r#"data_dir = {data:?}
+[dns]
+listen = ["127.0.0.1:0"]
+[upstream]
+mode = "forward"
+timeout_ms = 500
+[[upstream.servers]]
+address = "{upstream}"
+[lists]
+dir = {lists:?}
+update_hours = 0
+{rest}"#,
+        data = data_dir.display().to_string(),
+        lists = lists.display().to_string(),
+    );
+    Config::parse(&text, name).unwrap_or_else(|error| panic!("{error}\n{text}"))
+}
