@@ -8,3 +8,4 @@ pub mod lists;
 pub mod policy;
 pub mod serve;
 pub mod store;
+pub mod time;

@@ -144,7 +144,7 @@ pub struct Arrival {
 
 impl Arrival {
     pub fn now() -> Arrival {
-        Arrival { at: Instant::now(), unix_ms: crate::store::time::now_ms() }
+        Arrival { at: Instant::now(), unix_ms: crate::time::now_ms() }
     }
 }
 

@@ -41,7 +41,7 @@ use super::{
     parse::{self, Format, Rule},
     sources::{Location, SourceDecl},
 };
-use crate::store::time::day_string;
+use crate::time::day_string;
 
 /// Redirect hops followed before giving up (browsers allow about 20; list
 /// hosts use one or two).

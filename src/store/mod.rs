@@ -38,7 +38,7 @@ pub mod record;
 pub mod retention;
 pub mod schema;
 pub mod search;
-pub mod time;
+pub use crate::time;
 
 pub mod csv;
 mod writer;

@@ -1,6 +1,7 @@
-//! UTC times as the store keeps them: Unix milliseconds in rows, `YYYY-MM-DD`
+//! UTC times as Hedgerow keeps them: Unix milliseconds in log rows, `YYYY-MM-DD`
 //! for roll-up days. A few lines of civil-calendar arithmetic (Howard
-//! Hinnant's `days_from_civil`) instead of a date crate.
+//! Hinnant's `days_from_civil`) instead of a date crate. Used by the store and
+//! by list downloads (the "last good copy" dates).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
