@@ -22,7 +22,9 @@ fn label() -> impl Strategy<Value = String> {
             "com", "example", "notexample", "ample", "exampl", "e", "a", "b", "ab", "www", "co", "uk", "x-y", "_srv", "xn--bcher-kva",
         ])
         .prop_map(str::to_string),
-        2 => "[a-z][a-z0-9_-]{0,8}", // a letter first: never an IP address
+        // A letter first: never an IP address. Not `xn--`: a random A-label is
+        // invalid punycode, which the normaliser rightly counts as a bad line.
+        2 => "[a-z][a-z0-9_-]{0,8}".prop_filter("not an A-label", |label| !label.starts_with("xn--")),
     ]
 }
 
