@@ -25,6 +25,8 @@ pub struct Config {
     /// Where the config came from, for messages ("embedded default" or a path).
     pub source: String,
     pub listen: Vec<SocketAddr>,
+    /// Limits on DNS-over-TCP connections (`[dns] tcp_*`).
+    pub tcp: TcpSettings,
     pub data_dir: PathBuf,
     pub networks: Vec<Network>,
     pub groups: BTreeMap<String, GroupPolicy>,
@@ -115,10 +117,27 @@ pub enum ForwardProtocol {
     Https,
 }
 
+/// Limits on DNS-over-TCP connections. TCP is what a client falls back to
+/// when a UDP answer is truncated, so it must stay available to insiders
+/// while someone holds connections open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSettings {
+    /// Connections open at once from clients in configured networks; when
+    /// full, the longest-idle connection is closed to make room (RFC 7766
+    /// section 6.2.3).
+    pub max_connections: usize,
+    /// Connections open at once from one client (an IPv4 address, or an IPv6
+    /// prefix of `rate_limit.ipv6_prefix` bits).
+    pub per_client: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
     /// Most answers held at once.
     pub size: usize,
+    /// Most memory the cached answers may take, in bytes (records and their
+    /// pre-encoded wire form, estimated per entry).
+    pub memory_bytes: usize,
     pub min_ttl: Duration,
     pub max_ttl: Duration,
     /// Upper bound for caching NXDOMAIN/NODATA (RFC 2308 takes the SOA minimum).
@@ -134,6 +153,10 @@ pub struct RateLimit {
     pub queries_per_second: Option<u32>,
     pub burst: u32,
     pub exempt_loopback: bool,
+    /// IPv6 clients are counted by this prefix, not by full address: a device
+    /// can take any address in its /64 (privacy addresses), so a per-address
+    /// limit is no limit. IPv4 clients are counted by full address.
+    pub ipv6_prefix: u8,
 }
 
 /// A configuration error, already worded for the person who must fix it.

@@ -16,7 +16,7 @@ use toml::Spanned;
 
 use super::{
     CacheSettings, ConditionalForward, Config, ConfigError, ForwardProtocol, ForwardServer, Network, RateLimit,
-    Upstream,
+    TcpSettings, Upstream,
 };
 use super::{LeasesFormat, LogConfig};
 use crate::lists::fetch::FetchSettings;
@@ -90,12 +90,31 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawDns {
     listen: Spanned<Vec<SocketAddr>>,
+    #[serde(default = "default_tcp_max_connections")]
+    tcp_max_connections: Spanned<usize>,
+    #[serde(default = "default_tcp_per_client")]
+    tcp_per_client: Spanned<usize>,
 }
 
 impl Default for RawDns {
     fn default() -> Self {
-        RawDns { listen: Spanned::new(0..0, vec![SocketAddr::from(([127, 0, 0, 1], 5353))]) }
+        RawDns {
+            listen: Spanned::new(0..0, vec![SocketAddr::from(([127, 0, 0, 1], 5353))]),
+            tcp_max_connections: default_tcp_max_connections(),
+            tcp_per_client: default_tcp_per_client(),
+        }
     }
+}
+
+/// Enough for every device of a large school to hold a TCP connection for a
+/// truncated answer at once; each costs a task and two small buffers.
+fn default_tcp_max_connections() -> Spanned<usize> {
+    Spanned::new(0..0, 1_000)
+}
+/// A stub resolver needs one or two TCP connections; 16 leaves room for a
+/// busy machine while keeping one client from holding many.
+fn default_tcp_per_client() -> Spanned<usize> {
+    Spanned::new(0..0, 16)
 }
 
 #[derive(Deserialize, Default)]
@@ -268,6 +287,8 @@ struct RawConditional {
 struct RawCache {
     #[serde(default = "default_cache_size")]
     size: Spanned<usize>,
+    #[serde(default = "default_cache_memory_mb")]
+    memory_mb: Spanned<u64>,
     #[serde(default)]
     min_ttl_secs: u64,
     #[serde(default = "default_max_ttl")]
@@ -282,6 +303,7 @@ impl Default for RawCache {
     fn default() -> Self {
         RawCache {
             size: default_cache_size(),
+            memory_mb: default_cache_memory_mb(),
             min_ttl_secs: 0,
             max_ttl_secs: default_max_ttl(),
             negative_max_ttl_secs: default_negative_max_ttl(),
@@ -298,12 +320,25 @@ struct RawRateLimit {
     burst: Option<u32>,
     #[serde(default = "default_true")]
     exempt_loopback: bool,
+    #[serde(default = "default_ipv6_prefix")]
+    ipv6_prefix: Spanned<u8>,
 }
 
 impl Default for RawRateLimit {
     fn default() -> Self {
-        RawRateLimit { queries_per_second: None, burst: None, exempt_loopback: true }
+        RawRateLimit {
+            queries_per_second: None,
+            burst: None,
+            exempt_loopback: true,
+            ipv6_prefix: default_ipv6_prefix(),
+        }
     }
+}
+
+/// A /64 is the smallest IPv6 subnet SLAAC hands out: a device can take any
+/// address in it, so only the prefix identifies it.
+fn default_ipv6_prefix() -> Spanned<u8> {
+    Spanned::new(0..0, 64)
 }
 
 fn default_lists_dir() -> PathBuf {
@@ -335,6 +370,12 @@ fn default_protocol() -> ForwardProtocol {
 }
 fn default_cache_size() -> Spanned<usize> {
     Spanned::new(0..0, 100_000)
+}
+/// 128 MB holds the default 100,000 entries at a typical answer's size (a
+/// few records, about 1 KB with its encoded copy and bookkeeping), and caps
+/// what a client asking for many large answers can make the cache hold.
+fn default_cache_memory_mb() -> Spanned<u64> {
+    Spanned::new(0..0, 128)
 }
 fn default_max_ttl() -> Spanned<u64> {
     Spanned::new(0..0, 86_400)
@@ -393,6 +434,8 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         ));
     }
 
+    let tcp = compile_tcp(&source, &raw.dns)?;
+
     let mut locked = category::locked();
     for id in &raw.categories.lock {
         let index = category_index(&source, id)?;
@@ -404,6 +447,13 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
     let cache = compile_cache(&source, raw.cache)?;
     let log = compile_log(&source, raw.log, &raw.data_dir, &groups)?;
 
+    let ipv6_prefix = *raw.rate_limit.ipv6_prefix.get_ref();
+    if !(1..=128).contains(&ipv6_prefix) {
+        return Err(source.error(
+            Some(&raw.rate_limit.ipv6_prefix.span()),
+            format!("`rate_limit.ipv6_prefix = {ipv6_prefix}` is not a prefix length from 1 to 128; 64 (one SLAAC subnet) suits most networks, 128 counts each IPv6 address alone"),
+        ));
+    }
     let rate_limit = match raw.rate_limit.queries_per_second {
         Some(qps) if *qps.get_ref() == 0 => {
             return Err(source.error(
@@ -417,14 +467,21 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
                 queries_per_second: Some(qps),
                 burst: raw.rate_limit.burst.unwrap_or(qps.saturating_mul(2)).max(1),
                 exempt_loopback: raw.rate_limit.exempt_loopback,
+                ipv6_prefix,
             }
         }
-        None => RateLimit { queries_per_second: None, burst: 0, exempt_loopback: raw.rate_limit.exempt_loopback },
+        None => RateLimit {
+            queries_per_second: None,
+            burst: 0,
+            exempt_loopback: raw.rate_limit.exempt_loopback,
+            ipv6_prefix,
+        },
     };
 
     Ok(Config {
         source: source_name.to_string(),
         listen,
+        tcp,
         data_dir: raw.data_dir,
         networks,
         groups,
@@ -789,9 +846,34 @@ fn compile_log(
     })
 }
 
+fn compile_tcp(source: &Source<'_>, raw: &RawDns) -> Result<TcpSettings, ConfigError> {
+    let max_connections = *raw.tcp_max_connections.get_ref();
+    let per_client = *raw.tcp_per_client.get_ref();
+    if max_connections == 0 {
+        return Err(source.error(
+            Some(&raw.tcp_max_connections.span()),
+            "`dns.tcp_max_connections` must be at least 1 (1000 suits a school); clients need TCP for truncated answers",
+        ));
+    }
+    if per_client == 0 || per_client > max_connections {
+        return Err(source.error(
+            Some(&raw.tcp_per_client.span()),
+            format!("`dns.tcp_per_client = {per_client}` must be from 1 to `dns.tcp_max_connections` ({max_connections}); 16 suits a school"),
+        ));
+    }
+    Ok(TcpSettings { max_connections, per_client })
+}
+
 fn compile_cache(source: &Source<'_>, raw: RawCache) -> Result<CacheSettings, ConfigError> {
     if *raw.size.get_ref() == 0 {
         return Err(source.error(Some(&raw.size.span()), "`cache.size` must be at least 1 (100000 suits a school)"));
+    }
+    let memory_mb = *raw.memory_mb.get_ref();
+    if memory_mb == 0 || memory_mb > 1 << 20 {
+        return Err(source.error(
+            Some(&raw.memory_mb.span()),
+            format!("`cache.memory_mb = {memory_mb}` must be from 1 to 1048576 (megabytes); 128 suits a school"),
+        ));
     }
     if raw.min_ttl_secs > *raw.max_ttl_secs.get_ref() {
         return Err(source.error(
@@ -801,6 +883,7 @@ fn compile_cache(source: &Source<'_>, raw: RawCache) -> Result<CacheSettings, Co
     }
     Ok(CacheSettings {
         size: *raw.size.get_ref(),
+        memory_bytes: usize::try_from(memory_mb * 1024 * 1024).unwrap_or(usize::MAX),
         min_ttl: Duration::from_secs(raw.min_ttl_secs),
         max_ttl: Duration::from_secs(*raw.max_ttl_secs.get_ref()),
         negative_max_ttl: Duration::from_secs(raw.negative_max_ttl_secs),
@@ -817,6 +900,11 @@ pub(super) fn render(config: &Config) -> String {
     let _ = writeln!(out, "# effective configuration from {}", config.source);
     let _ = writeln!(out, "data_dir = {}", quote(&config.data_dir.display().to_string()));
     let _ = writeln!(out, "\n[dns]\nlisten = {}", list(config.listen.iter().map(|a| quote(&a.to_string())).collect()));
+    let _ = writeln!(
+        out,
+        "tcp_max_connections = {}\ntcp_per_client = {}",
+        config.tcp.max_connections, config.tcp.per_client
+    );
     let render_servers = |out: &mut String, table: &str, servers: &[ForwardServer]| {
         for server in servers {
             let _ = writeln!(out, "\n[[{table}]]\naddress = {}", quote(&server.address.to_string()));
@@ -845,8 +933,9 @@ pub(super) fn render(config: &Config) -> String {
     let cache = &config.cache;
     let _ = writeln!(
         out,
-        "\n[cache]\nsize = {}\nmin_ttl_secs = {}\nmax_ttl_secs = {}\nnegative_max_ttl_secs = {}\nserve_stale_secs = {}",
+        "\n[cache]\nsize = {}\nmemory_mb = {}\nmin_ttl_secs = {}\nmax_ttl_secs = {}\nnegative_max_ttl_secs = {}\nserve_stale_secs = {}",
         cache.size,
+        cache.memory_bytes / (1024 * 1024),
         cache.min_ttl.as_secs(),
         cache.max_ttl.as_secs(),
         cache.negative_max_ttl.as_secs(),
@@ -859,6 +948,7 @@ pub(super) fn render(config: &Config) -> String {
         let _ = writeln!(out, "# queries_per_second is not set: no per-client limit");
     }
     let _ = writeln!(out, "exempt_loopback = {}", config.rate_limit.exempt_loopback);
+    let _ = writeln!(out, "ipv6_prefix = {}", config.rate_limit.ipv6_prefix);
     let _ = writeln!(out, "\n[lists]\ndir = {}", quote(&config.lists.dir.display().to_string()));
     let _ = writeln!(out, "enable = {}", list(config.lists.enable.iter().map(|id| quote(id)).collect()));
     let _ = writeln!(out, "disable = {}", list(config.lists.disable.iter().map(|id| quote(id)).collect()));
@@ -1065,5 +1155,31 @@ block_page_ipv4 = "10.0.0.2"
         assert!(error.message.contains("gambling"), "lists the real ids: {error}");
         let error = compile("[groups.pupil]\n\nallow = [\"not a name\"]\n", "t").unwrap_err();
         assert_eq!(error.line, Some(3), "{error}");
+    }
+
+    #[test]
+    fn tcp_limits_cache_memory_and_ipv6_prefix_have_defaults_and_checks() {
+        let config = compile(DEFAULT_CONFIG, "embedded default").unwrap();
+        assert_eq!(config.tcp, TcpSettings { max_connections: 1_000, per_client: 16 });
+        assert_eq!(config.cache.memory_bytes, 128 * 1024 * 1024);
+        assert_eq!(config.rate_limit.ipv6_prefix, 64);
+
+        let text = "[dns]\nlisten = [\"127.0.0.1:53\"]\ntcp_max_connections = 8\ntcp_per_client = 2\n[cache]\nmemory_mb = 4\n[rate_limit]\nqueries_per_second = 5\nipv6_prefix = 56\n";
+        let config = compile(text, "t").unwrap();
+        assert_eq!(config.tcp, TcpSettings { max_connections: 8, per_client: 2 });
+        assert_eq!(config.cache.memory_bytes, 4 * 1024 * 1024);
+        assert_eq!(config.rate_limit.ipv6_prefix, 56);
+        let again = compile(&render(&config), "rendered").unwrap();
+        assert_eq!((again.tcp, again.cache.memory_bytes, again.rate_limit.ipv6_prefix), (config.tcp, 4 << 20, 56));
+
+        let error = compile("[rate_limit]\n\nipv6_prefix = 0\n", "t").unwrap_err();
+        assert_eq!(error.line, Some(3), "{error}");
+        assert!(error.message.contains("ipv6_prefix") && error.message.contains("64"), "{error}");
+        let error = compile("[dns]\nlisten = [\"127.0.0.1:53\"]\ntcp_max_connections = 4\ntcp_per_client = 5\n", "t")
+            .unwrap_err();
+        assert_eq!(error.line, Some(4), "{error}");
+        let error = compile("[cache]\nmemory_mb = 0\n", "t").unwrap_err();
+        assert_eq!(error.line, Some(2), "{error}");
+        assert!(error.message.contains("memory_mb"), "{error}");
     }
 }

@@ -1,5 +1,12 @@
-//! cache: upstream answers kept for their TTL, bounded in size, with negative
-//! caching (RFC 2308) and serve-stale (RFC 8767).
+//! cache: upstream answers kept for their TTL, bounded in entries and in
+//! bytes, with negative caching (RFC 2308) and serve-stale (RFC 8767).
+//!
+//! The byte bound (`cache.memory_mb`) matters because answers differ in size
+//! by a thousand times: a client asking for many names with 16 KB TXT answers
+//! would otherwise fill an entry-bounded cache with gigabytes. Each entry is
+//! weighed once, when stored, at its estimated real size (the records, their
+//! encoded copy, the key and bookkeeping), but never less than
+//! `memory_bytes / size`, so `cache.size` still caps the number of entries.
 //!
 //! The cache sits after the policy stages, so it holds upstream answers that
 //! are the same for every group; policy is applied before it is consulted.
@@ -11,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, RData, Record, RecordType};
+use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
 use super::wire::WireAnswer;
@@ -69,9 +77,30 @@ pub struct CachedAnswer {
     stored_at: Instant,
     fresh_until: Instant,
     stale_until: Instant,
+    /// What the entry counts against `cache.memory_mb`, fixed when stored.
+    weight: u64,
 }
 
 impl CachedAnswer {
+    /// Estimated bytes this entry holds: its own struct, the records (each a
+    /// `Record` plus its heap data, estimated by its encoded length, which a
+    /// record's names and rdata never fall far below), the encoded copy with
+    /// its TTL offsets, and the key.
+    fn estimated_size(&self, key_len: usize) -> u64 {
+        let records = self.answer.answers.capacity() + self.answer.authorities.capacity();
+        let (encoded, ttls) = self.wire.as_ref().map_or((0, 0), |wire| (wire.records_capacity(), wire.ttls_capacity()));
+        // Without an encoded copy, estimate the records' heap data as 512 bytes each.
+        let record_data = if self.wire.is_some() { encoded } else { records * 512 };
+        let bytes = ENTRY_OVERHEAD
+            + std::mem::size_of::<CachedAnswer>()
+            + key_len
+            + records * std::mem::size_of::<Record>()
+            + record_data
+            + encoded
+            + ttls * std::mem::size_of::<(u32, u32)>();
+        bytes as u64
+    }
+
     /// The pre-encoded answer (None only if encoding failed, which then
     /// sends the query down the general path).
     pub fn wire(&self) -> Option<&WireAnswer> {
@@ -120,14 +149,37 @@ pub enum CacheLookup {
     Miss,
 }
 
+/// Per-entry cost outside the entry itself: the `Arc`'s counts, the boxed
+/// key's pointer and length, and quick_cache's slot and hash-table entry.
+const ENTRY_OVERHEAD: usize = 96;
+
+/// Reads the weight fixed when the entry was stored (no work per lookup).
+#[derive(Clone)]
+struct EntryWeight;
+
+impl Weighter<Box<[u8]>, Arc<CachedAnswer>> for EntryWeight {
+    fn weight(&self, _key: &Box<[u8]>, entry: &Arc<CachedAnswer>) -> u64 {
+        entry.weight
+    }
+}
+
 pub struct AnswerCache {
-    entries: Cache<Box<[u8]>, Arc<CachedAnswer>>,
+    entries: Cache<Box<[u8]>, Arc<CachedAnswer>, EntryWeight>,
     settings: CacheSettings,
+    /// The least an entry weighs: `memory_bytes / size`, so that `size`
+    /// entries of ordinary answers fill the cache and no more fit.
+    min_weight: u64,
 }
 
 impl AnswerCache {
     pub fn new(settings: &CacheSettings) -> AnswerCache {
-        AnswerCache { entries: Cache::new(settings.size), settings: settings.clone() }
+        let capacity = settings.memory_bytes.max(1) as u64;
+        let min_weight = (capacity / settings.size.max(1) as u64).max(1);
+        AnswerCache {
+            entries: Cache::with_weighter(settings.size, capacity, EntryWeight),
+            settings: settings.clone(),
+            min_weight,
+        }
     }
 
     pub fn get(&self, key: &CacheKey, now: Instant) -> CacheLookup {
@@ -156,18 +208,26 @@ impl AnswerCache {
         };
         let fresh_until = now + ttl;
         let wire = WireAnswer::encode(name, record_type, &answer);
-        let entry = CachedAnswer {
+        let mut entry = CachedAnswer {
             answer,
             wire,
             stored_at: now,
             fresh_until,
             stale_until: fresh_until + self.settings.serve_stale_for,
+            weight: 0,
         };
+        entry.weight = entry.estimated_size(key.len).max(self.min_weight);
         self.entries.insert(Box::from(key.as_slice()), Arc::new(entry));
     }
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The estimated bytes held by the cached answers now (never above
+    /// `cache.memory_mb`).
+    pub fn weight(&self) -> u64 {
+        self.entries.weight()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -204,6 +264,7 @@ mod tests {
     fn settings() -> CacheSettings {
         CacheSettings {
             size: 100,
+            memory_bytes: 64 * 1024 * 1024,
             min_ttl: Duration::ZERO,
             max_ttl: Duration::from_secs(86_400),
             negative_max_ttl: Duration::from_secs(3_600),
@@ -213,6 +274,10 @@ mod tests {
 
     fn name(name: &str) -> LowerName {
         LowerName::from(Name::from_ascii(name).unwrap())
+    }
+
+    fn name_of(text: &str) -> LowerName {
+        name(text)
     }
 
     fn key(text: &str) -> CacheKey {
@@ -289,5 +354,54 @@ mod tests {
             insert(&cache, &name, answer, now);
         }
         assert!(cache.len() <= 60, "cache holds {} entries", cache.len());
+    }
+
+    fn big_txt_answer(name: &str, bytes: usize) -> UpstreamAnswer {
+        use hickory_proto::rr::rdata::TXT;
+        let strings: Vec<String> = (0..bytes / 250).map(|i| format!("{i:0250}")).collect();
+        let record = Record::from_rdata(Name::from_ascii(name).unwrap(), 300, RData::TXT(TXT::new(strings)));
+        UpstreamAnswer { response_code: ResponseCode::NoError, answers: vec![record], authorities: vec![] }
+    }
+
+    #[test]
+    fn memory_is_bounded_in_bytes_and_recent_answers_stay() {
+        // 1,000 unique 16 KB TXT answers (16 MB of record data) into a 2 MB cache.
+        let bound = 2 * 1024 * 1024;
+        let cache = AnswerCache::new(&CacheSettings { size: 100_000, memory_bytes: bound, ..settings() });
+        let now = Instant::now();
+        let txt_key = |name: &str| CacheKey::new(&name_of(name), RecordType::TXT, false);
+        for i in 0..1_000 {
+            let name = format!("t{i}.test.");
+            cache.insert(&txt_key(&name), &name_of(&name), RecordType::TXT, big_txt_answer(&name, 16_000), now);
+            assert!(cache.weight() <= bound as u64, "after {i} answers the cache weighs {}", cache.weight());
+        }
+        let held = cache.len();
+        assert!(held > 10 && held < 200, "a 2 MB cache holds about 60 of these, not {held}");
+        // Each entry weighs at least its records and their encoded copy (2 x 16 KB).
+        assert!(cache.weight() >= held as u64 * 32_000, "{} bytes for {held} entries", cache.weight());
+        let served = (900..1_000)
+            .filter(|i| matches!(cache.get(&txt_key(&format!("t{i}.test.")), now), CacheLookup::Fresh(_)))
+            .count();
+        assert!(served > 0, "the cache still serves recent answers");
+    }
+
+    #[test]
+    fn small_answers_fill_the_cache_up_to_its_size() {
+        let cache = AnswerCache::new(&CacheSettings { size: 1_000, memory_bytes: 64 * 1024 * 1024, ..settings() });
+        let now = Instant::now();
+        for i in 0..1_000 {
+            let name = format!("h{i}.test.");
+            insert(
+                &cache,
+                &name,
+                UpstreamAnswer {
+                    response_code: ResponseCode::NoError,
+                    answers: vec![a_record(&name, 100)],
+                    authorities: vec![],
+                },
+                now,
+            );
+        }
+        assert!(cache.len() >= 900, "the byte bound does not cut the entry count of small answers: {}", cache.len());
     }
 }

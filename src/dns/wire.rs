@@ -242,6 +242,16 @@ impl WireAnswer {
         Some(WireAnswer { response_code, answer_count, authority_count, records, ttls })
     }
 
+    /// Bytes held by the encoded records (for the cache's memory bound).
+    pub fn records_capacity(&self) -> usize {
+        self.records.capacity()
+    }
+
+    /// TTL offsets held (for the cache's memory bound).
+    pub fn ttls_capacity(&self) -> usize {
+        self.ttls.capacity()
+    }
+
     /// An answer with no records (REFUSED, SERVFAIL, NODATA, ...).
     pub fn empty(response_code: ResponseCode) -> WireAnswer {
         WireAnswer { response_code, answer_count: 0, authority_count: 0, records: Vec::new(), ttls: Vec::new() }
