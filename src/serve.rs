@@ -92,7 +92,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         None
     };
     let pipeline = Arc::new(Pipeline::new(&config, lists, safesearch, log)?);
-    let server = DnsServer::start(pipeline.clone(), &config.listen).await?;
+    let server = DnsServer::start(pipeline.clone(), &config).await?;
     let _ = std::fs::write(pid_file(&config), std::process::id().to_string());
 
     let mut background = vec![tokio::spawn({

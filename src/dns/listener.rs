@@ -3,33 +3,38 @@
 //! Each UDP socket has one thread (`dns/udp.rs`) that reads datagrams in
 //! batches, runs the synchronous stages and writes the answers at once when
 //! policy or the cache settles them (most queries); only queries that must go
-//! upstream get a task of their own, bounded by [`MAX_IN_FLIGHT`]. TCP connections are served one query
-//! at a time each (RFC 7766 allows more, clients rarely need it), bounded by
-//! [`MAX_TCP_CONNECTIONS`]. Every answer is written by `wire::WireAnswer`.
+//! upstream get a task of their own, bounded by [`MAX_IN_FLIGHT`]. TCP
+//! connections (`dns/tcp.rs`) are served one query at a time each (RFC 7766
+//! allows more, clients rarely need it), within per-client and overall
+//! limits that keep TCP open to insiders. Every answer is written by
+//! `wire::WireAnswer`.
+//!
+//! IPv6 sockets are bound IPv6-only (IPV6_V6ONLY), so `listen = ["0.0.0.0:53",
+//! "[::]:53"]` binds two sockets rather than failing on a dual-stack `[::]`
+//! that already covers IPv4.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::DNSClass;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::decision::{Decision, DecisionKind, Stage};
 use super::pipeline::{Answer, Arrival, Immediate, Pending, Pipeline, Question};
+use super::tcp::{self, ConnectionTable, TcpLimits};
 use super::wire::{self, Rejection, WireAnswer, WireQuery};
+use crate::config::Config;
 
 /// Queries waiting on upstream at once; past this the answer is SERVFAIL at
 /// once rather than an unbounded queue while upstreams are slow.
 const MAX_IN_FLIGHT: usize = 20_000;
-const MAX_TCP_CONNECTIONS: usize = 1_000;
-/// How long an idle TCP connection is kept (RFC 7766 suggests seconds).
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-const TCP_LIMIT: usize = 65_535;
+/// Pending TCP connections the kernel queues before `accept`.
+const TCP_BACKLOG: i32 = 1_024;
 
 /// What the synchronous part made of a packet.
 pub(super) enum Step {
@@ -171,10 +176,11 @@ pub struct DnsServer {
 }
 
 impl DnsServer {
-    /// Binds UDP and TCP on every listen address and starts serving.
-    pub async fn start(pipeline: Arc<Pipeline>, listen: &[SocketAddr]) -> std::io::Result<DnsServer> {
+    /// Binds UDP and TCP on every `dns.listen` address and starts serving.
+    pub async fn start(pipeline: Arc<Pipeline>, config: &Config) -> std::io::Result<DnsServer> {
+        let listen = &config.listen;
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        let connections = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+        let connections = ConnectionTable::new(TcpLimits::new(&config.tcp, config.rate_limit.ipv6_prefix));
         let stop = Arc::new(AtomicBool::new(false));
         let mut server = DnsServer {
             udp_addrs: Vec::new(),
@@ -184,18 +190,16 @@ impl DnsServer {
             stop: stop.clone(),
         };
         for address in listen {
-            let (udp, tcp) = bind_pair(*address).await?;
+            let (udp, tcp) = bind_pair(*address)?;
             server.udp_addrs.push(udp.local_addr()?);
             server.tcp_addrs.push(tcp.local_addr()?);
-            let udp = udp.into_std()?;
-            udp.set_nonblocking(false)?;
             let (udp_pipeline, in_flight, stop) = (pipeline.clone(), in_flight.clone(), stop.clone());
             let runtime = tokio::runtime::Handle::current();
             let thread = std::thread::Builder::new()
                 .name(format!("udp {address}"))
                 .spawn(move || super::udp::serve(Arc::new(udp), udp_pipeline, runtime, in_flight, stop))?;
             server.udp_threads.push(thread);
-            server.tasks.push(tokio::spawn(serve_tcp(tcp, pipeline.clone(), connections.clone())));
+            server.tasks.push(tokio::spawn(tcp::serve(tcp, pipeline.clone(), connections.clone())));
         }
         Ok(server)
     }
@@ -222,63 +226,10 @@ impl DnsServer {
     }
 }
 
-async fn serve_tcp(listener: TcpListener, pipeline: Arc<Pipeline>, connections: Arc<Semaphore>) {
-    loop {
-        let (stream, source) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::debug!(%error, "TCP accept error");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            continue; // dropping the stream closes it: too many connections
-        };
-        let pipeline = pipeline.clone();
-        tokio::spawn(async move {
-            if let Err(error) = serve_connection(stream, source, &pipeline).await {
-                tracing::debug!(%error, %source, "TCP connection ended");
-            }
-            drop(permit);
-        });
-    }
-}
-
-async fn serve_connection(mut stream: TcpStream, source: SocketAddr, pipeline: &Pipeline) -> std::io::Result<()> {
-    let mut packet = Vec::new();
-    let mut out = Vec::with_capacity(1_500);
-    loop {
-        let len = match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_u16()).await {
-            Ok(Ok(len)) => usize::from(len),
-            Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(Err(error)) => return Err(error),
-            Err(_) => return Ok(()), // idle
-        };
-        packet.resize(len, 0);
-        tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut packet))
-            .await
-            .map_err(std::io::Error::other)??;
-        let arrival = Arrival::now();
-        match step(pipeline, arrival, &packet, source, Some(TCP_LIMIT), &mut out) {
-            Step::Silent => continue,
-            Step::Reply => {}
-            Step::Resolve(query, question, pending) => {
-                let answer = pipeline.resolve(&pending, &question).await;
-                write_answer(&query, &answer, TCP_LIMIT, &mut out);
-                observe(pipeline, arrival, source, &query, &answer);
-            }
-        }
-        let mut framed = Vec::with_capacity(out.len() + 2);
-        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&out);
-        stream.write_all(&framed).await?;
-    }
-}
-
 /// Binds UDP and TCP on the same port. With port 0 the OS picks the UDP port,
 /// and TCP is bound to the same number (retried if that TCP port is taken).
-async fn bind_pair(address: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+/// The UDP socket is left blocking, for its thread.
+fn bind_pair(address: SocketAddr) -> std::io::Result<(std::net::UdpSocket, TcpListener)> {
     let explain = |error: std::io::Error, proto: &str, at: SocketAddr| {
         let hint = match error.kind() {
             std::io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
@@ -289,18 +240,46 @@ async fn bind_pair(address: SocketAddr) -> std::io::Result<(UdpSocket, TcpListen
         std::io::Error::new(error.kind(), format!("cannot listen on {proto} {at}: {error}{hint}"))
     };
     if address.port() != 0 {
-        let udp = UdpSocket::bind(address).await.map_err(|e| explain(e, "UDP", address))?;
-        let tcp = TcpListener::bind(address).await.map_err(|e| explain(e, "TCP", address))?;
+        let udp = bind_udp(address).map_err(|e| explain(e, "UDP", address))?;
+        let tcp = bind_tcp(address).map_err(|e| explain(e, "TCP", address))?;
         return Ok((udp, tcp));
     }
     let mut last_error = None;
     for _ in 0..20 {
-        let udp = UdpSocket::bind(address).await.map_err(|e| explain(e, "UDP", address))?;
+        let udp = bind_udp(address).map_err(|e| explain(e, "UDP", address))?;
         let port = udp.local_addr()?.port();
-        match TcpListener::bind(SocketAddr::new(address.ip(), port)).await {
+        match bind_tcp(SocketAddr::new(address.ip(), port)) {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(error) => last_error = Some(explain(error, "TCP", address)),
         }
     }
     Err(last_error.expect("at least one attempt"))
+}
+
+/// A new socket for `address`; an IPv6 one is IPv6-only. Linux makes `[::]`
+/// dual-stack by default, which would take the IPv4 port too and make a
+/// second listen entry `0.0.0.0:53` fail as "address in use".
+fn socket_for(address: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(address), kind, Some(protocol))?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    Ok(socket)
+}
+
+fn bind_udp(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket_for(address, Type::DGRAM, Protocol::UDP)?;
+    socket.bind(&address.into())?;
+    Ok(socket.into())
+}
+
+fn bind_tcp(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket_for(address, Type::STREAM, Protocol::TCP)?;
+    // As tokio's own bind does: a restarted server can bind at once while old
+    // connections are in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(TCP_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
 }

@@ -9,6 +9,7 @@ pub mod forward;
 pub mod identify;
 pub mod listener;
 pub mod pipeline;
+pub mod tcp;
 pub mod udp;
 pub mod upstream;
 pub mod wire;

@@ -474,6 +474,12 @@ impl Pipeline {
         })
     }
 
+    /// True when `source` is in a configured network (the TCP listener
+    /// keeps outsiders out of its connection slots).
+    pub fn is_insider(&self, source: IpAddr) -> bool {
+        self.networks.identify(source).is_some()
+    }
+
     /// Periodic upkeep: forget rate-limit buckets of idle clients.
     pub fn tidy(&self) {
         if let Some(limiter) = &self.rate_limiter {
