@@ -44,6 +44,8 @@ pub enum Stage {
     Bypass,
     SafeSearch,
     Blocklist,
+    /// ANY (RFC 8482) and meta types, answered without going upstream.
+    QueryType,
     Cache,
     Upstream,
     AnswerInspection,
@@ -58,6 +60,7 @@ impl Stage {
             Stage::Bypass => "bypass",
             Stage::SafeSearch => "safesearch",
             Stage::Blocklist => "blocklist",
+            Stage::QueryType => "query-type",
             Stage::AnswerInspection => "answer-inspection",
             Stage::Cache => "cache",
             Stage::Upstream => "upstream",

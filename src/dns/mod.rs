@@ -9,6 +9,7 @@ pub mod forward;
 pub mod identify;
 pub mod listener;
 pub mod pipeline;
+pub mod query_type;
 pub mod tcp;
 pub mod udp;
 pub mod upstream;

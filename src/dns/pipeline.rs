@@ -6,6 +6,7 @@
 //! bypass     encrypted-DNS canaries, Private Relay, DDR discovery (groups with bypass on)
 //! safesearch search hosts -> CNAME to the safe host + its records (A/AAAA/HTTPS/SVCB)
 //! blocklist  name or a parent in a category the group is kept from? -> block answer
+//! query-type ANY -> RFC 8482 HINFO; meta types (0, OPT, AXFR, IXFR, MAILA, ...) -> NOTIMP
 //! cache      fresh answer? (a stale one is kept in hand for serve-stale)
 //! upstream   forward or recurse; on failure, the stale answer or SERVFAIL
 //! inspection CNAME targets in the answer re-checked by the blocklist stage
@@ -34,6 +35,7 @@ use super::bypass;
 use super::cache::{AnswerCache, CacheKey, CacheLookup, CachedAnswer, UpstreamAnswer};
 use super::decision::{Decision, DecisionKind, Stage};
 use super::identify::{Client, NetworkMap};
+use super::query_type;
 use super::upstream::{Upstream, UpstreamError};
 use super::wire::ExtendedError;
 use crate::config::Config;
@@ -358,7 +360,7 @@ impl Pipeline {
         }
 
         // blocklist
-        match blocklist::check(&self.lists.load(), policy, self.locked, name) {
+        let note = match blocklist::check(&self.lists.load(), policy, self.locked, name) {
             Verdict::Blocked(block) => {
                 let reason = block.describe(&String::from_utf8_lossy(name));
                 let answer = blocklist::block_answer(
@@ -370,14 +372,19 @@ impl Pipeline {
                     Stage::Blocklist,
                     reason,
                 );
-                Flow::Final(answer)
+                return Flow::Final(answer);
             }
-            Verdict::Allowed(rule) => {
-                let note = format!("listed, but allowed for this group by override {:?}", rule.rule);
-                Flow::Resolve(Pending { client, rewrite: None, note: Some(note) })
-            }
-            Verdict::Pass => Flow::Resolve(Pending { client, rewrite: None, note: None }),
+            Verdict::Allowed(rule) => Some(format!("listed, but allowed for this group by override {:?}", rule.rule)),
+            Verdict::Pass => None,
+        };
+
+        // query-type: after policy (a blocked name stays blocked whatever the
+        // type), before the cache and upstream (which never see ANY or meta types)
+        if let Some(answer) = query_type::answer(question, &client) {
+            return Flow::Final(answer);
         }
+
+        Flow::Resolve(Pending { client, rewrite: None, note })
     }
 
     /// The cache and upstream stages, for a query policy let through.
