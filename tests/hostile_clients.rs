@@ -208,7 +208,8 @@ async fn any_and_meta_types_are_answered_without_upstream() {
 
     // ANY: the RFC 8482 minimal answer, one synthesized HINFO.
     for _ in 0..3 {
-        let response = exchange_udp_from(staff, server, &build_query("www.school.test", RecordType::ANY)).await.unwrap();
+        let response =
+            exchange_udp_from(staff, server, &build_query("www.school.test", RecordType::ANY)).await.unwrap();
         assert_eq!(response.metadata.response_code, ResponseCode::NoError);
         assert_eq!(response.answers.len(), 1, "{response:?}");
         let RData::HINFO(hinfo) = &response.answers[0].data else { panic!("not HINFO: {response:?}") };
