@@ -189,10 +189,17 @@ impl DnsServer {
             udp_threads: Vec::new(),
             stop: stop.clone(),
         };
+        // Bind everything before serving anything: if one address fails, the
+        // sockets already bound close with this function's error rather than
+        // being served by threads nobody can stop.
+        let mut bound = Vec::with_capacity(listen.len());
         for address in listen {
             let (udp, tcp) = bind_pair(*address)?;
             server.udp_addrs.push(udp.local_addr()?);
             server.tcp_addrs.push(tcp.local_addr()?);
+            bound.push((address, udp, tcp));
+        }
+        for (address, udp, tcp) in bound {
             let (udp_pipeline, in_flight, stop) = (pipeline.clone(), in_flight.clone(), stop.clone());
             let runtime = tokio::runtime::Handle::current();
             let thread = std::thread::Builder::new()
