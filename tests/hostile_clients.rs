@@ -188,8 +188,13 @@ async fn idle_connections_are_shed_when_every_slot_is_taken() {
     assert!(open <= 1_000, "{open} connections open past the cap of 1,000");
     // Every slot is taken by an idle connection: the insider's sheds one.
     assert_answered(insider_answer(server).await, "with every slot held by idle connections");
-    let after = settle(&held, open - 1).await;
-    assert!(after < open, "a held connection was shed to make room ({after} of {open} still open)");
+    // Under pressure idle connections also time out sooner (2 s), so on a slow
+    // machine some may have gone already; when the table was full, one of
+    // them must have been shed for the insider.
+    if open == 1_000 {
+        let after = settle(&held, open - 1).await;
+        assert!(after < open, "a held connection was shed to make room ({after} of {open} still open)");
+    }
 
     running.stop().await;
     authority.stop().await;
