@@ -1,17 +1,23 @@
-//! The `hedgerow` binary as an ICT lead uses it: the embedded default on
-//! 127.0.0.1:5353, `check-config` on a bad file, `check` explaining a decision.
+//! The `hedgerow` binary as an ICT lead uses it: the embedded default's demo
+//! networks served on a free port, `check-config` on a bad file, `check`
+//! explaining a decision. Every command keeps its state in a tempdir: none
+//! writes into the repository.
 
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::ResponseCode;
+use hedgerow::config::{Config, DEFAULT_CONFIG};
+use hickory_proto::op::{Edns, Message, ResponseCode};
 use hickory_proto::rr::RecordType;
-use support::client::{build_query, exchange_tcp, exchange_udp_from};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use support::client::{assert_reply_to, build_query, exchange_tcp_from, exchange_udp_from};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hedgerow");
+const SHIPPED_LISTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lists");
 
 struct KillOnDrop(Child);
 
@@ -22,72 +28,159 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// `hedgerow serve` with no config answers on 127.0.0.1:5353, over UDP and
-/// TCP, refuses loopback addresses outside the demo networks, and keeps its
-/// state under ./data. Only queries that policy answers are sent, so nothing
-/// tries to reach the real root servers.
+/// A loopback port free for both UDP and TCP (bound, then let go).
+fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The embedded default config (what `hedgerow serve` runs without
+/// `--config`) written to `dir/hedgerow.toml`, changed only where a test
+/// must: it listens on `listen`, keeps its state in `dir/data` (not `./data`
+/// in the repository) and reads the repository's shipped lists by absolute
+/// path without ever downloading.
+fn default_config_in(dir: &Path, listen: SocketAddr) -> PathBuf {
+    let replace = |text: &str, from: &str, to: &str| {
+        assert!(text.contains(from), "the embedded default no longer has {from:?}: update this test");
+        text.replacen(from, to, 1)
+    };
+    let data_dir = dir.join("data").display().to_string();
+    let text = replace(DEFAULT_CONFIG, "data_dir = \"./data\"", &format!("data_dir = {data_dir:?}"));
+    let text = replace(&text, "listen = [\"127.0.0.1:5353\"]", &format!("listen = [\"{listen}\"]"));
+    let text = format!("{text}\n[lists]\ndir = {SHIPPED_LISTS:?}\nupdate_hours = 0\n");
+    let path = dir.join("hedgerow.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The RFC 8914 Extended DNS Error of `answer`: (info code, text).
+fn extended_error(answer: &Message) -> Option<(u16, String)> {
+    match answer.edns.as_ref()?.option(EdnsCode::from(15))? {
+        EdnsOption::Unknown(15, data) if data.len() >= 2 => {
+            Some((u16::from_be_bytes([data[0], data[1]]), String::from_utf8_lossy(&data[2..]).into_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// `hedgerow serve` on the embedded default's demo networks answers over UDP
+/// and TCP, refuses loopback addresses outside them, and filters (bypass
+/// canary, seed gambling list). The default itself listens on 5353, a port
+/// that may be taken here (mDNS uses it), so the binary serves the same
+/// config on a free port, and every answer is checked to be this server's
+/// (ID, question, Hedgerow's own Extended DNS Error text), and the port is
+/// checked silent once the server is killed. Only queries that policy
+/// answers are sent, so nothing tries to reach the real root servers.
 #[tokio::test]
-async fn embedded_default_serves_on_5353_and_refuses_outsiders() {
+async fn embedded_default_serves_its_demo_networks_and_refuses_outsiders() {
+    let default = Config::embedded_default();
+    assert_eq!(default.listen, ["127.0.0.1:5353".parse::<SocketAddr>().unwrap()], "the embedded default's port");
+    assert_eq!(default.data_dir, Path::new("./data"), "the embedded default keeps its state under ./data");
+
     let workdir = tempfile::tempdir().unwrap();
+    let server = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = default_config_in(workdir.path(), server);
+    let server_log = workdir.path().join("serve.log");
     let child = Command::new(BINARY)
         .arg("serve")
+        .arg("--config")
+        .arg(&config)
         .current_dir(workdir.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&server_log).unwrap())
         .spawn()
         .unwrap();
     let mut child = KillOnDrop(child);
-    let server: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    let pupil: IpAddr = "127.0.0.1".parse().unwrap();
     let outsider: IpAddr = "127.0.0.4".parse().unwrap();
 
+    // Wait for the first answer to a pupil asking for Firefox's DoH canary.
+    let canary = build_query("use-application-dns.net", RecordType::A);
     let deadline = Instant::now() + Duration::from_secs(20);
     let response = loop {
-        let query = build_query("example.com", RecordType::A);
-        match exchange_udp_from(outsider, server, &query).await {
+        match exchange_udp_from(pupil, server, &canary).await {
             Ok(response) => break response,
-            Err(_) if Instant::now() < deadline => {
+            Err(error) => {
                 if let Some(status) = child.0.try_wait().unwrap() {
-                    let mut stderr = String::new();
-                    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-                    panic!("hedgerow serve exited with {status}: {stderr}");
+                    let log = std::fs::read_to_string(&server_log).unwrap_or_default();
+                    panic!("hedgerow serve exited with {status}: {log}");
                 }
+                assert!(Instant::now() < deadline, "hedgerow serve never answered on {server}: {error}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(error) => panic!("the embedded default never answered on {server}: {error}"),
         }
     };
-    assert_eq!(response.metadata.response_code, ResponseCode::Refused);
+    // The bypass stage answers the canary itself: NXDOMAIN, no records.
+    assert_reply_to(&canary, &response);
+    assert_eq!(response.metadata.response_code, ResponseCode::NXDomain, "{response:?}");
+    assert!(response.answers.is_empty(), "{response:?}");
 
-    // TCP answers too. A pupil asking for Firefox's DoH canary is answered by
-    // the bypass stage itself, so again nothing goes upstream.
-    let over_tcp = exchange_tcp(server, &build_query("use-application-dns.net", RecordType::A)).await;
-    assert_eq!(over_tcp.expect("TCP on 5353").metadata.response_code, ResponseCode::NXDomain);
-    assert!(workdir.path().join("data").is_dir(), "state lives under ./data");
+    // An outsider is refused over both transports.
+    let query = build_query("example.com", RecordType::A);
+    let refused = exchange_udp_from(outsider, server, &query).await.expect("a UDP answer for the outsider");
+    assert_reply_to(&query, &refused);
+    assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+    assert!(refused.answers.is_empty());
+    let query = build_query("example.com", RecordType::AAAA);
+    let refused = exchange_tcp_from(outsider, server, &query).await.expect("a TCP answer for the outsider");
+    assert_reply_to(&query, &refused);
+    assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+
+    // A pupil asking over TCP for a name in the shipped gambling seed list
+    // is blocked, with Hedgerow's own explanation attached.
+    let mut query = build_query("www.bet365.com", RecordType::A);
+    query.set_edns(Edns::new());
+    let blocked = exchange_tcp_from(pupil, server, &query).await.expect("a TCP answer for the pupil");
+    assert_reply_to(&query, &blocked);
+    assert_eq!(blocked.metadata.response_code, ResponseCode::NXDomain, "{blocked:?}");
+    let (code, text) = extended_error(&blocked).unwrap_or_else(|| panic!("no Extended DNS Error in {blocked:?}"));
+    assert_eq!(code, 15, "info code Blocked");
+    assert!(text.contains("blocked by Hedgerow") && text.contains("gambling"), "{text}");
+    assert!(workdir.path().join("data").is_dir(), "state lives in the config's data_dir");
+
+    // Once this server is gone, nothing answers there: the answers above were its own.
+    let _ = child.0.kill();
+    child.0.wait().unwrap();
+    let after = exchange_udp_from(pupil, server, &canary).await;
+    assert!(after.is_err(), "something else answers on {server}: {after:?}");
 }
 
 #[test]
 fn check_config_names_the_file_and_line_of_a_mistake() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("school.toml");
-    std::fs::write(&path, "[dns]\nlisten = [\"127.0.0.1:53\"]\n\n[cache]\nsize = 1000\nmax_ttl = 60\n").unwrap();
+    // State in the tempdir: were `serve` ever to start on this file, it would
+    // write there, not into the repository.
+    let data_dir = format!("data_dir = {:?}\n", dir.path().join("data").display().to_string());
+    std::fs::write(
+        &path,
+        format!("{data_dir}[dns]\nlisten = [\"127.0.0.1:53\"]\n\n[cache]\nsize = 1000\nmax_ttl = 60\n"),
+    )
+    .unwrap();
     let output = Command::new(BINARY).arg("check-config").arg(&path).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let expected = format!("{}:6:", path.display());
+    let expected = format!("{}:7:", path.display());
     assert!(stderr.contains(&expected), "expected {expected:?} in: {stderr}");
     assert!(stderr.contains("max_ttl"), "the message names the key: {stderr}");
 
     // `serve` refuses the same file with the same message instead of starting.
-    let output = Command::new(BINARY).arg("serve").arg("--config").arg(&path).output().unwrap();
+    let output = Command::new(BINARY).arg("serve").arg("--config").arg(&path).current_dir(dir.path()).output().unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains(&expected));
 
     // A good file prints the effective config, defaults included.
-    std::fs::write(&path, "[dns]\nlisten = [\"127.0.0.1:53\"]\n").unwrap();
+    std::fs::write(&path, format!("{data_dir}[dns]\nlisten = [\"127.0.0.1:53\"]\n")).unwrap();
     let output = Command::new(BINARY).arg("check-config").arg(&path).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("mode = \"recursive\"") && stdout.contains("[groups.pupil]"), "{stdout}");
+    assert!(stdout.contains(data_dir.trim()), "{stdout}");
 }
 
 #[test]
@@ -99,8 +192,18 @@ fn example_config_is_valid() {
 
 #[test]
 fn check_explains_the_decision_for_a_client_or_group() {
+    // The embedded default's networks and groups, with state in a tempdir.
+    let dir = tempfile::tempdir().unwrap();
+    let config = default_config_in(dir.path(), "127.0.0.1:5353".parse().unwrap());
     let run = |args: &[&str]| {
-        let output = Command::new(BINARY).arg("check").args(args).output().unwrap();
+        let output = Command::new(BINARY)
+            .arg("check")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8(output.stdout).unwrap()
     };

@@ -426,9 +426,11 @@ fn bad_declarations_name_file_and_line() {
             7,
             "already declared",
         ),
-        ("[[source]\nid = \"a\"\n", 1, ""),
+        // A TOML syntax error: the parser's own words, at the line it stopped.
+        ("[[source]\nid = \"a\"\n", 1, "unclosed array table, expected `]`"),
     ];
     for (text, line, needle) in cases {
+        assert!(!needle.is_empty(), "every case names the words its message must contain");
         fs::write(&file, text).unwrap();
         let error = load_sources(&settings).unwrap_err();
         let message = error.to_string();

@@ -17,6 +17,27 @@ const UT1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/ut1");
 /// Every `SAMPLE_EVERY`th line of each file is checked.
 const SAMPLE_EVERY: usize = 97;
 
+/// Fails (never skips) when the snapshot is missing, saying where it goes
+/// and where it comes from.
+fn require_snapshot() {
+    let folder = Path::new(UT1);
+    let has_domains = std::fs::read_dir(folder)
+        .map(|entries| entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "domains")))
+        .unwrap_or(false);
+    assert!(
+        has_domains,
+        "the UT1 snapshot is missing: this test reads {} (`../shared/data/ut1` next to the repository, described \
+         in ../shared/data/README.md), one file per UT1 category named <category>.domains, one domain a line. \
+         The lists come from the UT1 blacklists of the Université Toulouse Capitole \
+         (https://dsi.ut-capitole.fr/blacklists/, CC BY-SA 4.0): download a category's .tar.gz and save its \
+         <category>/domains file as {}/<category>.domains (gambling, drogue, malware, phishing, warez, agressif, \
+         vpn, doh, social_networks, games, dating, chat, ai, redirector, ...). Run the other tests with \
+         `cargo test -- --skip ut1` until it is there.",
+        folder.display(),
+        folder.display(),
+    );
+}
+
 fn ut1_inputs() -> Vec<CompileInput> {
     let settings =
         ListSettings { dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/lists")), ..Default::default() };
@@ -38,7 +59,7 @@ fn ut1_inputs() -> Vec<CompileInput> {
 
 #[test]
 fn the_ut1_snapshot_blocks_under_the_right_categories() {
-    assert!(Path::new(UT1).is_dir(), "the UT1 snapshot is expected at {UT1}");
+    require_snapshot();
     let inputs = ut1_inputs();
     let ids: Vec<&str> = inputs.iter().map(|i| i.id.as_str()).collect();
     for expected in [

@@ -209,45 +209,118 @@ async fn a_locked_category_cannot_be_unblocked() {
     authority.stop().await;
 }
 
+/// Reloads swap lists while queries are in flight, and not one query is
+/// lost or wrong: workers ask without pause until the reloads are done, and
+/// every answer is checked (the blocked name NXDOMAIN from policy, the
+/// allowed one NOERROR with its address); a SERVFAIL, a wrong answer or a
+/// timeout fails the test. Answers counted while `reload_lists` was running
+/// prove the queries really overlapped the reloads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_reload_under_load_without_losing_a_query() {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
+    const RELOADS: usize = 8;
+    const WORKERS: usize = 4;
+
     let (running, authority, lists) = start("").await;
     let server = running.udp_addrs()[0];
     assert_eq!(address(&ask(server, STAFF, "later.test").await), Some(ip("192.0.2.8")));
 
-    let answered = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let load = (0..4)
+    let correct = Arc::new(AtomicUsize::new(0));
+    let wrong = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = (0..WORKERS)
         .map(|worker| {
-            let (answered, failed) = (answered.clone(), failed.clone());
+            let (correct, wrong, stop) = (correct.clone(), wrong.clone(), stop.clone());
             tokio::spawn(async move {
-                for i in 0..150 {
+                let mut i = worker;
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
                     let name = if i % 2 == 0 { "game.test" } else { "news.test" };
                     let query = build_query(name, RecordType::A);
-                    match exchange_udp_from(ip(PUPIL), server, &query).await {
-                        Ok(_) => answered.fetch_add(1, Ordering::SeqCst),
-                        Err(error) => {
-                            eprintln!("worker {worker}: {error}");
-                            failed.fetch_add(1, Ordering::SeqCst)
+                    let outcome = match exchange_udp_from(ip(PUPIL), server, &query).await {
+                        Err(error) => Err(format!("{error}")),
+                        Ok(answer) if answer.queries != query.queries => Err(format!("another question: {answer:?}")),
+                        // games are blocked for pupils: NXDOMAIN from policy (game.test exists upstream).
+                        Ok(answer) if name == "game.test" => {
+                            if is_blocked(&answer) && answer.answers.is_empty() {
+                                Ok(())
+                            } else {
+                                Err(format!("not the block answer: {answer:?}"))
+                            }
+                        }
+                        Ok(answer) => {
+                            if answer.metadata.response_code == ResponseCode::NoError
+                                && address(&answer) == Some(ip("192.0.2.6"))
+                            {
+                                Ok(())
+                            } else {
+                                Err(format!("not the upstream answer: {answer:?}"))
+                            }
                         }
                     };
+                    match outcome {
+                        Ok(()) => {
+                            correct.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(why) => wrong.lock().unwrap().push(format!("worker {worker}, {name}: {why}")),
+                    }
                 }
             })
         })
         .collect::<Vec<_>>();
 
-    // Meanwhile: add a name to the games list and reload, several times.
-    for round in 0..5 {
+    // The load is running before the first reload.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while correct.load(Ordering::SeqCst) < 50 {
+        assert!(std::time::Instant::now() < deadline, "the load never got going: {:?}", wrong.lock().unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    // Meanwhile: add names to the games list and reload, again and again.
+    let pupil_question = |name: &str| hedgerow::dns::Question {
+        name: hickory_proto::rr::LowerName::from(hickory_proto::rr::Name::from_ascii(format!("{name}.")).unwrap()),
+        record_type: RecordType::A,
+        dnssec_ok: false,
+    };
+    let at_first_reload = correct.load(Ordering::SeqCst);
+    let mut during_reloads = 0;
+    for round in 0..RELOADS {
         let body = format!("game.test\nlater.test\nround{round}.test\n");
         std::fs::write(lists.path().join("games.txt"), body).unwrap();
+        let before = correct.load(Ordering::SeqCst);
         running.reload_lists().await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        during_reloads += correct.load(Ordering::SeqCst) - before;
+        // The new list is in force as soon as the reload returns.
+        let hedgerow::dns::Flow::Final(answer) = running.pipeline.decide(
+            hedgerow::dns::Requester::Source(ip(PUPIL)),
+            &pupil_question(&format!("round{round}.test")),
+            false,
+        ) else {
+            panic!("round{round}.test is not blocked after reload {round}");
+        };
+        assert_eq!(answer.decision.kind, hedgerow::dns::DecisionKind::Blocked, "round {round}");
     }
+    let between_first_and_last = correct.load(Ordering::SeqCst) - at_first_reload;
+    stop.store(true, Ordering::SeqCst);
     for task in load {
         task.await.unwrap();
     }
-    assert_eq!(failed.load(Ordering::SeqCst), 0, "every query was answered");
-    assert_eq!(answered.load(Ordering::SeqCst), 600);
+
+    let wrong = wrong.lock().unwrap();
+    assert!(
+        wrong.is_empty(),
+        "{} queries lost or answered wrongly, e.g. {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    eprintln!(
+        "{RELOADS} reloads; {between_first_and_last} correct answers from the first reload to the last, \
+         {during_reloads} of them while a reload was running; {} in all",
+        correct.load(Ordering::SeqCst)
+    );
+    assert!(between_first_and_last > 0, "no query was answered between the first and the last reload");
+    assert!(during_reloads > 0, "no query was answered while a reload was running: nothing overlapped");
 
     // The reloaded list is in force: later.test is now a game.
     assert!(is_blocked(&ask(server, PUPIL, "later.test").await));

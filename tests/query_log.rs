@@ -18,13 +18,21 @@ fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
 
+/// An ISC dhcpd lease time, `W YYYY/MM/DD HH:MM:SS` (UTC, weekday 0 = Sunday),
+/// for Unix seconds.
+fn isc_time(unix_seconds: i64) -> String {
+    let iso = store::time::format_utc(unix_seconds * 1000); // 2026-11-30T10:00:00.000Z
+    let weekday = (store::time::day_number(unix_seconds * 1000) + 4).rem_euclid(7); // 1970-01-01 was a Thursday
+    format!("{weekday} {} {}", iso[..10].replace('-', "/"), &iso[11..19])
+}
+
 fn config(upstream: SocketAddr, data_dir: &Path) -> Config {
     let lists = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/lists"));
     let rest = r#"[log]
 retention_days = 30
 [[networks]]
 name = "pupil-wifi"
-cidrs = ["127.0.0.1/32", "127.0.0.5/32", "127.0.0.6/32"]
+cidrs = ["127.0.0.1/32", "127.0.0.5/32", "127.0.0.6/32", "127.0.0.7/32", "127.0.0.8/32"]
 group = "pupil"
 [[networks]]
 name = "staff-lan"
@@ -64,18 +72,33 @@ async fn every_kind_of_answer_is_logged_and_attributed() {
         },
     )
     .unwrap();
+    // Each file also holds a lease that ended yesterday, which must name nothing.
+    let now = store::time::now_ms() / 1000;
+    let (tomorrow, yesterday) = (now + 86_400, now - 86_400);
     let dnsmasq = data.path().join("dnsmasq.leases");
-    let expiry = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
-    std::fs::write(&dnsmasq, format!("{expiry} 3c:22:fb:11:22:33 127.0.0.5 pupil-ipad-17 01:3c:22:fb:11:22:33\n"))
-        .unwrap();
-    assert_eq!(serve::import_leases_file(&database, &dnsmasq, LeasesFormat::Dnsmasq).unwrap(), 1);
+    std::fs::write(
+        &dnsmasq,
+        format!(
+            "{tomorrow} 3c:22:fb:11:22:33 127.0.0.5 pupil-ipad-17 01:3c:22:fb:11:22:33\n\
+             {yesterday} 3c:22:fb:11:22:44 127.0.0.7 old-phone 01:3c:22:fb:11:22:44\n"
+        ),
+    )
+    .unwrap();
+    assert_eq!(serve::import_leases_file(&database, &dnsmasq, LeasesFormat::Dnsmasq).unwrap(), 1, "the live lease");
     let isc = data.path().join("dhcpd.leases");
     std::fs::write(
         &isc,
-        "lease 127.0.0.6 {\n  starts 1 2026/11/23 08:00:00;\n  ends 1 2036/11/23 08:00:00;\n  binding state active;\n  hardware ethernet 3c:22:fb:aa:bb:cc;\n  client-hostname \"chromebook-22\";\n}\n",
+        format!(
+            "lease 127.0.0.6 {{\n  starts {};\n  ends {};\n  binding state active;\n  hardware ethernet 3c:22:fb:aa:bb:cc;\n  client-hostname \"chromebook-22\";\n}}\n\
+             lease 127.0.0.8 {{\n  starts {};\n  ends {};\n  binding state active;\n  hardware ethernet 3c:22:fb:aa:bb:dd;\n  client-hostname \"old-chromebook\";\n}}\n",
+            isc_time(now - 3600),
+            isc_time(tomorrow),
+            isc_time(now - 2 * 86_400),
+            isc_time(yesterday),
+        ),
     )
     .unwrap();
-    assert_eq!(serve::import_leases_file(&database, &isc, LeasesFormat::Isc).unwrap(), 1);
+    assert_eq!(serve::import_leases_file(&database, &isc, LeasesFormat::Isc).unwrap(), 1, "the live lease");
 
     let running = serve::start(&config).await.unwrap();
     let server = running.udp_addrs()[0];
@@ -87,6 +110,8 @@ async fn every_kind_of_answer_is_logged_and_attributed() {
     ask("127.0.0.1", "www.bet365.com").await; // blocked, gambling
     ask("127.0.0.5", "www.google.com").await; // safesearch
     ask("127.0.0.6", "use-application-dns.net").await; // bypass
+    ask("127.0.0.7", "www.school.test").await; // allowed, from the expired dnsmasq lease's address
+    ask("127.0.0.8", "www.school.test").await; // allowed, from the expired ISC lease's address
     ask("127.0.0.9", "www.school.test").await; // refused: no network
 
     running.pipeline.log().expect("logging is on by default").flush();
@@ -118,6 +143,12 @@ async fn every_kind_of_answer_is_logged_and_attributed() {
     let bypass = find("use-application-dns.net", "127.0.0.6");
     assert_eq!(bypass.decision, "bypass");
     assert_eq!(bypass.device.as_deref(), Some("chromebook-22"), "named from the ISC leases");
+
+    for client in ["127.0.0.7", "127.0.0.8"] {
+        let row = find("www.school.test", client);
+        assert_eq!(row.decision, "allowed", "{client}");
+        assert_eq!(row.device, None, "{client}: an expired lease names no device");
+    }
 
     let refused = find("www.school.test", "127.0.0.9");
     assert_eq!(refused.decision, "refused");

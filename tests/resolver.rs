@@ -14,7 +14,8 @@ use hickory_proto::op::{Edns, Message, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use support::authority::{Authority, Zone};
 use support::client::{
-    build_query, exchange_tcp, exchange_udp, exchange_udp_from, query_tcp, query_udp, query_udp_from, send_raw_udp,
+    assert_reply_to, build_query, exchange_tcp, exchange_tcp_from, exchange_udp, exchange_udp_from, query_tcp,
+    query_udp, query_udp_from, send_raw_udp,
 };
 
 const DEMO_NETWORKS: &str = r#"
@@ -107,6 +108,50 @@ async fn each_group_resolves_and_an_outsider_is_refused() {
     let refused = query_udp_from(ip("127.0.0.4"), server, "other.school.test", RecordType::A).await;
     assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
     assert_eq!(authority.query_count(), before, "a refused query must not reach upstream");
+
+    running.stop().await;
+    authority.stop().await;
+}
+
+/// The same refusal over TCP, where the source is the connection's peer:
+/// an outsider's connection gets REFUSED and nothing goes upstream, while
+/// each insider on its own connection gets the answer.
+#[tokio::test]
+async fn an_outsider_is_refused_over_tcp_and_insiders_are_answered() {
+    let authority = Authority::start("127.0.0.1:0", vec![school_zone()]).await;
+    let running = serve::start(&forward_config(&[authority.addr], "")).await.unwrap();
+    let server = running.tcp_addrs()[0];
+
+    // 127.0.0.9 is loopback but in no configured network (DEMO_NETWORKS: .1-.3).
+    let outsider = ip("127.0.0.9");
+    for name in ["www.school.test", "big.school.test", "never-asked.school.test"] {
+        let before = authority.query_count();
+        let query = build_query(name, RecordType::A);
+        let refused = exchange_tcp_from(outsider, server, &query)
+            .await
+            .unwrap_or_else(|error| panic!("an outsider gets an answer (REFUSED) over TCP for {name}: {error}"));
+        assert_reply_to(&query, &refused);
+        assert_eq!(refused.metadata.response_code, ResponseCode::Refused, "{name} from {outsider}");
+        assert!(refused.answers.is_empty(), "{name}: a refusal carries no records");
+        assert_eq!(authority.query_count(), before, "{name}: a refused TCP query must not reach upstream");
+    }
+
+    for client in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
+        let before = authority.query_count();
+        let query = build_query("www.school.test", RecordType::AAAA);
+        let answer = exchange_tcp_from(ip(client), server, &query).await.unwrap();
+        assert_reply_to(&query, &answer);
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError, "client {client}");
+        assert!(matches!(answer.answers[0].data, RData::AAAA(_)), "client {client}: {answer:?}");
+        if client == "127.0.0.1" {
+            assert!(authority.query_count() > before, "the first insider's query went upstream");
+        }
+    }
+    // The 100-record answer that UDP truncates arrives whole over TCP for an insider.
+    let query = build_query("big.school.test", RecordType::A);
+    let big = exchange_tcp_from(ip("127.0.0.2"), server, &query).await.unwrap();
+    assert_reply_to(&query, &big);
+    assert_eq!(big.answers.len(), 100);
 
     running.stop().await;
     authority.stop().await;

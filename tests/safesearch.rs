@@ -57,13 +57,15 @@ const SERVICES: &[(&str, &str)] = &[
 
 /// One zone per registrable domain, holding the safe hosts and the
 /// unrestricted hosts (with an HTTPS record carrying ECH, which must never
-/// reach a pupil).
-fn engines(extra_google_domain: &str) -> Vec<Zone> {
-    // The zone a host lives in: its last two labels, or three under co.uk
-    // and for the picked Google country domain.
+/// reach a pupil): the services above and every Google domain in the
+/// shipped map.
+fn engines() -> Vec<Zone> {
+    // The zone a host lives in: a Google domain itself (google.com.au), or
+    // the last two labels, three under co.uk.
     let apex_of = |host: &str| -> String {
-        if host.ends_with(extra_google_domain) {
-            return extra_google_domain.to_string();
+        let bare = host.strip_prefix("www.").unwrap_or(host);
+        if bare.starts_with("google.") {
+            return bare.to_string();
         }
         let labels: Vec<&str> = host.split('.').collect();
         let keep = if host.ends_with(".co.uk") { 3 } else { 2 };
@@ -79,13 +81,12 @@ fn engines(extra_google_domain: &str) -> Vec<Zone> {
         let owner = format!("{host}.");
         add(host, &|zone| zone.a(&owner, v4).aaaa(&owner, v6).https(&owner, &["h2"], None));
     }
-    let unrestricted = SERVICES.iter().map(|(host, _)| host.to_string()).chain([
-        format!("www.{extra_google_domain}"),
-        "use-application-dns.net".into(),
-        "mask.icloud.com".into(),
-        "mask-h2.icloud.com".into(),
-        "dns.google".into(),
-    ]);
+    let unrestricted: std::collections::BTreeSet<String> = SERVICES
+        .iter()
+        .map(|(host, _)| host.to_string())
+        .chain(google_names())
+        .chain(["use-application-dns.net", "mask.icloud.com", "mask-h2.icloud.com", "dns.google"].map(String::from))
+        .collect();
     for host in unrestricted {
         let owner = format!("{host}.");
         add(&host, &|zone| {
@@ -126,25 +127,32 @@ fn shipped_lists() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/lists"))
 }
 
-/// A Google country domain picked from the shipped map (seeded by the clock,
-/// printed so a failure can be repeated).
-fn random_google_domain() -> String {
-    let text = std::fs::read_to_string(shipped_lists().join("safesearch/rewrites.toml")).unwrap();
-    let domains: Vec<&str> = text
-        .lines()
-        .filter_map(|line| line.trim().trim_matches(|c| c == '"' || c == ',').strip_prefix("www.google."))
-        .collect();
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as usize;
-    let picked = format!("google.{}", domains[seed % domains.len()]);
-    eprintln!("random Google country domain: {picked}");
-    picked
+/// Every name of the Google rewrite in the shipped map
+/// (`lists/safesearch/rewrites.toml`), read as TOML: www.google.com,
+/// google.com, www.google.co.uk, google.co.uk, ... for every country domain.
+fn google_names() -> Vec<String> {
+    let path = shipped_lists().join("safesearch/rewrites.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let map: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let rewrites = map["rewrite"].as_array().expect("[[rewrite]] tables");
+    let google: Vec<&toml::Table> =
+        rewrites.iter().filter_map(|r| r.as_table()).filter(|r| r["service"].as_str() == Some("google")).collect();
+    assert_eq!(google.len(), 1, "one Google rewrite in {}", path.display());
+    let google = google[0];
+    assert_eq!(google["setting"].as_str(), Some("safesearch"));
+    assert_eq!(google["target"].as_str(), Some("forcesafesearch.google.com"));
+    let names: Vec<String> =
+        google["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
+    for expected in ["www.google.com", "google.com", "www.google.co.uk", "google.co.uk", "www.google.com.au"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} is in the Google rewrite of {}", path.display());
+    }
+    names
 }
 
-async fn start() -> (Running, Authority, String) {
-    let google = random_google_domain();
-    let authority = Authority::start("127.0.0.1:0", engines(&google)).await;
+async fn start() -> (Running, Authority) {
+    let authority = Authority::start("127.0.0.1:0", engines()).await;
     let running = serve::start(&config(authority.addr, shipped_lists())).await.unwrap();
-    (running, authority, google)
+    (running, authority)
 }
 
 async fn ask(server: SocketAddr, from: &str, name: &str, record_type: RecordType) -> Message {
@@ -177,13 +185,9 @@ fn safe_addresses(host: &str) -> (String, String) {
 
 #[tokio::test]
 async fn every_service_is_rewritten_for_pupils_and_untouched_when_off() {
-    let (running, authority, google) = start().await;
+    let (running, authority) = start().await;
     let server = running.udp_addrs()[0];
-    let services = SERVICES
-        .iter()
-        .map(|(h, t)| (h.to_string(), t.to_string()))
-        .chain([(format!("www.{google}"), "forcesafesearch.google.com".to_string())]);
-    for (host, target) in services {
+    for (host, target) in SERVICES.iter().map(|(h, t)| (h.to_string(), t.to_string())) {
         let (v4, v6) = safe_addresses(&target);
         // A and AAAA: CNAME to the safe host, then its own addresses.
         let a = ask(server, PUPIL, &host, RecordType::A).await;
@@ -231,9 +235,32 @@ async fn every_service_is_rewritten_for_pupils_and_untouched_when_off() {
     authority.stop().await;
 }
 
+/// Every Google domain in the shipped map (a few hundred names: every
+/// country domain, with and without www) is rewritten for pupils and left
+/// alone for a group with SafeSearch off. One server, two queries a name.
+#[tokio::test]
+async fn every_google_domain_in_the_map_is_rewritten_for_pupils() {
+    let (running, authority) = start().await;
+    let server = running.udp_addrs()[0];
+    let names = google_names();
+    let (v4, _) = safe_addresses("forcesafesearch.google.com");
+    for host in &names {
+        let pupil = ask(server, PUPIL, host, RecordType::A).await;
+        assert_eq!(pupil.metadata.response_code, ResponseCode::NoError, "{host}");
+        assert_eq!(cname_target(&pupil).as_deref(), Some("forcesafesearch.google.com"), "{host} for pupils");
+        assert_eq!(addresses(&pupil), vec![v4.clone()], "{host}: the safe host's address, never the real one");
+        let open = ask(server, OPEN, host, RecordType::A).await;
+        assert_eq!(cname_target(&open), None, "{host} untouched for the open group");
+        assert_eq!(addresses(&open), vec!["198.51.100.1".to_string()], "{host} for the open group");
+    }
+    eprintln!("{} Google names checked", names.len());
+    running.stop().await;
+    authority.stop().await;
+}
+
 #[tokio::test]
 async fn youtube_strict_and_moderate_land_on_the_right_hosts() {
-    let (running, authority, _) = start().await;
+    let (running, authority) = start().await;
     let server = running.udp_addrs()[0];
     for host in [
         "www.youtube.com",
@@ -282,7 +309,7 @@ async fn an_unresolvable_safe_host_is_servfail_never_the_real_address() {
 
 #[tokio::test]
 async fn bypass_names_are_closed_for_pupils_and_resolve_with_the_stage_off() {
-    let (running, authority, _) = start().await;
+    let (running, authority) = start().await;
     let server = running.udp_addrs()[0];
     for name in ["use-application-dns.net", "mask.icloud.com", "mask-h2.icloud.com", "dns.google"] {
         let pupil = ask(server, PUPIL, name, RecordType::A).await;
@@ -320,7 +347,7 @@ async fn bypass_names_are_closed_for_pupils_and_resolve_with_the_stage_off() {
 /// dig, a real stub resolver, parses the synthesised answers as valid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dig_accepts_the_synthesised_answers() {
-    let (running, authority, _) = start().await;
+    let (running, authority) = start().await;
     let server = running.udp_addrs()[0];
     for (name, record_type, expected) in [
         ("www.google.com", "A", "forcesafesearch.google.com."),

@@ -110,20 +110,34 @@ fn an_address_moves_to_the_latest_device_named_for_it() {
     assert!(upsert_device(&db, &manual(None, None, "Ghost")).is_err());
 }
 
-/// A dnsmasq lease file as dnsmasq 2.89 writes it, with DHCPv6 leases.
-const DNSMASQ_LEASES: &str = "\
-1893456000 3c:22:fb:12:34:56 10.1.0.50 Y7-iPad-12 01:3c:22:fb:12:34:56
-1893456000 a4:83:e7:0b:cc:01 10.1.0.51 * 01:a4:83:e7:0b:cc:01
+/// Unix seconds a day from now (a live lease) and a day ago (an expired
+/// one): fixtures are dated from the clock, so they never go stale.
+fn live_and_expired() -> (i64, i64) {
+    let now = now_ms() / 1000;
+    (now + 86_400, now - 86_400)
+}
+
+/// A dnsmasq lease file as dnsmasq 2.89 writes it, with DHCPv6 leases: the
+/// live leases end a day from now, `expired-phone`'s ended a day ago.
+fn dnsmasq_leases() -> String {
+    let (live, expired) = live_and_expired();
+    format!(
+        "\
+{live} 3c:22:fb:12:34:56 10.1.0.50 Y7-iPad-12 01:3c:22:fb:12:34:56
+{live} a4:83:e7:0b:cc:01 10.1.0.51 * 01:a4:83:e7:0b:cc:01
 0 00:1b:21:aa:bb:cc 10.1.0.2 office-printer *
-1000000000 f0:18:98:00:00:01 10.1.0.52 expired-phone 01:f0:18:98:00:00:01
+{expired} f0:18:98:00:00:01 10.1.0.52 expired-phone 01:f0:18:98:00:00:01
 duid 00:01:00:01:2c:5f:3a:10:52:54:00:12:34:56
-1893456000 305419896 fd00:1::1a2b Jane-MacBook 00:01:00:01:2c:5f:3a:10:3c:22:fb:00:00:07
+{live} 305419896 fd00:1::1a2b Jane-MacBook 00:01:00:01:2c:5f:3a:10:3c:22:fb:00:00:07
 garbage line
-";
+"
+    )
+}
 
 #[test]
 fn dnsmasq_leases_are_parsed() {
-    let leases = parse_dnsmasq_leases(DNSMASQ_LEASES);
+    let (live, expired) = live_and_expired();
+    let leases = parse_dnsmasq_leases(&dnsmasq_leases());
     assert_eq!(leases.len(), 5);
     assert_eq!(
         leases[0],
@@ -131,19 +145,24 @@ fn dnsmasq_leases_are_parsed() {
             ip: ip("10.1.0.50"),
             mac: Some("3c:22:fb:12:34:56".into()),
             hostname: Some("Y7-iPad-12".into()),
-            ends_ms: Some(1_893_456_000_000),
+            ends_ms: Some(live * 1000),
             active: true,
         }
     );
+    assert!(leases[0].is_current(now_ms()), "a lease ending tomorrow is current");
     assert_eq!(leases[1].hostname, None);
     assert_eq!(leases[2].ends_ms, None, "0 means an infinite lease");
-    assert!(!leases[3].is_current(now_ms()));
+    assert!(leases[2].is_current(now_ms()), "an infinite lease is current");
+    assert_eq!(leases[3].ends_ms, Some(expired * 1000));
+    assert!(!leases[3].is_current(now_ms()), "a lease that ended yesterday is not current");
     assert_eq!((leases[4].ip, leases[4].mac.as_deref()), (ip("fd00:1::1a2b"), None));
     assert_eq!(leases[4].hostname.as_deref(), Some("Jane-MacBook"));
 }
 
 /// An ISC dhcpd 4.4 lease file: dhcpd appends a block per change, so an
-/// address can appear more than once (the last block wins).
+/// address can appear more than once (the last block wins). Tests judge it
+/// at a fixed time, 2025-03-03T15:00Z, when 10.2.0.25's lease had ended
+/// (12:00) though dhcpd had not yet marked it free.
 const ISC_LEASES: &str = r#"# The format of this file is documented in the dhcpd.leases(5) manual page.
 # This lease file was written by isc-dhcp-4.4.3-P1
 
@@ -196,13 +215,23 @@ lease 10.2.0.24 {
   ends 1 2025/03/03 21:00:00;
   binding state abandoned;
 }
+lease 10.2.0.25 {
+  starts 1 2025/03/03 06:00:00;
+  ends 1 2025/03/03 12:00:00;
+  binding state active;
+  hardware ethernet aa:bb:cc:00:00:25;
+  client-hostname "ENDED-LT-25";
+}
 "#;
 
 #[test]
 fn isc_leases_are_parsed() {
     let leases = parse_isc_leases(ISC_LEASES);
     let ips: Vec<IpAddr> = leases.iter().map(|lease| lease.ip).collect();
-    assert_eq!(ips, [ip("10.2.0.21"), ip("10.2.0.22"), ip("10.2.0.23"), ip("10.2.0.20"), ip("10.2.0.24")]);
+    assert_eq!(
+        ips,
+        [ip("10.2.0.21"), ip("10.2.0.22"), ip("10.2.0.23"), ip("10.2.0.20"), ip("10.2.0.24"), ip("10.2.0.25")]
+    );
     let head = &leases[0];
     assert_eq!(head.mac.as_deref(), Some("aa:bb:cc:00:00:21"));
     assert_eq!(head.hostname.as_deref(), Some("Head's \"Surface\""));
@@ -212,6 +241,9 @@ fn isc_leases_are_parsed() {
     assert_eq!(leases[2].hostname, None);
     assert_eq!(leases[3].ends_ms, parse_utc("2025-03-03T23:00:00"), "the last block of 10.2.0.20 wins");
     assert!(!leases[4].active && leases[4].mac.is_none());
+    let judged = parse_utc("2025-03-03T15:00").unwrap();
+    assert!(leases[5].active && !leases[5].is_current(judged), "active, but ended at 12:00");
+    assert!(leases[3].is_current(judged) && leases[2].is_current(judged));
 }
 
 fn record(time_ms: i64, client: &str, name: &str) -> QueryRecord {
@@ -270,9 +302,9 @@ fn leases_attribute_log_rows_keeping_hand_given_names() {
     .unwrap();
 
     // dnsmasq: the iPad gets .50, a phone with no hostname .51, the printer's
-    // pinned address goes to an unknown MAC (refused), one lease has expired,
-    // and the DHCPv6 lease names its address.
-    let applied = import_leases(&db, &parse_dnsmasq_leases(DNSMASQ_LEASES)).unwrap();
+    // pinned address goes to an unknown MAC (refused), one lease expired
+    // yesterday (ignored), and the DHCPv6 lease names its address.
+    let applied = import_leases(&db, &parse_dnsmasq_leases(&dnsmasq_leases())).unwrap();
     assert_eq!(applied, 3);
     let devices = list_devices(&db).unwrap();
     let ipad = find(&devices, "Y7 iPad 12");
@@ -285,15 +317,20 @@ fn leases_attribute_log_rows_keeping_hand_given_names() {
     assert_eq!(find(&devices, "Reception printer").ip, Some(ip("10.1.0.2")));
     assert_eq!(find(&devices, "Jane-MacBook").ip, Some(ip("fd00:1::1a2b")));
     assert!(devices.iter().all(|device| device.name != "expired-phone" && device.name != "office-printer"));
+    assert!(devices.iter().all(|device| device.ip != Some(ip("10.1.0.52"))), "the expired lease named nothing");
 
     // ISC leases, judged on the day they were written.
     let now = parse_utc("2025-03-03T15:00").unwrap();
     let applied = import_leases_at(&db, &parse_isc_leases(ISC_LEASES), now).unwrap();
-    assert_eq!(applied, 3, "the free and abandoned leases are not applied");
+    assert_eq!(applied, 3, "the free, abandoned and ended leases are not applied");
     let devices = list_devices(&db).unwrap();
     assert_eq!(find(&devices, "STAFF-LT-20").ip, Some(ip("10.2.0.20")));
     assert_eq!(find(&devices, "Head's \"Surface\"").ip, Some(ip("10.2.0.21")));
     assert_eq!(find(&devices, "aa:bb:cc:00:00:23").ip, Some(ip("10.2.0.23")));
+    assert!(
+        devices.iter().all(|device| device.name != "ENDED-LT-25" && device.ip != Some(ip("10.2.0.25"))),
+        "a lease that had ended is not applied"
+    );
 
     let t = now_ms();
     log_rows(
@@ -308,9 +345,11 @@ fn leases_attribute_log_rows_keeping_hand_given_names() {
         ],
     );
     // The iPad's lease moves to a new address; the old address goes to a laptop.
-    let moved = "1893456000 3c:22:fb:12:34:56 10.1.0.60 Y7-iPad-12 *\n\
-                 1893456000 00:11:22:33:44:55 10.1.0.50 Loan-laptop-4 *\n";
-    assert_eq!(import_leases(&db, &parse_dnsmasq_leases(moved)).unwrap(), 2);
+    let (live, _) = live_and_expired();
+    let moved = format!(
+        "{live} 3c:22:fb:12:34:56 10.1.0.60 Y7-iPad-12 *\n{live} 00:11:22:33:44:55 10.1.0.50 Loan-laptop-4 *\n"
+    );
+    assert_eq!(import_leases(&db, &parse_dnsmasq_leases(&moved)).unwrap(), 2);
     log_rows(&db, &[record(t + 6, "10.1.0.60", "g.example"), record(t + 7, "10.1.0.50", "h.example")]);
 
     let rows = search(&db, &Search { limit: 100, ..Search::default() }).unwrap();

@@ -602,17 +602,20 @@ fn settings_out_of_range_are_refused() {
     assert!(run_retention(&db, 0, now_ms()).is_err());
 }
 
+/// Set (to the database path) only in the child this test starts: the child
+/// runs the same test function, which then writes instead of checking.
+const KILL_CHILD_DB: &str = "HEDGEROW_STORE_KILL_DB";
+const KILL_CHILD_FIRST: &str = "HEDGEROW_STORE_KILL_FIRST";
+
 /// The child side of the SIGKILL test: log rows until killed, printing the
-/// committed count after each commit. A no-op unless the parent test starts
-/// this binary with `HEDGEROW_STORE_KILL_DB` set.
-#[test]
-fn sigkill_child_writer() {
-    let Some(db) = std::env::var_os("HEDGEROW_STORE_KILL_DB") else { return };
-    let first: i64 = std::env::var("HEDGEROW_STORE_KILL_FIRST").unwrap().parse().unwrap();
+/// committed count after each commit. It stops by itself after a minute, so
+/// a parent that died before killing it leaves nothing running.
+fn write_until_killed(db: &Path, first: i64) {
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
     // Faster than the writer, so it is always in the middle of a batch and
     // the channel is always full (the excess is dropped and counted).
     let settings = LogSettings { channel_capacity: 20_000, ..LogSettings::default() };
-    let log = QueryLog::open(Path::new(&db), settings).unwrap();
+    let log = QueryLog::open(db, settings).unwrap();
     let mut reported = 0;
     for sequence in first.. {
         log.record(query(sequence, "10.1.0.5", "pupil", &format!("row{}.kill.example", sequence % 97), "allowed"));
@@ -623,29 +626,53 @@ fn sigkill_child_writer() {
                 reported = written;
                 println!("committed {written} dropped {}", log.dropped());
             }
+            assert!(std::time::Instant::now() < give_up, "the parent test never killed this writer");
         }
     }
 }
 
+/// Kills this test's own child with SIGKILL.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A writer killed with SIGKILL mid-write leaves every batch it reported
+/// committed, and nothing torn. The test runs this binary again as the
+/// writer (only that child has `HEDGEROW_STORE_KILL_DB` set), three times,
+/// killing it at different points of a batch.
 #[test]
 fn a_writer_killed_mid_write_leaves_every_committed_batch() {
+    if let Some(db) = std::env::var_os(KILL_CHILD_DB) {
+        let first: i64 = std::env::var(KILL_CHILD_FIRST).unwrap().parse().unwrap();
+        write_until_killed(Path::new(&db), first);
+        unreachable!("the writer loops until killed");
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hedgerow.db");
     let mut expected_at_least = 0;
     for round in 0..3 {
         let first = count_rows(&db);
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "sigkill_child_writer", "--nocapture", "--test-threads=1"])
-            .env("HEDGEROW_STORE_KILL_DB", &db)
-            .env("HEDGEROW_STORE_KILL_FIRST", first.to_string())
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "a_writer_killed_mid_write_leaves_every_committed_batch", "--nocapture"])
+            .args(["--test-threads=1"])
+            .env(KILL_CHILD_DB, &db)
+            .env(KILL_CHILD_FIRST, first.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut child = KillOnDrop(child);
+        let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
         let mut committed = 0;
         let mut reports = 0;
-        while reports < 10 + round * 3 {
+        // A few commits in, a little later each round (the writer runs in
+        // SCHED_IDLE, so on a busy machine each commit can take a while).
+        while reports < 1 + round {
             let line = lines.next().expect("the child reports commits").unwrap();
             if let Some(rest) = line.strip_prefix("committed ") {
                 committed = rest.split(' ').next().unwrap().parse::<i64>().unwrap();
@@ -654,8 +681,9 @@ fn a_writer_killed_mid_write_leaves_every_committed_batch() {
         }
         // Kill at varying points of the writer's next batch.
         std::thread::sleep(Duration::from_millis(round as u64 * 7));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        child.0.kill().unwrap(); // SIGKILL
+        let status = child.0.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "killed, not exited: {status}");
         expected_at_least = first + committed;
 
         let conn = Connection::open(&db).unwrap();

@@ -282,3 +282,57 @@ async fn delegation_chain_gives_referrals_with_glue() {
         auth.stop().await;
     }
 }
+
+/// The TCP and UDP clients really send from the address they are given
+/// (what the resolver's refusal tests rely on): a plain listener sees it.
+#[tokio::test]
+async fn client_sends_from_the_chosen_source_address_over_tcp_and_udp() {
+    use support::client::{exchange_tcp_from, exchange_udp_from};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let from = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
+    let query = build_query("www.example.test", RecordType::A);
+    let mut reply = query.clone();
+    reply.metadata.message_type = hickory_proto::op::MessageType::Response;
+    let reply = reply.to_vec().unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let tcp_reply = reply.clone();
+    let peer = tokio::spawn(async move {
+        let (mut stream, peer) = listener.accept().await.unwrap();
+        let len = stream.read_u16().await.unwrap();
+        let mut buf = vec![0; usize::from(len)];
+        stream.read_exact(&mut buf).await.unwrap();
+        stream.write_all(&(tcp_reply.len() as u16).to_be_bytes()).await.unwrap();
+        stream.write_all(&tcp_reply).await.unwrap();
+        peer
+    });
+    let response = exchange_tcp_from(from, server, &query).await.unwrap();
+    assert_eq!(response.metadata.id, query.metadata.id);
+    assert_eq!(peer.await.unwrap().ip(), from, "TCP peer address");
+
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server = socket.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let mut buf = vec![0; 512];
+        let (_, peer) = socket.recv_from(&mut buf).await.unwrap();
+        socket.send_to(&reply, peer).await.unwrap();
+        peer
+    });
+    let response = exchange_udp_from(from, server, &query).await.unwrap();
+    assert_eq!(response.metadata.id, query.metadata.id);
+    assert_eq!(peer.await.unwrap().ip(), from, "UDP peer address");
+}
+
+/// `assert_reply_to` rejects an answer to another question (same ID), so a
+/// test using it cannot pass on a stray reply.
+#[test]
+#[should_panic(expected = "answers another question")]
+fn assert_reply_to_rejects_another_question() {
+    let query = build_query("www.example.test", RecordType::A);
+    let mut other = build_query("www.example.test", RecordType::AAAA);
+    other.metadata.id = query.metadata.id;
+    other.metadata.message_type = hickory_proto::op::MessageType::Response;
+    support::client::assert_reply_to(&query, &other);
+}

@@ -17,7 +17,7 @@ use hickory_proto::{
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpStream, UdpSocket},
+    net::{TcpSocket, TcpStream, UdpSocket},
     time::{Instant, timeout, timeout_at},
 };
 
@@ -57,6 +57,14 @@ pub async fn query_tcp(server: SocketAddr, name: &str, rtype: RecordType) -> Mes
     try_query_tcp(server, name, rtype)
         .await
         .unwrap_or_else(|e| panic!("TCP query {name} {rtype} to {server} failed: {e}"))
+}
+
+/// Like [`query_tcp`], with the client socket bound to `bind_ip` (e.g.
+/// 127.0.0.9, to look like an outsider); panics on failure.
+pub async fn query_tcp_from(bind_ip: IpAddr, server: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    exchange_tcp_from(bind_ip, server, &build_query(name, rtype))
+        .await
+        .unwrap_or_else(|e| panic!("TCP query {name} {rtype} from {bind_ip} to {server} failed: {e}"))
 }
 
 /// [`query_udp`] that returns errors (timeout, ICMP unreachable, ...) instead of panicking.
@@ -105,11 +113,18 @@ pub async fn exchange_udp_from(bind_ip: IpAddr, server: SocketAddr, query: &Mess
 /// Sends `query` over a fresh TCP connection and waits for the response
 /// carrying its ID.
 pub async fn exchange_tcp(server: SocketAddr, query: &Message) -> io::Result<Message> {
+    exchange_tcp_from(unspecified_like(server), server, query).await
+}
+
+/// Sends `query` over a fresh TCP connection from `bind_ip` (ephemeral
+/// port) and waits for the response carrying its ID. The server sees
+/// `bind_ip` as the peer address, so tests can play any client on loopback.
+pub async fn exchange_tcp_from(bind_ip: IpAddr, server: SocketAddr, query: &Message) -> io::Result<Message> {
     let bytes = encode(query)?;
     let len = u16::try_from(bytes.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "query over 65535 bytes"))?;
     let exchange = async {
-        let mut stream = TcpStream::connect(server).await?;
+        let mut stream = connect_tcp_from(bind_ip, server).await?;
         // Length prefix and message in one write, as most clients do.
         let mut framed = Vec::with_capacity(bytes.len() + 2);
         framed.extend_from_slice(&len.to_be_bytes());
@@ -128,6 +143,29 @@ pub async fn exchange_tcp(server: SocketAddr, query: &Message) -> io::Result<Mes
         }
     };
     timeout(TIMEOUT, exchange).await.map_err(|_| timed_out(server, "TCP"))?
+}
+
+/// Opens a TCP connection to `server` whose source address is `bind_ip`.
+pub async fn connect_tcp_from(bind_ip: IpAddr, server: SocketAddr) -> io::Result<TcpStream> {
+    let socket = match bind_ip {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(bind_ip, 0))?;
+    socket.connect(server).await
+}
+
+/// Panics unless `response` is the server's answer to `query`: a response
+/// with the query's ID and opcode, and the same question (name, case
+/// included, type and class). A stray or forged datagram fails the test
+/// instead of passing for the server's answer.
+pub fn assert_reply_to(query: &Message, response: &Message) {
+    assert_eq!(response.metadata.message_type, MessageType::Response, "not a response: {response:?}");
+    assert_eq!(response.metadata.id, query.metadata.id, "response ID differs from the query's: {response:?}");
+    assert_eq!(response.metadata.op_code, query.metadata.op_code, "opcode differs: {response:?}");
+    let asked: Vec<String> = query.queries.iter().map(ToString::to_string).collect();
+    let echoed: Vec<String> = response.queries.iter().map(ToString::to_string).collect();
+    assert_eq!(echoed, asked, "the response answers another question: {response:?}");
 }
 
 /// Sends arbitrary bytes to `server` over UDP and returns the first datagram

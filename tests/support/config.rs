@@ -11,6 +11,13 @@ use hedgerow::config::Config;
 /// `[log]`, networks); `name` labels parse errors. A config that does not
 /// parse fails the test with the error and the text.
 pub fn forwarding(upstream: SocketAddr, data_dir: &Path, lists: &Path, rest: &str, name: &str) -> Config {
+    // Tests keep their state in a tempdir, never in the repository.
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        data_dir.is_absolute() && !data_dir.starts_with(repository),
+        "test data_dir {} must be a tempdir outside the repository",
+        data_dir.display()
+    );
     let text = format!(
         r#"data_dir = {data:?}
 [dns]
