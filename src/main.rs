@@ -760,11 +760,18 @@ fn devices(config: &Config, action: DevicesAction, format: OutputFormat) -> anyh
             println!("{count} leases read");
         }
         DevicesAction::List => {
-            let devices = store::devices::list_devices(database)?;
+            // No database yet is an empty table, not an error.
+            let devices = match store::devices::list_devices(database) {
+                Err(store::StoreError::Missing { .. }) => Vec::new(),
+                found => found?,
+            };
             print_devices(config, &devices, format);
         }
         DevicesAction::Show { device } => {
-            let devices = store::devices::find_devices(database, &device)?;
+            let devices = match store::devices::find_devices(database, &device) {
+                Err(store::StoreError::Missing { .. }) => Vec::new(),
+                found => found?,
+            };
             if devices.is_empty() {
                 eprintln!(
                     "hedgerow: no device {device:?} in {} (give a name, IP or MAC; `hedgerow devices list` shows them)",
