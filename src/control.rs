@@ -330,3 +330,20 @@ async fn answer_connection(stream: tokio::net::UnixStream, server: Arc<ServerInf
     text.push('\n');
     let _ = write.write_all(text.as_bytes()).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_are_json_lines() {
+        assert_eq!(serde_json::to_string(&Request::Reload).unwrap(), r#"{"command":"reload"}"#);
+        assert_eq!(serde_json::from_str::<Request>(r#"{"command":"status"}"#).unwrap(), Request::Status);
+        assert!(serde_json::from_str::<Request>(r#"{"command":"shutdown"}"#).is_err());
+        let failed = serde_json::to_string(&Reply::failed("no")).unwrap();
+        assert_eq!(failed, r#"{"ok":false,"error":"no"}"#);
+        // A status from a newer or older server still reads: missing fields default.
+        let reply: Reply = serde_json::from_str(r#"{"ok":true,"status":{"pid":7,"list_health":"ok"}}"#).unwrap();
+        assert_eq!(reply.status.unwrap().pid, 7);
+    }
+}

@@ -159,3 +159,34 @@ async fn device_groups_apply_from_start_up() {
     running.stop().await;
     authority.stop().await;
 }
+
+/// A device known only by MAC gets its address from a DHCP lease; the
+/// server notices the changed table by itself (no reload) and applies the
+/// device's group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_gives_a_mac_only_device_its_address_and_the_server_picks_it_up() {
+    use hedgerow::store::devices::{import_leases, parse_dnsmasq_leases};
+    let authority = Authority::start("127.0.0.1:0", vec![world()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, lists) = (dir.path().join("data"), dir.path().join("lists"));
+    std::fs::create_dir_all(&lists).unwrap();
+    write_lists(&lists);
+    let config = config(authority.addr, &data, &lists);
+    let running = serve::start(&config).await.unwrap();
+    let server = running.udp_addrs()[0];
+    let database = &config.log.database;
+    let by_mac = Device { ip: None, mac: Some("02:00:00:00:00:07".into()), ..laptop(PUPIL_LAPTOP) };
+    upsert_device(database, &by_mac).unwrap();
+    assert_eq!(ask(server, PUPIL_LAPTOP, "game.test").await.metadata.response_code, ResponseCode::NXDomain);
+
+    let expiry = hedgerow::store::time::now_ms() / 1000 + 3600;
+    let leases = parse_dnsmasq_leases(&format!("{expiry} 02:00:00:00:00:07 {PUPIL_LAPTOP} t-laptop *\n"));
+    assert_eq!(import_leases(database, &leases).unwrap(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ask(server, PUPIL_LAPTOP, "game.test").await.metadata.response_code != ResponseCode::NoError {
+        assert!(std::time::Instant::now() < deadline, "the server never applied the leased device's group");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    running.stop().await;
+    authority.stop().await;
+}
