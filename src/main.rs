@@ -327,9 +327,14 @@ fn check(config: &Config, name: &str, asker: Asker, record_type: &str) -> anyhow
         );
         return Ok(ExitCode::FAILURE);
     }
-    let device = match &asker {
-        Asker::Device(key) => Some(device_to_ask_as(config, key)?),
-        _ => None,
+    // A device asks from its address.
+    let (requester, device) = match &asker {
+        Asker::Client(ip) => (Requester::Source(*ip), None),
+        Asker::Group(group) => (Requester::Group(group), None),
+        Asker::Device(key) => {
+            let (name, ip) = device_to_ask_as(config, key)?;
+            (Requester::Source(ip), Some(name))
+        }
     };
     // `check` needs the runtime only because the upstream is built; nothing is sent.
     let runtime = tokio::runtime::Runtime::new()?;
@@ -339,15 +344,9 @@ fn check(config: &Config, name: &str, asker: Asker, record_type: &str) -> anyhow
     // The device table's groups, as the server applies them.
     let (_, device_groups) = hedgerow::serve::read_device_groups(&config.log.database)?;
     pipeline.replace_device_groups(&device_groups);
-    let requester = match (&asker, &device) {
-        (_, Some(device)) => Requester::Source(device.ip.expect("checked: the device has an address")),
-        (Asker::Client(ip), _) => Requester::Source(*ip),
-        (Asker::Group(group), _) => Requester::Group(group),
-        (Asker::Device(_), None) => unreachable!("a device was found above"),
-    };
     println!("query:    {} {}", question.name, question.record_type);
     match (&requester, &device) {
-        (Requester::Source(ip), Some(device)) => println!("asked by: device {:?} at {ip}", device.name),
+        (Requester::Source(ip), Some(name)) => println!("asked by: device {name:?} at {ip}"),
         (Requester::Source(ip), None) => println!("asked by: client {ip}"),
         (Requester::Group(group), _) => println!("asked by: a member of group {group}"),
     }
@@ -415,7 +414,7 @@ fn check(config: &Config, name: &str, asker: Asker, record_type: &str) -> anyhow
 }
 
 /// The one device `key` names, with an address to ask from.
-fn device_to_ask_as(config: &Config, key: &str) -> anyhow::Result<hedgerow::store::Device> {
+fn device_to_ask_as(config: &Config, key: &str) -> anyhow::Result<(String, IpAddr)> {
     let database = &config.log.database;
     let found = hedgerow::store::devices::find_devices(database, key)?;
     let device = match found.len() {
@@ -433,13 +432,14 @@ fn device_to_ask_as(config: &Config, key: &str) -> anyhow::Result<hedgerow::stor
                 .join(", ")
         ),
     };
-    anyhow::ensure!(
-        device.ip.is_some(),
-        "device {:?} has no IP address yet (known by MAC {} only; a DHCP lease or `hedgerow devices add --ip` gives it one), so its network is unknown",
-        device.name,
-        device.mac.as_deref().unwrap_or("?")
-    );
-    Ok(device)
+    let Some(ip) = device.ip else {
+        anyhow::bail!(
+            "device {:?} has no IP address yet (known by MAC {} only; a DHCP lease or `hedgerow devices add --ip` gives it one), so its network is unknown",
+            device.name,
+            device.mac.as_deref().unwrap_or("?")
+        );
+    };
+    Ok((device.name, ip))
 }
 
 fn lists(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
