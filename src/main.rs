@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use hickory_proto::rr::{LowerName, Name, RecordType};
 
 use hedgerow::config::Config;
-use hedgerow::dns::{Flow, Pipeline, Question, Requester};
+use hedgerow::dns::{Flow, Pipeline, Question, Requester, Stage};
 
 #[derive(Parser)]
 #[command(name = "hedgerow", version, about = "A DNS filtering resolver for small schools")]
@@ -22,15 +22,27 @@ struct Cli {
 enum Command {
     /// Run the DNS server (on the embedded default config when no --config is given).
     Serve {
+        /// Config file (default: the embedded demo config).
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Validate a config file and print the effective configuration.
     CheckConfig { file: PathBuf },
+    /// Show the running server: pid, uptime, addresses, lists, upstream, log.
+    /// Exits 1 when no server is running on the config's data_dir.
+    Status {
+        /// Config file (default: the embedded demo config).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Output: table (default) or json.
+        #[arg(long, default_value = "table")]
+        format: StatusFormat,
+    },
     /// Build, download or reload the blocklists.
     Lists {
         #[command(subcommand)]
         action: ListsAction,
+        /// Config file (default: the embedded demo config).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -38,31 +50,42 @@ enum Command {
     Log {
         #[command(subcommand)]
         action: LogAction,
+        /// Config file (default: the embedded demo config).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
         /// Output: table (default), json (one object a line) or csv.
         #[arg(long, global = true, default_value = "table")]
         format: OutputFormat,
     },
-    /// The device table that names clients in the log.
+    /// The device table: names clients in the log; a device's group decides its policy.
     Devices {
         #[command(subcommand)]
         action: DevicesAction,
+        /// Config file (default: the embedded demo config).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
+        /// Output of list and show: table (default), json (one object a line) or csv.
+        #[arg(long, global = true, default_value = "table")]
+        format: OutputFormat,
     },
     /// Show the decision the server would take for a name, and why, without asking upstream.
     Check {
         name: String,
-        /// Ask as this client address (its network decides the group).
-        #[arg(long, conflicts_with = "group")]
+        /// Ask as this client address (its network decides the group, unless
+        /// the device table gives the device at that address a group).
+        #[arg(long, conflicts_with_all = ["group", "device"])]
         client: Option<IpAddr>,
         /// Ask as a member of this group.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "device")]
         group: Option<String>,
+        /// Ask as this device of the device table (name, IP or MAC): its
+        /// address's network and its group.
+        #[arg(long)]
+        device: Option<String>,
         /// Record type.
         #[arg(long = "type", default_value = "A")]
         record_type: String,
+        /// Config file (default: the embedded demo config).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -74,7 +97,9 @@ enum ListsAction {
     Compile,
     /// Download URL sources (conditional GET; a failure keeps the last good copy), then compile.
     Update,
-    /// Tell the running server to rebuild and swap in its lists (sends SIGHUP).
+    /// Tell the running server (through its control socket in data_dir) to
+    /// rebuild and swap in its lists and re-read the device table. Exits 1
+    /// when no server runs on that data_dir or the reload failed.
     Reload,
 }
 
@@ -95,6 +120,7 @@ enum LogAction {
         /// A name; also matches its subdomains.
         #[arg(long)]
         name: Option<String>,
+        /// A category id (gambling, social-media, ...).
         #[arg(long)]
         category: Option<String>,
         /// allowed, blocked, safesearch, bypass, refused or error.
@@ -116,6 +142,7 @@ enum LogAction {
         /// First day (UTC), e.g. 2025-09-01.
         #[arg(long)]
         from: String,
+        /// Last day (UTC), e.g. 2026-07-31.
         #[arg(long)]
         to: String,
     },
@@ -133,10 +160,12 @@ enum DevicesAction {
         name: String,
         #[arg(long)]
         owner: Option<String>,
+        /// The device's group wherever it is on the school's networks (a configured group).
         #[arg(long)]
         group: Option<String>,
     },
     /// Import devices from a CSV file with a header: ip,mac,name,owner,group.
+    /// Good rows are saved; bad rows are reported by line and the exit is 1.
     ImportCsv { file: PathBuf },
     /// Import a DHCP leases file (dnsmasq or ISC dhcpd).
     ImportLeases {
@@ -145,6 +174,18 @@ enum DevicesAction {
         #[arg(long, default_value = "dnsmasq")]
         leases_format: hedgerow::config::LeasesFormat,
     },
+    /// Every device, by name.
+    List,
+    /// The devices a name, IP or MAC names, with the network and group they get.
+    Show {
+        /// Device name (case-insensitive), IP address or MAC.
+        device: String,
+    },
+    /// Remove the device a name, IP or MAC names (a shared name is refused).
+    Remove {
+        /// Device name (case-insensitive), IP address or MAC.
+        device: String,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -152,6 +193,12 @@ enum OutputFormat {
     Table,
     Json,
     Csv,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StatusFormat {
+    Table,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -225,6 +272,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
+        Command::Status { config, format } => {
+            let config = load_config(config.as_ref())?;
+            status(&config, format)
+        }
         Command::Lists { action, config } => {
             let config = load_config(config.as_ref())?;
             lists(&config, action)
@@ -233,24 +284,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(config.as_ref())?;
             log(&config, action, format)
         }
-        Command::Devices { action, config } => {
+        Command::Devices { action, config, format } => {
             let config = load_config(config.as_ref())?;
-            devices(&config, action)
+            devices(&config, action, format)
         }
-        Command::Check { name, client, group, record_type, config } => {
+        Command::Check { name, client, group, device, record_type, config } => {
             let config = load_config(config.as_ref())?;
-            check(&config, &name, client, group.as_deref(), &record_type)
+            let asker = match (client, group, device) {
+                (Some(client), _, _) => Asker::Client(client),
+                (_, Some(group), _) => Asker::Group(group),
+                (_, _, Some(device)) => Asker::Device(device),
+                (None, None, None) => Asker::Group("pupil".into()),
+            };
+            check(&config, &name, asker, &record_type)
         }
     }
 }
 
-fn check(
-    config: &Config,
-    name: &str,
-    client: Option<IpAddr>,
-    group: Option<&str>,
-    record_type: &str,
-) -> anyhow::Result<ExitCode> {
+/// Who `hedgerow check` asks as.
+enum Asker {
+    Client(IpAddr),
+    Group(String),
+    Device(String),
+}
+
+fn check(config: &Config, name: &str, asker: Asker, record_type: &str) -> anyhow::Result<ExitCode> {
     let record_type: RecordType = record_type
         .to_ascii_uppercase()
         .parse()
@@ -258,27 +316,46 @@ fn check(
     let fqdn = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
     let name = Name::from_utf8(&fqdn).with_context(|| format!("{name:?} is not a valid domain name"))?;
     let question = Question { name: LowerName::from(name), record_type, dnssec_ok: false };
+    let groups: Vec<&str> = config.groups.keys().map(String::as_str).collect();
+    if let Asker::Group(group) = &asker
+        && !config.groups.contains_key(group)
+    {
+        eprintln!(
+            "hedgerow: no group named {group:?} in {}; the configured groups are: {}",
+            config.source,
+            groups.join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    // A device asks from its address.
+    let (requester, device) = match &asker {
+        Asker::Client(ip) => (Requester::Source(*ip), None),
+        Asker::Group(group) => (Requester::Group(group), None),
+        Asker::Device(key) => {
+            let (name, ip) = device_to_ask_as(config, key)?;
+            (Requester::Source(ip), Some(name))
+        }
+    };
     // `check` needs the runtime only because the upstream is built; nothing is sent.
     let runtime = tokio::runtime::Runtime::new()?;
     let _guard = runtime.enter();
     let (lists, safesearch) = hedgerow::serve::load_lists(config)?;
     let pipeline = Pipeline::new(config, lists, safesearch, None)?;
-    let requester = match (client, group) {
-        (_, Some(group)) => Requester::Group(group),
-        (Some(client), None) => Requester::Source(client),
-        (None, None) => Requester::Group("pupil"),
-    };
+    // The device table's groups, as the server applies them.
+    let (_, device_groups) = hedgerow::serve::read_device_groups(&config.log.database)?;
+    pipeline.replace_device_groups(&device_groups);
     println!("query:    {} {}", question.name, question.record_type);
-    match &requester {
-        Requester::Source(ip) => println!("asked by: client {ip}"),
-        Requester::Group(group) => println!("asked by: a member of group {group}"),
+    match (&requester, &device) {
+        (Requester::Source(ip), Some(name)) => println!("asked by: device {name:?} at {ip}"),
+        (Requester::Source(ip), None) => println!("asked by: client {ip}"),
+        (Requester::Group(group), _) => println!("asked by: a member of group {group}"),
     }
-    match pipeline.decide(requester, &question, false) {
+    match pipeline.decide(requester.clone(), &question, false) {
         Flow::Final(answer) => {
             let decision = &answer.decision;
             println!("decision: {}", decision.kind.as_str());
             println!("stage:    {}", decision.stage.as_str());
-            print_identity(decision.network.as_deref(), decision.group.as_deref());
+            print_identity(decision.network.as_deref(), decision.group.as_deref(), decision.device.as_deref());
             if let Some(category) = &decision.category {
                 println!("category: {category}");
             }
@@ -292,13 +369,28 @@ fn check(
                 println!("answer:   {} {}", answer.response_code, records.join(", "));
             }
             println!("reason:   {}", decision.reason);
+            if let (Requester::Source(ip), Stage::Access, None) = (&requester, decision.stage, &decision.network) {
+                let networks: Vec<String> = config
+                    .networks
+                    .iter()
+                    .map(|network| {
+                        let cidrs: Vec<String> = network.cidrs.iter().map(ToString::to_string).collect();
+                        format!("{} {}", network.name, cidrs.join(" "))
+                    })
+                    .collect();
+                println!(
+                    "REFUSED:  no configured network covers {ip}, so Hedgerow would refuse every query from it \
+                     (whatever the device table says). Networks: {}",
+                    networks.join("; ")
+                );
+            }
         }
         Flow::Resolve(pending) => {
             let client = &pending.client;
             if let Some(rewrite) = &pending.rewrite {
                 println!("decision: {}", rewrite.decision.kind.as_str());
                 println!("stage:    {}", rewrite.decision.stage.as_str());
-                print_identity(Some(&client.network), Some(&client.group));
+                print_identity(Some(&client.network), Some(&client.group), client.device.as_deref());
                 println!(
                     "answer:   CNAME {} followed by its {} records ({}, not sent by `check`)",
                     rewrite.target,
@@ -310,7 +402,7 @@ fn check(
             }
             println!("decision: allowed");
             println!("stage:    upstream");
-            print_identity(Some(&client.network), Some(&client.group));
+            print_identity(Some(&client.network), Some(&client.group), client.device.as_deref());
             println!("answer:   {} (not sent by `check`)", pipeline.upstream_description());
             match &pending.note {
                 Some(note) => println!("reason:   {note}"),
@@ -319,6 +411,35 @@ fn check(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The one device `key` names, with an address to ask from.
+fn device_to_ask_as(config: &Config, key: &str) -> anyhow::Result<(String, IpAddr)> {
+    let database = &config.log.database;
+    let found = hedgerow::store::devices::find_devices(database, key)?;
+    let device = match found.len() {
+        0 => anyhow::bail!(
+            "no device named {key:?} in {} (`hedgerow devices list` shows them; give a name, IP or MAC)",
+            database.display()
+        ),
+        1 => found.into_iter().next().expect("one device"),
+        n => anyhow::bail!(
+            "{n} devices are named {key:?}: {}; give the IP address or MAC of the one you mean",
+            found
+                .iter()
+                .map(|d| d.ip.map_or_else(|| d.mac.clone().unwrap_or_default(), |ip| ip.to_string()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let Some(ip) = device.ip else {
+        anyhow::bail!(
+            "device {:?} has no IP address yet (known by MAC {} only; a DHCP lease or `hedgerow devices add --ip` gives it one), so its network is unknown",
+            device.name,
+            device.mac.as_deref().unwrap_or("?")
+        );
+    };
+    Ok((device.name, ip))
 }
 
 fn lists(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
@@ -366,21 +487,45 @@ fn lists(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ListsAction::Reload => {
-            let pid_file = hedgerow::serve::pid_file(config);
-            let pid = std::fs::read_to_string(&pid_file).with_context(|| {
-                format!("cannot read {} (is hedgerow serve running with this config?)", pid_file.display())
-            })?;
-            let status = std::process::Command::new("kill").args(["-HUP", pid.trim()]).status()?;
-            anyhow::ensure!(
-                status.success(),
-                "could not signal process {} (stale pid file {}?)",
-                pid.trim(),
-                pid_file.display()
+            use hedgerow::control::{Request, request};
+            // Compiling big lists can take minutes on a small machine.
+            let reply = request(&config.data_dir, Request::Reload, std::time::Duration::from_secs(600))?;
+            let report = reply.reload.unwrap_or_default();
+            println!(
+                "reloaded: {} listed names; {} devices with a group of their own",
+                report.listed_names, report.devices.applied
             );
-            println!("asked hedgerow (pid {}) to reload its lists", pid.trim());
+            for why in &report.devices.skipped {
+                eprintln!("  device table: {why}");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn status(config: &Config, format: StatusFormat) -> anyhow::Result<ExitCode> {
+    use hedgerow::control::{Request, request};
+    let reply = request(&config.data_dir, Request::Status, std::time::Duration::from_secs(10))?;
+    let status = reply.status.context("the server's reply carried no status")?;
+    match format {
+        StatusFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        StatusFormat::Table => {
+            let addresses =
+                |addrs: &[std::net::SocketAddr]| addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            println!("running:        yes (pid {}, hedgerow {})", status.pid, status.version);
+            println!("config:         {}", status.config);
+            println!("data_dir:       {}", status.data_dir.display());
+            println!("started:        {} (up {} s)", status.started, status.uptime_seconds);
+            println!("udp:            {}", addresses(&status.udp));
+            println!("tcp:            {}", addresses(&status.tcp));
+            println!("listed names:   {}", status.listed_names);
+            println!("upstream:       {}", status.upstream);
+            println!("query log:      {}", if status.log_enabled { "on" } else { "off" });
+            println!("database:       {}", status.database.display());
+            println!("device groups:  {}", status.device_groups);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn log(config: &Config, action: LogAction, format: OutputFormat) -> anyhow::Result<ExitCode> {
@@ -409,6 +554,22 @@ fn log(config: &Config, action: LogAction, format: OutputFormat) -> anyhow::Resu
             }
         }
         LogAction::Search { client, name, category, decision, since, until, limit, before_id } => {
+            let category = category.map(|category| category.trim().to_ascii_lowercase());
+            if let Some(category) = &category
+                && hedgerow::policy::category::CATEGORIES.iter().all(|known| known.id != category)
+            {
+                let ids: Vec<&str> = hedgerow::policy::category::CATEGORIES.iter().map(|known| known.id).collect();
+                anyhow::bail!("--category {category:?} is not a category; the categories are: {}", ids.join(", "));
+            }
+            let decision = decision.map(|decision| decision.trim().to_ascii_lowercase());
+            if let Some(decision) = &decision
+                && !store::record::DECISIONS.contains(&decision.as_str())
+            {
+                anyhow::bail!(
+                    "--decision {decision:?} is not a decision; the decisions are: {}",
+                    store::record::DECISIONS.join(", ")
+                );
+            }
             let query = Search {
                 client,
                 name,
@@ -427,44 +588,98 @@ fn log(config: &Config, action: LogAction, format: OutputFormat) -> anyhow::Resu
         }
         LogAction::Review { from, to } => {
             let figures = store::retention::annual_review(database, &from, &to)?;
-            println!("{}", serde_json::to_string_pretty(&figures)?);
+            print_review(&figures, format)?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// The annual review figures: a readable report, JSON, or CSV rows of
+/// `section,key,decision,count`.
+fn print_review(figures: &hedgerow::store::retention::AnnualFigures, format: OutputFormat) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(figures)?),
+        OutputFormat::Csv => {
+            let row = |cells: [&str; 4]| println!("{}", hedgerow::store::csv::format_record(&cells.map(String::from)));
+            row(["section", "key", "decision", "count"]);
+            row(["period", &figures.from_day, "", ""]);
+            row(["period", &figures.to_day, "", ""]);
+            row(["days_rolled_up", "", "", &figures.days_rolled_up.to_string()]);
+            for total in &figures.totals {
+                row(["total", "", &total.decision, &total.count.to_string()]);
+            }
+            for month in &figures.by_month {
+                row(["month", &month.month, &month.decision, &month.count.to_string()]);
+            }
+            for group in &figures.by_group {
+                row(["group", &group.group, &group.decision, &group.count.to_string()]);
+            }
+            for category in &figures.by_category {
+                row(["category", &category.category, &category.decision, &category.count.to_string()]);
+            }
+            for name in &figures.top_blocked {
+                row(["top_blocked", &name.name, "blocked", &name.count.to_string()]);
+            }
+            row(["devices_per_day_average", "", "", &format!("{:.1}", figures.devices_per_day_average)]);
+            row(["devices_busiest_day", "", "", &figures.devices_busiest_day.to_string()]);
+            row(["registered_devices", "", "", &figures.registered_devices.to_string()]);
+        }
+        OutputFormat::Table => {
+            println!(
+                "Filtering review {} to {} ({} days with records)",
+                figures.from_day, figures.to_day, figures.days_rolled_up
+            );
+            println!();
+            println!("{:<12} {:>12}", "decision", "queries");
+            for total in &figures.totals {
+                println!("{:<12} {:>12}", total.decision, total.count);
+            }
+            let table = |title: &str, rows: Vec<(&str, &str, u64)>| {
+                if rows.is_empty() {
+                    return;
+                }
+                println!();
+                println!("{:<32} {:<12} {:>12}", title, "decision", "queries");
+                for (key, decision, count) in rows {
+                    println!("{:<32} {:<12} {:>12}", if key.is_empty() { "(none)" } else { key }, decision, count);
+                }
+            };
+            table("month", figures.by_month.iter().map(|m| (m.month.as_str(), m.decision.as_str(), m.count)).collect());
+            table("group", figures.by_group.iter().map(|g| (g.group.as_str(), g.decision.as_str(), g.count)).collect());
+            table(
+                "category",
+                figures.by_category.iter().map(|c| (c.category.as_str(), c.decision.as_str(), c.count)).collect(),
+            );
+            if !figures.top_blocked.is_empty() {
+                println!();
+                println!("{:<45} {:>12}", "most blocked name", "queries");
+                for name in &figures.top_blocked {
+                    println!("{:<45} {:>12}", name.name, name.count);
+                }
+            }
+            println!();
+            println!("devices a day (average): {:.1}", figures.devices_per_day_average);
+            println!("devices on the busiest day: {}", figures.devices_busiest_day);
+            println!("registered devices now: {}", figures.registered_devices);
+        }
+    }
+    Ok(())
+}
+
 fn print_rows(rows: Vec<hedgerow::store::LogRow>, format: OutputFormat, header: bool) {
+    use hedgerow::store::search::ExportRow;
     match format {
         OutputFormat::Json => {
             for row in rows {
-                println!("{}", serde_json::to_string(&row).unwrap_or_default());
+                println!("{}", serde_json::to_string(&ExportRow::from_row(row)).unwrap_or_default());
             }
         }
         OutputFormat::Csv => {
             if header {
-                println!(
-                    "id,time,client,device,owner,network,group,name,type,decision,category,list,rcode,upstream_ms,cache_hit"
-                );
+                println!("{}", ExportRow::FIELDS.join(","));
             }
             for row in rows {
-                let cells = [
-                    row.id.to_string(),
-                    hedgerow::store::time::format_utc(row.time_ms),
-                    row.client,
-                    row.device.unwrap_or_default(),
-                    row.owner.unwrap_or_default(),
-                    row.network.unwrap_or_default(),
-                    row.group.unwrap_or_default(),
-                    row.name,
-                    hickory_proto::rr::RecordType::from(row.record_type).to_string(),
-                    row.decision,
-                    row.category.unwrap_or_default(),
-                    row.list.unwrap_or_default(),
-                    hickory_proto::op::ResponseCode::from_low(row.response_code as u8).to_str().to_string(),
-                    row.upstream_ms.map(|ms| ms.to_string()).unwrap_or_default(),
-                    row.cache_hit.to_string(),
-                ];
-                println!("{}", hedgerow::store::csv::format_record(&cells));
+                println!("{}", hedgerow::store::csv::format_record(&ExportRow::from_row(row).cells()));
             }
         }
         OutputFormat::Table => {
@@ -475,6 +690,7 @@ fn print_rows(rows: Vec<hedgerow::store::LogRow>, format: OutputFormat, header: 
                 );
             }
             for row in rows {
+                let row = ExportRow::from_row(row);
                 let device = match (&row.device, &row.owner) {
                     (Some(device), Some(owner)) => format!("{device} ({owner})"),
                     (Some(device), None) => device.clone(),
@@ -487,12 +703,12 @@ fn print_rows(rows: Vec<hedgerow::store::LogRow>, format: OutputFormat, header: 
                 };
                 println!(
                     "{:<24} {:<16} {:<18} {:<8} {:<40} {:<6} {:<10} {}",
-                    hedgerow::store::time::format_utc(row.time_ms),
+                    row.time,
                     row.client,
                     device,
                     row.group.unwrap_or_default(),
                     row.name,
-                    hickory_proto::rr::RecordType::from(row.record_type).to_string(),
+                    row.record_type,
                     row.decision,
                     why
                 );
@@ -501,28 +717,41 @@ fn print_rows(rows: Vec<hedgerow::store::LogRow>, format: OutputFormat, header: 
     }
 }
 
-fn devices(config: &Config, action: DevicesAction) -> anyhow::Result<ExitCode> {
+fn devices(config: &Config, action: DevicesAction, format: OutputFormat) -> anyhow::Result<ExitCode> {
     use hedgerow::store::{self, Device};
     let database = &config.log.database;
     std::fs::create_dir_all(&config.data_dir)?;
+    let groups: Vec<&str> = config.groups.keys().map(String::as_str).collect();
     match action {
         DevicesAction::Add { ip, mac, name, owner, group } => {
             anyhow::ensure!(
                 ip.is_some() || mac.is_some(),
                 "give --ip or --mac (or both) so the device can be recognised"
             );
+            if let Some(group) = &group {
+                store::devices::check_group(group, &groups)
+                    .map_err(|why| anyhow::anyhow!("--group: {why} (in {})", config.source))?;
+            }
             store::devices::upsert_device(database, &Device { ip, mac, name, owner, group, source: "manual".into() })?;
             println!("device saved");
         }
         DevicesAction::ImportCsv { file } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let report = store::devices::import_csv(database, &text)?;
+            let report = store::devices::import_csv_for_groups(database, &text, &groups)?;
             println!("{} devices imported", report.imported);
-            for error in &report.errors {
-                println!("  {}: {error}", file.display());
-            }
             if !report.ignored_columns.is_empty() {
                 println!("  columns not read: {}", report.ignored_columns.join(", "));
+            }
+            if !report.errors.is_empty() {
+                for error in &report.errors {
+                    eprintln!("{}: {error}", file.display());
+                }
+                eprintln!(
+                    "hedgerow: {} rows of {} were not imported (the others were); mend them and import the file again",
+                    report.errors.len(),
+                    file.display()
+                );
+                return Ok(ExitCode::FAILURE);
             }
         }
         DevicesAction::ImportLeases { file, leases_format } => {
@@ -530,16 +759,137 @@ fn devices(config: &Config, action: DevicesAction) -> anyhow::Result<ExitCode> {
                 hedgerow::serve::import_leases_file(database, &file, leases_format).map_err(anyhow::Error::msg)?;
             println!("{count} leases read");
         }
+        DevicesAction::List => {
+            // No database yet is an empty table, not an error.
+            let devices = match store::devices::list_devices(database) {
+                Err(store::StoreError::Missing { .. }) => Vec::new(),
+                found => found?,
+            };
+            print_devices(config, &devices, format);
+        }
+        DevicesAction::Show { device } => {
+            let devices = match store::devices::find_devices(database, &device) {
+                Err(store::StoreError::Missing { .. }) => Vec::new(),
+                found => found?,
+            };
+            if devices.is_empty() {
+                eprintln!(
+                    "hedgerow: no device {device:?} in {} (give a name, IP or MAC; `hedgerow devices list` shows them)",
+                    database.display()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            print_devices(config, &devices, format);
+        }
+        DevicesAction::Remove { device } => match store::devices::remove_named_device(database, &device)? {
+            Some(removed) => println!("removed device {:?}", removed.name),
+            None => {
+                eprintln!(
+                    "hedgerow: no device {device:?} in {} (give a name, IP or MAC; `hedgerow devices list` shows them)",
+                    database.display()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        },
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_identity(network: Option<&str>, group: Option<&str>) {
+/// A device as `devices list` and `show` print it: its table entry, plus
+/// the network its address is in and the group it gets there.
+#[derive(serde::Serialize)]
+struct DeviceOut<'a> {
+    name: &'a str,
+    ip: Option<String>,
+    mac: Option<&'a str>,
+    owner: Option<&'a str>,
+    group: Option<&'a str>,
+    source: &'a str,
+    /// The configured network the address is in (none: refused).
+    network: Option<String>,
+    /// The group its queries get: the device's own, else the network's.
+    effective_group: Option<String>,
+}
+
+fn print_devices(config: &Config, devices: &[hedgerow::store::Device], format: OutputFormat) {
+    let network_of = |ip: IpAddr| {
+        let ip = ip.to_canonical();
+        config
+            .networks
+            .iter()
+            .flat_map(|network| network.cidrs.iter().map(move |cidr| (cidr, network)))
+            .filter(|(cidr, _)| cidr.contains(&ip))
+            .max_by_key(|(cidr, _)| cidr.prefix_len())
+            .map(|(_, network)| network)
+    };
+    let rows: Vec<DeviceOut<'_>> = devices
+        .iter()
+        .map(|device| {
+            let network = device.ip.and_then(network_of);
+            let effective_group = network.map(|network| device.group.clone().unwrap_or_else(|| network.group.clone()));
+            DeviceOut {
+                name: &device.name,
+                ip: device.ip.map(|ip| ip.to_string()),
+                mac: device.mac.as_deref(),
+                owner: device.owner.as_deref(),
+                group: device.group.as_deref(),
+                source: &device.source,
+                network: network.map(|network| network.name.clone()),
+                effective_group,
+            }
+        })
+        .collect();
+    const FIELDS: [&str; 8] = ["name", "ip", "mac", "owner", "group", "source", "network", "effective_group"];
+    let cells = |row: &DeviceOut<'_>| {
+        [
+            row.name.to_string(),
+            row.ip.clone().unwrap_or_default(),
+            row.mac.unwrap_or_default().to_string(),
+            row.owner.unwrap_or_default().to_string(),
+            row.group.unwrap_or_default().to_string(),
+            row.source.to_string(),
+            row.network.clone().unwrap_or_default(),
+            row.effective_group.clone().unwrap_or_default(),
+        ]
+    };
+    match format {
+        OutputFormat::Json => {
+            for row in &rows {
+                println!("{}", serde_json::to_string(row).unwrap_or_default());
+            }
+        }
+        OutputFormat::Csv => {
+            println!("{}", FIELDS.join(","));
+            for row in &rows {
+                println!("{}", hedgerow::store::csv::format_record(&cells(row)));
+            }
+        }
+        OutputFormat::Table => {
+            println!(
+                "{:<24} {:<16} {:<18} {:<16} {:<8} {:<7} {:<14} {}",
+                "name", "ip", "mac", "owner", "group", "source", "network", "gets group"
+            );
+            for row in &rows {
+                let [name, ip, mac, owner, group, source, network, effective] = cells(row);
+                let network =
+                    if row.ip.is_some() && network.is_empty() { "(none: refused)".to_string() } else { network };
+                println!("{name:<24} {ip:<16} {mac:<18} {owner:<16} {group:<8} {source:<7} {network:<14} {effective}");
+            }
+            if rows.is_empty() {
+                println!("(no devices)");
+            }
+        }
+    }
+}
+
+fn print_identity(network: Option<&str>, group: Option<&str>, device: Option<&str>) {
     if let Some(network) = network {
         println!("network:  {network}");
     }
-    if let Some(group) = group {
-        println!("group:    {group}");
+    match (group, device) {
+        (Some(group), Some(device)) => println!("group:    {group} (from the device table: {device:?})"),
+        (Some(group), None) => println!("group:    {group}"),
+        (None, _) => {}
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, LeasesFormat};
+use crate::dns::identify::{DeviceGroup, DeviceGroupsReport};
 use crate::dns::{DnsServer, Pipeline};
 use crate::lists::compiled::CompiledLists;
 use crate::lists::{fetch, load, sources};
@@ -37,6 +38,8 @@ pub struct Running {
     server: DnsServer,
     background: Vec<tokio::task::JoinHandle<()>>,
     config: Arc<Config>,
+    /// The control socket; dropped (and its file removed) with the server.
+    _control: crate::control::ControlServer,
 }
 
 impl Running {
@@ -69,15 +72,13 @@ impl Running {
     }
 }
 
-/// The file holding the server's process id, for `hedgerow lists reload`.
-pub fn pid_file(config: &Config) -> PathBuf {
-    config.data_dir.join("hedgerow.pid")
-}
-
 /// Starts the DNS server described by `config`.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|error| StartError::DataDir { path: config.data_dir.display().to_string(), error })?;
+    // First, so a second server on this data_dir is refused before it loads anything.
+    let mut control = crate::control::ControlServer::claim(&config.data_dir)
+        .map_err(|error| StartError::Listen(std::io::Error::other(error.to_string())))?;
     let config = Arc::new(config.clone());
     let (lists, safesearch) = {
         let config = config.clone();
@@ -93,7 +94,19 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     };
     let pipeline = Arc::new(Pipeline::new(&config, lists, safesearch, log)?);
     let server = DnsServer::start(pipeline.clone(), &config).await?;
-    let _ = std::fs::write(pid_file(&config), std::process::id().to_string());
+    let started = (std::time::Instant::now(), crate::time::now_ms());
+    refresh_device_groups(&config, &pipeline).await;
+    control
+        .serve(crate::control::ServerInfo {
+            config: config.clone(),
+            pipeline: pipeline.clone(),
+            udp: server.udp_addrs.clone(),
+            tcp: server.tcp_addrs.clone(),
+            started: started.0,
+            started_unix_ms: started.1,
+            reloading: tokio::sync::Mutex::new(()),
+        })
+        .map_err(|error| StartError::Listen(std::io::Error::other(error.to_string())))?;
 
     let mut background = vec![tokio::spawn({
         let pipeline = pipeline.clone();
@@ -106,6 +119,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         }
     })];
     background.push(tokio::spawn(reload_on_sighup(config.clone(), pipeline.clone())));
+    background.push(tokio::spawn(device_groups_on_schedule(config.clone(), pipeline.clone())));
     if config.log.enabled {
         // Roll-ups and retention run on their own thread, hourly.
         let _ = store::retention::spawn_retention(config.log.database.clone(), config.log.settings.retention_days);
@@ -124,7 +138,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         source = %config.source,
         "hedgerow is serving DNS"
     );
-    Ok(Running { pipeline, server, background, config })
+    Ok(Running { pipeline, server, background, config, _control: control })
 }
 
 /// The SafeSearch map's place in the lists folder.
@@ -274,4 +288,81 @@ pub fn update_sources(config: &Config) -> bool {
     let downloads = config.data_dir.join("downloads");
     let outcomes = fetch::update_all(&declared, &downloads, &config.downloads);
     outcomes.iter().any(|(_, outcome)| matches!(outcome, fetch::FetchOutcome::Updated { .. }))
+}
+
+/// The whole reload the control channel's `reload` runs: the lists (as
+/// SIGHUP does), then the device table's groups.
+pub async fn reload_all(
+    config: &Arc<Config>,
+    pipeline: &Arc<Pipeline>,
+) -> Result<crate::control::ReloadReport, StartError> {
+    reload_lists(config, pipeline).await?;
+    let devices = refresh_device_groups(config, pipeline).await;
+    Ok(crate::control::ReloadReport { listed_names: pipeline.lists().len(), devices })
+}
+
+/// Reads the device table's groups (off the runtime's threads) and swaps
+/// them into the pipeline. A missing database means no devices; a broken
+/// one keeps the groups in use and says why.
+pub async fn refresh_device_groups(config: &Arc<Config>, pipeline: &Arc<Pipeline>) -> DeviceGroupsReport {
+    let database = config.log.database.clone();
+    let loaded = tokio::task::spawn_blocking(move || read_device_groups(&database)).await;
+    match loaded {
+        Ok(Ok((_, devices))) => apply_device_groups(pipeline, &devices),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "cannot read the device table; the device groups in use stay");
+            DeviceGroupsReport { applied: pipeline.device_groups(), skipped: vec![error.to_string()] }
+        }
+        Err(_) => DeviceGroupsReport::default(),
+    }
+}
+
+/// The device table's groups and its generation; none while there is no
+/// database yet.
+pub fn read_device_groups(database: &Path) -> Result<(i64, Vec<DeviceGroup>), store::StoreError> {
+    let (generation, devices) = match store::devices::device_groups(database) {
+        Ok(found) => found,
+        Err(store::StoreError::Missing { .. }) => return Ok((0, Vec::new())),
+        Err(error) => return Err(error),
+    };
+    let entries = devices
+        .into_iter()
+        .filter_map(|device| Some(DeviceGroup { ip: device.ip?, device: device.name, group: device.group? }))
+        .collect();
+    Ok((generation, entries))
+}
+
+/// Swaps `devices` in and logs what was skipped.
+pub fn apply_device_groups(pipeline: &Pipeline, devices: &[DeviceGroup]) -> DeviceGroupsReport {
+    let report = pipeline.replace_device_groups(devices);
+    for why in &report.skipped {
+        tracing::warn!("device table: {why}; this device gets its network's group");
+    }
+    tracing::info!(devices = report.applied, "device groups loaded");
+    report
+}
+
+/// Keeps the device groups current: on SIGHUP, and whenever the device
+/// table changed (a lease import, `hedgerow devices add`), checked every
+/// few seconds with one single-row read.
+async fn device_groups_on_schedule(config: Arc<Config>, pipeline: Arc<Pipeline>) {
+    const CHECK_EVERY: Duration = Duration::from_secs(10);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    // The first check is one period after start, which loaded the groups.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + CHECK_EVERY, CHECK_EVERY);
+    let database = config.log.database.clone();
+    let mut seen = None;
+    loop {
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            Some(()) = async { match hangup.as_mut() { Some(signal) => signal.recv().await, None => None } } => true,
+        };
+        let database_now = database.clone();
+        let generation =
+            tokio::task::spawn_blocking(move || store::devices::generation(&database_now).ok()).await.ok().flatten();
+        if forced || generation != seen {
+            seen = generation;
+            refresh_device_groups(&config, &pipeline).await;
+        }
+    }
 }

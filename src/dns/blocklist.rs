@@ -136,7 +136,7 @@ pub fn block_answer(
     };
     // A bypass category's block is the bypass stage's work, whichever function found it.
     let stage = if kind == DecisionKind::Bypass && stage == Stage::Blocklist { Stage::Bypass } else { stage };
-    let mut decision = Decision::new(kind, stage, reason).for_client(&client.network, &client.group);
+    let mut decision = Decision::new(kind, stage, reason).identified(client);
     decision.category = block.category.map(|c| Arc::from(c.id));
     decision.list = Some(Arc::from(block.list.as_str()));
     let record = |data: RData| Record::from_rdata(qname.clone(), BLOCK_TTL, data);

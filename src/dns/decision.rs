@@ -80,11 +80,23 @@ pub struct Decision {
     pub category: Option<Arc<str>>,
     pub list: Option<Arc<str>>,
     pub reason: Cow<'static, str>,
+    /// The device-table entry whose `group` chose `group` (else the group is
+    /// the network's).
+    pub device: Option<Arc<str>>,
 }
 
 impl Decision {
     pub fn new(kind: DecisionKind, stage: Stage, reason: impl Into<Cow<'static, str>>) -> Decision {
-        Decision { kind, stage, network: None, group: None, category: None, list: None, reason: reason.into() }
+        Decision {
+            kind,
+            stage,
+            network: None,
+            group: None,
+            category: None,
+            list: None,
+            reason: reason.into(),
+            device: None,
+        }
     }
 
     /// Adds the client's identity (network and group).
@@ -92,6 +104,14 @@ impl Decision {
         self.network = Some(network.clone());
         self.group = Some(group.clone());
         self
+    }
+
+    /// Adds the client's identity: network, group, and the device-table
+    /// entry that chose the group, if one did.
+    pub fn identified(self, client: &super::identify::Client) -> Decision {
+        let mut decision = self.for_client(&client.network, &client.group);
+        decision.device = client.device.clone();
+        decision
     }
 }
 
@@ -103,6 +123,9 @@ impl fmt::Display for Decision {
         }
         if let Some(group) = &self.group {
             write!(f, ", group {group}")?;
+            if let Some(device) = &self.device {
+                write!(f, " (from the device table: {device})")?;
+            }
         }
         if let Some(category) = &self.category {
             write!(f, ", category {category}")?;

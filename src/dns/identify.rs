@@ -1,13 +1,23 @@
-//! identify: source address -> network (VLAN subnet) -> group.
+//! identify: source address -> network (VLAN subnet) -> group, and the
+//! device table's group for a registered device.
 //!
 //! Schools have a handful of networks, so a list ordered most-specific first
 //! is both the simplest and the fastest structure: a /32 demo network inside a
 //! /8 wins, as longest-prefix matching requires.
+//!
+//! A device whose table entry names a group gets that group wherever it is on
+//! the school's networks (a teacher's laptop on the pupil Wi-Fi gets staff
+//! policy). The address -> group map is loaded from SQLite off the DNS path
+//! and swapped in whole; the query path reads it only when it is not empty,
+//! so a school with no device groups pays one relaxed atomic load a query.
+//! The access check is not affected: an address in no network stays refused.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use crate::config::Network;
@@ -20,13 +30,41 @@ pub struct Client {
     pub group: Arc<str>,
     /// The group's policy, resolved once here rather than looked up per query.
     pub policy: Arc<GroupPolicy>,
+    /// The device-table entry whose `group` chose `group`, when one did
+    /// (otherwise the group is the network's).
+    pub device: Option<Arc<str>>,
 }
 
-/// Maps source addresses to the configured networks.
-#[derive(Debug, Clone)]
+/// Maps source addresses to the configured networks, and registered devices
+/// to their groups.
+#[derive(Debug)]
 pub struct NetworkMap {
     /// Every subnet with its client identity, longest prefix first.
     subnets: Vec<(IpNet, Arc<Client>)>,
+    /// Every configured group, to resolve the device table's group names.
+    policies: HashMap<Arc<str>, Arc<GroupPolicy>>,
+    /// Device address -> client with the device's group (and its network).
+    devices: ArcSwap<HashMap<IpAddr, Arc<Client>>>,
+    /// False while `devices` is empty: the query path then skips it.
+    any_devices: AtomicBool,
+}
+
+/// A device-table entry that names a group, as loaded from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceGroup {
+    pub ip: IpAddr,
+    /// The device's name in the table.
+    pub device: String,
+    pub group: String,
+}
+
+/// What [`NetworkMap::replace_device_groups`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceGroupsReport {
+    /// Devices whose group now applies.
+    pub applied: usize,
+    /// Entries not applied, and why (unknown group, address in no network).
+    pub skipped: Vec<String>,
 }
 
 impl NetworkMap {
@@ -40,11 +78,17 @@ impl NetworkMap {
                 network: Arc::from(network.name.as_str()),
                 group: group.clone(),
                 policy: policy.clone(),
+                device: None,
             });
             subnets.extend(network.cidrs.iter().map(|cidr| (*cidr, client.clone())));
         }
         subnets.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
-        NetworkMap { subnets }
+        NetworkMap {
+            subnets,
+            policies: policies.clone(),
+            devices: ArcSwap::from_pointee(HashMap::new()),
+            any_devices: AtomicBool::new(false),
+        }
     }
 
     /// The client identity for a source address, or `None` when it is in no
@@ -53,6 +97,68 @@ impl NetworkMap {
         // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
         let address = address.to_canonical();
         self.subnets.iter().find(|(net, _)| net.contains(&address)).map(|(_, client)| client)
+    }
+
+    /// The identity to use for `source`, already admitted as `client` (its
+    /// network's): the device table's group when the device is registered
+    /// with one. Costs one relaxed load when no device names a group.
+    pub fn with_device_group(&self, source: IpAddr, client: &Arc<Client>) -> Arc<Client> {
+        if !self.any_devices.load(Ordering::Relaxed) {
+            return client.clone();
+        }
+        self.devices.load().get(&source.to_canonical()).cloned().unwrap_or_else(|| client.clone())
+    }
+
+    /// Replaces the device groups with `devices`. An entry naming a group
+    /// that is not configured, or an address in no network, is skipped and
+    /// reported (the access check refuses such an address anyway).
+    pub fn replace_device_groups(&self, devices: &[DeviceGroup]) -> DeviceGroupsReport {
+        let mut report = DeviceGroupsReport::default();
+        let mut map = HashMap::with_capacity(devices.len());
+        for entry in devices {
+            let ip = entry.ip.to_canonical();
+            let Some((group, policy)) = self.policies.get_key_value(entry.group.as_str()) else {
+                report.skipped.push(format!(
+                    "device {:?} ({ip}): group {:?} is not configured (configured groups: {})",
+                    entry.device,
+                    entry.group,
+                    self.group_names().join(", ")
+                ));
+                continue;
+            };
+            let Some(network) = self.identify(ip) else {
+                report.skipped.push(format!(
+                    "device {:?}: {ip} is in no configured network, so it is refused whatever its group",
+                    entry.device
+                ));
+                continue;
+            };
+            let client = Client {
+                network: network.network.clone(),
+                group: group.clone(),
+                policy: policy.clone(),
+                device: Some(Arc::from(entry.device.as_str())),
+            };
+            map.insert(ip, Arc::new(client));
+        }
+        report.applied = map.len();
+        // Publish the map before the flag, so a reader that sees the flag sees the map.
+        let any = !map.is_empty();
+        self.devices.store(Arc::new(map));
+        self.any_devices.store(any, Ordering::Release);
+        report
+    }
+
+    /// How many devices have a group of their own now.
+    pub fn device_groups(&self) -> usize {
+        self.devices.load().len()
+    }
+
+    /// The configured group names, sorted.
+    pub fn group_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.policies.keys().map(|name| &**name).collect();
+        names.sort_unstable();
+        names
     }
 }
 
@@ -78,5 +184,40 @@ mod tests {
         assert_eq!(&*map.identify("::ffff:10.1.0.9".parse().unwrap()).unwrap().group, "pupil");
         assert!(map.identify("192.0.2.1".parse().unwrap()).is_none());
         assert!(map.identify("fd00:2::1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn a_device_group_applies_on_any_network_but_never_admits_an_outsider() {
+        let config = crate::config::Config::embedded_default();
+        let policies = config.groups.iter().map(|(n, p)| (Arc::from(n.as_str()), Arc::new(p.clone()))).collect();
+        let map = NetworkMap::new(&[network("pupil-wifi", &["10.1.0.0/16"], "pupil")], &policies);
+        let laptop: IpAddr = "10.1.0.7".parse().unwrap();
+        let pupil = map.identify(laptop).unwrap().clone();
+        assert!(Arc::ptr_eq(&map.with_device_group(laptop, &pupil), &pupil), "no devices: the network's client");
+
+        let entry = |ip: &str, device: &str, group: &str| DeviceGroup {
+            ip: ip.parse().unwrap(),
+            device: device.into(),
+            group: group.into(),
+        };
+        let report = map.replace_device_groups(&[
+            entry("10.1.0.7", "T-laptop", "staff"),
+            entry("10.1.0.8", "Odd", "teachers"),
+            entry("192.0.2.1", "Away", "staff"),
+        ]);
+        assert_eq!(report.applied, 1);
+        assert!(report.skipped[0].contains("\"teachers\" is not configured") && report.skipped[0].contains("staff"));
+        assert!(report.skipped[1].contains("in no configured network"));
+        let client = map.with_device_group(laptop, &pupil);
+        assert_eq!(
+            (&*client.network, &*client.group, client.device.as_deref()),
+            ("pupil-wifi", "staff", Some("T-laptop"))
+        );
+        let other: IpAddr = "10.1.0.9".parse().unwrap();
+        assert_eq!(&*map.with_device_group(other, &pupil).group, "pupil");
+        assert!(map.identify("192.0.2.1".parse().unwrap()).is_none(), "the device table admits no one");
+
+        map.replace_device_groups(&[]);
+        assert_eq!(&*map.with_device_group(laptop, &pupil).group, "pupil");
     }
 }

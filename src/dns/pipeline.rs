@@ -34,7 +34,7 @@ use super::blocklist::{self, Verdict};
 use super::bypass;
 use super::cache::{AnswerCache, CacheKey, CacheLookup, CachedAnswer, UpstreamAnswer};
 use super::decision::{Decision, DecisionKind, Stage};
-use super::identify::{Client, NetworkMap};
+use super::identify::{Client, DeviceGroup, DeviceGroupsReport, NetworkMap};
 use super::query_type;
 use super::upstream::{Upstream, UpstreamError};
 use super::wire::ExtendedError;
@@ -300,7 +300,7 @@ impl Pipeline {
             Requester::Source(source) => {
                 let limiter = self.rate_limiter.as_ref().filter(|_| count_towards_rate_limit);
                 match access::admit(&self.networks, limiter, source) {
-                    Ok(client) => client.clone(),
+                    Ok(client) => self.networks.with_device_group(source, client),
                     Err(decision) => return Flow::Final(Answer::empty(ResponseCode::Refused, decision)),
                 }
             }
@@ -309,6 +309,7 @@ impl Pipeline {
                     network: Arc::from("(named group)"),
                     group: group.clone(),
                     policy: policy.clone(),
+                    device: None,
                 }),
                 None => {
                     let decision =
@@ -320,8 +321,7 @@ impl Pipeline {
         let policy = self.policy(&client);
         let mut buffer = [0u8; 256];
         let name = blocklist::dotted(&question.name, &mut buffer);
-        let decided =
-            |kind, stage, reason: String| Decision::new(kind, stage, reason).for_client(&client.network, &client.group);
+        let decided = |kind, stage, reason: String| Decision::new(kind, stage, reason).identified(&client);
 
         // bypass
         if policy.bypass
@@ -496,6 +496,22 @@ impl Pipeline {
 
     pub fn upstream_description(&self) -> &'static str {
         self.upstream.describe()
+    }
+
+    /// Swaps in the device table's groups (see `identify`); queries in
+    /// progress keep the identity they started with.
+    pub fn replace_device_groups(&self, devices: &[DeviceGroup]) -> DeviceGroupsReport {
+        self.networks.replace_device_groups(devices)
+    }
+
+    /// How many devices have a group of their own now.
+    pub fn device_groups(&self) -> usize {
+        self.networks.device_groups()
+    }
+
+    /// The configured group names, sorted.
+    pub fn group_names(&self) -> Vec<&str> {
+        self.networks.group_names()
     }
 }
 

@@ -117,6 +117,17 @@ pub fn list_devices(db: &Path) -> Result<Vec<Device>, StoreError> {
 /// `mac` required; other columns are ignored and listed in the report).
 /// Good rows are saved in one transaction; bad rows are reported by line.
 pub fn import_csv(db: &Path, csv_text: &str) -> Result<ImportReport, StoreError> {
+    import_csv_checked(db, csv_text, None)
+}
+
+/// [`import_csv`], refusing rows whose `group` is not one of `groups` (the
+/// configured groups): a device's group decides its policy, so a typo must
+/// not be stored.
+pub fn import_csv_for_groups(db: &Path, csv_text: &str, groups: &[&str]) -> Result<ImportReport, StoreError> {
+    import_csv_checked(db, csv_text, Some(groups))
+}
+
+fn import_csv_checked(db: &Path, csv_text: &str, groups: Option<&[&str]>) -> Result<ImportReport, StoreError> {
     const FIELDS: [&str; 5] = ["ip", "mac", "name", "owner", "group"];
     let mut records = csv::parse(csv_text).into_iter();
     let header = match records.next() {
@@ -183,6 +194,12 @@ pub fn import_csv(db: &Path, csv_text: &str) -> Result<ImportReport, StoreError>
             group: field("group").map(str::to_string),
             source: "csv".to_string(),
         };
+        if let (Some(groups), Some(group)) = (groups, &device.group)
+            && let Err(message) = check_group(group, groups)
+        {
+            report.errors.push(RowError { line: record.line, message });
+            continue;
+        }
         match checked(&device) {
             Ok(device) => devices.push(device),
             Err(message) => report.errors.push(RowError { line: record.line, message }),
@@ -198,6 +215,117 @@ pub fn import_csv(db: &Path, csv_text: &str) -> Result<ImportReport, StoreError>
     tx.commit().map_err(StoreError::sqlite(db, "save the imported devices"))?;
     report.imported = devices.len();
     Ok(report)
+}
+
+/// `Ok` when `group` is one of `groups`; otherwise the message naming them.
+pub fn check_group(group: &str, groups: &[&str]) -> Result<(), String> {
+    if groups.contains(&group.trim()) {
+        Ok(())
+    } else {
+        Err(format!("group {:?} is not configured; the configured groups are: {}", group.trim(), groups.join(", ")))
+    }
+}
+
+/// The devices a command names: by IP address, by MAC, or else by name
+/// (case-insensitive; several devices may share a name).
+pub fn find_devices(db: &Path, key: &str) -> Result<Vec<Device>, StoreError> {
+    let (column, value) = device_key(key);
+    let sql = format!(
+        "SELECT ip, mac, name, owner, group_name, source FROM devices WHERE {column} ORDER BY name COLLATE NOCASE, id"
+    );
+    let conn = schema::open(db, Purpose::Read)?;
+    let mut statement = conn.prepare(&sql).map_err(StoreError::sqlite(db, "find devices"))?;
+    let rows = statement.query_map([value], device_row).map_err(StoreError::sqlite(db, "find devices"))?;
+    rows.collect::<Result<_, _>>().map_err(StoreError::sqlite(db, "find devices"))
+}
+
+/// Removes the one device `key` names (IP, MAC or name) and returns it;
+/// `None` when none matches. A name shared by several devices is refused
+/// (name the one to remove by IP or MAC).
+pub fn remove_named_device(db: &Path, key: &str) -> Result<Option<Device>, StoreError> {
+    let (column, value) = device_key(key);
+    let mut conn = schema::open(db, Purpose::Config)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::sqlite(db, "start"))?;
+    let found: Vec<Device> = {
+        let sql = format!("SELECT ip, mac, name, owner, group_name, source FROM devices WHERE {column}");
+        let mut statement = tx.prepare(&sql).map_err(StoreError::sqlite(db, "find devices"))?;
+        let rows = statement.query_map([&value], device_row).map_err(StoreError::sqlite(db, "find devices"))?;
+        rows.collect::<Result<_, _>>().map_err(StoreError::sqlite(db, "find devices"))?
+    };
+    match found.len() {
+        0 => return Ok(None),
+        1 => {}
+        n => {
+            let which: Vec<String> = found.iter().map(describe_key).collect();
+            return Err(StoreError::Invalid(format!(
+                "{n} devices are named {key:?} ({}); remove one by its IP address or MAC",
+                which.join("; ")
+            )));
+        }
+    }
+    tx.execute(&format!("DELETE FROM devices WHERE {column}"), [&value])
+        .map_err(StoreError::sqlite(db, "remove the device"))?;
+    tx.commit().map_err(StoreError::sqlite(db, "remove the device"))?;
+    Ok(found.into_iter().next())
+}
+
+/// Devices with an address and a group: what decides a device's policy.
+/// With the table's generation (it changes on every write), so a reader
+/// can skip reloading an unchanged table.
+pub fn device_groups(db: &Path) -> Result<(i64, Vec<Device>), StoreError> {
+    let conn = schema::open(db, Purpose::Read)?;
+    let read = StoreError::sqlite(db, "read the device table");
+    let generation: i64 = conn
+        .query_row("SELECT value FROM store_state WHERE key = 'devices_generation'", [], |row| row.get(0))
+        .map_err(StoreError::sqlite(db, "read the device table's generation"))?;
+    let mut statement = conn
+        .prepare(
+            "SELECT ip, mac, name, owner, group_name, source FROM devices \
+             WHERE ip IS NOT NULL AND group_name IS NOT NULL ORDER BY id",
+        )
+        .map_err(StoreError::sqlite(db, "read the device table"))?;
+    let rows = statement.query_map([], device_row).map_err(StoreError::sqlite(db, "read the device table"))?;
+    let devices = rows.collect::<Result<_, _>>().map_err(read)?;
+    Ok((generation, devices))
+}
+
+/// The device table's generation: it changes whenever the table does.
+pub fn generation(db: &Path) -> Result<i64, StoreError> {
+    let conn = schema::open(db, Purpose::Read)?;
+    conn.query_row("SELECT value FROM store_state WHERE key = 'devices_generation'", [], |row| row.get(0))
+        .map_err(StoreError::sqlite(db, "read the device table's generation"))
+}
+
+/// The SQL condition (one `?1`) and value that find the device(s) `key` names.
+fn device_key(key: &str) -> (&'static str, String) {
+    let key = key.trim();
+    if let Ok(ip) = key.parse::<IpAddr>() {
+        return ("ip = ?1", ip.to_canonical().to_string());
+    }
+    if let Some(mac) = normalise_mac(key) {
+        return ("mac = ?1", mac);
+    }
+    ("name = ?1 COLLATE NOCASE", key.to_string())
+}
+
+fn describe_key(device: &Device) -> String {
+    match (&device.ip, &device.mac) {
+        (Some(ip), Some(mac)) => format!("{ip} / {mac}"),
+        (Some(ip), None) => ip.to_string(),
+        (None, Some(mac)) => mac.clone(),
+        (None, None) => device.name.clone(),
+    }
+}
+
+fn device_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+    Ok(Device {
+        ip: row.get::<_, Option<String>>(0)?.and_then(|ip| ip.parse().ok()),
+        mac: row.get(1)?,
+        name: row.get(2)?,
+        owner: row.get(3)?,
+        group: row.get(4)?,
+        source: row.get(5)?,
+    })
 }
 
 /// Applies the current leases (active and not ended now) to the device table;

@@ -91,6 +91,116 @@ pub struct LogRow {
     pub cache_hit: bool,
 }
 
+/// A log row as `hedgerow log` exports it: JSON and CSV carry these fields,
+/// with these names, in this order, in the same forms (time ISO 8601 UTC,
+/// type and rcode as text; a missing value is JSON `null`, an empty CSV cell).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExportRow {
+    pub id: i64,
+    /// `2026-11-23T08:30:00.250Z`.
+    pub time: String,
+    pub client: String,
+    pub device: Option<String>,
+    pub owner: Option<String>,
+    pub network: Option<String>,
+    pub group: Option<String>,
+    pub name: String,
+    /// `A`, `AAAA`, `HTTPS`, ... (`TYPE65534` for unnamed types).
+    #[serde(rename = "type")]
+    pub record_type: String,
+    pub decision: String,
+    pub category: Option<String>,
+    pub list: Option<String>,
+    /// `NOERROR`, `NXDOMAIN`, `SERVFAIL`, `REFUSED`, ... (`RCODE12` for others).
+    pub rcode: String,
+    pub upstream_ms: Option<u32>,
+    pub cache_hit: bool,
+}
+
+impl ExportRow {
+    /// The field names, in order: the CSV header and the JSON keys.
+    pub const FIELDS: [&'static str; 15] = [
+        "id",
+        "time",
+        "client",
+        "device",
+        "owner",
+        "network",
+        "group",
+        "name",
+        "type",
+        "decision",
+        "category",
+        "list",
+        "rcode",
+        "upstream_ms",
+        "cache_hit",
+    ];
+
+    pub fn from_row(row: LogRow) -> ExportRow {
+        ExportRow {
+            id: row.id,
+            time: super::time::format_utc(row.time_ms),
+            client: row.client,
+            device: row.device,
+            owner: row.owner,
+            network: row.network,
+            group: row.group,
+            name: row.name,
+            record_type: hickory_proto::rr::RecordType::from(row.record_type).to_string(),
+            decision: row.decision,
+            category: row.category,
+            list: row.list,
+            rcode: rcode_name(row.response_code),
+            upstream_ms: row.upstream_ms,
+            cache_hit: row.cache_hit,
+        }
+    }
+
+    /// The CSV cells, in [`FIELDS`](Self::FIELDS) order; `None` is empty.
+    pub fn cells(&self) -> [String; 15] {
+        let text = |value: &Option<String>| value.clone().unwrap_or_default();
+        [
+            self.id.to_string(),
+            self.time.clone(),
+            self.client.clone(),
+            text(&self.device),
+            text(&self.owner),
+            text(&self.network),
+            text(&self.group),
+            self.name.clone(),
+            self.record_type.clone(),
+            self.decision.clone(),
+            text(&self.category),
+            text(&self.list),
+            self.rcode.clone(),
+            self.upstream_ms.map(|ms| ms.to_string()).unwrap_or_default(),
+            self.cache_hit.to_string(),
+        ]
+    }
+}
+
+/// The mnemonic of a DNS response code, as `dig` prints it.
+pub fn rcode_name(code: u16) -> String {
+    let name = match code {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        6 => "YXDOMAIN",
+        7 => "YXRRSET",
+        8 => "NXRRSET",
+        9 => "NOTAUTH",
+        10 => "NOTZONE",
+        16 => "BADVERS",
+        23 => "BADCOOKIE",
+        other => return format!("RCODE{other}"),
+    };
+    name.to_string()
+}
+
 const COLUMNS: &str = "id, time_ms, client, device, owner, network, group_name, name, record_type, decision, \
                        category, list, response_code, upstream_ms, cache_hit";
 
