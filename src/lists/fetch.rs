@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use ureq::http::{StatusCode, Uri, header};
 
 use super::{
-    parse::{self, Format, Rule},
+    parse::{self, Format},
     sources::{Location, SourceDecl},
 };
 use crate::time::day_string;
@@ -112,6 +112,14 @@ pub struct DownloadState {
     pub last_error: Option<String>,
     /// Names the saved copy blocks (see [`FetchOutcome::Updated`]).
     pub names: Option<usize>,
+    /// Unix seconds of the first failure since the last success (`None`
+    /// while the source is healthy): how long it has been degraded.
+    pub failing_since: Option<u64>,
+    /// For a local `path` source: the length and modification time (Unix
+    /// nanoseconds) of the file last checked, so an unchanged file is not
+    /// read again on every reload.
+    pub local_len: Option<u64>,
+    pub local_modified: Option<u128>,
 }
 
 /// Downloads one URL source into `downloads_dir/<id>.txt`, replacing the old
@@ -188,11 +196,13 @@ pub fn update_source(source: &SourceDecl, downloads_dir: &Path, settings: &Fetch
     let outcome = match result {
         Ok(outcome) => {
             state.last_error = None;
+            state.failing_since = None;
             outcome
         }
         Err(reason) => {
             let reason = format!("{reason}; {}", files.keeping_note(&state, have_copy));
             state.last_error = Some(reason.clone());
+            state.failing_since = state.failing_since.or(state.checked_at);
             FetchOutcome::Failed { reason }
         }
     };
@@ -226,6 +236,18 @@ pub fn update_all(
     downloads_dir: &Path,
     settings: &FetchSettings,
 ) -> Vec<(String, FetchOutcome)> {
+    update_all_with(sources, downloads_dir, settings, |_, _| {})
+}
+
+/// [`update_all`], calling `progress(source, None)` as each download starts
+/// and `progress(source, Some(outcome))` as it ends (for `hedgerow lists
+/// update`, which prints a line for each).
+pub fn update_all_with(
+    sources: &[SourceDecl],
+    downloads_dir: &Path,
+    settings: &FetchSettings,
+    mut progress: impl FnMut(&SourceDecl, Option<&FetchOutcome>),
+) -> Vec<(String, FetchOutcome)> {
     let lock = std::fs::create_dir_all(downloads_dir)
         .and_then(|()| std::fs::File::create(downloads_dir.join(".update.lock")))
         .and_then(|file| file.lock().map(|()| file));
@@ -236,13 +258,117 @@ pub fn update_all(
         .iter()
         .filter(|source| source.enabled && matches!(source.location, Location::Url(_)))
         .map(|source| {
+            progress(source, None);
             let outcome = update_source(source, downloads_dir, settings);
             if let FetchOutcome::Failed { reason } = &outcome {
                 tracing::warn!(source = %source.id, "list update failed: {reason}");
             }
+            progress(source, Some(&outcome));
             (source.id.clone(), outcome)
         })
         .collect()
+}
+
+/// Checks a local `path` source as [`update_local`] would, without
+/// keeping anything: the names it holds, or why it would be refused (for
+/// `hedgerow check-config`).
+pub fn check_local(source: &SourceDecl) -> Result<usize, String> {
+    let Location::Path(path) = &source.location else {
+        return Err(format!("source `{}` is a download, not a local file", source.id));
+    };
+    let bytes = fs::read(path).map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+    validate(bytes, source, &format!("the file {}", path.display())).map(|list| list.names)
+}
+
+/// Keeps the last good copy of a local `path` source, exactly as
+/// [`update_source`] does for a download: the file is checked with the same
+/// rules (not empty, text, mostly lines in its format) and copied to
+/// `downloads_dir/<id>.txt` only when it passes, so a file that is emptied,
+/// garbled, unreadable or deleted leaves the last good names in force.
+/// [`super::load`] compiles every source from that copy. An unchanged file
+/// (same length and modification time as last checked) is not read again.
+/// Blocking.
+pub fn update_local(source: &SourceDecl, downloads_dir: &Path) -> FetchOutcome {
+    let Location::Path(path) = &source.location else {
+        return FetchOutcome::Failed { reason: format!("source `{}` is a download, not a local file", source.id) };
+    };
+    let files = match Files::new(downloads_dir, &source.id) {
+        Ok(files) => files,
+        Err(reason) => return FetchOutcome::Failed { reason },
+    };
+    if let Err(e) = fs::create_dir_all(downloads_dir) {
+        return FetchOutcome::Failed {
+            reason: format!(
+                "cannot create the folder {} for last good copies ({e}); check that it is writable \
+                 by the user hedgerow runs as",
+                downloads_dir.display()
+            ),
+        };
+    }
+    let mut state = files.read_state();
+    let have_copy = files.text.is_file();
+    let stamp = fs::metadata(path).ok().map(|meta| {
+        let modified = meta.modified().ok().and_then(|time| time.duration_since(UNIX_EPOCH).ok());
+        (meta.len(), modified.map_or(0, |d| d.as_nanos()))
+    });
+    let seen_before = stamp.is_some() && stamp == state.local_len.zip(state.local_modified);
+    if seen_before && have_copy && state.last_error.is_none() {
+        return FetchOutcome::NotModified;
+    }
+    if seen_before && let Some(reason) = &state.last_error {
+        // The same bad file as last time: the same answer, without reading it.
+        return FetchOutcome::Failed { reason: reason.clone() };
+    }
+    let now = unix_now();
+    let result = fs::read(path)
+        .map_err(|e| {
+            let fix = if e.kind() == io::ErrorKind::NotFound {
+                format!("put the list back, or change `path` in {}", source.declared_in.display())
+            } else {
+                "check its permissions".to_string()
+            };
+            format!("cannot read {} ({e}); {fix}", path.display())
+        })
+        .and_then(|bytes| {
+            let unchanged = have_copy && fs::read(&files.text).is_ok_and(|old| old == bytes);
+            let subject = format!("the file {}", path.display());
+            let list = validate(bytes, source, &subject)?;
+            if !unchanged {
+                write_atomically(&files.text, list.text.as_bytes()).map_err(|e| {
+                    format!(
+                        "could not save the last good copy {} ({e}); check free disk space and that the \
+                         folder is writable",
+                        files.text.display()
+                    )
+                })?;
+                state.fetched_at = Some(now);
+            }
+            state.names = Some(list.names);
+            Ok(if unchanged {
+                FetchOutcome::NotModified
+            } else {
+                FetchOutcome::Updated { names: list.names, bad_lines: list.bad_lines }
+            })
+        });
+    state.checked_at = Some(now);
+    (state.local_len, state.local_modified) = stamp.unzip();
+    let outcome = match result {
+        Ok(outcome) => {
+            state.last_error = None;
+            state.failing_since = None;
+            outcome
+        }
+        Err(reason) => {
+            let reason = format!("{reason}; {}", files.keeping_note(&state, have_copy));
+            state.last_error = Some(reason.clone());
+            state.failing_since = state.failing_since.or(Some(now));
+            FetchOutcome::Failed { reason }
+        }
+    };
+    if let Err(e) = files.write_state(&state) {
+        tracing::warn!(source = %source.id, "could not save {} ({e})", files.state.display());
+    }
+    outcome
 }
 
 /// What is known about a source's download; all `None` if it never ran (or
@@ -470,7 +596,7 @@ fn fetch(
     let body = response.body_mut().as_reader();
     let bytes = reading.read_body(body, is_archive.then_some(member), source)?;
 
-    let list = validate(bytes, source)?;
+    let list = validate(bytes, source, "the download")?;
     Ok(Fetched::List(NewList { etag, last_modified, ..list }))
 }
 
@@ -689,21 +815,27 @@ impl<R: Read> Read for Guarded<'_, R> {
 
 /// Accepts the bytes as the new copy only if they look like a list in the
 /// source's format: text, not a web page, with names to block and mostly
-/// lines the parser understands.
-fn validate(bytes: Vec<u8>, source: &SourceDecl) -> Result<NewList, String> {
+/// lines the parser understands (fewer than half of the lines that are not
+/// blank or comments may be bad). `subject` names the bytes in messages
+/// ("the download", "the file ...").
+fn validate(bytes: Vec<u8>, source: &SourceDecl, subject: &str) -> Result<NewList, String> {
     let declared_in = source.declared_in.display();
     let format = source.format.as_str();
+    let check = match &source.location {
+        Location::Url(_) => format!("the URL in {declared_in}"),
+        Location::Path(path) => format!("{} (declared in {declared_in})", path.display()),
+    };
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(format!("the server sent an empty file; check the URL in {declared_in}"));
+        return Err(format!("{subject} is empty; check {check}"));
     }
     if bytes.len() > 262 && &bytes[257..262] == b"ustar" {
         return Err(format!(
-            "the download is a tar archive; set `member` in {declared_in} to the file \
+            "{subject} is a tar archive; set `member` in {declared_in} to the file \
              inside it to use (for example `gambling/domains`)"
         ));
     }
     let head = &bytes[..bytes.len().min(SNIFF_BYTES)];
-    let binary = || format!("the download is binary data, not a text list; check the URL in {declared_in}");
+    let binary = || format!("{subject} is binary data, not a text list; check {check}");
     if head.contains(&0) {
         return Err(binary());
     }
@@ -729,13 +861,19 @@ fn validate(bytes: Vec<u8>, source: &SourceDecl) -> Result<NewList, String> {
     let start: String = text.trim_start().chars().take(20).collect::<String>().to_ascii_lowercase();
     if ["<!doctype", "<html", "<head", "<body", "<?xml"].iter().any(|tag| start.starts_with(tag)) {
         return Err(format!(
-            "the server sent a web page, not a list (often an error, login or \"moved\" \
-             page); check the URL in {declared_in}"
+            "{subject} is a web page, not a list (often an error, login or \"moved\" \
+             page); check {check}"
         ));
     }
 
-    let report = parse::parse(&text, source.format);
-    let names = report.rules.iter().filter(|rule| matches!(rule, Rule::Block(_))).count();
+    // Counted, not collected: a list of millions of names costs no memory here.
+    let mut names = 0usize;
+    let report = parse::parse_stream(text.as_bytes(), source.format, |kind, _| {
+        if matches!(kind, parse::RuleKind::Block) {
+            names += 1;
+        }
+    })
+    .expect("reading from memory cannot fail");
     let content = text.lines().filter(|line| !is_blank_or_comment(line, source.format)).count();
     let example = report
         .bad_examples
@@ -747,15 +885,15 @@ fn validate(bytes: Vec<u8>, source: &SourceDecl) -> Result<NewList, String> {
         .unwrap_or_default();
     if names == 0 {
         return Err(format!(
-            "the download holds no names to block ({content} lines, {} not understood as \
-             `{format}`{example}); check the URL and `format` in {declared_in}",
+            "{subject} holds no names to block ({content} lines, {} not understood as \
+             `{format}`{example}); check {check} and `format` in {declared_in}",
             report.bad_lines
         ));
     }
     if report.bad_lines * 2 >= content {
         return Err(format!(
             "{} of {content} lines are not valid `{format}` lines{example}; check `format` \
-             in {declared_in}, and that the URL still serves this list",
+             in {declared_in}, and that {check} still holds this list",
             report.bad_lines
         ));
     }
@@ -961,7 +1099,7 @@ fn describe_io(error: &io::Error, uri: &Uri, settings: &FetchSettings) -> String
 // ---------------------------------------------------------------------------
 // Small formatting helpers
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
