@@ -225,7 +225,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("{error}");
                 }
                 if !lists.errors.is_empty() {
-                    eprintln!("{}: configuration is NOT valid ({} problem(s) above)", file.display(), lists.errors.len());
+                    eprintln!(
+                        "{}: configuration is NOT valid ({} problem(s) above)",
+                        file.display(),
+                        lists.errors.len()
+                    );
                     return Ok(ExitCode::from(2));
                 }
                 print!("{}", config.to_toml());
@@ -344,10 +348,8 @@ fn lists(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
             if matches!(action, ListsAction::Update) {
                 let declared = sources::load_sources(&settings)?;
                 let downloads = load::downloads_dir(&config.data_dir);
-                let total = declared
-                    .iter()
-                    .filter(|s| s.enabled && matches!(s.location, sources::Location::Url(_)))
-                    .count();
+                let total =
+                    declared.iter().filter(|s| s.enabled && matches!(s.location, sources::Location::Url(_))).count();
                 let mut done = 0;
                 let outcomes = fetch::update_all_with(&declared, &downloads, &config.downloads, |source, outcome| {
                     let id = &source.id;
@@ -369,8 +371,10 @@ fn lists(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
                         }
                     }
                 });
-                downloads_failed =
-                    outcomes.iter().filter(|(_, outcome)| matches!(outcome, fetch::FetchOutcome::Failed { .. })).count();
+                downloads_failed = outcomes
+                    .iter()
+                    .filter(|(_, outcome)| matches!(outcome, fetch::FetchOutcome::Failed { .. }))
+                    .count();
                 if total == 0 {
                     eprintln!("no enabled list source is a download; compiling the local ones");
                 }
@@ -413,7 +417,11 @@ fn lists(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
                     hedgerow::lists::health::SourceState::Degraded => "serving its last good copy",
                     _ => "NO good copy, it blocks nothing",
                 };
-                eprintln!("hedgerow: list source `{}` failed ({what}): {}", source.id, source.reason.as_deref().unwrap_or("?"));
+                eprintln!(
+                    "hedgerow: list source `{}` failed ({what}): {}",
+                    source.id,
+                    source.reason.as_deref().unwrap_or("?")
+                );
             }
             if downloads_failed > 0 || !problems.is_empty() {
                 eprintln!(

@@ -195,10 +195,15 @@ pub fn list_settings(config: &Config) -> Result<ListSettings, StartError> {
         }
         Some(line) => Err(StartError::Lists(format!(
             "{}:{line}: [lists] dir = {:?} cannot be read ({unreadable}); Hedgerow will not run without its \
-             blocklists. Set it to the folder holding the *.toml source declarations, e.g. \
-             dir = \"/usr/share/hedgerow/lists\" (the shipped folder is lists/, with hedgerow.toml)",
+             blocklists. Set it to the folder holding the *.toml source declarations (a release ships it as \
+             lists/, with hedgerow.toml), e.g. dir = {:?}",
             config.source,
             dir.display().to_string(),
+            if dir == Path::new("/usr/share/hedgerow/lists") {
+                "/opt/hedgerow/lists"
+            } else {
+                "/usr/share/hedgerow/lists"
+            },
         ))),
     }
 }
@@ -299,7 +304,9 @@ pub fn check_lists(config: &Config) -> ListCheck {
             check.errors.push(error.to_string());
         }
     } else {
-        check.notes.push(format!("{} is missing: `serve` would use the SafeSearch map built into this binary", map.display()));
+        check
+            .notes
+            .push(format!("{} is missing: `serve` would use the SafeSearch map built into this binary", map.display()));
     }
     let declared = match sources::load_sources(&settings) {
         Ok(declared) => declared,
@@ -321,7 +328,11 @@ pub fn check_lists(config: &Config) -> ListCheck {
                 if let Err(why) = fetch::check_local(source) {
                     let kept = load::download_path(&config.data_dir, &source.id).is_file();
                     let effect = if kept { "its last good copy would be used" } else { "it would block nothing" };
-                    check.errors.push(format!("list source `{}` ({}): {why}; {effect}", source.id, source.declared_in.display()));
+                    check.errors.push(format!(
+                        "list source `{}` ({}): {why}; {effect}",
+                        source.id,
+                        source.declared_in.display()
+                    ));
                 }
             }
             sources::Location::Url(url) => {

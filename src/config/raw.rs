@@ -689,7 +689,10 @@ fn parse_cidr(source: &Source<'_>, written: &Spanned<String>) -> Result<IpNet, C
     let text = written.get_ref().trim();
     text.parse::<IpNet>().map_err(|_| {
         let why = match text.split_once('/') {
-            None if text.parse::<IpAddr>().is_ok() => format!("it has no prefix length; for one address write \"{text}/{}\"", if text.contains(':') { 128 } else { 32 }),
+            None if text.parse::<IpAddr>().is_ok() => format!(
+                "it has no prefix length; for one address write \"{text}/{}\"",
+                if text.contains(':') { 128 } else { 32 }
+            ),
             Some((ip, len)) if ip.parse::<IpAddr>().is_ok() => {
                 let most = if ip.contains(':') { 128 } else { 32 };
                 format!("the prefix length /{len} is not 0-{most}")
@@ -706,10 +709,8 @@ fn parse_cidr(source: &Source<'_>, written: &Spanned<String>) -> Result<IpNet, C
 /// `dns.listen`: each entry an address with a port, none twice.
 fn compile_listen(source: &Source<'_>, listen: &Spanned<Vec<Spanned<String>>>) -> Result<Vec<SocketAddr>, ConfigError> {
     if listen.get_ref().is_empty() {
-        return Err(source.error(
-            Some(&listen.span()),
-            "`dns.listen` is empty; give at least one address such as \"0.0.0.0:53\"",
-        ));
+        return Err(source
+            .error(Some(&listen.span()), "`dns.listen` is empty; give at least one address such as \"0.0.0.0:53\""));
     }
     let mut addresses: Vec<SocketAddr> = Vec::new();
     for written in listen.get_ref() {

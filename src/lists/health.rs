@@ -84,7 +84,9 @@ impl ListHealth {
                     names = source.names,
                     "list source failed, serving its last good copy: {reason}"
                 ),
-                _ => tracing::error!(list = %source.id, "list source failed and has no good copy, so it blocks nothing: {reason}"),
+                _ => {
+                    tracing::error!(list = %source.id, "list source failed and has no good copy, so it blocks nothing: {reason}")
+                }
             }
         }
     }
@@ -93,9 +95,8 @@ impl ListHealth {
     /// log already says the same).
     pub fn save(&self, data_dir: &Path) {
         let path = health_path(data_dir);
-        let result = serde_json::to_vec_pretty(self)
-            .map_err(std::io::Error::other)
-            .and_then(|json| std::fs::write(&path, json));
+        let result =
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other).and_then(|json| std::fs::write(&path, json));
         if let Err(error) = result {
             tracing::warn!(path = %path.display(), %error, "cannot write the list health record");
         }

@@ -69,7 +69,10 @@ pub fn plan(sources: &[SourceDecl], data_dir: &Path) -> (Vec<CompileInput>, Vec<
         if !text.is_file() {
             skipped.push(SourceReport::skipped(
                 &source.id,
-                format!("no good copy yet ({} is missing): the source has never been read successfully", text.display()),
+                format!(
+                    "no good copy yet ({} is missing): the source has never been read successfully",
+                    text.display()
+                ),
             ));
             continue;
         }
@@ -131,7 +134,13 @@ fn build(settings: &ListSettings, data_dir: &Path, always: bool) -> Result<Prepa
             match CompiledLists::open(&path) {
                 Ok(lists) if lists.fingerprint() == wanted => {
                     tracing::info!(path = %path.display(), names = lists.len(), "compiled lists unchanged; reusing them");
-                    return Ok(Prepared { lists, report: None, path: path.clone(), stale: None, health: health.clone() });
+                    return Ok(Prepared {
+                        lists,
+                        report: None,
+                        path: path.clone(),
+                        stale: None,
+                        health: health.clone(),
+                    });
                 }
                 Ok(_) => tracing::info!("list sources changed; recompiling"),
                 Err(ListError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}

@@ -210,7 +210,10 @@ pub fn load_sources(settings: &ListSettings) -> Result<Vec<SourceDecl>, SourceEr
                 let which = if enabled { "enable" } else { "disable" };
                 let hint = match close.as_slice() {
                     [] => String::new(),
-                    close => format!("did you mean {}? ", close.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(" or ")),
+                    close => format!(
+                        "did you mean {}? ",
+                        close.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(" or ")
+                    ),
                 };
                 return Err(SourceError {
                     file: dir.clone(),
