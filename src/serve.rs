@@ -57,6 +57,12 @@ impl Running {
         reload_lists(&self.config, &self.pipeline).await
     }
 
+    /// How each list source stood at the last load or reload (the record in
+    /// `data_dir/lists-health.json`).
+    pub fn list_health(&self) -> Option<ListHealth> {
+        ListHealth::read(&self.config.data_dir)
+    }
+
     /// Serves until the listeners fail or the process is stopped.
     pub async fn run(self) -> std::io::Result<()> {
         let result = self.server.run().await;

@@ -112,6 +112,11 @@ impl ListHealth {
 /// [`fetch::update_local`]) and reads how every enabled download stands.
 pub fn refresh(sources: &[SourceDecl], downloads_dir: &Path) -> ListHealth {
     let mut health = ListHealth { checked_at: fetch::unix_now(), ..ListHealth::default() };
+    // The same lock as `fetch::update_all`: a `hedgerow lists compile` and a
+    // server reload never write one copy's temporary file at once.
+    let _lock = std::fs::create_dir_all(downloads_dir)
+        .and_then(|()| std::fs::File::create(downloads_dir.join(".update.lock")))
+        .and_then(|file| file.lock().map(|()| file));
     for source in sources.iter().filter(|source| source.enabled) {
         let failure = match &source.location {
             Location::Path(_) => match fetch::update_local(source, downloads_dir) {
