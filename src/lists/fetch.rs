@@ -276,8 +276,7 @@ pub fn check_local(source: &SourceDecl) -> Result<usize, String> {
     let Location::Path(path) = &source.location else {
         return Err(format!("source `{}` is a download, not a local file", source.id));
     };
-    let bytes = fs::read(path).map_err(|e| format!("cannot read {} ({e})", path.display()))?;
-    validate(bytes, source, &format!("the file {}", path.display())).map(|list| list.names)
+    validate_file(path, source, &format!("the file {}", path.display())).map(|(names, _)| names)
 }
 
 /// Keeps the last good copy of a local `path` source, exactly as
@@ -320,21 +319,25 @@ pub fn update_local(source: &SourceDecl, downloads_dir: &Path) -> FetchOutcome {
         return FetchOutcome::Failed { reason: reason.clone() };
     }
     let now = unix_now();
-    let result = fs::read(path)
+    // Copied first, then checked and compared as the copy: what is checked
+    // is exactly what is kept, even if the file changes meanwhile.
+    let mut tmp = files.text.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let result = fs::copy(path, &tmp)
         .map_err(|e| {
             let fix = if e.kind() == io::ErrorKind::NotFound {
                 format!("put the list back, or change `path` in {}", source.declared_in.display())
             } else {
-                "check its permissions".to_string()
+                "check its permissions, and free disk space for the copy".to_string()
             };
             format!("cannot read {} ({e}); {fix}", path.display())
         })
-        .and_then(|bytes| {
-            let unchanged = have_copy && fs::read(&files.text).is_ok_and(|old| old == bytes);
-            let subject = format!("the file {}", path.display());
-            let list = validate(bytes, source, &subject)?;
+        .and_then(|_| validate_file(&tmp, source, &format!("the file {}", path.display())))
+        .and_then(|(names, bad_lines)| {
+            let unchanged = have_copy && same_contents(&tmp, &files.text);
             if !unchanged {
-                write_atomically(&files.text, list.text.as_bytes()).map_err(|e| {
+                replace_with(&tmp, &files.text).map_err(|e| {
                     format!(
                         "could not save the last good copy {} ({e}); check free disk space and that the \
                          folder is writable",
@@ -343,13 +346,10 @@ pub fn update_local(source: &SourceDecl, downloads_dir: &Path) -> FetchOutcome {
                 })?;
                 state.fetched_at = Some(now);
             }
-            state.names = Some(list.names);
-            Ok(if unchanged {
-                FetchOutcome::NotModified
-            } else {
-                FetchOutcome::Updated { names: list.names, bad_lines: list.bad_lines }
-            })
+            state.names = Some(names);
+            Ok(if unchanged { FetchOutcome::NotModified } else { FetchOutcome::Updated { names, bad_lines } })
         });
+    let _ = fs::remove_file(&tmp);
     state.checked_at = Some(now);
     (state.local_len, state.local_modified) = stamp.unzip();
     let outcome = match result {
@@ -465,6 +465,37 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Whether two files hold the same bytes (read in chunks).
+fn same_contents(a: &Path, b: &Path) -> bool {
+    let (Ok(meta_a), Ok(meta_b)) = (fs::metadata(a), fs::metadata(b)) else { return false };
+    if meta_a.len() != meta_b.len() {
+        return false;
+    }
+    let (Ok(mut a), Ok(mut b)) = (File::open(a), File::open(b)) else { return false };
+    let (mut buf_a, mut buf_b) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let Ok(n) = a.read(&mut buf_a) else { return false };
+        if n == 0 {
+            return true;
+        }
+        if b.read_exact(&mut buf_b[..n]).is_err() || buf_a[..n] != buf_b[..n] {
+            return false;
+        }
+    }
+}
+
+/// Moves a finished temporary file over `path` durably (see
+/// [`write_atomically`]).
+fn replace_with(tmp: &Path, path: &Path) -> io::Result<()> {
+    File::open(tmp)?.sync_all()?;
+    fs::rename(tmp, path)?;
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let _ = File::open(dir).and_then(|dir| dir.sync_all());
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -819,26 +850,15 @@ impl<R: Read> Read for Guarded<'_, R> {
 /// blank or comments may be bad). `subject` names the bytes in messages
 /// ("the download", "the file ...").
 fn validate(bytes: Vec<u8>, source: &SourceDecl, subject: &str) -> Result<NewList, String> {
-    let declared_in = source.declared_in.display();
-    let format = source.format.as_str();
-    let check = match &source.location {
-        Location::Url(_) => format!("the URL in {declared_in}"),
-        Location::Path(path) => format!("{} (declared in {declared_in})", path.display()),
-    };
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(format!("{subject} is empty; check {check}"));
-    }
+    let check = where_to_check(source);
     if bytes.len() > 262 && &bytes[257..262] == b"ustar" {
         return Err(format!(
-            "{subject} is a tar archive; set `member` in {declared_in} to the file \
-             inside it to use (for example `gambling/domains`)"
+            "{subject} is a tar archive; set `member` in {} to the file \
+             inside it to use (for example `gambling/domains`)",
+            source.declared_in.display()
         ));
     }
-    let head = &bytes[..bytes.len().min(SNIFF_BYTES)];
-    let binary = || format!("{subject} is binary data, not a text list; check {check}");
-    if head.contains(&0) {
-        return Err(binary());
-    }
+    sniff(&bytes[..bytes.len().min(SNIFF_BYTES)], subject, &check)?;
     // A stray bad byte is tolerated (lossy), a body made of them is not.
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
@@ -846,7 +866,7 @@ fn validate(bytes: Vec<u8>, source: &SourceDecl, subject: &str) -> Result<NewLis
             let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
             let replaced = text.chars().filter(|&c| c == char::REPLACEMENT_CHARACTER).count();
             if replaced * 10 > text.chars().count() {
-                return Err(binary());
+                return Err(format!("{subject} is binary data, not a text list; check {check}"));
             }
             text
         }
@@ -855,26 +875,81 @@ fn validate(bytes: Vec<u8>, source: &SourceDecl, subject: &str) -> Result<NewLis
         Some(rest) => rest.to_string(),
         None => text,
     };
+    let (names, bad_lines) = judge(text.as_bytes(), text.as_bytes(), source, subject)?;
+    Ok(NewList { text, names, bad_lines, etag: None, last_modified: None })
+}
 
+/// [`validate`] for a local file, read in a streaming way (a local list may
+/// hold millions of names; the server checks it without holding it in
+/// memory). The names it blocks and its bad lines.
+fn validate_file(path: &Path, source: &SourceDecl, subject: &str) -> Result<(usize, usize), String> {
+    let open = || File::open(path).map(io::BufReader::new).map_err(|e| format!("cannot read {} ({e})", path.display()));
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
+    open()?
+        .take(SNIFF_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+    sniff(&head, subject, &where_to_check(source))?;
+    judge(open()?, open()?, source, subject)
+}
+
+fn where_to_check(source: &SourceDecl) -> String {
+    match &source.location {
+        Location::Url(_) => format!("the URL in {}", source.declared_in.display()),
+        Location::Path(path) => format!("{} (declared in {})", path.display(), source.declared_in.display()),
+    }
+}
+
+/// Rejects, from its first bytes, what is plainly not a text list: nothing
+/// but white space, binary data, a web page.
+fn sniff(head: &[u8], subject: &str, check: &str) -> Result<(), String> {
+    if head.iter().all(u8::is_ascii_whitespace) {
+        return Err(format!("{subject} is empty; check {check}"));
+    }
+    if head.contains(&0) {
+        return Err(format!("{subject} is binary data, not a text list; check {check}"));
+    }
     // Captive portals, CDNs and moved sites answer 200 with a page. Saying
     // so is clearer than "no names found".
-    let start: String = text.trim_start().chars().take(20).collect::<String>().to_ascii_lowercase();
+    let head = String::from_utf8_lossy(head);
+    let start: String =
+        head.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}').chars().take(20).collect::<String>();
+    let start = start.to_ascii_lowercase();
     if ["<!doctype", "<html", "<head", "<body", "<?xml"].iter().any(|tag| start.starts_with(tag)) {
         return Err(format!(
-            "{subject} is a web page, not a list (often an error, login or \"moved\" \
-             page); check {check}"
+            "{subject} is a web page, not a list (often an error, login or \"moved\" page); check {check}"
         ));
     }
+    Ok(())
+}
 
-    // Counted, not collected: a list of millions of names costs no memory here.
+/// Parses the list (counting, not collecting: millions of names cost no
+/// memory here) and accepts it only with names to block and fewer than half
+/// of its non-comment lines bad. Reads the text twice: once to parse, once
+/// to count the lines that ought to be rules.
+fn judge(
+    parse_from: impl io::BufRead,
+    count_from: impl io::BufRead,
+    source: &SourceDecl,
+    subject: &str,
+) -> Result<(usize, usize), String> {
+    let declared_in = source.declared_in.display();
+    let format = source.format.as_str();
+    let check = where_to_check(source);
     let mut names = 0usize;
-    let report = parse::parse_stream(text.as_bytes(), source.format, |kind, _| {
+    let report = parse::parse_stream(parse_from, source.format, |kind, _| {
         if matches!(kind, parse::RuleKind::Block) {
             names += 1;
         }
     })
-    .expect("reading from memory cannot fail");
-    let content = text.lines().filter(|line| !is_blank_or_comment(line, source.format)).count();
+    .map_err(|e| format!("cannot read {subject} ({e})"))?;
+    let mut content = 0usize;
+    for line in count_from.split(b'\n') {
+        let line = line.map_err(|e| format!("cannot read {subject} ({e})"))?;
+        if !is_blank_or_comment(&String::from_utf8_lossy(&line), source.format) {
+            content += 1;
+        }
+    }
     let example = report
         .bad_examples
         .first()
@@ -883,6 +958,9 @@ fn validate(bytes: Vec<u8>, source: &SourceDecl, subject: &str) -> Result<NewLis
             format!(" (first: line {number} `{line}`: {why})")
         })
         .unwrap_or_default();
+    if content == 0 && names == 0 {
+        return Err(format!("{subject} is empty (only blank lines and comments); check {check}"));
+    }
     if names == 0 {
         return Err(format!(
             "{subject} holds no names to block ({content} lines, {} not understood as \
@@ -897,7 +975,7 @@ fn validate(bytes: Vec<u8>, source: &SourceDecl, subject: &str) -> Result<NewLis
             report.bad_lines
         ));
     }
-    Ok(NewList { text, names, bad_lines: report.bad_lines, etag: None, last_modified: None })
+    Ok((names, report.bad_lines))
 }
 
 /// Whether the parser skips `line` as blank or a comment (mirrors
