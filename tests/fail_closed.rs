@@ -419,3 +419,66 @@ fn check_config_exits_non_zero_with_the_plain_message() {
         assert!(stderr.contains(&path.display().to_string()) && stderr.contains(expected), "{stderr}");
     }
 }
+
+/// `hedgerow serve` compiles in a child process (`hedgerow lists compile`),
+/// which exits 3 when a source is on its last good copy: the server takes
+/// that list (not a failure), so it starts filtering even when the compiled
+/// file is gone and a local list is garbled.
+#[tokio::test]
+async fn serve_starts_from_last_good_copies_when_its_compiler_child_reports_a_degraded_source() {
+    let authority = Authority::start("127.0.0.1:0", vec![world()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lists = dir.path().join("lists");
+    write_lists(&lists);
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("school.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\n[upstream]\nmode = \"forward\"\n[[upstream.servers]]\naddress = \"{}\"\n[lists]\ndir = {:?}\nupdate_hours = 0\n{NETWORKS}",
+            dir.path().join("data").display().to_string(),
+            authority.addr,
+            lists.display().to_string()
+        ),
+    )
+    .unwrap();
+    assert_eq!(hedgerow(&["lists", "compile"], &config).status.code(), Some(0));
+    std::fs::remove_file(dir.path().join("data/lists.compiled")).unwrap();
+    std::fs::write(lists.join("gambling.txt"), "<html>gone</html>\n").unwrap();
+
+    let log = dir.path().join("serve.log");
+    let child = Command::new(BINARY)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(child);
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let answer = loop {
+        match exchange_udp_from(ip(PUPIL), server, &build_query("casino.test", RecordType::A)).await {
+            Ok(answer) => break answer,
+            Err(_) => {
+                if let Some(status) = child.0.try_wait().unwrap() {
+                    panic!("serve exited with {status}: {}", std::fs::read_to_string(&log).unwrap());
+                }
+                assert!(std::time::Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap());
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("serving its last good copy") && log.contains("local-gambling"), "{log}");
+    assert!(!log.contains("the list compiler"), "the child's exit 3 is not a failed compile: {log}");
+    authority.stop().await;
+}
