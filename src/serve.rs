@@ -286,24 +286,30 @@ pub struct ListCheck {
 /// read and pass the same checks as at start), and the SafeSearch map.
 pub fn check_lists(config: &Config) -> ListCheck {
     let mut check = ListCheck::default();
-    let settings = match std::fs::read_dir(&config.lists.dir) {
-        Ok(_) => config.lists.clone(),
-        Err(_) if config.lists.dir_line.is_none() => {
-            check.notes.push(format!(
-                "there is no lists folder at {} (the default, relative to the working folder): `serve` would filter \
-                 with the lists built into this binary only; set [lists] dir to your lists folder",
-                config.lists.dir.display()
-            ));
-            return check;
+    if std::fs::read_dir(&config.lists.dir).is_err() && config.lists.dir_line.is_none() {
+        check.notes.push(format!(
+            "there is no lists folder at {} (the default, relative to the working folder): `serve` would filter \
+             with the lists built into this binary only; set [lists] dir to your lists folder",
+            config.lists.dir.display()
+        ));
+        // Checked as `serve` would use them (`enable`/`disable` ids must
+        // name built-in sources), in a scratch folder, not data_dir.
+        let scratch = std::env::temp_dir().join(format!("hedgerow-check-{}", std::process::id()));
+        match floor::write_out(&scratch) {
+            Ok(dir) => check_declared(config, &ListSettings { dir, ..config.lists.clone() }, &mut check),
+            Err(error) => check.errors.push(format!("cannot write the built-in lists to check them: {error}")),
         }
-        Err(_) => match list_settings(config) {
-            Err(error) => {
-                check.errors.push(error.to_string());
-                return check;
-            }
-            Ok(settings) => settings,
-        },
-    };
+        let _ = std::fs::remove_dir_all(&scratch);
+        return check;
+    }
+    match list_settings(config) {
+        Ok(settings) => check_declared(config, &settings, &mut check),
+        Err(error) => check.errors.push(error.to_string()),
+    }
+    check
+}
+
+fn check_declared(config: &Config, settings: &ListSettings, check: &mut ListCheck) {
     let map = settings.dir.join("safesearch").join("rewrites.toml");
     if map.exists() {
         if let Err(error) = SafeSearchMap::load(&map) {
@@ -314,11 +320,11 @@ pub fn check_lists(config: &Config) -> ListCheck {
             .notes
             .push(format!("{} is missing: `serve` would use the SafeSearch map built into this binary", map.display()));
     }
-    let declared = match sources::load_sources(&settings) {
+    let declared = match sources::load_sources(settings) {
         Ok(declared) => declared,
         Err(error) => {
             check.errors.push(error.to_string());
-            return check;
+            return;
         }
     };
     if declared.is_empty() {
@@ -351,7 +357,6 @@ pub fn check_lists(config: &Config) -> ListCheck {
             }
         }
     }
-    check
 }
 
 /// An allow override may not un-block a name in a locked category. The

@@ -482,3 +482,24 @@ async fn serve_starts_from_last_good_copies_when_its_compiler_child_reports_a_de
     assert!(!log.contains("the list compiler"), "the child's exit 3 is not a failed compile: {log}");
     authority.stop().await;
 }
+
+/// A config that leaves `[lists] dir` out, checked where there is no
+/// lists/: valid (serve would use the built-in lists, and check-config says
+/// so), and its `disable` ids are checked against the built-in sources.
+#[test]
+fn check_config_without_a_lists_folder_checks_against_the_built_in_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("school.toml");
+    let run = |lists: &str| {
+        std::fs::write(&path, format!("data_dir = \"data\"\n{lists}{NETWORKS}")).unwrap();
+        let output = Command::new(BINARY).arg("check-config").arg(&path).current_dir(dir.path()).output().unwrap();
+        (output.status.code(), text_of(&output))
+    };
+    let (code, text) = run("");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("lists built into this binary"), "{text}");
+    let (code, text) = run("[lists]\ndisable = [\"hedgerow-gamblng\"]\n");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("did you mean `hedgerow-gambling`"), "{text}");
+    assert!(!dir.path().join("data").exists(), "check-config writes nothing into data_dir");
+}
