@@ -263,8 +263,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
+                // Everything `serve` would load, not only the file itself.
+                let lists = hedgerow::serve::check_lists(&config);
+                for note in &lists.notes {
+                    eprintln!("note: {note}");
+                }
+                for error in &lists.errors {
+                    eprintln!("{error}");
+                }
+                if !lists.errors.is_empty() {
+                    eprintln!(
+                        "{}: configuration is NOT valid ({} problem(s) above)",
+                        file.display(),
+                        lists.errors.len()
+                    );
+                    return Ok(ExitCode::from(2));
+                }
                 print!("{}", config.to_toml());
-                eprintln!("{}: configuration is valid", file.display());
+                eprintln!("{}: configuration is valid ({} list sources enabled)", file.display(), lists.sources);
                 Ok(ExitCode::SUCCESS)
             }
             Err(error) => {
@@ -446,28 +462,60 @@ fn lists(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
     use hedgerow::lists::{fetch, load, sources};
     match action {
         ListsAction::Compile | ListsAction::Update => {
+            // The same folder `serve` uses (the built-in lists when the
+            // default folder is absent); a mistyped [lists] dir is an error.
+            let settings = hedgerow::serve::list_settings(config)?;
+            let mut downloads_failed = 0;
             if matches!(action, ListsAction::Update) {
-                let declared = sources::load_sources(&config.lists)?;
-                let downloads = config.data_dir.join("downloads");
-                for (id, outcome) in fetch::update_all(&declared, &downloads, &config.downloads) {
+                let declared = sources::load_sources(&settings)?;
+                let downloads = load::downloads_dir(&config.data_dir);
+                let total =
+                    declared.iter().filter(|s| s.enabled && matches!(s.location, sources::Location::Url(_))).count();
+                let mut done = 0;
+                let outcomes = fetch::update_all_with(&declared, &downloads, &config.downloads, |source, outcome| {
+                    let id = &source.id;
                     match outcome {
-                        fetch::FetchOutcome::Updated { names, bad_lines } => {
-                            println!("{id}: downloaded, {names} names, {bad_lines} bad lines")
+                        None => {
+                            done += 1;
+                            let url = match &source.location {
+                                sources::Location::Url(url) => url.as_str(),
+                                sources::Location::Path(_) => "",
+                            };
+                            eprintln!("[{done}/{total}] {id}: downloading {url} ...");
                         }
-                        fetch::FetchOutcome::NotModified => println!("{id}: not modified"),
-                        fetch::FetchOutcome::Failed { reason } => println!("{id}: FAILED: {reason}"),
+                        Some(fetch::FetchOutcome::Updated { names, bad_lines }) => {
+                            eprintln!("[{done}/{total}] {id}: downloaded, {names} names, {bad_lines} bad lines")
+                        }
+                        Some(fetch::FetchOutcome::NotModified) => eprintln!("[{done}/{total}] {id}: not modified"),
+                        Some(fetch::FetchOutcome::Failed { reason }) => {
+                            eprintln!("[{done}/{total}] {id}: FAILED: {reason}")
+                        }
                     }
+                });
+                downloads_failed = outcomes
+                    .iter()
+                    .filter(|(_, outcome)| matches!(outcome, fetch::FetchOutcome::Failed { .. }))
+                    .count();
+                if total == 0 {
+                    eprintln!("no enabled list source is a download; compiling the local ones");
                 }
             }
             std::fs::create_dir_all(&config.data_dir)?;
-            let prepared = load::rebuild(&config.lists, &config.data_dir)?;
+            let prepared = load::rebuild(&settings, &config.data_dir)?;
             if let Some(why) = &prepared.stale {
-                println!("compile failed, the last good lists stay: {why}");
+                eprintln!("hedgerow: compile failed, the last good lists stay: {why}");
                 return Ok(ExitCode::FAILURE);
             }
+            let health = |id: &str| prepared.health.sources.iter().find(|h| h.id == id);
             if let Some(report) = &prepared.report {
                 for source in &report.sources {
-                    let status = source.error.as_deref().unwrap_or("ok");
+                    let status = match (health(&source.id), &source.error) {
+                        (_, Some(error)) => format!("FAILED: {error}"),
+                        (Some(h), None) if h.state != hedgerow::lists::health::SourceState::Ok => {
+                            "FAILED: serving its last good copy (see below)".to_string()
+                        }
+                        _ => "ok".to_string(),
+                    };
                     println!(
                         "{:32} {:>9} names {:>6} exceptions {:>6} bad lines  {status}",
                         source.id, source.names, source.exceptions, source.bad_lines
@@ -483,6 +531,26 @@ fn lists(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
                     report.file_bytes,
                     report.elapsed_ms
                 );
+            }
+            let problems: Vec<_> = prepared.health.problems().collect();
+            for source in &problems {
+                let what = match source.state {
+                    hedgerow::lists::health::SourceState::Degraded => "serving its last good copy",
+                    _ => "NO good copy, it blocks nothing",
+                };
+                eprintln!(
+                    "hedgerow: list source `{}` failed ({what}): {}",
+                    source.id,
+                    source.reason.as_deref().unwrap_or("?")
+                );
+            }
+            if downloads_failed > 0 || !problems.is_empty() {
+                eprintln!(
+                    "hedgerow: the lists were written, but {} source(s) failed{}; fix them and run this again",
+                    problems.len().max(downloads_failed),
+                    if downloads_failed > 0 { format!(" ({downloads_failed} download(s))") } else { String::new() }
+                );
+                return Ok(ExitCode::from(load::EXIT_DEGRADED as u8));
             }
             Ok(ExitCode::SUCCESS)
         }

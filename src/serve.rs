@@ -12,7 +12,9 @@ use crate::config::{Config, LeasesFormat};
 use crate::dns::identify::{DeviceGroup, DeviceGroupsReport};
 use crate::dns::{DnsServer, Pipeline};
 use crate::lists::compiled::CompiledLists;
-use crate::lists::{fetch, load, sources};
+use crate::lists::health::ListHealth;
+use crate::lists::sources::ListSettings;
+use crate::lists::{fetch, floor, load, sources};
 use crate::policy::SafeSearchMap;
 use crate::store::{self, QueryLog};
 
@@ -58,6 +60,12 @@ impl Running {
         reload_lists(&self.config, &self.pipeline).await
     }
 
+    /// How each list source stood at the last load or reload (the record in
+    /// `data_dir/lists-health.json`).
+    pub fn list_health(&self) -> Option<ListHealth> {
+        ListHealth::read(&self.config.data_dir)
+    }
+
     /// Serves until the listeners fail or the process is stopped.
     pub async fn run(self) -> std::io::Result<()> {
         let result = self.server.run().await;
@@ -79,6 +87,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     // First, so a second server on this data_dir is refused before it loads anything.
     let mut control = crate::control::ControlServer::claim(&config.data_dir)
         .map_err(|error| StartError::Listen(std::io::Error::other(error.to_string())))?;
+    warn_about_open_networks(config);
     let config = Arc::new(config.clone());
     let (lists, safesearch) = {
         let config = config.clone();
@@ -141,38 +150,121 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     Ok(Running { pipeline, server, background, config, _control: control })
 }
 
+/// `[dns] allow_open_resolver = true` lets networks cover the whole address
+/// space; that is said at every start, since it is rarely what a school wants.
+fn warn_about_open_networks(config: &Config) {
+    if !config.allow_open_resolver {
+        return;
+    }
+    for network in &config.networks {
+        for cidr in network.cidrs.iter().filter(|cidr| crate::config::covers_the_internet(cidr)) {
+            tracing::warn!(
+                network = %network.name,
+                %cidr,
+                "OPEN RESOLVER: this network covers the whole internet (allow_open_resolver = true); anyone who \
+                 can reach this server can use it. Limit it with a firewall, or list the school's own subnets"
+            );
+        }
+    }
+}
+
 /// The SafeSearch map's place in the lists folder.
 pub fn safesearch_map_path(config: &Config) -> PathBuf {
     config.lists.dir.join("safesearch").join("rewrites.toml")
 }
 
-/// Loads the compiled lists (compiling them first when their sources
-/// changed) and the SafeSearch map. A missing lists folder is not fatal (the
-/// resolver runs unfiltered and says so); a broken source declaration or map
-/// is, since it is configuration.
-pub fn load_lists(config: &Config) -> Result<(CompiledLists, SafeSearchMap), StartError> {
-    if !config.lists.dir.is_dir() {
+/// What loading the lists produced.
+pub struct LoadedLists {
+    pub lists: CompiledLists,
+    pub safesearch: SafeSearchMap,
+    /// How each source stands (also in `data_dir/lists-health.json`).
+    pub health: ListHealth,
+}
+
+/// The list settings to load from. Hedgerow never starts unfiltered:
+/// - `[lists] dir` readable: it.
+/// - `[lists] dir` not written in the config and the default `lists/` not
+///   here (the embedded default run from any folder, or a config that leaves
+///   the key out): the shipped lists embedded in the binary (the floor),
+///   written out under `data_dir/builtin-lists`, with a loud warning.
+/// - `[lists] dir` written but missing or unreadable: a config error naming
+///   the file and line (a mistyped path must not mean no filtering).
+pub fn list_settings(config: &Config) -> Result<ListSettings, StartError> {
+    let dir = &config.lists.dir;
+    let unreadable = match std::fs::read_dir(dir) {
+        Ok(_) => return Ok(config.lists.clone()),
+        Err(error) => error,
+    };
+    match config.lists.dir_line {
+        None => {
+            let floor = floor::write_out(&config.data_dir).map_err(|error| {
+                StartError::Lists(format!(
+                    "there is no lists folder at {} and the built-in lists cannot be written under {} ({error}); \
+                     set [lists] dir to the folder of source declarations, or make data_dir writable",
+                    dir.display(),
+                    config.data_dir.display()
+                ))
+            })?;
+            tracing::warn!(
+                missing = %dir.display(),
+                using = %floor.display(),
+                "NO LISTS FOLDER HERE: filtering with the lists built into this binary (seed lists and SafeSearch \
+                 only). Set [lists] dir in the config to your lists folder (the shipped one is lists/)"
+            );
+            Ok(ListSettings { dir: floor, ..config.lists.clone() })
+        }
+        Some(line) => Err(StartError::Lists(format!(
+            "{}:{line}: [lists] dir = {:?} cannot be read ({unreadable}); Hedgerow will not run without its \
+             blocklists. Set it to the folder holding the *.toml source declarations (a release ships it as \
+             lists/, with hedgerow.toml), e.g. dir = {:?}",
+            config.source,
+            dir.display().to_string(),
+            if dir == Path::new("/usr/share/hedgerow/lists") {
+                "/opt/hedgerow/lists"
+            } else {
+                "/usr/share/hedgerow/lists"
+            },
+        ))),
+    }
+}
+
+/// Reads the SafeSearch map of a lists folder. A folder without one gets
+/// the map built into the binary (SafeSearch is never silently off); a map
+/// that does not parse is a configuration error.
+fn load_safesearch(dir: &Path) -> Result<SafeSearchMap, StartError> {
+    let path = dir.join("safesearch").join("rewrites.toml");
+    if !path.exists() {
         tracing::warn!(
-            dir = %config.lists.dir.display(),
-            "no lists folder here: serving without blocklists or SafeSearch (set [lists] dir to the folder of source declarations)"
+            path = %path.display(),
+            "no SafeSearch map in the lists folder: using the map built into this binary"
         );
-        return Ok((CompiledLists::empty(), SafeSearchMap::default()));
+        return Ok(floor::safesearch());
     }
-    let safesearch =
-        SafeSearchMap::load(&safesearch_map_path(config)).map_err(|error| StartError::Lists(error.to_string()))?;
-    if safesearch.is_empty() {
-        tracing::warn!(path = %safesearch_map_path(config).display(), "no SafeSearch map: search engines are not rewritten");
+    let map = SafeSearchMap::load(&path).map_err(|error| StartError::Lists(error.to_string()))?;
+    if map.is_empty() {
+        tracing::warn!(path = %path.display(), "the SafeSearch map is empty: search engines are not rewritten");
     }
-    let prepared =
-        load::prepare(&config.lists, &config.data_dir).map_err(|error| StartError::Lists(error.to_string()))?;
-    if let Some(why) = &prepared.stale {
-        tracing::warn!(%why, "building the lists failed; keeping the last good lists");
-    }
+    Ok(map)
+}
+
+/// Loads the compiled lists (compiling them first when their sources
+/// changed) and the SafeSearch map. See [`load_lists_with_health`].
+pub fn load_lists(config: &Config) -> Result<(CompiledLists, SafeSearchMap), StartError> {
+    load_lists_with_health(config).map(|loaded| (loaded.lists, loaded.safesearch))
+}
+
+/// Loads the lists, failing closed: an unreadable lists folder named in the
+/// config, a SafeSearch map that does not parse, or no good copy of any
+/// source (and no compiled list to fall back on) is an error, never an
+/// empty filter. A source that fails keeps its last good copy and is
+/// reported in the health record (logged at error level and saved to
+/// `data_dir/lists-health.json`).
+pub fn load_lists_with_health(config: &Config) -> Result<LoadedLists, StartError> {
+    let settings = list_settings(config)?;
+    let safesearch = load_safesearch(&settings.dir)?;
+    let prepared = load::prepare(&settings, &config.data_dir).map_err(|error| StartError::Lists(error.to_string()))?;
     if let Some(report) = &prepared.report {
         for source in &report.sources {
-            if let Some(error) = &source.error {
-                tracing::warn!(list = %source.id, %error, "list source skipped");
-            }
             if source.bad_lines > 0 {
                 tracing::warn!(list = %source.id, bad_lines = source.bad_lines, examples = ?source.bad_examples, "list has lines that are not names");
             }
@@ -184,7 +276,101 @@ pub fn load_lists(config: &Config) -> Result<(CompiledLists, SafeSearchMap), Sta
             "lists compiled"
         );
     }
-    Ok((prepared.lists, safesearch))
+    prepared.health.log();
+    prepared.health.save(&config.data_dir);
+    Ok(LoadedLists { lists: prepared.lists, safesearch, health: prepared.health })
+}
+
+/// What `hedgerow check-config` finds in the lists a config would load.
+#[derive(Debug, Default)]
+pub struct ListCheck {
+    /// Each makes the config invalid: `serve` would refuse it, or would run
+    /// with less filtering than the config describes.
+    pub errors: Vec<String>,
+    /// Worth knowing, not fatal (downloads not fetched yet, the built-in
+    /// lists in use).
+    pub notes: Vec<String>,
+    /// Enabled sources.
+    pub sources: usize,
+}
+
+/// Validates everything `serve` would load for the lists, without writing
+/// anything: the lists folder, the source declarations (parsed), the
+/// `[lists] enable`/`disable` ids, each enabled local list file (it must
+/// read and pass the same checks as at start), and the SafeSearch map.
+pub fn check_lists(config: &Config) -> ListCheck {
+    let mut check = ListCheck::default();
+    if std::fs::read_dir(&config.lists.dir).is_err() && config.lists.dir_line.is_none() {
+        check.notes.push(format!(
+            "there is no lists folder at {} (the default, relative to the working folder): `serve` would filter \
+             with the lists built into this binary only; set [lists] dir to your lists folder",
+            config.lists.dir.display()
+        ));
+        // Checked as `serve` would use them (`enable`/`disable` ids must
+        // name built-in sources), in a scratch folder, not data_dir.
+        let scratch = std::env::temp_dir().join(format!("hedgerow-check-{}", std::process::id()));
+        match floor::write_out(&scratch) {
+            Ok(dir) => check_declared(config, &ListSettings { dir, ..config.lists.clone() }, &mut check),
+            Err(error) => check.errors.push(format!("cannot write the built-in lists to check them: {error}")),
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+        return check;
+    }
+    match list_settings(config) {
+        Ok(settings) => check_declared(config, &settings, &mut check),
+        Err(error) => check.errors.push(error.to_string()),
+    }
+    check
+}
+
+fn check_declared(config: &Config, settings: &ListSettings, check: &mut ListCheck) {
+    let map = settings.dir.join("safesearch").join("rewrites.toml");
+    if map.exists() {
+        if let Err(error) = SafeSearchMap::load(&map) {
+            check.errors.push(error.to_string());
+        }
+    } else {
+        check
+            .notes
+            .push(format!("{} is missing: `serve` would use the SafeSearch map built into this binary", map.display()));
+    }
+    let declared = match sources::load_sources(settings) {
+        Ok(declared) => declared,
+        Err(error) => {
+            check.errors.push(error.to_string());
+            return;
+        }
+    };
+    if declared.is_empty() {
+        check.errors.push(format!(
+            "{}: no *.toml file here declares a list source; set [lists] dir to the folder of source declarations",
+            settings.dir.display()
+        ));
+    }
+    for source in declared.iter().filter(|source| source.enabled) {
+        check.sources += 1;
+        match &source.location {
+            sources::Location::Path(_) => {
+                if let Err(why) = fetch::check_local(source) {
+                    let kept = load::download_path(&config.data_dir, &source.id).is_file();
+                    let effect = if kept { "its last good copy would be used" } else { "it would block nothing" };
+                    check.errors.push(format!(
+                        "list source `{}` ({}): {why}; {effect}",
+                        source.id,
+                        source.declared_in.display()
+                    ));
+                }
+            }
+            sources::Location::Url(url) => {
+                if !load::download_path(&config.data_dir, &source.id).is_file() {
+                    check.notes.push(format!(
+                        "list source `{}` ({url}) is not downloaded yet; run `hedgerow lists update`",
+                        source.id
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// An allow override may not un-block a name in a locked category. The
@@ -206,14 +392,38 @@ pub fn check_overrides(config: &Config, lists: &CompiledLists) -> Result<(), Sta
     Ok(())
 }
 
-/// Rebuilds the lists off the runtime's threads and swaps them in.
+/// Rebuilds the lists off the runtime's threads and swaps them in. When the
+/// lists cannot be loaded at all (the folder vanished or became unreadable,
+/// the SafeSearch map broke) nothing is swapped: the lists and map in force
+/// stay, the error is logged and recorded in the health record.
 pub async fn reload_lists(config: &Arc<Config>, pipeline: &Pipeline) -> Result<(), StartError> {
-    let config = config.clone();
-    let (lists, safesearch) =
-        tokio::task::spawn_blocking(move || load_lists(&config)).await.expect("list loading does not panic")?;
-    tracing::info!(listed_names = lists.len(), safesearch_names = safesearch.len(), "lists reloaded");
-    pipeline.replace_lists(lists, safesearch);
-    Ok(())
+    let load_config = config.clone();
+    let loaded = tokio::task::spawn_blocking(move || load_lists_with_health(&load_config))
+        .await
+        .expect("list loading does not panic");
+    match loaded {
+        Ok(loaded) => {
+            tracing::info!(
+                listed_names = loaded.lists.len(),
+                safesearch_names = loaded.safesearch.len(),
+                "lists reloaded"
+            );
+            pipeline.replace_lists(loaded.lists, loaded.safesearch);
+            Ok(())
+        }
+        Err(error) => {
+            tracing::error!(
+                %error,
+                listed_names = pipeline.lists().len(),
+                "LIST RELOAD FAILED: the lists in force stay (last good)"
+            );
+            let mut health = ListHealth::read(&config.data_dir).unwrap_or_default();
+            health.checked_at = fetch::unix_now();
+            health.error = Some(format!("reload failed, the last good lists stay: {error}"));
+            health.save(&config.data_dir);
+            Err(error)
+        }
+    }
 }
 
 async fn reload_on_sighup(config: Arc<Config>, pipeline: Arc<Pipeline>) {
@@ -222,9 +432,8 @@ async fn reload_on_sighup(config: Arc<Config>, pipeline: Arc<Pipeline>) {
         return;
     };
     while hangup.recv().await.is_some() {
-        if let Err(error) = reload_lists(&config, &pipeline).await {
-            tracing::warn!(%error, "list reload failed; the lists in use stay");
-        }
+        // A failure is logged (at error level) by reload_lists itself.
+        let _ = reload_lists(&config, &pipeline).await;
     }
 }
 
@@ -275,10 +484,10 @@ pub fn import_leases_file(database: &Path, file: &Path, format: LeasesFormat) ->
 
 /// Downloads every enabled URL source; true when any changed.
 pub fn update_sources(config: &Config) -> bool {
-    if !config.lists.dir.is_dir() {
+    let Ok(settings) = list_settings(config) else {
         return false;
-    }
-    let declared = match sources::load_sources(&config.lists) {
+    };
+    let declared = match sources::load_sources(&settings) {
         Ok(declared) => declared,
         Err(error) => {
             tracing::warn!(%error, "cannot read the list sources");

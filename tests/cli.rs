@@ -174,8 +174,13 @@ fn check_config_names_the_file_and_line_of_a_mistake() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains(&expected));
 
-    // A good file prints the effective config, defaults included.
-    std::fs::write(&path, format!("{data_dir}[dns]\nlisten = [\"127.0.0.1:53\"]\n")).unwrap();
+    // A good file prints the effective config, defaults included. (A file
+    // with no [[networks]] is an error: every query would be refused.)
+    std::fs::write(
+        &path,
+        format!("{data_dir}[dns]\nlisten = [\"127.0.0.1:53\"]\n[[networks]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\ngroup = \"pupil\"\n"),
+    )
+    .unwrap();
     let output = Command::new(BINARY).arg("check-config").arg(&path).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -185,8 +190,16 @@ fn check_config_names_the_file_and_line_of_a_mistake() {
 
 #[test]
 fn example_config_is_valid() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hedgerow.toml");
-    let output = Command::new(BINARY).arg("check-config").arg(example).output().unwrap();
+    // check-config now checks the lists folder the file names too; the
+    // example names where a package installs it, so point it at the repo's.
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hedgerow.toml")).unwrap();
+    let lists = concat!(env!("CARGO_MANIFEST_DIR"), "/lists");
+    let installed = "dir = \"/usr/share/hedgerow/lists\"";
+    assert!(example.contains(installed), "the example's lists folder moved; update this test");
+    let dir = tempfile::tempdir().unwrap();
+    let example_path = dir.path().join("hedgerow.toml");
+    std::fs::write(&example_path, example.replace(installed, &format!("dir = {lists:?}"))).unwrap();
+    let output = Command::new(BINARY).arg("check-config").arg(&example_path).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
 

@@ -359,15 +359,25 @@ fn prepare_reuses_unchanged_inputs_and_recompiles_changed_ones() {
     assert!(forced.report.is_some(), "rebuild always compiles");
 }
 
+/// Was `a_missing_source_file_is_reported_not_fatal`, which asserted that a
+/// first start with its only list missing served an empty list. Now: with
+/// no good copy of any source there is nothing to filter with, so it is an
+/// error; once a good copy exists, a missing file keeps its names.
 #[test]
-fn a_missing_source_file_is_reported_not_fatal() {
+fn a_missing_source_file_keeps_its_last_good_copy_and_none_at_all_is_an_error() {
     let setup = setup();
     fs::remove_file(&setup.seed).unwrap();
+    let error = prepare(&setup.settings, &setup.data).unwrap_err().to_string();
+    assert!(error.contains("no enabled list source") && error.contains("gambling.txt"), "{error}");
+
+    write(&setup.seed, "bet.example\n");
+    prepare(&setup.settings, &setup.data).unwrap();
+    fs::remove_file(&setup.seed).unwrap();
     let prepared = prepare(&setup.settings, &setup.data).unwrap();
-    let report = prepared.report.unwrap();
-    let local = &report.sources[0];
-    assert!(local.error.as_deref().unwrap().contains("gambling.txt"), "{local:?}");
-    assert!(prepared.lists.is_empty());
+    assert_eq!(prepared.lists.lookup(b"bet.example"), category("gambling"), "the last good copy stays in force");
+    let local = prepared.health.sources.iter().find(|s| s.id == "local-gambling").unwrap();
+    assert_eq!(local.state, hedgerow::lists::health::SourceState::Degraded, "{local:?}");
+    assert!(local.reason.as_deref().unwrap().contains("gambling.txt"), "{local:?}");
 }
 
 #[test]

@@ -293,6 +293,14 @@ async fn an_unresolvable_safe_host_is_servfail_never_the_real_address() {
         "[[rewrite]]\nservice = \"example\"\nsetting = \"safesearch\"\ntarget = \"safe.missing.test\"\nnames = [\"search.example.test\"]\n",
     )
     .unwrap();
+    // A lists folder must declare a source (one with none is refused, as a
+    // mistyped folder would be); one small list, unrelated to this test.
+    std::fs::write(lists.path().join("games.txt"), "game.test\n").unwrap();
+    std::fs::write(
+        lists.path().join("local.toml"),
+        "[[source]]\nid = \"local-games\"\ncategory = \"games\"\nformat = \"domains\"\npath = \"games.txt\"\n",
+    )
+    .unwrap();
     let authority = Authority::start("127.0.0.1:0", vec![Zone::new("example.test.").a("search", "198.51.100.9")]).await;
     let running = serve::start(&config(authority.addr, lists.path())).await.unwrap();
     let server = running.udp_addrs()[0];

@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use crate::lists::sources::ListSettings;
 use crate::policy::{CategorySet, GroupPolicy};
 
-pub use raw::DEFAULT_CONFIG;
+pub use raw::{DEFAULT_CONFIG, covers_the_internet};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -29,6 +29,9 @@ pub struct Config {
     pub tcp: TcpSettings,
     pub data_dir: PathBuf,
     pub networks: Vec<Network>,
+    /// `[dns] allow_open_resolver`: networks may cover the whole address
+    /// space. Refused unless set; warned about at start when set.
+    pub allow_open_resolver: bool,
     pub groups: BTreeMap<String, GroupPolicy>,
     /// Categories always blocked for every group (the defaults plus `[categories] lock`).
     pub locked: CategorySet,

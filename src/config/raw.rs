@@ -89,7 +89,11 @@ struct RawConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDns {
-    listen: Spanned<Vec<SocketAddr>>,
+    /// Read as text so a bad entry gets a plain message quoting it.
+    listen: Spanned<Vec<Spanned<String>>>,
+    /// Networks may cover the whole address space (an open resolver).
+    #[serde(default)]
+    allow_open_resolver: bool,
     #[serde(default = "default_tcp_max_connections")]
     tcp_max_connections: Spanned<usize>,
     #[serde(default = "default_tcp_per_client")]
@@ -99,7 +103,8 @@ struct RawDns {
 impl Default for RawDns {
     fn default() -> Self {
         RawDns {
-            listen: Spanned::new(0..0, vec![SocketAddr::from(([127, 0, 0, 1], 5353))]),
+            listen: Spanned::new(0..0, vec![Spanned::new(0..0, "127.0.0.1:5353".to_string())]),
+            allow_open_resolver: false,
             tcp_max_connections: default_tcp_max_connections(),
             tcp_per_client: default_tcp_per_client(),
         }
@@ -141,7 +146,7 @@ struct RawGroup {
 #[serde(deny_unknown_fields)]
 struct RawLists {
     #[serde(default = "default_lists_dir")]
-    dir: PathBuf,
+    dir: Spanned<PathBuf>,
     #[serde(default)]
     enable: Vec<String>,
     #[serde(default)]
@@ -228,7 +233,8 @@ struct RawCategories {
 #[serde(deny_unknown_fields)]
 struct RawNetwork {
     name: Spanned<String>,
-    cidrs: Spanned<Vec<IpNet>>,
+    /// Read as text so a bad subnet gets a plain message quoting it.
+    cidrs: Spanned<Vec<Spanned<String>>>,
     group: Spanned<String>,
 }
 
@@ -341,8 +347,8 @@ fn default_ipv6_prefix() -> Spanned<u8> {
     Spanned::new(0..0, 64)
 }
 
-fn default_lists_dir() -> PathBuf {
-    PathBuf::from("lists")
+fn default_lists_dir() -> Spanned<PathBuf> {
+    Spanned::new(0..0, PathBuf::from("lists"))
 }
 fn default_update_hours() -> u64 {
     24
@@ -418,21 +424,19 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
     let source = Source { text, name: source_name };
     let raw: RawConfig = toml::from_str(text).map_err(|error| {
         let message = error.message().trim().to_string();
-        let hint = if message.contains("unknown field") {
-            "; remove it or correct its spelling (see examples/hedgerow.toml for every key)"
-        } else {
-            ""
+        let message = match error.span() {
+            Some(span) if message.starts_with("invalid type") || message.starts_with("invalid value") => {
+                plain_type_error(text, &span, &message)
+            }
+            _ if message.contains("unknown field") => {
+                format!("{message}; remove it or correct its spelling (see examples/hedgerow.toml for every key)")
+            }
+            _ => message,
         };
-        source.error(error.span().as_ref(), format!("{message}{hint}"))
+        source.error(error.span().as_ref(), message)
     })?;
 
-    let listen = raw.dns.listen.get_ref().clone();
-    if listen.is_empty() {
-        return Err(source.error(
-            Some(&raw.dns.listen.span()),
-            "`dns.listen` is empty; give at least one address such as \"0.0.0.0:53\"",
-        ));
-    }
+    let listen = compile_listen(&source, &raw.dns.listen)?;
 
     let tcp = compile_tcp(&source, &raw.dns)?;
 
@@ -442,7 +446,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         locked = locked.union(CategorySet::of(index));
     }
     let groups = compile_groups(&source, raw.groups, locked)?;
-    let networks = compile_networks(&source, raw.networks, &groups)?;
+    let networks = compile_networks(&source, raw.networks, &groups, raw.dns.allow_open_resolver)?;
     let upstream = compile_upstream(&source, raw.upstream)?;
     let cache = compile_cache(&source, raw.cache)?;
     let log = compile_log(&source, raw.log, &raw.data_dir, &groups)?;
@@ -478,6 +482,15 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         },
     };
 
+    // Last, so a mistake elsewhere in a new file is reported first.
+    if networks.is_empty() {
+        return Err(source.error(
+            None,
+            "there are no [[networks]], so every query would be refused; add one per subnet, e.g.\n\
+             [[networks]]\nname = \"pupil-wifi\"\ncidrs = [\"10.1.0.0/16\"]\ngroup = \"pupil\"",
+        ));
+    }
+
     Ok(Config {
         source: source_name.to_string(),
         listen,
@@ -486,8 +499,10 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         networks,
         groups,
         locked,
+        allow_open_resolver: raw.dns.allow_open_resolver,
         lists: ListSettings {
-            dir: raw.lists.dir,
+            dir_line: source.line_of(&raw.lists.dir.span()),
+            dir: raw.lists.dir.into_inner(),
             enable: raw.lists.enable,
             disable: raw.lists.disable,
             compiler: Default::default(),
@@ -652,6 +667,7 @@ fn compile_networks(
     source: &Source<'_>,
     raw: Vec<RawNetwork>,
     groups: &BTreeMap<String, GroupPolicy>,
+    allow_open_resolver: bool,
 ) -> Result<Vec<Network>, ConfigError> {
     let mut names = BTreeSet::new();
     let mut seen_cidrs: BTreeMap<IpNet, String> = BTreeMap::new();
@@ -683,7 +699,21 @@ fn compile_networks(
             ));
         }
         let mut cidrs = Vec::new();
-        for cidr in network.cidrs.get_ref() {
+        for written in network.cidrs.get_ref() {
+            let cidr = parse_cidr(source, written)?;
+            if covers_the_internet(&cidr) && !allow_open_resolver {
+                return Err(source.error(
+                    Some(&written.span()),
+                    format!(
+                        "network {name:?} has {:?}, which covers the whole internet (or a large part of it): anyone \
+                         who can reach this server could use it (an open resolver, used in DNS amplification \
+                         attacks) and would get group {:?}'s policy. List the school's own subnets, e.g. \
+                         cidrs = [\"10.1.0.0/16\"]; if this is really meant, set allow_open_resolver = true under [dns]",
+                        written.get_ref(),
+                        network.group.get_ref()
+                    ),
+                ));
+            }
             // Store the network address (10.1.2.3/16 -> 10.1.0.0/16) so equal
             // subnets written differently are recognised as the same.
             let cidr = cidr.trunc();
@@ -698,6 +728,112 @@ fn compile_networks(
         networks.push(Network { name: name.clone(), cidrs, group: network.group.into_inner() });
     }
     Ok(networks)
+}
+
+/// A subnet shorter than /8 (IPv4) or /7 (IPv6) reaches far beyond any
+/// school: 0.0.0.0/0, ::/0, their halves, 2000::/3 (all global IPv6). 10/8
+/// and the IPv6 unique-local fc00::/7 are still allowed.
+pub fn covers_the_internet(cidr: &IpNet) -> bool {
+    match cidr {
+        IpNet::V4(net) => net.prefix_len() < 8,
+        IpNet::V6(net) => net.prefix_len() < 7,
+    }
+}
+
+fn parse_cidr(source: &Source<'_>, written: &Spanned<String>) -> Result<IpNet, ConfigError> {
+    let text = written.get_ref().trim();
+    text.parse::<IpNet>().map_err(|_| {
+        let why = match text.split_once('/') {
+            None if text.parse::<IpAddr>().is_ok() => format!(
+                "it has no prefix length; for one address write \"{text}/{}\"",
+                if text.contains(':') { 128 } else { 32 }
+            ),
+            Some((ip, len)) if ip.parse::<IpAddr>().is_ok() => {
+                let most = if ip.contains(':') { 128 } else { 32 };
+                format!("the prefix length /{len} is not 0-{most}")
+            }
+            _ => "it is not an IP subnet".to_string(),
+        };
+        source.error(
+            Some(&written.span()),
+            format!("cidrs = [{text:?}]: {why}; write a subnet like \"10.1.0.0/16\" or \"fd00:1::/64\""),
+        )
+    })
+}
+
+/// `dns.listen`: each entry an address with a port, none twice.
+fn compile_listen(source: &Source<'_>, listen: &Spanned<Vec<Spanned<String>>>) -> Result<Vec<SocketAddr>, ConfigError> {
+    if listen.get_ref().is_empty() {
+        return Err(source
+            .error(Some(&listen.span()), "`dns.listen` is empty; give at least one address such as \"0.0.0.0:53\""));
+    }
+    let mut addresses: Vec<SocketAddr> = Vec::new();
+    for written in listen.get_ref() {
+        let text = written.get_ref().trim();
+        let address = text.parse::<SocketAddr>().map_err(|_| {
+            let why = match text.parse::<IpAddr>() {
+                Ok(IpAddr::V4(_)) => format!("it has no port; write \"{text}:53\""),
+                Ok(IpAddr::V6(_)) => format!("it has no port; write \"[{text}]:53\""),
+                Err(_) => "it is not an IP address and port".to_string(),
+            };
+            source.error(
+                Some(&written.span()),
+                format!("listen = [{text:?}]: {why}; write addresses like \"0.0.0.0:53\" or \"[::]:53\""),
+            )
+        })?;
+        if addresses.contains(&address) {
+            return Err(source.error(
+                Some(&written.span()),
+                format!("`dns.listen` has {address} twice; remove one (a second socket on the same address cannot be opened)"),
+            ));
+        }
+        addresses.push(address);
+    }
+    Ok(addresses)
+}
+
+/// Keys whose values a person most often writes in the wrong type, with
+/// what they take and an example.
+const KEY_EXAMPLES: &[(&str, &str, &str)] = &[
+    ("youtube", "one of \"strict\", \"moderate\", \"off\"", "youtube = \"strict\""),
+    ("block_answer", "one of \"nxdomain\", \"null\", \"block-page\"", "block_answer = \"nxdomain\""),
+    ("safesearch", "true or false", "safesearch = true"),
+    ("bypass", "true or false", "bypass = true"),
+    ("enabled", "true or false", "enabled = true"),
+    ("allow_open_resolver", "true or false", "allow_open_resolver = false"),
+    ("exempt_loopback", "true or false", "exempt_loopback = true"),
+    ("mode", "\"recursive\" or \"forward\"", "mode = \"forward\""),
+    ("protocol", "one of \"udp\", \"tcp\", \"tls\", \"https\"", "protocol = \"tls\""),
+    ("listen", "a list of addresses with ports", "listen = [\"0.0.0.0:53\"]"),
+    ("cidrs", "a list of subnets", "cidrs = [\"10.1.0.0/16\"]"),
+    ("block", "a list of category ids", "block = [\"default\", \"games\"]"),
+    ("allow", "a list of domain names", "allow = [\"bbc.co.uk\"]"),
+    ("deny", "a list of domain names", "deny = [\"example.com\"]"),
+    ("enable", "a list of source ids", "enable = [\"ut1-gambling\"]"),
+    ("disable", "a list of source ids", "disable = [\"hedgerow-games\"]"),
+    ("lock", "a list of category ids", "lock = [\"pornography\"]"),
+    ("dir", "a folder path in quotes", "dir = \"/usr/share/hedgerow/lists\""),
+    ("data_dir", "a folder path in quotes", "data_dir = \"/var/lib/hedgerow\""),
+    ("size", "a whole number", "size = 100000"),
+];
+
+/// serde's "invalid type: boolean `true`, expected a string" as a person
+/// would put it: `youtube = true: expected one of "strict", ..., e.g. youtube = "strict"`.
+fn plain_type_error(text: &str, span: &Range<usize>, message: &str) -> String {
+    let start = span.start.min(text.len());
+    let end = span.end.clamp(start, text.len());
+    let value = text[start..end].trim();
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let key = line.split_once('=').map(|(key, _)| key.trim().trim_matches('"')).filter(|key| !key.is_empty());
+    let serde_expected = message.split_once("expected ").map_or("another type", |(_, expected)| expected).trim();
+    match key {
+        Some(key) => match KEY_EXAMPLES.iter().find(|(name, _, _)| *name == key) {
+            Some((_, expected, example)) => format!("{key} = {value}: expected {expected}, e.g. {example}"),
+            None => format!("{key} = {value}: expected {serde_expected}"),
+        },
+        None => format!("{value}: expected {serde_expected}"),
+    }
 }
 
 fn compile_upstream(source: &Source<'_>, raw: RawUpstream) -> Result<Upstream, ConfigError> {
@@ -905,6 +1041,9 @@ pub(super) fn render(config: &Config) -> String {
         "tcp_max_connections = {}\ntcp_per_client = {}",
         config.tcp.max_connections, config.tcp.per_client
     );
+    if config.allow_open_resolver {
+        let _ = writeln!(out, "allow_open_resolver = true");
+    }
     let render_servers = |out: &mut String, table: &str, servers: &[ForwardServer]| {
         for server in servers {
             let _ = writeln!(out, "\n[[{table}]]\naddress = {}", quote(&server.address.to_string()));
@@ -1123,6 +1262,11 @@ allow = ["BBC.co.uk", "=www.Example.org"]
 deny = ["*.tiktok.com"]
 block_answer = "block-page"
 block_page_ipv4 = "10.0.0.2"
+
+[[networks]]
+name = "staff-lan"
+cidrs = ["10.2.0.0/16"]
+group = "staff"
 "#;
         let config = compile(text, "t").unwrap();
         let staff = &config.groups["staff"];

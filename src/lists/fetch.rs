@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use ureq::http::{StatusCode, Uri, header};
 
 use super::{
-    parse::{self, Format, Rule},
+    parse::{self, Format},
     sources::{Location, SourceDecl},
 };
 use crate::time::day_string;
@@ -112,6 +112,14 @@ pub struct DownloadState {
     pub last_error: Option<String>,
     /// Names the saved copy blocks (see [`FetchOutcome::Updated`]).
     pub names: Option<usize>,
+    /// Unix seconds of the first failure since the last success (`None`
+    /// while the source is healthy): how long it has been degraded.
+    pub failing_since: Option<u64>,
+    /// For a local `path` source: the length and modification time (Unix
+    /// nanoseconds) of the file last checked, so an unchanged file is not
+    /// read again on every reload.
+    pub local_len: Option<u64>,
+    pub local_modified: Option<u128>,
 }
 
 /// Downloads one URL source into `downloads_dir/<id>.txt`, replacing the old
@@ -188,11 +196,13 @@ pub fn update_source(source: &SourceDecl, downloads_dir: &Path, settings: &Fetch
     let outcome = match result {
         Ok(outcome) => {
             state.last_error = None;
+            state.failing_since = None;
             outcome
         }
         Err(reason) => {
             let reason = format!("{reason}; {}", files.keeping_note(&state, have_copy));
             state.last_error = Some(reason.clone());
+            state.failing_since = state.failing_since.or(state.checked_at);
             FetchOutcome::Failed { reason }
         }
     };
@@ -226,6 +236,18 @@ pub fn update_all(
     downloads_dir: &Path,
     settings: &FetchSettings,
 ) -> Vec<(String, FetchOutcome)> {
+    update_all_with(sources, downloads_dir, settings, |_, _| {})
+}
+
+/// [`update_all`], calling `progress(source, None)` as each download starts
+/// and `progress(source, Some(outcome))` as it ends (for `hedgerow lists
+/// update`, which prints a line for each).
+pub fn update_all_with(
+    sources: &[SourceDecl],
+    downloads_dir: &Path,
+    settings: &FetchSettings,
+    mut progress: impl FnMut(&SourceDecl, Option<&FetchOutcome>),
+) -> Vec<(String, FetchOutcome)> {
     let lock = std::fs::create_dir_all(downloads_dir)
         .and_then(|()| std::fs::File::create(downloads_dir.join(".update.lock")))
         .and_then(|file| file.lock().map(|()| file));
@@ -236,13 +258,117 @@ pub fn update_all(
         .iter()
         .filter(|source| source.enabled && matches!(source.location, Location::Url(_)))
         .map(|source| {
+            progress(source, None);
             let outcome = update_source(source, downloads_dir, settings);
             if let FetchOutcome::Failed { reason } = &outcome {
                 tracing::warn!(source = %source.id, "list update failed: {reason}");
             }
+            progress(source, Some(&outcome));
             (source.id.clone(), outcome)
         })
         .collect()
+}
+
+/// Checks a local `path` source as [`update_local`] would, without
+/// keeping anything: the names it holds, or why it would be refused (for
+/// `hedgerow check-config`).
+pub fn check_local(source: &SourceDecl) -> Result<usize, String> {
+    let Location::Path(path) = &source.location else {
+        return Err(format!("source `{}` is a download, not a local file", source.id));
+    };
+    validate_file(path, source, &format!("the file {}", path.display())).map(|(names, _)| names)
+}
+
+/// Keeps the last good copy of a local `path` source, exactly as
+/// [`update_source`] does for a download: the file is checked with the same
+/// rules (not empty, text, mostly lines in its format) and copied to
+/// `downloads_dir/<id>.txt` only when it passes, so a file that is emptied,
+/// garbled, unreadable or deleted leaves the last good names in force.
+/// [`super::load`] compiles every source from that copy. An unchanged file
+/// (same length and modification time as last checked) is not read again.
+/// Blocking.
+pub fn update_local(source: &SourceDecl, downloads_dir: &Path) -> FetchOutcome {
+    let Location::Path(path) = &source.location else {
+        return FetchOutcome::Failed { reason: format!("source `{}` is a download, not a local file", source.id) };
+    };
+    let files = match Files::new(downloads_dir, &source.id) {
+        Ok(files) => files,
+        Err(reason) => return FetchOutcome::Failed { reason },
+    };
+    if let Err(e) = fs::create_dir_all(downloads_dir) {
+        return FetchOutcome::Failed {
+            reason: format!(
+                "cannot create the folder {} for last good copies ({e}); check that it is writable \
+                 by the user hedgerow runs as",
+                downloads_dir.display()
+            ),
+        };
+    }
+    let mut state = files.read_state();
+    let have_copy = files.text.is_file();
+    let stamp = fs::metadata(path).ok().map(|meta| {
+        let modified = meta.modified().ok().and_then(|time| time.duration_since(UNIX_EPOCH).ok());
+        (meta.len(), modified.map_or(0, |d| d.as_nanos()))
+    });
+    let seen_before = stamp.is_some() && stamp == state.local_len.zip(state.local_modified);
+    if seen_before && have_copy && state.last_error.is_none() {
+        return FetchOutcome::NotModified;
+    }
+    if seen_before && let Some(reason) = &state.last_error {
+        // The same bad file as last time: the same answer, without reading it.
+        return FetchOutcome::Failed { reason: reason.clone() };
+    }
+    let now = unix_now();
+    // Copied first, then checked and compared as the copy: what is checked
+    // is exactly what is kept, even if the file changes meanwhile.
+    let mut tmp = files.text.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let result = fs::copy(path, &tmp)
+        .map_err(|e| {
+            let fix = if e.kind() == io::ErrorKind::NotFound {
+                format!("put the list back, or change `path` in {}", source.declared_in.display())
+            } else {
+                "check its permissions, and free disk space for the copy".to_string()
+            };
+            format!("cannot read {} ({e}); {fix}", path.display())
+        })
+        .and_then(|_| validate_file(&tmp, source, &format!("the file {}", path.display())))
+        .and_then(|(names, bad_lines)| {
+            let unchanged = have_copy && same_contents(&tmp, &files.text);
+            if !unchanged {
+                replace_with(&tmp, &files.text).map_err(|e| {
+                    format!(
+                        "could not save the last good copy {} ({e}); check free disk space and that the \
+                         folder is writable",
+                        files.text.display()
+                    )
+                })?;
+                state.fetched_at = Some(now);
+            }
+            state.names = Some(names);
+            Ok(if unchanged { FetchOutcome::NotModified } else { FetchOutcome::Updated { names, bad_lines } })
+        });
+    let _ = fs::remove_file(&tmp);
+    state.checked_at = Some(now);
+    (state.local_len, state.local_modified) = stamp.unzip();
+    let outcome = match result {
+        Ok(outcome) => {
+            state.last_error = None;
+            state.failing_since = None;
+            outcome
+        }
+        Err(reason) => {
+            let reason = format!("{reason}; {}", files.keeping_note(&state, have_copy));
+            state.last_error = Some(reason.clone());
+            state.failing_since = state.failing_since.or(Some(now));
+            FetchOutcome::Failed { reason }
+        }
+    };
+    if let Err(e) = files.write_state(&state) {
+        tracing::warn!(source = %source.id, "could not save {} ({e})", files.state.display());
+    }
+    outcome
 }
 
 /// What is known about a source's download; all `None` if it never ran (or
@@ -339,6 +465,37 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Whether two files hold the same bytes (read in chunks).
+fn same_contents(a: &Path, b: &Path) -> bool {
+    let (Ok(meta_a), Ok(meta_b)) = (fs::metadata(a), fs::metadata(b)) else { return false };
+    if meta_a.len() != meta_b.len() {
+        return false;
+    }
+    let (Ok(mut a), Ok(mut b)) = (File::open(a), File::open(b)) else { return false };
+    let (mut buf_a, mut buf_b) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let Ok(n) = a.read(&mut buf_a) else { return false };
+        if n == 0 {
+            return true;
+        }
+        if b.read_exact(&mut buf_b[..n]).is_err() || buf_a[..n] != buf_b[..n] {
+            return false;
+        }
+    }
+}
+
+/// Moves a finished temporary file over `path` durably (see
+/// [`write_atomically`]).
+fn replace_with(tmp: &Path, path: &Path) -> io::Result<()> {
+    File::open(tmp)?.sync_all()?;
+    fs::rename(tmp, path)?;
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let _ = File::open(dir).and_then(|dir| dir.sync_all());
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -470,7 +627,7 @@ fn fetch(
     let body = response.body_mut().as_reader();
     let bytes = reading.read_body(body, is_archive.then_some(member), source)?;
 
-    let list = validate(bytes, source)?;
+    let list = validate(bytes, source, "the download")?;
     Ok(Fetched::List(NewList { etag, last_modified, ..list }))
 }
 
@@ -689,24 +846,19 @@ impl<R: Read> Read for Guarded<'_, R> {
 
 /// Accepts the bytes as the new copy only if they look like a list in the
 /// source's format: text, not a web page, with names to block and mostly
-/// lines the parser understands.
-fn validate(bytes: Vec<u8>, source: &SourceDecl) -> Result<NewList, String> {
-    let declared_in = source.declared_in.display();
-    let format = source.format.as_str();
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(format!("the server sent an empty file; check the URL in {declared_in}"));
-    }
+/// lines the parser understands (fewer than half of the lines that are not
+/// blank or comments may be bad). `subject` names the bytes in messages
+/// ("the download", "the file ...").
+fn validate(bytes: Vec<u8>, source: &SourceDecl, subject: &str) -> Result<NewList, String> {
+    let check = where_to_check(source);
     if bytes.len() > 262 && &bytes[257..262] == b"ustar" {
         return Err(format!(
-            "the download is a tar archive; set `member` in {declared_in} to the file \
-             inside it to use (for example `gambling/domains`)"
+            "{subject} is a tar archive; set `member` in {} to the file \
+             inside it to use (for example `gambling/domains`)",
+            source.declared_in.display()
         ));
     }
-    let head = &bytes[..bytes.len().min(SNIFF_BYTES)];
-    let binary = || format!("the download is binary data, not a text list; check the URL in {declared_in}");
-    if head.contains(&0) {
-        return Err(binary());
-    }
+    sniff(&bytes[..bytes.len().min(SNIFF_BYTES)], subject, &check)?;
     // A stray bad byte is tolerated (lossy), a body made of them is not.
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
@@ -714,7 +866,7 @@ fn validate(bytes: Vec<u8>, source: &SourceDecl) -> Result<NewList, String> {
             let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
             let replaced = text.chars().filter(|&c| c == char::REPLACEMENT_CHARACTER).count();
             if replaced * 10 > text.chars().count() {
-                return Err(binary());
+                return Err(format!("{subject} is binary data, not a text list; check {check}"));
             }
             text
         }
@@ -723,20 +875,81 @@ fn validate(bytes: Vec<u8>, source: &SourceDecl) -> Result<NewList, String> {
         Some(rest) => rest.to_string(),
         None => text,
     };
+    let (names, bad_lines) = judge(text.as_bytes(), text.as_bytes(), source, subject)?;
+    Ok(NewList { text, names, bad_lines, etag: None, last_modified: None })
+}
 
+/// [`validate`] for a local file, read in a streaming way (a local list may
+/// hold millions of names; the server checks it without holding it in
+/// memory). The names it blocks and its bad lines.
+fn validate_file(path: &Path, source: &SourceDecl, subject: &str) -> Result<(usize, usize), String> {
+    let open = || File::open(path).map(io::BufReader::new).map_err(|e| format!("cannot read {} ({e})", path.display()));
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
+    open()?
+        .take(SNIFF_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+    sniff(&head, subject, &where_to_check(source))?;
+    judge(open()?, open()?, source, subject)
+}
+
+fn where_to_check(source: &SourceDecl) -> String {
+    match &source.location {
+        Location::Url(_) => format!("the URL in {}", source.declared_in.display()),
+        Location::Path(path) => format!("{} (declared in {})", path.display(), source.declared_in.display()),
+    }
+}
+
+/// Rejects, from its first bytes, what is plainly not a text list: nothing
+/// but white space, binary data, a web page.
+fn sniff(head: &[u8], subject: &str, check: &str) -> Result<(), String> {
+    if head.iter().all(u8::is_ascii_whitespace) {
+        return Err(format!("{subject} is empty; check {check}"));
+    }
+    if head.contains(&0) {
+        return Err(format!("{subject} is binary data, not a text list; check {check}"));
+    }
     // Captive portals, CDNs and moved sites answer 200 with a page. Saying
     // so is clearer than "no names found".
-    let start: String = text.trim_start().chars().take(20).collect::<String>().to_ascii_lowercase();
+    let head = String::from_utf8_lossy(head);
+    let start: String =
+        head.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}').chars().take(20).collect::<String>();
+    let start = start.to_ascii_lowercase();
     if ["<!doctype", "<html", "<head", "<body", "<?xml"].iter().any(|tag| start.starts_with(tag)) {
         return Err(format!(
-            "the server sent a web page, not a list (often an error, login or \"moved\" \
-             page); check the URL in {declared_in}"
+            "{subject} is a web page, not a list (often an error, login or \"moved\" page); check {check}"
         ));
     }
+    Ok(())
+}
 
-    let report = parse::parse(&text, source.format);
-    let names = report.rules.iter().filter(|rule| matches!(rule, Rule::Block(_))).count();
-    let content = text.lines().filter(|line| !is_blank_or_comment(line, source.format)).count();
+/// Parses the list (counting, not collecting: millions of names cost no
+/// memory here) and accepts it only with names to block and fewer than half
+/// of its non-comment lines bad. Reads the text twice: once to parse, once
+/// to count the lines that ought to be rules.
+fn judge(
+    parse_from: impl io::BufRead,
+    count_from: impl io::BufRead,
+    source: &SourceDecl,
+    subject: &str,
+) -> Result<(usize, usize), String> {
+    let declared_in = source.declared_in.display();
+    let format = source.format.as_str();
+    let check = where_to_check(source);
+    let mut names = 0usize;
+    let report = parse::parse_stream(parse_from, source.format, |kind, _| {
+        if matches!(kind, parse::RuleKind::Block) {
+            names += 1;
+        }
+    })
+    .map_err(|e| format!("cannot read {subject} ({e})"))?;
+    let mut content = 0usize;
+    for line in count_from.split(b'\n') {
+        let line = line.map_err(|e| format!("cannot read {subject} ({e})"))?;
+        if !is_blank_or_comment(&String::from_utf8_lossy(&line), source.format) {
+            content += 1;
+        }
+    }
     let example = report
         .bad_examples
         .first()
@@ -745,21 +958,24 @@ fn validate(bytes: Vec<u8>, source: &SourceDecl) -> Result<NewList, String> {
             format!(" (first: line {number} `{line}`: {why})")
         })
         .unwrap_or_default();
+    if content == 0 && names == 0 {
+        return Err(format!("{subject} is empty (only blank lines and comments); check {check}"));
+    }
     if names == 0 {
         return Err(format!(
-            "the download holds no names to block ({content} lines, {} not understood as \
-             `{format}`{example}); check the URL and `format` in {declared_in}",
+            "{subject} holds no names to block ({content} lines, {} not understood as \
+             `{format}`{example}); check {check} and `format` in {declared_in}",
             report.bad_lines
         ));
     }
     if report.bad_lines * 2 >= content {
         return Err(format!(
             "{} of {content} lines are not valid `{format}` lines{example}; check `format` \
-             in {declared_in}, and that the URL still serves this list",
+             in {declared_in}, and that {check} still holds this list",
             report.bad_lines
         ));
     }
-    Ok(NewList { text, names, bad_lines: report.bad_lines, etag: None, last_modified: None })
+    Ok((names, report.bad_lines))
 }
 
 /// Whether the parser skips `line` as blank or a comment (mirrors
@@ -961,7 +1177,7 @@ fn describe_io(error: &io::Error, uri: &Uri, settings: &FetchSettings) -> String
 // ---------------------------------------------------------------------------
 // Small formatting helpers
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

@@ -4,14 +4,19 @@
 //!
 //! Files under the data folder:
 //! - `lists.compiled`: the compiled list ([`ARTEFACT`]).
-//! - `downloads/<id>.txt`: the fetcher's copy of each URL source, already
-//!   extracted from its archive.
+//! - `downloads/<id>.txt`: the last good copy of every source: the fetcher's
+//!   copy of each URL source (already extracted from its archive), and the
+//!   last copy of each local `path` source that passed the same checks
+//!   ([`super::fetch::update_local`]). Every compile reads these copies, so
+//!   a source that fails keeps its last good names.
+//! - `lists-health.json`: how each source stands ([`super::health`]).
 
 use std::path::{Path, PathBuf};
 
 use super::compile::{self, CompileInput, CompileReport, SourceReport};
 use super::compiled::{CompiledLists, ListError};
-use super::sources::{Compiler, ListSettings, Location, SourceDecl, load_sources};
+use super::health::{self, ListHealth, SourceState};
+use super::sources::{Compiler, ListSettings, SourceDecl, SourceError, load_sources};
 
 /// The compiled list's file name inside the data folder.
 pub const ARTEFACT: &str = "lists.compiled";
@@ -21,10 +26,21 @@ pub fn artefact_path(data_dir: &Path) -> PathBuf {
     data_dir.join(ARTEFACT)
 }
 
-/// Where the fetcher keeps a URL source's downloaded text.
+/// Where the last good copy of a source's text is kept (for a URL source,
+/// the fetcher's download).
 pub fn download_path(data_dir: &Path, id: &str) -> PathBuf {
-    data_dir.join("downloads").join(format!("{id}.txt"))
+    downloads_dir(data_dir).join(format!("{id}.txt"))
 }
+
+/// The folder of last good copies.
+pub fn downloads_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("downloads")
+}
+
+/// The exit status of `hedgerow lists compile` when it wrote the lists but
+/// some source failed (its last good copy, if any, was used). A server
+/// compiling in a child accepts it; a person sees a failure.
+pub const EXIT_DEGRADED: i32 = 3;
 
 /// The lists ready to serve.
 #[derive(Debug)]
@@ -37,28 +53,29 @@ pub struct Prepared {
     /// `Some(why)` when building a new list failed and the last good one was
     /// kept; the error is logged too.
     pub stale: Option<String>,
+    /// How each source stands (also saved to `data_dir/lists-health.json`
+    /// by the server).
+    pub health: ListHealth,
 }
 
-/// The enabled sources as compile inputs, in declaration order. URL sources
-/// not downloaded yet are left out and reported.
+/// The enabled sources as compile inputs, in declaration order, each read
+/// from its last good copy (see [`health::refresh`], which makes them).
+/// Sources with no copy yet are left out and reported.
 pub fn plan(sources: &[SourceDecl], data_dir: &Path) -> (Vec<CompileInput>, Vec<SourceReport>) {
     let mut inputs = Vec::new();
     let mut skipped = Vec::new();
     for source in sources.iter().filter(|source| source.enabled) {
-        let text = match &source.location {
-            Location::Path(path) => path.clone(),
-            Location::Url(_) => {
-                let download = download_path(data_dir, &source.id);
-                if !download.is_file() {
-                    skipped.push(SourceReport::skipped(
-                        &source.id,
-                        format!("not downloaded yet ({} is missing); run `hedgerow lists update`", download.display()),
-                    ));
-                    continue;
-                }
-                download
-            }
-        };
+        let text = download_path(data_dir, &source.id);
+        if !text.is_file() {
+            skipped.push(SourceReport::skipped(
+                &source.id,
+                format!(
+                    "no good copy yet ({} is missing): the source has never been read successfully",
+                    text.display()
+                ),
+            ));
+            continue;
+        }
         inputs.push(CompileInput { id: source.id.clone(), category: source.category, format: source.format, text });
     }
     (inputs, skipped)
@@ -80,15 +97,50 @@ pub fn rebuild(settings: &ListSettings, data_dir: &Path) -> Result<Prepared, Lis
 
 fn build(settings: &ListSettings, data_dir: &Path, always: bool) -> Result<Prepared, ListError> {
     let path = artefact_path(data_dir);
-    let attempt = || -> Result<Prepared, ListError> {
+    let mut health = ListHealth { checked_at: super::fetch::unix_now(), ..ListHealth::default() };
+    let mut attempt = || -> Result<Prepared, ListError> {
         let sources = load_sources(settings)?;
-        let (inputs, skipped) = plan(&sources, data_dir);
+        if sources.is_empty() {
+            return Err(ListError::Sources(SourceError {
+                file: settings.dir.clone(),
+                line: None,
+                message: "no *.toml file here declares a list source; set `[lists] dir` to the folder of source \
+                          declarations (the shipped one is `lists/`, with hedgerow.toml)"
+                    .to_string(),
+            }));
+        }
+        health = health::refresh(&sources, &downloads_dir(data_dir));
+        let (inputs, mut skipped) = plan(&sources, data_dir);
+        // A skipped source says why its own source failed, not just "no copy".
+        for report in &mut skipped {
+            if let Some(reason) = health.sources.iter().find(|h| h.id == report.id).and_then(|h| h.reason.clone()) {
+                report.error = Some(reason);
+            }
+        }
+        if inputs.is_empty() && sources.iter().any(|source| source.enabled) {
+            let why: Vec<String> =
+                skipped.iter().map(|s| format!("{}: {}", s.id, s.error.as_deref().unwrap_or("?"))).collect();
+            return Err(ListError::Build {
+                path: path.clone(),
+                why: format!(
+                    "no enabled list source has ever been read successfully, so there is nothing to filter with \
+                     ({}); fix the sources, or run `hedgerow lists update` for downloads",
+                    why.join("; ")
+                ),
+            });
+        }
         if !always {
             let wanted = compile::fingerprint(&inputs);
             match CompiledLists::open(&path) {
                 Ok(lists) if lists.fingerprint() == wanted => {
                     tracing::info!(path = %path.display(), names = lists.len(), "compiled lists unchanged; reusing them");
-                    return Ok(Prepared { lists, report: None, path: path.clone(), stale: None });
+                    return Ok(Prepared {
+                        lists,
+                        report: None,
+                        path: path.clone(),
+                        stale: None,
+                        health: health.clone(),
+                    });
                 }
                 Ok(_) => tracing::info!("list sources changed; recompiling"),
                 Err(ListError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
@@ -99,24 +151,31 @@ fn build(settings: &ListSettings, data_dir: &Path, always: bool) -> Result<Prepa
             compile_in_child(program, args, &path)?;
             let lists = CompiledLists::open(&path)?;
             tracing::info!(names = lists.len(), path = %path.display(), "lists compiled by a child process");
-            return Ok(Prepared { lists, report: None, path: path.clone(), stale: None });
+            return Ok(Prepared { lists, report: None, path: path.clone(), stale: None, health: health.clone() });
         }
         let mut report = compile::compile(&inputs, &path)?;
         let lists = CompiledLists::open(&path)?;
         report.sources = in_declaration_order(&sources, report.sources, skipped);
-        Ok(Prepared { lists, report: Some(report), path: path.clone(), stale: None })
+        Ok(Prepared { lists, report: Some(report), path: path.clone(), stale: None, health: health.clone() })
     };
-    match attempt() {
+    let result = attempt();
+    match result {
         Ok(prepared) => Ok(prepared),
         Err(error) if !always => match CompiledLists::open(&path) {
             Ok(lists) => {
                 tracing::error!("{error}; keeping the last good compiled lists ({} names)", lists.len());
-                Ok(Prepared { lists, report: None, path, stale: Some(error.to_string()) })
+                health.error = Some(error.to_string());
+                Ok(Prepared { lists, report: None, path, stale: Some(error.to_string()), health })
             }
             Err(_) => Err(error),
         },
         Err(error) => Err(error),
     }
+}
+
+/// Whether every enabled source is in force from a fresh read.
+pub fn all_sources_ok(health: &ListHealth) -> bool {
+    health.sources.iter().all(|source| source.state == SourceState::Ok)
 }
 
 /// Runs `program args...` to compile the lists to `path`; its output (the
@@ -130,7 +189,9 @@ fn compile_in_child(program: &Path, args: &[std::ffi::OsString], path: &Path) ->
         .stderr(std::process::Stdio::inherit())
         .status()
         .map_err(|error| failed(format!("cannot run the list compiler {}: {error}", program.display())))?;
-    if !status.success() {
+    // EXIT_DEGRADED: written, with some source on its last good copy (the
+    // health check here has already found and logged which).
+    if !status.success() && status.code() != Some(EXIT_DEGRADED) {
         return Err(failed(format!(
             "the list compiler ({}) failed with {status}; its messages are above",
             program.display()

@@ -8,6 +8,8 @@
 pub mod compile;
 pub mod compiled;
 pub mod fetch;
+pub mod floor;
+pub mod health;
 pub mod load;
 pub mod normalise;
 pub mod parse;

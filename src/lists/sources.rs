@@ -58,6 +58,11 @@ pub enum Location {
 pub struct ListSettings {
     /// The folder of `*.toml` declarations.
     pub dir: PathBuf,
+    /// The config line that sets `dir`, or `None` when it was not written
+    /// (the default `lists`, relative to the working folder). A folder the
+    /// config names must exist; a missing default falls back to the lists
+    /// built into the binary (see `serve::list_settings`).
+    pub dir_line: Option<usize>,
     /// Ids turned on although declared `enabled = false`.
     pub enable: Vec<String>,
     /// Ids turned off although declared enabled.
@@ -201,12 +206,20 @@ pub fn load_sources(settings: &ListSettings) -> Result<Vec<SourceDecl>, SourceEr
             }
             let Some(source) = sources.iter_mut().find(|source| &source.id == id) else {
                 let known: Vec<&str> = sources.iter().map(|source| source.id.as_str()).collect();
+                let close: Vec<&str> = known.iter().copied().filter(|known| is_close(id, known)).collect();
                 let which = if enabled { "enable" } else { "disable" };
+                let hint = match close.as_slice() {
+                    [] => String::new(),
+                    close => format!(
+                        "did you mean {}? ",
+                        close.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(" or ")
+                    ),
+                };
                 return Err(SourceError {
                     file: dir.clone(),
                     line: None,
                     message: format!(
-                        "`[lists] {which}` names `{id}`, which no *.toml here declares; known ids: {}",
+                        "`[lists] {which}` names `{id}`, which no *.toml here declares; {hint}known ids: {}",
                         known.join(", ")
                     ),
                 });
@@ -215,6 +228,25 @@ pub fn load_sources(settings: &ListSettings) -> Result<Vec<SourceDecl>, SourceEr
         }
     }
     Ok(sources)
+}
+
+/// Whether `known` is probably what `wanted` meant: one contains the other,
+/// or they are at most two edits apart.
+fn is_close(wanted: &str, known: &str) -> bool {
+    if known.contains(wanted) || wanted.contains(known) {
+        return true;
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (wanted.chars().collect(), known.chars().collect());
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut row = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            row.push((previous[j] + cost).min(previous[j + 1] + 1).min(row[j] + 1));
+        }
+        previous = row;
+    }
+    previous[b.len()] <= 2
 }
 
 /// Parses and checks one declarations file. Returns each source with the line

@@ -1,0 +1,151 @@
+//! How each list source stands: serving fresh names, serving its last good
+//! copy because the source failed (degraded), or contributing nothing
+//! (missing). Built on every start, reload and `hedgerow lists compile`,
+//! logged, returned with the lists, and written to
+//! `data_dir/lists-health.json` for the dashboard and `hedgerow status`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::fetch::{self, FetchOutcome};
+use super::sources::{Location, SourceDecl};
+use crate::policy::category::CATEGORIES;
+
+/// The health record's file name inside the data folder.
+pub const HEALTH_FILE: &str = "lists-health.json";
+
+/// Where the health record lives.
+pub fn health_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(HEALTH_FILE)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceState {
+    /// The source was read (or downloaded) and its names are in force.
+    Ok,
+    /// The source failed; its last good copy is in force instead.
+    Degraded,
+    /// The source failed and there is no good copy: it blocks nothing.
+    Missing,
+}
+
+/// One enabled source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceHealth {
+    pub id: String,
+    pub category: String,
+    pub state: SourceState,
+    /// What went wrong and how to fix it (`None` when `Ok`).
+    pub reason: Option<String>,
+    /// Unix seconds since when the source has been failing.
+    pub since: Option<u64>,
+    /// Names in the copy in force (when known).
+    pub names: Option<usize>,
+    /// Unix seconds when the copy in force was taken.
+    pub copy_from: Option<u64>,
+}
+
+/// Every enabled source, plus any problem with the list set as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListHealth {
+    /// Unix seconds of the check.
+    pub checked_at: u64,
+    /// Why the lists could not be rebuilt at all (an unreadable lists
+    /// folder, a broken declaration): the lists in force are the last good
+    /// ones. `None` when the rebuild ran.
+    pub error: Option<String>,
+    pub sources: Vec<SourceHealth>,
+}
+
+impl ListHealth {
+    /// Sources not fully in force (degraded or missing).
+    pub fn problems(&self) -> impl Iterator<Item = &SourceHealth> {
+        self.sources.iter().filter(|source| source.state != SourceState::Ok)
+    }
+
+    /// Nothing wrong anywhere.
+    pub fn is_healthy(&self) -> bool {
+        self.error.is_none() && self.problems().next().is_none()
+    }
+
+    /// Logs every problem at error level: each one means less filtering
+    /// than the school configured, or filtering from an old copy.
+    pub fn log(&self) {
+        if let Some(error) = &self.error {
+            tracing::error!("{error}; the lists in force stay as they were");
+        }
+        for source in self.problems() {
+            let reason = source.reason.as_deref().unwrap_or("unknown");
+            match source.state {
+                SourceState::Degraded => tracing::error!(
+                    list = %source.id,
+                    names = source.names,
+                    "list source failed, serving its last good copy: {reason}"
+                ),
+                _ => {
+                    tracing::error!(list = %source.id, "list source failed and has no good copy, so it blocks nothing: {reason}")
+                }
+            }
+        }
+    }
+
+    /// Writes the record to `data_dir/lists-health.json` (best effort: the
+    /// log already says the same).
+    pub fn save(&self, data_dir: &Path) {
+        let path = health_path(data_dir);
+        let result =
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other).and_then(|json| std::fs::write(&path, json));
+        if let Err(error) = result {
+            tracing::warn!(path = %path.display(), %error, "cannot write the list health record");
+        }
+    }
+
+    /// The last record written, if any.
+    pub fn read(data_dir: &Path) -> Option<ListHealth> {
+        serde_json::from_slice(&std::fs::read(health_path(data_dir)).ok()?).ok()
+    }
+}
+
+/// Refreshes the last good copy of every enabled local source (see
+/// [`fetch::update_local`]) and reads how every enabled download stands.
+pub fn refresh(sources: &[SourceDecl], downloads_dir: &Path) -> ListHealth {
+    let mut health = ListHealth { checked_at: fetch::unix_now(), ..ListHealth::default() };
+    // The same lock as `fetch::update_all`: a `hedgerow lists compile` and a
+    // server reload never write one copy's temporary file at once.
+    let _lock = std::fs::create_dir_all(downloads_dir)
+        .and_then(|()| std::fs::File::create(downloads_dir.join(".update.lock")))
+        .and_then(|file| file.lock().map(|()| file));
+    for source in sources.iter().filter(|source| source.enabled) {
+        let failure = match &source.location {
+            Location::Path(_) => match fetch::update_local(source, downloads_dir) {
+                FetchOutcome::Failed { reason } => Some(reason),
+                FetchOutcome::Updated { .. } | FetchOutcome::NotModified => None,
+            },
+            Location::Url(_) => fetch::download_state(downloads_dir, &source.id).last_error,
+        };
+        let state = fetch::download_state(downloads_dir, &source.id);
+        let copy = downloads_dir.join(format!("{}.txt", source.id));
+        let have_copy = copy.is_file();
+        let (state_now, reason) = match (failure, have_copy) {
+            (None, true) => (SourceState::Ok, None),
+            (Some(reason), true) => (SourceState::Degraded, Some(reason)),
+            (Some(reason), false) => (SourceState::Missing, Some(reason)),
+            (None, false) => (
+                SourceState::Missing,
+                Some(format!("not downloaded yet ({} is missing); run `hedgerow lists update`", copy.display())),
+            ),
+        };
+        health.sources.push(SourceHealth {
+            id: source.id.clone(),
+            category: CATEGORIES.get(usize::from(source.category)).map_or("?", |c| c.id).to_string(),
+            since: (state_now != SourceState::Ok).then_some(state.failing_since.or(state.checked_at)).flatten(),
+            names: have_copy.then_some(state.names).flatten(),
+            copy_from: have_copy.then_some(state.fetched_at).flatten(),
+            state: state_now,
+            reason,
+        });
+    }
+    health
+}
