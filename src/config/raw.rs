@@ -276,6 +276,8 @@ struct RawCache {
     negative_max_ttl_secs: u64,
     #[serde(default = "default_serve_stale")]
     serve_stale_secs: u64,
+    #[serde(default = "default_stale_answer_after")]
+    stale_answer_after_ms: u64,
 }
 
 impl Default for RawCache {
@@ -286,6 +288,7 @@ impl Default for RawCache {
             max_ttl_secs: default_max_ttl(),
             negative_max_ttl_secs: default_negative_max_ttl(),
             serve_stale_secs: default_serve_stale(),
+            stale_answer_after_ms: default_stale_answer_after(),
         }
     }
 }
@@ -344,6 +347,11 @@ fn default_negative_max_ttl() -> u64 {
 }
 fn default_serve_stale() -> u64 {
     86_400
+}
+/// Stub resolvers commonly retry or give up after about a second (Windows
+/// and Chrome after 1 s); RFC 8767 suggests 1.8 s, which many would not wait.
+fn default_stale_answer_after() -> u64 {
+    400
 }
 fn default_true() -> bool {
     true
@@ -805,6 +813,7 @@ fn compile_cache(source: &Source<'_>, raw: RawCache) -> Result<CacheSettings, Co
         max_ttl: Duration::from_secs(*raw.max_ttl_secs.get_ref()),
         negative_max_ttl: Duration::from_secs(raw.negative_max_ttl_secs),
         serve_stale_for: Duration::from_secs(raw.serve_stale_secs),
+        stale_answer_after: Duration::from_millis(raw.stale_answer_after_ms),
     })
 }
 
@@ -852,6 +861,7 @@ pub(super) fn render(config: &Config) -> String {
         cache.negative_max_ttl.as_secs(),
         cache.serve_stale_for.as_secs()
     );
+    let _ = writeln!(out, "stale_answer_after_ms = {}", cache.stale_answer_after.as_millis());
     let _ = writeln!(out, "\n[rate_limit]");
     if let Some(qps) = config.rate_limit.queries_per_second {
         let _ = writeln!(out, "queries_per_second = {qps}\nburst = {}", config.rate_limit.burst);

@@ -7,6 +7,7 @@
 //! upstream fails the pipeline can still answer from a stale copy.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
@@ -69,6 +70,9 @@ pub struct CachedAnswer {
     stored_at: Instant,
     fresh_until: Instant,
     stale_until: Instant,
+    /// RFC 8767 failure recheck: when a refresh of this (stale) answer last
+    /// failed, in milliseconds after `stored_at` plus one; 0 for never.
+    refresh_failed: AtomicU32,
 }
 
 impl CachedAnswer {
@@ -107,6 +111,20 @@ impl CachedAnswer {
             response_code: self.answer.response_code,
             answers: adjust(&self.answer.answers),
             authorities: adjust(&self.answer.authorities),
+        }
+    }
+
+    /// Notes that refreshing this answer from upstream failed at `now`.
+    pub fn note_failed_refresh(&self, now: Instant) {
+        let millis = now.saturating_duration_since(self.stored_at).as_millis().saturating_add(1);
+        self.refresh_failed.store(u32::try_from(millis).unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
+    /// When refreshing this answer last failed, if it has.
+    pub fn refresh_failed_at(&self) -> Option<Instant> {
+        match self.refresh_failed.load(Ordering::Relaxed) {
+            0 => None,
+            millis => Some(self.stored_at + Duration::from_millis(u64::from(millis - 1))),
         }
     }
 }
@@ -162,6 +180,7 @@ impl AnswerCache {
             stored_at: now,
             fresh_until,
             stale_until: fresh_until + self.settings.serve_stale_for,
+            refresh_failed: AtomicU32::new(0),
         };
         self.entries.insert(Box::from(key.as_slice()), Arc::new(entry));
     }
@@ -172,6 +191,12 @@ impl AnswerCache {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// How long a query holding a stale answer waits for upstream before it
+    /// is answered stale (RFC 8767's client response timer).
+    pub fn stale_answer_after(&self) -> Duration {
+        self.settings.stale_answer_after
     }
 
     /// How long an answer stays fresh: the smallest TTL in the answer for a
@@ -208,6 +233,7 @@ mod tests {
             max_ttl: Duration::from_secs(86_400),
             negative_max_ttl: Duration::from_secs(3_600),
             serve_stale_for: Duration::from_secs(600),
+            stale_answer_after: Duration::from_millis(400),
         }
     }
 
