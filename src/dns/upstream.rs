@@ -323,11 +323,21 @@ impl Forwarder {
     }
 
     pub async fn resolve(&self, name: &LowerName, record_type: RecordType, dnssec_ok: bool) -> Outcome {
+        // Which servers are down, read once before asking any (a failure
+        // below marks one down, which must not put it in the queue again).
+        // A bit per server: schools list two or three, never 64.
         let now = self.millis(Instant::now());
-        let up = self.targets.iter().filter(|target| !self.is_down(target, now));
-        let down = self.targets.iter().filter(|target| self.is_down(target, now));
+        let down = self
+            .targets
+            .iter()
+            .take(64)
+            .enumerate()
+            .fold(0u64, |mask, (index, target)| if self.is_down(target, now) { mask | 1 << index } else { mask });
+        let is_down = |index: usize| index < 64 && down & (1 << index) != 0;
+        let count = self.targets.len();
+        let order = (0..count).filter(|&index| !is_down(index)).chain((0..count).filter(|&index| is_down(index)));
         let mut last_error = UpstreamError::Other("no upstream servers".into());
-        for target in up.chain(down) {
+        for target in order.map(|index| &self.targets[index]) {
             let result = match &target.transport {
                 Transport::Udp(upstream) => upstream.query(name, record_type, dnssec_ok).await,
                 Transport::Hickory(resolver) => forward(resolver, name, record_type).await,
