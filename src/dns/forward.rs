@@ -90,17 +90,22 @@ impl UdpUpstream {
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
-        // Port 0: the kernel picks a free ephemeral port at random.
-        let socket = UdpSocket::bind(local).await.map_err(|e| {
+        // Port 0: the kernel picks a free ephemeral port at random. The query
+        // is sent before the socket is handed to tokio: a socket tokio has
+        // just registered is not yet known to be writable, and sending
+        // through it would wait a turn of the reactor first.
+        let local_error = |e: std::io::Error| {
             UpstreamError::Local(format!(
                 "cannot open a UDP socket for an upstream query: {e} (out of ports or file descriptors? \
                  raise `ulimit -n` or net.ipv4.ip_local_port_range)"
             ))
-        })?;
+        };
+        let socket = std::net::UdpSocket::bind(local).map_err(local_error)?;
+        socket.set_nonblocking(true).map_err(local_error)?;
         socket
             .send_to(packet, self.server)
-            .await
             .map_err(|e| UpstreamError::Other(format!("cannot send to {}: {e}", self.server)))?;
+        let socket = UdpSocket::from_std(socket).map_err(local_error)?;
         let mut buffer = Vec::with_capacity(REPLY_BUFFER);
         loop {
             buffer.clear();
