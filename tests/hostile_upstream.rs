@@ -301,6 +301,62 @@ async fn a_reply_from_another_port_of_the_server_is_ignored() {
     running.stop().await;
 }
 
+/// Serves DNS over TCP on 127.0.0.1:`port` on a thread, one query per
+/// connection, replying with what `handler` makes of the query (ID, question).
+fn serve_tcp(port: u16, handler: impl Fn(u16, &[u8], &str) -> Vec<u8> + Send + 'static) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("the TCP port next to the fake upstream");
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut len = [0u8; 2];
+            if stream.read_exact(&mut len).is_err() {
+                continue;
+            }
+            let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            if stream.read_exact(&mut query).is_err() || query.len() < 12 {
+                continue;
+            }
+            let Some((question, name)) = read_question(&query) else { continue };
+            let reply = handler(u16::from_be_bytes([query[0], query[1]]), &question, &name);
+            let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&reply);
+            let _ = stream.write_all(&framed);
+        }
+    });
+}
+
+#[tokio::test]
+async fn truncated_replies_are_fetched_over_tcp_and_checked_there_too() {
+    // Over UDP every reply is truncated (TC, no records).
+    let upstream = FakeUpstream::start(|seen| {
+        let mut truncated = seen.reply(REAL, 300);
+        truncated[2] |= 0x02;
+        truncated[6..8].copy_from_slice(&[0, 0]);
+        truncated.truncate(12 + seen.question.len());
+        vec![Outgoing::now(truncated)]
+    });
+    // Over TCP: the real reply, except for one name, whose reply has the
+    // wrong ID (a forged or stray answer).
+    serve_tcp(upstream.addr.port(), |id, question, name| {
+        if name.eq_ignore_ascii_case("wrong-id.school.test") {
+            reply_packet(id.wrapping_add(1), question, FORGED, 86_400)
+        } else {
+            reply_packet(id, question, REAL, 300)
+        }
+    });
+    let running = serve::start(&config(&[upstream.addr], 2000, "")).await.unwrap();
+    let server = dns_addr(&running);
+
+    let reply = ask(server, "over-tcp.school.test").await;
+    assert_eq!(first_a(&reply), Some(IpAddr::V4(REAL)), "the truncated reply was fetched again over TCP");
+    let reply = ask(server, "wrong-id.school.test").await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail, "a TCP reply with another ID is not taken");
+    assert_eq!(first_a(&reply), None);
+
+    running.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // 0x20.
 
