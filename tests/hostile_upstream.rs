@@ -567,10 +567,10 @@ fn send_icmp(icmp: &[u8]) -> io::Result<()> {
 
 #[tokio::test]
 async fn a_forged_port_unreachable_changes_nothing() {
-    // The first upstream takes 400 ms over this name; the second would
+    // The first upstream takes 800 ms over this name; the second would
     // answer differently, so an answer from it shows a failover.
     let first = FakeUpstream::start(|seen| {
-        let delay = if seen.name_lower() == "icmp.school.test" { Duration::from_millis(400) } else { Duration::ZERO };
+        let delay = if seen.name_lower() == "icmp.school.test" { Duration::from_millis(800) } else { Duration::ZERO };
         vec![Outgoing::after(delay, seen.reply(REAL, 300))]
     });
     let second = Authority::start(

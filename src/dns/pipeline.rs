@@ -423,6 +423,7 @@ impl Pipeline {
         };
         self.refresh_or_serve_stale(client, question, key, stale, now).await
     }
+
     /// Answer inspection: a CNAME in the answer whose target is blocked for
     /// this group blocks the whole answer.
     fn inspect(&self, client: &Client, question: &Question, records: &[Record]) -> Option<Answer> {
