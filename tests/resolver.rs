@@ -220,12 +220,19 @@ async fn forward_mode_fails_over_then_serves_stale_then_recovers() {
     let unknown = query_udp(server, "never.school.test", RecordType::A).await;
     assert_eq!(unknown.metadata.response_code, ResponseCode::ServFail);
 
-    // One upstream returns: answers are fresh again.
+    // One upstream returns. `www` failed to refresh moments ago, so it stays
+    // stale without asking again for 30 s (RFC 8767 failure recheck).
     let back = Authority::start(&second_addr.to_string(), vec![zone()]).await;
-    let fresh = query_udp(server, "www.school.test", RecordType::A).await;
+    let rechecked = query_udp(server, "www.school.test", RecordType::A).await;
+    assert_eq!(rechecked.answers[0].ttl, 30, "no new attempt within the failure recheck time");
+    // A miss asks every server, those marked down last: the one that came
+    // back answers and is marked up; then answers are fresh again.
+    let nx = query_udp(server, "gone.school.test", RecordType::A).await;
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    let fresh = query_udp(server, "fresh.school.test", RecordType::A).await;
     assert_eq!(fresh.metadata.response_code, ResponseCode::NoError);
     assert!(fresh.answers[0].ttl <= 1, "a fresh answer has the zone's TTL, got {}", fresh.answers[0].ttl);
-    assert!(back.query_count() >= 1);
+    assert!(back.query_count() >= 2);
 
     running.stop().await;
     back.stop().await;

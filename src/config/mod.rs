@@ -148,6 +148,10 @@ pub struct CacheSettings {
     /// How long past expiry an answer may still be served when every upstream
     /// fails (RFC 8767 suggests one to three days).
     pub serve_stale_for: Duration,
+    /// RFC 8767 client response timer: how long a query with a stale answer
+    /// in hand waits for upstream before it is answered stale (the refresh
+    /// goes on in the background).
+    pub stale_answer_after: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@
 //! upstream fails the pipeline can still answer from a stale copy.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
@@ -79,6 +80,9 @@ pub struct CachedAnswer {
     stale_until: Instant,
     /// What the entry counts against `cache.memory_mb`, fixed when stored.
     weight: u64,
+    /// RFC 8767 failure recheck: when a refresh of this (stale) answer last
+    /// failed, in milliseconds after `stored_at` plus one; 0 for never.
+    refresh_failed: AtomicU32,
 }
 
 impl CachedAnswer {
@@ -136,6 +140,20 @@ impl CachedAnswer {
             response_code: self.answer.response_code,
             answers: adjust(&self.answer.answers),
             authorities: adjust(&self.answer.authorities),
+        }
+    }
+
+    /// Notes that refreshing this answer from upstream failed at `now`.
+    pub fn note_failed_refresh(&self, now: Instant) {
+        let millis = now.saturating_duration_since(self.stored_at).as_millis().saturating_add(1);
+        self.refresh_failed.store(u32::try_from(millis).unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
+    /// When refreshing this answer last failed, if it has.
+    pub fn refresh_failed_at(&self) -> Option<Instant> {
+        match self.refresh_failed.load(Ordering::Relaxed) {
+            0 => None,
+            millis => Some(self.stored_at + Duration::from_millis(u64::from(millis - 1))),
         }
     }
 }
@@ -215,6 +233,7 @@ impl AnswerCache {
             fresh_until,
             stale_until: fresh_until + self.settings.serve_stale_for,
             weight: 0,
+            refresh_failed: AtomicU32::new(0),
         };
         entry.weight = entry.estimated_size(key.len).max(self.min_weight);
         self.entries.insert(Box::from(key.as_slice()), Arc::new(entry));
@@ -232,6 +251,12 @@ impl AnswerCache {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// How long a query holding a stale answer waits for upstream before it
+    /// is answered stale (RFC 8767's client response timer).
+    pub fn stale_answer_after(&self) -> Duration {
+        self.settings.stale_answer_after
     }
 
     /// How long an answer stays fresh: the smallest TTL in the answer for a
@@ -269,6 +294,7 @@ mod tests {
             max_ttl: Duration::from_secs(86_400),
             negative_max_ttl: Duration::from_secs(3_600),
             serve_stale_for: Duration::from_secs(600),
+            stale_answer_after: Duration::from_millis(400),
         }
     }
 

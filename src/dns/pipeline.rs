@@ -158,8 +158,9 @@ pub struct Pipeline {
     /// Swapped whole on reload; readers keep the copy they loaded.
     lists: ArcSwap<CompiledLists>,
     safesearch: ArcSwap<SafeSearchMap>,
-    cache: AnswerCache,
-    upstream: Upstream,
+    /// Shared with background refreshes of stale answers.
+    cache: Arc<AnswerCache>,
+    upstream: Arc<Upstream>,
     /// The query log: an observer that never changes an answer or waits.
     log: Option<QueryLog>,
 }
@@ -180,8 +181,8 @@ impl Pipeline {
             locked: config.locked,
             lists: ArcSwap::from_pointee(lists),
             safesearch: ArcSwap::from_pointee(safesearch),
-            cache: AnswerCache::new(&config.cache),
-            upstream: Upstream::new(&config.upstream)?,
+            cache: Arc::new(AnswerCache::new(&config.cache)),
+            upstream: Arc::new(Upstream::new(&config.upstream)?),
             log,
         })
     }
@@ -413,43 +414,21 @@ impl Pipeline {
                 answer.cache_hit = true;
                 return answer;
             }
-            CacheLookup::Stale(entry) => Some(entry),
-            CacheLookup::Miss => None,
-        };
-
-        let started = Instant::now();
-        let result = self.upstream.resolve(&question.name, question.record_type, question.dnssec_ok).await;
-        let latency = started.elapsed();
-        let mut answer = match (result, stale) {
-            (Ok(upstream), _) => {
-                self.cache.insert(&key, &question.name, question.record_type, upstream.clone(), Instant::now());
-                if let Some(blocked) = self.inspect(client, question, &upstream.answers) {
-                    return blocked;
-                }
-                let decision = Decision::new(DecisionKind::Allowed, Stage::Upstream, self.upstream.describe());
-                Answer::from_upstream(upstream, decision)
-            }
-            (Err(error), Some(stale)) => {
-                tracing::warn!(name = %question.name, %error, "every upstream failed; serving a stale answer (RFC 8767)");
-                let reason = format!("served stale from the cache: {error}");
-                let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, reason);
-                if let Some(blocked) = self.inspect(client, question, &stale.stored().answers) {
-                    return blocked;
-                }
-                let mut answer = Answer::from_upstream(stale.answer_at(Instant::now()), decision);
-                answer.cache_hit = true;
-                answer
-            }
-            (Err(error), None) => {
-                tracing::debug!(name = %question.name, %error, "upstream failed");
-                let decision =
-                    Decision::new(DecisionKind::Error, Stage::Upstream, format!("no upstream answer: {error}"));
-                Answer::empty(ResponseCode::ServFail, decision)
+            CacheLookup::Stale(entry) => entry,
+            CacheLookup::Miss => {
+                // The common case: ask on this task, no spawn. A question
+                // already in flight is merged with it inside `Upstream`.
+                let started = Instant::now();
+                let result = self
+                    .upstream
+                    .resolve(&question.name, question.record_type, question.dnssec_ok, |answer| {
+                        self.cache.insert(&key, &question.name, question.record_type, answer.clone(), Instant::now())
+                    })
+                    .await;
+                return self.upstream_answer(client, question, result, started.elapsed());
             }
         };
-        answer.decision = answer.decision.for_client(&client.network, &client.group);
-        answer.upstream_latency = Some(latency);
-        answer
+        self.refresh_or_serve_stale(client, question, key, stale, now).await
     }
 
     /// Answer inspection: a CNAME in the answer whose target is blocked for
@@ -544,4 +523,139 @@ fn rewritten(question: &Question, rewrite: &SafeRewrite, target: Answer) -> Answ
 
 fn cache_key(question: &Question) -> CacheKey {
     CacheKey::new(&question.name, question.record_type, question.dnssec_ok)
+}
+
+/// RFC 8767 failure recheck: after a refresh of a stale answer fails, the
+/// stale answer is served at once, without asking upstream again, this long.
+const FAILURE_RECHECK: Duration = Duration::from_secs(30);
+
+impl Pipeline {
+    /// An expired answer is in hand (RFC 8767). Refresh it from upstream, and
+    /// answer with the fresh copy if it comes within the client response
+    /// timer (`cache.stale_answer_after_ms`); otherwise answer stale (TTL 30)
+    /// and let the refresh finish in the background, updating the cache.
+    /// When every upstream server is marked down, answer stale at once (still
+    /// refreshing); when a refresh of this answer failed within the failure
+    /// recheck time, answer stale at once and do not ask.
+    async fn refresh_or_serve_stale(
+        &self,
+        client: &Client,
+        question: &Question,
+        key: CacheKey,
+        stale: Arc<CachedAnswer>,
+        now: Instant,
+    ) -> Answer {
+        if let Some(failed) = stale.refresh_failed_at()
+            && now.saturating_duration_since(failed) < FAILURE_RECHECK
+        {
+            let ago = now.saturating_duration_since(failed).as_secs();
+            let why = format!(
+                "refreshing it failed {ago} s ago, so upstream is not asked again for {} s (RFC 8767 failure recheck)",
+                FAILURE_RECHECK.as_secs()
+            );
+            return self.stale_answer(client, question, &stale, why, None);
+        }
+        let started = Instant::now();
+        let refresh = self.spawn_refresh(question, key, stale.clone());
+        if self.upstream.is_down_for(&question.name) {
+            let why =
+                "every upstream server is marked down (failed within the last 30 s); refreshing in the background";
+            return self.stale_answer(client, question, &stale, why.to_string(), None);
+        }
+        let wait = self.cache.stale_answer_after();
+        match tokio::time::timeout(wait, refresh).await {
+            Ok(Ok(Ok(upstream))) => self.upstream_answer(client, question, Ok(upstream), started.elapsed()),
+            Ok(Ok(Err(error))) => {
+                let why = format!("every upstream failed: {error}");
+                self.stale_answer(client, question, &stale, why, Some(started.elapsed()))
+            }
+            Ok(Err(error)) => {
+                let why = format!("the refresh stopped: {error}");
+                self.stale_answer(client, question, &stale, why, Some(started.elapsed()))
+            }
+            Err(_) => {
+                let why = format!(
+                    "upstream did not answer within {} ms (cache.stale_answer_after_ms); refreshing in the background",
+                    wait.as_millis()
+                );
+                self.stale_answer(client, question, &stale, why, Some(started.elapsed()))
+            }
+        }
+    }
+
+    /// Asks upstream for a stale answer's question on a task of its own, so
+    /// it can finish (and update the cache) after the client was answered.
+    /// Only stale answers pay for the spawn; a plain miss asks inline.
+    fn spawn_refresh(
+        &self,
+        question: &Question,
+        key: CacheKey,
+        stale: Arc<CachedAnswer>,
+    ) -> tokio::task::JoinHandle<Result<UpstreamAnswer, UpstreamError>> {
+        let (upstream, cache, question) = (self.upstream.clone(), self.cache.clone(), question.clone());
+        tokio::spawn(async move {
+            let outcome = upstream
+                .resolve(&question.name, question.record_type, question.dnssec_ok, |answer| {
+                    cache.insert(&key, &question.name, question.record_type, answer.clone(), Instant::now())
+                })
+                .await;
+            if let Err(error) = &outcome {
+                tracing::debug!(name = %question.name, %error, "refreshing a stale answer failed");
+                stale.note_failed_refresh(Instant::now());
+            }
+            outcome
+        })
+    }
+
+    /// The answer from upstream (already cached), after inspection, or
+    /// SERVFAIL when there is none.
+    fn upstream_answer(
+        &self,
+        client: &Client,
+        question: &Question,
+        result: Result<UpstreamAnswer, UpstreamError>,
+        latency: Duration,
+    ) -> Answer {
+        let mut answer = match result {
+            Ok(upstream) => {
+                if let Some(blocked) = self.inspect(client, question, &upstream.answers) {
+                    return blocked;
+                }
+                let decision = Decision::new(DecisionKind::Allowed, Stage::Upstream, self.upstream.describe());
+                Answer::from_upstream(upstream, decision)
+            }
+            Err(error) => {
+                tracing::debug!(name = %question.name, %error, "upstream failed");
+                let decision =
+                    Decision::new(DecisionKind::Error, Stage::Upstream, format!("no upstream answer: {error}"));
+                Answer::empty(ResponseCode::ServFail, decision)
+            }
+        };
+        answer.decision = answer.decision.for_client(&client.network, &client.group);
+        answer.upstream_latency = Some(latency);
+        answer
+    }
+
+    /// The stale answer (TTL 30, RFC 8767), after inspection; its decision
+    /// says it was served stale and why.
+    fn stale_answer(
+        &self,
+        client: &Client,
+        question: &Question,
+        stale: &CachedAnswer,
+        why: String,
+        waited: Option<Duration>,
+    ) -> Answer {
+        if let Some(blocked) = self.inspect(client, question, &stale.stored().answers) {
+            return blocked;
+        }
+        tracing::debug!(name = %question.name, %why, "serving a stale answer (RFC 8767)");
+        let reason = format!("served stale from the cache (RFC 8767): {why}");
+        let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, reason);
+        let mut answer =
+            Answer::from_upstream(stale.answer_at(Instant::now()), decision.for_client(&client.network, &client.group));
+        answer.cache_hit = true;
+        answer.upstream_latency = waited;
+        answer
+    }
 }

@@ -3,12 +3,20 @@
 //! recursively from the root hints with hickory's recursor, with internal
 //! zones sent to named servers (conditional forwarding).
 //!
+//! Identical questions in flight at once (same name in any case, type and DO
+//! bit) are merged: one upstream query, its answer handed to every asker.
+//! That saves upstream work when many clients ask one name at once, and
+//! takes away the birthday attack on the cache (many queries in flight for
+//! one name, each a chance for a forged reply to match).
+//!
 //! Negative answers (NXDOMAIN, NODATA) are answers, not failures: hickory
 //! reports them as errors carrying the SOA, and they are mapped back here so
 //! they can be cached and passed on. Only real failures (timeouts, SERVFAIL,
 //! REFUSED) are errors, which is what lets the cache serve stale.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +27,7 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts,
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::recursor::{Recursor, RecursorError, RecursorOptions};
+use tokio::sync::oneshot;
 
 use super::cache::UpstreamAnswer;
 use super::forward::UdpUpstream;
@@ -27,7 +36,7 @@ use crate::config::{self, ForwardProtocol, ForwardServer};
 /// Longest a recursive resolution may take in all; it walks several servers.
 const RECURSION_DEADLINE_FACTOR: u32 = 4;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream did not answer in time")]
     Timeout,
@@ -35,11 +44,23 @@ pub enum UpstreamError {
     Failed(ResponseCode),
     #[error("upstream failed: {0}")]
     Other(String),
+    /// A failure on this machine (no socket to send from), which says
+    /// nothing about the server, so it is not marked down for it.
+    #[error("cannot ask upstream: {0}")]
+    Local(String),
     #[error("cannot build the upstream: {0}")]
     Setup(String),
 }
 
-pub enum Upstream {
+/// What an upstream query comes to: an answer, or why there is none.
+pub type Outcome = Result<UpstreamAnswer, UpstreamError>;
+
+pub struct Upstream {
+    route: Route,
+    in_flight: InFlight,
+}
+
+enum Route {
     Forward(Forwarder),
     Recursive {
         recursor: Recursor<TokioRuntimeProvider>,
@@ -51,8 +72,8 @@ pub enum Upstream {
 
 impl Upstream {
     pub fn new(settings: &config::Upstream) -> Result<Upstream, UpstreamError> {
-        match settings {
-            config::Upstream::Forward { servers, timeout } => Ok(Upstream::Forward(Forwarder::new(servers, *timeout)?)),
+        let route = match settings {
+            config::Upstream::Forward { servers, timeout } => Route::Forward(Forwarder::new(servers, *timeout)?),
             config::Upstream::Recursive { root_hints, conditional, timeout } => {
                 let mut options = RecursorOptions::default();
                 // hickory refuses to recurse to loopback and private servers by
@@ -71,28 +92,146 @@ impl Upstream {
                     zones.push((LowerName::from(zone), Forwarder::new(&entry.servers, *timeout)?));
                 }
                 zones.sort_by_key(|(zone, _)| std::cmp::Reverse(zone.num_labels()));
-                Ok(Upstream::Recursive { recursor, conditional: zones, deadline: *timeout * RECURSION_DEADLINE_FACTOR })
+                Route::Recursive { recursor, conditional: zones, deadline: *timeout * RECURSION_DEADLINE_FACTOR }
             }
-        }
+        };
+        Ok(Upstream { route, in_flight: InFlight::default() })
     }
 
     /// A short description for `hedgerow check` and logs.
     pub fn describe(&self) -> &'static str {
-        match self {
-            Upstream::Forward(_) => "forwarded to the configured upstream servers",
-            Upstream::Recursive { .. } => "resolved recursively from the root",
+        match self.route {
+            Route::Forward(_) => "forwarded to the configured upstream servers",
+            Route::Recursive { .. } => "resolved recursively from the root",
         }
     }
 
+    /// True when every server that would be asked for `name` is marked down
+    /// (it failed within the last 30 s). They are still asked, last; this
+    /// only lets serve-stale answer without waiting for them. Recursion has
+    /// no single server to mark, so it is never "down".
+    pub fn is_down_for(&self, name: &LowerName) -> bool {
+        let now = Instant::now();
+        match &self.route {
+            Route::Forward(forwarder) => forwarder.all_down(now),
+            Route::Recursive { conditional, .. } => conditional
+                .iter()
+                .find(|(zone, _)| zone.zone_of(name))
+                .is_some_and(|(_, forwarder)| forwarder.all_down(now)),
+        }
+    }
+
+    /// Resolves one question. If the same question is already in flight, waits
+    /// for that query's outcome instead of sending another. `on_answer` runs
+    /// once, only for the query really sent, before anyone waiting on it is
+    /// woken (the pipeline stores the answer in the cache there, so a client
+    /// that asks again at once finds it).
     pub async fn resolve(
         &self,
         name: &LowerName,
         record_type: RecordType,
         dnssec_ok: bool,
-    ) -> Result<UpstreamAnswer, UpstreamError> {
+        on_answer: impl FnOnce(&UpstreamAnswer),
+    ) -> Outcome {
+        let key = merge_key(name, record_type, dnssec_ok);
+        loop {
+            match self.in_flight.turn(&key) {
+                Turn::Wait(outcome) => match outcome.await {
+                    Ok(outcome) => return outcome,
+                    // The query in flight was abandoned (its asker went
+                    // away): ask again, perhaps as the one who sends it.
+                    Err(_) => continue,
+                },
+                Turn::Ask(turn) => {
+                    let outcome = self.route.resolve(name, record_type, dnssec_ok).await;
+                    if let Ok(answer) = &outcome {
+                        on_answer(answer);
+                    }
+                    for waiter in turn.finish() {
+                        let _ = waiter.send(outcome.clone());
+                    }
+                    return outcome;
+                }
+            }
+        }
+    }
+}
+
+/// The merge key: DO bit, type, lower-case wire name.
+fn merge_key(name: &LowerName, record_type: RecordType, dnssec_ok: bool) -> Vec<u8> {
+    let mut key = Vec::with_capacity(3 + 64);
+    key.push(u8::from(dnssec_ok));
+    key.extend_from_slice(&u16::from(record_type).to_be_bytes());
+    for label in name.iter() {
+        key.push(label.len() as u8);
+        key.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    key
+}
+
+/// Questions in flight upstream, each with whoever is waiting for its
+/// outcome besides the task that asked. One lock taken twice per upstream
+/// query (join, finish); nothing per cached answer.
+#[derive(Default)]
+struct InFlight {
+    waiting: Mutex<HashMap<Box<[u8]>, Vec<oneshot::Sender<Outcome>>>>,
+}
+
+enum Turn<'a> {
+    /// Nobody is asking this yet: ask, then hand the outcome on.
+    Ask(AskTurn<'a>),
+    /// Someone is: wait for their outcome.
+    Wait(oneshot::Receiver<Outcome>),
+}
+
+impl InFlight {
+    fn turn<'a>(&'a self, key: &'a [u8]) -> Turn<'a> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(waiters) = waiting.get_mut(key) {
+            let (sender, receiver) = oneshot::channel();
+            waiters.push(sender);
+            return Turn::Wait(receiver);
+        }
+        waiting.insert(Box::from(key), Vec::new());
+        Turn::Ask(AskTurn { in_flight: self, key, finished: false })
+    }
+
+    fn take(&self, key: &[u8]) -> Vec<oneshot::Sender<Outcome>> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        waiting.remove(key).unwrap_or_default()
+    }
+}
+
+/// The right to ask upstream for one question. Dropped unfinished (the
+/// asking task was cancelled), it removes the question, and those waiting
+/// see their channel closed and ask again themselves.
+struct AskTurn<'a> {
+    in_flight: &'a InFlight,
+    key: &'a [u8],
+    finished: bool,
+}
+
+impl AskTurn<'_> {
+    /// Ends the turn: who was waiting for the outcome.
+    fn finish(mut self) -> Vec<oneshot::Sender<Outcome>> {
+        self.finished = true;
+        self.in_flight.take(self.key)
+    }
+}
+
+impl Drop for AskTurn<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            drop(self.in_flight.take(self.key));
+        }
+    }
+}
+
+impl Route {
+    async fn resolve(&self, name: &LowerName, record_type: RecordType, dnssec_ok: bool) -> Outcome {
         match self {
-            Upstream::Forward(forwarder) => forwarder.resolve(name, record_type, dnssec_ok).await,
-            Upstream::Recursive { recursor, conditional, deadline } => {
+            Route::Forward(forwarder) => forwarder.resolve(name, record_type, dnssec_ok).await,
+            Route::Recursive { recursor, conditional, deadline } => {
                 if let Some((_, forwarder)) = conditional.iter().find(|(zone, _)| zone.zone_of(name)) {
                     return forwarder.resolve(name, record_type, dnssec_ok).await;
                 }
@@ -134,11 +273,15 @@ const DOWN_FOR: Duration = Duration::from_secs(30);
 /// marked down and passed over (tried last) until `DOWN_FOR` has gone by.
 pub struct Forwarder {
     targets: Vec<ForwardTarget>,
+    /// What `down_until` counts from.
+    epoch: Instant,
 }
 
 struct ForwardTarget {
     transport: Transport,
-    down_until: Mutex<Option<Instant>>,
+    /// Milliseconds after `Forwarder::epoch` until which the server is
+    /// passed over; 0 when it is up. Atomic: read on every upstream query.
+    down_until: AtomicU64,
 }
 
 /// How queries reach one forwarding server.
@@ -147,16 +290,6 @@ enum Transport {
     Udp(UdpUpstream),
     /// TCP, DNS-over-TLS, DNS-over-HTTPS: hickory's resolver.
     Hickory(TokioResolver),
-}
-
-impl ForwardTarget {
-    fn is_down(&self, now: Instant) -> bool {
-        self.down_until.lock().expect("down_until lock").is_some_and(|until| now < until)
-    }
-
-    fn set_down_until(&self, until: Option<Instant>) {
-        *self.down_until.lock().expect("down_until lock") = until;
-    }
 }
 
 impl Forwarder {
@@ -168,36 +301,65 @@ impl Forwarder {
                     ForwardProtocol::Udp => Transport::Udp(UdpUpstream::new(server.address, timeout)),
                     _ => Transport::Hickory(forwarding_resolver(server, timeout)?),
                 };
-                Ok(ForwardTarget { transport, down_until: Mutex::new(None) })
+                Ok(ForwardTarget { transport, down_until: AtomicU64::new(0) })
             })
             .collect::<Result<_, UpstreamError>>()?;
-        Ok(Forwarder { targets })
+        Ok(Forwarder { targets, epoch: Instant::now() })
     }
 
-    pub async fn resolve(
-        &self,
-        name: &LowerName,
-        record_type: RecordType,
-        dnssec_ok: bool,
-    ) -> Result<UpstreamAnswer, UpstreamError> {
-        let now = Instant::now();
-        let (up, down): (Vec<&ForwardTarget>, Vec<&ForwardTarget>) = self.targets.iter().partition(|t| !t.is_down(now));
+    fn millis(&self, at: Instant) -> u64 {
+        // +1 so that no real time is 0, which means "up".
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX).saturating_add(1)
+    }
+
+    fn is_down(&self, target: &ForwardTarget, now: u64) -> bool {
+        now < target.down_until.load(Ordering::Relaxed)
+    }
+
+    /// Every server is marked down.
+    fn all_down(&self, now: Instant) -> bool {
+        let now = self.millis(now);
+        !self.targets.is_empty() && self.targets.iter().all(|target| self.is_down(target, now))
+    }
+
+    pub async fn resolve(&self, name: &LowerName, record_type: RecordType, dnssec_ok: bool) -> Outcome {
+        // Which servers are down, read once before asking any (a failure
+        // below marks one down, which must not put it in the queue again).
+        // A bit per server: schools list two or three, never 64.
+        let now = self.millis(Instant::now());
+        let down = self
+            .targets
+            .iter()
+            .take(64)
+            .enumerate()
+            .fold(0u64, |mask, (index, target)| if self.is_down(target, now) { mask | 1 << index } else { mask });
+        let is_down = |index: usize| index < 64 && down & (1 << index) != 0;
+        let count = self.targets.len();
+        let order = (0..count).filter(|&index| !is_down(index)).chain((0..count).filter(|&index| is_down(index)));
         let mut last_error = UpstreamError::Other("no upstream servers".into());
-        for target in up.into_iter().chain(down) {
+        for target in order.map(|index| &self.targets[index]) {
             let result = match &target.transport {
                 Transport::Udp(upstream) => upstream.query(name, record_type, dnssec_ok).await,
                 Transport::Hickory(resolver) => forward(resolver, name, record_type).await,
             };
             match result {
                 Ok(answer) => {
-                    target.set_down_until(None);
+                    if target.down_until.load(Ordering::Relaxed) != 0 {
+                        target.down_until.store(0, Ordering::Relaxed);
+                    }
                     return Ok(answer);
                 }
                 // It answered, so it is up; another server may still do better.
                 Err(error @ UpstreamError::Failed(_)) => last_error = error,
+                // Not the server's fault: try the next without marking it.
+                Err(error @ UpstreamError::Local(_)) => {
+                    tracing::warn!(%error, "cannot query an upstream server");
+                    last_error = error;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "upstream server failed; trying the next");
-                    target.set_down_until(Some(Instant::now() + DOWN_FOR));
+                    let until = self.millis(Instant::now() + DOWN_FOR);
+                    target.down_until.store(until, Ordering::Relaxed);
                     last_error = error;
                 }
             }
