@@ -284,7 +284,7 @@ impl Pipeline {
                     return Immediate::Answer(blocked);
                 }
                 let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, "answered from the cache");
-                let decision = decision.for_client(&pending.client.network, &pending.client.group);
+                let decision = decision.identified(&pending.client);
                 Immediate::Cached { age: entry.age(now), entry, decision }
             }
             // A stale entry is fetched again in `resolve`, which keeps it for
@@ -409,8 +409,7 @@ impl Pipeline {
                     return blocked;
                 }
                 let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, "answered from the cache");
-                let mut answer =
-                    Answer::from_upstream(entry.answer_at(now), decision.for_client(&client.network, &client.group));
+                let mut answer = Answer::from_upstream(entry.answer_at(now), decision.identified(client));
                 answer.cache_hit = true;
                 return answer;
             }
@@ -631,7 +630,7 @@ impl Pipeline {
                 Answer::empty(ResponseCode::ServFail, decision)
             }
         };
-        answer.decision = answer.decision.for_client(&client.network, &client.group);
+        answer.decision = answer.decision.identified(client);
         answer.upstream_latency = Some(latency);
         answer
     }
@@ -652,8 +651,7 @@ impl Pipeline {
         tracing::debug!(name = %question.name, %why, "serving a stale answer (RFC 8767)");
         let reason = format!("served stale from the cache (RFC 8767): {why}");
         let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, reason);
-        let mut answer =
-            Answer::from_upstream(stale.answer_at(Instant::now()), decision.for_client(&client.network, &client.group));
+        let mut answer = Answer::from_upstream(stale.answer_at(Instant::now()), decision.identified(client));
         answer.cache_hit = true;
         answer.upstream_latency = waited;
         answer

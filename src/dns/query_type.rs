@@ -41,8 +41,7 @@ pub fn is_meta(record_type: u16) -> bool {
 /// (one comparison on the common path).
 pub fn answer(question: &Question, client: &Client) -> Option<Answer> {
     let code = u16::from(question.record_type);
-    let decided =
-        |kind, reason: String| Decision::new(kind, Stage::QueryType, reason).for_client(&client.network, &client.group);
+    let decided = |kind, reason: String| Decision::new(kind, Stage::QueryType, reason).identified(client);
     if code == TYPE_ANY {
         let decision = decided(
             DecisionKind::Allowed,
