@@ -33,7 +33,10 @@ mode = "forward"
 [[upstream.servers]]
 address = "127.0.0.1:5300"
 [cache]
+# Room for the whole run's working set (about 310,000 answers), as Unbound's
+# cache has: entries are bounded in bytes too (about 1 KB an answer).
 size = 400000
+memory_mb = 512
 [lists]
 dir = "$BED/lists"
 update_hours = 0

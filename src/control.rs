@@ -98,6 +98,10 @@ pub struct Status {
     pub database: PathBuf,
     /// Devices whose table entry sets their group.
     pub device_groups: usize,
+    /// How each list source stands (`data_dir/lists-health.json`, written at
+    /// every load): a degraded or missing source means less or older
+    /// filtering than configured.
+    pub lists: crate::lists::health::ListHealth,
 }
 
 /// What a reload did.
@@ -295,6 +299,7 @@ impl ServerInfo {
             log_enabled: config.log.enabled,
             database: config.log.database.clone(),
             device_groups: self.pipeline.device_groups(),
+            lists: crate::lists::health::ListHealth::read(&config.data_dir).unwrap_or_default(),
         }
     }
 

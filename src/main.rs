@@ -591,6 +591,27 @@ fn status(config: &Config, format: StatusFormat) -> anyhow::Result<ExitCode> {
             println!("query log:      {}", if status.log_enabled { "on" } else { "off" });
             println!("database:       {}", status.database.display());
             println!("device groups:  {}", status.device_groups);
+            let lists = &status.lists;
+            let problems: Vec<_> = lists.problems().collect();
+            if lists.is_healthy() {
+                println!("lists:          {} sources, all in force", lists.sources.len());
+            } else {
+                println!(
+                    "lists:          {} sources, {} NOT in force as configured",
+                    lists.sources.len(),
+                    problems.len()
+                );
+            }
+            if let Some(error) = &lists.error {
+                println!("  {error}");
+            }
+            for source in problems {
+                let state = match source.state {
+                    hedgerow::lists::health::SourceState::Degraded => "degraded, serving its last good copy",
+                    _ => "missing, blocking nothing",
+                };
+                println!("  {}: {state}: {}", source.id, source.reason.as_deref().unwrap_or("no reason recorded"));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -88,6 +88,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let mut control = crate::control::ControlServer::claim(&config.data_dir)
         .map_err(|error| StartError::Listen(std::io::Error::other(error.to_string())))?;
     warn_about_open_networks(config);
+    raise_open_files_limit();
     let config = Arc::new(config.clone());
     let (lists, safesearch) = {
         let config = config.clone();
@@ -148,6 +149,30 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         "hedgerow is serving DNS"
     );
     Ok(Running { pipeline, server, background, config, _control: control })
+}
+
+/// Raises the soft limit on open files to the hard limit (at most 65,536):
+/// TCP clients, the upstream socket pool and the database each hold file
+/// descriptors, and the common soft default of 1,024 is below what
+/// `dns.tcp_max_connections` alone allows.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let wanted = limit.rlim_max.min(65_536);
+        if limit.rlim_cur < wanted {
+            let raised = libc::rlimit { rlim_cur: wanted, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                tracing::warn!(
+                    soft = limit.rlim_cur,
+                    "cannot raise the open files limit; raise LimitNOFILE / ulimit -n"
+                );
+            }
+        }
+    }
 }
 
 /// `[dns] allow_open_resolver = true` lets networks cover the whole address

@@ -238,14 +238,7 @@ async fn lists_reload_command_swaps_lists_in_a_running_server() {
     use support::authority::{Authority, Zone};
     let authority = Authority::start("127.0.0.1:0", vec![Zone::new("test.").a("later.test.", "192.0.2.8")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let lists = dir.path().join("lists");
-    std::fs::create_dir_all(&lists).unwrap();
-    std::fs::write(lists.join("games.txt"), "game.test\n").unwrap();
-    std::fs::write(
-        lists.join("local.toml"),
-        "[[source]]\nid = \"local-games\"\ncategory = \"games\"\nformat = \"domains\"\npath = \"games.txt\"\n",
-    )
-    .unwrap();
+    let lists = support::config::games_lists(dir.path());
     // A free port for the server (found by binding port 0 and letting it go).
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config_path = dir.path().join("hedgerow.toml");

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use hedgerow::store::log::{LogSettings, import_records};
 use hedgerow::store::record::QueryRecord;
 
+mod support;
+
 const BINARY: &str = env!("CARGO_BIN_EXE_hedgerow");
 const CONFIG_HELP: &str = "Config file (default: the embedded demo config)";
 
@@ -23,14 +25,7 @@ struct School {
 impl School {
     fn new() -> School {
         let dir = tempfile::tempdir().unwrap();
-        let lists = dir.path().join("lists");
-        std::fs::create_dir_all(&lists).unwrap();
-        std::fs::write(lists.join("games.txt"), "game.test\n").unwrap();
-        std::fs::write(
-            lists.join("local.toml"),
-            "[[source]]\nid = \"local-games\"\ncategory = \"games\"\nformat = \"domains\"\npath = \"games.txt\"\n",
-        )
-        .unwrap();
+        let lists = support::config::games_lists(dir.path());
         let config = dir.path().join("hedgerow.toml");
         std::fs::write(
             &config,

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use hedgerow::control::{self, ControlError, Request};
+use hedgerow::lists::health::SourceState;
 use hedgerow::serve;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -31,7 +32,7 @@ impl Drop for KillOnDrop {
 /// A lists folder with one local source (games: game.test) and a config
 /// that listens on 127.0.0.1 port 0 and forwards to `upstream`.
 fn write_config(dir: &Path, upstream: SocketAddr) -> (PathBuf, PathBuf, PathBuf) {
-    let lists = write_lists(dir);
+    let lists = support::config::games_lists(dir);
     let data = dir.join("data");
     let config = dir.join("hedgerow.toml");
     std::fs::write(
@@ -44,18 +45,6 @@ fn write_config(dir: &Path, upstream: SocketAddr) -> (PathBuf, PathBuf, PathBuf)
     )
     .unwrap();
     (config, data, lists)
-}
-
-fn write_lists(dir: &Path) -> PathBuf {
-    let lists = dir.join("lists");
-    std::fs::create_dir_all(&lists).unwrap();
-    std::fs::write(lists.join("games.txt"), "game.test\n").unwrap();
-    std::fs::write(
-        lists.join("local.toml"),
-        "[[source]]\nid = \"local-games\"\ncategory = \"games\"\nformat = \"domains\"\npath = \"games.txt\"\n",
-    )
-    .unwrap();
-    lists
 }
 
 fn hedgerow(args: &[&str], config: &Path) -> Output {
@@ -140,6 +129,19 @@ async fn status_and_reload_reach_the_server_and_never_another_process() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(text(&output.stdout).contains("2 listed names"), "{}", text(&output.stdout));
     assert_eq!(code("later.test").await, ResponseCode::NXDomain, "the reply comes after the swap");
+    assert!(status.lists.is_healthy(), "{:?}", status.lists);
+
+    // The list is emptied by mistake: the reload keeps its last good names,
+    // and `status` tells the ICT lead that the source is degraded.
+    std::fs::write(lists.join("games.txt"), "").unwrap();
+    let _ = hedgerow(&["lists", "reload"], &config);
+    assert_eq!(code("later.test").await, ResponseCode::NXDomain, "an emptied list keeps its last good names");
+    let output = hedgerow(&["status", "--format", "json"], &config);
+    let degraded = serde_json::from_slice::<control::Status>(&output.stdout).unwrap();
+    let source = &degraded.lists.sources[0];
+    assert_eq!((source.id.as_str(), source.state), ("local-games", SourceState::Degraded), "{:?}", degraded.lists);
+    let table = text(&hedgerow(&["status"], &config).stdout);
+    assert!(table.contains("1 NOT in force") && table.contains("local-games: degraded"), "{table}");
 
     // A clean stop removes the socket; then the commands fail and signal no one.
     // SAFETY: kill(2) on our own child's pid, which has not been reaped.
@@ -172,7 +174,7 @@ async fn a_second_server_on_the_same_data_dir_is_refused_and_the_protocol_answer
     let authority = Authority::start("127.0.0.1:0", vec![Zone::new("test.")]).await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let lists = write_lists(dir.path());
+    let lists = support::config::games_lists(dir.path());
     let config = in_process_config(&data, &lists, authority.addr);
     let running = serve::start(&config).await.unwrap();
 

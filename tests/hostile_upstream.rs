@@ -9,6 +9,7 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -262,23 +263,51 @@ const FORGED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
 // ---------------------------------------------------------------------------
 // Source ports and reply checks.
 
+/// Queries leave from a large rotating pool (see `dns/forward.rs`): once
+/// the pool is full, hundreds of random ports, none carrying more than 8
+/// queries in its life, and a socket that is sent anything but its reply is
+/// closed after the query that finds it there.
 #[tokio::test]
-async fn each_query_leaves_from_a_fresh_random_port() {
+async fn queries_leave_from_hundreds_of_short_lived_random_ports() {
     let upstream = FakeUpstream::start(|seen| vec![Outgoing::now(seen.reply(REAL, 300))]);
     let running = serve::start(&config(&[upstream.addr], 2000, "")).await.unwrap();
     let server = dns_addr(&running);
+    let ports_used = |seen: &[Seen]| {
+        let mut uses: HashMap<u16, usize> = HashMap::new();
+        seen.iter().for_each(|seen| *uses.entry(seen.from.port()).or_default() += 1);
+        uses
+    };
 
-    for i in 0..24 {
+    // Past the first few hundred queries the pool is full and sockets are
+    // reused, each at random among at least 256.
+    for i in 0..1200 {
         let reply = ask(server, &format!("port{i}.school.test")).await;
         assert_eq!(first_a(&reply), Some(IpAddr::V4(REAL)));
     }
-    let mut ports: Vec<u16> = upstream.seen().iter().map(|seen| seen.from.port()).collect();
-    assert_eq!(ports.len(), 24);
-    ports.sort_unstable();
-    ports.dedup();
-    // Random ports from about 28,000: two of 24 colliding is unlikely, three
-    // or more very unlikely; a fixed set of a few sockets gives a handful.
-    assert!(ports.len() >= 20, "24 queries left from only {} ports: {ports:?}", ports.len());
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1200);
+    let uses = ports_used(&seen);
+    assert!(uses.len() >= 256, "1,200 queries left from only {} ports", uses.len());
+    let most = uses.values().max().copied().unwrap_or(0);
+    assert!(most <= 8, "a port carried {most} queries; a socket carries at most 8 in its life");
+
+    // A stray datagram (from the server's own address, wrong ID) to the
+    // sockets of the last 60 queries: each is closed after the next query
+    // that reads it, so it carries at most one more query.
+    let stray: Vec<u16> = seen[seen.len() - 60..].iter().map(|seen| seen.from.port()).collect();
+    for port in &stray {
+        let junk = reply_packet(0, b"\x05stray\x04test\x00\x00\x01\x00\x01", FORGED, 60);
+        upstream.socket.send_to(&junk, SocketAddr::from(([127, 0, 0, 1], *port))).unwrap();
+    }
+    for i in 0..600 {
+        let reply = ask(server, &format!("after{i}.school.test")).await;
+        assert_eq!(first_a(&reply), Some(IpAddr::V4(REAL)));
+    }
+    let after = ports_used(&upstream.seen()[1200..]);
+    for port in &stray {
+        let again = after.get(port).copied().unwrap_or(0);
+        assert!(again <= 1, "port {port} was sent a stray datagram, yet carried {again} more queries");
+    }
 
     running.stop().await;
 }
@@ -458,13 +487,18 @@ async fn a_flood_of_forged_replies_is_never_accepted() {
     let running = serve::start(&config(&[upstream.addr], 4000, "")).await.unwrap();
     let server = dns_addr(&running);
 
-    for i in 0..8 {
+    // Enough probes to fill the socket pool, so the victim's query is sent
+    // from a reused socket as on a busy server; the attacker floods the four
+    // ports it saw last (most likely still idle in the pool).
+    for i in 0..300 {
         ask(server, &format!("probe{i}.attacker.test")).await;
     }
-    let mut learned: Vec<u16> = upstream.seen().iter().map(|seen| seen.from.port()).collect();
-    learned.sort_unstable();
-    learned.dedup();
-    learned.truncate(4);
+    let mut learned: Vec<u16> = Vec::new();
+    for seen in upstream.seen().iter().rev() {
+        if learned.len() < 4 && !learned.contains(&seen.from.port()) {
+            learned.push(seen.from.port());
+        }
+    }
 
     let asking = tokio::spawn(async move { ask_within(server, victim, Duration::from_secs(5)).await });
     upstream.wait_for(victim).await;

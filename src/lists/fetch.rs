@@ -192,20 +192,7 @@ pub fn update_source(source: &SourceDecl, downloads_dir: &Path, settings: &Fetch
         }
     });
 
-    state.checked_at = Some(unix_now());
-    let outcome = match result {
-        Ok(outcome) => {
-            state.last_error = None;
-            state.failing_since = None;
-            outcome
-        }
-        Err(reason) => {
-            let reason = format!("{reason}; {}", files.keeping_note(&state, have_copy));
-            state.last_error = Some(reason.clone());
-            state.failing_since = state.failing_since.or(state.checked_at);
-            FetchOutcome::Failed { reason }
-        }
-    };
+    let outcome = files.record(&mut state, result, unix_now(), have_copy);
     // The list itself is already safe (or untouched); a lost state file
     // costs at most one unconditional download next time.
     if let Err(e) = files.write_state(&state) {
@@ -350,21 +337,8 @@ pub fn update_local(source: &SourceDecl, downloads_dir: &Path) -> FetchOutcome {
             Ok(if unchanged { FetchOutcome::NotModified } else { FetchOutcome::Updated { names, bad_lines } })
         });
     let _ = fs::remove_file(&tmp);
-    state.checked_at = Some(now);
     (state.local_len, state.local_modified) = stamp.unzip();
-    let outcome = match result {
-        Ok(outcome) => {
-            state.last_error = None;
-            state.failing_since = None;
-            outcome
-        }
-        Err(reason) => {
-            let reason = format!("{reason}; {}", files.keeping_note(&state, have_copy));
-            state.last_error = Some(reason.clone());
-            state.failing_since = state.failing_since.or(Some(now));
-            FetchOutcome::Failed { reason }
-        }
-    };
+    let outcome = files.record(&mut state, result, now, have_copy);
     if let Err(e) = files.write_state(&state) {
         tracing::warn!(source = %source.id, "could not save {} ({e})", files.state.display());
     }
@@ -419,6 +393,31 @@ impl Files {
         let mut json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
         json.push(b'\n');
         write_atomically(&self.state, &json)
+    }
+
+    /// Notes one check of a source (a download or a local file) in its
+    /// state: when it was checked, and since when it has been failing.
+    fn record(
+        &self,
+        state: &mut DownloadState,
+        result: Result<FetchOutcome, String>,
+        now: u64,
+        have_copy: bool,
+    ) -> FetchOutcome {
+        state.checked_at = Some(now);
+        match result {
+            Ok(outcome) => {
+                state.last_error = None;
+                state.failing_since = None;
+                outcome
+            }
+            Err(reason) => {
+                let reason = format!("{reason}; {}", self.keeping_note(state, have_copy));
+                state.last_error = Some(reason.clone());
+                state.failing_since = state.failing_since.or(Some(now));
+                FetchOutcome::Failed { reason }
+            }
+        }
     }
 
     /// The end of every failure reason: whether filtering carries on with an

@@ -97,18 +97,7 @@ pub fn list_devices(db: &Path) -> Result<Vec<Device>, StoreError> {
     let mut statement = conn
         .prepare("SELECT ip, mac, name, owner, group_name, source FROM devices ORDER BY name COLLATE NOCASE, id")
         .map_err(StoreError::sqlite(db, "list devices"))?;
-    let rows = statement
-        .query_map([], |row| {
-            Ok(Device {
-                ip: row.get::<_, Option<String>>(0)?.and_then(|ip| ip.parse().ok()),
-                mac: row.get(1)?,
-                name: row.get(2)?,
-                owner: row.get(3)?,
-                group: row.get(4)?,
-                source: row.get(5)?,
-            })
-        })
-        .map_err(StoreError::sqlite(db, "list devices"))?;
+    let rows = statement.query_map([], device_row).map_err(StoreError::sqlite(db, "list devices"))?;
     rows.collect::<Result<_, _>>().map_err(StoreError::sqlite(db, "list devices"))
 }
 

@@ -36,3 +36,17 @@ update_hours = 0
     );
     Config::parse(&text, name).unwrap_or_else(|error| panic!("{error}\n{text}"))
 }
+
+/// A lists folder in `dir` declaring one local source, `local-games`
+/// (category games), that lists `game.test`; returns the folder.
+pub fn games_lists(dir: &Path) -> std::path::PathBuf {
+    let lists = dir.join("lists");
+    std::fs::create_dir_all(&lists).unwrap();
+    std::fs::write(lists.join("games.txt"), "game.test\n").unwrap();
+    std::fs::write(
+        lists.join("local.toml"),
+        "[[source]]\nid = \"local-games\"\ncategory = \"games\"\nformat = \"domains\"\npath = \"games.txt\"\n",
+    )
+    .unwrap();
+    lists
+}
