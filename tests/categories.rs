@@ -261,3 +261,31 @@ fn misinformation_fraud_and_hate_seeds_are_blocked_for_pupils() {
     let misinformation = index_of("misinformation").unwrap();
     assert!(default_blocked("guest").contains(misinformation) && !default_blocked("staff").contains(misinformation));
 }
+
+/// A school's category declared locked is blocked for every group, and a
+/// group cannot take it away; the category file's citations exist.
+#[test]
+fn a_custom_category_can_be_locked_and_cites_resolve() {
+    let custom = "[[categories.custom]]\nid = \"vaping-locked\"\nbit = 45\nname = \"Vaping\"\nkind = \"extra\"\n\
+                  locked = true\n";
+    let config = parse(&format!("{custom}[groups.staff]\nblock = []\n")).unwrap();
+    assert!(config.groups["staff"].blocked.contains(45) && config.locked.contains(45));
+    let error = parse(&format!("{custom}[groups.staff]\nblock = [\"!vaping-locked\"]\n")).unwrap_err();
+    assert!(error.contains("locked"), "{error}");
+    // Reading the same config again (a reload) is fine; a new id at its bit is not.
+    assert!(parse(custom).is_ok());
+    let error = parse("[[categories.custom]]\nid = \"other\"\nbit = 45\nname = \"x\"\nkind = \"extra\"\n").unwrap_err();
+    assert!(error.contains("taken by category \"vaping-locked\""), "{error}");
+
+    let standards = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/standards.md")).unwrap();
+    let headings: Vec<String> = standards
+        .lines()
+        .filter_map(|line| line.strip_prefix("## "))
+        .map(|heading| heading.to_lowercase().replace(' ', "-"))
+        .collect();
+    for c in CATEGORIES.iter() {
+        let anchor = c.answers.split("docs/standards.md#").nth(1).expect("each category cites docs/standards.md");
+        let anchor = anchor.trim_end_matches(')');
+        assert!(headings.iter().any(|h| h == anchor), "{}: no heading for #{anchor}", c.id);
+    }
+}

@@ -459,6 +459,9 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         custom_categories.push(registered);
     }
     let mut locked = category::locked();
+    for custom in custom_categories.iter().filter(|custom| custom.locked) {
+        locked = locked.union(CategorySet::of(custom.bit));
+    }
     for id in &raw.categories.lock {
         let index = category_index(&source, id)?;
         locked = locked.union(CategorySet::of(index));

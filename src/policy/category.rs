@@ -199,6 +199,10 @@ pub static CATEGORIES: LazyLock<Vec<Category>> = LazyLock::new(|| SHIPPED.iter()
 /// the same bit again is a no-op (a config read twice); an id or bit taken by
 /// another category is refused, and so is a shipped id (which is how no
 /// config can unlock `csam` or `terrorism`).
+///
+/// A category dropped from the config stays known (its id and bit) until
+/// the process ends; it only matters if something still names it, and its
+/// bit cannot be given to another id before a restart.
 pub fn register(decl: CategoryDecl) -> Result<&'static Category, String> {
     decl.check()?;
     let slots = &*SLOTS;
@@ -258,14 +262,16 @@ pub fn bypass() -> CategorySet {
     CategorySet::from_predicate(|c| c.kind == CategoryKind::Bypass)
 }
 
-/// The categories locked by default (always blocked for everyone): those
-/// declared locked, and always `csam` and `terrorism`.
+/// The categories locked by default (always blocked for everyone): the
+/// shipped ones declared locked, and always `csam` and `terrorism`. A
+/// config adds its own custom categories declared locked (they stay known
+/// after a reload drops them, so they are not counted here).
 pub fn locked() -> CategorySet {
     let always = ALWAYS_LOCKED
         .iter()
         .filter_map(|id| index_of(id))
         .fold(CategorySet::EMPTY, |set, bit| set.union(CategorySet::of(bit)));
-    CategorySet::from_predicate(|c| c.locked).union(always)
+    SHIPPED.iter().filter(|c| c.locked).fold(always, |set, c| set.union(CategorySet::of(c.bit)))
 }
 
 /// The bit of a category id.
