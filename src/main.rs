@@ -645,9 +645,9 @@ fn log(config: &Config, action: LogAction, format: OutputFormat) -> anyhow::Resu
         LogAction::Search { client, name, category, decision, since, until, limit, before_id } => {
             let category = category.map(|category| category.trim().to_ascii_lowercase());
             if let Some(category) = &category
-                && hedgerow::policy::category::CATEGORIES.iter().all(|known| known.id != category)
+                && hedgerow::policy::category::index_of(category).is_none()
             {
-                let ids: Vec<&str> = hedgerow::policy::category::CATEGORIES.iter().map(|known| known.id).collect();
+                let ids = hedgerow::policy::category::known_ids();
                 anyhow::bail!("--category {category:?} is not a category; the categories are: {}", ids.join(", "));
             }
             let decision = decision.map(|decision| decision.trim().to_ascii_lowercase());

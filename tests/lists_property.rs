@@ -11,7 +11,7 @@ use hedgerow::lists::compile::{CompileInput, CompileOptions, compile_with};
 use hedgerow::lists::compiled::CompiledLists;
 use hedgerow::lists::normalise::normalise;
 use hedgerow::lists::parse::Format;
-use hedgerow::policy::category::{CATEGORIES, CategorySet};
+use hedgerow::policy::category::{CategorySet, MAX_CATEGORIES};
 use proptest::prelude::*;
 
 /// Labels from a small pool (so names share suffixes, and look-alikes such
@@ -36,14 +36,14 @@ fn name() -> impl Strategy<Value = String> {
 /// category bit, and whether it is an exception.
 fn rule() -> impl Strategy<Value = (String, u8, bool)> {
     let rule_name = prop_oneof![12 => name(), 1 => label()];
-    (rule_name, 0..CATEGORIES.len() as u8, prop::bool::weighted(0.2))
+    (rule_name, 0..MAX_CATEGORIES as u8, prop::bool::weighted(0.2))
 }
 
 /// The naive model: levels from the top-level domain down; each level adds
 /// the categories blocking it, then removes those with an exception there.
-fn model(rules: &HashMap<String, (u32, u32)>, query: &str) -> CategorySet {
+fn model(rules: &HashMap<String, (u64, u64)>, query: &str) -> CategorySet {
     let labels: Vec<&str> = query.split('.').collect();
-    let mut result = 0u32;
+    let mut result = 0u64;
     for start in (0..labels.len()).rev() {
         let level = labels[start..].join(".");
         if let Some((blocks, allows)) = rules.get(&level) {
@@ -108,7 +108,7 @@ proptest! {
         others in prop::collection::vec(name(), 0..20),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let mut merged: HashMap<String, (u32, u32)> = HashMap::new();
+        let mut merged: HashMap<String, (u64, u64)> = HashMap::new();
         for (name, category, allow) in &rules {
             let entry = merged.entry(normalise(name).unwrap()).or_default();
             if *allow { entry.1 |= 1 << category } else { entry.0 |= 1 << category }

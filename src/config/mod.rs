@@ -35,6 +35,9 @@ pub struct Config {
     pub groups: BTreeMap<String, GroupPolicy>,
     /// Categories always blocked for every group (the defaults plus `[categories] lock`).
     pub locked: CategorySet,
+    /// The school's own categories (`[[categories.custom]]`), registered
+    /// with [`crate::policy::category::register`] when the config was read.
+    pub custom_categories: Vec<&'static crate::policy::Category>,
     /// Where the list source declarations are.
     pub lists: ListSettings,
     /// How often URL sources are downloaded again (None: never).

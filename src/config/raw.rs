@@ -22,7 +22,7 @@ use super::{LeasesFormat, LogConfig};
 use crate::lists::fetch::FetchSettings;
 use crate::lists::normalise::normalise;
 use crate::lists::sources::ListSettings;
-use crate::policy::category::{self, CATEGORIES, CategorySet};
+use crate::policy::category::{self, CategoryDecl, CategorySet};
 use crate::policy::group::{self, BlockAnswer, GroupPolicy, Overrides, YoutubeMode};
 use crate::store::{LogSettings, Privacy};
 
@@ -227,6 +227,9 @@ struct RawCategories {
     /// Categories to lock for every group, on top of those locked by default.
     #[serde(default)]
     lock: Vec<Spanned<String>>,
+    /// The school's own categories, declared like lists/categories.toml's.
+    #[serde(default)]
+    custom: Vec<Spanned<CategoryDecl>>,
 }
 
 #[derive(Deserialize)]
@@ -448,7 +451,17 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
 
     let tcp = compile_tcp(&source, &raw.dns)?;
 
+    // First: sources, groups and locks may name a school's own category.
+    let mut custom_categories = Vec::with_capacity(raw.categories.custom.len());
+    for decl in &raw.categories.custom {
+        let registered = category::register(decl.get_ref().clone())
+            .map_err(|why| source.error(Some(&decl.span()), format!("[[categories.custom]] {why}")))?;
+        custom_categories.push(registered);
+    }
     let mut locked = category::locked();
+    for custom in custom_categories.iter().filter(|custom| custom.locked) {
+        locked = locked.union(CategorySet::of(custom.bit));
+    }
     for id in &raw.categories.lock {
         let index = category_index(&source, id)?;
         locked = locked.union(CategorySet::of(index));
@@ -507,6 +520,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         networks,
         groups,
         locked,
+        custom_categories,
         allow_open_resolver: raw.dns.allow_open_resolver,
         lists: ListSettings {
             dir_line: source.line_of(&raw.lists.dir.span()),
@@ -530,7 +544,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
 
 fn category_index(source: &Source<'_>, id: &Spanned<String>) -> Result<u8, ConfigError> {
     category::index_of(id.get_ref()).ok_or_else(|| {
-        let known: Vec<&str> = CATEGORIES.iter().map(|c| c.id).collect();
+        let known = category::known_ids();
         source.error(
             Some(&id.span()),
             format!("unknown category {:?}; the categories are {}", id.get_ref(), known.join(", ")),
@@ -1108,6 +1122,13 @@ pub(super) fn render(config: &Config) -> String {
     let locked = config.locked.without(category::locked());
     let _ = writeln!(out, "\n[categories]\n# always locked: {}", category::locked());
     let _ = writeln!(out, "lock = {}", list(locked.iter().map(|c| quote(c.id)).collect()));
+    for custom in &config.custom_categories {
+        let _ = writeln!(out, "\n[[categories.custom]]\nid = {}\nbit = {}", quote(custom.id), custom.bit);
+        let _ = writeln!(out, "name = {}\ndescription = {}", quote(custom.name), quote(custom.description));
+        let _ = writeln!(out, "kind = {}\nanswers = {}", quote(custom.kind.as_str()), quote(custom.answers));
+        let _ = writeln!(out, "locked = {}", custom.locked);
+        let _ = writeln!(out, "blocked_for = {}", list(custom.blocked_for.iter().map(|g| quote(g)).collect()));
+    }
     for group in config.groups.values() {
         let _ = writeln!(out, "\n[groups.{}]\ndescription = {}", group.name, quote(&group.description));
         let _ = writeln!(out, "block = {}", list(group.blocked.iter().map(|c| quote(c.id)).collect()));

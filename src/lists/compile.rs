@@ -22,11 +22,11 @@ use fst::MapBuilder;
 
 use super::compiled::{
     BUCKETS, CHECKSUM_AT, FLAG_BLOOM, FORMAT_VERSION, Fnv64, HEADER_LEN, ListError, MAGIC, PART_ENTRY_LEN, REPLICATED,
-    bucket_of_group, encode_value, group_hash, group_start, key_group_len, write_source_table,
+    Value, bucket_of_group, encode_values, group_hash, group_start, key_group_len, write_source_table,
 };
 use super::normalise::push_reversed;
 use super::parse::{Format, MAX_BAD_EXAMPLES, RuleKind, parse_stream};
-use crate::policy::category::CATEGORIES;
+use crate::policy::category::MAX_CATEGORIES;
 
 /// One list to compile.
 #[derive(Debug, Clone)]
@@ -234,6 +234,8 @@ struct Counts {
 struct BuiltPart {
     fst: Vec<u8>,
     bloom: Option<Vec<u8>>,
+    /// The value table (see `compiled`'s "Keys and values").
+    values: Vec<u8>,
     /// Distinct keys in this part, one-label keys included.
     keys: usize,
     /// Distinct one-label keys (held by every part).
@@ -260,7 +262,7 @@ impl Rules {
             bad_examples: Vec::new(),
             error: None,
         };
-        if usize::from(input.category) >= CATEGORIES.len() {
+        if usize::from(input.category) >= MAX_CATEGORIES {
             report.error = Some(format!("category bit {} is not a known category; source skipped", input.category));
             return report;
         }
@@ -486,9 +488,9 @@ fn build_part(arena: &[u8], entries: &mut [Entry], options: &CompileOptions) -> 
             let same = rest.iter().take_while(|entry| entry.prefix == first.prefix && key(entry) == first_key).count();
             let (group, tail) = rest.split_at(same);
             rest = tail;
-            let (mut blocks, mut allows, mut source) = (0u32, 0u32, u16::MAX);
+            let (mut blocks, mut allows, mut source) = (0u64, 0u64, u16::MAX);
             for entry in group {
-                let bit = 1u32 << (entry.category & !ALLOW_FLAG);
+                let bit = 1u64 << (entry.category & !ALLOW_FLAG);
                 if entry.category & ALLOW_FLAG == 0 {
                     blocks |= bit;
                 } else {
@@ -496,7 +498,7 @@ fn build_part(arena: &[u8], entries: &mut [Entry], options: &CompileOptions) -> 
                 }
                 source = source.min(entry.source);
             }
-            Some((first_key, encode_value(blocks, allows, source + 1)))
+            Some((first_key, Value { blocks, allows, source_plus_one: u64::from(source) + 1 }))
         })
     };
     let (mut keys, mut single_labels) = (0usize, 0usize);
@@ -507,8 +509,15 @@ fn build_part(arena: &[u8], entries: &mut [Entry], options: &CompileOptions) -> 
     // nearly always, so comparing with the previous group finds them.
     let mut groups: Vec<(u32, u8)> = Vec::with_capacity(entries.len());
     let mut previous_group: &[u8] = &[];
+    // Each distinct value once; the fst maps a key to its value's index.
+    let mut values: Vec<Value> = Vec::new();
+    let mut value_index: std::collections::HashMap<Value, u64> = std::collections::HashMap::new();
     for (key, value) in merged {
-        builder.insert(key, value).expect("keys are sorted and distinct");
+        let index = *value_index.entry(value).or_insert_with(|| {
+            values.push(value);
+            values.len() as u64 - 1
+        });
+        builder.insert(key, index).expect("keys are sorted and distinct");
         keys += 1;
         let group_len = key_group_len(key);
         single_labels += usize::from(group_len == key.len() && !key.contains(&b'.'));
@@ -532,6 +541,7 @@ fn build_part(arena: &[u8], entries: &mut [Entry], options: &CompileOptions) -> 
     BuiltPart {
         fst: builder.into_inner().expect("writing to memory cannot fail"),
         bloom: bloom.map(Bloom::into_bytes),
+        values: encode_values(&values),
         keys,
         single_labels,
     }
@@ -572,8 +582,15 @@ fn write_file(file: &mut File, built: &Built, ids: &[&str], fingerprint: u64) ->
         bloom_places.push(if bloom_len == 0 { (0, 0) } else { (at, bloom_len) });
         at += bloom_len;
     }
-    for (part, (bloom_at, bloom_len)) in built.parts.iter().zip(&bloom_places) {
-        for value in [at, part.fst.len() as u64, *bloom_at, *bloom_len] {
+    let mut value_places = Vec::with_capacity(parts);
+    for part in &built.parts {
+        value_places.push((at, part.values.len() as u64));
+        at += part.values.len() as u64;
+    }
+    for ((part, (bloom_at, bloom_len)), (values_at, values_len)) in
+        built.parts.iter().zip(&bloom_places).zip(&value_places)
+    {
+        for value in [at, part.fst.len() as u64, *bloom_at, *bloom_len, *values_at, *values_len] {
             table.extend_from_slice(&value.to_le_bytes());
         }
         at += part.fst.len() as u64;
@@ -602,6 +619,9 @@ fn write_file(file: &mut File, built: &Built, ids: &[&str], fingerprint: u64) ->
     for part in &built.parts {
         checksum.write(part.bloom.as_deref().unwrap_or_default());
     }
+    for part in &built.parts {
+        checksum.write(&part.values);
+    }
     header[CHECKSUM_AT..CHECKSUM_AT + 8].copy_from_slice(&checksum.finish().to_le_bytes());
 
     let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -611,6 +631,9 @@ fn write_file(file: &mut File, built: &Built, ids: &[&str], fingerprint: u64) ->
     out.write_all(&table)?;
     for part in &built.parts {
         out.write_all(part.bloom.as_deref().unwrap_or_default())?;
+    }
+    for part in &built.parts {
+        out.write_all(&part.values)?;
     }
     for part in &built.parts {
         out.write_all(&part.fst)?;

@@ -19,11 +19,12 @@
 //!     56    16  source id table: offset, length
 //!     72     8  offset of the bucket table: 256 bytes, bucket -> part
 //!     80     8  offset of the part table: P x (fst offset, fst length,
-//!               bloom offset, bloom length), u64 each
+//!               bloom offset, bloom length, values offset, values
+//!               length), u64 each
 //!    104     8  FNV-1a 64 of the header (this field as zero), source
-//!               table, bucket table, part table and blooms
+//!               table, bucket table, part table, blooms and value tables
 //!    128     …  source ids: u32 count, then (u16 length, UTF-8 bytes) each
-//!      …     …  bucket table, part table, blooms, fsts (each fst carries its
+//!      …     …  bucket table, part table, blooms, value tables, fsts (each fst carries its
 //!               own CRC32C, checked on open)
 //! ```
 //!
@@ -51,9 +52,13 @@
 //!
 //! A key is a listed name reversed by label (`com.example.www`), so every
 //! parent of a name is a prefix of its key that ends at a label boundary. A
-//! value packs bits 0-23: the categories that block the name, bits 24-47: the
-//! categories with an exception (adblock `@@`) for it, bits 48-63: 1 + the
-//! index of the first source that listed exactly this key (0 = none).
+//! key's fst value is an index into its part's value table, whose entries
+//! are three u64s: the categories that block the name (one bit per category,
+//! 64 of them), the categories with an exception (adblock `@@`) for it, and
+//! 1 + the index of the first source that listed exactly this key (0 =
+//! none). Few keys differ in all three, so the table is small (one entry
+//! per distinct combination) and stays in cache; format 3 packed 24
+//! category bits of each into the fst value itself.
 //!
 //! # Invariant
 //!
@@ -77,7 +82,8 @@ pub(crate) const MAGIC: [u8; 16] = *b"HEDGEROW-LISTS\n\0";
 /// Bumped whenever the layout or the meaning of keys or values changes.
 /// 2: groups are bucketed with `bucket_of_group`'s word-at-a-time hash.
 /// 3: bloom filters hold `group_hash`es, not the groups' bytes.
-pub const FORMAT_VERSION: u32 = 3;
+/// 4: 64 categories: fst values index a per-part table of values.
+pub const FORMAT_VERSION: u32 = 4;
 pub(crate) const HEADER_LEN: usize = 128;
 pub(crate) const FLAG_BLOOM: u32 = 1;
 pub(crate) const CHECKSUM_AT: usize = 104;
@@ -85,7 +91,7 @@ pub(crate) const CHECKSUM_AT: usize = 104;
 /// names, which every part holds.
 pub(crate) const BUCKETS: usize = 255;
 pub(crate) const REPLICATED: u8 = 255;
-pub(crate) const PART_ENTRY_LEN: usize = 32;
+pub(crate) const PART_ENTRY_LEN: usize = 48;
 
 /// Where a name's *group* starts: its last two labels (`example.com` in
 /// `www.example.com`), or the whole name if it has one label.
@@ -158,28 +164,49 @@ pub(crate) fn key_group_len(key: &[u8]) -> usize {
     }
 }
 
-const CATEGORY_BITS: u32 = 24;
-const CATEGORY_MASK: u64 = (1 << CATEGORY_BITS) - 1;
-
-/// Packs a key's value.
-pub(crate) fn encode_value(blocks: u32, allows: u32, source_plus_one: u16) -> u64 {
-    (u64::from(blocks) & CATEGORY_MASK)
-        | ((u64::from(allows) & CATEGORY_MASK) << CATEGORY_BITS)
-        | (u64::from(source_plus_one) << 48)
+/// What a key maps to (see "Keys and values" in the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub(crate) struct Value {
+    pub(crate) blocks: u64,
+    pub(crate) allows: u64,
+    /// 1 + the index of the first source that listed exactly this key (0 = none).
+    pub(crate) source_plus_one: u64,
 }
 
-fn blocks_of(value: u64) -> u32 {
-    (value & CATEGORY_MASK) as u32
+/// Bytes per value table entry.
+pub(crate) const VALUE_LEN: usize = 24;
+
+/// A part's value table as written.
+pub(crate) fn encode_values(values: &[Value]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * VALUE_LEN);
+    for value in values {
+        for word in [value.blocks, value.allows, value.source_plus_one] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+    }
+    out
 }
 
-fn allows_of(value: u64) -> u32 {
-    ((value >> CATEGORY_BITS) & CATEGORY_MASK) as u32
+fn decode_values(bytes: &[u8]) -> Result<Box<[Value]>, String> {
+    if bytes.len() % VALUE_LEN != 0 {
+        return Err(format!("a value table of {} bytes is not a whole number of entries", bytes.len()));
+    }
+    Ok(bytes
+        .chunks_exact(VALUE_LEN)
+        .map(|entry| Value {
+            blocks: read_u64(entry, 0),
+            allows: read_u64(entry, 8),
+            source_plus_one: read_u64(entry, 16),
+        })
+        .collect())
 }
 
-fn source_of(value: u64) -> Option<usize> {
-    match (value >> 48) as usize {
-        0 => None,
-        n => Some(n - 1),
+impl Value {
+    fn source(&self) -> Option<usize> {
+        match self.source_plus_one {
+            0 => None,
+            n => Some(n as usize - 1),
+        }
     }
 }
 
@@ -270,6 +297,8 @@ struct Part {
     fst: Fst<Section>,
     /// Keyed by [`group_hash`].
     bloom: Option<Bloom<u64>>,
+    /// What the fst's values index.
+    values: Box<[Value]>,
 }
 
 /// The compiled lists: immutable, `Send + Sync`, cheap to share in an `Arc`.
@@ -371,7 +400,8 @@ impl CompiledLists {
                 (0, 0) => None,
                 (offset, len) => Some(section(offset, len, "bloom filter")?),
             };
-            part_sections.push((fst, bloom));
+            let values = section(read_u64(bytes, at + 32), read_u64(bytes, at + 40), "value table")?;
+            part_sections.push((fst, bloom, values));
         }
 
         let mut checksum = Fnv64::new();
@@ -381,10 +411,13 @@ impl CompiledLists {
         checksum.write(&bytes[sources_start..sources_end]);
         checksum.write(&bytes[buckets_start..buckets_end]);
         checksum.write(&bytes[table_start..table_end]);
-        for (_, bloom) in &part_sections {
+        for (_, bloom, _) in &part_sections {
             if let Some((start, end)) = bloom {
                 checksum.write(&bytes[*start..*end]);
             }
+        }
+        for (_, _, (start, end)) in &part_sections {
+            checksum.write(&bytes[*start..*end]);
         }
         if checksum.finish() != read_u64(bytes, CHECKSUM_AT) {
             return Err(corrupt("the header checksum does not match".into()));
@@ -400,7 +433,8 @@ impl CompiledLists {
         let map = Arc::new(map);
         let mut parts = Vec::with_capacity(part_count);
         let mut keys = 0u64;
-        for ((fst_start, fst_end), bloom) in part_sections {
+        for ((fst_start, fst_end), bloom, (values_start, values_end)) in part_sections {
+            let values = decode_values(&map[values_start..values_end]).map_err(corrupt)?;
             let bloom = match (with_bloom, bloom) {
                 (true, Some((start, end))) => Some(
                     Bloom::from_bytes(copy_to_huge_pages(&map[start..end]))
@@ -418,7 +452,7 @@ impl CompiledLists {
             // rather than as a wrong answer (or a panic inside fst) later.
             fst.verify().map_err(|error| corrupt(format!("bad fst: {error}")))?;
             keys += fst.len() as u64;
-            parts.push(Part { fst, bloom });
+            parts.push(Part { fst, bloom, values });
         }
         if keys < names {
             return Err(corrupt(format!("the header says {names} names but the parts hold {keys}")));
@@ -523,9 +557,11 @@ impl CompiledLists {
             }
             levels = 1;
         }
-        let mut result = 0u32;
-        walk(&part.fst, name, levels, |_, value| {
-            result = (result | blocks_of(value)) & !allows_of(value);
+        let mut result = 0u64;
+        walk(&part.fst, name, levels, |_, index| {
+            if let Some(value) = part.values.get(index as usize) {
+                result = (result | value.blocks) & !value.allows;
+            }
         });
         CategorySet(result)
     }
@@ -550,13 +586,14 @@ impl CompiledLists {
             return Vec::new();
         };
         let mut matches = Vec::new();
-        walk(&part.fst, name, usize::MAX, |start, value| {
+        walk(&part.fst, name, usize::MAX, |start, index| {
+            let value = part.values.get(index as usize).copied().unwrap_or_default();
             matches.push(ListMatch {
                 domain: String::from_utf8_lossy(&name[start..]).into_owned(),
                 exact: start == 0,
-                blocks: CategorySet(blocks_of(value)),
-                allows: CategorySet(allows_of(value)),
-                source: source_of(value).and_then(|index| self.sources.get(index).cloned()),
+                blocks: CategorySet(value.blocks),
+                allows: CategorySet(value.allows),
+                source: value.source().and_then(|index| self.sources.get(index).cloned()),
             });
         });
         matches.reverse();
@@ -714,12 +751,15 @@ mod tests {
 
     #[test]
     fn values_pack_and_unpack() {
-        let value = encode_value(0b101, 0b10, 7);
-        assert_eq!(blocks_of(value), 0b101);
-        assert_eq!(allows_of(value), 0b10);
-        assert_eq!(source_of(value), Some(6));
-        assert_eq!(source_of(encode_value(1, 0, 0)), None);
-        assert_eq!(blocks_of(encode_value(u32::MAX, 0, 0)), (1 << 24) - 1);
+        let values = [
+            Value { blocks: 0b101, allows: 0b10, source_plus_one: 7 },
+            Value { blocks: 1 << 63, allows: 0, source_plus_one: 0 },
+        ];
+        let decoded = decode_values(&encode_values(&values)).unwrap();
+        assert_eq!(&decoded[..], &values);
+        assert_eq!(decoded[0].source(), Some(6));
+        assert_eq!(decoded[1].source(), None);
+        assert!(decode_values(&[0; VALUE_LEN + 1]).is_err());
     }
 
     #[test]

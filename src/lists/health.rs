@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fetch::{self, FetchOutcome};
 use super::sources::{Location, SourceDecl};
-use crate::policy::category::CATEGORIES;
+use crate::policy::category;
 
 /// The health record's file name inside the data folder.
 pub const HEALTH_FILE: &str = "lists-health.json";
@@ -139,7 +139,7 @@ pub fn refresh(sources: &[SourceDecl], downloads_dir: &Path) -> ListHealth {
         };
         health.sources.push(SourceHealth {
             id: source.id.clone(),
-            category: CATEGORIES.get(usize::from(source.category)).map_or("?", |c| c.id).to_string(),
+            category: category::by_index(source.category).map_or("?", |c| c.id).to_string(),
             since: (state_now != SourceState::Ok).then_some(state.failing_since.or(state.checked_at)).flatten(),
             names: have_copy.then_some(state.names).flatten(),
             copy_from: have_copy.then_some(state.fetched_at).flatten(),

@@ -15,6 +15,11 @@
 //!
 //! The config's `[lists] enable` / `disable` turn declared sources on or off
 //! by id without editing these files.
+//!
+//! `categories.toml` in the same folder is not a source file: it is the
+//! category table, built into the binary ([`crate::policy::category`]), so
+//! the copy on disk is documentation and is skipped here. A school adds
+//! categories in the config (`[[categories.custom]]`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,13 +31,16 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::parse::Format;
-use crate::policy::category::{self, CATEGORIES};
+use crate::policy::category;
+
+/// The category table's file name in a lists folder (skipped as a source).
+pub const CATEGORIES_FILE: &str = "categories.toml";
 
 /// A declared source, checked.
 #[derive(Debug, Clone)]
 pub struct SourceDecl {
     pub id: String,
-    /// Bit index in [`crate::policy::category::CATEGORIES`].
+    /// The category's bit ([`crate::policy::category::Category::bit`]).
     pub category: u8,
     pub format: Format,
     pub location: Location,
@@ -164,6 +172,7 @@ pub fn load_sources(settings: &ListSettings) -> Result<Vec<SourceDecl>, SourceEr
     let mut files: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "toml") && path.is_file())
+        .filter(|path| path.file_name().is_none_or(|name| name != CATEGORIES_FILE))
         .collect();
     files.sort();
 
@@ -264,7 +273,7 @@ fn parse_file(file: &Path, text: &str) -> Result<Vec<(SourceDecl, usize)>, Sourc
         let raw = spanned.into_inner();
         let id = check_id(&declarations, &raw.id)?;
         let category = category::index_of(raw.category.get_ref()).ok_or_else(|| {
-            let known: Vec<&str> = CATEGORIES.iter().map(|c| c.id).collect();
+            let known = category::known_ids();
             declarations.error(
                 &raw.category.span(),
                 format!("unknown category `{}`; use one of: {}", raw.category.get_ref(), known.join(", ")),

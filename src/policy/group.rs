@@ -105,19 +105,15 @@ pub fn default_search_settings(group: &str) -> (bool, YoutubeMode, bool) {
     }
 }
 
-/// The default categories for a group, as the project ships them: pupils
-/// are kept from every UKSIC category, the bypass categories, social media,
-/// dating, chat, games and AI chat; staff from UKSIC and bypass; guests as
-/// pupils but allowed games. Any other group starts as strict as pupils.
+/// The default categories for a group, as the project ships them: each
+/// category's `blocked_for` in lists/categories.toml names the shipped groups
+/// that block it. Pupils are kept from every UKSIC category, the bypass
+/// categories, social media, dating, chat, games and AI chat; staff from
+/// UKSIC (except misinformation) and bypass; guests as pupils but allowed
+/// games. Any other group starts as strict as pupils.
 pub fn default_blocked(group: &str) -> CategorySet {
-    let ids = |ids: &[&str]| CategorySet::from_predicate(|c| ids.contains(&c.id));
-    let base = category::uksic().union(category::bypass());
-    let pupil = base.union(ids(&["social-media", "dating", "chat", "games", "ai-chat"]));
-    match group {
-        "staff" => base,
-        "guest" => pupil.without(ids(&["games"])),
-        _ => pupil,
-    }
+    let group = if category::DEFAULT_GROUPS.contains(&group) { group } else { "pupil" };
+    CategorySet::from_predicate(|c| c.blocked_for.contains(&group))
 }
 
 #[cfg(test)]
