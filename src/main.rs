@@ -393,7 +393,7 @@ fn check(config: &Config, name: &str, asker: Asker, record_type: &str) -> anyhow
             }
         }
         Flow::Resolve(pending) => {
-            println!("{}", Explanation::of(&pending.policy_decision(pipeline.upstream_description())));
+            println!("{}", Explanation::of(&pending.policy_decision()));
             match &pending.rewrite {
                 Some(rewrite) => println!(
                     "answer:   CNAME {} followed by its {} records ({}, not sent by `check`)",

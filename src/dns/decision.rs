@@ -147,9 +147,9 @@ impl Decision {
     }
 
     /// What `hedgerow check` says of a name no policy stage stops (nothing
-    /// is sent upstream by `check`).
-    pub fn not_stopped(client: &Client, upstream: &'static str) -> Decision {
-        let reason = format!("no policy stage stops this name for group {} (answered by {upstream})", client.group);
+    /// is sent upstream by `check`; a live query's answer says where it came from).
+    pub fn not_stopped(client: &Client) -> Decision {
+        let reason = format!("no policy stage stops this name for group {}", client.group);
         Decision::made(DecisionKind::Allowed, Stage::Upstream, Some(client), reason)
     }
 

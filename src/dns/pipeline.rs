@@ -123,11 +123,11 @@ pub struct Pending {
 impl Pending {
     /// What policy decided, as `hedgerow check` shows it (nothing is sent
     /// upstream): the rewrite, the allow override, or that nothing stops it.
-    pub fn policy_decision(&self, upstream: &'static str) -> Decision {
+    pub fn policy_decision(&self) -> Decision {
         match (&self.rewrite, &self.allowed) {
             (Some(rewrite), _) => rewrite.decision.clone(),
             (None, Some(allowed)) => allowed.clone(),
-            (None, None) => Decision::not_stopped(&self.client, upstream),
+            (None, None) => Decision::not_stopped(&self.client),
         }
     }
 }
