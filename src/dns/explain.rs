@@ -95,3 +95,44 @@ impl fmt::Display for Explanation<'_> {
         write!(f, "reason:   {}", self.reason_text())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(stage: Option<&str>, reason: Option<&str>) -> LogRow {
+        LogRow {
+            id: 1,
+            time_ms: 0,
+            client: "10.0.0.1".into(),
+            device: None,
+            owner: None,
+            network: Some("pupils".into()),
+            group: Some("pupil".into()),
+            name: "game.test".into(),
+            record_type: 1,
+            decision: "blocked".into(),
+            category: Some("games".into()),
+            list: Some("local-games".into()),
+            response_code: 3,
+            upstream_ms: None,
+            cache_hit: false,
+            stage: stage.map(String::from),
+            reason: reason.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_row_reads_as_its_reason_and_old_rows_as_their_category_and_list() {
+        let new = row(Some("inspection"), Some("CNAME target casino.test is in category gambling"));
+        assert_eq!(Explanation::of_row(&new).reason_text(), "CNAME target casino.test is in category gambling");
+        let shown = Explanation::of_row(&new).to_string();
+        assert!(
+            shown.contains("stage:    inspection")
+                && shown.ends_with("reason:   CNAME target casino.test is in category gambling")
+        );
+        let old = row(None, None);
+        assert_eq!(Explanation::of_row(&old).reason_text(), "games / local-games");
+        assert!(!Explanation::of_row(&old).to_string().contains("stage:"));
+    }
+}
