@@ -122,6 +122,8 @@ fn synthetic(random: &mut Random, interned: &Interned, time_ms: i64) -> QueryRec
         response_code,
         upstream_ms: (!cache_hit).then(|| random.below(80) as u32 + 2),
         cache_hit,
+        stage: None,
+        reason: None,
     }
 }
 

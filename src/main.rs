@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use hickory_proto::rr::{LowerName, Name, RecordType};
 
 use hedgerow::config::Config;
-use hedgerow::dns::{Flow, Pipeline, Question, Requester, Stage};
+use hedgerow::dns::{Explanation, Flow, Pipeline, Question, Requester, Stage};
 
 #[derive(Parser)]
 #[command(name = "hedgerow", version, about = "A DNS filtering resolver for small schools")]
@@ -369,22 +369,13 @@ fn check(config: &Config, name: &str, asker: Asker, record_type: &str) -> anyhow
     match pipeline.decide(requester.clone(), &question, false) {
         Flow::Final(answer) => {
             let decision = &answer.decision;
-            println!("decision: {}", decision.kind.as_str());
-            println!("stage:    {}", decision.stage.as_str());
-            print_identity(decision.network.as_deref(), decision.group.as_deref(), decision.device.as_deref());
-            if let Some(category) = &decision.category {
-                println!("category: {category}");
-            }
-            if let Some(list) = &decision.list {
-                println!("list:     {list}");
-            }
+            println!("{}", Explanation::of(decision));
             let records: Vec<String> = answer.answers.iter().map(|r| r.data.to_string()).collect();
             if records.is_empty() {
                 println!("answer:   {}", answer.response_code);
             } else {
                 println!("answer:   {} {}", answer.response_code, records.join(", "));
             }
-            println!("reason:   {}", decision.reason);
             if let (Requester::Source(ip), Stage::Access, None) = (&requester, decision.stage, &decision.network) {
                 let networks: Vec<String> = config
                     .networks
@@ -402,27 +393,15 @@ fn check(config: &Config, name: &str, asker: Asker, record_type: &str) -> anyhow
             }
         }
         Flow::Resolve(pending) => {
-            let client = &pending.client;
-            if let Some(rewrite) = &pending.rewrite {
-                println!("decision: {}", rewrite.decision.kind.as_str());
-                println!("stage:    {}", rewrite.decision.stage.as_str());
-                print_identity(Some(&client.network), Some(&client.group), client.device.as_deref());
-                println!(
+            println!("{}", Explanation::of(&pending.policy_decision()));
+            match &pending.rewrite {
+                Some(rewrite) => println!(
                     "answer:   CNAME {} followed by its {} records ({}, not sent by `check`)",
                     rewrite.target,
                     question.record_type,
                     pipeline.upstream_description()
-                );
-                println!("reason:   {}", rewrite.decision.reason);
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!("decision: allowed");
-            println!("stage:    upstream");
-            print_identity(Some(&client.network), Some(&client.group), client.device.as_deref());
-            println!("answer:   {} (not sent by `check`)", pipeline.upstream_description());
-            match &pending.note {
-                Some(note) => println!("reason:   {note}"),
-                None => println!("reason:   no policy stage stops this name for group {}", client.group),
+                ),
+                None => println!("answer:   {} (not sent by `check`)", pipeline.upstream_description()),
             }
         }
     }
@@ -774,24 +753,20 @@ fn print_rows(rows: Vec<hedgerow::store::LogRow>, format: OutputFormat, header: 
         OutputFormat::Table => {
             if header {
                 println!(
-                    "{:<24} {:<16} {:<18} {:<8} {:<40} {:<6} {:<10} {}",
-                    "time (UTC)", "client", "device", "group", "name", "type", "decision", "category/list"
+                    "{:<24} {:<16} {:<18} {:<8} {:<40} {:<6} {:<10} {:<11} {}",
+                    "time (UTC)", "client", "device", "group", "name", "type", "decision", "stage", "reason"
                 );
             }
             for row in rows {
+                let why = Explanation::of_row(&row).reason_text();
                 let row = ExportRow::from_row(row);
                 let device = match (&row.device, &row.owner) {
                     (Some(device), Some(owner)) => format!("{device} ({owner})"),
                     (Some(device), None) => device.clone(),
                     _ => String::new(),
                 };
-                let why = match (&row.category, &row.list) {
-                    (Some(category), Some(list)) => format!("{category} / {list}"),
-                    (Some(category), None) => category.clone(),
-                    _ => String::new(),
-                };
                 println!(
-                    "{:<24} {:<16} {:<18} {:<8} {:<40} {:<6} {:<10} {}",
+                    "{:<24} {:<16} {:<18} {:<8} {:<40} {:<6} {:<10} {:<11} {}",
                     row.time,
                     row.client,
                     device,
@@ -799,6 +774,7 @@ fn print_rows(rows: Vec<hedgerow::store::LogRow>, format: OutputFormat, header: 
                     row.name,
                     row.record_type,
                     row.decision,
+                    row.stage.unwrap_or_default(),
                     why
                 );
             }
@@ -968,17 +944,6 @@ fn print_devices(config: &Config, devices: &[hedgerow::store::Device], format: O
                 println!("(no devices)");
             }
         }
-    }
-}
-
-fn print_identity(network: Option<&str>, group: Option<&str>, device: Option<&str>) {
-    if let Some(network) = network {
-        println!("network:  {network}");
-    }
-    match (group, device) {
-        (Some(group), Some(device)) => println!("group:    {group} (from the device table: {device:?})"),
-        (Some(group), None) => println!("group:    {group}"),
-        (None, _) => {}
     }
 }
 

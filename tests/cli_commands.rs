@@ -191,6 +191,8 @@ fn write_log(database: &Path) {
         response_code: 0,
         upstream_ms: Some(12),
         cache_hit: false,
+        stage: None,
+        reason: None,
     };
     let blocked = QueryRecord {
         record_type: 28,
@@ -216,7 +218,7 @@ fn log_search_json_and_csv_carry_the_same_fields_in_the_same_form() {
     let header = &records[0];
     assert_eq!(
         header.join(","),
-        "id,time,client,device,owner,network,group,name,type,decision,category,list,rcode,upstream_ms,cache_hit"
+        "id,time,client,device,owner,network,group,name,type,decision,category,list,rcode,upstream_ms,cache_hit,stage,reason"
     );
     let lines: Vec<&str> = json.lines().collect();
     assert_eq!(lines.len(), 2);

@@ -260,6 +260,8 @@ fn record(time_ms: i64, client: &str, name: &str) -> QueryRecord {
         response_code: 0,
         upstream_ms: Some(4),
         cache_hit: false,
+        stage: None,
+        reason: None,
     }
 }
 

@@ -37,6 +37,8 @@ fn query(time_ms: i64, client: &str, group: &str, name: &str, decision: &'static
         response_code: 0,
         upstream_ms: None,
         cache_hit: false,
+        stage: None,
+        reason: None,
     }
 }
 

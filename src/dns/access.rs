@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::decision::{Decision, DecisionKind, Stage};
+use super::decision::Decision;
 use super::identify::{Client, NetworkMap};
 use crate::config::RateLimit;
 
@@ -72,13 +72,12 @@ pub fn admit<'a>(
     source: IpAddr,
 ) -> Result<&'a Arc<Client>, Decision> {
     let Some(client) = networks.identify(source) else {
-        return Err(Decision::new(DecisionKind::Refused, Stage::Access, "source address is in no configured network"));
+        return Err(Decision::outsider());
     };
     if let Some(limiter) = limiter
         && !limiter.admit(source)
     {
-        let decision = Decision::new(DecisionKind::Refused, Stage::Access, "client is over its rate limit");
-        return Err(decision.for_client(&client.network, &client.group));
+        return Err(Decision::rate_limited(client));
     }
     Ok(client)
 }

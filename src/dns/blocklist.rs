@@ -5,13 +5,12 @@
 //! harmless-looking name cannot alias its way to a blocked one.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::decision::{Decision, DecisionKind, Stage};
+use super::decision::{Decision, Listing};
 use super::identify::Client;
 use super::pipeline::Answer;
 use super::wire::ExtendedError;
@@ -29,8 +28,12 @@ const EDE_BLOCKED: u16 = 15;
 pub enum Verdict {
     /// Not listed in any category this group is kept from.
     Pass,
-    /// Listed, but a group allow override lets it through.
-    Allowed(OverrideMatch),
+    /// A group allow override lets it through; `overrode` is the listing in
+    /// a category the group is kept from, when there is one.
+    Allowed {
+        rule: OverrideMatch,
+        overrode: Option<Block>,
+    },
     Blocked(Block),
 }
 
@@ -45,6 +48,8 @@ pub struct Block {
     pub rule: String,
     /// True when the rule is the queried name itself, false for a parent domain.
     pub exact: bool,
+    /// True when the category is locked (nothing un-blocks it).
+    pub locked: bool,
 }
 
 impl Block {
@@ -55,6 +60,36 @@ impl Block {
             Some(category) => format!("{name} is in category {} ({how} in list {})", category.id, self.list),
             None => format!("{name} is denied for this group by override {:?}", self.rule),
         }
+    }
+
+    /// Where the name was found, as a decision names it.
+    pub fn listing(&self) -> Listing<'_> {
+        Listing { category: self.category.map(|category| category.id), list: &self.list, rule: &self.rule }
+    }
+
+    fn is_bypass(&self) -> bool {
+        self.category.is_some_and(|category| category.kind == category::CategoryKind::Bypass)
+    }
+
+    /// The decision for `name` (the queried name, dotted) blocked by this
+    /// block. A bypass category's block is the bypass stage's work.
+    pub fn decision(&self, client: &Client, name: &str) -> Decision {
+        let reason = self.describe(name);
+        if self.category.is_none() {
+            Decision::blocked_by_deny_override(client, &self.rule, reason)
+        } else if self.locked {
+            Decision::blocked_by_locked_category(client, self.listing(), reason)
+        } else if self.is_bypass() {
+            Decision::bypass_listed(client, self.listing(), reason)
+        } else {
+            Decision::blocked_by_category(client, self.listing(), reason)
+        }
+    }
+
+    /// The decision for an answer whose CNAME target `target` this block hit.
+    pub fn cname_decision(&self, client: &Client, target: &str) -> Decision {
+        let reason = format!("CNAME target {}", self.describe(target));
+        Decision::blocked_on_cname_target(client, self.listing(), self.is_bypass(), reason)
     }
 }
 
@@ -80,7 +115,7 @@ pub fn check(lists: &CompiledLists, policy: &GroupPolicy, locked: CategorySet, n
     let listed = lists.lookup(name);
     let locked_hits = listed.intersection(locked);
     if !locked_hits.is_empty() {
-        return Verdict::Blocked(explain(lists, name, locked_hits));
+        return Verdict::Blocked(Block { locked: true, ..explain(lists, name, locked_hits) });
     }
     let text = std::str::from_utf8(name).unwrap_or_default();
     if let Some(rule) = policy.deny.find(text) {
@@ -89,12 +124,15 @@ pub fn check(lists: &CompiledLists, policy: &GroupPolicy, locked: CategorySet, n
             list: "deny override".into(),
             rule: rule.rule,
             exact: rule.exact,
+            locked: false,
         });
     }
-    if let Some(rule) = policy.allow.find(text) {
-        return Verdict::Allowed(rule);
-    }
     let hits = listed.intersection(policy.blocked);
+    if let Some(rule) = policy.allow.find(text) {
+        // Slow path, for allowed names only: which listing the override overrode.
+        let overrode = (!hits.is_empty()).then(|| explain(lists, name, hits));
+        return Verdict::Allowed { rule, overrode };
+    }
     if hits.is_empty() { Verdict::Pass } else { Verdict::Blocked(explain(lists, name, hits)) }
 }
 
@@ -110,35 +148,27 @@ fn explain(lists: &CompiledLists, name: &[u8], categories: CategorySet) -> Block
             list: found.source.unwrap_or_else(|| "(unknown list)".into()),
             rule: found.domain,
             exact: found.exact,
+            locked: false,
         },
         None => Block {
             category,
             list: "(unknown list)".into(),
             rule: String::from_utf8_lossy(name).into_owned(),
             exact: true,
+            locked: false,
         },
     }
 }
 
-/// The answer a group gets for a blocked name.
+/// The answer a group gets for a blocked name, carrying `decision` (made
+/// by [`Block::decision`] or [`Block::cname_decision`]).
 pub fn block_answer(
     policy: &GroupPolicy,
-    client: &Client,
     qname: &Name,
     record_type: RecordType,
     block: &Block,
-    stage: Stage,
-    reason: String,
+    decision: Decision,
 ) -> Answer {
-    let kind = match block.category {
-        Some(category) if category.kind == category::CategoryKind::Bypass => DecisionKind::Bypass,
-        _ => DecisionKind::Blocked,
-    };
-    // A bypass category's block is the bypass stage's work, whichever function found it.
-    let stage = if kind == DecisionKind::Bypass && stage == Stage::Blocklist { Stage::Bypass } else { stage };
-    let mut decision = Decision::new(kind, stage, reason).identified(client);
-    decision.category = block.category.map(|c| Arc::from(c.id));
-    decision.list = Some(Arc::from(block.list.as_str()));
     let record = |data: RData| Record::from_rdata(qname.clone(), BLOCK_TTL, data);
     let (response_code, answers) = match (policy.block_answer, record_type) {
         (BlockAnswer::NxDomain, _) => (ResponseCode::NXDomain, vec![]),

@@ -16,6 +16,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::DNSClass;
@@ -24,7 +25,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::decision::{Decision, DecisionKind, Stage};
+use super::decision::Decision;
+use super::finished::Finished;
 use super::pipeline::{Answer, Arrival, Immediate, Pending, Pipeline, Question};
 use super::tcp::{self, ConnectionTable, TcpLimits};
 use super::wire::{self, Rejection, WireAnswer, WireQuery};
@@ -98,14 +100,14 @@ pub(super) fn step(
     match pipeline.answer_now_at(source.ip(), &question, arrival.at) {
         Immediate::Answer(answer) => {
             write_answer(&query, &answer, limit, out);
-            observe(pipeline, arrival, source, &query, &answer);
+            finish_answer(pipeline, arrival, source, &query, &answer);
             Step::Reply
         }
         Immediate::Cached { entry, age, decision } => match entry.wire() {
             Some(wire) => {
                 wire.write(&query, age, None, None, limit, out);
                 let code = entry.stored().response_code;
-                pipeline.observe(arrival, source.ip(), &query.name, query.record_type, &decision, code, true, None);
+                finish(pipeline, arrival, source, &query, &decision, code, true, None);
                 Step::Reply
             }
             None => write_error_answer(
@@ -123,18 +125,42 @@ pub(super) fn step(
     }
 }
 
-/// Logs an answered query (the log is an observer: it never changes the answer).
-pub(super) fn observe(pipeline: &Pipeline, arrival: Arrival, source: SocketAddr, query: &WireQuery, answer: &Answer) {
-    pipeline.observe(
-        arrival,
-        source.ip(),
-        &query.name,
-        query.record_type,
-        &answer.decision,
-        answer.response_code,
-        answer.cache_hit,
-        answer.upstream_latency,
-    );
+/// Hands a finished answer to the pipeline's observers: the one place the
+/// listeners (UDP and TCP, policy answers, cache hits, upstream answers and
+/// errors alike) do so. Observers never change the answer or wait.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish(
+    pipeline: &Pipeline,
+    arrival: Arrival,
+    source: SocketAddr,
+    query: &WireQuery,
+    decision: &Decision,
+    response_code: ResponseCode,
+    cache_hit: bool,
+    upstream_latency: Option<Duration>,
+) {
+    pipeline.finish(&Finished {
+        time_ms: arrival.unix_ms,
+        source: source.ip(),
+        name: &query.name,
+        record_type: query.record_type,
+        decision,
+        response_code,
+        cache_hit,
+        upstream_latency,
+    });
+}
+
+/// [`finish`] for a pipeline [`Answer`].
+pub(super) fn finish_answer(
+    pipeline: &Pipeline,
+    arrival: Arrival,
+    source: SocketAddr,
+    query: &WireQuery,
+    answer: &Answer,
+) {
+    let Answer { decision, response_code, cache_hit, upstream_latency, .. } = answer;
+    finish(pipeline, arrival, source, query, decision, *response_code, *cache_hit, *upstream_latency);
 }
 
 pub(super) fn write_error_answer(
@@ -147,9 +173,9 @@ pub(super) fn write_error_answer(
     limit: usize,
     out: &mut Vec<u8>,
 ) -> Step {
-    let answer = Answer::empty(code, Decision::new(DecisionKind::Error, Stage::Parse, reason));
+    let answer = Answer::empty(code, Decision::unanswerable(reason));
     write_answer(query, &answer, limit, out);
-    observe(pipeline, arrival, source, query, &answer);
+    finish_answer(pipeline, arrival, source, query, &answer);
     Step::Reply
 }
 

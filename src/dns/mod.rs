@@ -5,6 +5,8 @@ pub mod blocklist;
 pub mod bypass;
 pub mod cache;
 pub mod decision;
+pub mod explain;
+pub mod finished;
 pub mod forward;
 pub mod identify;
 pub mod listener;
@@ -16,5 +18,7 @@ pub mod upstream;
 pub mod wire;
 
 pub use decision::{Decision, DecisionKind, Stage};
+pub use explain::Explanation;
+pub use finished::{Finished, Observer};
 pub use listener::DnsServer;
 pub use pipeline::{Answer, Flow, Immediate, Pipeline, Question, Requester};

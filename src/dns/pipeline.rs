@@ -33,7 +33,8 @@ use super::access::{self, ClientRateLimiter};
 use super::blocklist::{self, Verdict};
 use super::bypass;
 use super::cache::{AnswerCache, CacheKey, CacheLookup, CachedAnswer, UpstreamAnswer};
-use super::decision::{Decision, DecisionKind, Stage};
+use super::decision::Decision;
+use super::finished::{Finished, Observer};
 use super::identify::{Client, DeviceGroup, DeviceGroupsReport, NetworkMap};
 use super::query_type;
 use super::upstream::{Upstream, UpstreamError};
@@ -113,8 +114,22 @@ pub struct Pending {
     pub client: Arc<Client>,
     /// SafeSearch: resolve the safe host instead, and answer with a CNAME to it.
     pub rewrite: Option<SafeRewrite>,
-    /// Why policy let it through, when an override did.
-    pub note: Option<String>,
+    /// The decision of an allow override that let it through: the answer
+    /// that follows, from the cache or upstream, carries it. `None` when no
+    /// policy stage had anything to say (the cache or upstream decides).
+    pub allowed: Option<Decision>,
+}
+
+impl Pending {
+    /// What policy decided, as `hedgerow check` shows it (nothing is sent
+    /// upstream): the rewrite, the allow override, or that nothing stops it.
+    pub fn policy_decision(&self) -> Decision {
+        match (&self.rewrite, &self.allowed) {
+            (Some(rewrite), _) => rewrite.decision.clone(),
+            (None, Some(allowed)) => allowed.clone(),
+            (None, None) => Decision::not_stopped(&self.client),
+        }
+    }
 }
 
 /// A SafeSearch rewrite to a safe host.
@@ -187,38 +202,12 @@ impl Pipeline {
         })
     }
 
-    /// Records an answered query in the query log (when there is one). Never
-    /// waits: a full log channel drops and counts the row.
-    #[allow(clippy::too_many_arguments)]
-    pub fn observe(
-        &self,
-        arrival: Arrival,
-        source: IpAddr,
-        name: &LowerName,
-        record_type: RecordType,
-        decision: &Decision,
-        response_code: ResponseCode,
-        cache_hit: bool,
-        upstream_latency: Option<Duration>,
-    ) {
-        let Some(log) = &self.log else { return };
-        log.record_with(|| QueryRecord {
-            time_ms: arrival.unix_ms,
-            client: source.to_canonical(),
-            network: decision.network.clone(),
-            group: decision.group.clone(),
-            name: {
-                let mut buffer = [0u8; 256];
-                String::from_utf8_lossy(blocklist::dotted(name, &mut buffer)).into_owned()
-            },
-            record_type: u16::from(record_type),
-            decision: decision.kind.as_str(),
-            category: decision.category.clone(),
-            list: decision.list.clone(),
-            response_code: u16::from(response_code),
-            upstream_ms: upstream_latency.map(|latency| u32::try_from(latency.as_millis()).unwrap_or(u32::MAX)),
-            cache_hit,
-        });
+    /// Hands a finished answer to the observers (today the query log
+    /// alone). Never waits: a full log channel drops and counts the row.
+    pub fn finish(&self, finished: &Finished<'_>) {
+        if let Some(log) = &self.log {
+            log.finished(finished);
+        }
     }
 
     /// The query log, if logging is on.
@@ -263,7 +252,7 @@ impl Pipeline {
     /// [`answer_now`](Self::answer_now) with the clock already read (the
     /// listeners read it once per batch of datagrams).
     pub fn answer_now_at(&self, source: IpAddr, question: &Question, now: Instant) -> Immediate {
-        let pending = match self.decide(Requester::Source(source), question, true) {
+        let mut pending = match self.decide(Requester::Source(source), question, true) {
             Flow::Final(answer) => return Immediate::Answer(answer),
             Flow::Resolve(pending) => pending,
         };
@@ -271,9 +260,8 @@ impl Pipeline {
             let target = Question { name: rewrite.target.clone(), ..question.clone() };
             return match self.cache.get(&cache_key(&target), now) {
                 CacheLookup::Fresh(entry) => {
-                    let mut answer = Answer::from_upstream(entry.answer_at(now), rewrite.decision.clone());
-                    answer.cache_hit = true;
-                    Immediate::Answer(rewritten(question, rewrite, answer))
+                    let target = Fetched { answer: entry.answer_at(now), cache_hit: true, upstream_latency: None };
+                    Immediate::Answer(rewritten(&pending.client, question, rewrite, Ok(target)))
                 }
                 CacheLookup::Stale(_) | CacheLookup::Miss => Immediate::Upstream(pending),
             };
@@ -283,8 +271,10 @@ impl Pipeline {
                 if let Some(blocked) = self.inspect(&pending.client, question, &entry.stored().answers) {
                     return Immediate::Answer(blocked);
                 }
-                let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, "answered from the cache");
-                let decision = decision.identified(&pending.client);
+                let decision = match pending.allowed.take() {
+                    Some(allowed) => allowed,
+                    None => Decision::allowed_from_cache(&pending.client),
+                };
                 Immediate::Cached { age: entry.age(now), entry, decision }
             }
             // A stale entry is fetched again in `resolve`, which keeps it for
@@ -313,22 +303,19 @@ impl Pipeline {
                     device: None,
                 }),
                 None => {
-                    let decision =
-                        Decision::new(DecisionKind::Refused, Stage::Identify, format!("no group named {group:?}"));
-                    return Flow::Final(Answer::empty(ResponseCode::Refused, decision));
+                    return Flow::Final(Answer::empty(ResponseCode::Refused, Decision::unknown_group(group)));
                 }
             },
         };
         let policy = self.policy(&client);
         let mut buffer = [0u8; 256];
         let name = blocklist::dotted(&question.name, &mut buffer);
-        let decided = |kind, stage, reason: String| Decision::new(kind, stage, reason).identified(&client);
 
         // bypass
         if policy.bypass
             && let Some(canary) = bypass::canary(name)
         {
-            let decision = decided(DecisionKind::Bypass, Stage::Bypass, canary.reason.to_string());
+            let decision = Decision::bypass(&client, canary.reason.to_string());
             return Flow::Final(Answer::empty(canary.answer.response_code(), decision));
         }
 
@@ -336,8 +323,7 @@ impl Pipeline {
         let rewritable =
             matches!(question.record_type, RecordType::A | RecordType::AAAA | RecordType::HTTPS | RecordType::SVCB);
         if rewritable && let Some(rewrite) = self.safesearch.load().find(&String::from_utf8_lossy(name), policy) {
-            let decision =
-                decided(DecisionKind::SafeSearch, Stage::SafeSearch, format!("{rewrite} (group {})", client.group));
+            let decision = Decision::safesearch(&client, format!("{rewrite} (group {})", client.group));
             match &rewrite.target {
                 Target::Address(address) => {
                     let mut answer = Answer::empty(ResponseCode::NoError, decision);
@@ -353,7 +339,7 @@ impl Pipeline {
                 Target::Host(host) => match Name::from_ascii(format!("{host}.")) {
                     Ok(target) => {
                         let rewrite = SafeRewrite { target: LowerName::from(target), decision };
-                        return Flow::Resolve(Pending { client, rewrite: Some(rewrite), note: None });
+                        return Flow::Resolve(Pending { client, rewrite: Some(rewrite), allowed: None });
                     }
                     Err(_) => return Flow::Final(Answer::empty(ResponseCode::ServFail, decision)),
                 },
@@ -361,21 +347,16 @@ impl Pipeline {
         }
 
         // blocklist
-        let note = match blocklist::check(&self.lists.load(), policy, self.locked, name) {
+        let allowed = match blocklist::check(&self.lists.load(), policy, self.locked, name) {
             Verdict::Blocked(block) => {
-                let reason = block.describe(&String::from_utf8_lossy(name));
-                let answer = blocklist::block_answer(
-                    policy,
-                    &client,
-                    &question.name,
-                    question.record_type,
-                    &block,
-                    Stage::Blocklist,
-                    reason,
-                );
+                let decision = block.decision(&client, &String::from_utf8_lossy(name));
+                let answer = blocklist::block_answer(policy, &question.name, question.record_type, &block, decision);
                 return Flow::Final(answer);
             }
-            Verdict::Allowed(rule) => Some(format!("listed, but allowed for this group by override {:?}", rule.rule)),
+            Verdict::Allowed { rule, overrode } => {
+                let listing = overrode.as_ref().map(blocklist::Block::listing);
+                Some(Decision::allowed_by_override(&client, &String::from_utf8_lossy(name), &rule.rule, listing))
+            }
             Verdict::Pass => None,
         };
 
@@ -385,7 +366,7 @@ impl Pipeline {
             return Flow::Final(answer);
         }
 
-        Flow::Resolve(Pending { client, rewrite: None, note })
+        Flow::Resolve(Pending { client, rewrite: None, allowed })
     }
 
     /// The cache and upstream stages, for a query policy let through.
@@ -393,14 +374,28 @@ impl Pipeline {
         match &pending.rewrite {
             Some(rewrite) => {
                 let target = Question { name: rewrite.target.clone(), ..question.clone() };
-                let answer = self.resolve_name(&pending.client, &target).await;
-                rewritten(question, rewrite, answer)
+                let answer = self.resolve_name(&pending.client, &target, None).await;
+                let fetched = match answer.response_code {
+                    ResponseCode::NoError => Ok(Fetched {
+                        answer: UpstreamAnswer {
+                            response_code: answer.response_code,
+                            answers: answer.answers,
+                            authorities: answer.authorities,
+                        },
+                        cache_hit: answer.cache_hit,
+                        upstream_latency: answer.upstream_latency,
+                    }),
+                    failed => Err(failed),
+                };
+                rewritten(&pending.client, question, rewrite, fetched)
             }
-            None => self.resolve_name(&pending.client, question).await,
+            None => self.resolve_name(&pending.client, question, pending.allowed.as_ref()).await,
         }
     }
 
-    async fn resolve_name(&self, client: &Client, question: &Question) -> Answer {
+    /// The cache and upstream for one name; `allowed` is the allow
+    /// override's decision, which an allowed answer then carries.
+    async fn resolve_name(&self, client: &Client, question: &Question, allowed: Option<&Decision>) -> Answer {
         let key = cache_key(question);
         let now = Instant::now();
         let stale = match self.cache.get(&key, now) {
@@ -408,8 +403,8 @@ impl Pipeline {
                 if let Some(blocked) = self.inspect(client, question, &entry.stored().answers) {
                     return blocked;
                 }
-                let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, "answered from the cache");
-                let mut answer = Answer::from_upstream(entry.answer_at(now), decision.identified(client));
+                let decision = allowed.cloned().unwrap_or_else(|| Decision::allowed_from_cache(client));
+                let mut answer = Answer::from_upstream(entry.answer_at(now), decision);
                 answer.cache_hit = true;
                 return answer;
             }
@@ -424,10 +419,10 @@ impl Pipeline {
                         self.cache.insert(&key, &question.name, question.record_type, answer.clone(), Instant::now())
                     })
                     .await;
-                return self.upstream_answer(client, question, result, started.elapsed());
+                return self.upstream_answer(client, question, allowed, result, started.elapsed());
             }
         };
-        self.refresh_or_serve_stale(client, question, key, stale, now).await
+        self.refresh_or_serve_stale(client, question, allowed, key, stale, now).await
     }
 
     /// Answer inspection: a CNAME in the answer whose target is blocked for
@@ -445,17 +440,8 @@ impl Pipeline {
             let Verdict::Blocked(block) = blocklist::check(&lists, policy, self.locked, target_name) else {
                 return None;
             };
-            let target_text = String::from_utf8_lossy(target_name).into_owned();
-            let reason = format!("CNAME target {}", block.describe(&target_text));
-            Some(blocklist::block_answer(
-                policy,
-                client,
-                &question.name,
-                question.record_type,
-                &block,
-                Stage::AnswerInspection,
-                reason,
-            ))
+            let decision = block.cname_decision(client, &String::from_utf8_lossy(target_name));
+            Some(blocklist::block_answer(policy, &question.name, question.record_type, &block, decision))
         })
     }
 
@@ -497,24 +483,33 @@ impl Pipeline {
 /// policy or of the engine's safe host is picked up soon.
 const REWRITE_TTL: u32 = 300;
 
+/// The safe host's records as the cache or upstream gave them.
+struct Fetched {
+    answer: UpstreamAnswer,
+    cache_hit: bool,
+    upstream_latency: Option<Duration>,
+}
+
 /// The answer to a rewritten name: a CNAME to the safe host, then the safe
-/// host's own records. If the safe host could not be resolved the answer is
-/// SERVFAIL, never the unrestricted address.
-fn rewritten(question: &Question, rewrite: &SafeRewrite, target: Answer) -> Answer {
-    if target.response_code != ResponseCode::NoError {
-        let reason = format!(
-            "{}; the safe host did not resolve ({}), so SERVFAIL rather than the unrestricted address",
-            rewrite.decision.reason, target.response_code
-        );
-        let mut decision = rewrite.decision.clone();
-        decision.kind = DecisionKind::Error;
-        decision.reason = reason.into();
-        return Answer::empty(ResponseCode::ServFail, decision);
-    }
-    let ttl = target.answers.iter().map(|r| r.ttl).min().unwrap_or(REWRITE_TTL).min(REWRITE_TTL);
+/// host's own records. If the safe host could not be resolved (`Err` with
+/// its response code) the answer is SERVFAIL, never the unrestricted address.
+fn rewritten(
+    client: &Client,
+    question: &Question,
+    rewrite: &SafeRewrite,
+    target: Result<Fetched, ResponseCode>,
+) -> Answer {
+    let target = match target {
+        Ok(target) => target,
+        Err(failed) => {
+            let decision = Decision::safesearch_failed(client, &rewrite.decision.reason, failed);
+            return Answer::empty(ResponseCode::ServFail, decision);
+        }
+    };
+    let ttl = target.answer.answers.iter().map(|r| r.ttl).min().unwrap_or(REWRITE_TTL).min(REWRITE_TTL);
     let cname = Record::from_rdata(Name::from(&question.name), ttl, RData::CNAME(CNAME(Name::from(&rewrite.target))));
     let mut answer = Answer::empty(ResponseCode::NoError, rewrite.decision.clone());
-    answer.answers = std::iter::once(cname).chain(target.answers).collect();
+    answer.answers = std::iter::once(cname).chain(target.answer.answers).collect();
     answer.cache_hit = target.cache_hit;
     answer.upstream_latency = target.upstream_latency;
     answer
@@ -540,6 +535,7 @@ impl Pipeline {
         &self,
         client: &Client,
         question: &Question,
+        allowed: Option<&Decision>,
         key: CacheKey,
         stale: Arc<CachedAnswer>,
         now: Instant,
@@ -563,7 +559,7 @@ impl Pipeline {
         }
         let wait = self.cache.stale_answer_after();
         match tokio::time::timeout(wait, refresh).await {
-            Ok(Ok(Ok(upstream))) => self.upstream_answer(client, question, Ok(upstream), started.elapsed()),
+            Ok(Ok(Ok(upstream))) => self.upstream_answer(client, question, allowed, Ok(upstream), started.elapsed()),
             Ok(Ok(Err(error))) => {
                 let why = format!("every upstream failed: {error}");
                 self.stale_answer(client, question, &stale, why, Some(started.elapsed()))
@@ -607,11 +603,13 @@ impl Pipeline {
     }
 
     /// The answer from upstream (already cached), after inspection, or
-    /// SERVFAIL when there is none.
+    /// SERVFAIL when there is none. An allowed answer carries the allow
+    /// override's decision when one let the name through.
     fn upstream_answer(
         &self,
         client: &Client,
         question: &Question,
+        allowed: Option<&Decision>,
         result: Result<UpstreamAnswer, UpstreamError>,
         latency: Duration,
     ) -> Answer {
@@ -620,17 +618,16 @@ impl Pipeline {
                 if let Some(blocked) = self.inspect(client, question, &upstream.answers) {
                     return blocked;
                 }
-                let decision = Decision::new(DecisionKind::Allowed, Stage::Upstream, self.upstream.describe());
+                let decision = allowed
+                    .cloned()
+                    .unwrap_or_else(|| Decision::allowed_from_upstream(client, self.upstream.describe()));
                 Answer::from_upstream(upstream, decision)
             }
             Err(error) => {
                 tracing::debug!(name = %question.name, %error, "upstream failed");
-                let decision =
-                    Decision::new(DecisionKind::Error, Stage::Upstream, format!("no upstream answer: {error}"));
-                Answer::empty(ResponseCode::ServFail, decision)
+                Answer::empty(ResponseCode::ServFail, Decision::upstream_failed(client, error))
             }
         };
-        answer.decision = answer.decision.identified(client);
         answer.upstream_latency = Some(latency);
         answer
     }
@@ -649,11 +646,39 @@ impl Pipeline {
             return blocked;
         }
         tracing::debug!(name = %question.name, %why, "serving a stale answer (RFC 8767)");
-        let reason = format!("served stale from the cache (RFC 8767): {why}");
-        let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, reason);
-        let mut answer = Answer::from_upstream(stale.answer_at(Instant::now()), decision.identified(client));
+        let decision = Decision::served_stale(client, &why);
+        let mut answer = Answer::from_upstream(stale.answer_at(Instant::now()), decision);
         answer.cache_hit = true;
         answer.upstream_latency = waited;
         answer
+    }
+}
+
+/// The query log observes every finished answer: a row is built only when
+/// the log's channel has room (`QueryLog::record_with`).
+impl Observer for QueryLog {
+    fn finished(&self, finished: &Finished<'_>) {
+        let decision = finished.decision;
+        self.record_with(|| QueryRecord {
+            time_ms: finished.time_ms,
+            client: finished.source.to_canonical(),
+            network: decision.network.clone(),
+            group: decision.group.clone(),
+            name: {
+                let mut buffer = [0u8; 256];
+                String::from_utf8_lossy(blocklist::dotted(finished.name, &mut buffer)).into_owned()
+            },
+            record_type: u16::from(finished.record_type),
+            decision: decision.kind.as_str(),
+            category: decision.category.clone(),
+            list: decision.list.clone(),
+            response_code: u16::from(finished.response_code),
+            upstream_ms: finished
+                .upstream_latency
+                .map(|latency| u32::try_from(latency.as_millis()).unwrap_or(u32::MAX)),
+            cache_hit: finished.cache_hit,
+            stage: Some(decision.stage.as_str()),
+            reason: Some(decision.reason.clone()),
+        });
     }
 }

@@ -21,7 +21,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::decision::{Decision, DecisionKind, Stage};
+use super::decision::Decision;
 use super::identify::Client;
 use super::pipeline::{Answer, Question};
 
@@ -41,13 +41,8 @@ pub fn is_meta(record_type: u16) -> bool {
 /// (one comparison on the common path).
 pub fn answer(question: &Question, client: &Client) -> Option<Answer> {
     let code = u16::from(question.record_type);
-    let decided = |kind, reason: String| Decision::new(kind, Stage::QueryType, reason).identified(client);
     if code == TYPE_ANY {
-        let decision = decided(
-            DecisionKind::Allowed,
-            "ANY answered with a synthesized HINFO \"RFC8482\" (RFC 8482 section 4.2): ask for the record type you need"
-                .to_string(),
-        );
+        let decision = Decision::any_minimal(client);
         let mut answer = Answer::empty(ResponseCode::NoError, decision);
         let hinfo = RData::HINFO(HINFO::new("RFC8482".to_string(), String::new()));
         answer.answers.push(Record::from_rdata(Name::from(&question.name), ANY_HINFO_TTL, hinfo));
@@ -58,12 +53,7 @@ pub fn answer(question: &Question, client: &Client) -> Option<Answer> {
             RecordType::Unknown(_) | RecordType::ZERO => format!("TYPE{code}"),
             known => known.to_string(),
         };
-        let decision = decided(
-            DecisionKind::Refused,
-            format!(
-                "query type {name} is a meta type, not data a resolver serves: NOTIMP (RFC 1035 section 4.1.1, RFC 6895 section 3.1)"
-            ),
-        );
+        let decision = Decision::meta_type(client, &name);
         return Some(Answer::empty(ResponseCode::NotImp, decision));
     }
     None

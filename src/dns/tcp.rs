@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::access::client_key;
-use super::listener::{Step, observe, step, write_answer};
+use super::listener::{Step, finish_answer, step, write_answer};
 use super::pipeline::{Arrival, Pipeline};
 use crate::config::TcpSettings;
 
@@ -307,7 +307,7 @@ impl Connection<'_> {
                 Step::Resolve(query, question, pending) => {
                     let answer = pipeline.resolve(&pending, &question).await;
                     write_answer(&query, &answer, TCP_LIMIT, &mut out);
-                    observe(pipeline, arrival, source, &query, &answer);
+                    finish_answer(pipeline, arrival, source, &query, &answer);
                 }
             }
             let mut framed = Vec::with_capacity(out.len() + 2);

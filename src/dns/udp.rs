@@ -14,7 +14,7 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use tokio::sync::Semaphore;
 
-use super::listener::{Step, observe, step, write_answer, write_error_answer};
+use super::listener::{Step, finish_answer, step, write_answer, write_error_answer};
 use super::pipeline::{Arrival, Pipeline};
 
 /// Datagrams read (and answers sent) per system call.
@@ -93,7 +93,7 @@ pub fn serve(
                         if let Err(error) = socket.send_to(&out, source) {
                             tracing::debug!(%error, %source, "UDP send failed");
                         }
-                        observe(&pipeline, arrival, source, &query, &answer);
+                        finish_answer(&pipeline, arrival, source, &query, &answer);
                         drop(permit);
                     });
                 }

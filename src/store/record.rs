@@ -1,5 +1,6 @@
 //! What the DNS path hands the query log for each answered query.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -22,6 +23,10 @@ pub struct QueryRecord {
     pub response_code: u16,
     pub upstream_ms: Option<u32>,
     pub cache_hit: bool,
+    /// The stage that settled the answer (`Stage::as_str`), and the
+    /// decision's reason; `None` for rows from before they were kept.
+    pub stage: Option<&'static str>,
+    pub reason: Option<Cow<'static, str>>,
 }
 
 /// Every decision kind the log records (the words of `DecisionKind::as_str`).

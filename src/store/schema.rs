@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_name_hours_by_hour",
         sql: include_str!("migrations/0002_name_hours_by_hour.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_query_log_stage_reason",
+        sql: include_str!("migrations/0003_query_log_stage_reason.sql"),
+    },
 ];
 
 /// The schema version this binary writes.
@@ -171,13 +176,14 @@ mod tests {
     /// migration instead; append the new file's checksum here.
     #[test]
     fn released_migrations_are_unchanged() {
-        let pinned: &[u64] = &[PINNED_0001, PINNED_0002];
+        let pinned: &[u64] = &[PINNED_0001, PINNED_0002, PINNED_0003];
         let found: Vec<u64> = MIGRATIONS.iter().map(|migration| checksum(migration.sql)).collect();
         assert_eq!(&found[..pinned.len()], pinned, "a released migration was edited");
     }
 
     const PINNED_0001: u64 = 0xf729fa549007dbe2;
     const PINNED_0002: u64 = 0x5ec25d3d6716abbd;
+    const PINNED_0003: u64 = 0xed0fe62a489e9a36;
 
     #[test]
     fn a_fresh_database_gets_every_migration_and_reopening_is_a_no_op() {

@@ -89,6 +89,10 @@ pub struct LogRow {
     pub response_code: u16,
     pub upstream_ms: Option<u32>,
     pub cache_hit: bool,
+    /// The stage that settled the answer and the decision's reason (`None`
+    /// in rows written before they were kept).
+    pub stage: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// A log row as `hedgerow log` exports it: JSON and CSV carry these fields,
@@ -115,11 +119,15 @@ pub struct ExportRow {
     pub rcode: String,
     pub upstream_ms: Option<u32>,
     pub cache_hit: bool,
+    /// The stage that settled the answer: `blocklist`, `inspection`, `cache`, ...
+    pub stage: Option<String>,
+    /// The decision's reason, in the words `hedgerow check` prints.
+    pub reason: Option<String>,
 }
 
 impl ExportRow {
     /// The field names, in order: the CSV header and the JSON keys.
-    pub const FIELDS: [&'static str; 15] = [
+    pub const FIELDS: [&'static str; 17] = [
         "id",
         "time",
         "client",
@@ -135,6 +143,8 @@ impl ExportRow {
         "rcode",
         "upstream_ms",
         "cache_hit",
+        "stage",
+        "reason",
     ];
 
     pub fn from_row(row: LogRow) -> ExportRow {
@@ -154,11 +164,13 @@ impl ExportRow {
             rcode: rcode_name(row.response_code),
             upstream_ms: row.upstream_ms,
             cache_hit: row.cache_hit,
+            stage: row.stage,
+            reason: row.reason,
         }
     }
 
     /// The CSV cells, in [`FIELDS`](Self::FIELDS) order; `None` is empty.
-    pub fn cells(&self) -> [String; 15] {
+    pub fn cells(&self) -> [String; 17] {
         let text = |value: &Option<String>| value.clone().unwrap_or_default();
         [
             self.id.to_string(),
@@ -176,6 +188,8 @@ impl ExportRow {
             self.rcode.clone(),
             self.upstream_ms.map(|ms| ms.to_string()).unwrap_or_default(),
             self.cache_hit.to_string(),
+            text(&self.stage),
+            text(&self.reason),
         ]
     }
 }
@@ -202,7 +216,7 @@ pub fn rcode_name(code: u16) -> String {
 }
 
 const COLUMNS: &str = "id, time_ms, client, device, owner, network, group_name, name, record_type, decision, \
-                       category, list, response_code, upstream_ms, cache_hit";
+                       category, list, response_code, upstream_ms, cache_hit, stage, reason";
 
 fn log_row(row: &Row<'_>) -> rusqlite::Result<LogRow> {
     Ok(LogRow {
@@ -221,6 +235,8 @@ fn log_row(row: &Row<'_>) -> rusqlite::Result<LogRow> {
         response_code: row.get(12)?,
         upstream_ms: row.get(13)?,
         cache_hit: row.get(14)?,
+        stage: row.get(15)?,
+        reason: row.get(16)?,
     })
 }
 

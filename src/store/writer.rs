@@ -32,8 +32,8 @@ const INSERT_NAME_HOUR: &str = "INSERT OR IGNORE INTO name_hours (hour, rname) V
 const INSERT_CLIENT_LABEL: &str =
     "INSERT OR IGNORE INTO client_labels (day, client, device, owner) VALUES (?1, ?2, ?3, ?4)";
 const INSERT: &str = "INSERT INTO query_log (time_ms, client, device, owner, network, group_name, name, rname, \
-     record_type, decision, category, list, response_code, upstream_ms, cache_hit) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+     record_type, decision, category, list, response_code, upstream_ms, cache_hit, stage, reason) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
 
 /// A device's name and owner as copied into log rows.
 struct Label {
@@ -266,6 +266,8 @@ fn insert(
                 record.response_code,
                 record.upstream_ms,
                 record.cache_hit,
+                record.stage,
+                record.reason.as_deref(),
             ])
             .map_err(StoreError::sqlite(path, "insert a query-log row"))?;
     }
