@@ -17,4 +17,4 @@ pub mod wire;
 
 pub use decision::{Decision, DecisionKind, Stage};
 pub use listener::DnsServer;
-pub use pipeline::{Answer, Flow, Immediate, Pipeline, Question, Requester};
+pub use pipeline::{Answer, Flow, Immediate, Pipeline, PolicySnapshot, Question, Requester};

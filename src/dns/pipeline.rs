@@ -38,7 +38,7 @@ use super::identify::{Client, DeviceGroup, DeviceGroupsReport, NetworkMap};
 use super::query_type;
 use super::upstream::{Upstream, UpstreamError};
 use super::wire::ExtendedError;
-use crate::config::Config;
+use crate::config::{Config, RateLimit};
 use crate::lists::compiled::CompiledLists;
 use crate::policy::safesearch::Target;
 use crate::policy::{CategorySet, GroupPolicy, SafeSearchMap};
@@ -115,6 +115,9 @@ pub struct Pending {
     pub rewrite: Option<SafeRewrite>,
     /// Why policy let it through, when an override did.
     pub note: Option<String>,
+    /// The policy that let it through: inspection after the cache or
+    /// upstream uses the same one, even if a reload swapped in another.
+    pub policy: Arc<PolicySnapshot>,
 }
 
 /// A SafeSearch rewrite to a safe host.
@@ -150,14 +153,42 @@ impl Arrival {
     }
 }
 
-pub struct Pipeline {
-    networks: NetworkMap,
-    rate_limiter: Option<ClientRateLimiter>,
+/// Everything policy decides with, swapped whole on reload: a query loads it
+/// once and answers with that one snapshot, old or new, never a mix.
+#[derive(Clone)]
+pub struct PolicySnapshot {
+    networks: Arc<NetworkMap>,
     policies: HashMap<Arc<str>, Arc<GroupPolicy>>,
     locked: CategorySet,
-    /// Swapped whole on reload; readers keep the copy they loaded.
-    lists: ArcSwap<CompiledLists>,
-    safesearch: ArcSwap<SafeSearchMap>,
+    lists: Arc<CompiledLists>,
+    safesearch: Arc<SafeSearchMap>,
+    rate_limiter: Option<Arc<ClientRateLimiter>>,
+    rate_limit: RateLimit,
+}
+
+impl PolicySnapshot {
+    fn new(config: &Config, lists: Arc<CompiledLists>, safesearch: Arc<SafeSearchMap>) -> PolicySnapshot {
+        let policies: HashMap<Arc<str>, Arc<GroupPolicy>> =
+            config.groups.iter().map(|(name, policy)| (Arc::from(name.as_str()), Arc::new(policy.clone()))).collect();
+        PolicySnapshot {
+            networks: Arc::new(NetworkMap::new(&config.networks, &policies)),
+            rate_limiter: ClientRateLimiter::new(&config.rate_limit).map(Arc::new),
+            rate_limit: config.rate_limit.clone(),
+            policies,
+            locked: config.locked,
+            lists,
+            safesearch,
+        }
+    }
+}
+
+pub struct Pipeline {
+    /// Swapped whole on reload; readers keep the snapshot they loaded.
+    policy: ArcSwap<PolicySnapshot>,
+    /// The device table's groups last applied: a new policy re-applies them.
+    /// Held by whoever replaces the policy (never on the query path), so a
+    /// device update and a reload cannot lose each other's change.
+    devices: std::sync::Mutex<Vec<DeviceGroup>>,
     /// Shared with background refreshes of stale answers.
     cache: Arc<AnswerCache>,
     upstream: Arc<Upstream>,
@@ -172,15 +203,10 @@ impl Pipeline {
         safesearch: SafeSearchMap,
         log: Option<QueryLog>,
     ) -> Result<Pipeline, UpstreamError> {
-        let policies: HashMap<Arc<str>, Arc<GroupPolicy>> =
-            config.groups.iter().map(|(name, policy)| (Arc::from(name.as_str()), Arc::new(policy.clone()))).collect();
+        let policy = PolicySnapshot::new(config, Arc::new(lists), Arc::new(safesearch));
         Ok(Pipeline {
-            networks: NetworkMap::new(&config.networks, &policies),
-            rate_limiter: ClientRateLimiter::new(&config.rate_limit),
-            policies,
-            locked: config.locked,
-            lists: ArcSwap::from_pointee(lists),
-            safesearch: ArcSwap::from_pointee(safesearch),
+            policy: ArcSwap::from_pointee(policy),
+            devices: std::sync::Mutex::new(Vec::new()),
             cache: Arc::new(AnswerCache::new(&config.cache)),
             upstream: Arc::new(Upstream::new(&config.upstream)?),
             log,
@@ -229,13 +255,44 @@ impl Pipeline {
     /// Swaps in new compiled lists and SafeSearch map. Queries in progress
     /// finish with what they started with; none waits.
     pub fn replace_lists(&self, lists: CompiledLists, safesearch: SafeSearchMap) {
-        self.lists.store(Arc::new(lists));
-        self.safesearch.store(Arc::new(safesearch));
+        let _writer = self.devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = PolicySnapshot::clone(&self.policy.load());
+        next.lists = Arc::new(lists);
+        next.safesearch = Arc::new(safesearch);
+        self.policy.store(Arc::new(next));
+    }
+
+    /// Swaps in a whole new policy: `config`'s networks, groups, locks and
+    /// rate limits with `lists` and `safesearch`, and the device table's
+    /// groups last applied, resolved against the new groups. One swap:
+    /// each query answers wholly by the old policy or wholly by the new.
+    /// Rate-limit buckets carry over unless the limits changed. The cache,
+    /// upstream and log are not part of the policy and stay.
+    pub fn replace_policy(
+        &self,
+        config: &Config,
+        lists: CompiledLists,
+        safesearch: SafeSearchMap,
+    ) -> DeviceGroupsReport {
+        let devices = self.devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = PolicySnapshot::new(config, Arc::new(lists), Arc::new(safesearch));
+        let current = self.policy.load();
+        if next.rate_limit == current.rate_limit {
+            next.rate_limiter = current.rate_limiter.clone();
+        }
+        let report = next.networks.replace_device_groups(&devices);
+        self.policy.store(Arc::new(next));
+        report
     }
 
     /// The list set in use now.
     pub fn lists(&self) -> Arc<CompiledLists> {
-        self.lists.load_full()
+        self.policy.load().lists.clone()
+    }
+
+    /// The policy in use now (what a query starting now answers by).
+    pub fn policy_snapshot(&self) -> Arc<PolicySnapshot> {
+        self.policy.load_full()
     }
 
     fn policy<'c>(&self, client: &'c Client) -> &'c GroupPolicy {
@@ -263,7 +320,7 @@ impl Pipeline {
     /// [`answer_now`](Self::answer_now) with the clock already read (the
     /// listeners read it once per batch of datagrams).
     pub fn answer_now_at(&self, source: IpAddr, question: &Question, now: Instant) -> Immediate {
-        let pending = match self.decide(Requester::Source(source), question, true) {
+        let pending = match self.decide_in(&self.policy.load(), Requester::Source(source), question, true) {
             Flow::Final(answer) => return Immediate::Answer(answer),
             Flow::Resolve(pending) => pending,
         };
@@ -280,7 +337,8 @@ impl Pipeline {
         }
         match self.cache.get(&cache_key(question), now) {
             CacheLookup::Fresh(entry) => {
-                if let Some(blocked) = self.inspect(&pending.client, question, &entry.stored().answers) {
+                if let Some(blocked) = self.inspect(&pending.policy, &pending.client, question, &entry.stored().answers)
+                {
                     return Immediate::Answer(blocked);
                 }
                 let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, "answered from the cache");
@@ -296,16 +354,27 @@ impl Pipeline {
     /// The policy stages alone. `count_towards_rate_limit` is false for
     /// `hedgerow check`, which must not spend a client's tokens.
     pub fn decide(&self, requester: Requester<'_>, question: &Question, count_towards_rate_limit: bool) -> Flow {
+        self.decide_in(&self.policy.load(), requester, question, count_towards_rate_limit)
+    }
+
+    /// [`decide`](Self::decide) by one policy snapshot, loaded once by the caller.
+    fn decide_in(
+        &self,
+        snapshot: &Arc<PolicySnapshot>,
+        requester: Requester<'_>,
+        question: &Question,
+        count_towards_rate_limit: bool,
+    ) -> Flow {
         // access + identify
         let client = match requester {
             Requester::Source(source) => {
-                let limiter = self.rate_limiter.as_ref().filter(|_| count_towards_rate_limit);
-                match access::admit(&self.networks, limiter, source) {
-                    Ok(client) => self.networks.with_device_group(source, client),
+                let limiter = snapshot.rate_limiter.as_deref().filter(|_| count_towards_rate_limit);
+                match access::admit(&snapshot.networks, limiter, source) {
+                    Ok(client) => snapshot.networks.with_device_group(source, client),
                     Err(decision) => return Flow::Final(Answer::empty(ResponseCode::Refused, decision)),
                 }
             }
-            Requester::Group(group) => match self.policies.get_key_value(group) {
+            Requester::Group(group) => match snapshot.policies.get_key_value(group) {
                 Some((group, policy)) => Arc::new(Client {
                     network: Arc::from("(named group)"),
                     group: group.clone(),
@@ -335,7 +404,7 @@ impl Pipeline {
         // safesearch
         let rewritable =
             matches!(question.record_type, RecordType::A | RecordType::AAAA | RecordType::HTTPS | RecordType::SVCB);
-        if rewritable && let Some(rewrite) = self.safesearch.load().find(&String::from_utf8_lossy(name), policy) {
+        if rewritable && let Some(rewrite) = snapshot.safesearch.find(&String::from_utf8_lossy(name), policy) {
             let decision =
                 decided(DecisionKind::SafeSearch, Stage::SafeSearch, format!("{rewrite} (group {})", client.group));
             match &rewrite.target {
@@ -353,7 +422,12 @@ impl Pipeline {
                 Target::Host(host) => match Name::from_ascii(format!("{host}.")) {
                     Ok(target) => {
                         let rewrite = SafeRewrite { target: LowerName::from(target), decision };
-                        return Flow::Resolve(Pending { client, rewrite: Some(rewrite), note: None });
+                        return Flow::Resolve(Pending {
+                            client,
+                            rewrite: Some(rewrite),
+                            note: None,
+                            policy: snapshot.clone(),
+                        });
                     }
                     Err(_) => return Flow::Final(Answer::empty(ResponseCode::ServFail, decision)),
                 },
@@ -361,7 +435,7 @@ impl Pipeline {
         }
 
         // blocklist
-        let note = match blocklist::check(&self.lists.load(), policy, self.locked, name) {
+        let note = match blocklist::check(&snapshot.lists, policy, snapshot.locked, name) {
             Verdict::Blocked(block) => {
                 let reason = block.describe(&String::from_utf8_lossy(name));
                 let answer = blocklist::block_answer(
@@ -385,7 +459,7 @@ impl Pipeline {
             return Flow::Final(answer);
         }
 
-        Flow::Resolve(Pending { client, rewrite: None, note })
+        Flow::Resolve(Pending { client, rewrite: None, note, policy: snapshot.clone() })
     }
 
     /// The cache and upstream stages, for a query policy let through.
@@ -393,19 +467,19 @@ impl Pipeline {
         match &pending.rewrite {
             Some(rewrite) => {
                 let target = Question { name: rewrite.target.clone(), ..question.clone() };
-                let answer = self.resolve_name(&pending.client, &target).await;
+                let answer = self.resolve_name(&pending.policy, &pending.client, &target).await;
                 rewritten(question, rewrite, answer)
             }
-            None => self.resolve_name(&pending.client, question).await,
+            None => self.resolve_name(&pending.policy, &pending.client, question).await,
         }
     }
 
-    async fn resolve_name(&self, client: &Client, question: &Question) -> Answer {
+    async fn resolve_name(&self, policy: &PolicySnapshot, client: &Client, question: &Question) -> Answer {
         let key = cache_key(question);
         let now = Instant::now();
         let stale = match self.cache.get(&key, now) {
             CacheLookup::Fresh(entry) => {
-                if let Some(blocked) = self.inspect(client, question, &entry.stored().answers) {
+                if let Some(blocked) = self.inspect(policy, client, question, &entry.stored().answers) {
                     return blocked;
                 }
                 let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, "answered from the cache");
@@ -424,25 +498,31 @@ impl Pipeline {
                         self.cache.insert(&key, &question.name, question.record_type, answer.clone(), Instant::now())
                     })
                     .await;
-                return self.upstream_answer(client, question, result, started.elapsed());
+                return self.upstream_answer(policy, client, question, result, started.elapsed());
             }
         };
-        self.refresh_or_serve_stale(client, question, key, stale, now).await
+        self.refresh_or_serve_stale(policy, client, question, key, stale, now).await
     }
 
     /// Answer inspection: a CNAME in the answer whose target is blocked for
     /// this group blocks the whole answer.
-    fn inspect(&self, client: &Client, question: &Question, records: &[Record]) -> Option<Answer> {
+    fn inspect(
+        &self,
+        snapshot: &PolicySnapshot,
+        client: &Client,
+        question: &Question,
+        records: &[Record],
+    ) -> Option<Answer> {
         if !records.iter().any(|record| matches!(record.data, RData::CNAME(_))) {
             return None; // the common case: nothing to inspect
         }
         let policy = self.policy(client);
-        let lists = self.lists.load();
+        let lists = &snapshot.lists;
         let mut buffer = [0u8; 256];
         records.iter().find_map(|record| {
             let RData::CNAME(target) = &record.data else { return None };
             let target_name = blocklist::dotted(&target.0, &mut buffer);
-            let Verdict::Blocked(block) = blocklist::check(&lists, policy, self.locked, target_name) else {
+            let Verdict::Blocked(block) = blocklist::check(lists, policy, snapshot.locked, target_name) else {
                 return None;
             };
             let target_text = String::from_utf8_lossy(target_name).into_owned();
@@ -462,12 +542,12 @@ impl Pipeline {
     /// True when `source` is in a configured network (the TCP listener
     /// keeps outsiders out of its connection slots).
     pub fn is_insider(&self, source: IpAddr) -> bool {
-        self.networks.identify(source).is_some()
+        self.policy.load().networks.identify(source).is_some()
     }
 
     /// Periodic upkeep: forget rate-limit buckets of idle clients.
     pub fn tidy(&self) {
-        if let Some(limiter) = &self.rate_limiter {
+        if let Some(limiter) = &self.policy.load().rate_limiter {
             limiter.forget_idle_clients();
         }
     }
@@ -479,17 +559,19 @@ impl Pipeline {
     /// Swaps in the device table's groups (see `identify`); queries in
     /// progress keep the identity they started with.
     pub fn replace_device_groups(&self, devices: &[DeviceGroup]) -> DeviceGroupsReport {
-        self.networks.replace_device_groups(devices)
+        let mut applied = self.devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *applied = devices.to_vec();
+        self.policy.load().networks.replace_device_groups(devices)
     }
 
     /// How many devices have a group of their own now.
     pub fn device_groups(&self) -> usize {
-        self.networks.device_groups()
+        self.policy.load().networks.device_groups()
     }
 
     /// The configured group names, sorted.
-    pub fn group_names(&self) -> Vec<&str> {
-        self.networks.group_names()
+    pub fn group_names(&self) -> Vec<String> {
+        self.policy.load().networks.group_names().into_iter().map(String::from).collect()
     }
 }
 
@@ -538,6 +620,7 @@ impl Pipeline {
     /// recheck time, answer stale at once and do not ask.
     async fn refresh_or_serve_stale(
         &self,
+        policy: &PolicySnapshot,
         client: &Client,
         question: &Question,
         key: CacheKey,
@@ -552,32 +635,32 @@ impl Pipeline {
                 "refreshing it failed {ago} s ago, so upstream is not asked again for {} s (RFC 8767 failure recheck)",
                 FAILURE_RECHECK.as_secs()
             );
-            return self.stale_answer(client, question, &stale, why, None);
+            return self.stale_answer(policy, client, question, &stale, why, None);
         }
         let started = Instant::now();
         let refresh = self.spawn_refresh(question, key, stale.clone());
         if self.upstream.is_down_for(&question.name) {
             let why =
                 "every upstream server is marked down (failed within the last 30 s); refreshing in the background";
-            return self.stale_answer(client, question, &stale, why.to_string(), None);
+            return self.stale_answer(policy, client, question, &stale, why.to_string(), None);
         }
         let wait = self.cache.stale_answer_after();
         match tokio::time::timeout(wait, refresh).await {
-            Ok(Ok(Ok(upstream))) => self.upstream_answer(client, question, Ok(upstream), started.elapsed()),
+            Ok(Ok(Ok(upstream))) => self.upstream_answer(policy, client, question, Ok(upstream), started.elapsed()),
             Ok(Ok(Err(error))) => {
                 let why = format!("every upstream failed: {error}");
-                self.stale_answer(client, question, &stale, why, Some(started.elapsed()))
+                self.stale_answer(policy, client, question, &stale, why, Some(started.elapsed()))
             }
             Ok(Err(error)) => {
                 let why = format!("the refresh stopped: {error}");
-                self.stale_answer(client, question, &stale, why, Some(started.elapsed()))
+                self.stale_answer(policy, client, question, &stale, why, Some(started.elapsed()))
             }
             Err(_) => {
                 let why = format!(
                     "upstream did not answer within {} ms (cache.stale_answer_after_ms); refreshing in the background",
                     wait.as_millis()
                 );
-                self.stale_answer(client, question, &stale, why, Some(started.elapsed()))
+                self.stale_answer(policy, client, question, &stale, why, Some(started.elapsed()))
             }
         }
     }
@@ -610,6 +693,7 @@ impl Pipeline {
     /// SERVFAIL when there is none.
     fn upstream_answer(
         &self,
+        policy: &PolicySnapshot,
         client: &Client,
         question: &Question,
         result: Result<UpstreamAnswer, UpstreamError>,
@@ -617,7 +701,7 @@ impl Pipeline {
     ) -> Answer {
         let mut answer = match result {
             Ok(upstream) => {
-                if let Some(blocked) = self.inspect(client, question, &upstream.answers) {
+                if let Some(blocked) = self.inspect(policy, client, question, &upstream.answers) {
                     return blocked;
                 }
                 let decision = Decision::new(DecisionKind::Allowed, Stage::Upstream, self.upstream.describe());
@@ -639,13 +723,14 @@ impl Pipeline {
     /// says it was served stale and why.
     fn stale_answer(
         &self,
+        policy: &PolicySnapshot,
         client: &Client,
         question: &Question,
         stale: &CachedAnswer,
         why: String,
         waited: Option<Duration>,
     ) -> Answer {
-        if let Some(blocked) = self.inspect(client, question, &stale.stored().answers) {
+        if let Some(blocked) = self.inspect(policy, client, question, &stale.stored().answers) {
             return blocked;
         }
         tracing::debug!(name = %question.name, %why, "serving a stale answer (RFC 8767)");
