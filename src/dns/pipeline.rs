@@ -115,9 +115,10 @@ pub struct Pending {
     pub rewrite: Option<SafeRewrite>,
     /// Why policy let it through, when an override did.
     pub note: Option<String>,
-    /// The policy that let it through: inspection after the cache or
-    /// upstream uses the same one, even if a reload swapped in another.
-    pub policy: Arc<PolicySnapshot>,
+    /// The policy that let it through, taken when the query leaves the
+    /// synchronous stages (a cache hit never pays for it): inspection after
+    /// upstream uses the same policy even if a reload swapped in another.
+    policy: Option<Arc<PolicySnapshot>>,
 }
 
 /// A SafeSearch rewrite to a safe host.
@@ -290,11 +291,6 @@ impl Pipeline {
         self.policy.load().lists.clone()
     }
 
-    /// The policy in use now (what a query starting now answers by).
-    pub fn policy_snapshot(&self) -> Arc<PolicySnapshot> {
-        self.policy.load_full()
-    }
-
     fn policy<'c>(&self, client: &'c Client) -> &'c GroupPolicy {
         &client.policy
     }
@@ -320,7 +316,8 @@ impl Pipeline {
     /// [`answer_now`](Self::answer_now) with the clock already read (the
     /// listeners read it once per batch of datagrams).
     pub fn answer_now_at(&self, source: IpAddr, question: &Question, now: Instant) -> Immediate {
-        let pending = match self.decide_in(&self.policy.load(), Requester::Source(source), question, true) {
+        let snapshot = self.policy.load();
+        let mut pending = match self.decide_in(&snapshot, Requester::Source(source), question, true) {
             Flow::Final(answer) => return Immediate::Answer(answer),
             Flow::Resolve(pending) => pending,
         };
@@ -332,13 +329,15 @@ impl Pipeline {
                     answer.cache_hit = true;
                     Immediate::Answer(rewritten(question, rewrite, answer))
                 }
-                CacheLookup::Stale(_) | CacheLookup::Miss => Immediate::Upstream(pending),
+                CacheLookup::Stale(_) | CacheLookup::Miss => {
+                    pending.policy = Some(Arc::clone(&snapshot));
+                    Immediate::Upstream(pending)
+                }
             };
         }
         match self.cache.get(&cache_key(question), now) {
             CacheLookup::Fresh(entry) => {
-                if let Some(blocked) = self.inspect(&pending.policy, &pending.client, question, &entry.stored().answers)
-                {
+                if let Some(blocked) = self.inspect(&snapshot, &pending.client, question, &entry.stored().answers) {
                     return Immediate::Answer(blocked);
                 }
                 let decision = Decision::new(DecisionKind::Allowed, Stage::Cache, "answered from the cache");
@@ -347,20 +346,30 @@ impl Pipeline {
             }
             // A stale entry is fetched again in `resolve`, which keeps it for
             // serve-stale if upstream fails.
-            CacheLookup::Stale(_) | CacheLookup::Miss => Immediate::Upstream(pending),
+            CacheLookup::Stale(_) | CacheLookup::Miss => {
+                pending.policy = Some(Arc::clone(&snapshot));
+                Immediate::Upstream(pending)
+            }
         }
     }
 
     /// The policy stages alone. `count_towards_rate_limit` is false for
     /// `hedgerow check`, which must not spend a client's tokens.
     pub fn decide(&self, requester: Requester<'_>, question: &Question, count_towards_rate_limit: bool) -> Flow {
-        self.decide_in(&self.policy.load(), requester, question, count_towards_rate_limit)
+        let snapshot = self.policy.load();
+        match self.decide_in(&snapshot, requester, question, count_towards_rate_limit) {
+            Flow::Resolve(mut pending) => {
+                pending.policy = Some(Arc::clone(&snapshot));
+                Flow::Resolve(pending)
+            }
+            settled => settled,
+        }
     }
 
     /// [`decide`](Self::decide) by one policy snapshot, loaded once by the caller.
     fn decide_in(
         &self,
-        snapshot: &Arc<PolicySnapshot>,
+        snapshot: &PolicySnapshot,
         requester: Requester<'_>,
         question: &Question,
         count_towards_rate_limit: bool,
@@ -422,12 +431,7 @@ impl Pipeline {
                 Target::Host(host) => match Name::from_ascii(format!("{host}.")) {
                     Ok(target) => {
                         let rewrite = SafeRewrite { target: LowerName::from(target), decision };
-                        return Flow::Resolve(Pending {
-                            client,
-                            rewrite: Some(rewrite),
-                            note: None,
-                            policy: snapshot.clone(),
-                        });
+                        return Flow::Resolve(Pending { client, rewrite: Some(rewrite), note: None, policy: None });
                     }
                     Err(_) => return Flow::Final(Answer::empty(ResponseCode::ServFail, decision)),
                 },
@@ -459,18 +463,26 @@ impl Pipeline {
             return Flow::Final(answer);
         }
 
-        Flow::Resolve(Pending { client, rewrite: None, note, policy: snapshot.clone() })
+        Flow::Resolve(Pending { client, rewrite: None, note, policy: None })
     }
 
     /// The cache and upstream stages, for a query policy let through.
     pub async fn resolve(&self, pending: &Pending, question: &Question) -> Answer {
+        let current;
+        let policy = match &pending.policy {
+            Some(policy) => policy,
+            None => {
+                current = self.policy.load_full();
+                &current
+            }
+        };
         match &pending.rewrite {
             Some(rewrite) => {
                 let target = Question { name: rewrite.target.clone(), ..question.clone() };
-                let answer = self.resolve_name(&pending.policy, &pending.client, &target).await;
+                let answer = self.resolve_name(policy, &pending.client, &target).await;
                 rewritten(question, rewrite, answer)
             }
-            None => self.resolve_name(&pending.policy, &pending.client, question).await,
+            None => self.resolve_name(policy, &pending.client, question).await,
         }
     }
 
