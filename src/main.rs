@@ -576,18 +576,20 @@ fn lists(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
 /// refuses it and says why (a file whose data_dir cannot be found at all is
 /// refused here, with the same file:line error).
 fn reload(path: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
-    let data_dir = match load_config(path) {
-        Ok(config) => config.data_dir,
-        Err(error) => match path.and_then(|path| data_dir_written_in(path)) {
-            Some(data_dir) => data_dir,
-            None => {
-                eprintln!("{error:#}");
-                eprintln!("hedgerow: reload refused, the running server was not asked: the policy in force stays");
-                return Ok(ExitCode::from(2));
-            }
-        },
+    let error = match load_config(path) {
+        Ok(config) => return reload_on(&config.data_dir),
+        Err(error) => error,
     };
-    reload_on(&data_dir)
+    let refused = || {
+        eprintln!("{error:#}");
+        eprintln!("hedgerow: reload refused, the running server was not asked: the policy in force stays");
+        Ok(ExitCode::from(2))
+    };
+    match path.and_then(|path| data_dir_written_in(path)) {
+        // No server there to say why: say it here.
+        Some(data_dir) => reload_on(&data_dir).or_else(|_| refused()),
+        None => refused(),
+    }
 }
 
 /// The `data_dir` a config file that does not validate still names: its

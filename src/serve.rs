@@ -617,9 +617,11 @@ async fn reload_policy(reloader: &Reloader) -> Result<crate::control::ReloadRepo
     };
     check_overrides(&config, &loaded.lists)?;
     let listed_names = loaded.lists.len();
+    tracing::info!(listed_names, safesearch_names = loaded.safesearch.len(), "lists reloaded");
     let pipeline = &reloader.pipeline;
     apply_report(&pipeline.replace_policy(&config, loaded.lists, loaded.safesearch));
     reloader.current.store(config.clone());
+    warn_about_open_networks(&config);
     for what in &restart_needed {
         tracing::warn!("restart to apply: {what}");
     }
