@@ -51,7 +51,8 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 pub enum Request {
     /// What the server is and what it has loaded.
     Status,
-    /// The whole reload SIGHUP runs: lists, then the device table's groups.
+    /// The whole reload SIGHUP runs: the config file again, the lists, then
+    /// the device table's groups.
     Reload,
 }
 
@@ -110,6 +111,11 @@ pub struct Status {
 pub struct ReloadReport {
     pub listed_names: usize,
     pub devices: DeviceGroupsReport,
+    /// The configuration read again (a path, or `embedded default`).
+    pub config: String,
+    /// Settings that differ in the file but only a restart applies, each as
+    /// "dns.listen changed from ... to ...".
+    pub restart_needed: Vec<String>,
 }
 
 /// Why a control command failed. Each message says what to do.
@@ -278,8 +284,8 @@ pub struct ServerInfo {
     pub tcp: Vec<SocketAddr>,
     pub started: Instant,
     pub started_unix_ms: i64,
-    /// One reload at a time; a second waits for the first.
-    pub reloading: tokio::sync::Mutex<()>,
+    /// The whole reload (one at a time; a second waits for the first).
+    pub reloader: Arc<crate::serve::Reloader>,
 }
 
 impl ServerInfo {
@@ -306,13 +312,10 @@ impl ServerInfo {
     async fn answer(&self, request: Request) -> Reply {
         match request {
             Request::Status => Reply { ok: true, status: Some(self.status()), ..Reply::default() },
-            Request::Reload => {
-                let _one_at_a_time = self.reloading.lock().await;
-                match crate::serve::reload_all(&self.config, &self.pipeline).await {
-                    Ok(report) => Reply { ok: true, reload: Some(report), ..Reply::default() },
-                    Err(error) => Reply::failed(format!("{error}; the lists in use stay")),
-                }
-            }
+            Request::Reload => match crate::serve::reload_all(&self.reloader).await {
+                Ok(report) => Reply { ok: true, reload: Some(report), ..Reply::default() },
+                Err(error) => Reply::failed(format!("{error}; nothing was changed: the policy in force stays")),
+            },
         }
     }
 }

@@ -38,6 +38,18 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: StatusFormat,
     },
+    /// Tell the running server (through its control socket in data_dir) to
+    /// read its configuration file and lists again, check them, and swap the
+    /// whole policy in at once; then re-read the device table. A config or
+    /// lists it cannot use change nothing: exit 2 with the reason (file:line).
+    /// Settings only a restart applies are named. Exits 1 when no server runs
+    /// on that data_dir.
+    Reload {
+        /// Config file (default: the embedded demo config); only its data_dir
+        /// is read here: the server reads the file it was started with.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Build, download or reload the blocklists.
     Lists {
         #[command(subcommand)]
@@ -97,9 +109,8 @@ enum ListsAction {
     Compile,
     /// Download URL sources (conditional GET; a failure keeps the last good copy), then compile.
     Update,
-    /// Tell the running server (through its control socket in data_dir) to
-    /// rebuild and swap in its lists and re-read the device table. Exits 1
-    /// when no server runs on that data_dir or the reload failed.
+    /// The same as `hedgerow reload`: the whole policy (config and lists)
+    /// reloads, so the lists never run ahead of the config that names them.
     Reload,
 }
 
@@ -292,6 +303,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(config.as_ref())?;
             status(&config, format)
         }
+        Command::Reload { config } | Command::Lists { action: ListsAction::Reload, config } => reload(config.as_ref()),
         Command::Lists { action, config } => {
             let config = load_config(config.as_ref())?;
             lists(&config, action)
@@ -533,21 +545,71 @@ fn lists(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ListsAction::Reload => {
-            use hedgerow::control::{Request, request};
-            // Compiling big lists can take minutes on a small machine.
-            let reply = request(&config.data_dir, Request::Reload, std::time::Duration::from_secs(600))?;
-            let report = reply.reload.unwrap_or_default();
-            println!(
-                "reloaded: {} listed names; {} devices with a group of their own",
-                report.listed_names, report.devices.applied
-            );
-            for why in &report.devices.skipped {
-                eprintln!("  device table: {why}");
-            }
-            Ok(ExitCode::SUCCESS)
+        ListsAction::Reload => reload_on(&config.data_dir),
+    }
+}
+
+/// `hedgerow reload` and `hedgerow lists reload`. The server reads the file
+/// it was started with; the config given here only says where its data_dir
+/// is, so a config that no longer validates still reaches the server, which
+/// refuses it and says why (a file whose data_dir cannot be found at all is
+/// refused here, with the same file:line error).
+fn reload(path: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+    let error = match load_config(path) {
+        Ok(config) => return reload_on(&config.data_dir),
+        Err(error) => error,
+    };
+    let refused = || {
+        eprintln!("{error:#}");
+        eprintln!("hedgerow: reload refused, the running server was not asked: the policy in force stays");
+        Ok(ExitCode::from(2))
+    };
+    match path.and_then(|path| data_dir_written_in(path)) {
+        // No server there to say why: say it here.
+        Some(data_dir) => reload_on(&data_dir).or_else(|_| refused()),
+        None => refused(),
+    }
+}
+
+/// The `data_dir` a config file that does not validate still names: its
+/// top-level `data_dir = "..."` line, or the default when the top level
+/// (before the first table) has none and reads as TOML.
+fn data_dir_written_in(path: &std::path::Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let top: Vec<&str> = text.lines().take_while(|line| !line.trim_start().starts_with('[')).collect();
+    for line in &top {
+        if line.trim_start().starts_with("data_dir")
+            && let Ok(table) = line.parse::<toml::Table>()
+        {
+            return table.get("data_dir")?.as_str().map(PathBuf::from);
         }
     }
+    top.join("\n").parse::<toml::Table>().ok().map(|_| Config::embedded_default().data_dir)
+}
+
+fn reload_on(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use hedgerow::control::{ControlError, Request, request};
+    // Compiling big lists can take minutes on a small machine.
+    let reply = match request(data_dir, Request::Reload, std::time::Duration::from_secs(600)) {
+        Ok(reply) => reply,
+        Err(ControlError::Failed(why)) => {
+            eprintln!("hedgerow: reload refused: {why}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let report = reply.reload.unwrap_or_default();
+    println!(
+        "reloaded {}: {} listed names; {} devices with a group of their own",
+        report.config, report.listed_names, report.devices.applied
+    );
+    for why in &report.devices.skipped {
+        eprintln!("  device table: {why}");
+    }
+    for what in &report.restart_needed {
+        println!("restart to apply: {what} (the running server keeps the old value)");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn status(config: &Config, format: StatusFormat) -> anyhow::Result<ExitCode> {

@@ -32,6 +32,8 @@ pub enum StartError {
     Log(String),
     #[error("{0}")]
     Listen(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// A running Hedgerow instance.
@@ -40,6 +42,7 @@ pub struct Running {
     server: DnsServer,
     background: Vec<tokio::task::JoinHandle<()>>,
     config: Arc<Config>,
+    reloader: Arc<Reloader>,
     /// The control socket; dropped (and its file removed) with the server.
     _control: crate::control::ControlServer,
 }
@@ -57,7 +60,14 @@ impl Running {
     /// Rebuilds the lists from their sources (when they changed) and swaps
     /// them in; on failure the lists in use stay. What SIGHUP does.
     pub async fn reload_lists(&self) -> Result<(), StartError> {
-        reload_lists(&self.config, &self.pipeline).await
+        let _one_at_a_time = self.reloader.one_at_a_time.lock().await;
+        reload_lists(&self.reloader.config(), &self.pipeline).await
+    }
+
+    /// The whole reload (`hedgerow reload`, SIGHUP): the configuration file
+    /// again, the lists, the device table; see [`reload_all`].
+    pub async fn reload(&self) -> Result<crate::control::ReloadReport, StartError> {
+        reload_all(&self.reloader).await
     }
 
     /// How each list source stood at the last load or reload (the record in
@@ -106,6 +116,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let server = DnsServer::start(pipeline.clone(), &config).await?;
     let started = (std::time::Instant::now(), crate::time::now_ms());
     refresh_device_groups(&config, &pipeline).await;
+    let reloader = Arc::new(Reloader {
+        started_with: config.clone(),
+        current: arc_swap::ArcSwap::new(config.clone()),
+        pipeline: pipeline.clone(),
+        one_at_a_time: tokio::sync::Mutex::new(()),
+    });
     control
         .serve(crate::control::ServerInfo {
             config: config.clone(),
@@ -114,7 +130,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             tcp: server.tcp_addrs.clone(),
             started: started.0,
             started_unix_ms: started.1,
-            reloading: tokio::sync::Mutex::new(()),
+            reloader: reloader.clone(),
         })
         .map_err(|error| StartError::Listen(std::io::Error::other(error.to_string())))?;
 
@@ -128,7 +144,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             }
         }
     })];
-    background.push(tokio::spawn(reload_on_sighup(config.clone(), pipeline.clone())));
+    background.push(tokio::spawn(reload_on_sighup(reloader.clone())));
     background.push(tokio::spawn(device_groups_on_schedule(config.clone(), pipeline.clone())));
     if config.log.enabled {
         // Roll-ups and retention run on their own thread, hourly.
@@ -138,7 +154,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         }
     }
     if let Some(interval) = config.list_update_interval {
-        background.push(tokio::spawn(update_on_schedule(config.clone(), pipeline.clone(), interval)));
+        background.push(tokio::spawn(update_on_schedule(reloader.clone(), interval)));
     }
     tracing::info!(
         udp = ?server.udp_addrs,
@@ -148,7 +164,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         source = %config.source,
         "hedgerow is serving DNS"
     );
-    Ok(Running { pipeline, server, background, config, _control: control })
+    Ok(Running { pipeline, server, background, config, reloader, _control: control })
 }
 
 /// Raises the soft limit on open files to the hard limit (at most 65,536):
@@ -451,26 +467,27 @@ pub async fn reload_lists(config: &Arc<Config>, pipeline: &Pipeline) -> Result<(
     }
 }
 
-async fn reload_on_sighup(config: Arc<Config>, pipeline: Arc<Pipeline>) {
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
     let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; reload lists by restarting");
+        tracing::warn!("cannot listen for SIGHUP; reload with `hedgerow reload` or by restarting");
         return;
     };
     while hangup.recv().await.is_some() {
-        // A failure is logged (at error level) by reload_lists itself.
-        let _ = reload_lists(&config, &pipeline).await;
+        // A failure is logged (at error level) by reload_all itself.
+        let _ = reload_all(&reloader).await;
     }
 }
 
 /// Downloads URL sources on a schedule, then recompiles and swaps if any
 /// changed. A failed download keeps the last good copy (see `lists::fetch`).
-async fn update_on_schedule(config: Arc<Config>, pipeline: Arc<Pipeline>, interval: Duration) {
+async fn update_on_schedule(reloader: Arc<Reloader>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     loop {
         tick.tick().await;
-        let update_config = config.clone();
+        let update_config = reloader.config();
         let changed = tokio::task::spawn_blocking(move || update_sources(&update_config)).await.unwrap_or(false);
-        if changed && let Err(error) = reload_lists(&config, &pipeline).await {
+        let _one_at_a_time = reloader.one_at_a_time.lock().await;
+        if changed && let Err(error) = reload_lists(&reloader.config(), &reloader.pipeline).await {
             tracing::warn!(%error, "list reload after update failed; the lists in use stay");
         }
     }
@@ -524,15 +541,128 @@ pub fn update_sources(config: &Config) -> bool {
     outcomes.iter().any(|(_, outcome)| matches!(outcome, fetch::FetchOutcome::Updated { .. }))
 }
 
-/// The whole reload the control channel's `reload` runs: the lists (as
-/// SIGHUP does), then the device table's groups.
-pub async fn reload_all(
-    config: &Arc<Config>,
-    pipeline: &Arc<Pipeline>,
-) -> Result<crate::control::ReloadReport, StartError> {
-    reload_lists(config, pipeline).await?;
-    let devices = refresh_device_groups(config, pipeline).await;
-    Ok(crate::control::ReloadReport { listed_names: pipeline.lists().len(), devices })
+/// What a whole reload needs: the configuration in force and the one the
+/// server started with (its restart-only settings), the pipeline, and one
+/// reload at a time.
+pub struct Reloader {
+    started_with: Arc<Config>,
+    /// The policy settings of the last good reload, with the restart-only
+    /// settings of `started_with`; list updates and reloads read it.
+    current: arc_swap::ArcSwap<Config>,
+    pipeline: Arc<Pipeline>,
+    /// A reload, a list update's reload or a SIGHUP waits for the one running.
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.current.load_full()
+    }
+}
+
+/// The whole reload (`hedgerow reload`, the control channel's `reload`,
+/// SIGHUP): reads the configuration file the server started with again (the
+/// embedded default is parsed again; a config given in-process, with no
+/// file, stays), loads the lists it names, checks its overrides against
+/// them, and swaps the whole policy (networks, groups, locks, overrides,
+/// SafeSearch, block answers, rate limits, lists) into the pipeline in one
+/// step; then reads the device table's groups. A config that does not
+/// parse or validate, or lists that cannot be loaded, change nothing: the
+/// policy in force stays and the error (file:line for the config) is logged
+/// and returned. Settings that only a restart applies are reported in
+/// `restart_needed` when they differ, and are not applied.
+pub async fn reload_all(reloader: &Reloader) -> Result<crate::control::ReloadReport, StartError> {
+    let _one_at_a_time = reloader.one_at_a_time.lock().await;
+    let result = reload_policy(reloader).await;
+    if let Err(error) = &result {
+        tracing::error!(%error, "RELOAD REFUSED: the policy in force stays");
+    }
+    result
+}
+
+async fn reload_policy(reloader: &Reloader) -> Result<crate::control::ReloadReport, StartError> {
+    let running = reloader.config();
+    let started = &reloader.started_with;
+    let mut config = match &started.file {
+        Some(path) => Config::load(path)?,
+        None if started.source == "embedded default" => Config::parse(crate::config::DEFAULT_CONFIG, &started.source)?,
+        None => Config::clone(&running),
+    };
+    let restart_needed = restart_needed(started, &config);
+    // What only a restart applies stays as started (the lists compile into
+    // data_dir, the log is open on its database).
+    config.listen = started.listen.clone();
+    config.tcp = started.tcp;
+    config.data_dir = started.data_dir.clone();
+    config.upstream = started.upstream.clone();
+    config.cache = started.cache.clone();
+    config.log = started.log.clone();
+    config.list_update_interval = started.list_update_interval;
+    config.lists.compiler = started.lists.compiler.clone();
+    let config = Arc::new(config);
+    let load_config = config.clone();
+    let loaded = tokio::task::spawn_blocking(move || load_lists_with_health(&load_config))
+        .await
+        .expect("list loading does not panic");
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            let mut health = ListHealth::read(&started.data_dir).unwrap_or_default();
+            health.checked_at = fetch::unix_now();
+            health.error = Some(format!("reload failed, the last good lists stay: {error}"));
+            health.save(&started.data_dir);
+            return Err(error);
+        }
+    };
+    check_overrides(&config, &loaded.lists)?;
+    let listed_names = loaded.lists.len();
+    tracing::info!(listed_names, safesearch_names = loaded.safesearch.len(), "lists reloaded");
+    let pipeline = &reloader.pipeline;
+    apply_report(&pipeline.replace_policy(&config, loaded.lists, loaded.safesearch));
+    reloader.current.store(config.clone());
+    warn_about_open_networks(&config);
+    for what in &restart_needed {
+        tracing::warn!("restart to apply: {what}");
+    }
+    tracing::info!(
+        config = %config.source,
+        groups = config.groups.len(),
+        networks = config.networks.len(),
+        listed_names,
+        "policy reloaded"
+    );
+    let devices = refresh_device_groups(&config, pipeline).await;
+    Ok(crate::control::ReloadReport {
+        listed_names: pipeline.lists().len(),
+        devices,
+        config: config.source.clone(),
+        restart_needed,
+    })
+}
+
+/// The settings a reload cannot apply that differ between the running
+/// server (`started`) and the configuration read again (`new`), each as
+/// "dns.listen changed from ... to ...".
+pub fn restart_needed(started: &Config, new: &Config) -> Vec<String> {
+    fn show<T: std::fmt::Debug>(value: &T) -> String {
+        format!("{value:?}")
+    }
+    let mut changed = Vec::new();
+    let mut compare = |key: &str, old: String, new: String| {
+        if old != new {
+            changed.push(format!("{key} changed from {old} to {new}"));
+        }
+    };
+    compare("dns.listen", show(&started.listen), show(&new.listen));
+    compare("dns.tcp_max_connections", show(&started.tcp.max_connections), show(&new.tcp.max_connections));
+    compare("dns.tcp_per_client", show(&started.tcp.per_client), show(&new.tcp.per_client));
+    compare("data_dir", show(&started.data_dir), show(&new.data_dir));
+    compare("[upstream]", show(&started.upstream), show(&new.upstream));
+    compare("[cache]", show(&started.cache), show(&new.cache));
+    compare("[log]", show(&started.log), show(&new.log));
+    compare("lists.update_hours", show(&started.list_update_interval), show(&new.list_update_interval));
+    changed
 }
 
 /// Reads the device table's groups (off the runtime's threads) and swaps
@@ -569,11 +699,16 @@ pub fn read_device_groups(database: &Path) -> Result<(i64, Vec<DeviceGroup>), st
 /// Swaps `devices` in and logs what was skipped.
 pub fn apply_device_groups(pipeline: &Pipeline, devices: &[DeviceGroup]) -> DeviceGroupsReport {
     let report = pipeline.replace_device_groups(devices);
+    apply_report(&report);
+    report
+}
+
+/// Logs what applying the device table's groups did.
+fn apply_report(report: &DeviceGroupsReport) {
     for why in &report.skipped {
         tracing::warn!("device table: {why}; this device gets its network's group");
     }
     tracing::info!(devices = report.applied, "device groups loaded");
-    report
 }
 
 /// Keeps the device groups current: on SIGHUP, and whenever the device

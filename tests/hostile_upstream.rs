@@ -264,9 +264,14 @@ const FORGED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
 // Source ports and reply checks.
 
 /// Queries leave from a large rotating pool (see `dns/forward.rs`): once
-/// the pool is full, hundreds of random ports, none carrying more than 8
+/// the pool is full, hundreds of random ports, a socket carrying at most 8
 /// queries in its life, and a socket that is sent anything but its reply is
 /// closed after the query that finds it there.
+///
+/// The test sees ports, not sockets, and the kernel may hand a closed
+/// socket's port to a new one (a few of 28,000, hundreds of times), so the
+/// limits are checked as counts: with them, a port carrying more than 8
+/// queries is rare; without them, it is the rule.
 #[tokio::test]
 async fn queries_leave_from_hundreds_of_short_lived_random_ports() {
     let upstream = FakeUpstream::start(|seen| vec![Outgoing::now(seen.reply(REAL, 300))]);
@@ -279,21 +284,25 @@ async fn queries_leave_from_hundreds_of_short_lived_random_ports() {
     };
 
     // Past the first few hundred queries the pool is full and sockets are
-    // reused, each at random among at least 256.
-    for i in 0..1200 {
+    // reused, each chosen at random among at least 256. Without the limit of
+    // 8, 2,400 queries would put about 9 on each of 256 sockets.
+    for i in 0..2400 {
         let reply = ask(server, &format!("port{i}.school.test")).await;
         assert_eq!(first_a(&reply), Some(IpAddr::V4(REAL)));
     }
     let seen = upstream.seen();
-    assert_eq!(seen.len(), 1200);
+    assert_eq!(seen.len(), 2400);
     let uses = ports_used(&seen);
-    assert!(uses.len() >= 256, "1,200 queries left from only {} ports", uses.len());
-    let most = uses.values().max().copied().unwrap_or(0);
-    assert!(most <= 8, "a port carried {most} queries; a socket carries at most 8 in its life");
+    // At least 256 sockets, and more as used-up ones are replaced (a pool
+    // that never retires its sockets would show about 256).
+    assert!(uses.len() > 300, "2,400 queries left from only {} ports", uses.len());
+    let over = uses.values().filter(|&&count| count > 8).count();
+    assert!(over <= 16, "{over} ports carried more than 8 queries; a socket carries at most 8 in its life");
 
     // A stray datagram (from the server's own address, wrong ID) to the
     // sockets of the last 60 queries: each is closed after the next query
-    // that reads it, so it carries at most one more query.
+    // that reads it, so it carries at most one more query (unless the kernel
+    // gives its port to a new socket, which is rare).
     let stray: Vec<u16> = seen[seen.len() - 60..].iter().map(|seen| seen.from.port()).collect();
     for port in &stray {
         let junk = reply_packet(0, b"\x05stray\x04test\x00\x00\x01\x00\x01", FORGED, 60);
@@ -303,11 +312,10 @@ async fn queries_leave_from_hundreds_of_short_lived_random_ports() {
         let reply = ask(server, &format!("after{i}.school.test")).await;
         assert_eq!(first_a(&reply), Some(IpAddr::V4(REAL)));
     }
-    let after = ports_used(&upstream.seen()[1200..]);
-    for port in &stray {
-        let again = after.get(port).copied().unwrap_or(0);
-        assert!(again <= 1, "port {port} was sent a stray datagram, yet carried {again} more queries");
-    }
+    let after = ports_used(&upstream.seen()[2400..]);
+    let reused: Vec<(u16, usize)> =
+        stray.iter().map(|port| (*port, after.get(port).copied().unwrap_or(0))).filter(|(_, n)| *n > 1).collect();
+    assert!(reused.len() <= 4, "sockets sent a stray datagram carried more queries: {reused:?}");
 
     running.stop().await;
 }

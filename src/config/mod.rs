@@ -24,6 +24,9 @@ pub use raw::{DEFAULT_CONFIG, covers_the_internet};
 pub struct Config {
     /// Where the config came from, for messages ("embedded default" or a path).
     pub source: String,
+    /// The file it was read from ([`Config::load`]); `None` for the embedded
+    /// default and for text parsed in-process. A reload reads it again.
+    pub file: Option<PathBuf>,
     pub listen: Vec<SocketAddr>,
     /// Limits on DNS-over-TCP connections (`[dns] tcp_*`).
     pub tcp: TcpSettings,
@@ -157,7 +160,7 @@ pub struct CacheSettings {
     pub stale_answer_after: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
     /// Queries per second per client address; `None` turns the limit off.
     pub queries_per_second: Option<u32>,
@@ -194,7 +197,9 @@ impl Config {
             line: None,
             message: format!("cannot read the config file ({error}); check the path and its permissions"),
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        config.file = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// The embedded default: demo networks on loopback, no root needed.

@@ -514,6 +514,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
 
     Ok(Config {
         source: source_name.to_string(),
+        file: None,
         listen,
         tcp,
         data_dir: raw.data_dir,

@@ -21,4 +21,4 @@ pub use decision::{Decision, DecisionKind, Stage};
 pub use explain::Explanation;
 pub use finished::{Finished, Observer};
 pub use listener::DnsServer;
-pub use pipeline::{Answer, Flow, Immediate, Pipeline, Question, Requester};
+pub use pipeline::{Answer, Flow, Immediate, Pipeline, PolicySnapshot, Question, Requester};

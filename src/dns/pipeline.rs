@@ -39,7 +39,7 @@ use super::identify::{Client, DeviceGroup, DeviceGroupsReport, NetworkMap};
 use super::query_type;
 use super::upstream::{Upstream, UpstreamError};
 use super::wire::ExtendedError;
-use crate::config::Config;
+use crate::config::{Config, RateLimit};
 use crate::lists::compiled::CompiledLists;
 use crate::policy::safesearch::Target;
 use crate::policy::{CategorySet, GroupPolicy, SafeSearchMap};
@@ -118,6 +118,10 @@ pub struct Pending {
     /// that follows, from the cache or upstream, carries it. `None` when no
     /// policy stage had anything to say (the cache or upstream decides).
     pub allowed: Option<Decision>,
+    /// The policy that let it through, taken when the query leaves the
+    /// synchronous stages (a cache hit never pays for it): inspection after
+    /// upstream uses the same policy even if a reload swapped in another.
+    policy: Option<Arc<PolicySnapshot>>,
 }
 
 impl Pending {
@@ -165,14 +169,42 @@ impl Arrival {
     }
 }
 
-pub struct Pipeline {
-    networks: NetworkMap,
-    rate_limiter: Option<ClientRateLimiter>,
+/// Everything policy decides with, swapped whole on reload: a query loads it
+/// once and answers with that one snapshot, old or new, never a mix.
+#[derive(Clone)]
+pub struct PolicySnapshot {
+    networks: Arc<NetworkMap>,
     policies: HashMap<Arc<str>, Arc<GroupPolicy>>,
     locked: CategorySet,
-    /// Swapped whole on reload; readers keep the copy they loaded.
-    lists: ArcSwap<CompiledLists>,
-    safesearch: ArcSwap<SafeSearchMap>,
+    lists: Arc<CompiledLists>,
+    safesearch: Arc<SafeSearchMap>,
+    rate_limiter: Option<Arc<ClientRateLimiter>>,
+    rate_limit: RateLimit,
+}
+
+impl PolicySnapshot {
+    fn new(config: &Config, lists: Arc<CompiledLists>, safesearch: Arc<SafeSearchMap>) -> PolicySnapshot {
+        let policies: HashMap<Arc<str>, Arc<GroupPolicy>> =
+            config.groups.iter().map(|(name, policy)| (Arc::from(name.as_str()), Arc::new(policy.clone()))).collect();
+        PolicySnapshot {
+            networks: Arc::new(NetworkMap::new(&config.networks, &policies)),
+            rate_limiter: ClientRateLimiter::new(&config.rate_limit).map(Arc::new),
+            rate_limit: config.rate_limit.clone(),
+            policies,
+            locked: config.locked,
+            lists,
+            safesearch,
+        }
+    }
+}
+
+pub struct Pipeline {
+    /// Swapped whole on reload; readers keep the snapshot they loaded.
+    policy: ArcSwap<PolicySnapshot>,
+    /// The device table's groups last applied: a new policy re-applies them.
+    /// Held by whoever replaces the policy (never on the query path), so a
+    /// device update and a reload cannot lose each other's change.
+    devices: std::sync::Mutex<Vec<DeviceGroup>>,
     /// Shared with background refreshes of stale answers.
     cache: Arc<AnswerCache>,
     upstream: Arc<Upstream>,
@@ -187,15 +219,10 @@ impl Pipeline {
         safesearch: SafeSearchMap,
         log: Option<QueryLog>,
     ) -> Result<Pipeline, UpstreamError> {
-        let policies: HashMap<Arc<str>, Arc<GroupPolicy>> =
-            config.groups.iter().map(|(name, policy)| (Arc::from(name.as_str()), Arc::new(policy.clone()))).collect();
+        let policy = PolicySnapshot::new(config, Arc::new(lists), Arc::new(safesearch));
         Ok(Pipeline {
-            networks: NetworkMap::new(&config.networks, &policies),
-            rate_limiter: ClientRateLimiter::new(&config.rate_limit),
-            policies,
-            locked: config.locked,
-            lists: ArcSwap::from_pointee(lists),
-            safesearch: ArcSwap::from_pointee(safesearch),
+            policy: ArcSwap::from_pointee(policy),
+            devices: std::sync::Mutex::new(Vec::new()),
             cache: Arc::new(AnswerCache::new(&config.cache)),
             upstream: Arc::new(Upstream::new(&config.upstream)?),
             log,
@@ -218,13 +245,39 @@ impl Pipeline {
     /// Swaps in new compiled lists and SafeSearch map. Queries in progress
     /// finish with what they started with; none waits.
     pub fn replace_lists(&self, lists: CompiledLists, safesearch: SafeSearchMap) {
-        self.lists.store(Arc::new(lists));
-        self.safesearch.store(Arc::new(safesearch));
+        let _writer = self.devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = PolicySnapshot::clone(&self.policy.load());
+        next.lists = Arc::new(lists);
+        next.safesearch = Arc::new(safesearch);
+        self.policy.store(Arc::new(next));
+    }
+
+    /// Swaps in a whole new policy: `config`'s networks, groups, locks and
+    /// rate limits with `lists` and `safesearch`, and the device table's
+    /// groups last applied, resolved against the new groups. One swap:
+    /// each query answers wholly by the old policy or wholly by the new.
+    /// Rate-limit buckets carry over unless the limits changed. The cache,
+    /// upstream and log are not part of the policy and stay.
+    pub fn replace_policy(
+        &self,
+        config: &Config,
+        lists: CompiledLists,
+        safesearch: SafeSearchMap,
+    ) -> DeviceGroupsReport {
+        let devices = self.devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = PolicySnapshot::new(config, Arc::new(lists), Arc::new(safesearch));
+        let current = self.policy.load();
+        if next.rate_limit == current.rate_limit {
+            next.rate_limiter = current.rate_limiter.clone();
+        }
+        let report = next.networks.replace_device_groups(&devices);
+        self.policy.store(Arc::new(next));
+        report
     }
 
     /// The list set in use now.
     pub fn lists(&self) -> Arc<CompiledLists> {
-        self.lists.load_full()
+        self.policy.load().lists.clone()
     }
 
     fn policy<'c>(&self, client: &'c Client) -> &'c GroupPolicy {
@@ -252,7 +305,8 @@ impl Pipeline {
     /// [`answer_now`](Self::answer_now) with the clock already read (the
     /// listeners read it once per batch of datagrams).
     pub fn answer_now_at(&self, source: IpAddr, question: &Question, now: Instant) -> Immediate {
-        let mut pending = match self.decide(Requester::Source(source), question, true) {
+        let snapshot = self.policy.load();
+        let mut pending = match self.decide_in(&snapshot, Requester::Source(source), question, true) {
             Flow::Final(answer) => return Immediate::Answer(answer),
             Flow::Resolve(pending) => pending,
         };
@@ -263,12 +317,15 @@ impl Pipeline {
                     let target = Fetched { answer: entry.answer_at(now), cache_hit: true, upstream_latency: None };
                     Immediate::Answer(rewritten(&pending.client, question, rewrite, Ok(target)))
                 }
-                CacheLookup::Stale(_) | CacheLookup::Miss => Immediate::Upstream(pending),
+                CacheLookup::Stale(_) | CacheLookup::Miss => {
+                    pending.policy = Some(Arc::clone(&snapshot));
+                    Immediate::Upstream(pending)
+                }
             };
         }
         match self.cache.get(&cache_key(question), now) {
             CacheLookup::Fresh(entry) => {
-                if let Some(blocked) = self.inspect(&pending.client, question, &entry.stored().answers) {
+                if let Some(blocked) = self.inspect(&snapshot, &pending.client, question, &entry.stored().answers) {
                     return Immediate::Answer(blocked);
                 }
                 let decision = match pending.allowed.take() {
@@ -279,23 +336,44 @@ impl Pipeline {
             }
             // A stale entry is fetched again in `resolve`, which keeps it for
             // serve-stale if upstream fails.
-            CacheLookup::Stale(_) | CacheLookup::Miss => Immediate::Upstream(pending),
+            CacheLookup::Stale(_) | CacheLookup::Miss => {
+                pending.policy = Some(Arc::clone(&snapshot));
+                Immediate::Upstream(pending)
+            }
         }
     }
 
     /// The policy stages alone. `count_towards_rate_limit` is false for
     /// `hedgerow check`, which must not spend a client's tokens.
     pub fn decide(&self, requester: Requester<'_>, question: &Question, count_towards_rate_limit: bool) -> Flow {
+        let snapshot = self.policy.load();
+        match self.decide_in(&snapshot, requester, question, count_towards_rate_limit) {
+            Flow::Resolve(mut pending) => {
+                pending.policy = Some(Arc::clone(&snapshot));
+                Flow::Resolve(pending)
+            }
+            settled => settled,
+        }
+    }
+
+    /// [`decide`](Self::decide) by one policy snapshot, loaded once by the caller.
+    fn decide_in(
+        &self,
+        snapshot: &PolicySnapshot,
+        requester: Requester<'_>,
+        question: &Question,
+        count_towards_rate_limit: bool,
+    ) -> Flow {
         // access + identify
         let client = match requester {
             Requester::Source(source) => {
-                let limiter = self.rate_limiter.as_ref().filter(|_| count_towards_rate_limit);
-                match access::admit(&self.networks, limiter, source) {
-                    Ok(client) => self.networks.with_device_group(source, client),
+                let limiter = snapshot.rate_limiter.as_deref().filter(|_| count_towards_rate_limit);
+                match access::admit(&snapshot.networks, limiter, source) {
+                    Ok(client) => snapshot.networks.with_device_group(source, client),
                     Err(decision) => return Flow::Final(Answer::empty(ResponseCode::Refused, decision)),
                 }
             }
-            Requester::Group(group) => match self.policies.get_key_value(group) {
+            Requester::Group(group) => match snapshot.policies.get_key_value(group) {
                 Some((group, policy)) => Arc::new(Client {
                     network: Arc::from("(named group)"),
                     group: group.clone(),
@@ -322,7 +400,7 @@ impl Pipeline {
         // safesearch
         let rewritable =
             matches!(question.record_type, RecordType::A | RecordType::AAAA | RecordType::HTTPS | RecordType::SVCB);
-        if rewritable && let Some(rewrite) = self.safesearch.load().find(&String::from_utf8_lossy(name), policy) {
+        if rewritable && let Some(rewrite) = snapshot.safesearch.find(&String::from_utf8_lossy(name), policy) {
             let decision = Decision::safesearch(&client, format!("{rewrite} (group {})", client.group));
             match &rewrite.target {
                 Target::Address(address) => {
@@ -339,7 +417,7 @@ impl Pipeline {
                 Target::Host(host) => match Name::from_ascii(format!("{host}.")) {
                     Ok(target) => {
                         let rewrite = SafeRewrite { target: LowerName::from(target), decision };
-                        return Flow::Resolve(Pending { client, rewrite: Some(rewrite), allowed: None });
+                        return Flow::Resolve(Pending { client, rewrite: Some(rewrite), allowed: None, policy: None });
                     }
                     Err(_) => return Flow::Final(Answer::empty(ResponseCode::ServFail, decision)),
                 },
@@ -347,7 +425,7 @@ impl Pipeline {
         }
 
         // blocklist
-        let allowed = match blocklist::check(&self.lists.load(), policy, self.locked, name) {
+        let allowed = match blocklist::check(&snapshot.lists, policy, snapshot.locked, name) {
             Verdict::Blocked(block) => {
                 let decision = block.decision(&client, &String::from_utf8_lossy(name));
                 let answer = blocklist::block_answer(policy, &question.name, question.record_type, &block, decision);
@@ -366,15 +444,23 @@ impl Pipeline {
             return Flow::Final(answer);
         }
 
-        Flow::Resolve(Pending { client, rewrite: None, allowed })
+        Flow::Resolve(Pending { client, rewrite: None, allowed, policy: None })
     }
 
     /// The cache and upstream stages, for a query policy let through.
     pub async fn resolve(&self, pending: &Pending, question: &Question) -> Answer {
+        let current;
+        let policy = match &pending.policy {
+            Some(policy) => policy,
+            None => {
+                current = self.policy.load_full();
+                &current
+            }
+        };
         match &pending.rewrite {
             Some(rewrite) => {
                 let target = Question { name: rewrite.target.clone(), ..question.clone() };
-                let answer = self.resolve_name(&pending.client, &target, None).await;
+                let answer = self.resolve_name(policy, &pending.client, &target, None).await;
                 let fetched = match answer.response_code {
                     ResponseCode::NoError => Ok(Fetched {
                         answer: UpstreamAnswer {
@@ -389,18 +475,24 @@ impl Pipeline {
                 };
                 rewritten(&pending.client, question, rewrite, fetched)
             }
-            None => self.resolve_name(&pending.client, question, pending.allowed.as_ref()).await,
+            None => self.resolve_name(policy, &pending.client, question, pending.allowed.as_ref()).await,
         }
     }
 
     /// The cache and upstream for one name; `allowed` is the allow
     /// override's decision, which an allowed answer then carries.
-    async fn resolve_name(&self, client: &Client, question: &Question, allowed: Option<&Decision>) -> Answer {
+    async fn resolve_name(
+        &self,
+        policy: &PolicySnapshot,
+        client: &Client,
+        question: &Question,
+        allowed: Option<&Decision>,
+    ) -> Answer {
         let key = cache_key(question);
         let now = Instant::now();
         let stale = match self.cache.get(&key, now) {
             CacheLookup::Fresh(entry) => {
-                if let Some(blocked) = self.inspect(client, question, &entry.stored().answers) {
+                if let Some(blocked) = self.inspect(policy, client, question, &entry.stored().answers) {
                     return blocked;
                 }
                 let decision = allowed.cloned().unwrap_or_else(|| Decision::allowed_from_cache(client));
@@ -419,25 +511,31 @@ impl Pipeline {
                         self.cache.insert(&key, &question.name, question.record_type, answer.clone(), Instant::now())
                     })
                     .await;
-                return self.upstream_answer(client, question, allowed, result, started.elapsed());
+                return self.upstream_answer(policy, client, question, allowed, result, started.elapsed());
             }
         };
-        self.refresh_or_serve_stale(client, question, allowed, key, stale, now).await
+        self.refresh_or_serve_stale(policy, client, question, allowed, key, stale, now).await
     }
 
     /// Answer inspection: a CNAME in the answer whose target is blocked for
     /// this group blocks the whole answer.
-    fn inspect(&self, client: &Client, question: &Question, records: &[Record]) -> Option<Answer> {
+    fn inspect(
+        &self,
+        snapshot: &PolicySnapshot,
+        client: &Client,
+        question: &Question,
+        records: &[Record],
+    ) -> Option<Answer> {
         if !records.iter().any(|record| matches!(record.data, RData::CNAME(_))) {
             return None; // the common case: nothing to inspect
         }
         let policy = self.policy(client);
-        let lists = self.lists.load();
+        let lists = &snapshot.lists;
         let mut buffer = [0u8; 256];
         records.iter().find_map(|record| {
             let RData::CNAME(target) = &record.data else { return None };
             let target_name = blocklist::dotted(&target.0, &mut buffer);
-            let Verdict::Blocked(block) = blocklist::check(&lists, policy, self.locked, target_name) else {
+            let Verdict::Blocked(block) = blocklist::check(lists, policy, snapshot.locked, target_name) else {
                 return None;
             };
             let decision = block.cname_decision(client, &String::from_utf8_lossy(target_name));
@@ -448,12 +546,12 @@ impl Pipeline {
     /// True when `source` is in a configured network (the TCP listener
     /// keeps outsiders out of its connection slots).
     pub fn is_insider(&self, source: IpAddr) -> bool {
-        self.networks.identify(source).is_some()
+        self.policy.load().networks.identify(source).is_some()
     }
 
     /// Periodic upkeep: forget rate-limit buckets of idle clients.
     pub fn tidy(&self) {
-        if let Some(limiter) = &self.rate_limiter {
+        if let Some(limiter) = &self.policy.load().rate_limiter {
             limiter.forget_idle_clients();
         }
     }
@@ -465,17 +563,19 @@ impl Pipeline {
     /// Swaps in the device table's groups (see `identify`); queries in
     /// progress keep the identity they started with.
     pub fn replace_device_groups(&self, devices: &[DeviceGroup]) -> DeviceGroupsReport {
-        self.networks.replace_device_groups(devices)
+        let mut applied = self.devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *applied = devices.to_vec();
+        self.policy.load().networks.replace_device_groups(devices)
     }
 
     /// How many devices have a group of their own now.
     pub fn device_groups(&self) -> usize {
-        self.networks.device_groups()
+        self.policy.load().networks.device_groups()
     }
 
     /// The configured group names, sorted.
-    pub fn group_names(&self) -> Vec<&str> {
-        self.networks.group_names()
+    pub fn group_names(&self) -> Vec<String> {
+        self.policy.load().networks.group_names().into_iter().map(String::from).collect()
     }
 }
 
@@ -533,6 +633,7 @@ impl Pipeline {
     /// recheck time, answer stale at once and do not ask.
     async fn refresh_or_serve_stale(
         &self,
+        policy: &PolicySnapshot,
         client: &Client,
         question: &Question,
         allowed: Option<&Decision>,
@@ -548,32 +649,34 @@ impl Pipeline {
                 "refreshing it failed {ago} s ago, so upstream is not asked again for {} s (RFC 8767 failure recheck)",
                 FAILURE_RECHECK.as_secs()
             );
-            return self.stale_answer(client, question, &stale, why, None);
+            return self.stale_answer(policy, client, question, &stale, why, None);
         }
         let started = Instant::now();
         let refresh = self.spawn_refresh(question, key, stale.clone());
         if self.upstream.is_down_for(&question.name) {
             let why =
                 "every upstream server is marked down (failed within the last 30 s); refreshing in the background";
-            return self.stale_answer(client, question, &stale, why.to_string(), None);
+            return self.stale_answer(policy, client, question, &stale, why.to_string(), None);
         }
         let wait = self.cache.stale_answer_after();
         match tokio::time::timeout(wait, refresh).await {
-            Ok(Ok(Ok(upstream))) => self.upstream_answer(client, question, allowed, Ok(upstream), started.elapsed()),
+            Ok(Ok(Ok(upstream))) => {
+                self.upstream_answer(policy, client, question, allowed, Ok(upstream), started.elapsed())
+            }
             Ok(Ok(Err(error))) => {
                 let why = format!("every upstream failed: {error}");
-                self.stale_answer(client, question, &stale, why, Some(started.elapsed()))
+                self.stale_answer(policy, client, question, &stale, why, Some(started.elapsed()))
             }
             Ok(Err(error)) => {
                 let why = format!("the refresh stopped: {error}");
-                self.stale_answer(client, question, &stale, why, Some(started.elapsed()))
+                self.stale_answer(policy, client, question, &stale, why, Some(started.elapsed()))
             }
             Err(_) => {
                 let why = format!(
                     "upstream did not answer within {} ms (cache.stale_answer_after_ms); refreshing in the background",
                     wait.as_millis()
                 );
-                self.stale_answer(client, question, &stale, why, Some(started.elapsed()))
+                self.stale_answer(policy, client, question, &stale, why, Some(started.elapsed()))
             }
         }
     }
@@ -607,6 +710,7 @@ impl Pipeline {
     /// override's decision when one let the name through.
     fn upstream_answer(
         &self,
+        policy: &PolicySnapshot,
         client: &Client,
         question: &Question,
         allowed: Option<&Decision>,
@@ -615,7 +719,7 @@ impl Pipeline {
     ) -> Answer {
         let mut answer = match result {
             Ok(upstream) => {
-                if let Some(blocked) = self.inspect(client, question, &upstream.answers) {
+                if let Some(blocked) = self.inspect(policy, client, question, &upstream.answers) {
                     return blocked;
                 }
                 let decision = allowed
@@ -636,13 +740,14 @@ impl Pipeline {
     /// says it was served stale and why.
     fn stale_answer(
         &self,
+        policy: &PolicySnapshot,
         client: &Client,
         question: &Question,
         stale: &CachedAnswer,
         why: String,
         waited: Option<Duration>,
     ) -> Answer {
-        if let Some(blocked) = self.inspect(client, question, &stale.stored().answers) {
+        if let Some(blocked) = self.inspect(policy, client, question, &stale.stored().answers) {
             return blocked;
         }
         tracing::debug!(name = %question.name, %why, "serving a stale answer (RFC 8767)");
