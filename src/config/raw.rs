@@ -418,8 +418,7 @@ impl Source<'_> {
         if span.start == 0 && span.end == 0 {
             return None; // a default value: it has no place in the file
         }
-        let start = span.start.min(self.text.len());
-        Some(self.text[..start].bytes().filter(|b| *b == b'\n').count() + 1)
+        Some(crate::text::line_at(self.text, span.start))
     }
 
     fn error(&self, span: Option<&Range<usize>>, message: impl Into<String>) -> ConfigError {
