@@ -4,7 +4,9 @@
 //! Every error names the file, the line and what to change, because the person
 //! reading it is an ICT lead at a terminal, not the author of this code.
 
-mod raw;
+mod compile;
+mod render;
+mod shapes;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,7 +19,7 @@ use ipnet::IpNet;
 use crate::lists::sources::ListSettings;
 use crate::policy::{CategorySet, GroupPolicy};
 
-pub use raw::{DEFAULT_CONFIG, covers_the_internet};
+pub use compile::{DEFAULT_CONFIG, covers_the_internet};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -66,7 +68,8 @@ pub struct LogConfig {
     pub leases: Option<(PathBuf, LeasesFormat)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LeasesFormat {
     Dnsmasq,
     Isc,
@@ -77,11 +80,8 @@ impl std::str::FromStr for LeasesFormat {
 
     /// `dnsmasq` or `isc` (the config's `leases_format` and the CLI's `--leases-format`).
     fn from_str(text: &str) -> Result<LeasesFormat, String> {
-        match text {
-            "dnsmasq" => Ok(LeasesFormat::Dnsmasq),
-            "isc" => Ok(LeasesFormat::Isc),
-            other => Err(format!("{other:?} is not \"dnsmasq\" or \"isc\"")),
-        }
+        use shapes::Words as _;
+        LeasesFormat::from_word(text).ok_or_else(|| format!("{text:?} is not {}", LeasesFormat::listed(" or ")))
     }
 }
 
@@ -116,7 +116,7 @@ pub struct ForwardServer {
     pub tls_name: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ForwardProtocol {
     /// UDP, retried over TCP when the answer is truncated.
@@ -210,7 +210,7 @@ impl Config {
 
     /// Parses and validates TOML text; `source_name` is used in messages.
     pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
-        raw::compile(text, source_name)
+        compile::compile(text, source_name)
     }
 
     /// The group a network belongs to.
@@ -220,6 +220,6 @@ impl Config {
 
     /// Renders the effective configuration as TOML, defaults filled in.
     pub fn to_toml(&self) -> String {
-        raw::render(self)
+        render::render(self)
     }
 }
