@@ -3,6 +3,10 @@
 //!
 //! Every error names the file, the line and what to change, because the person
 //! reading it is an ICT lead at a terminal, not the author of this code.
+//!
+//! - `shapes.rs`: the TOML shapes serde reads and writes (each setting's words once);
+//! - `compile.rs`: shapes -> [`Config`], with every check and its message;
+//! - `render.rs`: [`Config`] -> shapes -> TOML ([`Config::to_toml`]).
 
 mod compile;
 mod render;
