@@ -9,4 +9,5 @@ pub mod lists;
 pub mod policy;
 pub mod serve;
 pub mod store;
+mod text;
 pub mod time;

@@ -3,8 +3,14 @@
 //!
 //! Every error names the file, the line and what to change, because the person
 //! reading it is an ICT lead at a terminal, not the author of this code.
+//!
+//! - `shapes.rs`: the TOML shapes serde reads and writes (each setting's words once);
+//! - `compile.rs`: shapes -> [`Config`], with every check and its message;
+//! - `render.rs`: [`Config`] -> shapes -> TOML ([`Config::to_toml`]).
 
-mod raw;
+mod compile;
+mod render;
+mod shapes;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,7 +23,7 @@ use ipnet::IpNet;
 use crate::lists::sources::ListSettings;
 use crate::policy::{CategorySet, GroupPolicy};
 
-pub use raw::{DEFAULT_CONFIG, covers_the_internet};
+pub use compile::{DEFAULT_CONFIG, covers_the_internet};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -66,7 +72,8 @@ pub struct LogConfig {
     pub leases: Option<(PathBuf, LeasesFormat)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LeasesFormat {
     Dnsmasq,
     Isc,
@@ -77,11 +84,8 @@ impl std::str::FromStr for LeasesFormat {
 
     /// `dnsmasq` or `isc` (the config's `leases_format` and the CLI's `--leases-format`).
     fn from_str(text: &str) -> Result<LeasesFormat, String> {
-        match text {
-            "dnsmasq" => Ok(LeasesFormat::Dnsmasq),
-            "isc" => Ok(LeasesFormat::Isc),
-            other => Err(format!("{other:?} is not \"dnsmasq\" or \"isc\"")),
-        }
+        use shapes::Words as _;
+        LeasesFormat::from_word(text).ok_or_else(|| format!("{text:?} is not {}", LeasesFormat::listed(" or ")))
     }
 }
 
@@ -116,7 +120,7 @@ pub struct ForwardServer {
     pub tls_name: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ForwardProtocol {
     /// UDP, retried over TCP when the answer is truncated.
@@ -210,7 +214,7 @@ impl Config {
 
     /// Parses and validates TOML text; `source_name` is used in messages.
     pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
-        raw::compile(text, source_name)
+        compile::compile(text, source_name)
     }
 
     /// The group a network belongs to.
@@ -220,6 +224,6 @@ impl Config {
 
     /// Renders the effective configuration as TOML, defaults filled in.
     pub fn to_toml(&self) -> String {
-        raw::render(self)
+        render::render(self)
     }
 }

@@ -145,8 +145,7 @@ struct Declarations<'a> {
 
 impl Declarations<'_> {
     fn line_of(&self, span: &Range<usize>) -> usize {
-        let start = span.start.min(self.text.len());
-        self.text[..start].bytes().filter(|b| *b == b'\n').count() + 1
+        crate::text::line_at(self.text, span.start)
     }
 
     fn error(&self, span: &Range<usize>, message: impl Into<String>) -> SourceError {

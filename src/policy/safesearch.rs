@@ -106,7 +106,7 @@ impl SafeSearchMap {
     }
 
     pub fn parse(text: &str, file: &str) -> Result<SafeSearchMap, SafeSearchError> {
-        let line_of = |offset: usize| Some(text[..offset.min(text.len())].matches('\n').count() + 1);
+        let line_of = |offset: usize| Some(crate::text::line_at(text, offset));
         let error = |offset: Option<usize>, message: String| SafeSearchError {
             file: file.to_string(),
             line: offset.and_then(line_of),

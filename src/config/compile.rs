@@ -1,18 +1,20 @@
-//! The TOML shapes as a school writes them, and their compilation into
-//! [`Config`]. Serde catches unknown keys and wrong types (with a span); the
-//! checks here catch what serde cannot (a network naming a group that does not
-//! exist, a forwarder without a TLS name), using `Spanned` values for the line.
+//! Compiling the TOML shapes (`shapes.rs`) into [`Config`]. Serde catches
+//! unknown keys and wrong types (with a span); the checks here catch what
+//! serde cannot (a network naming a group that does not exist, a forwarder
+//! without a TLS name), using `Spanned` values for the line.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Deserialize;
 use toml::Spanned;
+
+use super::shapes::{
+    BlockAnswerKind, GuestPrivacy, RawCache, RawConfig, RawDns, RawGroup, RawLog, RawMode, RawNetwork, RawServer,
+    RawUpstream, Word, Words, Youtube,
+};
 
 use super::{
     CacheSettings, ConditionalForward, Config, ConfigError, ForwardProtocol, ForwardServer, Network, RateLimit,
@@ -22,7 +24,7 @@ use super::{LeasesFormat, LogConfig};
 use crate::lists::fetch::FetchSettings;
 use crate::lists::normalise::normalise;
 use crate::lists::sources::ListSettings;
-use crate::policy::category::{self, CategoryDecl, CategorySet};
+use crate::policy::category::{self, CategorySet};
 use crate::policy::group::{self, BlockAnswer, GroupPolicy, Overrides, YoutubeMode};
 use crate::store::{LogSettings, Privacy};
 
@@ -61,352 +63,6 @@ const IANA_ROOT_HINTS: &[&str] = &[
 const STANDARD_GROUPS: &[(&str, &str)] =
     &[("pupil", "Pupil devices"), ("staff", "Staff devices"), ("guest", "Guest and BYOD devices")];
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default = "default_data_dir")]
-    data_dir: PathBuf,
-    #[serde(default)]
-    dns: RawDns,
-    #[serde(default)]
-    upstream: RawUpstream,
-    #[serde(default)]
-    cache: RawCache,
-    #[serde(default)]
-    rate_limit: RawRateLimit,
-    #[serde(default)]
-    lists: RawLists,
-    #[serde(default)]
-    log: RawLog,
-    #[serde(default)]
-    categories: RawCategories,
-    #[serde(default)]
-    groups: BTreeMap<Spanned<String>, RawGroup>,
-    #[serde(default)]
-    networks: Vec<RawNetwork>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDns {
-    /// Read as text so a bad entry gets a plain message quoting it.
-    listen: Spanned<Vec<Spanned<String>>>,
-    /// Networks may cover the whole address space (an open resolver).
-    #[serde(default)]
-    allow_open_resolver: bool,
-    #[serde(default = "default_tcp_max_connections")]
-    tcp_max_connections: Spanned<usize>,
-    #[serde(default = "default_tcp_per_client")]
-    tcp_per_client: Spanned<usize>,
-}
-
-impl Default for RawDns {
-    fn default() -> Self {
-        RawDns {
-            listen: Spanned::new(0..0, vec![Spanned::new(0..0, "127.0.0.1:5353".to_string())]),
-            allow_open_resolver: false,
-            tcp_max_connections: default_tcp_max_connections(),
-            tcp_per_client: default_tcp_per_client(),
-        }
-    }
-}
-
-/// Enough for every device of a large school to hold a TCP connection for a
-/// truncated answer at once; each costs a task and two small buffers.
-fn default_tcp_max_connections() -> Spanned<usize> {
-    Spanned::new(0..0, 1_000)
-}
-/// A stub resolver needs one or two TCP connections; 16 leaves room for a
-/// busy machine while keeping one client from holding many.
-fn default_tcp_per_client() -> Spanned<usize> {
-    Spanned::new(0..0, 16)
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawGroup {
-    #[serde(default)]
-    description: String,
-    /// Categories kept from the group: ids, "uksic", "bypass", "default"
-    /// (the shipped policy for this group), and "!id" to take one away.
-    block: Option<Spanned<Vec<Spanned<String>>>>,
-    #[serde(default)]
-    allow: Vec<Spanned<String>>,
-    #[serde(default)]
-    deny: Vec<Spanned<String>>,
-    block_answer: Option<Spanned<String>>,
-    block_page_ipv4: Option<Ipv4Addr>,
-    block_page_ipv6: Option<Ipv6Addr>,
-    safesearch: Option<bool>,
-    youtube: Option<Spanned<String>>,
-    bypass: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLists {
-    #[serde(default = "default_lists_dir")]
-    dir: Spanned<PathBuf>,
-    #[serde(default)]
-    enable: Vec<String>,
-    #[serde(default)]
-    disable: Vec<String>,
-    #[serde(default = "default_update_hours")]
-    update_hours: u64,
-    #[serde(default = "default_download_max_mb")]
-    download_max_mb: u64,
-    #[serde(default = "default_download_timeout")]
-    download_timeout_secs: u64,
-}
-
-impl Default for RawLists {
-    fn default() -> Self {
-        RawLists {
-            dir: default_lists_dir(),
-            enable: Vec::new(),
-            disable: Vec::new(),
-            update_hours: default_update_hours(),
-            download_max_mb: default_download_max_mb(),
-            download_timeout_secs: default_download_timeout(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    #[serde(default = "default_true")]
-    enabled: bool,
-    #[serde(default = "default_log_database")]
-    database: PathBuf,
-    #[serde(default = "default_retention_days")]
-    retention_days: Spanned<u32>,
-    #[serde(default = "default_privacy")]
-    guest_privacy: Spanned<String>,
-    #[serde(default = "default_private_groups")]
-    private_groups: Vec<String>,
-    /// A DHCP leases file read on a schedule to name devices.
-    leases_file: Option<PathBuf>,
-    #[serde(default = "default_leases_format")]
-    leases_format: Spanned<String>,
-}
-
-impl Default for RawLog {
-    fn default() -> Self {
-        RawLog {
-            enabled: true,
-            database: default_log_database(),
-            retention_days: default_retention_days(),
-            guest_privacy: default_privacy(),
-            private_groups: default_private_groups(),
-            leases_file: None,
-            leases_format: default_leases_format(),
-        }
-    }
-}
-
-fn default_log_database() -> PathBuf {
-    PathBuf::from("hedgerow.db")
-}
-fn default_retention_days() -> Spanned<u32> {
-    Spanned::new(0..0, 30)
-}
-fn default_privacy() -> Spanned<String> {
-    Spanned::new(0..0, "full".to_string())
-}
-fn default_private_groups() -> Vec<String> {
-    vec!["guest".to_string()]
-}
-fn default_leases_format() -> Spanned<String> {
-    Spanned::new(0..0, "dnsmasq".to_string())
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawCategories {
-    /// Categories to lock for every group, on top of those locked by default.
-    #[serde(default)]
-    lock: Vec<Spanned<String>>,
-    /// The school's own categories, declared like lists/categories.toml's.
-    #[serde(default)]
-    custom: Vec<Spanned<CategoryDecl>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNetwork {
-    name: Spanned<String>,
-    /// Read as text so a bad subnet gets a plain message quoting it.
-    cidrs: Spanned<Vec<Spanned<String>>>,
-    group: Spanned<String>,
-}
-
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-enum RawMode {
-    #[default]
-    Recursive,
-    Forward,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUpstream {
-    #[serde(default = "default_mode")]
-    mode: Spanned<RawMode>,
-    #[serde(default = "default_timeout_ms")]
-    timeout_ms: u64,
-    root_hints: Option<Spanned<Vec<IpAddr>>>,
-    #[serde(default = "no_servers")]
-    servers: Spanned<Vec<RawServer>>,
-    #[serde(default)]
-    conditional: Vec<RawConditional>,
-}
-
-impl Default for RawUpstream {
-    fn default() -> Self {
-        RawUpstream {
-            mode: default_mode(),
-            timeout_ms: default_timeout_ms(),
-            root_hints: None,
-            servers: no_servers(),
-            conditional: Vec::new(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    address: Spanned<String>,
-    #[serde(default = "default_protocol")]
-    protocol: ForwardProtocol,
-    tls_name: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConditional {
-    zone: Spanned<String>,
-    servers: Spanned<Vec<RawServer>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCache {
-    #[serde(default = "default_cache_size")]
-    size: Spanned<usize>,
-    #[serde(default = "default_cache_memory_mb")]
-    memory_mb: Spanned<u64>,
-    #[serde(default)]
-    min_ttl_secs: u64,
-    #[serde(default = "default_max_ttl")]
-    max_ttl_secs: Spanned<u64>,
-    #[serde(default = "default_negative_max_ttl")]
-    negative_max_ttl_secs: u64,
-    #[serde(default = "default_serve_stale")]
-    serve_stale_secs: u64,
-    #[serde(default = "default_stale_answer_after")]
-    stale_answer_after_ms: u64,
-}
-
-impl Default for RawCache {
-    fn default() -> Self {
-        RawCache {
-            size: default_cache_size(),
-            memory_mb: default_cache_memory_mb(),
-            min_ttl_secs: 0,
-            max_ttl_secs: default_max_ttl(),
-            negative_max_ttl_secs: default_negative_max_ttl(),
-            serve_stale_secs: default_serve_stale(),
-            stale_answer_after_ms: default_stale_answer_after(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRateLimit {
-    queries_per_second: Option<Spanned<u32>>,
-    #[serde(default)]
-    burst: Option<u32>,
-    #[serde(default = "default_true")]
-    exempt_loopback: bool,
-    #[serde(default = "default_ipv6_prefix")]
-    ipv6_prefix: Spanned<u8>,
-}
-
-impl Default for RawRateLimit {
-    fn default() -> Self {
-        RawRateLimit {
-            queries_per_second: None,
-            burst: None,
-            exempt_loopback: true,
-            ipv6_prefix: default_ipv6_prefix(),
-        }
-    }
-}
-
-/// A /64 is the smallest IPv6 subnet SLAAC hands out: a device can take any
-/// address in it, so only the prefix identifies it.
-fn default_ipv6_prefix() -> Spanned<u8> {
-    Spanned::new(0..0, 64)
-}
-
-fn default_lists_dir() -> Spanned<PathBuf> {
-    Spanned::new(0..0, PathBuf::from("lists"))
-}
-fn default_update_hours() -> u64 {
-    24
-}
-fn default_download_max_mb() -> u64 {
-    200
-}
-fn default_download_timeout() -> u64 {
-    60
-}
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("./data")
-}
-fn default_mode() -> Spanned<RawMode> {
-    Spanned::new(0..0, RawMode::Recursive)
-}
-fn no_servers() -> Spanned<Vec<RawServer>> {
-    Spanned::new(0..0, Vec::new())
-}
-fn default_timeout_ms() -> u64 {
-    2000
-}
-fn default_protocol() -> ForwardProtocol {
-    ForwardProtocol::Udp
-}
-fn default_cache_size() -> Spanned<usize> {
-    Spanned::new(0..0, 100_000)
-}
-/// 128 MB holds the default 100,000 entries at a typical answer's size (a
-/// few records, about 1 KB with its encoded copy and bookkeeping), and caps
-/// what a client asking for many large answers can make the cache hold.
-fn default_cache_memory_mb() -> Spanned<u64> {
-    Spanned::new(0..0, 128)
-}
-fn default_max_ttl() -> Spanned<u64> {
-    Spanned::new(0..0, 86_400)
-}
-fn default_negative_max_ttl() -> u64 {
-    3_600
-}
-fn default_serve_stale() -> u64 {
-    86_400
-}
-/// Stub resolvers commonly retry or give up after about a second (Windows
-/// and Chrome after 1 s); RFC 8767 suggests 1.8 s, which many would not wait.
-fn default_stale_answer_after() -> u64 {
-    400
-}
-fn default_true() -> bool {
-    true
-}
-
 /// Turns byte spans into line numbers and builds errors.
 struct Source<'a> {
     text: &'a str,
@@ -418,8 +74,7 @@ impl Source<'_> {
         if span.start == 0 && span.end == 0 {
             return None; // a default value: it has no place in the file
         }
-        let start = span.start.min(self.text.len());
-        Some(self.text[..start].bytes().filter(|b| *b == b'\n').count() + 1)
+        Some(crate::text::line_at(self.text, span.start))
     }
 
     fn error(&self, span: Option<&Range<usize>>, message: impl Into<String>) -> ConfigError {
@@ -592,10 +247,10 @@ fn compile_groups(
         }
         policy.allow = compile_overrides(source, &raw_group.allow)?;
         policy.deny = compile_overrides(source, &raw_group.deny)?;
-        policy.block_answer = match raw_group.block_answer.as_ref().map(|a| (a, a.get_ref().as_str())) {
-            None | Some((_, "nxdomain")) => BlockAnswer::NxDomain,
-            Some((_, "null")) => BlockAnswer::NullAddress,
-            Some((answer, "block-page")) => match raw_group.block_page_ipv4 {
+        policy.block_answer = match raw_group.block_answer.as_ref().map(|a| (a, a.get_ref())) {
+            None | Some((_, Word::Known(BlockAnswerKind::NxDomain))) => BlockAnswer::NxDomain,
+            Some((_, Word::Known(BlockAnswerKind::Null))) => BlockAnswer::NullAddress,
+            Some((answer, Word::Known(BlockAnswerKind::BlockPage))) => match raw_group.block_page_ipv4 {
                 Some(ipv4) => BlockAnswer::BlockPage { ipv4, ipv6: raw_group.block_page_ipv6 },
                 None => {
                     return Err(source.error(
@@ -604,10 +259,10 @@ fn compile_groups(
                     ));
                 }
             },
-            Some((answer, other)) => {
+            Some((answer, Word::Other(other))) => {
                 return Err(source.error(
                     Some(&answer.span()),
-                    format!("block_answer {other:?} is not one of \"nxdomain\", \"null\", \"block-page\""),
+                    format!("block_answer {other:?} is not one of {}", BlockAnswerKind::listed(", ")),
                 ));
             }
         };
@@ -618,14 +273,14 @@ fn compile_groups(
             policy.bypass = bypass;
         }
         if let Some(youtube) = &raw_group.youtube {
-            policy.youtube = match youtube.get_ref().as_str() {
-                "strict" => YoutubeMode::Strict,
-                "moderate" => YoutubeMode::Moderate,
-                "off" => YoutubeMode::Off,
-                other => {
+            policy.youtube = match youtube.get_ref() {
+                Word::Known(Youtube::Strict) => YoutubeMode::Strict,
+                Word::Known(Youtube::Moderate) => YoutubeMode::Moderate,
+                Word::Known(Youtube::Off) => YoutubeMode::Off,
+                Word::Other(other) => {
                     return Err(source.error(
                         Some(&youtube.span()),
-                        format!("youtube = {other:?} is not one of \"strict\", \"moderate\", \"off\""),
+                        format!("youtube = {other:?} is not one of {}", Youtube::listed(", ")),
                     ));
                 }
             };
@@ -815,18 +470,32 @@ fn compile_listen(source: &Source<'_>, listen: &Spanned<Vec<Spanned<String>>>) -
     Ok(addresses)
 }
 
-/// Keys whose values a person most often writes in the wrong type, with
-/// what they take and an example.
+/// Keys taking one of a few words, with what they take and an example.
+fn word_key(key: &str) -> Option<(String, String)> {
+    fn one_of<T: Words>(key: &str, example: T) -> Option<(String, String)> {
+        let expected = match T::ALL.len() {
+            2 => T::listed(" or "),
+            _ => format!("one of {}", T::listed(", ")),
+        };
+        Some((expected, format!("{key} = {:?}", example.word())))
+    }
+    match key {
+        "youtube" => one_of(key, Youtube::Strict),
+        "block_answer" => one_of(key, BlockAnswerKind::NxDomain),
+        "mode" => one_of(key, RawMode::Forward),
+        "protocol" => one_of(key, ForwardProtocol::Tls),
+        _ => None,
+    }
+}
+
+/// Other keys whose values a person most often writes in the wrong type,
+/// with what they take and an example.
 const KEY_EXAMPLES: &[(&str, &str, &str)] = &[
-    ("youtube", "one of \"strict\", \"moderate\", \"off\"", "youtube = \"strict\""),
-    ("block_answer", "one of \"nxdomain\", \"null\", \"block-page\"", "block_answer = \"nxdomain\""),
     ("safesearch", "true or false", "safesearch = true"),
     ("bypass", "true or false", "bypass = true"),
     ("enabled", "true or false", "enabled = true"),
     ("allow_open_resolver", "true or false", "allow_open_resolver = false"),
     ("exempt_loopback", "true or false", "exempt_loopback = true"),
-    ("mode", "\"recursive\" or \"forward\"", "mode = \"forward\""),
-    ("protocol", "one of \"udp\", \"tcp\", \"tls\", \"https\"", "protocol = \"tls\""),
     ("listen", "a list of addresses with ports", "listen = [\"0.0.0.0:53\"]"),
     ("cidrs", "a list of subnets", "cidrs = [\"10.1.0.0/16\"]"),
     ("block", "a list of category ids", "block = [\"default\", \"games\"]"),
@@ -851,10 +520,18 @@ fn plain_type_error(text: &str, span: &Range<usize>, message: &str) -> String {
     let key = line.split_once('=').map(|(key, _)| key.trim().trim_matches('"')).filter(|key| !key.is_empty());
     let serde_expected = message.split_once("expected ").map_or("another type", |(_, expected)| expected).trim();
     match key {
-        Some(key) => match KEY_EXAMPLES.iter().find(|(name, _, _)| *name == key) {
-            Some((_, expected, example)) => format!("{key} = {value}: expected {expected}, e.g. {example}"),
-            None => format!("{key} = {value}: expected {serde_expected}"),
-        },
+        Some(key) => {
+            let known = word_key(key).or_else(|| {
+                KEY_EXAMPLES
+                    .iter()
+                    .find(|(name, _, _)| *name == key)
+                    .map(|(_, expected, example)| (expected.to_string(), example.to_string()))
+            });
+            match known {
+                Some((expected, example)) => format!("{key} = {value}: expected {expected}, e.g. {example}"),
+                None => format!("{key} = {value}: expected {serde_expected}"),
+            }
+        }
         None => format!("{value}: expected {serde_expected}"),
     }
 }
@@ -972,25 +649,33 @@ fn compile_log(
             format!("retention_days = {days}: keep raw query rows from 1 to 365 days (daily roll-ups are kept for years regardless)"),
         ));
     }
-    let privacy = match raw.guest_privacy.get_ref().as_str() {
-        "full" => Privacy::Full,
-        "truncate" => Privacy::Truncate,
-        "hash" => Privacy::Hash,
-        other => {
+    let privacy = match raw.guest_privacy.get_ref() {
+        Word::Known(GuestPrivacy::Full) => Privacy::Full,
+        Word::Known(GuestPrivacy::Truncate) => Privacy::Truncate,
+        Word::Known(GuestPrivacy::Hash) => Privacy::Hash,
+        Word::Other(other) => {
+            let explained = |privacy: &GuestPrivacy| match privacy {
+                GuestPrivacy::Full => format!("{:?}", privacy.word()),
+                GuestPrivacy::Truncate => format!("{:?} (network only)", privacy.word()),
+                GuestPrivacy::Hash => format!("{:?} (a daily pseudonym)", privacy.word()),
+            };
+            let choices: Vec<String> = GuestPrivacy::ALL.iter().map(explained).collect();
             return Err(source.error(
                 Some(&raw.guest_privacy.span()),
-                format!("guest_privacy = {other:?} is not one of \"full\", \"truncate\" (network only), \"hash\" (a daily pseudonym)"),
+                format!("guest_privacy = {other:?} is not one of {}", choices.join(", ")),
             ));
         }
     };
     if let Some(unknown) = raw.private_groups.iter().find(|g| !groups.contains_key(*g)) {
         return Err(source.error(None, format!("[log] private_groups names {unknown:?}, which is not a group")));
     }
-    let leases_format: LeasesFormat = raw
-        .leases_format
-        .get_ref()
-        .parse()
-        .map_err(|why| source.error(Some(&raw.leases_format.span()), format!("leases_format = {why}")))?;
+    let leases_format: LeasesFormat = match raw.leases_format.get_ref() {
+        Word::Known(format) => *format,
+        Word::Other(other) => {
+            let why = other.parse::<LeasesFormat>().err().unwrap_or_default();
+            return Err(source.error(Some(&raw.leases_format.span()), format!("leases_format = {why}")));
+        }
+    };
     Ok(LogConfig {
         enabled: raw.enabled,
         database: data_dir.join(&raw.database),
@@ -1051,152 +736,9 @@ fn compile_cache(source: &Source<'_>, raw: RawCache) -> Result<CacheSettings, Co
     })
 }
 
-/// Renders the effective configuration (defaults filled in) as TOML that
-/// `compile` accepts again.
-pub(super) fn render(config: &Config) -> String {
-    let quote = |s: &str| format!("{s:?}");
-    let list = |items: Vec<String>| format!("[{}]", items.join(", "));
-    let mut out = String::new();
-    let _ = writeln!(out, "# effective configuration from {}", config.source);
-    let _ = writeln!(out, "data_dir = {}", quote(&config.data_dir.display().to_string()));
-    let _ = writeln!(out, "\n[dns]\nlisten = {}", list(config.listen.iter().map(|a| quote(&a.to_string())).collect()));
-    let _ = writeln!(
-        out,
-        "tcp_max_connections = {}\ntcp_per_client = {}",
-        config.tcp.max_connections, config.tcp.per_client
-    );
-    if config.allow_open_resolver {
-        let _ = writeln!(out, "allow_open_resolver = true");
-    }
-    let render_servers = |out: &mut String, table: &str, servers: &[ForwardServer]| {
-        for server in servers {
-            let _ = writeln!(out, "\n[[{table}]]\naddress = {}", quote(&server.address.to_string()));
-            let protocol = format!("{:?}", server.protocol).to_ascii_lowercase();
-            let _ = writeln!(out, "protocol = {}", quote(&protocol));
-            if let Some(name) = &server.tls_name {
-                let _ = writeln!(out, "tls_name = {}", quote(name));
-            }
-        }
-    };
-    match &config.upstream {
-        Upstream::Recursive { root_hints, conditional, timeout } => {
-            let _ = writeln!(out, "\n[upstream]\nmode = \"recursive\"\ntimeout_ms = {}", timeout.as_millis());
-            let _ =
-                writeln!(out, "root_hints = {}", list(root_hints.iter().map(|ip| quote(&ip.to_string())).collect()));
-            for entry in conditional {
-                let _ = writeln!(out, "\n[[upstream.conditional]]\nzone = {}", quote(&entry.zone));
-                render_servers(&mut out, "upstream.conditional.servers", &entry.servers);
-            }
-        }
-        Upstream::Forward { servers, timeout } => {
-            let _ = writeln!(out, "\n[upstream]\nmode = \"forward\"\ntimeout_ms = {}", timeout.as_millis());
-            render_servers(&mut out, "upstream.servers", servers);
-        }
-    }
-    let cache = &config.cache;
-    let _ = writeln!(
-        out,
-        "\n[cache]\nsize = {}\nmemory_mb = {}\nmin_ttl_secs = {}\nmax_ttl_secs = {}\nnegative_max_ttl_secs = {}\nserve_stale_secs = {}",
-        cache.size,
-        cache.memory_bytes / (1024 * 1024),
-        cache.min_ttl.as_secs(),
-        cache.max_ttl.as_secs(),
-        cache.negative_max_ttl.as_secs(),
-        cache.serve_stale_for.as_secs()
-    );
-    let _ = writeln!(out, "stale_answer_after_ms = {}", cache.stale_answer_after.as_millis());
-    let _ = writeln!(out, "\n[rate_limit]");
-    if let Some(qps) = config.rate_limit.queries_per_second {
-        let _ = writeln!(out, "queries_per_second = {qps}\nburst = {}", config.rate_limit.burst);
-    } else {
-        let _ = writeln!(out, "# queries_per_second is not set: no per-client limit");
-    }
-    let _ = writeln!(out, "exempt_loopback = {}", config.rate_limit.exempt_loopback);
-    let _ = writeln!(out, "ipv6_prefix = {}", config.rate_limit.ipv6_prefix);
-    let _ = writeln!(out, "\n[lists]\ndir = {}", quote(&config.lists.dir.display().to_string()));
-    let _ = writeln!(out, "enable = {}", list(config.lists.enable.iter().map(|id| quote(id)).collect()));
-    let _ = writeln!(out, "disable = {}", list(config.lists.disable.iter().map(|id| quote(id)).collect()));
-    let hours = config.list_update_interval.map_or(0, |interval| interval.as_secs() / 3600);
-    let _ = writeln!(out, "update_hours = {hours}");
-    let _ = writeln!(out, "download_max_mb = {}", config.downloads.max_bytes / (1024 * 1024));
-    let _ = writeln!(out, "download_timeout_secs = {}", config.downloads.timeout.as_secs());
-    let locked = config.locked.without(category::locked());
-    let _ = writeln!(out, "\n[categories]\n# always locked: {}", category::locked());
-    let _ = writeln!(out, "lock = {}", list(locked.iter().map(|c| quote(c.id)).collect()));
-    for custom in &config.custom_categories {
-        let _ = writeln!(out, "\n[[categories.custom]]\nid = {}\nbit = {}", quote(custom.id), custom.bit);
-        let _ = writeln!(out, "name = {}\ndescription = {}", quote(custom.name), quote(custom.description));
-        let _ = writeln!(out, "kind = {}\nanswers = {}", quote(custom.kind.as_str()), quote(custom.answers));
-        let _ = writeln!(out, "locked = {}", custom.locked);
-        let _ = writeln!(out, "blocked_for = {}", list(custom.blocked_for.iter().map(|g| quote(g)).collect()));
-    }
-    for group in config.groups.values() {
-        let _ = writeln!(out, "\n[groups.{}]\ndescription = {}", group.name, quote(&group.description));
-        let _ = writeln!(out, "block = {}", list(group.blocked.iter().map(|c| quote(c.id)).collect()));
-        let mut allow: Vec<String> = group.allow.rules().collect();
-        let mut deny: Vec<String> = group.deny.rules().collect();
-        allow.sort();
-        deny.sort();
-        let _ = writeln!(out, "allow = {}", list(allow.iter().map(|r| quote(r)).collect()));
-        let _ = writeln!(out, "deny = {}", list(deny.iter().map(|r| quote(r)).collect()));
-        let youtube = match group.youtube {
-            YoutubeMode::Strict => "strict",
-            YoutubeMode::Moderate => "moderate",
-            YoutubeMode::Off => "off",
-        };
-        let _ =
-            writeln!(out, "safesearch = {}\nyoutube = {}\nbypass = {}", group.safesearch, quote(youtube), group.bypass);
-        match group.block_answer {
-            BlockAnswer::NxDomain => {
-                let _ = writeln!(out, "block_answer = \"nxdomain\"");
-            }
-            BlockAnswer::NullAddress => {
-                let _ = writeln!(out, "block_answer = \"null\"");
-            }
-            BlockAnswer::BlockPage { ipv4, ipv6 } => {
-                let _ = writeln!(out, "block_answer = \"block-page\"\nblock_page_ipv4 = {}", quote(&ipv4.to_string()));
-                if let Some(ipv6) = ipv6 {
-                    let _ = writeln!(out, "block_page_ipv6 = {}", quote(&ipv6.to_string()));
-                }
-            }
-        }
-    }
-    let log = &config.log;
-    let privacy = match log.settings.guest_privacy {
-        Privacy::Full => "full",
-        Privacy::Truncate => "truncate",
-        Privacy::Hash => "hash",
-    };
-    let _ = writeln!(
-        out,
-        "\n[log]\nenabled = {}\ndatabase = {}",
-        log.enabled,
-        quote(&log.database_setting.display().to_string())
-    );
-    let _ = writeln!(out, "retention_days = {}\nguest_privacy = {}", log.settings.retention_days, quote(privacy));
-    let _ = writeln!(out, "private_groups = {}", list(log.settings.private_groups.iter().map(|g| quote(g)).collect()));
-    if let Some((file, format)) = &log.leases {
-        let format = match format {
-            LeasesFormat::Dnsmasq => "dnsmasq",
-            LeasesFormat::Isc => "isc",
-        };
-        let _ =
-            writeln!(out, "leases_file = {}\nleases_format = {}", quote(&file.display().to_string()), quote(format));
-    }
-    for network in &config.networks {
-        let _ = writeln!(
-            out,
-            "\n[[networks]]\nname = {}\ncidrs = {}\ngroup = {}",
-            quote(&network.name),
-            list(network.cidrs.iter().map(|c| quote(&c.to_string())).collect()),
-            quote(&network.group)
-        );
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::render::render;
     use super::*;
 
     #[test]
@@ -1206,16 +748,6 @@ mod tests {
         let groups: Vec<(&str, &str)> =
             config.networks.iter().map(|n| (n.cidrs[0].to_string().leak() as &str, n.group.as_str())).collect();
         assert_eq!(groups, vec![("127.0.0.1/32", "pupil"), ("127.0.0.2/32", "staff"), ("127.0.0.3/32", "guest")]);
-    }
-
-    #[test]
-    fn effective_config_round_trips() {
-        let config = compile(DEFAULT_CONFIG, "embedded default").unwrap();
-        let again = compile(&render(&config), "rendered").unwrap();
-        assert_eq!(
-            render(&again).lines().skip(1).collect::<Vec<_>>(),
-            render(&config).lines().skip(1).collect::<Vec<_>>()
-        );
     }
 
     #[test]
