@@ -139,4 +139,27 @@ mod tests {
             "list source `new` failed (NO good copy, it blocks nothing): ?"
         );
     }
+
+    #[test]
+    fn download_progress_counts_sources_and_says_how_each_went() {
+        let source = SourceDecl {
+            id: "remote".into(),
+            category: 0,
+            format: crate::lists::parse::Format::Domains,
+            location: Location::Url("https://lists.example/porn.txt".into()),
+            enabled: true,
+            description: String::new(),
+            member: None,
+            declared_in: "lists/remote.toml".into(),
+        };
+        assert_eq!(
+            download_progress(1, 2, &source, None),
+            "[1/2] remote: downloading https://lists.example/porn.txt ..."
+        );
+        let updated = FetchOutcome::Updated { names: 9, bad_lines: 1 };
+        assert_eq!(download_progress(1, 2, &source, Some(&updated)), "[1/2] remote: downloaded, 9 names, 1 bad lines");
+        assert_eq!(download_progress(2, 2, &source, Some(&FetchOutcome::NotModified)), "[2/2] remote: not modified");
+        let failed = FetchOutcome::Failed { reason: "HTTP 500; no earlier copy".into() };
+        assert_eq!(download_progress(2, 2, &source, Some(&failed)), "[2/2] remote: FAILED: HTTP 500; no earlier copy");
+    }
 }
