@@ -7,6 +7,7 @@ pub mod control;
 pub mod dns;
 pub mod lists;
 pub mod policy;
+pub mod present;
 pub mod serve;
 pub mod store;
 mod text;

@@ -1,0 +1,144 @@
+//! The `hedgerow` commands, one file each: argument handling, a call into
+//! the library, and printing what it returns (the layout of that output is
+//! in [`hedgerow::present`], shared with the dashboard to come).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use hedgerow::config::Config;
+
+pub mod check;
+pub mod check_config;
+pub mod devices;
+pub mod lists;
+pub mod log;
+pub mod reload;
+pub mod serve;
+pub mod status;
+
+pub use devices::DevicesAction;
+pub use lists::ListsAction;
+pub use log::LogAction;
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the DNS server (on the embedded default config when no --config is given).
+    Serve {
+        /// Config file (default: the embedded demo config).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and print the effective configuration.
+    CheckConfig { file: PathBuf },
+    /// Show the running server: pid, uptime, addresses, lists, upstream, log.
+    /// Exits 1 when no server is running on the config's data_dir.
+    Status {
+        /// Config file (default: the embedded demo config).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Output: table (default) or json.
+        #[arg(long, default_value = "table")]
+        format: StatusFormat,
+    },
+    /// Tell the running server (through its control socket in data_dir) to
+    /// read its configuration file and lists again, check them, and swap the
+    /// whole policy in at once; then re-read the device table. A config or
+    /// lists it cannot use change nothing: exit 2 with the reason (file:line).
+    /// Settings only a restart applies are named. Exits 1 when no server runs
+    /// on that data_dir.
+    Reload {
+        /// Config file (default: the embedded demo config); only its data_dir
+        /// is read here: the server reads the file it was started with.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Build, download or reload the blocklists.
+    Lists {
+        #[command(subcommand)]
+        action: ListsAction,
+        /// Config file (default: the embedded demo config).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Read the query log: recent rows, or a search.
+    Log {
+        #[command(subcommand)]
+        action: LogAction,
+        /// Config file (default: the embedded demo config).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Output: table (default), json (one object a line) or csv.
+        #[arg(long, global = true, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// The device table: names clients in the log; a device's group decides its policy.
+    Devices {
+        #[command(subcommand)]
+        action: DevicesAction,
+        /// Config file (default: the embedded demo config).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Output of list and show: table (default), json (one object a line) or csv.
+        #[arg(long, global = true, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// Show the decision the server would take for a name, and why, without asking upstream.
+    Check {
+        name: String,
+        /// Ask as this client address (its network decides the group, unless
+        /// the device table gives the device at that address a group).
+        #[arg(long, conflicts_with_all = ["group", "device"])]
+        client: Option<IpAddr>,
+        /// Ask as a member of this group.
+        #[arg(long, conflicts_with = "device")]
+        group: Option<String>,
+        /// Ask as this device of the device table (name, IP or MAC): its
+        /// address's network and its group.
+        #[arg(long)]
+        device: Option<String>,
+        /// Record type.
+        #[arg(long = "type", default_value = "A")]
+        record_type: String,
+        /// Config file (default: the embedded demo config).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum StatusFormat {
+    Table,
+    Json,
+}
+
+/// Sets up logging to stderr: the server logs at info, other commands only warnings.
+pub fn init_logging(serving: bool) {
+    // hickory logs every request at INFO and the recursor warns on routine
+    // NODATA probes: quiet them unless RUST_LOG asks otherwise. One-shot
+    // commands print their own results, so only warnings go to stderr.
+    let default = if serving {
+        "info,hickory_server=warn,hickory_resolver=error,hickory_net=error,hickory_proto=error"
+    } else {
+        "warn,hickory_resolver=error,hickory_net=error,hickory_proto=error"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// The config file at `path`, or the embedded default.
+pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default(),
+    })
+}

@@ -1,0 +1,14 @@
+//! Presentation: how the command line (and, later, the dashboard) shows what
+//! the library produces. Each function returns text and prints nothing, so
+//! every front end shows the same words.
+//!
+//! Decisions themselves are put in words by [`crate::dns::Explanation`];
+//! this module lays out log rows, the annual review, the device table, a
+//! list compile report and the server's status around it. It depends on the
+//! modules whose types it shows; nothing but front ends depends on it.
+
+pub mod devices;
+pub mod lists;
+pub mod log;
+pub mod review;
+pub mod status;
