@@ -21,7 +21,7 @@ use crate::store::{self, QueryLog};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot set up the upstream resolver: {0}")]
-    Upstream(#[from] crate::dns::upstream::UpstreamError),
+    Upstream(#[from] crate::dns::answer::UpstreamError),
     #[error("cannot create the data directory {path}: {error} (set data_dir to a writable folder)")]
     DataDir { path: String, error: std::io::Error },
     #[error("{0}")]
@@ -130,7 +130,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             tcp: server.tcp_addrs.clone(),
             started: started.0,
             started_unix_ms: started.1,
-            reloader: reloader.clone(),
+            reload: {
+                let reloader = reloader.clone();
+                Arc::new(move || {
+                    let reloader = reloader.clone();
+                    Box::pin(async move { reload_all(&reloader).await.map_err(|error| error.to_string()) })
+                })
+            },
         })
         .map_err(|error| StartError::Listen(std::io::Error::other(error.to_string())))?;
 

@@ -10,10 +10,9 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use super::answer::{Answer, ExtendedError};
 use super::decision::{Decision, Listing};
 use super::identify::Client;
-use super::pipeline::Answer;
-use super::wire::ExtendedError;
 use crate::lists::compiled::CompiledLists;
 use crate::policy::category::{self, Category, CategorySet};
 use crate::policy::{BlockAnswer, GroupPolicy, OverrideMatch};
