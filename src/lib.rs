@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod dns;
 pub mod lists;
+pub mod name;
 pub mod policy;
 pub mod serve;
 pub mod store;

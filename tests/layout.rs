@@ -456,3 +456,25 @@ fn the_checker_sees_a_loop() {
     let krate = Crate { files, by_module, reexports: BTreeMap::new() };
     assert_eq!(cycles(&krate), vec![vec!["a.rs".to_string(), "b.rs".to_string()]]);
 }
+#[test]
+fn policy_and_lists_do_not_reach_into_each_other_for_names() {
+    // Name handling lives in src/name.rs, a leaf that policy, lists and dns use.
+    let krate = Crate::new("lib.rs");
+    let edges = krate.edges();
+    let name = krate.files.iter().position(|f| f.module == ["name"]).expect("src/name.rs exists");
+    assert!(edges.get(&name).is_none_or(BTreeSet::is_empty), "src/name.rs is a leaf");
+    for (from, targets) in &edges {
+        let module = &krate.files[*from].module;
+        if module.first().map(String::as_str) == Some("policy") {
+            for to in targets {
+                assert_ne!(
+                    krate.files[*to].module.first().map(String::as_str),
+                    Some("lists"),
+                    "{} reaches up into lists ({})",
+                    krate.name(*from),
+                    krate.name(*to)
+                );
+            }
+        }
+    }
+}

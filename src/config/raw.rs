@@ -20,8 +20,8 @@ use super::{
 };
 use super::{LeasesFormat, LogConfig};
 use crate::lists::fetch::FetchSettings;
-use crate::lists::normalise::normalise;
 use crate::lists::sources::ListSettings;
+use crate::name::normalise;
 use crate::policy::category::{self, CategoryDecl, CategorySet};
 use crate::policy::group::{self, BlockAnswer, GroupPolicy, Overrides, YoutubeMode};
 use crate::store::{LogSettings, Privacy};

@@ -92,23 +92,6 @@ impl Block {
     }
 }
 
-/// The lower-case dotted form of a name without the trailing dot, written
-/// into `buffer` (no allocation): what the lists and overrides match on.
-pub fn dotted<'b>(name: &Name, buffer: &'b mut [u8; 256]) -> &'b [u8] {
-    let mut len = 0;
-    for label in name.iter() {
-        if len > 0 {
-            buffer[len] = b'.';
-            len += 1;
-        }
-        let end = (len + label.len()).min(buffer.len());
-        buffer[len..end].copy_from_slice(&label[..end - len]);
-        buffer[len..end].make_ascii_lowercase();
-        len = end;
-    }
-    &buffer[..len]
-}
-
 /// Decides one name for one group.
 pub fn check(lists: &CompiledLists, policy: &GroupPolicy, locked: CategorySet, name: &[u8]) -> Verdict {
     let listed = lists.lookup(name);
@@ -193,17 +176,4 @@ pub fn block_answer(
     answer.answers = answers;
     answer.extended_error = Some(ExtendedError { info_code: EDE_BLOCKED, text });
     answer
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dotted_is_lower_case_without_trailing_dot() {
-        let mut buffer = [0u8; 256];
-        let name = Name::from_ascii("WWW.Example.COM.").unwrap();
-        assert_eq!(dotted(&name, &mut buffer), b"www.example.com");
-        assert_eq!(dotted(&Name::root(), &mut buffer), b"");
-    }
 }

@@ -41,6 +41,7 @@ use super::query_type;
 use super::upstream::Upstream;
 use crate::config::{Config, RateLimit};
 use crate::lists::compiled::CompiledLists;
+use crate::name;
 use crate::policy::safesearch::Target;
 use crate::policy::{CategorySet, GroupPolicy, SafeSearchMap};
 use crate::store::{QueryLog, QueryRecord};
@@ -339,7 +340,7 @@ impl Pipeline {
         };
         let policy = self.policy(&client);
         let mut buffer = [0u8; 256];
-        let name = blocklist::dotted(&question.name, &mut buffer);
+        let name = name::dotted(&question.name, &mut buffer);
 
         // bypass
         if policy.bypass
@@ -486,7 +487,7 @@ impl Pipeline {
         let mut buffer = [0u8; 256];
         records.iter().find_map(|record| {
             let RData::CNAME(target) = &record.data else { return None };
-            let target_name = blocklist::dotted(&target.0, &mut buffer);
+            let target_name = name::dotted(&target.0, &mut buffer);
             let Verdict::Blocked(block) = blocklist::check(lists, policy, snapshot.locked, target_name) else {
                 return None;
             };
@@ -723,7 +724,7 @@ impl Observer for QueryLog {
             group: decision.group.clone(),
             name: {
                 let mut buffer = [0u8; 256];
-                String::from_utf8_lossy(blocklist::dotted(finished.name, &mut buffer)).into_owned()
+                String::from_utf8_lossy(name::dotted(finished.name, &mut buffer)).into_owned()
             },
             record_type: u16::from(finished.record_type),
             decision: decision.kind.as_str(),

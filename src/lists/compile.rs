@@ -24,8 +24,8 @@ use super::compiled::{
     BUCKETS, CHECKSUM_AT, FLAG_BLOOM, FORMAT_VERSION, Fnv64, HEADER_LEN, ListError, MAGIC, PART_ENTRY_LEN, REPLICATED,
     Value, bucket_of_group, encode_values, group_hash, group_start, key_group_len, write_source_table,
 };
-use super::normalise::push_reversed;
 use super::parse::{Format, MAX_BAD_EXAMPLES, RuleKind, parse_stream};
+use crate::name::push_reversed;
 use crate::policy::category::MAX_CATEGORIES;
 
 /// One list to compile.

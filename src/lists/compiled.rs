@@ -787,7 +787,7 @@ mod tests {
         ] {
             assert_eq!(&name[group_start(name)..], group);
             let mut forward = Vec::new();
-            super::super::normalise::push_reversed(&key[..key_group_len(key)], &mut forward);
+            crate::name::push_reversed(&key[..key_group_len(key)], &mut forward);
             assert_eq!(forward, group);
         }
         assert_eq!(bucket_of_group(b"Example.COM"), bucket_of_group(b"example.com"));

@@ -11,6 +11,5 @@ pub mod fetch;
 pub mod floor;
 pub mod health;
 pub mod load;
-pub mod normalise;
 pub mod parse;
 pub mod sources;
