@@ -25,6 +25,7 @@ use super::compiled::{
     bucket_of_group, encode_values, group_hash, group_start, key_group_len, write_source_table,
 };
 use super::parse::{Format, MAX_BAD_EXAMPLES, RuleKind, parse_stream};
+use crate::files;
 use crate::name::push_reversed;
 use crate::policy::category::MAX_CATEGORIES;
 
@@ -642,9 +643,8 @@ fn write_file(file: &mut File, built: &Built, ids: &[&str], fingerprint: u64) ->
     Ok(file_len)
 }
 
-/// Writes through a temporary file next to `out`, fsyncs it, renames it over
-/// `out` and fsyncs the folder: readers see the old file or the new one,
-/// never half of one.
+/// Creates `out`'s folder and writes `out` with [`files::write_atomically`]:
+/// readers see the old file or the new one, never half of one.
 fn write_atomically<T>(out: &Path, write: impl FnOnce(&mut File) -> io::Result<T>) -> Result<T, ListError> {
     let folder = match out.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
@@ -653,22 +653,7 @@ fn write_atomically<T>(out: &Path, write: impl FnOnce(&mut File) -> io::Result<T
     fs::create_dir_all(&folder).map_err(|error| {
         ListError::io(&folder, "create the data folder", "check `data_dir` in the config and its permissions", error)
     })?;
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "lists".into());
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let temporary = folder.join(format!(".{name}.{}.{unique}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = File::create(&temporary)?;
-        let value = write(&mut file)?;
-        file.sync_all()?;
-        fs::rename(&temporary, out)?;
-        if let Ok(dir) = File::open(&folder) {
-            let _ = dir.sync_all(); // best effort: not every platform can fsync a folder
-        }
-        Ok(value)
-    })();
-    result.map_err(|error: io::Error| {
-        let _ = fs::remove_file(&temporary);
+    files::write_atomically(out, write).map_err(|error| {
         ListError::io(out, "write the compiled list", "check free disk space and the data folder's permissions", error)
     })
 }

@@ -41,6 +41,7 @@ use super::{
     parse::{self, Format},
     sources::{Location, SourceDecl},
 };
+use crate::files::{replace_with, write_atomically};
 use crate::time::day_string;
 
 /// Redirect hops followed before giving up (browsers allow about 20; list
@@ -169,7 +170,7 @@ pub fn update_source(source: &SourceDecl, downloads_dir: &Path, settings: &Fetch
             Fetched::List(list) => {
                 let unchanged = have_copy && fs::read(&files.text).is_ok_and(|old| old == list.text.as_bytes());
                 if !unchanged {
-                    write_atomically(&files.text, list.text.as_bytes()).map_err(|e| {
+                    write_atomically(&files.text, |file| file.write_all(list.text.as_bytes())).map_err(|e| {
                         format!(
                             "could not save {} ({e}); check free disk space and that the \
                              folder is writable",
@@ -392,7 +393,7 @@ impl Files {
     fn write_state(&self, state: &DownloadState) -> io::Result<()> {
         let mut json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
         json.push(b'\n');
-        write_atomically(&self.state, &json)
+        write_atomically(&self.state, |file| file.write_all(&json))
     }
 
     /// Notes one check of a source (a download or a local file) in its
@@ -439,33 +440,6 @@ impl Files {
     }
 }
 
-/// Replaces `path` so that readers see the old file or the new one, never a
-/// mixture, even across a power cut: write `<path>.tmp` beside it, fsync,
-/// rename over, fsync the folder.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        // Makes the rename itself durable. Best effort: some filesystems
-        // refuse to fsync a directory, and the data is already safe.
-        #[cfg(unix)]
-        if let Some(dir) = path.parent() {
-            let _ = File::open(dir).and_then(|dir| dir.sync_all());
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// Whether two files hold the same bytes (read in chunks).
 fn same_contents(a: &Path, b: &Path) -> bool {
     let (Ok(meta_a), Ok(meta_b)) = (fs::metadata(a), fs::metadata(b)) else { return false };
@@ -483,18 +457,6 @@ fn same_contents(a: &Path, b: &Path) -> bool {
             return false;
         }
     }
-}
-
-/// Moves a finished temporary file over `path` durably (see
-/// [`write_atomically`]).
-fn replace_with(tmp: &Path, path: &Path) -> io::Result<()> {
-    File::open(tmp)?.sync_all()?;
-    fs::rename(tmp, path)?;
-    #[cfg(unix)]
-    if let Some(dir) = path.parent() {
-        let _ = File::open(dir).and_then(|dir| dir.sync_all());
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------
