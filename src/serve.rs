@@ -542,7 +542,7 @@ pub fn update_sources(config: &Config) -> bool {
             return false;
         }
     };
-    let downloads = config.data_dir.join("downloads");
+    let downloads = load::downloads_dir(&config.data_dir);
     let outcomes = fetch::update_all(&declared, &downloads, &config.downloads);
     outcomes.iter().any(|(_, outcome)| matches!(outcome, fetch::FetchOutcome::Updated { .. }))
 }

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use ureq::http::{StatusCode, Uri, header};
 
 use super::{
+    downloads,
     parse::{self, Format},
     sources::{Location, SourceDecl},
 };
@@ -237,7 +238,7 @@ pub fn update_all_with(
     mut progress: impl FnMut(&SourceDecl, Option<&FetchOutcome>),
 ) -> Vec<(String, FetchOutcome)> {
     let lock = std::fs::create_dir_all(downloads_dir)
-        .and_then(|()| std::fs::File::create(downloads_dir.join(".update.lock")))
+        .and_then(|()| std::fs::File::create(downloads::lock(downloads_dir)))
         .and_then(|file| file.lock().map(|()| file));
     if let Err(error) = &lock {
         tracing::warn!(%error, dir = %downloads_dir.display(), "cannot lock the downloads folder; updating anyway");
@@ -376,7 +377,7 @@ impl Files {
                  digits, '-', '_' and '.', not starting with '.'"
             ));
         }
-        Ok(Files { text: dir.join(format!("{id}.txt")), state: dir.join(format!("{id}.state.json")) })
+        Ok(Files { text: downloads::copy(dir, id), state: downloads::state(dir, id) })
     }
 
     fn read_state(&self) -> DownloadState {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::downloads;
 use super::fetch::{self, FetchOutcome};
 use super::sources::{Location, SourceDecl};
 use crate::policy::category;
@@ -115,7 +116,7 @@ pub fn refresh(sources: &[SourceDecl], downloads_dir: &Path) -> ListHealth {
     // The same lock as `fetch::update_all`: a `hedgerow lists compile` and a
     // server reload never write one copy's temporary file at once.
     let _lock = std::fs::create_dir_all(downloads_dir)
-        .and_then(|()| std::fs::File::create(downloads_dir.join(".update.lock")))
+        .and_then(|()| std::fs::File::create(downloads::lock(downloads_dir)))
         .and_then(|file| file.lock().map(|()| file));
     for source in sources.iter().filter(|source| source.enabled) {
         let failure = match &source.location {
@@ -126,7 +127,7 @@ pub fn refresh(sources: &[SourceDecl], downloads_dir: &Path) -> ListHealth {
             Location::Url(_) => fetch::download_state(downloads_dir, &source.id).last_error,
         };
         let state = fetch::download_state(downloads_dir, &source.id);
-        let copy = downloads_dir.join(format!("{}.txt", source.id));
+        let copy = downloads::copy(downloads_dir, &source.id);
         let have_copy = copy.is_file();
         let (state_now, reason) = match (failure, have_copy) {
             (None, true) => (SourceState::Ok, None),

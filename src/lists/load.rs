@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use super::compile::{self, CompileInput, CompileReport, SourceReport};
 use super::compiled::{CompiledLists, ListError};
+use super::downloads;
 use super::health::{self, ListHealth, SourceState};
 use super::sources::{Compiler, ListSettings, SourceDecl, SourceError, load_sources};
 
@@ -29,12 +30,12 @@ pub fn artefact_path(data_dir: &Path) -> PathBuf {
 /// Where the last good copy of a source's text is kept (for a URL source,
 /// the fetcher's download).
 pub fn download_path(data_dir: &Path, id: &str) -> PathBuf {
-    downloads_dir(data_dir).join(format!("{id}.txt"))
+    downloads::copy(&downloads_dir(data_dir), id)
 }
 
 /// The folder of last good copies.
 pub fn downloads_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("downloads")
+    downloads::folder(data_dir)
 }
 
 /// The exit status of `hedgerow lists compile` when it wrote the lists but

@@ -7,6 +7,7 @@
 
 pub mod compile;
 pub mod compiled;
+pub mod downloads;
 pub mod fetch;
 pub mod floor;
 pub mod health;
