@@ -478,3 +478,25 @@ fn policy_and_lists_do_not_reach_into_each_other_for_names() {
         }
     }
 }
+
+#[test]
+fn one_url_rule_and_one_id_rule_for_declarations_and_downloads() {
+    use hedgerow::lists::sources::{check_url, valid_id};
+    // The scheme's case does not matter (the downloads accepted it, the
+    // declarations did not); a user name is refused everywhere (the
+    // declarations refused it, redirects did not).
+    assert!(check_url("HTTPS://lists.example/x.txt").is_ok());
+    assert!(check_url("https://user:pw@lists.example/x.txt").is_err());
+    assert!(check_url("http://127.0.0.1:8080/x").is_ok() && check_url("http://[::1]/x").is_ok());
+    assert!(check_url("http://lists.example/x").unwrap_err().contains("plain http"));
+    for bad in ["ftp://lists.example/x", "lists.example/x", "https://", "https://a b/x"] {
+        assert!(check_url(bad).is_err(), "{bad}");
+    }
+    // Ids: the same alphabet for a declaration and a download file.
+    for ok in ["ut1-gambling", "hagezi_pro.plus", "a"] {
+        assert!(valid_id(ok), "{ok}");
+    }
+    for bad in ["", ".hidden", "-x", "../escape", "a/b", "Upper", "sp ace", &"x".repeat(65)] {
+        assert!(!valid_id(bad), "{bad}");
+    }
+}

@@ -28,7 +28,6 @@ use std::{
     cell::RefCell,
     fs::{self, File},
     io::{self, Read, Write},
-    net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -40,7 +39,7 @@ use ureq::http::{StatusCode, Uri, header};
 use super::{
     downloads,
     parse::{self, Format},
-    sources::{Location, SourceDecl},
+    sources::{self, Location, SourceDecl},
 };
 use crate::files::{replace_with, write_atomically};
 use crate::time::day_string;
@@ -364,18 +363,10 @@ struct Files {
 
 impl Files {
     fn new(dir: &Path, id: &str) -> Result<Files, String> {
-        // The id becomes a file name: keep it from escaping the folder or
-        // hiding as a dotfile. The sources module should already insist on
-        // this; being sure here costs nothing.
-        let usable = !id.is_empty()
-            && id.len() <= 100
-            && !id.starts_with('.')
-            && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !usable {
-            return Err(format!(
-                "source id `{id}` cannot be used as a file name; use up to 100 letters, \
-                 digits, '-', '_' and '.', not starting with '.'"
-            ));
+        // The id becomes a file name: the sources module already insists on
+        // the one id rule; being sure here costs nothing.
+        if !sources::valid_id(id) {
+            return Err(format!("source id `{id}` cannot be used as a file name; use {}", sources::ID_RULE));
         }
         Ok(Files { text: downloads::copy(dir, id), state: downloads::state(dir, id) })
     }
@@ -962,32 +953,10 @@ fn is_blank_or_comment(line: &str, format: Format) -> bool {
 // ---------------------------------------------------------------------------
 // URLs
 
-/// Parses a source URL and applies the transport rule: https anywhere,
-/// plain http only to this machine.
+/// Applies the one URL rule ([`sources::check_url`]) and parses the URL.
 fn check_url(url: &str) -> Result<Uri, String> {
-    let uri: Uri =
-        url.trim().parse().map_err(|e| format!("`{url}` is not a valid URL ({e}); lists come from https:// URLs"))?;
-    let Some(scheme) = uri.scheme_str() else {
-        return Err(format!("`{url}` has no scheme; write it as https://..."));
-    };
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("`{url}` has no host name"));
-    }
-    if scheme.eq_ignore_ascii_case("https") {
-        Ok(uri)
-    } else if scheme.eq_ignore_ascii_case("http") {
-        if is_loopback(&uri) {
-            Ok(uri)
-        } else {
-            Err(format!(
-                "`{url}` uses plain http, which anyone on the path can tamper with; \
-                 lists must come over https (plain http is allowed only for this \
-                 machine: 127.0.0.1, localhost, [::1])"
-            ))
-        }
-    } else {
-        Err(format!("`{url}` uses `{scheme}`, which hedgerow does not download; use an https:// URL"))
-    }
+    sources::check_url(url).map_err(|why| format!("`{}` {why}", url.trim()))?;
+    url.trim().parse().map_err(|e| format!("`{url}` is not a valid URL ({e}); lists come from https:// URLs"))
 }
 
 fn is_https(uri: &Uri) -> bool {
@@ -995,11 +964,7 @@ fn is_https(uri: &Uri) -> bool {
 }
 
 fn is_loopback(uri: &Uri) -> bool {
-    let Some(host) = uri.host() else {
-        return false;
-    };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    uri.host().is_some_and(sources::is_loopback_host)
 }
 
 /// The path part of a URL string, without query or fragment.
