@@ -5,6 +5,7 @@
 pub mod config;
 pub mod control;
 pub mod dns;
+pub mod download;
 pub mod files;
 pub mod lists;
 pub mod name;

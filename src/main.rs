@@ -450,7 +450,8 @@ fn device_to_ask_as(config: &Config, key: &str) -> anyhow::Result<(String, IpAdd
 }
 
 fn lists(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
-    use hedgerow::lists::{fetch, load, sources};
+    use hedgerow::download;
+    use hedgerow::lists::{load, sources};
     match action {
         ListsAction::Compile | ListsAction::Update => {
             // The same folder `serve` uses (the built-in lists when the
@@ -463,36 +464,39 @@ fn lists(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
                 let total =
                     declared.iter().filter(|s| s.enabled && matches!(s.location, sources::Location::Url(_))).count();
                 let mut done = 0;
-                let outcomes = fetch::update_all_with(&declared, &downloads, &config.downloads, |source, outcome| {
-                    let id = &source.id;
-                    match outcome {
-                        None => {
-                            done += 1;
-                            let url = match &source.location {
-                                sources::Location::Url(url) => url.as_str(),
-                                sources::Location::Path(_) => "",
-                            };
-                            eprintln!("[{done}/{total}] {id}: downloading {url} ...");
+                let outcomes =
+                    download::update_all_with(&declared, &downloads, &config.downloads, |source, outcome| {
+                        let id = &source.id;
+                        match outcome {
+                            None => {
+                                done += 1;
+                                let url = match &source.location {
+                                    sources::Location::Url(url) => url.as_str(),
+                                    sources::Location::Path(_) => "",
+                                };
+                                eprintln!("[{done}/{total}] {id}: downloading {url} ...");
+                            }
+                            Some(download::FetchOutcome::Updated { names, bad_lines }) => {
+                                eprintln!("[{done}/{total}] {id}: downloaded, {names} names, {bad_lines} bad lines")
+                            }
+                            Some(download::FetchOutcome::NotModified) => {
+                                eprintln!("[{done}/{total}] {id}: not modified")
+                            }
+                            Some(download::FetchOutcome::Failed { reason }) => {
+                                eprintln!("[{done}/{total}] {id}: FAILED: {reason}")
+                            }
                         }
-                        Some(fetch::FetchOutcome::Updated { names, bad_lines }) => {
-                            eprintln!("[{done}/{total}] {id}: downloaded, {names} names, {bad_lines} bad lines")
-                        }
-                        Some(fetch::FetchOutcome::NotModified) => eprintln!("[{done}/{total}] {id}: not modified"),
-                        Some(fetch::FetchOutcome::Failed { reason }) => {
-                            eprintln!("[{done}/{total}] {id}: FAILED: {reason}")
-                        }
-                    }
-                });
+                    });
                 downloads_failed = outcomes
                     .iter()
-                    .filter(|(_, outcome)| matches!(outcome, fetch::FetchOutcome::Failed { .. }))
+                    .filter(|(_, outcome)| matches!(outcome, download::FetchOutcome::Failed { .. }))
                     .count();
                 if total == 0 {
                     eprintln!("no enabled list source is a download; compiling the local ones");
                 }
             }
             std::fs::create_dir_all(&config.data_dir)?;
-            let prepared = load::rebuild(&settings, &config.data_dir)?;
+            let prepared = download::rebuild(&settings, &config.data_dir)?;
             if let Some(why) = &prepared.stale {
                 eprintln!("hedgerow: compile failed, the last good lists stay: {why}");
                 return Ok(ExitCode::FAILURE);

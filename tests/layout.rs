@@ -500,3 +500,27 @@ fn one_url_rule_and_one_id_rule_for_declarations_and_downloads() {
         assert!(!valid_id(bad), "{bad}");
     }
 }
+
+#[test]
+fn lists_is_pure_and_knows_nothing_of_downloads() {
+    // `download` may use `lists`; `lists` never uses `download` or an HTTP client.
+    let krate = Crate::new("lib.rs");
+    let edges = krate.edges();
+    for (from, targets) in &edges {
+        if krate.files[*from].module.first().map(String::as_str) != Some("lists") {
+            continue;
+        }
+        for to in targets {
+            assert_ne!(
+                krate.files[*to].module.first().map(String::as_str),
+                Some("download"),
+                "{} uses {}",
+                krate.name(*from),
+                krate.name(*to)
+            );
+        }
+    }
+    for file in krate.files.iter().filter(|f| f.module.first().map(String::as_str) == Some("lists")) {
+        assert!(!file.text.contains("ureq"), "{} uses an HTTP client", file.path.display());
+    }
+}

@@ -46,7 +46,7 @@ pub struct Config {
     /// How often URL sources are downloaded again (None: never).
     pub list_update_interval: Option<Duration>,
     /// Limits on list downloads.
-    pub downloads: crate::lists::fetch::FetchSettings,
+    pub downloads: crate::download::FetchSettings,
     pub upstream: Upstream,
     pub cache: CacheSettings,
     pub rate_limit: RateLimit,

@@ -19,7 +19,7 @@ use super::{
     TcpSettings, Upstream,
 };
 use super::{LeasesFormat, LogConfig};
-use crate::lists::fetch::FetchSettings;
+use crate::download::FetchSettings;
 use crate::lists::sources::ListSettings;
 use crate::name::normalise;
 use crate::policy::category::{self, CategoryDecl, CategorySet};

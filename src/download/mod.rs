@@ -29,20 +29,26 @@ use std::{
     fs::{self, File},
     io::{self, Read, Write},
     path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, UNIX_EPOCH},
 };
 
 use flate2::read::GzDecoder;
 use serde::{Deserialize, Serialize};
 use ureq::http::{StatusCode, Uri, header};
 
-use super::{
+use crate::files::{replace_with, write_atomically};
+use crate::lists::compiled::ListError;
+use crate::lists::health::{ListHealth, SourceHealth, SourceState};
+use crate::lists::load::{self, Prepared};
+use crate::lists::sources::ListSettings;
+use crate::lists::{
     downloads,
     parse::{self, Format},
     sources::{self, Location, SourceDecl},
 };
-use crate::files::{replace_with, write_atomically};
+use crate::policy::category;
 use crate::time::day_string;
+pub use crate::time::unix_now;
 
 /// Redirect hops followed before giving up (browsers allow about 20; list
 /// hosts use one or two).
@@ -344,6 +350,48 @@ pub fn update_local(source: &SourceDecl, downloads_dir: &Path) -> FetchOutcome {
         tracing::warn!(source = %source.id, "could not save {} ({e})", files.state.display());
     }
     outcome
+}
+
+/// Refreshes the last good copy of every enabled local source (see
+/// [`update_local`]) and reads how every enabled download stands.
+pub fn refresh(sources: &[SourceDecl], downloads_dir: &Path) -> ListHealth {
+    let mut health = ListHealth { checked_at: unix_now(), ..ListHealth::default() };
+    // The same lock as `update_all`: a `hedgerow lists compile` and a
+    // server reload never write one copy's temporary file at once.
+    let _lock = std::fs::create_dir_all(downloads_dir)
+        .and_then(|()| std::fs::File::create(downloads::lock(downloads_dir)))
+        .and_then(|file| file.lock().map(|()| file));
+    for source in sources.iter().filter(|source| source.enabled) {
+        let failure = match &source.location {
+            Location::Path(_) => match update_local(source, downloads_dir) {
+                FetchOutcome::Failed { reason } => Some(reason),
+                FetchOutcome::Updated { .. } | FetchOutcome::NotModified => None,
+            },
+            Location::Url(_) => download_state(downloads_dir, &source.id).last_error,
+        };
+        let state = download_state(downloads_dir, &source.id);
+        let copy = downloads::copy(downloads_dir, &source.id);
+        let have_copy = copy.is_file();
+        let (state_now, reason) = match (failure, have_copy) {
+            (None, true) => (SourceState::Ok, None),
+            (Some(reason), true) => (SourceState::Degraded, Some(reason)),
+            (Some(reason), false) => (SourceState::Missing, Some(reason)),
+            (None, false) => (
+                SourceState::Missing,
+                Some(format!("not downloaded yet ({} is missing); run `hedgerow lists update`", copy.display())),
+            ),
+        };
+        health.sources.push(SourceHealth {
+            id: source.id.clone(),
+            category: category::by_index(source.category).map_or("?", |c| c.id).to_string(),
+            since: (state_now != SourceState::Ok).then_some(state.failing_since.or(state.checked_at)).flatten(),
+            names: have_copy.then_some(state.names).flatten(),
+            copy_from: have_copy.then_some(state.fetched_at).flatten(),
+            state: state_now,
+            reason,
+        });
+    }
+    health
 }
 
 /// What is known about a source's download; all `None` if it never ran (or
@@ -1104,10 +1152,6 @@ fn describe_io(error: &io::Error, uri: &Uri, settings: &FetchSettings) -> String
 // ---------------------------------------------------------------------------
 // Small formatting helpers
 
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 fn human_bytes(bytes: u64) -> String {
     const KIB: u64 = 1024;
     const MIB: u64 = 1024 * KIB;
@@ -1136,6 +1180,17 @@ fn human_duration(duration: Duration) -> String {
 fn format_utc(secs: u64) -> String {
     let minutes = secs % 86_400 / 60;
     format!("{} {:02}:{:02} UTC", day_string((secs / 86_400) as i64), minutes / 60, minutes % 60)
+}
+
+/// Brings the last good copies up to date ([`refresh`]), then prepares the
+/// lists from them ([`load::prepare`]): the start-up and reload path.
+pub fn prepare(settings: &ListSettings, data_dir: &Path) -> Result<Prepared, ListError> {
+    load::prepare(settings, data_dir, &refresh)
+}
+
+/// Like [`prepare`], but always recompiles ([`load::rebuild`]).
+pub fn rebuild(settings: &ListSettings, data_dir: &Path) -> Result<Prepared, ListError> {
+    load::rebuild(settings, data_dir, &refresh)
 }
 
 #[cfg(test)]
