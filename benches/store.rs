@@ -14,11 +14,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hedgerow::store::devices::import_csv;
-use hedgerow::store::log::{LogSettings, Privacy, QueryLog, import_records};
+use hedgerow::store::log::{QueryLog, import_records};
 use hedgerow::store::record::QueryRecord;
 use hedgerow::store::retention::{annual_review, roll_up, run_retention};
 use hedgerow::store::search::{Search, search};
 use hedgerow::store::time::{DAY_MS, day_number, day_string, now_ms};
+use hedgerow::store::{LogSettings, Privacy};
 use rusqlite::{Connection, params};
 
 const DEVICES: u32 = 1_000;

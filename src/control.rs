@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -284,9 +285,14 @@ pub struct ServerInfo {
     pub tcp: Vec<SocketAddr>,
     pub started: Instant,
     pub started_unix_ms: i64,
-    /// The whole reload (one at a time; a second waits for the first).
-    pub reloader: Arc<crate::serve::Reloader>,
+    /// The whole reload (one at a time; a second waits for the first),
+    /// given by whoever runs the server (`serve`), so this module does not
+    /// depend on it.
+    pub reload: Reload,
 }
+
+/// Runs the whole reload and says what it did, or why nothing changed.
+pub type Reload = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<ReloadReport, String>> + Send>> + Send + Sync>;
 
 impl ServerInfo {
     pub fn status(&self) -> Status {
@@ -312,7 +318,7 @@ impl ServerInfo {
     async fn answer(&self, request: Request) -> Reply {
         match request {
             Request::Status => Reply { ok: true, status: Some(self.status()), ..Reply::default() },
-            Request::Reload => match crate::serve::reload_all(&self.reloader).await {
+            Request::Reload => match (self.reload)().await {
                 Ok(report) => Reply { ok: true, reload: Some(report), ..Reply::default() },
                 Err(error) => Reply::failed(format!("{error}; nothing was changed: the policy in force stays")),
             },

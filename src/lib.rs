@@ -5,7 +5,10 @@
 pub mod config;
 pub mod control;
 pub mod dns;
+pub mod download;
+pub mod files;
 pub mod lists;
+pub mod name;
 pub mod policy;
 pub mod present;
 pub mod serve;

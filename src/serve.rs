@@ -11,17 +11,18 @@ use std::time::Duration;
 use crate::config::{Config, LeasesFormat};
 use crate::dns::identify::{DeviceGroup, DeviceGroupsReport};
 use crate::dns::{DnsServer, Pipeline};
+use crate::download;
 use crate::lists::compiled::CompiledLists;
 use crate::lists::health::ListHealth;
 use crate::lists::sources::ListSettings;
-use crate::lists::{fetch, floor, load, sources};
+use crate::lists::{floor, load, sources};
 use crate::policy::SafeSearchMap;
 use crate::store::{self, QueryLog};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot set up the upstream resolver: {0}")]
-    Upstream(#[from] crate::dns::upstream::UpstreamError),
+    Upstream(#[from] crate::dns::answer::UpstreamError),
     #[error("cannot create the data directory {path}: {error} (set data_dir to a writable folder)")]
     DataDir { path: String, error: std::io::Error },
     #[error("{0}")]
@@ -130,7 +131,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             tcp: server.tcp_addrs.clone(),
             started: started.0,
             started_unix_ms: started.1,
-            reloader: reloader.clone(),
+            reload: {
+                let reloader = reloader.clone();
+                Arc::new(move || {
+                    let reloader = reloader.clone();
+                    Box::pin(async move { reload_all(&reloader).await.map_err(|error| error.to_string()) })
+                })
+            },
         })
         .map_err(|error| StartError::Listen(std::io::Error::other(error.to_string())))?;
 
@@ -303,7 +310,8 @@ pub fn load_lists(config: &Config) -> Result<(CompiledLists, SafeSearchMap), Sta
 pub fn load_lists_with_health(config: &Config) -> Result<LoadedLists, StartError> {
     let settings = list_settings(config)?;
     let safesearch = load_safesearch(&settings.dir)?;
-    let prepared = load::prepare(&settings, &config.data_dir).map_err(|error| StartError::Lists(error.to_string()))?;
+    let prepared =
+        download::prepare(&settings, &config.data_dir).map_err(|error| StartError::Lists(error.to_string()))?;
     if let Some(report) = &prepared.report {
         for source in &report.sources {
             if source.bad_lines > 0 {
@@ -392,7 +400,7 @@ fn check_declared(config: &Config, settings: &ListSettings, check: &mut ListChec
         check.sources += 1;
         match &source.location {
             sources::Location::Path(_) => {
-                if let Err(why) = fetch::check_local(source) {
+                if let Err(why) = download::check_local(source) {
                     let kept = load::download_path(&config.data_dir, &source.id).is_file();
                     let effect = if kept { "its last good copy would be used" } else { "it would block nothing" };
                     check.errors.push(format!(
@@ -459,7 +467,7 @@ pub async fn reload_lists(config: &Arc<Config>, pipeline: &Pipeline) -> Result<(
                 "LIST RELOAD FAILED: the lists in force stay (last good)"
             );
             let mut health = ListHealth::read(&config.data_dir).unwrap_or_default();
-            health.checked_at = fetch::unix_now();
+            health.checked_at = download::unix_now();
             health.error = Some(format!("reload failed, the last good lists stay: {error}"));
             health.save(&config.data_dir);
             Err(error)
@@ -479,7 +487,7 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
 }
 
 /// Downloads URL sources on a schedule, then recompiles and swaps if any
-/// changed. A failed download keeps the last good copy (see `lists::fetch`).
+/// changed. A failed download keeps the last good copy (see `download`).
 async fn update_on_schedule(reloader: Arc<Reloader>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     loop {
@@ -536,9 +544,9 @@ pub fn update_sources(config: &Config) -> bool {
             return false;
         }
     };
-    let downloads = config.data_dir.join("downloads");
-    let outcomes = fetch::update_all(&declared, &downloads, &config.downloads);
-    outcomes.iter().any(|(_, outcome)| matches!(outcome, fetch::FetchOutcome::Updated { .. }))
+    let downloads = load::downloads_dir(&config.data_dir);
+    let outcomes = download::update_all(&declared, &downloads, &config.downloads);
+    outcomes.iter().any(|(_, outcome)| matches!(outcome, download::FetchOutcome::Updated { .. }))
 }
 
 /// What a whole reload needs: the configuration in force and the one the
@@ -609,7 +617,7 @@ async fn reload_policy(reloader: &Reloader) -> Result<crate::control::ReloadRepo
         Ok(loaded) => loaded,
         Err(error) => {
             let mut health = ListHealth::read(&started.data_dir).unwrap_or_default();
-            health.checked_at = fetch::unix_now();
+            health.checked_at = download::unix_now();
             health.error = Some(format!("reload failed, the last good lists stay: {error}"));
             health.save(&started.data_dir);
             return Err(error);

@@ -8,6 +8,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Milliseconds in a UTC day (no leap seconds in Unix time).
 pub const DAY_MS: i64 = 86_400_000;
 
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// The current time in UTC Unix milliseconds.
 pub fn now_ms() -> i64 {
     match SystemTime::now().duration_since(UNIX_EPOCH) {

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use hedgerow::config::Config;
 use hedgerow::dns::blocklist::{self, Verdict};
+use hedgerow::download::{prepare, rebuild};
 use hedgerow::lists::compiled::{CompiledLists, FORMAT_VERSION, ListError};
-use hedgerow::lists::load::{artefact_path, prepare, rebuild};
+use hedgerow::lists::load::artefact_path;
 use hedgerow::lists::sources::ListSettings;
 use hedgerow::policy::category::{self, CATEGORIES, CategorySet, index_of};
 use hedgerow::policy::group::default_blocked;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use hedgerow::store::log::{LogSettings, import_records};
+use hedgerow::store::LogSettings;
+use hedgerow::store::log::import_records;
 use hedgerow::store::record::QueryRecord;
 
 mod support;

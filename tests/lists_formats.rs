@@ -5,9 +5,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use hedgerow::download::{prepare, rebuild};
 use hedgerow::lists::compile::{CompileInput, compile};
 use hedgerow::lists::compiled::{CompiledLists, ListError};
-use hedgerow::lists::load::{self, artefact_path, download_path, prepare, rebuild};
+use hedgerow::lists::load::{self, artefact_path, download_path};
 use hedgerow::lists::parse::{Format, Rule, parse};
 use hedgerow::lists::sources::{ListSettings, Location, load_sources};
 use hedgerow::policy::category::{CategorySet, index_of};

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use hedgerow::lists::compile::{CompileInput, CompileOptions, compile_with};
 use hedgerow::lists::compiled::CompiledLists;
-use hedgerow::lists::normalise::normalise;
 use hedgerow::lists::parse::Format;
+use hedgerow::name::normalise;
 use hedgerow::policy::category::{CategorySet, MAX_CATEGORIES};
 use proptest::prelude::*;
 

@@ -1,4 +1,4 @@
-//! Downloading URL list sources (`hedgerow::lists::fetch`) against a real
+//! Downloading URL list sources (`hedgerow::download`) against a real
 //! HTTP server on loopback, with real files in temporary folders.
 //!
 //! The rule every failure test checks: a bad download never touches the last
@@ -15,8 +15,8 @@ use std::{
 };
 
 use flate2::{Compression, write::GzEncoder};
+use hedgerow::download::{DownloadState, FetchOutcome, FetchSettings, download_state, update_all, update_source};
 use hedgerow::lists::{
-    fetch::{DownloadState, FetchOutcome, FetchSettings, download_state, update_all, update_source},
     parse::Format,
     sources::{Location, SourceDecl},
 };

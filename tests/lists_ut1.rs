@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use hedgerow::lists::compile::{CompileInput, compile};
 use hedgerow::lists::compiled::CompiledLists;
-use hedgerow::lists::normalise::normalise;
 use hedgerow::lists::sources::{ListSettings, load_sources};
+use hedgerow::name::normalise;
 use hedgerow::policy::category::{CategorySet, by_index};
 
 const UT1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/ut1");

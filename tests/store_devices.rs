@@ -9,10 +9,10 @@ use hedgerow::store::devices::{
     Device, Lease, RowError, import_csv, import_leases, import_leases_at, list_devices, parse_dnsmasq_leases,
     parse_isc_leases, remove_device, upsert_device,
 };
-use hedgerow::store::log::{LogSettings, QueryLog};
 use hedgerow::store::record::QueryRecord;
 use hedgerow::store::search::{Search, search};
 use hedgerow::store::time::{now_ms, parse_utc};
+use hedgerow::store::{LogSettings, QueryLog};
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()

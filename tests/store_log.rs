@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hedgerow::store::devices::{Device, upsert_device};
-use hedgerow::store::log::{LogSettings, Privacy, QueryLog};
 use hedgerow::store::record::QueryRecord;
 use hedgerow::store::retention::{DELETE_BATCH, TOP_BLOCKED_PER_DAY, annual_review, roll_up, run_retention};
 use hedgerow::store::schema::SCHEMA_VERSION;
 use hedgerow::store::search::{LogRow, Search, search, tail};
 use hedgerow::store::time::{DAY_MS, day_number, day_string, now_ms, parse_utc};
+use hedgerow::store::{LogSettings, Privacy, QueryLog};
 use rusqlite::Connection;
 
 fn arc(text: &str) -> Option<Arc<str>> {

@@ -17,7 +17,8 @@ pub enum ListsAction {
 }
 
 pub fn run(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
-    use hedgerow::lists::{fetch, load, sources};
+    use hedgerow::download;
+    use hedgerow::lists::{load, sources};
     match action {
         ListsAction::Compile | ListsAction::Update => {
             // The same folder `serve` uses (the built-in lists when the
@@ -30,22 +31,23 @@ pub fn run(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
                 let total =
                     declared.iter().filter(|s| s.enabled && matches!(s.location, sources::Location::Url(_))).count();
                 let mut done = 0;
-                let outcomes = fetch::update_all_with(&declared, &downloads, &config.downloads, |source, outcome| {
-                    if outcome.is_none() {
-                        done += 1;
-                    }
-                    eprintln!("{}", present::lists::download_progress(done, total, source, outcome));
-                });
+                let outcomes =
+                    download::update_all_with(&declared, &downloads, &config.downloads, |source, outcome| {
+                        if outcome.is_none() {
+                            done += 1;
+                        }
+                        eprintln!("{}", present::lists::download_progress(done, total, source, outcome));
+                    });
                 downloads_failed = outcomes
                     .iter()
-                    .filter(|(_, outcome)| matches!(outcome, fetch::FetchOutcome::Failed { .. }))
+                    .filter(|(_, outcome)| matches!(outcome, download::FetchOutcome::Failed { .. }))
                     .count();
                 if total == 0 {
                     eprintln!("no enabled list source is a download; compiling the local ones");
                 }
             }
             std::fs::create_dir_all(&config.data_dir)?;
-            let prepared = load::rebuild(&settings, &config.data_dir)?;
+            let prepared = download::rebuild(&settings, &config.data_dir)?;
             if let Some(why) = &prepared.stale {
                 eprintln!("hedgerow: compile failed, the last good lists stay: {why}");
                 return Ok(ExitCode::FAILURE);

@@ -21,9 +21,9 @@ use super::{
     TcpSettings, Upstream,
 };
 use super::{LeasesFormat, LogConfig};
-use crate::lists::fetch::FetchSettings;
-use crate::lists::normalise::normalise;
+use crate::download::FetchSettings;
 use crate::lists::sources::ListSettings;
+use crate::name::normalise;
 use crate::policy::category::{self, CategorySet};
 use crate::policy::group::{self, BlockAnswer, GroupPolicy, Overrides, YoutubeMode};
 use crate::store::{LogSettings, Privacy};

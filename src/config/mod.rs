@@ -12,6 +12,9 @@ mod compile;
 mod render;
 mod shapes;
 
+// Word-valued settings are defined with their words, in the shapes.
+pub use shapes::{ForwardProtocol, LeasesFormat};
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -52,7 +55,7 @@ pub struct Config {
     /// How often URL sources are downloaded again (None: never).
     pub list_update_interval: Option<Duration>,
     /// Limits on list downloads.
-    pub downloads: crate::lists::fetch::FetchSettings,
+    pub downloads: crate::download::FetchSettings,
     pub upstream: Upstream,
     pub cache: CacheSettings,
     pub rate_limit: RateLimit,
@@ -70,23 +73,6 @@ pub struct LogConfig {
     pub settings: crate::store::LogSettings,
     /// A DHCP leases file read on a schedule to name devices.
     pub leases: Option<(PathBuf, LeasesFormat)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LeasesFormat {
-    Dnsmasq,
-    Isc,
-}
-
-impl std::str::FromStr for LeasesFormat {
-    type Err = String;
-
-    /// `dnsmasq` or `isc` (the config's `leases_format` and the CLI's `--leases-format`).
-    fn from_str(text: &str) -> Result<LeasesFormat, String> {
-        use shapes::Words as _;
-        LeasesFormat::from_word(text).ok_or_else(|| format!("{text:?} is not {}", LeasesFormat::listed(" or ")))
-    }
 }
 
 /// A network (VLAN subnet) and the group its clients belong to.
@@ -118,16 +104,6 @@ pub struct ForwardServer {
     pub protocol: ForwardProtocol,
     /// The TLS name to verify for `tls` and `https`.
     pub tls_name: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ForwardProtocol {
-    /// UDP, retried over TCP when the answer is truncated.
-    Udp,
-    Tcp,
-    Tls,
-    Https,
 }
 
 /// Limits on DNS-over-TCP connections. TCP is what a client falls back to

@@ -12,7 +12,6 @@ use serde::de::{DeserializeOwned, IntoDeserializer};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use toml::Spanned;
 
-use super::{ForwardProtocol, LeasesFormat};
 use crate::policy::category::CategoryDecl;
 
 /// A setting's fixed set of words, each an enum variant named by serde.
@@ -107,6 +106,34 @@ impl Words for GuestPrivacy {
 
 impl Words for RawMode {
     const ALL: &'static [Self] = &[RawMode::Recursive, RawMode::Forward];
+}
+
+/// How a forwarding server is reached (`[[upstream.servers]] protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardProtocol {
+    /// UDP, retried over TCP when the answer is truncated.
+    Udp,
+    Tcp,
+    Tls,
+    Https,
+}
+
+/// The DHCP leases file format (`[log] leases_format`, `--leases-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeasesFormat {
+    Dnsmasq,
+    Isc,
+}
+
+impl std::str::FromStr for LeasesFormat {
+    type Err = String;
+
+    /// `dnsmasq` or `isc` (the config's `leases_format` and the CLI's `--leases-format`).
+    fn from_str(text: &str) -> Result<LeasesFormat, String> {
+        LeasesFormat::from_word(text).ok_or_else(|| format!("{text:?} is not {}", LeasesFormat::listed(" or ")))
+    }
 }
 
 impl Words for ForwardProtocol {

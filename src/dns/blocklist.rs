@@ -10,10 +10,9 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use super::answer::{Answer, ExtendedError};
 use super::decision::{Decision, Listing};
 use super::identify::Client;
-use super::pipeline::Answer;
-use super::wire::ExtendedError;
 use crate::lists::compiled::CompiledLists;
 use crate::policy::category::{self, Category, CategorySet};
 use crate::policy::{BlockAnswer, GroupPolicy, OverrideMatch};
@@ -91,23 +90,6 @@ impl Block {
         let reason = format!("CNAME target {}", self.describe(target));
         Decision::blocked_on_cname_target(client, self.listing(), self.is_bypass(), reason)
     }
-}
-
-/// The lower-case dotted form of a name without the trailing dot, written
-/// into `buffer` (no allocation): what the lists and overrides match on.
-pub fn dotted<'b>(name: &Name, buffer: &'b mut [u8; 256]) -> &'b [u8] {
-    let mut len = 0;
-    for label in name.iter() {
-        if len > 0 {
-            buffer[len] = b'.';
-            len += 1;
-        }
-        let end = (len + label.len()).min(buffer.len());
-        buffer[len..end].copy_from_slice(&label[..end - len]);
-        buffer[len..end].make_ascii_lowercase();
-        len = end;
-    }
-    &buffer[..len]
 }
 
 /// Decides one name for one group.
@@ -194,17 +176,4 @@ pub fn block_answer(
     answer.answers = answers;
     answer.extended_error = Some(ExtendedError { info_code: EDE_BLOCKED, text });
     answer
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dotted_is_lower_case_without_trailing_dot() {
-        let mut buffer = [0u8; 256];
-        let name = Name::from_ascii("WWW.Example.COM.").unwrap();
-        assert_eq!(dotted(&name, &mut buffer), b"www.example.com");
-        assert_eq!(dotted(&Name::root(), &mut buffer), b"");
-    }
 }

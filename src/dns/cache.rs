@@ -22,6 +22,7 @@ use hickory_proto::rr::{LowerName, RData, Record, RecordType};
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
+use super::answer::UpstreamAnswer;
 use super::wire::WireAnswer;
 use crate::config::CacheSettings;
 
@@ -59,14 +60,6 @@ impl CacheKey {
     fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
-}
-
-/// An answer from upstream: positive, NXDOMAIN or NODATA.
-#[derive(Debug, Clone)]
-pub struct UpstreamAnswer {
-    pub response_code: ResponseCode,
-    pub answers: Vec<Record>,
-    pub authorities: Vec<Record>,
 }
 
 /// A cached answer, its records carrying the TTLs they had when stored, and

@@ -41,8 +41,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
-use super::cache::UpstreamAnswer;
-use super::upstream::UpstreamError;
+use super::answer::{UpstreamAnswer, UpstreamError};
 
 /// Bytes read per reply datagram. We advertise `wire::MAX_UDP_PAYLOAD`
 /// (1232), so a real reply fits; one that fills the buffer may have been cut

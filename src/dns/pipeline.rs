@@ -30,28 +30,21 @@ use hickory_proto::rr::rdata::{A, CNAME};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use super::access::{self, ClientRateLimiter};
+use super::answer::{Answer, Question, UpstreamAnswer, UpstreamError};
 use super::blocklist::{self, Verdict};
 use super::bypass;
-use super::cache::{AnswerCache, CacheKey, CacheLookup, CachedAnswer, UpstreamAnswer};
+use super::cache::{AnswerCache, CacheKey, CacheLookup, CachedAnswer};
 use super::decision::Decision;
 use super::finished::{Finished, Observer};
 use super::identify::{Client, DeviceGroup, DeviceGroupsReport, NetworkMap};
 use super::query_type;
-use super::upstream::{Upstream, UpstreamError};
-use super::wire::ExtendedError;
+use super::upstream::Upstream;
 use crate::config::{Config, RateLimit};
 use crate::lists::compiled::CompiledLists;
+use crate::name;
 use crate::policy::safesearch::Target;
 use crate::policy::{CategorySet, GroupPolicy, SafeSearchMap};
 use crate::store::{QueryLog, QueryRecord};
-
-/// The question as the pipeline sees it (one per message).
-#[derive(Debug, Clone)]
-pub struct Question {
-    pub name: LowerName,
-    pub record_type: RecordType,
-    pub dnssec_ok: bool,
-}
 
 /// Who is asking: a real source address, or (for `hedgerow check --group`) a
 /// group named directly.
@@ -59,46 +52,6 @@ pub struct Question {
 pub enum Requester<'a> {
     Source(IpAddr),
     Group(&'a str),
-}
-
-/// A finished answer and the decision behind it.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub response_code: ResponseCode,
-    pub answers: Vec<Record>,
-    pub authorities: Vec<Record>,
-    pub decision: Decision,
-    /// RFC 8914 detail for the client (blocked answers carry their category).
-    pub extended_error: Option<ExtendedError>,
-    /// True when no upstream was asked (cache hit or policy answer).
-    pub cache_hit: bool,
-    pub upstream_latency: Option<Duration>,
-}
-
-impl Answer {
-    pub fn empty(response_code: ResponseCode, decision: Decision) -> Answer {
-        Answer {
-            response_code,
-            answers: Vec::new(),
-            authorities: Vec::new(),
-            decision,
-            extended_error: None,
-            cache_hit: false,
-            upstream_latency: None,
-        }
-    }
-
-    fn from_upstream(answer: UpstreamAnswer, decision: Decision) -> Answer {
-        Answer {
-            response_code: answer.response_code,
-            answers: answer.answers,
-            authorities: answer.authorities,
-            decision,
-            extended_error: None,
-            cache_hit: false,
-            upstream_latency: None,
-        }
-    }
 }
 
 /// The outcome of the policy stages.
@@ -387,7 +340,7 @@ impl Pipeline {
         };
         let policy = self.policy(&client);
         let mut buffer = [0u8; 256];
-        let name = blocklist::dotted(&question.name, &mut buffer);
+        let name = name::dotted(&question.name, &mut buffer);
 
         // bypass
         if policy.bypass
@@ -534,7 +487,7 @@ impl Pipeline {
         let mut buffer = [0u8; 256];
         records.iter().find_map(|record| {
             let RData::CNAME(target) = &record.data else { return None };
-            let target_name = blocklist::dotted(&target.0, &mut buffer);
+            let target_name = name::dotted(&target.0, &mut buffer);
             let Verdict::Blocked(block) = blocklist::check(lists, policy, snapshot.locked, target_name) else {
                 return None;
             };
@@ -771,7 +724,7 @@ impl Observer for QueryLog {
             group: decision.group.clone(),
             name: {
                 let mut buffer = [0u8; 256];
-                String::from_utf8_lossy(blocklist::dotted(finished.name, &mut buffer)).into_owned()
+                String::from_utf8_lossy(name::dotted(finished.name, &mut buffer)).into_owned()
             },
             record_type: u16::from(finished.record_type),
             decision: decision.kind.as_str(),

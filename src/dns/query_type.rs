@@ -21,9 +21,9 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use super::answer::{Answer, Question};
 use super::decision::Decision;
 use super::identify::Client;
-use super::pipeline::{Answer, Question};
 
 /// TTL of the synthesized HINFO. RFC 8482 section 6 leaves it to the
 /// operator; an hour keeps repeat ANY queries in the clients' own caches.

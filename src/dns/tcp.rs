@@ -29,8 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::access::client_key;
-use super::listener::{Step, finish_answer, step, write_answer};
 use super::pipeline::{Arrival, Pipeline};
+use super::respond::{Step, finish_answer, step, write_answer};
 use crate::config::TcpSettings;
 
 /// How long an idle TCP connection is kept (RFC 7766 suggests seconds).

@@ -14,8 +14,8 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use tokio::sync::Semaphore;
 
-use super::listener::{Step, finish_answer, step, write_answer, write_error_answer};
 use super::pipeline::{Arrival, Pipeline};
+use super::respond::{Step, finish_answer, step, write_answer, write_error_answer};
 
 /// Datagrams read (and answers sent) per system call.
 const BATCH: usize = 32;

@@ -29,28 +29,12 @@ use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::recursor::{Recursor, RecursorError, RecursorOptions};
 use tokio::sync::oneshot;
 
-use super::cache::UpstreamAnswer;
+use super::answer::{UpstreamAnswer, UpstreamError};
 use super::forward::UdpUpstream;
 use crate::config::{self, ForwardProtocol, ForwardServer};
 
 /// Longest a recursive resolution may take in all; it walks several servers.
 const RECURSION_DEADLINE_FACTOR: u32 = 4;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("upstream did not answer in time")]
-    Timeout,
-    #[error("upstream answered {0}")]
-    Failed(ResponseCode),
-    #[error("upstream failed: {0}")]
-    Other(String),
-    /// A failure on this machine (no socket to send from), which says
-    /// nothing about the server, so it is not marked down for it.
-    #[error("cannot ask upstream: {0}")]
-    Local(String),
-    #[error("cannot build the upstream: {0}")]
-    Setup(String),
-}
 
 /// What an upstream query comes to: an answer, or why there is none.
 pub type Outcome = Result<UpstreamAnswer, UpstreamError>;

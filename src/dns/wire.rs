@@ -14,7 +14,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
-use super::cache::UpstreamAnswer;
+use super::answer::{ExtendedError, UpstreamAnswer};
 
 const HEADER_LEN: usize = 12;
 const OPT_LEN: usize = 11;
@@ -178,14 +178,6 @@ fn read_unusual_query(packet: &[u8], id: u16, flags: u16) -> Result<WireQuery, R
             version: edns.version(),
         }),
     })
-}
-
-/// An RFC 8914 Extended DNS Error to attach to an answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExtendedError {
-    /// 15 = Blocked, 17 = Filtered, ...
-    pub info_code: u16,
-    pub text: String,
 }
 
 /// An answer's records encoded once, with the offset of every TTL so the

@@ -21,11 +21,12 @@ use bloomfilter::Bloom;
 use fst::MapBuilder;
 
 use super::compiled::{
-    BUCKETS, CHECKSUM_AT, FLAG_BLOOM, FORMAT_VERSION, Fnv64, HEADER_LEN, ListError, MAGIC, PART_ENTRY_LEN, REPLICATED,
-    Value, bucket_of_group, encode_values, group_hash, group_start, key_group_len, write_source_table,
+    BUCKETS, FLAG_BLOOM, FORMAT_VERSION, Fnv64, HEADER_LEN, Header, ListError, PART_ENTRY_LEN, REPLICATED, Value,
+    bucket_of_group, encode_values, group_hash, group_start, key_group_len, write_source_table,
 };
-use super::normalise::push_reversed;
 use super::parse::{Format, MAX_BAD_EXAMPLES, RuleKind, parse_stream};
+use crate::files;
+use crate::name::push_reversed;
 use crate::policy::category::MAX_CATEGORIES;
 
 /// One list to compile.
@@ -597,20 +598,20 @@ fn write_file(file: &mut File, built: &Built, ids: &[&str], fingerprint: u64) ->
     }
     let file_len = at;
 
-    let mut header = [0u8; HEADER_LEN];
-    header[..16].copy_from_slice(&MAGIC);
-    header[16..20].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    let flags = if built.bloom { FLAG_BLOOM } else { 0 };
-    header[20..24].copy_from_slice(&flags.to_le_bytes());
-    header[24..32].copy_from_slice(&fingerprint.to_le_bytes());
-    header[32..40].copy_from_slice(&(built.names as u64).to_le_bytes());
-    header[40..48].copy_from_slice(&file_len.to_le_bytes());
-    header[48] = u8::from(built.whole_tlds);
-    header[50..52].copy_from_slice(&(parts as u16).to_le_bytes());
-    header[56..64].copy_from_slice(&sources_at.to_le_bytes());
-    header[64..72].copy_from_slice(&(sources.len() as u64).to_le_bytes());
-    header[72..80].copy_from_slice(&buckets_at.to_le_bytes());
-    header[80..88].copy_from_slice(&table_at.to_le_bytes());
+    let mut header = Header {
+        version: FORMAT_VERSION,
+        flags: if built.bloom { FLAG_BLOOM } else { 0 },
+        fingerprint,
+        names: built.names as u64,
+        file_len,
+        whole_tlds: built.whole_tlds,
+        parts: parts as u16,
+        sources_at,
+        sources_len: sources.len() as u64,
+        buckets_at,
+        table_at,
+    }
+    .encode();
     let mut checksum = Fnv64::new();
     checksum.write(&header);
     checksum.write(&sources);
@@ -622,7 +623,7 @@ fn write_file(file: &mut File, built: &Built, ids: &[&str], fingerprint: u64) ->
     for part in &built.parts {
         checksum.write(&part.values);
     }
-    header[CHECKSUM_AT..CHECKSUM_AT + 8].copy_from_slice(&checksum.finish().to_le_bytes());
+    Header::set_checksum(&mut header, checksum.finish());
 
     let mut out = BufWriter::with_capacity(1 << 20, file);
     out.write_all(&header)?;
@@ -642,9 +643,8 @@ fn write_file(file: &mut File, built: &Built, ids: &[&str], fingerprint: u64) ->
     Ok(file_len)
 }
 
-/// Writes through a temporary file next to `out`, fsyncs it, renames it over
-/// `out` and fsyncs the folder: readers see the old file or the new one,
-/// never half of one.
+/// Creates `out`'s folder and writes `out` with [`files::write_atomically`]:
+/// readers see the old file or the new one, never half of one.
 fn write_atomically<T>(out: &Path, write: impl FnOnce(&mut File) -> io::Result<T>) -> Result<T, ListError> {
     let folder = match out.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
@@ -653,22 +653,7 @@ fn write_atomically<T>(out: &Path, write: impl FnOnce(&mut File) -> io::Result<T
     fs::create_dir_all(&folder).map_err(|error| {
         ListError::io(&folder, "create the data folder", "check `data_dir` in the config and its permissions", error)
     })?;
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "lists".into());
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let temporary = folder.join(format!(".{name}.{}.{unique}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = File::create(&temporary)?;
-        let value = write(&mut file)?;
-        file.sync_all()?;
-        fs::rename(&temporary, out)?;
-        if let Ok(dir) = File::open(&folder) {
-            let _ = dir.sync_all(); // best effort: not every platform can fsync a folder
-        }
-        Ok(value)
-    })();
-    result.map_err(|error: io::Error| {
-        let _ = fs::remove_file(&temporary);
+    files::write_atomically(out, write).map_err(|error| {
         ListError::io(out, "write the compiled list", "check free disk space and the data folder's permissions", error)
     })
 }

@@ -87,6 +87,68 @@ pub const FORMAT_VERSION: u32 = 4;
 pub(crate) const HEADER_LEN: usize = 128;
 pub(crate) const FLAG_BLOOM: u32 = 1;
 pub(crate) const CHECKSUM_AT: usize = 104;
+
+/// The fixed header (see the file layout above): the one place its offsets
+/// live, written by `compile` and read by [`CompiledLists::open`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub version: u32,
+    pub flags: u32,
+    pub fingerprint: u64,
+    pub names: u64,
+    pub file_len: u64,
+    pub whole_tlds: bool,
+    pub parts: u16,
+    pub sources_at: u64,
+    pub sources_len: u64,
+    pub buckets_at: u64,
+    pub table_at: u64,
+}
+
+impl Header {
+    /// The header's bytes, with the checksum field zero (see [`Header::set_checksum`]).
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut header = [0u8; HEADER_LEN];
+        header[..16].copy_from_slice(&MAGIC);
+        header[16..20].copy_from_slice(&self.version.to_le_bytes());
+        header[20..24].copy_from_slice(&self.flags.to_le_bytes());
+        header[24..32].copy_from_slice(&self.fingerprint.to_le_bytes());
+        header[32..40].copy_from_slice(&self.names.to_le_bytes());
+        header[40..48].copy_from_slice(&self.file_len.to_le_bytes());
+        header[48] = u8::from(self.whole_tlds);
+        header[50..52].copy_from_slice(&self.parts.to_le_bytes());
+        header[56..64].copy_from_slice(&self.sources_at.to_le_bytes());
+        header[64..72].copy_from_slice(&self.sources_len.to_le_bytes());
+        header[72..80].copy_from_slice(&self.buckets_at.to_le_bytes());
+        header[80..88].copy_from_slice(&self.table_at.to_le_bytes());
+        header
+    }
+
+    /// Reads the fields of a header; `bytes` holds at least [`HEADER_LEN`] bytes.
+    pub fn decode(bytes: &[u8]) -> Header {
+        Header {
+            version: read_u32(bytes, 16),
+            flags: read_u32(bytes, 20),
+            fingerprint: read_u64(bytes, 24),
+            names: read_u64(bytes, 32),
+            file_len: read_u64(bytes, 40),
+            whole_tlds: bytes[48] != 0,
+            parts: u16::from_le_bytes([bytes[50], bytes[51]]),
+            sources_at: read_u64(bytes, 56),
+            sources_len: read_u64(bytes, 64),
+            buckets_at: read_u64(bytes, 72),
+            table_at: read_u64(bytes, 80),
+        }
+    }
+
+    pub fn checksum(bytes: &[u8]) -> u64 {
+        read_u64(bytes, CHECKSUM_AT)
+    }
+
+    pub fn set_checksum(header: &mut [u8; HEADER_LEN], checksum: u64) {
+        header[CHECKSUM_AT..CHECKSUM_AT + 8].copy_from_slice(&checksum.to_le_bytes());
+    }
+}
 /// Buckets a name's group hashes to; bucket [`REPLICATED`] marks one-label
 /// names, which every part holds.
 pub(crate) const BUCKETS: usize = 255;
@@ -367,19 +429,20 @@ impl CompiledLists {
         if bytes.len() < HEADER_LEN {
             return Err(corrupt(format!("{} bytes, shorter than the {HEADER_LEN}-byte header", bytes.len())));
         }
-        let version = read_u32(bytes, 16);
+        let header = Header::decode(bytes);
+        let version = header.version;
         if version != FORMAT_VERSION {
             return Err(ListError::Version { path: path.to_path_buf(), found: version, expected: FORMAT_VERSION });
         }
-        let flags = read_u32(bytes, 20);
-        let fingerprint = read_u64(bytes, 24);
-        let names = read_u64(bytes, 32);
-        let file_len = read_u64(bytes, 40);
+        let flags = header.flags;
+        let fingerprint = header.fingerprint;
+        let names = header.names;
+        let file_len = header.file_len;
         if file_len != bytes.len() as u64 {
             return Err(corrupt(format!("the header says {file_len} bytes but the file has {}", bytes.len())));
         }
-        let whole_tlds = bytes[48] != 0;
-        let part_count = usize::from(u16::from_le_bytes([bytes[50], bytes[51]]));
+        let whole_tlds = header.whole_tlds;
+        let part_count = usize::from(header.parts);
         let section = |offset: u64, len: u64, what: &str| -> Result<(usize, usize), ListError> {
             match offset.checked_add(len) {
                 Some(end) if offset >= HEADER_LEN as u64 && end <= file_len => Ok((offset as usize, end as usize)),
@@ -389,10 +452,9 @@ impl CompiledLists {
         if part_count == 0 || part_count > 255 {
             return Err(corrupt(format!("{part_count} parts")));
         }
-        let (sources_start, sources_end) = section(read_u64(bytes, 56), read_u64(bytes, 64), "source table")?;
-        let (buckets_start, buckets_end) = section(read_u64(bytes, 72), 256, "bucket table")?;
-        let (table_start, table_end) =
-            section(read_u64(bytes, 80), (part_count * PART_ENTRY_LEN) as u64, "part table")?;
+        let (sources_start, sources_end) = section(header.sources_at, header.sources_len, "source table")?;
+        let (buckets_start, buckets_end) = section(header.buckets_at, 256, "bucket table")?;
+        let (table_start, table_end) = section(header.table_at, (part_count * PART_ENTRY_LEN) as u64, "part table")?;
         let mut part_sections = Vec::with_capacity(part_count);
         for at in (table_start..table_end).step_by(PART_ENTRY_LEN) {
             let fst = section(read_u64(bytes, at), read_u64(bytes, at + 8), "fst")?;
@@ -419,7 +481,7 @@ impl CompiledLists {
         for (_, _, (start, end)) in &part_sections {
             checksum.write(&bytes[*start..*end]);
         }
-        if checksum.finish() != read_u64(bytes, CHECKSUM_AT) {
+        if checksum.finish() != Header::checksum(bytes) {
             return Err(corrupt("the header checksum does not match".into()));
         }
 
@@ -787,7 +849,7 @@ mod tests {
         ] {
             assert_eq!(&name[group_start(name)..], group);
             let mut forward = Vec::new();
-            super::super::normalise::push_reversed(&key[..key_group_len(key)], &mut forward);
+            crate::name::push_reversed(&key[..key_group_len(key)], &mut forward);
             assert_eq!(forward, group);
         }
         assert_eq!(bucket_of_group(b"Example.COM"), bucket_of_group(b"example.com"));

@@ -4,6 +4,7 @@
 //! without `lists/`), and a lists folder that has no SafeSearch map still
 //! gets the shipped one.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::policy::SafeSearchMap;
@@ -57,9 +58,7 @@ pub fn write_out(data_dir: &Path) -> std::io::Result<PathBuf> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, &path)?;
+        crate::files::write_atomically(&path, |file| file.write_all(text.as_bytes()))?;
     }
     Ok(root)
 }

@@ -8,10 +8,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::fetch::{self, FetchOutcome};
-use super::sources::{Location, SourceDecl};
-use crate::policy::category;
-
 /// The health record's file name inside the data folder.
 pub const HEALTH_FILE: &str = "lists-health.json";
 
@@ -106,46 +102,4 @@ impl ListHealth {
     pub fn read(data_dir: &Path) -> Option<ListHealth> {
         serde_json::from_slice(&std::fs::read(health_path(data_dir)).ok()?).ok()
     }
-}
-
-/// Refreshes the last good copy of every enabled local source (see
-/// [`fetch::update_local`]) and reads how every enabled download stands.
-pub fn refresh(sources: &[SourceDecl], downloads_dir: &Path) -> ListHealth {
-    let mut health = ListHealth { checked_at: fetch::unix_now(), ..ListHealth::default() };
-    // The same lock as `fetch::update_all`: a `hedgerow lists compile` and a
-    // server reload never write one copy's temporary file at once.
-    let _lock = std::fs::create_dir_all(downloads_dir)
-        .and_then(|()| std::fs::File::create(downloads_dir.join(".update.lock")))
-        .and_then(|file| file.lock().map(|()| file));
-    for source in sources.iter().filter(|source| source.enabled) {
-        let failure = match &source.location {
-            Location::Path(_) => match fetch::update_local(source, downloads_dir) {
-                FetchOutcome::Failed { reason } => Some(reason),
-                FetchOutcome::Updated { .. } | FetchOutcome::NotModified => None,
-            },
-            Location::Url(_) => fetch::download_state(downloads_dir, &source.id).last_error,
-        };
-        let state = fetch::download_state(downloads_dir, &source.id);
-        let copy = downloads_dir.join(format!("{}.txt", source.id));
-        let have_copy = copy.is_file();
-        let (state_now, reason) = match (failure, have_copy) {
-            (None, true) => (SourceState::Ok, None),
-            (Some(reason), true) => (SourceState::Degraded, Some(reason)),
-            (Some(reason), false) => (SourceState::Missing, Some(reason)),
-            (None, false) => (
-                SourceState::Missing,
-                Some(format!("not downloaded yet ({} is missing); run `hedgerow lists update`", copy.display())),
-            ),
-        };
-        health.sources.push(SourceHealth {
-            id: source.id.clone(),
-            category: category::by_index(source.category).map_or("?", |c| c.id).to_string(),
-            since: (state_now != SourceState::Ok).then_some(state.failing_since.or(state.checked_at)).flatten(),
-            names: have_copy.then_some(state.names).flatten(),
-            copy_from: have_copy.then_some(state.fetched_at).flatten(),
-            state: state_now,
-            reason,
-        });
-    }
-    health
 }

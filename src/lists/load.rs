@@ -7,7 +7,7 @@
 //! - `downloads/<id>.txt`: the last good copy of every source: the fetcher's
 //!   copy of each URL source (already extracted from its archive), and the
 //!   last copy of each local `path` source that passed the same checks
-//!   ([`super::fetch::update_local`]). Every compile reads these copies, so
+//!   (`download::update_local`). Every compile reads these copies, so
 //!   a source that fails keeps its last good names.
 //! - `lists-health.json`: how each source stands ([`super::health`]).
 
@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use super::compile::{self, CompileInput, CompileReport, SourceReport};
 use super::compiled::{CompiledLists, ListError};
-use super::health::{self, ListHealth, SourceState};
+use super::downloads;
+use super::health::{ListHealth, SourceState};
 use super::sources::{Compiler, ListSettings, SourceDecl, SourceError, load_sources};
 
 /// The compiled list's file name inside the data folder.
@@ -29,12 +30,12 @@ pub fn artefact_path(data_dir: &Path) -> PathBuf {
 /// Where the last good copy of a source's text is kept (for a URL source,
 /// the fetcher's download).
 pub fn download_path(data_dir: &Path, id: &str) -> PathBuf {
-    downloads_dir(data_dir).join(format!("{id}.txt"))
+    downloads::copy(&downloads_dir(data_dir), id)
 }
 
 /// The folder of last good copies.
 pub fn downloads_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("downloads")
+    downloads::folder(data_dir)
 }
 
 /// The exit status of `hedgerow lists compile` when it wrote the lists but
@@ -59,7 +60,7 @@ pub struct Prepared {
 }
 
 /// The enabled sources as compile inputs, in declaration order, each read
-/// from its last good copy (see [`health::refresh`], which makes them).
+/// from its last good copy (see `download::refresh`, which makes them).
 /// Sources with no copy yet are left out and reported.
 pub fn plan(sources: &[SourceDecl], data_dir: &Path) -> (Vec<CompileInput>, Vec<SourceReport>) {
     let mut inputs = Vec::new();
@@ -85,19 +86,27 @@ pub fn plan(sources: &[SourceDecl], data_dir: &Path) -> (Vec<CompileInput>, Vec<
 /// fingerprint matches the inputs, else compiles. If the declarations cannot
 /// be read or the compile fails, the existing compiled list is kept (with
 /// `stale` set and the error logged); only when there is none is it an error.
-pub fn prepare(settings: &ListSettings, data_dir: &Path) -> Result<Prepared, ListError> {
-    build(settings, data_dir, false)
+///
+/// `refresh` brings the last good copies up to date for the declared
+/// sources and says how each stands; `lists` reads copies but never makes
+/// them, so the caller hands it in (`download::prepare` does).
+pub fn prepare(settings: &ListSettings, data_dir: &Path, refresh: Refresh<'_>) -> Result<Prepared, ListError> {
+    build(settings, data_dir, false, refresh)
 }
+
+/// What brings the last good copies of the declared sources up to date and
+/// says how each stands (`download::refresh`).
+pub type Refresh<'a> = &'a dyn Fn(&[SourceDecl], &Path) -> ListHealth;
 
 /// Like [`prepare`] but always recompiles, and a failure is an error (for
 /// `hedgerow lists compile`).
-pub fn rebuild(settings: &ListSettings, data_dir: &Path) -> Result<Prepared, ListError> {
-    build(settings, data_dir, true)
+pub fn rebuild(settings: &ListSettings, data_dir: &Path, refresh: Refresh<'_>) -> Result<Prepared, ListError> {
+    build(settings, data_dir, true, refresh)
 }
 
-fn build(settings: &ListSettings, data_dir: &Path, always: bool) -> Result<Prepared, ListError> {
+fn build(settings: &ListSettings, data_dir: &Path, always: bool, refresh: Refresh<'_>) -> Result<Prepared, ListError> {
     let path = artefact_path(data_dir);
-    let mut health = ListHealth { checked_at: super::fetch::unix_now(), ..ListHealth::default() };
+    let mut health = ListHealth { checked_at: crate::time::unix_now(), ..ListHealth::default() };
     let mut attempt = || -> Result<Prepared, ListError> {
         let sources = load_sources(settings)?;
         if sources.is_empty() {
@@ -109,7 +118,7 @@ fn build(settings: &ListSettings, data_dir: &Path, always: bool) -> Result<Prepa
                     .to_string(),
             }));
         }
-        health = health::refresh(&sources, &downloads_dir(data_dir));
+        health = refresh(&sources, &downloads_dir(data_dir));
         let (inputs, mut skipped) = plan(&sources, data_dir);
         // A skipped source says why its own source failed, not just "no copy".
         for report in &mut skipped {

@@ -26,7 +26,7 @@
 use std::io::{self, BufRead};
 use std::net::IpAddr;
 
-use super::normalise::{is_ip_address, normalise_into};
+use crate::name::{is_ip_address, normalise_into};
 
 /// The format of a list file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

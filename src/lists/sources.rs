@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [[source]]
-//! id = "hedgerow-gambling"          # letters, digits, '-', '_'; unique across files
+//! id = "hedgerow-gambling"          # lower-case letters, digits, '-', '_', '.'; unique across files
 //! category = "gambling"             # a category id (src/policy/category.rs)
 //! format = "domains"                # domains | hosts | adblock
 //! path = "seed/gambling.txt"        # relative to this file's folder ...
@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -285,7 +285,7 @@ fn parse_file(file: &Path, text: &str) -> Result<Vec<(SourceDecl, usize)>, Sourc
                 }
                 Location::Path(folder.join(path.get_ref()))
             }
-            (None, Some(url)) => Location::Url(check_url(&declarations, url)?),
+            (None, Some(url)) => Location::Url(check_declared_url(&declarations, url)?),
             (Some(_), Some(url)) => {
                 return Err(declarations.error(
                     &url.span(),
@@ -337,43 +337,52 @@ fn parse_file(file: &Path, text: &str) -> Result<Vec<(SourceDecl, usize)>, Sourc
     Ok(out)
 }
 
-/// Ids name download files (`downloads/<id>.txt`) and appear in logs, so they
-/// are kept to a safe alphabet.
+/// What a source id may be: [`valid_id`] in words.
+pub const ID_RULE: &str = "1-64 lower-case letters, digits, '-', '_' or '.', not starting with '-', '_' or '.'";
+
+/// The one rule for source ids. Ids name download files (`downloads/<id>.txt`)
+/// and appear in logs, so they are kept to a safe alphabet that cannot escape
+/// the folder or hide as a dotfile. Declarations are checked with it, and the
+/// downloads check it again before naming a file.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+        && !id.starts_with(['-', '_', '.'])
+}
+
 fn check_id(declarations: &Declarations<'_>, id: &Spanned<String>) -> Result<String, SourceError> {
     let text = id.get_ref();
-    let ok = !text.is_empty()
-        && text.len() <= 64
-        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && !text.starts_with(['-', '_']);
-    if ok {
+    if valid_id(text) {
         Ok(text.clone())
     } else {
         Err(declarations.error(
             &id.span(),
-            format!(
-                "the id `{text}` must be 1-64 lower-case letters, digits, '-' or '_' (it names a download file), like \"ut1-gambling\""
-            ),
+            format!("the id `{text}` must be {ID_RULE} (it names a download file), like \"ut1-gambling\""),
         ))
     }
 }
 
-/// Only https, or plain http to a loopback host (tests, local mirrors).
-fn check_url(declarations: &Declarations<'_>, url: &Spanned<String>) -> Result<String, SourceError> {
-    let text = url.get_ref().trim();
-    let fail = |why: &str| declarations.error(&url.span(), format!("the url `{text}` {why}"));
-    let (rest, https) = if let Some(rest) = text.strip_prefix("https://") {
-        (rest, true)
-    } else if let Some(rest) = text.strip_prefix("http://") {
-        (rest, false)
-    } else {
-        return Err(fail("must start with https://"));
+/// The one rule for source URLs, for declarations and for every download
+/// and redirect: https anywhere, plain http only to this machine (tests,
+/// local mirrors: `localhost`, 127.0.0.0/8, `[::1]`), a host, no user name
+/// or password, no spaces. The scheme's letter case does not matter.
+/// Returns why a URL is refused, to follow the URL in a message.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let text = url.trim();
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Err("must start with https://".into());
     };
+    let https = scheme.eq_ignore_ascii_case("https");
+    if !https && !scheme.eq_ignore_ascii_case("http") {
+        return Err("must start with https://".into());
+    }
     if text.chars().any(char::is_whitespace) {
-        return Err(fail("contains a space"));
+        return Err("contains a space".into());
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.contains('@') {
-        return Err(fail("must not carry a user name or password"));
+        return Err("must not carry a user name or password".into());
     }
     let host = if let Some(bracketed) = authority.strip_prefix('[') {
         bracketed.split(']').next().unwrap_or_default()
@@ -381,18 +390,28 @@ fn check_url(declarations: &Declarations<'_>, url: &Spanned<String>) -> Result<S
         authority.split(':').next().unwrap_or_default()
     };
     if host.is_empty() {
-        return Err(fail("has no host name"));
+        return Err("has no host name".into());
     }
     if !https {
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host == "::1"
-            || host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
-            return Err(fail(
-                "uses plain http, which anyone on the path can alter; use https:// (plain http is only for 127.0.0.1, localhost and [::1])",
-            ));
+        if !is_loopback_host(host) {
+            return Err("uses plain http, which anyone on the path can alter; use https:// (plain http is only for \
+                 127.0.0.1, localhost and [::1])"
+                .into());
         }
     }
+    Ok(())
+}
+
+/// This machine, as a URL's host names it: `localhost`, 127.0.0.0/8 or
+/// `::1` (brackets around an IPv6 address are allowed).
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn check_declared_url(declarations: &Declarations<'_>, url: &Spanned<String>) -> Result<String, SourceError> {
+    let text = url.get_ref().trim();
+    check_url(text).map_err(|why| declarations.error(&url.span(), format!("the url `{text}` {why}")))?;
     Ok(text.to_string())
 }
 

@@ -159,7 +159,7 @@ impl SafeSearchMap {
 }
 
 fn normalise(name: &str) -> Option<String> {
-    crate::lists::normalise::normalise(name).ok()
+    crate::name::normalise(name).ok()
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::download::FetchOutcome;
 use crate::lists::compile::CompileReport;
-use crate::lists::fetch::FetchOutcome;
 use crate::lists::health::{ListHealth, SourceHealth, SourceState};
 use crate::lists::sources::{Location, SourceDecl};
 

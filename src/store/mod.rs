@@ -38,6 +38,7 @@ pub mod record;
 pub mod retention;
 pub mod schema;
 pub mod search;
+pub mod settings;
 pub use crate::time;
 
 pub mod csv;
@@ -47,9 +48,10 @@ use std::path::{Path, PathBuf};
 
 pub use devices::{Device, ImportReport};
 pub use leases::Lease;
-pub use log::{LogSettings, Privacy, QueryLog};
+pub use log::QueryLog;
 pub use record::QueryRecord;
 pub use search::{LogRow, Search};
+pub use settings::{LogSettings, Privacy};
 
 /// What went wrong in the store. Each message names the file and says what to do.
 #[derive(Debug, thiserror::Error)]

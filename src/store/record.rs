@@ -31,32 +31,3 @@ pub struct QueryRecord {
 
 /// Every decision kind the log records (the words of `DecisionKind::as_str`).
 pub const DECISIONS: [&str; 6] = ["allowed", "blocked", "safesearch", "bypass", "refused", "error"];
-
-/// A name with its labels reversed (`www.example.com` -> `com.example.www`),
-/// as stored in the `rname` column so that "this domain and everything under
-/// it" is one index range: `rname = 'com.example' OR rname LIKE 'com.example.%'`
-/// (searched as `>= 'com.example.' AND < 'com.example/'`).
-pub fn reversed_name(name: &str) -> String {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    let mut reversed = String::with_capacity(name.len());
-    for (index, label) in name.rsplit('.').enumerate() {
-        if index > 0 {
-            reversed.push('.');
-        }
-        reversed.push_str(label);
-    }
-    reversed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reverses_labels() {
-        assert_eq!(reversed_name("www.example.com"), "com.example.www");
-        assert_eq!(reversed_name("example.com."), "com.example");
-        assert_eq!(reversed_name("localhost"), "localhost");
-        assert_eq!(reversed_name(""), "");
-    }
-}

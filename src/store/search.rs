@@ -26,10 +26,11 @@ use rusqlite::{Connection, OptionalExtension, Row, params_from_iter};
 use serde::Serialize;
 
 use super::StoreError;
-use super::record::{DECISIONS, reversed_name};
+use super::record::DECISIONS;
 use super::schema::{self, Purpose};
 use super::time::DAY_MS;
 use super::writer::HOUR_MS;
+use crate::name::reversed_name;
 
 /// A query-log search. Build with `..Search::default()` (limit 100).
 #[derive(Debug, Clone, PartialEq, Eq)]

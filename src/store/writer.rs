@@ -13,10 +13,11 @@ use ring::hmac;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::StoreError;
-use super::log::{LogSettings, Privacy};
-use super::record::{QueryRecord, reversed_name};
+use super::record::QueryRecord;
 use super::schema::{self, Purpose};
+use super::settings::{LogSettings, Privacy};
 use super::time::{DAY_MS, day_number, day_string, now_ms};
+use crate::name::reversed_name;
 
 /// Milliseconds in an hour: the granularity of `name_hours`.
 pub(crate) const HOUR_MS: i64 = 3_600_000;

@@ -1,11 +1,16 @@
-//! One spelling per name: lower case, no trailing dot, internationalised
-//! names in punycode (UTS 46), every label checked.
+//! Name handling, one home for every part of Hedgerow (a leaf: it depends on
+//! no other module): one spelling per name ([`normalise`]: lower case, no
+//! trailing dot, internationalised names in punycode (UTS 46), every label
+//! checked), names reversed by label ([`push_reversed`], [`reversed_name`])
+//! and the dotted form of a wire name ([`dotted`]).
 //!
 //! Lists, overrides and `hedgerow check` all go through [`normalise`], so a
 //! name typed as `Bücher.Example.` and a list line `xn--bcher-kva.example`
 //! meet as the same key.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::rr::Name;
 
 use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
 
@@ -154,6 +159,39 @@ pub fn push_reversed(name: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// A name with its labels reversed (`www.example.com` -> `com.example.www`),
+/// as stored in the `rname` column so that "this domain and everything under
+/// it" is one index range: `rname = 'com.example' OR rname LIKE 'com.example.%'`
+/// (searched as `>= 'com.example.' AND < 'com.example/'`).
+pub fn reversed_name(name: &str) -> String {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let mut reversed = String::with_capacity(name.len());
+    for (index, label) in name.rsplit('.').enumerate() {
+        if index > 0 {
+            reversed.push('.');
+        }
+        reversed.push_str(label);
+    }
+    reversed
+}
+
+/// The lower-case dotted form of a name without the trailing dot, written
+/// into `buffer` (no allocation): what the lists and overrides match on.
+pub fn dotted<'b>(name: &Name, buffer: &'b mut [u8; 256]) -> &'b [u8] {
+    let mut len = 0;
+    for label in name.iter() {
+        if len > 0 {
+            buffer[len] = b'.';
+            len += 1;
+        }
+        let end = (len + label.len()).min(buffer.len());
+        buffer[len..end].copy_from_slice(&label[..end - len]);
+        buffer[len..end].make_ascii_lowercase();
+        len = end;
+    }
+    &buffer[..len]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +249,21 @@ mod tests {
         out.clear();
         push_reversed(b"com", &mut out);
         assert_eq!(out, b"com");
+    }
+
+    #[test]
+    fn dotted_is_lower_case_without_trailing_dot() {
+        let mut buffer = [0u8; 256];
+        let name = Name::from_ascii("WWW.Example.COM.").unwrap();
+        assert_eq!(dotted(&name, &mut buffer), b"www.example.com");
+        assert_eq!(dotted(&Name::root(), &mut buffer), b"");
+    }
+
+    #[test]
+    fn reverses_labels() {
+        assert_eq!(reversed_name("www.example.com"), "com.example.www");
+        assert_eq!(reversed_name("example.com."), "com.example");
+        assert_eq!(reversed_name("localhost"), "localhost");
+        assert_eq!(reversed_name(""), "");
     }
 }
