@@ -55,6 +55,22 @@ pub struct ListHealth {
     pub sources: Vec<SourceHealth>,
 }
 
+impl SourceHealth {
+    /// A gambling source in `state` (for tests of what shows it).
+    #[cfg(test)]
+    pub(crate) fn example(id: &str, state: SourceState, reason: Option<&str>) -> SourceHealth {
+        SourceHealth {
+            id: id.into(),
+            category: "gambling".into(),
+            state,
+            reason: reason.map(String::from),
+            since: None,
+            names: None,
+            copy_from: None,
+        }
+    }
+}
+
 impl ListHealth {
     /// Sources not fully in force (degraded or missing).
     pub fn problems(&self) -> impl Iterator<Item = &SourceHealth> {

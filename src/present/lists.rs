@@ -91,15 +91,7 @@ mod tests {
     }
 
     fn health(id: &str, state: SourceState, reason: Option<&str>) -> SourceHealth {
-        SourceHealth {
-            id: id.into(),
-            category: "gambling".into(),
-            state,
-            reason: reason.map(String::from),
-            since: None,
-            names: None,
-            copy_from: None,
-        }
+        SourceHealth::example(id, state, reason)
     }
 
     #[test]

@@ -60,15 +60,7 @@ mod tests {
     use crate::lists::health::{ListHealth, SourceHealth};
 
     fn source(id: &str, state: SourceState, reason: Option<&str>) -> SourceHealth {
-        SourceHealth {
-            id: id.into(),
-            category: "gambling".into(),
-            state,
-            reason: reason.map(String::from),
-            since: None,
-            names: None,
-            copy_from: None,
-        }
+        SourceHealth::example(id, state, reason)
     }
 
     #[test]
