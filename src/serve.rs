@@ -15,7 +15,7 @@ use crate::download;
 use crate::lists::compiled::CompiledLists;
 use crate::lists::health::ListHealth;
 use crate::lists::sources::ListSettings;
-use crate::lists::{floor, load, sources};
+use crate::lists::{downloads, floor, sources};
 use crate::policy::SafeSearchMap;
 use crate::store::{self, QueryLog};
 
@@ -401,7 +401,7 @@ fn check_declared(config: &Config, settings: &ListSettings, check: &mut ListChec
         match &source.location {
             sources::Location::Path(_) => {
                 if let Err(why) = download::check_local(source) {
-                    let kept = load::download_path(&config.data_dir, &source.id).is_file();
+                    let kept = downloads::copy(&downloads::folder(&config.data_dir), &source.id).is_file();
                     let effect = if kept { "its last good copy would be used" } else { "it would block nothing" };
                     check.errors.push(format!(
                         "list source `{}` ({}): {why}; {effect}",
@@ -411,7 +411,7 @@ fn check_declared(config: &Config, settings: &ListSettings, check: &mut ListChec
                 }
             }
             sources::Location::Url(url) => {
-                if !load::download_path(&config.data_dir, &source.id).is_file() {
+                if !downloads::copy(&downloads::folder(&config.data_dir), &source.id).is_file() {
                     check.notes.push(format!(
                         "list source `{}` ({url}) is not downloaded yet; run `hedgerow lists update`",
                         source.id
@@ -544,7 +544,7 @@ pub fn update_sources(config: &Config) -> bool {
             return false;
         }
     };
-    let downloads = load::downloads_dir(&config.data_dir);
+    let downloads = downloads::folder(&config.data_dir);
     let outcomes = download::update_all(&declared, &downloads, &config.downloads);
     outcomes.iter().any(|(_, outcome)| matches!(outcome, download::FetchOutcome::Updated { .. }))
 }
@@ -597,16 +597,8 @@ async fn reload_policy(reloader: &Reloader) -> Result<crate::control::ReloadRepo
         None if started.source == "embedded default" => Config::parse(crate::config::DEFAULT_CONFIG, &started.source)?,
         None => Config::clone(&running),
     };
-    let restart_needed = restart_needed(started, &config);
-    // What only a restart applies stays as started (the lists compile into
-    // data_dir, the log is open on its database).
-    config.listen = started.listen.clone();
-    config.tcp = started.tcp;
-    config.data_dir = started.data_dir.clone();
-    config.upstream = started.upstream.clone();
-    config.cache = started.cache.clone();
-    config.log = started.log.clone();
-    config.list_update_interval = started.list_update_interval;
+    let restart_needed = keep_restart_only(started, &mut config);
+    // How lists compile is the running process's (set by `serve`), not the file's.
     config.lists.compiler = started.lists.compiler.clone();
     let config = Arc::new(config);
     let load_config = config.clone();
@@ -649,27 +641,28 @@ async fn reload_policy(reloader: &Reloader) -> Result<crate::control::ReloadRepo
     })
 }
 
-/// The settings a reload cannot apply that differ between the running
-/// server (`started`) and the configuration read again (`new`), each as
-/// "dns.listen changed from ... to ...".
-pub fn restart_needed(started: &Config, new: &Config) -> Vec<String> {
-    fn show<T: std::fmt::Debug>(value: &T) -> String {
-        format!("{value:?}")
+/// The settings a reload cannot apply (the lists compile into data_dir, the
+/// log is open on its database, the sockets are bound): each one that differs
+/// between the running server (`started`) and the configuration read again
+/// (`new`) is put back as started and named, as "dns.listen changed from ...
+/// to ...". One list, so what is kept and what is reported cannot drift apart.
+pub fn keep_restart_only(started: &Config, new: &mut Config) -> Vec<String> {
+    fn keep<T: std::fmt::Debug + Clone>(key: &str, started: &T, new: &mut T, changed: &mut Vec<String>) {
+        let (old, now) = (format!("{started:?}"), format!("{new:?}"));
+        if old != now {
+            changed.push(format!("{key} changed from {old} to {now}"));
+            *new = started.clone();
+        }
     }
     let mut changed = Vec::new();
-    let mut compare = |key: &str, old: String, new: String| {
-        if old != new {
-            changed.push(format!("{key} changed from {old} to {new}"));
-        }
-    };
-    compare("dns.listen", show(&started.listen), show(&new.listen));
-    compare("dns.tcp_max_connections", show(&started.tcp.max_connections), show(&new.tcp.max_connections));
-    compare("dns.tcp_per_client", show(&started.tcp.per_client), show(&new.tcp.per_client));
-    compare("data_dir", show(&started.data_dir), show(&new.data_dir));
-    compare("[upstream]", show(&started.upstream), show(&new.upstream));
-    compare("[cache]", show(&started.cache), show(&new.cache));
-    compare("[log]", show(&started.log), show(&new.log));
-    compare("lists.update_hours", show(&started.list_update_interval), show(&new.list_update_interval));
+    keep("dns.listen", &started.listen, &mut new.listen, &mut changed);
+    keep("dns.tcp_max_connections", &started.tcp.max_connections, &mut new.tcp.max_connections, &mut changed);
+    keep("dns.tcp_per_client", &started.tcp.per_client, &mut new.tcp.per_client, &mut changed);
+    keep("data_dir", &started.data_dir, &mut new.data_dir, &mut changed);
+    keep("[upstream]", &started.upstream, &mut new.upstream, &mut changed);
+    keep("[cache]", &started.cache, &mut new.cache, &mut changed);
+    keep("[log]", &started.log, &mut new.log, &mut changed);
+    keep("lists.update_hours", &started.list_update_interval, &mut new.list_update_interval, &mut changed);
     changed
 }
 

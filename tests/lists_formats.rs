@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use hedgerow::download::{prepare, rebuild};
 use hedgerow::lists::compile::{CompileInput, compile};
 use hedgerow::lists::compiled::{CompiledLists, ListError};
-use hedgerow::lists::load::{self, artefact_path, download_path};
+use hedgerow::lists::downloads;
+use hedgerow::lists::load::{self, artefact_path};
 use hedgerow::lists::parse::{Format, Rule, parse};
 use hedgerow::lists::sources::{ListSettings, Location, load_sources};
 use hedgerow::policy::category::{CategorySet, index_of};
@@ -350,7 +351,7 @@ fn prepare_reuses_unchanged_inputs_and_recompiles_changed_ones() {
     assert_eq!(third.lists.lookup(b"casino.example"), category("gambling"));
 
     // The fetcher's download appears: recompiled with it.
-    write(&download_path(&setup.data, "remote-porn"), "0.0.0.0 adult.example\n");
+    write(&downloads::copy(&downloads::folder(&setup.data), "remote-porn"), "0.0.0.0 adult.example\n");
     let fourth = prepare(&setup.settings, &setup.data).unwrap();
     let report = fourth.report.expect("a new download recompiles");
     assert!(report.sources.iter().all(|s| s.error.is_none()), "{:?}", report.sources);

@@ -27,7 +27,7 @@ pub fn run(config: &Config, action: ListsAction) -> anyhow::Result<ExitCode> {
             let mut downloads_failed = 0;
             if matches!(action, ListsAction::Update) {
                 let declared = sources::load_sources(&settings)?;
-                let downloads = load::downloads_dir(&config.data_dir);
+                let downloads = hedgerow::lists::downloads::folder(&config.data_dir);
                 let total =
                     declared.iter().filter(|s| s.enabled && matches!(s.location, sources::Location::Url(_))).count();
                 let mut done = 0;

@@ -107,8 +107,10 @@ impl ListHealth {
     /// log already says the same).
     pub fn save(&self, data_dir: &Path) {
         let path = health_path(data_dir);
-        let result =
-            serde_json::to_vec_pretty(self).map_err(std::io::Error::other).and_then(|json| std::fs::write(&path, json));
+        // Replaced whole, as every state file is, so a reader never sees half.
+        let result = serde_json::to_vec_pretty(self)
+            .map_err(std::io::Error::other)
+            .and_then(|json| crate::files::write_atomically(&path, |file| std::io::Write::write_all(file, &json)));
         if let Err(error) = result {
             tracing::warn!(path = %path.display(), %error, "cannot write the list health record");
         }

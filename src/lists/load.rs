@@ -27,17 +27,6 @@ pub fn artefact_path(data_dir: &Path) -> PathBuf {
     data_dir.join(ARTEFACT)
 }
 
-/// Where the last good copy of a source's text is kept (for a URL source,
-/// the fetcher's download).
-pub fn download_path(data_dir: &Path, id: &str) -> PathBuf {
-    downloads::copy(&downloads_dir(data_dir), id)
-}
-
-/// The folder of last good copies.
-pub fn downloads_dir(data_dir: &Path) -> PathBuf {
-    downloads::folder(data_dir)
-}
-
 /// The exit status of `hedgerow lists compile` when it wrote the lists but
 /// some source failed (its last good copy, if any, was used). A server
 /// compiling in a child accepts it; a person sees a failure.
@@ -66,7 +55,7 @@ pub fn plan(sources: &[SourceDecl], data_dir: &Path) -> (Vec<CompileInput>, Vec<
     let mut inputs = Vec::new();
     let mut skipped = Vec::new();
     for source in sources.iter().filter(|source| source.enabled) {
-        let text = download_path(data_dir, &source.id);
+        let text = downloads::copy(&downloads::folder(data_dir), &source.id);
         if !text.is_file() {
             skipped.push(SourceReport::skipped(
                 &source.id,
@@ -118,7 +107,7 @@ fn build(settings: &ListSettings, data_dir: &Path, always: bool, refresh: Refres
                     .to_string(),
             }));
         }
-        health = refresh(&sources, &downloads_dir(data_dir));
+        health = refresh(&sources, &downloads::folder(data_dir));
         let (inputs, mut skipped) = plan(&sources, data_dir);
         // A skipped source says why its own source failed, not just "no copy".
         for report in &mut skipped {
