@@ -8,16 +8,15 @@
 //! A device whose table entry names a group gets that group wherever it is on
 //! the school's networks (a teacher's laptop on the pupil Wi-Fi gets staff
 //! policy). The address -> group map is loaded from SQLite off the DNS path
-//! and swapped in whole; the query path reads it only when it is not empty,
-//! so a school with no device groups pays one relaxed atomic load a query.
+//! and is part of the `NetworkMap`, which is part of the policy snapshot: a
+//! new map means a new snapshot, swapped in whole like any other policy
+//! change. A school with no device groups pays one emptiness check a query.
 //! The access check is not affected: an address in no network stays refused.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use crate::config::Network;
@@ -37,16 +36,14 @@ pub struct Client {
 
 /// Maps source addresses to the configured networks, and registered devices
 /// to their groups.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NetworkMap {
     /// Every subnet with its client identity, longest prefix first.
     subnets: Vec<(IpNet, Arc<Client>)>,
     /// Every configured group, to resolve the device table's group names.
     policies: HashMap<Arc<str>, Arc<GroupPolicy>>,
     /// Device address -> client with the device's group (and its network).
-    devices: ArcSwap<HashMap<IpAddr, Arc<Client>>>,
-    /// False while `devices` is empty: the query path then skips it.
-    any_devices: AtomicBool,
+    devices: HashMap<IpAddr, Arc<Client>>,
 }
 
 /// A device-table entry that names a group, as loaded from the store.
@@ -83,12 +80,7 @@ impl NetworkMap {
             subnets.extend(network.cidrs.iter().map(|cidr| (*cidr, client.clone())));
         }
         subnets.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
-        NetworkMap {
-            subnets,
-            policies: policies.clone(),
-            devices: ArcSwap::from_pointee(HashMap::new()),
-            any_devices: AtomicBool::new(false),
-        }
+        NetworkMap { subnets, policies: policies.clone(), devices: HashMap::new() }
     }
 
     /// The client identity for a source address, or `None` when it is in no
@@ -101,18 +93,18 @@ impl NetworkMap {
 
     /// The identity to use for `source`, already admitted as `client` (its
     /// network's): the device table's group when the device is registered
-    /// with one. Costs one relaxed load when no device names a group.
+    /// with one. Costs one emptiness check when no device names a group.
     pub fn with_device_group(&self, source: IpAddr, client: &Arc<Client>) -> Arc<Client> {
-        if !self.any_devices.load(Ordering::Relaxed) {
+        if self.devices.is_empty() {
             return client.clone();
         }
-        self.devices.load().get(&source.to_canonical()).cloned().unwrap_or_else(|| client.clone())
+        self.devices.get(&source.to_canonical()).cloned().unwrap_or_else(|| client.clone())
     }
 
-    /// Replaces the device groups with `devices`. An entry naming a group
+    /// This map with `devices` as its device groups. An entry naming a group
     /// that is not configured, or an address in no network, is skipped and
     /// reported (the access check refuses such an address anyway).
-    pub fn replace_device_groups(&self, devices: &[DeviceGroup]) -> DeviceGroupsReport {
+    pub fn with_device_groups(&self, devices: &[DeviceGroup]) -> (NetworkMap, DeviceGroupsReport) {
         let mut report = DeviceGroupsReport::default();
         let mut map = HashMap::with_capacity(devices.len());
         for entry in devices {
@@ -142,16 +134,12 @@ impl NetworkMap {
             map.insert(ip, Arc::new(client));
         }
         report.applied = map.len();
-        // Publish the map before the flag, so a reader that sees the flag sees the map.
-        let any = !map.is_empty();
-        self.devices.store(Arc::new(map));
-        self.any_devices.store(any, Ordering::Release);
-        report
+        (NetworkMap { subnets: self.subnets.clone(), policies: self.policies.clone(), devices: map }, report)
     }
 
     /// How many devices have a group of their own now.
     pub fn device_groups(&self) -> usize {
-        self.devices.load().len()
+        self.devices.len()
     }
 
     /// The configured group names, sorted.
@@ -200,7 +188,7 @@ mod tests {
             device: device.into(),
             group: group.into(),
         };
-        let report = map.replace_device_groups(&[
+        let (map, report) = map.with_device_groups(&[
             entry("10.1.0.7", "T-laptop", "staff"),
             entry("10.1.0.8", "Odd", "teachers"),
             entry("192.0.2.1", "Away", "staff"),
@@ -217,7 +205,7 @@ mod tests {
         assert_eq!(&*map.with_device_group(other, &pupil).group, "pupil");
         assert!(map.identify("192.0.2.1".parse().unwrap()).is_none(), "the device table admits no one");
 
-        map.replace_device_groups(&[]);
+        let (map, _) = map.with_device_groups(&[]);
         assert_eq!(&*map.with_device_group(laptop, &pupil).group, "pupil");
     }
 }

@@ -223,7 +223,8 @@ impl Pipeline {
         if next.rate_limit == current.rate_limit {
             next.rate_limiter = current.rate_limiter.clone();
         }
-        let report = next.networks.replace_device_groups(&devices);
+        let (networks, report) = next.networks.with_device_groups(&devices);
+        next.networks = Arc::new(networks);
         self.policy.store(Arc::new(next));
         report
     }
@@ -513,12 +514,16 @@ impl Pipeline {
         self.upstream.describe()
     }
 
-    /// Swaps in the device table's groups (see `identify`); queries in
-    /// progress keep the identity they started with.
+    /// Swaps in the device table's groups (see `identify`) as a new policy
+    /// snapshot; queries in progress keep the identity they started with.
     pub fn replace_device_groups(&self, devices: &[DeviceGroup]) -> DeviceGroupsReport {
         let mut applied = self.devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *applied = devices.to_vec();
-        self.policy.load().networks.replace_device_groups(devices)
+        let mut next = PolicySnapshot::clone(&self.policy.load());
+        let (networks, report) = next.networks.with_device_groups(devices);
+        next.networks = Arc::new(networks);
+        self.policy.store(Arc::new(next));
+        report
     }
 
     /// How many devices have a group of their own now.
