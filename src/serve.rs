@@ -441,16 +441,29 @@ pub fn check_overrides(config: &Config, lists: &CompiledLists) -> Result<(), Sta
     Ok(())
 }
 
+/// Loads the lists for a reload off the runtime's threads. When they cannot
+/// be loaded at all, the failure is recorded in the health record (the lists
+/// in force stay: the caller swaps nothing).
+async fn load_lists_for_reload(config: &Arc<Config>) -> Result<LoadedLists, StartError> {
+    let load_config = config.clone();
+    let loaded = tokio::task::spawn_blocking(move || load_lists_with_health(&load_config))
+        .await
+        .expect("list loading does not panic");
+    if let Err(error) = &loaded {
+        let mut health = ListHealth::read(&config.data_dir).unwrap_or_default();
+        health.checked_at = download::unix_now();
+        health.error = Some(format!("reload failed, the last good lists stay: {error}"));
+        health.save(&config.data_dir);
+    }
+    loaded
+}
+
 /// Rebuilds the lists off the runtime's threads and swaps them in. When the
 /// lists cannot be loaded at all (the folder vanished or became unreadable,
 /// the SafeSearch map broke) nothing is swapped: the lists and map in force
 /// stay, the error is logged and recorded in the health record.
 pub async fn reload_lists(config: &Arc<Config>, pipeline: &Pipeline) -> Result<(), StartError> {
-    let load_config = config.clone();
-    let loaded = tokio::task::spawn_blocking(move || load_lists_with_health(&load_config))
-        .await
-        .expect("list loading does not panic");
-    match loaded {
+    match load_lists_for_reload(config).await {
         Ok(loaded) => {
             tracing::info!(
                 listed_names = loaded.lists.len(),
@@ -466,10 +479,6 @@ pub async fn reload_lists(config: &Arc<Config>, pipeline: &Pipeline) -> Result<(
                 listed_names = pipeline.lists().len(),
                 "LIST RELOAD FAILED: the lists in force stay (last good)"
             );
-            let mut health = ListHealth::read(&config.data_dir).unwrap_or_default();
-            health.checked_at = download::unix_now();
-            health.error = Some(format!("reload failed, the last good lists stay: {error}"));
-            health.save(&config.data_dir);
             Err(error)
         }
     }
@@ -601,20 +610,7 @@ async fn reload_policy(reloader: &Reloader) -> Result<crate::control::ReloadRepo
     // How lists compile is the running process's (set by `serve`), not the file's.
     config.lists.compiler = started.lists.compiler.clone();
     let config = Arc::new(config);
-    let load_config = config.clone();
-    let loaded = tokio::task::spawn_blocking(move || load_lists_with_health(&load_config))
-        .await
-        .expect("list loading does not panic");
-    let loaded = match loaded {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            let mut health = ListHealth::read(&started.data_dir).unwrap_or_default();
-            health.checked_at = download::unix_now();
-            health.error = Some(format!("reload failed, the last good lists stay: {error}"));
-            health.save(&started.data_dir);
-            return Err(error);
-        }
-    };
+    let loaded = load_lists_for_reload(&config).await?;
     check_overrides(&config, &loaded.lists)?;
     let listed_names = loaded.lists.len();
     tracing::info!(listed_names, safesearch_names = loaded.safesearch.len(), "lists reloaded");
