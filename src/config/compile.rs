@@ -12,8 +12,8 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::shapes::{
-    BlockAnswerKind, GuestPrivacy, RawCache, RawConfig, RawDns, RawGroup, RawLog, RawMode, RawNetwork, RawServer,
-    RawUpstream, Word, Words, Youtube,
+    BlockAnswerKind, RawCache, RawConfig, RawDns, RawGroup, RawLog, RawMode, RawNetwork, RawServer, RawUpstream, Word,
+    Words, Youtube,
 };
 
 use super::{
@@ -650,16 +650,14 @@ fn compile_log(
         ));
     }
     let privacy = match raw.guest_privacy.get_ref() {
-        Word::Known(GuestPrivacy::Full) => Privacy::Full,
-        Word::Known(GuestPrivacy::Truncate) => Privacy::Truncate,
-        Word::Known(GuestPrivacy::Hash) => Privacy::Hash,
+        Word::Known(privacy) => *privacy,
         Word::Other(other) => {
-            let explained = |privacy: &GuestPrivacy| match privacy {
-                GuestPrivacy::Full => format!("{:?}", privacy.word()),
-                GuestPrivacy::Truncate => format!("{:?} (network only)", privacy.word()),
-                GuestPrivacy::Hash => format!("{:?} (a daily pseudonym)", privacy.word()),
+            let explained = |privacy: &Privacy| match privacy {
+                Privacy::Full => format!("{:?}", privacy.word()),
+                Privacy::Truncate => format!("{:?} (network only)", privacy.word()),
+                Privacy::Hash => format!("{:?} (a daily pseudonym)", privacy.word()),
             };
-            let choices: Vec<String> = GuestPrivacy::ALL.iter().map(explained).collect();
+            let choices: Vec<String> = Privacy::ALL.iter().map(explained).collect();
             return Err(source.error(
                 Some(&raw.guest_privacy.span()),
                 format!("guest_privacy = {other:?} is not one of {}", choices.join(", ")),

@@ -8,13 +8,12 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::shapes::{
-    BlockAnswerKind, GuestPrivacy, RawCache, RawCategories, RawConditional, RawConfig, RawDns, RawGroup, RawLists,
-    RawLog, RawMode, RawNetwork, RawRateLimit, RawServer, RawUpstream, Word, Youtube,
+    BlockAnswerKind, RawCache, RawCategories, RawConditional, RawConfig, RawDns, RawGroup, RawLists, RawLog, RawMode,
+    RawNetwork, RawRateLimit, RawServer, RawUpstream, Word, Youtube,
 };
 use super::{Config, ForwardServer, LeasesFormat, Upstream};
 use crate::policy::category::{self, CategoryDecl};
 use crate::policy::group::{BlockAnswer, GroupPolicy, YoutubeMode};
-use crate::store::Privacy;
 
 /// Renders the effective configuration as TOML that `compile` accepts again,
 /// under a comment naming where it came from.
@@ -76,11 +75,7 @@ fn shape(config: &Config) -> RawConfig {
             enabled: config.log.enabled,
             database: path(&config.log.database_setting),
             retention_days: unplaced(config.log.settings.retention_days),
-            guest_privacy: unplaced(Word::Known(match config.log.settings.guest_privacy {
-                Privacy::Full => GuestPrivacy::Full,
-                Privacy::Truncate => GuestPrivacy::Truncate,
-                Privacy::Hash => GuestPrivacy::Hash,
-            })),
+            guest_privacy: unplaced(Word::Known(config.log.settings.guest_privacy)),
             private_groups: config.log.settings.private_groups.clone(),
             leases_file: config.log.leases.as_ref().map(|(file, _)| path(file)),
             leases_format: unplaced(Word::Known(config.log.leases.as_ref().map_or(LeasesFormat::Dnsmasq, |l| l.1))),
@@ -191,6 +186,7 @@ fn group(policy: &GroupPolicy) -> RawGroup {
 mod tests {
     use super::super::DEFAULT_CONFIG;
     use super::*;
+    use crate::store::Privacy;
 
     /// Reads `text`, renders it, reads the rendering: the two configs must be
     /// the same in every field a file sets, and render the same again.
@@ -399,7 +395,7 @@ group = "visitors"
         }
         check::<Youtube>(&["strict", "moderate", "off"]);
         check::<BlockAnswerKind>(&["nxdomain", "null", "block-page"]);
-        check::<GuestPrivacy>(&["full", "truncate", "hash"]);
+        check::<Privacy>(&["full", "truncate", "hash"]);
         check::<RawMode>(&["recursive", "forward"]);
         check::<super::super::ForwardProtocol>(&["udp", "tcp", "tls", "https"]);
         check::<LeasesFormat>(&["dnsmasq", "isc"]);

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use toml::Spanned;
 
 use crate::policy::category::CategoryDecl;
+use crate::store::Privacy;
 
 /// A setting's fixed set of words, each an enum variant named by serde.
 pub(super) trait Words: Copy + Serialize + DeserializeOwned + 'static {
@@ -91,17 +92,9 @@ impl Words for BlockAnswerKind {
     const ALL: &'static [Self] = &[BlockAnswerKind::NxDomain, BlockAnswerKind::Null, BlockAnswerKind::BlockPage];
 }
 
-/// `[log] guest_privacy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(super) enum GuestPrivacy {
-    Full,
-    Truncate,
-    Hash,
-}
-
-impl Words for GuestPrivacy {
-    const ALL: &'static [Self] = &[GuestPrivacy::Full, GuestPrivacy::Truncate, GuestPrivacy::Hash];
+/// `[log] guest_privacy`: the query log's own setting, written with its words.
+impl Words for Privacy {
+    const ALL: &'static [Self] = &[Privacy::Full, Privacy::Truncate, Privacy::Hash];
 }
 
 impl Words for RawMode {
@@ -295,7 +288,7 @@ pub(super) struct RawLog {
     #[serde(default = "default_retention_days")]
     pub(super) retention_days: Spanned<u32>,
     #[serde(default = "default_privacy")]
-    pub(super) guest_privacy: Spanned<Word<GuestPrivacy>>,
+    pub(super) guest_privacy: Spanned<Word<Privacy>>,
     #[serde(default = "default_private_groups")]
     pub(super) private_groups: Vec<String>,
     /// A DHCP leases file read on a schedule to name devices.
@@ -324,8 +317,8 @@ fn default_log_database() -> PathBuf {
 fn default_retention_days() -> Spanned<u32> {
     Spanned::new(0..0, 30)
 }
-fn default_privacy() -> Spanned<Word<GuestPrivacy>> {
-    Spanned::new(0..0, Word::Known(GuestPrivacy::Full))
+fn default_privacy() -> Spanned<Word<Privacy>> {
+    Spanned::new(0..0, Word::Known(Privacy::Full))
 }
 fn default_private_groups() -> Vec<String> {
     vec!["guest".to_string()]

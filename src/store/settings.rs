@@ -7,7 +7,9 @@ use super::StoreError;
 
 /// How the log treats the client identity of rows from private groups.
 /// Rows of private groups never carry a device name or owner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Its words (`full`, `truncate`, `hash`) are the config's `guest_privacy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Privacy {
     /// The full client address.
     #[default]
