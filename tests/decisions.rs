@@ -272,3 +272,21 @@ async fn each_outcome_logs_its_own_stage_and_reason() {
 
     school.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_cname_answer_is_inspected_again_for_each_group() {
+    let school = School::start().await;
+    // Staff may reach casino.test (allow override), so alias.test is answered
+    // for staff from upstream and cached with its CNAME.
+    let staff = school.ask(STAFF, "alias.test").await;
+    assert_eq!(staff.metadata.response_code, ResponseCode::NoError);
+    assert!(!staff.answers.is_empty(), "{staff:?}");
+    // A pupil's query is then answered from that cache entry, and the CNAME
+    // target is still checked against the pupil's policy.
+    let pupil = school.ask(PUPIL, "alias.test").await;
+    assert_eq!(pupil.metadata.response_code, ResponseCode::NXDomain, "{pupil:?}");
+    let rows = school.rows("alias.test", 2);
+    let pupil_row = rows.iter().find(|row| row.client == PUPIL).expect("a pupil row");
+    assert_eq!((pupil_row.decision.as_str(), pupil_row.stage.as_deref()), ("blocked", Some("inspection")));
+    school.stop().await;
+}

@@ -73,6 +73,10 @@ pub struct CachedAnswer {
     stale_until: Instant,
     /// What the entry counts against `cache.memory_mb`, fixed when stored.
     weight: u64,
+    /// True when the answer holds a CNAME, so answer inspection has work:
+    /// a cache hit without one never touches the records (a cold read per
+    /// hit, about 2% of a core on the load bed).
+    aliased: bool,
     /// RFC 8767 failure recheck: when a refresh of this (stale) answer last
     /// failed, in milliseconds after `stored_at` plus one; 0 for never.
     refresh_failed: AtomicU32,
@@ -112,6 +116,12 @@ impl CachedAnswer {
     /// The upstream answer as stored (TTLs not counted down).
     pub fn stored(&self) -> &UpstreamAnswer {
         &self.answer
+    }
+
+    /// The answer records answer inspection must see: none when the answer
+    /// holds no CNAME (known when stored, so a hit reads nothing more).
+    pub fn records_to_inspect(&self) -> &[Record] {
+        if self.aliased { &self.answer.answers } else { &[] }
     }
 
     /// The answer as it should be sent at `now`, TTLs counted down; a stale
@@ -219,7 +229,9 @@ impl AnswerCache {
         };
         let fresh_until = now + ttl;
         let wire = WireAnswer::encode(name, record_type, &answer);
+        let aliased = answer.answers.iter().any(|record| matches!(record.data, RData::CNAME(_)));
         let mut entry = CachedAnswer {
+            aliased,
             answer,
             wire,
             stored_at: now,

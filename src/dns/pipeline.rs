@@ -279,7 +279,7 @@ impl Pipeline {
         }
         match self.cache.get(&cache_key(question), now) {
             CacheLookup::Fresh(entry) => {
-                if let Some(blocked) = self.inspect(&snapshot, &pending.client, question, &entry.stored().answers) {
+                if let Some(blocked) = self.inspect(&snapshot, &pending.client, question, entry.records_to_inspect()) {
                     return Immediate::Answer(blocked);
                 }
                 let decision = match pending.allowed.take() {
@@ -446,7 +446,7 @@ impl Pipeline {
         let now = Instant::now();
         let stale = match self.cache.get(&key, now) {
             CacheLookup::Fresh(entry) => {
-                if let Some(blocked) = self.inspect(policy, client, question, &entry.stored().answers) {
+                if let Some(blocked) = self.inspect(policy, client, question, entry.records_to_inspect()) {
                     return blocked;
                 }
                 let decision = allowed.cloned().unwrap_or_else(|| Decision::allowed_from_cache(client));
@@ -705,7 +705,7 @@ impl Pipeline {
         why: String,
         waited: Option<Duration>,
     ) -> Answer {
-        if let Some(blocked) = self.inspect(policy, client, question, &stale.stored().answers) {
+        if let Some(blocked) = self.inspect(policy, client, question, stale.records_to_inspect()) {
             return blocked;
         }
         tracing::debug!(name = %question.name, %why, "serving a stale answer (RFC 8767)");
