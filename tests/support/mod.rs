@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod authority;
+pub mod browser;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod server;

@@ -1,0 +1,86 @@
+//! Browser tests: headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, driven with fantoccini) against real servers on
+//! loopback.
+//!
+//! Screenshots are test artefacts: each test saves PNGs of the whole page
+//! to `target/screenshots/<test name>/<step>.png`; look at them.
+
+mod support;
+
+use support::authority::Authority;
+use support::browser::Browser;
+use support::http::{HttpServer, Route};
+use support::server::{GAMES_ADDR, GAMES_NAME, Hedgerow, PLAIN_ADDR, PLAIN_NAME, PUPIL, STAFF, SchoolFiles};
+
+/// The harness itself: Chromium loads a page from a tiny loopback HTTP
+/// server (the request is seen there), the test reads the page's text and
+/// follows a link, and a full-page screenshot is saved as a real PNG of the
+/// window's width. Saved to `target/screenshots/browser_harness/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_loads_a_page_and_saves_a_screenshot() {
+    let server = HttpServer::start();
+    let tall = "<p>filler</p>".repeat(80);
+    server.route(
+        "/",
+        Route::ok(format!(
+            "<!doctype html><html><head><title>Harness</title></head><body>\
+             <h1>Hello from loopback</h1><a id=next href=\"/next\">next</a>{tall}</body></html>"
+        ))
+        .header("Content-Type", "text/html; charset=utf-8"),
+    );
+    server.route(
+        "/next",
+        Route::ok("<!doctype html><html><body><h1>Second page</h1></body></html>")
+            .header("Content-Type", "text/html; charset=utf-8"),
+    );
+
+    let browser = Browser::start("browser_harness").await;
+    browser.goto(&server.url("/")).await;
+    assert_eq!(browser.find("h1").await.text().await.unwrap(), "Hello from loopback");
+    assert_eq!(server.requests_to("/").len(), 1, "Chromium fetched the page from the test server");
+
+    let path = browser.screenshot("first").await;
+    let png = std::fs::read(&path).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{} is a PNG", path.display());
+    let (width, height) = png_size(&png);
+    assert_eq!(width, support::browser::WIDTH, "the shot is as wide as the window");
+    assert!(height > support::browser::HEIGHT, "the shot covers the whole tall page, not only the window: {height}");
+    // The window is back to its size after the shot.
+    let inner = browser.execute("return window.innerWidth;", vec![]).await;
+    assert_eq!(inner.as_u64(), Some(u64::from(support::browser::WIDTH)));
+
+    browser.click("#next").await;
+    assert_eq!(browser.current_path().await, "/next");
+    assert!(browser.text().await.contains("Second page"));
+    assert_eq!(server.requests_to("/next").len(), 1);
+    browser.close().await;
+}
+
+/// The server harness: the real binary starts on the test school's config
+/// (free ports, data in a tempdir), forwards to the in-process authority,
+/// and its games list is in force (pupils blocked, staff not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_harness_runs_the_real_binary_with_a_games_list() {
+    let authority = Authority::start("127.0.0.1:0", support::server::school_world()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = SchoolFiles::write(dir.path(), authority.addr, false);
+    let mut server = Hedgerow::start(&files).await;
+
+    let pupil_games = server.ask(PUPIL, GAMES_NAME).await;
+    assert!(!support::server::resolves_to(&pupil_games, GAMES_ADDR), "games blocked for pupils: {pupil_games:?}");
+    assert!(support::server::resolves_to(&server.ask(PUPIL, PLAIN_NAME).await, PLAIN_ADDR));
+    assert!(support::server::resolves_to(&server.ask(STAFF, GAMES_NAME).await, GAMES_ADDR));
+    assert!(files.data_dir.starts_with(dir.path()));
+
+    server.kill();
+    let query = support::client::build_query(PLAIN_NAME, hickory_proto::rr::RecordType::A);
+    let after = support::client::exchange_udp_from(PUPIL.parse().unwrap(), files.dns, &query).await;
+    assert!(after.is_err(), "nothing answers once the server is killed: {after:?}");
+}
+
+/// Width and height from a PNG's IHDR chunk.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    let word = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!(&png[12..16], b"IHDR");
+    (word(16), word(20))
+}
