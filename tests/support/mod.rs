@@ -8,5 +8,6 @@ pub mod authority;
 pub mod browser;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod http;
 pub mod server;
