@@ -31,6 +31,7 @@
 //! edited once released; `PRAGMA user_version` records how far a file has got
 //! ([`schema`]).
 
+pub mod changes;
 pub mod devices;
 pub mod leases;
 pub mod log;

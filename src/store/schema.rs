@@ -34,6 +34,8 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_query_log_stage_reason",
         sql: include_str!("migrations/0003_query_log_stage_reason.sql"),
     },
+    Migration { version: 4, name: "0004_users_sessions", sql: include_str!("migrations/0004_users_sessions.sql") },
+    Migration { version: 5, name: "0005_change_log", sql: include_str!("migrations/0005_change_log.sql") },
 ];
 
 /// The schema version this binary writes.
