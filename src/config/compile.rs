@@ -225,7 +225,9 @@ fn compile_timezone(
     let zone = jiff::tz::TimeZone::get(name).map_err(|_| {
         source.error(
             written.map(|name| name.span()).as_ref(),
-            format!("timezone = {name:?} is not a known time zone; use an IANA name, e.g. timezone = \"Europe/London\""),
+            format!(
+                "timezone = {name:?} is not a known time zone; use an IANA name, e.g. timezone = \"Europe/London\""
+            ),
         )
     })?;
     Ok((zone, name.to_string()))

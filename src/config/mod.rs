@@ -9,6 +9,7 @@
 //! - `render.rs`: [`Config`] -> shapes -> TOML ([`Config::to_toml`]).
 
 mod compile;
+pub mod edit;
 mod render;
 mod shapes;
 pub mod timed;

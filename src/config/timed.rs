@@ -246,7 +246,12 @@ mod tests {
             ))
         };
         let e = schedule("gamez", "\"mon\"", "12:00", "13:00");
-        assert!(e.starts_with("t.toml:6:") && e.contains("unknown category \"gamez\"") && e.contains("category = \"games\""), "{e}");
+        assert!(
+            e.starts_with("t.toml:6:")
+                && e.contains("unknown category \"gamez\"")
+                && e.contains("category = \"games\""),
+            "{e}"
+        );
         let e = schedule("malware", "\"mon\"", "12:00", "13:00");
         assert!(e.starts_with("t.toml:6:") && e.contains("locked"), "{e}");
         let e = schedule("games", "\"monday\"", "12:00", "13:00");
@@ -267,7 +272,8 @@ mod tests {
             "timezone = \"Europe/Paris\"\n{LUNCH}[groups.pupil]\nallow = [\"a.example\", {{ name = \"b.example\", reason = \"project\", until = \"2026-12-07T16:00:00Z\" }}]\ndeny = [{{ name = \"c.example\", reason = \"why\" }}]\n"
         );
         let config = Config::parse(&text, "t").unwrap();
-        let again = Config::parse(&config.to_toml(), "rendered").unwrap_or_else(|e| panic!("{e}\n{}", config.to_toml()));
+        let again =
+            Config::parse(&config.to_toml(), "rendered").unwrap_or_else(|e| panic!("{e}\n{}", config.to_toml()));
         assert_eq!(again.schedules, config.schedules);
         assert_eq!(again.timezone_name, "Europe/Paris");
         let (mut a, mut b) = (again.overrides.clone(), config.overrides.clone());
