@@ -11,6 +11,7 @@ pub mod lists;
 pub mod name;
 pub mod policy;
 pub mod present;
+pub mod policy_editor;
 pub mod serve;
 pub mod store;
 mod text;
