@@ -20,7 +20,6 @@ use hickory_proto::rr::RecordType;
 use support::authority::{Authority, Zone};
 use support::client::query_udp_from;
 
-#[allow(dead_code)] // used by the config path test below
 const BINARY: &str = env!("CARGO_BIN_EXE_hedgerow");
 const PUPIL: &str = "127.0.0.1";
 
@@ -218,5 +217,55 @@ fn the_change_log_filters_pages_counts_and_exports() {
     assert_eq!(
         lines.next(),
         Some("3,1970-01-01T00:00:03Z,ann,category,staff,\"subject, \"\"2\"\"\",blocked,allowed,why")
+    );
+}
+
+/// Runs the binary with no `--config` in `dir`.
+fn run_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BINARY).args(args).current_dir(dir).output().unwrap()
+}
+
+#[test]
+fn without_config_serve_keeps_data_hedgerow_toml_and_other_commands_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data").join("hedgerow.toml");
+    // No file: commands run on the embedded default and write no config file.
+    let output = run_in(dir.path(), &["check", "www.example.com", "--group", "teachers"]);
+    assert!(!output.status.success(), "no group teachers in the embedded default");
+    assert!(!file.exists());
+
+    // `serve` writes the file from the embedded default before anything else
+    // (it may then serve, or stop if the demo port is taken: either way the
+    // file is there).
+    let mut child = std::process::Command::new(BINARY)
+        .arg("serve")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(&file).ok().as_deref() != Some(hedgerow::config::DEFAULT_CONFIG) {
+        assert!(std::time::Instant::now() < deadline, "serve did not write {}", file.display());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Other commands read it when it exists: a group only the file declares.
+    let text = format!("{}\n[groups.teachers]\nblock = [\"uksic\"]\n", hedgerow::config::DEFAULT_CONFIG);
+    std::fs::write(&file, text).unwrap();
+    let output = run_in(dir.path(), &["check", "www.example.com", "--group", "teachers"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("group:    teachers"), "{stdout}");
+    // A broken file is an error naming it, not a silent fall-back to the default.
+    std::fs::write(&file, "[groups.teachers\n").unwrap();
+    let output = run_in(dir.path(), &["check", "www.example.com", "--group", "teachers"]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("hedgerow.toml:1"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }
