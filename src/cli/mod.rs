@@ -31,7 +31,7 @@ pub enum Command {
     /// written from the embedded demo config first when missing (the file
     /// the dashboard's policy changes are written into).
     Serve {
-        /// Config file (default: the embedded demo config, kept as ./data/hedgerow.toml).
+        /// Config file (default: the embedded demo config), kept as ./data/hedgerow.toml.
         #[arg(long)]
         config: Option<PathBuf>,
     },
