@@ -29,6 +29,13 @@ async fn ask(server: SocketAddr, name: &str) -> Message {
 
 fn config_file(dir: &Path, upstream: SocketAddr) -> std::path::PathBuf {
     let lists = support::config::games_lists(dir);
+    // A name in a locked category, which no allow override may open.
+    std::fs::write(lists.join("malware.txt"), "bad.test\n").unwrap();
+    std::fs::write(
+        lists.join("malware.toml"),
+        "[[source]]\nid = \"local-malware\"\ncategory = \"malware\"\nformat = \"domains\"\npath = \"malware.txt\"\n",
+    )
+    .unwrap();
     let text = format!(
         "# Hedgerow for Example Primary\n\
          data_dir = {data:?}\n\n[dns]\nlisten = [\"127.0.0.1:0\"]\n\n[upstream]\nmode = \"forward\"\ntimeout_ms = 500\n\
@@ -126,6 +133,17 @@ async fn an_edit_is_in_the_file_and_the_change_log_and_in_force_at_once() {
                 group: "pupil".into(),
                 kind: OverrideKind::Allow,
                 name: "not a name".into(),
+                reason: String::new(),
+                until_ms: None,
+            },
+            "because",
+            "name",
+        ),
+        (
+            PolicyEdit::AddOverride {
+                group: "pupil".into(),
+                kind: OverrideKind::Allow,
+                name: "bad.test".into(),
                 reason: String::new(),
                 until_ms: None,
             },
@@ -268,4 +286,36 @@ fn without_config_serve_keeps_data_hedgerow_toml_and_other_commands_read_it() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn check_explains_the_policy_in_force_now_not_a_lapsed_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let lists = support::config::games_lists(dir.path());
+    let file = dir.path().join("hedgerow.toml");
+    let write = |until: &str| {
+        let text = format!(
+            "data_dir = {data:?}\n[lists]\ndir = {lists:?}\nupdate_hours = 0\n[[networks]]\nname = \"n\"\ncidrs = [\"{PUPIL}/32\"]\ngroup = \"pupil\"\n\
+             [groups.pupil]\nallow = [{{ name = \"game.test\", reason = \"lesson\", until = \"{until}\" }}]\n",
+            data = dir.path().join("data").display().to_string(),
+            lists = lists.display().to_string(),
+        );
+        std::fs::write(&file, text).unwrap();
+    };
+    let check = || {
+        let output = std::process::Command::new(BINARY)
+            .args(["check", "game.test", "--group", "pupil", "--config"])
+            .arg(&file)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    write("2099-01-01T00:00:00Z");
+    let open = check();
+    assert!(open.contains("decision: allowed"), "{open}");
+    write("2020-01-01T00:00:00Z");
+    let lapsed = check();
+    assert!(lapsed.contains("decision: blocked"), "{lapsed}");
 }
