@@ -10,6 +10,7 @@ pub mod files;
 pub mod lists;
 pub mod name;
 pub mod policy;
+pub mod policy_editor;
 pub mod present;
 pub mod serve;
 pub mod store;

@@ -44,6 +44,9 @@ pub struct Running {
     background: Vec<tokio::task::JoinHandle<()>>,
     config: Arc<Config>,
     reloader: Arc<Reloader>,
+    /// Policy changes written into the config file, recorded and reloaded
+    /// (the dashboard's); `None` when there is no config file it can write.
+    pub editor: Option<Arc<crate::policy_editor::PolicyEditor>>,
     /// The control socket; dropped (and its file removed) with the server.
     _control: crate::control::ControlServer,
 }
@@ -113,7 +116,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     } else {
         None
     };
-    let pipeline = Arc::new(Pipeline::new(&config, lists, safesearch, log)?);
+    let now = crate::time::now_ms();
+    let pipeline = Arc::new(Pipeline::new(&in_force(&config, now), lists, safesearch, log)?);
     let server = DnsServer::start(pipeline.clone(), &config).await?;
     let started = (std::time::Instant::now(), crate::time::now_ms());
     refresh_device_groups(&config, &pipeline).await;
@@ -121,8 +125,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         started_with: config.clone(),
         current: arc_swap::ArcSwap::new(config.clone()),
         pipeline: pipeline.clone(),
-        one_at_a_time: tokio::sync::Mutex::new(()),
+        one_at_a_time: Arc::new(tokio::sync::Mutex::new(())),
+        clock: tokio::sync::Notify::new(),
     });
+    notice_file_edit(&config).await;
+    record_lapses(&config, now).await;
+    let editor = policy_editor(&config, &reloader).map(Arc::new);
     control
         .serve(crate::control::ServerInfo {
             config: config.clone(),
@@ -152,6 +160,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         }
     })];
     background.push(tokio::spawn(reload_on_sighup(reloader.clone())));
+    background.push(tokio::spawn(policy_clock(reloader.clone())));
     background.push(tokio::spawn(device_groups_on_schedule(config.clone(), pipeline.clone())));
     if config.log.enabled {
         // Roll-ups and retention run on their own thread, hourly.
@@ -171,7 +180,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         source = %config.source,
         "hedgerow is serving DNS"
     );
-    Ok(Running { pipeline, server, background, config, reloader, _control: control })
+    Ok(Running { pipeline, server, background, config, reloader, editor, _control: control })
 }
 
 /// Raises the soft limit on open files to the hard limit (at most 65,536):
@@ -567,14 +576,115 @@ pub struct Reloader {
     /// settings of `started_with`; list updates and reloads read it.
     current: arc_swap::ArcSwap<Config>,
     pipeline: Arc<Pipeline>,
-    /// A reload, a list update's reload or a SIGHUP waits for the one running.
-    one_at_a_time: tokio::sync::Mutex<()>,
+    /// A reload, a list update's reload, a SIGHUP or a policy edit waits
+    /// for the one running.
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+    /// Wakes the policy clock after a reload (the schedules may have changed).
+    clock: tokio::sync::Notify,
 }
 
 impl Reloader {
     /// The configuration in force now.
     pub fn config(&self) -> Arc<Config> {
         self.current.load_full()
+    }
+
+    /// The configuration the server started with (its file, data_dir, log).
+    pub fn started_with(&self) -> &Arc<Config> {
+        &self.started_with
+    }
+}
+
+/// The policy editor of a server started from a writable config file: it
+/// holds the reload lock, the reload itself and the override check.
+fn policy_editor(config: &Config, reloader: &Arc<Reloader>) -> Option<crate::policy_editor::PolicyEditor> {
+    let reload: crate::policy_editor::ReloadFn = {
+        let reloader = reloader.clone();
+        Arc::new(move || {
+            let reloader = reloader.clone();
+            Box::pin(async move {
+                let result = reload_policy(&reloader).await;
+                if let Err(error) = &result {
+                    tracing::error!(%error, "RELOAD REFUSED: the policy in force stays");
+                }
+                result.map(|_| ()).map_err(|error| error.to_string())
+            })
+        })
+    };
+    let check: crate::policy_editor::CheckFn = {
+        let pipeline = reloader.pipeline.clone();
+        Arc::new(move |config: &Config| check_overrides(config, &pipeline.lists()).map_err(|error| error.to_string()))
+    };
+    crate::policy_editor::PolicyEditor::for_server(config, reloader.one_at_a_time.clone(), reload, check)
+}
+
+/// `config` with its groups as in force at `now_ms` (overrides past their
+/// `until` dropped, schedule windows open): what the pipeline is built from.
+pub fn in_force(config: &Config, now_ms: i64) -> Config {
+    let mut in_force = config.clone();
+    in_force.groups = config.groups_at(now_ms);
+    in_force
+}
+
+/// Swaps in the policy in force whenever a schedule window opens or closes
+/// or an override lapses, in memory (the file is not read again), and
+/// records each lapse once. Wakes at least every minute, so a change of the
+/// wall clock is caught, and after every reload.
+async fn policy_clock(reloader: Arc<Reloader>) {
+    const RECHECK: Duration = Duration::from_secs(60);
+    loop {
+        let now = crate::time::now_ms();
+        let Some(next) = reloader.config().next_policy_change_after(now) else {
+            tokio::select! {
+                _ = tokio::time::sleep(RECHECK) => {}
+                _ = reloader.clock.notified() => {}
+            }
+            continue;
+        };
+        let wait = Duration::from_millis(u64::try_from(next - now).unwrap_or(0)).min(RECHECK);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = reloader.clock.notified() => continue,
+        }
+        let now = crate::time::now_ms();
+        if now < next {
+            continue;
+        }
+        let _one_at_a_time = reloader.one_at_a_time.lock().await;
+        let config = reloader.config();
+        apply_report(&reloader.pipeline.replace_policy_keeping_lists(&in_force(&config, now)));
+        tracing::info!("policy in force changed (a schedule window or an override's expiry)");
+        record_lapses(&config, now).await;
+    }
+}
+
+/// Records one `lapse` change for each override of `config` past its
+/// `until` that has none yet. Failures are logged: a lapse takes effect
+/// whether or not it could be recorded.
+pub async fn record_lapses(config: &Config, now_ms: i64) {
+    let lapsed: Vec<crate::config::OverrideEntry> = config.lapsed_overrides(now_ms).cloned().collect();
+    if lapsed.is_empty() {
+        return;
+    }
+    let database = config.log.database.clone();
+    let result = tokio::task::spawn_blocking(move || crate::policy_editor::record_lapses(&database, &lapsed)).await;
+    if let Ok(Err(error)) = result {
+        tracing::warn!(%error, "cannot record the lapsed overrides in the change log");
+    }
+}
+
+/// Compares the config file with the text last recorded in the change log
+/// and records a difference as a `file-edit` (see
+/// [`crate::policy_editor::notice_file_edit`]). Failures are logged.
+pub async fn notice_file_edit(config: &Config) {
+    let Some(path) = config.file.clone() else {
+        return;
+    };
+    let database = config.log.database.clone();
+    let result =
+        tokio::task::spawn_blocking(move || crate::policy_editor::notice_file_edit(&path, &database, None)).await;
+    if let Ok(Err(error)) = result {
+        tracing::warn!(%error, "cannot compare the config file with the change log");
     }
 }
 
@@ -598,7 +708,8 @@ pub async fn reload_all(reloader: &Reloader) -> Result<crate::control::ReloadRep
     result
 }
 
-async fn reload_policy(reloader: &Reloader) -> Result<crate::control::ReloadReport, StartError> {
+/// The whole reload with [`Reloader::lock`] already held (a policy edit's).
+pub async fn reload_policy(reloader: &Reloader) -> Result<crate::control::ReloadReport, StartError> {
     let running = reloader.config();
     let started = &reloader.started_with;
     let mut config = match &started.file {
@@ -615,8 +726,12 @@ async fn reload_policy(reloader: &Reloader) -> Result<crate::control::ReloadRepo
     let listed_names = loaded.lists.len();
     tracing::info!(listed_names, safesearch_names = loaded.safesearch.len(), "lists reloaded");
     let pipeline = &reloader.pipeline;
-    apply_report(&pipeline.replace_policy(&config, loaded.lists, loaded.safesearch));
+    let now = crate::time::now_ms();
+    apply_report(&pipeline.replace_policy(&in_force(&config, now), loaded.lists, loaded.safesearch));
     reloader.current.store(config.clone());
+    reloader.clock.notify_one();
+    notice_file_edit(&config).await;
+    record_lapses(&config, now).await;
     warn_about_open_networks(&config);
     for what in &restart_needed {
         tracing::warn!("restart to apply: {what}");

@@ -7,6 +7,7 @@
 //! list compile report and the server's status around it. It depends on the
 //! modules whose types it shows; nothing but front ends depends on it.
 
+pub mod changes;
 pub mod devices;
 pub mod lists;
 pub mod log;
