@@ -9,11 +9,14 @@
 //! - `render.rs`: [`Config`] -> shapes -> TOML ([`Config::to_toml`]).
 
 mod compile;
+mod dashboard;
 mod render;
 mod shapes;
 
 // Word-valued settings are defined with their words, in the shapes.
 pub use shapes::{ForwardProtocol, LeasesFormat};
+
+pub use dashboard::DashboardSettings;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -60,6 +63,8 @@ pub struct Config {
     pub cache: CacheSettings,
     pub rate_limit: RateLimit,
     pub log: LogConfig,
+    /// The web dashboard (`[dashboard]`).
+    pub dashboard: DashboardSettings,
 }
 
 /// The query log.
