@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_query_log_stage_reason",
         sql: include_str!("migrations/0003_query_log_stage_reason.sql"),
     },
+    Migration { version: 4, name: "0004_users_sessions", sql: include_str!("migrations/0004_users_sessions.sql") },
 ];
 
 /// The schema version this binary writes.
