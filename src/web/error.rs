@@ -93,7 +93,7 @@ impl IntoResponse for WebError {
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage {
-    layout: super::pages::Layout,
+    layout: super::layout::Layout,
     status: u16,
     title: &'static str,
     message: String,
@@ -128,7 +128,7 @@ pub(super) async fn render(request: Request, next: Next) -> Response {
         WebError::Internal(_) => "Something went wrong",
     };
     let page = ErrorPage {
-        layout: super::pages::Layout::anonymous(title),
+        layout: super::layout::Layout::anonymous(title),
         status: status.as_u16(),
         title,
         message: error.public_message(),

@@ -16,11 +16,13 @@
 //! - `security.rs`: the Host and Origin checks and the response headers;
 //! - `session.rs`: the cookie, the CSRF check and the role extractors;
 //! - `throttle.rs`: failed logins per account and per address;
+//! - `layout.rs`: the layout every page extends (nav by role, the stylesheet's URL);
 //! - `assets.rs`: the stylesheet, embedded, served under a content hash;
 //! - `pages/`: one file per page (login and setup, home, users, audit) with its API twin.
 
 mod assets;
 mod error;
+mod layout;
 mod pages;
 mod security;
 mod session;

@@ -20,6 +20,8 @@ pub fn forwarding(upstream: SocketAddr, data_dir: &Path, lists: &Path, rest: &st
     );
     let text = format!(
         r#"data_dir = {data:?}
+[dashboard]
+listen = []
 [dns]
 listen = ["127.0.0.1:0"]
 [upstream]

@@ -57,7 +57,7 @@ fn parts(current: &CurrentUser) -> Vec<Part> {
 
 pub async fn page(current: CurrentUser) -> Result<Response, WebError> {
     let page = HomePage {
-        layout: Layout::for_user("Home", &current, "/"),
+        layout: Layout::for_user("Home", &current.user, &current.csrf, "/"),
         name: current.user.name.clone(),
         roles: current.user.roles.iter().map(|role| role.as_str()).collect(),
         parts: parts(&current),

@@ -16,60 +16,10 @@ use axum::http::request::Parts;
 use axum::response::{Html, IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
+use super::WebError;
+pub use super::layout::Layout;
 use super::session::CurrentUser;
-use super::{WebError, assets};
 use crate::store::Role;
-
-/// What the shared layout shows: the title, who is logged in, the nav
-/// (only what their roles may use) and the CSRF token for the logout form.
-pub struct Layout {
-    pub title: String,
-    pub stylesheet: String,
-    pub user: Option<LayoutUser>,
-    pub csrf: String,
-    pub nav: Vec<NavItem>,
-}
-
-pub struct LayoutUser {
-    pub name: String,
-    pub roles: String,
-}
-
-pub struct NavItem {
-    pub href: &'static str,
-    pub label: &'static str,
-    pub current: bool,
-}
-
-impl Layout {
-    /// For pages shown before login (and errors).
-    pub fn anonymous(title: &str) -> Layout {
-        Layout {
-            title: title.to_string(),
-            stylesheet: assets::stylesheet_url(),
-            user: None,
-            csrf: String::new(),
-            nav: Vec::new(),
-        }
-    }
-
-    /// For a logged-in user on the page at `path`.
-    pub fn for_user(title: &str, current: &CurrentUser, path: &str) -> Layout {
-        let user = &current.user;
-        let mut nav = vec![NavItem { href: "/", label: "Home", current: path == "/" }];
-        if user.has(Role::Admin) {
-            nav.push(NavItem { href: "/users", label: "Users", current: path == "/users" });
-            nav.push(NavItem { href: "/audit", label: "Login audit", current: path == "/audit" });
-        }
-        Layout {
-            title: title.to_string(),
-            stylesheet: assets::stylesheet_url(),
-            user: Some(LayoutUser { name: user.name.clone(), roles: user.roles_text().replace(',', ", ") }),
-            csrf: current.csrf.clone(),
-            nav,
-        }
-    }
-}
 
 /// Renders a template as a page.
 pub fn render(template: &impl Template) -> Result<Html<String>, WebError> {
