@@ -236,6 +236,21 @@ async fn start_dashboard(
             }
         }));
     }
+    background.push(tokio::spawn({
+        // Expired sessions are never honoured; this only keeps the table small.
+        let (sessions, settings) = (state.sessions().clone(), state.settings().clone());
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let sessions = sessions.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    sessions.delete_expired(crate::time::now_ms(), settings.idle_ms, settings.absolute_ms)
+                })
+                .await;
+            }
+        }
+    }));
     let base = dashboard_url(addresses[0]);
     tracing::info!(addresses = ?addresses, "dashboard at {base}/");
     if let Some(token) = token {

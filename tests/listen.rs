@@ -138,7 +138,8 @@ async fn the_example_config_serves() {
             r#"cidrs = ["10.20.0.0/16", "fd00:20::/64"]"#,
             r#"cidrs = ["10.20.0.0/16", "fd00:20::/64", "127.0.0.2/32", "::1/128"]"#,
         );
-        text.push_str("\n[dashboard]\nlisten = []\n");
+        // The example's dashboard listens on the staff network's address.
+        rewrite(&mut text, r#"listen = ["10.20.0.1:8080"]"#, "listen = []");
         Config::parse(&text, "examples/hedgerow.toml (rewritten)").unwrap_or_else(|error| panic!("{error}\n{text}"))
     })
     .await;

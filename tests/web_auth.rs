@@ -648,3 +648,20 @@ fn hedgerow_serve_starts_the_dashboard_and_prints_a_setup_link() {
     let mut setup = setup.unwrap();
     assert!(setup.body_mut().read_to_string().unwrap().contains("Create the first admin"));
 }
+
+#[tokio::test]
+async fn a_dashboard_address_in_use_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let mut config = support::config::forwarding(
+        "127.0.0.1:9".parse().unwrap(),
+        &dir.path().join("data"),
+        &support::config::games_lists(dir.path()),
+        "[[networks]]\nname = \"pupils\"\ncidrs = [\"127.0.0.1/32\"]\ngroup = \"pupil\"\n",
+        "school.toml",
+    );
+    config.dashboard.listen = vec![address];
+    let error = hedgerow::serve::start(&config).await.err().expect("the address is taken").to_string();
+    assert!(error.contains(&address.to_string()) && error.contains("[dashboard] listen"), "{error}");
+}

@@ -22,6 +22,8 @@ struct HomePage {
 struct Part {
     title: &'static str,
     text: &'static str,
+    /// A command on the server that does it today ("" for none).
+    command: &'static str,
     links: Vec<(&'static str, &'static str)>,
 }
 
@@ -31,8 +33,9 @@ fn parts(current: &CurrentUser) -> Vec<Part> {
         parts.push(Part {
             title: "Admin (ICT lead)",
             text: "You manage who can log in and what each group may reach. Policy pages arrive with the next \
-                   part of the dashboard; until then, policy is changed in the config file and applied with \
-                   `hedgerow reload`.",
+                   part of the dashboard; until then, policy is changed in the config file and applied on the \
+                   server with",
+            command: "hedgerow reload",
             links: vec![("/users", "Users: add, disable, reset passwords, change roles"), ("/audit", "Login audit")],
         });
     }
@@ -40,7 +43,8 @@ fn parts(current: &CurrentUser) -> Vec<Part> {
         parts.push(Part {
             title: "Designated Safeguarding Lead",
             text: "You will read the query log, devices and alerts here. Those pages come in a later part of the \
-                   dashboard; today `hedgerow log search` and `hedgerow log review` on the server show them.",
+                   dashboard; today the server shows them with",
+            command: "hedgerow log search",
             links: Vec::new(),
         });
     }
@@ -49,6 +53,7 @@ fn parts(current: &CurrentUser) -> Vec<Part> {
             title: "Governor",
             text: "You will read the policy as it stands, the change log and the annual review here, read-only. \
                    Those pages come in a later part of the dashboard.",
+            command: "",
             links: Vec::new(),
         });
     }
