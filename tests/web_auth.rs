@@ -665,3 +665,58 @@ async fn a_dashboard_address_in_use_stops_start_up_naming_it() {
     let error = hedgerow::serve::start(&config).await.err().expect("the address is taken").to_string();
     assert!(error.contains(&address.to_string()) && error.contains("[dashboard] listen"), "{error}");
 }
+
+/// Every route with every role (and none): who gets in, who is refused.
+#[tokio::test]
+async fn every_route_with_every_role() {
+    let dashboard = dashboard();
+    dashboard.add("ann", &[Role::Admin]);
+    dashboard.add("dee", &[Role::Dsl]);
+    dashboard.add("gill", &[Role::Governor]);
+    dashboard.add("target", &[Role::Dsl]);
+    // (method, path, form) and whether each role gets in: admin, dsl, governor.
+    let routes: &[(&str, &str, &str, [bool; 3])] = &[
+        ("GET", "/", "", [true, true, true]),
+        ("GET", "/users", "", [true, false, false]),
+        ("GET", "/audit", "", [true, false, false]),
+        ("GET", "/api/me", "", [true, true, true]),
+        ("GET", "/api/users", "", [true, false, false]),
+        ("GET", "/api/audit", "", [true, false, false]),
+        ("POST", "/users", "name=new1&password=long+enough+pass&role_dsl=on", [true, false, false]),
+        ("POST", "/users/target/roles", "role_dsl=on&role_governor=on", [true, false, false]),
+        ("POST", "/users/target/password", "password=long+enough+pass2", [true, false, false]),
+        ("POST", "/users/target/disable", "", [true, false, false]),
+        ("POST", "/users/target/enable", "", [true, false, false]),
+    ];
+    let mut sessions = Vec::new();
+    for name in ["ann", "dee", "gill"] {
+        let cookie = dashboard.login(name).await;
+        let csrf = dashboard.csrf(&cookie).await;
+        sessions.push((name, cookie, csrf));
+    }
+    for (method, path, form, allowed) in routes {
+        let logged_out = match *method {
+            "GET" => get(path, None).build(),
+            _ => post(path, None, form).build(),
+        };
+        let reply = dashboard.send(logged_out).await;
+        let expected = if path.starts_with("/api/") { StatusCode::UNAUTHORIZED } else { StatusCode::SEE_OTHER };
+        assert_eq!(reply.status, expected, "logged out: {method} {path}");
+        for (index, (name, cookie, csrf)) in sessions.iter().enumerate() {
+            let request = match *method {
+                "GET" => get(path, Some(cookie)).build(),
+                _ => post(path, Some(cookie), &format!("csrf={csrf}&{form}")).build(),
+            };
+            let reply = dashboard.send(request).await;
+            if allowed[index] {
+                assert!(
+                    reply.status.is_success() || reply.status.is_redirection(),
+                    "{name}: {method} {path}: {}",
+                    reply.status
+                );
+            } else {
+                assert_eq!(reply.status, StatusCode::FORBIDDEN, "{name}: {method} {path}");
+            }
+        }
+    }
+}
