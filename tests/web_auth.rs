@@ -500,6 +500,10 @@ async fn pages_carry_the_security_headers_and_the_stylesheet_is_cached() {
     assert!(css.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/css"));
     assert!(css.headers[header::CACHE_CONTROL].to_str().unwrap().contains("max-age=31536000"));
     assert_eq!(dashboard.send(get("/static/hedgerow.old.css", None).build()).await.status, StatusCode::NOT_FOUND);
+    // A form's target fetched as a page is a friendly refusal, not a bare status.
+    let reply = dashboard.send(get("/logout", None).build()).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(reply.body.contains("<h1>Not a page</h1>"), "{}", reply.body);
 }
 
 #[tokio::test]

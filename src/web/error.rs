@@ -28,6 +28,9 @@ pub enum WebError {
     WrongHost(String),
     #[error("there is no such page")]
     NotFound,
+    /// A page asked for with a method it does not take (a GET of a form's target).
+    #[error("this address does not take that kind of request; go back to the dashboard and use its forms")]
+    MethodNotAllowed,
     /// A bad value, named by its form field when it has one.
     #[error("{message}")]
     BadRequest { field: Option<&'static str>, message: String },
@@ -47,6 +50,7 @@ impl WebError {
             WebError::Forbidden(_) | WebError::Refused(_) => StatusCode::FORBIDDEN,
             WebError::WrongHost(_) => StatusCode::MISDIRECTED_REQUEST,
             WebError::NotFound => StatusCode::NOT_FOUND,
+            WebError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             WebError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -124,6 +128,7 @@ pub(super) async fn render(request: Request, next: Next) -> Response {
         WebError::Refused(_) => "Request refused",
         WebError::WrongHost(_) => "Wrong address",
         WebError::NotFound => "Not found",
+        WebError::MethodNotAllowed => "Not a page",
         WebError::BadRequest { .. } => "Please check what you sent",
         WebError::Internal(_) => "Something went wrong",
     };

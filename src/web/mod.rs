@@ -161,6 +161,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/audit", get(pages::audit::api_list))
         .route("/static/{file}", get(assets::serve))
         .fallback(pages::not_found)
+        .method_not_allowed_fallback(pages::method_not_allowed)
         .layer(from_fn_with_state(state.clone(), session::load))
         .layer(from_fn_with_state(state.clone(), security::check_origin))
         .layer(from_fn_with_state(state.clone(), security::check_host))

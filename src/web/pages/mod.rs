@@ -109,3 +109,8 @@ pub fn when(time_ms: i64) -> String {
 pub async fn not_found() -> WebError {
     WebError::NotFound
 }
+
+/// A route asked for with a method it does not take.
+pub async fn method_not_allowed() -> WebError {
+    WebError::MethodNotAllowed
+}
