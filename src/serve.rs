@@ -40,6 +40,8 @@ pub enum StartError {
          address (or listen = [] to turn the dashboard off)"
     )]
     Dashboard { address: SocketAddr, error: std::io::Error },
+    #[error("{0}")]
+    DashboardTls(String),
     #[error("the dashboard cannot open its database: {0}")]
     DashboardStore(#[from] crate::store::StoreError),
 }
@@ -116,6 +118,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     raise_open_files_limit();
     // Before the slow work, so an address in use is said at once.
     let dashboard_listeners = bind_dashboard(config).await?;
+    let dashboard_tls = match &config.dashboard.tls {
+        Some(files) if !config.dashboard.listen.is_empty() => {
+            Some(crate::web::tls_acceptor(&files.cert, &files.key).map_err(StartError::DashboardTls)?)
+        }
+        _ => None,
+    };
     let config = Arc::new(config.clone());
     let (lists, safesearch) = {
         let config = config.clone();
@@ -168,7 +176,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         }
     })];
     background.push(tokio::spawn(reload_on_sighup(reloader.clone())));
-    let dashboard = start_dashboard(&config, &pipeline, dashboard_listeners, &mut background).await?;
+    let dashboard = start_dashboard(&config, &pipeline, dashboard_listeners, dashboard_tls, &mut background).await?;
     background.push(tokio::spawn(device_groups_on_schedule(config.clone(), pipeline.clone())));
     if config.log.enabled {
         // Roll-ups and retention run on their own thread, hourly.
@@ -208,6 +216,7 @@ async fn start_dashboard(
     config: &Config,
     pipeline: &Arc<Pipeline>,
     listeners: Vec<tokio::net::TcpListener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     background: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<Vec<SocketAddr>, StartError> {
     if listeners.is_empty() {
@@ -216,6 +225,7 @@ async fn start_dashboard(
     let addresses: Vec<SocketAddr> = listeners.iter().filter_map(|listener| listener.local_addr().ok()).collect();
     let mut settings = crate::web::WebSettings::from_config(config);
     settings.listen = addresses.clone();
+    settings.tls = tls.is_some();
     let state = {
         let (pipeline, database) = (pipeline.clone(), config.log.database.clone());
         tokio::task::spawn_blocking(move || crate::web::AppState::with_settings(pipeline, &database, settings))
@@ -229,9 +239,13 @@ async fn start_dashboard(
             .expect("issuing a setup token does not panic")?
     };
     for listener in listeners {
-        let state = state.clone();
+        let (state, tls) = (state.clone(), tls.clone());
         background.push(tokio::spawn(async move {
-            if let Err(error) = crate::web::serve(listener, state).await {
+            let served = match tls {
+                Some(acceptor) => crate::web::serve_tls(listener, state, acceptor).await,
+                None => crate::web::serve(listener, state).await,
+            };
+            if let Err(error) = served {
                 tracing::error!(%error, "the dashboard stopped serving");
             }
         }));
@@ -251,7 +265,7 @@ async fn start_dashboard(
             }
         }
     }));
-    let base = dashboard_url(addresses[0]);
+    let base = dashboard_url(addresses[0], tls.is_some());
     tracing::info!(addresses = ?addresses, "dashboard at {base}/");
     if let Some(token) = token {
         let line = format!(
@@ -268,13 +282,14 @@ async fn start_dashboard(
 const SETUP_LINK_VALID_MS: i64 = 60 * 60 * 1000;
 
 /// The URL a person on this machine opens for a listen address (loopback for a wildcard).
-fn dashboard_url(address: SocketAddr) -> String {
+fn dashboard_url(address: SocketAddr, tls: bool) -> String {
     let ip = match address.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, address.port()))
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, address.port()))
 }
 
 /// Raises the soft limit on open files to the hard limit (at most 65,536):

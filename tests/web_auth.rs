@@ -724,3 +724,84 @@ async fn every_route_with_every_role() {
         }
     }
 }
+
+/// Sends one HTTP/1.1 request over TLS to `address`, trusting only the test certificate.
+async fn https(address: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dashboard-tls");
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(fixtures.join("cert.pem")).unwrap()).unwrap();
+    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut tls = connector.connect(ServerName::try_from("localhost").unwrap(), stream).await.unwrap();
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tls.read_to_end(&mut reply).await;
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[tokio::test]
+async fn with_a_certificate_the_dashboard_serves_https_with_secure_cookies() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dashboard-tls");
+    let mut config = support::config::forwarding(
+        "127.0.0.1:9".parse().unwrap(),
+        &dir.path().join("data"),
+        &support::config::games_lists(dir.path()),
+        "[[networks]]\nname = \"pupils\"\ncidrs = [\"127.0.0.1/32\"]\ngroup = \"pupil\"\n",
+        "school.toml",
+    );
+    config.dashboard.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    config.dashboard.tls =
+        Some(hedgerow::config::TlsFiles { cert: fixtures.join("cert.pem"), key: fixtures.join("key.pem") });
+    let running = hedgerow::serve::start(&config).await.unwrap();
+    let address = running.dashboard_addrs()[0];
+    let users = hedgerow::store::Users::open(&config.log.database).unwrap();
+    users.add("ann", PASSWORD, &[Role::Admin], hedgerow::time::now_ms()).unwrap();
+
+    let page = https(address, "GET /login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("<h1>Log in</h1>"), "{page}");
+    // The origin is https://: a form from it is accepted, and the cookie is Secure.
+    let body = format!("name=ann&password={}", PASSWORD.replace(' ', "+"));
+    let login = https(
+        address,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: localhost:{port}\r\nOrigin: https://localhost:{port}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len(),
+            port = address.port()
+        ),
+    )
+    .await;
+    assert!(login.starts_with("HTTP/1.1 303"), "{login}");
+    let cookie = login.lines().find(|line| line.to_ascii_lowercase().starts_with("set-cookie:")).unwrap();
+    assert!(cookie.contains("hedgerow_session=") && cookie.ends_with("; Secure"), "{cookie}");
+    // A plain-HTTP origin is not this origin.
+    let plain = https(
+        address,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: localhost\r\nOrigin: http://localhost\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert!(plain.starts_with("HTTP/1.1 403"), "{plain}");
+    running.stop().await;
+
+    // A key that is not a key stops start-up, naming the setting.
+    std::fs::write(dir.path().join("bad.pem"), "not a key\n").unwrap();
+    config.dashboard.tls =
+        Some(hedgerow::config::TlsFiles { cert: fixtures.join("cert.pem"), key: dir.path().join("bad.pem") });
+    let error = hedgerow::serve::start(&config).await.err().expect("a bad key").to_string();
+    assert!(error.contains("[dashboard] tls_key"), "{error}");
+}

@@ -1,7 +1,8 @@
 //! `[dashboard]`: where the web dashboard listens, which names it answers
 //! to, and how long a login lasts. Its serde shape, its compile step (with
 //! file:line messages like `compile.rs`) and its rendering live here, so
-//! `shapes.rs`, `compile.rs` and `render.rs` each hold one line for it.
+//! `shapes.rs`, `compile.rs` and `render.rs` each hold one line for it. TLS
+//! files are only named here; `hedgerow serve` reads them at start.
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -25,6 +26,15 @@ pub struct DashboardSettings {
     pub idle: Duration,
     /// A session ends this long after login, however busy.
     pub absolute: Duration,
+    /// Serve over TLS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+/// `[dashboard] tls_cert` and `tls_key`, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Default for DashboardSettings {
@@ -34,6 +44,7 @@ impl Default for DashboardSettings {
             hosts: vec!["localhost".to_string()],
             idle: Duration::from_secs(30 * 60),
             absolute: Duration::from_secs(12 * 3600),
+            tls: None,
         }
     }
 }
@@ -127,14 +138,18 @@ pub(super) fn compile(raw: RawDashboard, text: &str, source_name: &str) -> Resul
         }
         hosts.push(host);
     }
-    for key in [&raw.tls_cert, &raw.tls_key].into_iter().flatten() {
-        return Err(error(
-            &key.span(),
-            "[dashboard] tls_cert and tls_key are not yet supported: remove them and put a TLS proxy (such as \
-             Caddy or nginx) in front of the dashboard, or listen on a trusted staff network only"
-                .to_string(),
-        ));
-    }
+    let tls = match (raw.tls_cert, raw.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.into_inner(), key: key.into_inner() }),
+        (None, None) => None,
+        (Some(one), None) | (None, Some(one)) => {
+            return Err(error(
+                &one.span(),
+                "[dashboard] needs both tls_cert (the certificate chain, PEM) and tls_key (its private key, PEM), \
+                 or neither to serve plain HTTP"
+                    .to_string(),
+            ));
+        }
+    };
     let idle = *raw.idle_minutes.get_ref();
     if !(1..=24 * 60).contains(&idle) {
         return Err(error(
@@ -154,6 +169,7 @@ pub(super) fn compile(raw: RawDashboard, text: &str, source_name: &str) -> Resul
         hosts,
         idle: Duration::from_secs(idle * 60),
         absolute: Duration::from_secs(absolute * 3600),
+        tls,
     })
 }
 
@@ -162,8 +178,8 @@ pub(super) fn render(settings: &DashboardSettings) -> RawDashboard {
     RawDashboard {
         listen: unplaced(settings.listen.iter().map(|address| unplaced(address.to_string())).collect()),
         hosts: settings.hosts.iter().map(|host| unplaced(host.clone())).collect(),
-        tls_cert: None,
-        tls_key: None,
+        tls_cert: settings.tls.as_ref().map(|tls| unplaced(tls.cert.clone())),
+        tls_key: settings.tls.as_ref().map(|tls| unplaced(tls.key.clone())),
         idle_minutes: unplaced(settings.idle.as_secs() / 60),
         absolute_hours: unplaced(settings.absolute.as_secs() / 3600),
     }
@@ -191,7 +207,11 @@ mod tests {
 
     #[test]
     fn an_empty_listen_turns_it_off_and_settings_read_back() {
-        let config = parse("listen = []\nhosts = [\"Hedgerow.School.Internal\"]\nidle_minutes = 10\n").unwrap();
+        let config = parse(
+            "listen = []\nhosts = [\"Hedgerow.School.Internal\"]\nidle_minutes = 10\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.dashboard.tls.as_ref().map(|tls| tls.key.clone()), Some("k.pem".into()));
         assert!(config.dashboard.listen.is_empty());
         assert_eq!(config.dashboard.hosts, vec!["hedgerow.school.internal".to_string()]);
         let again = Config::parse(&config.to_toml(), "rendered").unwrap();
@@ -207,7 +227,7 @@ mod tests {
         let error = parse("idle_minutes = 0\n").unwrap_err().to_string();
         assert!(error.starts_with("school.toml:6:") && error.contains("1 to 1440"), "{error}");
         let error = parse("tls_cert = \"/etc/cert.pem\"\n").unwrap_err().to_string();
-        assert!(error.starts_with("school.toml:6:") && error.contains("not yet supported"), "{error}");
+        assert!(error.starts_with("school.toml:6:") && error.contains("both tls_cert"), "{error}");
         let error = parse("port = 80\n").unwrap_err().to_string();
         assert!(error.contains("unknown field"), "{error}");
     }

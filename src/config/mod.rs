@@ -16,7 +16,7 @@ mod shapes;
 // Word-valued settings are defined with their words, in the shapes.
 pub use shapes::{ForwardProtocol, LeasesFormat};
 
-pub use dashboard::DashboardSettings;
+pub use dashboard::{DashboardSettings, TlsFiles};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -16,6 +16,7 @@
 //! - `security.rs`: the Host and Origin checks and the response headers;
 //! - `session.rs`: the cookie, the CSRF check and the role extractors;
 //! - `throttle.rs`: failed logins per account and per address;
+//! - `tls.rs`: the certificate and key, and serving over TLS;
 //! - `layout.rs`: the layout every page extends (nav by role, the stylesheet's URL);
 //! - `assets.rs`: the stylesheet, embedded, served under a content hash;
 //! - `pages/`: one file per page (login and setup, home, users, audit) with its API twin.
@@ -27,6 +28,7 @@ mod pages;
 mod security;
 mod session;
 mod throttle;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +44,7 @@ use crate::store::{LoginAudit, Sessions, SetupTokens, StoreError, Users};
 pub use error::WebError;
 pub use session::{CurrentUser, Require, RequireAdmin, RequireDsl, RequireGovernorOrAdmin};
 pub use throttle::Throttle;
+pub use tls::{acceptor as tls_acceptor, serve_tls};
 
 /// What every handler may reach. Cheap to clone (one `Arc`).
 #[derive(Clone)]
