@@ -278,3 +278,38 @@ fn audit_rows_are_listed_newest_first() {
     assert_eq!(audit.failures_since(None, Some("10.0.0.9"), 0).unwrap(), 1);
     assert_eq!(audit.failures_since(Some("ict"), None, 2_001).unwrap(), 0);
 }
+
+#[test]
+fn one_setup_token_raced_by_several_browsers_makes_exactly_one_admin() {
+    let (_dir, db) = database();
+    let raw = SetupTokens::open(&db).unwrap().issue(0, HOUR).unwrap().unwrap();
+    let stored: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT token_hash FROM setup_tokens", [], |row| row.get(0))
+        .unwrap();
+    assert_ne!(stored, raw, "only the token's hash is stored");
+
+    let outcomes: Vec<Result<String, String>> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..4)
+            .map(|racer| {
+                let (db, raw) = (&db, &raw);
+                scope.spawn(move || {
+                    let tokens = SetupTokens::open(db).unwrap();
+                    tokens
+                        .redeem_and_add_admin(raw, &format!("admin{racer}"), PASSWORD, 1)
+                        .map(|user| user.name)
+                        .map_err(|error| error.to_string())
+                })
+            })
+            .collect();
+        racers.into_iter().map(|racer| racer.join().unwrap()).collect()
+    });
+    let made: Vec<&String> = outcomes.iter().filter_map(|outcome| outcome.as_ref().ok()).collect();
+    assert_eq!(made.len(), 1, "{outcomes:?}");
+    for refused in outcomes.iter().filter_map(|outcome| outcome.as_ref().err()) {
+        assert!(refused.contains("unknown, used or expired") || refused.contains("already exists"), "{refused}");
+    }
+    let users = Users::open(&db).unwrap().list().unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(&users[0].name, made[0]);
+}

@@ -17,10 +17,12 @@ pub mod log;
 pub mod reload;
 pub mod serve;
 pub mod status;
+pub mod user;
 
 pub use devices::DevicesAction;
 pub use lists::ListsAction;
 pub use log::LogAction;
+pub use user::UserAction;
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -81,6 +83,19 @@ pub enum Command {
         #[arg(long, global = true)]
         config: Option<PathBuf>,
         /// Output of list and show: table (default), json (one object a line) or csv.
+        #[arg(long, global = true, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// Dashboard accounts: add users with roles (admin, dsl, governor), set
+    /// passwords, disable, enable, change roles. Each change is written to
+    /// the login audit.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        /// Config file (default: the embedded demo config).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Output of list: table (default), json (one object a line) or csv.
         #[arg(long, global = true, default_value = "table")]
         format: OutputFormat,
     },

@@ -12,3 +12,4 @@ pub mod lists;
 pub mod log;
 pub mod review;
 pub mod status;
+pub mod users;

@@ -177,7 +177,7 @@ mod tests {
     /// migration instead; append the new file's checksum here.
     #[test]
     fn released_migrations_are_unchanged() {
-        let pinned: &[u64] = &[PINNED_0001, PINNED_0002, PINNED_0003];
+        let pinned: &[u64] = &[PINNED_0001, PINNED_0002, PINNED_0003, PINNED_0004];
         let found: Vec<u64> = MIGRATIONS.iter().map(|migration| checksum(migration.sql)).collect();
         assert_eq!(&found[..pinned.len()], pinned, "a released migration was edited");
     }
@@ -185,6 +185,7 @@ mod tests {
     const PINNED_0001: u64 = 0xf729fa549007dbe2;
     const PINNED_0002: u64 = 0x5ec25d3d6716abbd;
     const PINNED_0003: u64 = 0xed0fe62a489e9a36;
+    const PINNED_0004: u64 = 0x890517c032cd4db5;
 
     #[test]
     fn a_fresh_database_gets_every_migration_and_reopening_is_a_no_op() {
