@@ -16,3 +16,4 @@ pub mod serve;
 pub mod store;
 mod text;
 pub mod time;
+pub mod web;

@@ -35,6 +35,15 @@ pub enum StartError {
     Listen(#[from] std::io::Error),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error(
+        "cannot listen for the dashboard on {address}: {error}; change [dashboard] listen in the config to a free \
+         address (or listen = [] to turn the dashboard off)"
+    )]
+    Dashboard { address: SocketAddr, error: std::io::Error },
+    #[error("{0}")]
+    DashboardTls(String),
+    #[error("the dashboard cannot open its database: {0}")]
+    DashboardStore(#[from] crate::store::StoreError),
 }
 
 /// A running Hedgerow instance.
@@ -47,6 +56,8 @@ pub struct Running {
     /// Policy changes written into the config file, recorded and reloaded
     /// (the dashboard's); `None` when there is no config file it can write.
     pub editor: Option<Arc<crate::policy_editor::PolicyEditor>>,
+    /// The dashboard's addresses, as bound (port 0 resolved).
+    dashboard: Vec<SocketAddr>,
     /// The control socket; dropped (and its file removed) with the server.
     _control: crate::control::ControlServer,
 }
@@ -59,6 +70,11 @@ impl Running {
 
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         &self.server.tcp_addrs
+    }
+
+    /// The dashboard's addresses as bound; empty when `[dashboard] listen = []`.
+    pub fn dashboard_addrs(&self) -> &[SocketAddr] {
+        &self.dashboard
     }
 
     /// Rebuilds the lists from their sources (when they changed) and swaps
@@ -103,6 +119,14 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .map_err(|error| StartError::Listen(std::io::Error::other(error.to_string())))?;
     warn_about_open_networks(config);
     raise_open_files_limit();
+    // Before the slow work, so an address in use is said at once.
+    let dashboard_listeners = bind_dashboard(config).await?;
+    let dashboard_tls = match &config.dashboard.tls {
+        Some(files) if !config.dashboard.listen.is_empty() => {
+            Some(crate::web::tls_acceptor(&files.cert, &files.key).map_err(StartError::DashboardTls)?)
+        }
+        _ => None,
+    };
     let config = Arc::new(config.clone());
     let (lists, safesearch) = {
         let config = config.clone();
@@ -161,6 +185,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     })];
     background.push(tokio::spawn(reload_on_sighup(reloader.clone())));
     background.push(tokio::spawn(policy_clock(reloader.clone())));
+    let dashboard = start_dashboard(&config, &pipeline, dashboard_listeners, dashboard_tls, &mut background).await?;
     background.push(tokio::spawn(device_groups_on_schedule(config.clone(), pipeline.clone())));
     if config.log.enabled {
         // Roll-ups and retention run on their own thread, hourly.
@@ -180,7 +205,100 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         source = %config.source,
         "hedgerow is serving DNS"
     );
-    Ok(Running { pipeline, server, background, config, reloader, editor, _control: control })
+    Ok(Running { pipeline, server, background, config, reloader, editor, dashboard, _control: control })
+}
+
+/// Binds every `[dashboard] listen` address; a failure names the address and the setting.
+async fn bind_dashboard(config: &Config) -> Result<Vec<tokio::net::TcpListener>, StartError> {
+    let mut listeners = Vec::with_capacity(config.dashboard.listen.len());
+    for &address in &config.dashboard.listen {
+        let listener =
+            tokio::net::TcpListener::bind(address).await.map_err(|error| StartError::Dashboard { address, error })?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Serves the dashboard on `listeners` and, while no admin exists, issues a
+/// setup link (valid 60 minutes) and says it loudly. Returns the bound addresses.
+async fn start_dashboard(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    listeners: Vec<tokio::net::TcpListener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    background: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Vec<SocketAddr>, StartError> {
+    if listeners.is_empty() {
+        return Ok(Vec::new());
+    }
+    let addresses: Vec<SocketAddr> = listeners.iter().filter_map(|listener| listener.local_addr().ok()).collect();
+    let mut settings = crate::web::WebSettings::from_config(config);
+    settings.listen = addresses.clone();
+    settings.tls = tls.is_some();
+    let state = {
+        let (pipeline, database) = (pipeline.clone(), config.log.database.clone());
+        tokio::task::spawn_blocking(move || crate::web::AppState::with_settings(pipeline, &database, settings))
+            .await
+            .expect("opening the dashboard's stores does not panic")?
+    };
+    let token = {
+        let tokens = state.setup_tokens().clone();
+        tokio::task::spawn_blocking(move || tokens.issue(crate::time::now_ms(), SETUP_LINK_VALID_MS))
+            .await
+            .expect("issuing a setup token does not panic")?
+    };
+    for listener in listeners {
+        let (state, tls) = (state.clone(), tls.clone());
+        background.push(tokio::spawn(async move {
+            let served = match tls {
+                Some(acceptor) => crate::web::serve_tls(listener, state, acceptor).await,
+                None => crate::web::serve(listener, state).await,
+            };
+            if let Err(error) = served {
+                tracing::error!(%error, "the dashboard stopped serving");
+            }
+        }));
+    }
+    background.push(tokio::spawn({
+        // Expired sessions are never honoured; this only keeps the table small.
+        let (sessions, settings) = (state.sessions().clone(), state.settings().clone());
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let sessions = sessions.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    sessions.delete_expired(crate::time::now_ms(), settings.idle_ms, settings.absolute_ms)
+                })
+                .await;
+            }
+        }
+    }));
+    let base = dashboard_url(addresses[0], tls.is_some());
+    tracing::info!(addresses = ?addresses, "dashboard at {base}/");
+    if let Some(token) = token {
+        let line = format!(
+            "No admin yet. Open {base}/setup/{token} within 60 minutes to create the first admin (or run: hedgerow \
+             user add NAME --role admin)."
+        );
+        tracing::warn!("{line}");
+        eprintln!("{line}");
+    }
+    Ok(addresses)
+}
+
+/// How long a setup link printed at start works.
+const SETUP_LINK_VALID_MS: i64 = 60 * 60 * 1000;
+
+/// The URL a person on this machine opens for a listen address (loopback for a wildcard).
+fn dashboard_url(address: SocketAddr, tls: bool) -> String {
+    let ip = match address.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, address.port()))
 }
 
 /// Raises the soft limit on open files to the hard limit (at most 65,536):
@@ -774,6 +892,8 @@ pub fn keep_restart_only(started: &Config, new: &mut Config) -> Vec<String> {
     keep("[cache]", &started.cache, &mut new.cache, &mut changed);
     keep("[log]", &started.log, &mut new.log, &mut changed);
     keep("lists.update_hours", &started.list_update_interval, &mut new.list_update_interval, &mut changed);
+    // The dashboard's listeners and settings are fixed when it starts.
+    keep("[dashboard]", &started.dashboard, &mut new.dashboard, &mut changed);
     changed
 }
 

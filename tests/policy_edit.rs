@@ -38,7 +38,7 @@ fn config_file(dir: &Path, upstream: SocketAddr) -> std::path::PathBuf {
     .unwrap();
     let text = format!(
         "# Hedgerow for Example Primary\n\
-         data_dir = {data:?}\n\n[dns]\nlisten = [\"127.0.0.1:0\"]\n\n[upstream]\nmode = \"forward\"\ntimeout_ms = 500\n\
+         data_dir = {data:?}\n\n[dns]\nlisten = [\"127.0.0.1:0\"]\n\n[dashboard]\nlisten = []\n\n[upstream]\nmode = \"forward\"\ntimeout_ms = 500\n\
          [[upstream.servers]]\naddress = \"{upstream}\"\n\n[lists]\ndir = {lists:?}\nupdate_hours = 0\n\n\
          [[networks]]\nname = \"pupils\" # the pupil wifi\ncidrs = [\"{PUPIL}/32\"]\ngroup = \"pupil\"\n\n\
          # Pupils: the shipped policy.\n[groups.pupil]\nblock = [\"default\"] # keep it strict\n",

@@ -9,6 +9,7 @@
 //! - `render.rs`: [`Config`] -> shapes -> TOML ([`Config::to_toml`]).
 
 mod compile;
+mod dashboard;
 pub mod edit;
 mod render;
 mod shapes;
@@ -16,6 +17,8 @@ pub mod timed;
 
 // Word-valued settings are defined with their words, in the shapes.
 pub use shapes::{ForwardProtocol, LeasesFormat};
+
+pub use dashboard::{DashboardSettings, TlsFiles};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -73,6 +76,8 @@ pub struct Config {
     pub cache: CacheSettings,
     pub rate_limit: RateLimit,
     pub log: LogConfig,
+    /// The web dashboard (`[dashboard]`).
+    pub dashboard: DashboardSettings,
 }
 
 /// The query log.

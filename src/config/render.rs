@@ -113,6 +113,7 @@ fn shape(config: &Config) -> RawConfig {
                 group: unplaced(network.group.clone()),
             })
             .collect::<Vec<_>>(),
+        dashboard: super::dashboard::render(&config.dashboard),
     }
 }
 
@@ -247,6 +248,7 @@ mod tests {
             cache,
             rate_limit,
             log,
+            dashboard,
         } = &first;
         assert_eq!(listen, &second.listen);
         assert_eq!(tcp, &second.tcp);
@@ -275,6 +277,7 @@ mod tests {
         assert_eq!(format!("{cache:?}"), format!("{:?}", second.cache));
         assert_eq!(rate_limit, &second.rate_limit);
         assert_eq!(format!("{log:?}"), format!("{:?}", second.log));
+        assert_eq!(dashboard, &second.dashboard);
         let again = render(&second);
         assert_eq!(rendered.lines().skip(1).collect::<Vec<_>>(), again.lines().skip(1).collect::<Vec<_>>());
         rendered

@@ -192,6 +192,8 @@ pub(super) struct RawConfig {
     pub(super) groups: BTreeMap<Spanned<String>, RawGroup>,
     #[serde(default)]
     pub(super) networks: Vec<RawNetwork>,
+    #[serde(default)]
+    pub(super) dashboard: super::dashboard::RawDashboard,
 }
 
 #[derive(Deserialize, Serialize)]
