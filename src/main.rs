@@ -41,6 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Devices { action, config, format } => {
             cli::devices::run(&load_config(config.as_ref())?, action, format)
         }
+        Command::User { action, config, format } => cli::user::run(&load_config(config.as_ref())?, action, format),
         Command::Check { name, client, group, device, record_type, config } => {
             let config = load_config(config.as_ref())?;
             cli::check::run(&config, &name, cli::check::Asker::from_flags(client, group, device), &record_type)

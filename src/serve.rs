@@ -35,6 +35,15 @@ pub enum StartError {
     Listen(#[from] std::io::Error),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error(
+        "cannot listen for the dashboard on {address}: {error}; change [dashboard] listen in the config to a free \
+         address (or listen = [] to turn the dashboard off)"
+    )]
+    Dashboard { address: SocketAddr, error: std::io::Error },
+    #[error("{0}")]
+    DashboardTls(String),
+    #[error("the dashboard cannot open its database: {0}")]
+    DashboardStore(#[from] crate::store::StoreError),
 }
 
 /// A running Hedgerow instance.
@@ -44,6 +53,11 @@ pub struct Running {
     background: Vec<tokio::task::JoinHandle<()>>,
     config: Arc<Config>,
     reloader: Arc<Reloader>,
+    /// Policy changes written into the config file, recorded and reloaded
+    /// (the dashboard's); `None` when there is no config file it can write.
+    pub editor: Option<Arc<crate::policy_editor::PolicyEditor>>,
+    /// The dashboard's addresses, as bound (port 0 resolved).
+    dashboard: Vec<SocketAddr>,
     /// The control socket; dropped (and its file removed) with the server.
     _control: crate::control::ControlServer,
 }
@@ -56,6 +70,11 @@ impl Running {
 
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         &self.server.tcp_addrs
+    }
+
+    /// The dashboard's addresses as bound; empty when `[dashboard] listen = []`.
+    pub fn dashboard_addrs(&self) -> &[SocketAddr] {
+        &self.dashboard
     }
 
     /// Rebuilds the lists from their sources (when they changed) and swaps
@@ -100,6 +119,14 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .map_err(|error| StartError::Listen(std::io::Error::other(error.to_string())))?;
     warn_about_open_networks(config);
     raise_open_files_limit();
+    // Before the slow work, so an address in use is said at once.
+    let dashboard_listeners = bind_dashboard(config).await?;
+    let dashboard_tls = match &config.dashboard.tls {
+        Some(files) if !config.dashboard.listen.is_empty() => {
+            Some(crate::web::tls_acceptor(&files.cert, &files.key).map_err(StartError::DashboardTls)?)
+        }
+        _ => None,
+    };
     let config = Arc::new(config.clone());
     let (lists, safesearch) = {
         let config = config.clone();
@@ -113,7 +140,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     } else {
         None
     };
-    let pipeline = Arc::new(Pipeline::new(&config, lists, safesearch, log)?);
+    let now = crate::time::now_ms();
+    let pipeline = Arc::new(Pipeline::new(&in_force(&config, now), lists, safesearch, log)?);
     let server = DnsServer::start(pipeline.clone(), &config).await?;
     let started = (std::time::Instant::now(), crate::time::now_ms());
     refresh_device_groups(&config, &pipeline).await;
@@ -121,8 +149,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         started_with: config.clone(),
         current: arc_swap::ArcSwap::new(config.clone()),
         pipeline: pipeline.clone(),
-        one_at_a_time: tokio::sync::Mutex::new(()),
+        one_at_a_time: Arc::new(tokio::sync::Mutex::new(())),
+        clock: tokio::sync::Notify::new(),
     });
+    notice_file_edit(&config).await;
+    record_lapses(&config, now).await;
+    let editor = policy_editor(&config, &reloader).map(Arc::new);
     control
         .serve(crate::control::ServerInfo {
             config: config.clone(),
@@ -152,6 +184,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         }
     })];
     background.push(tokio::spawn(reload_on_sighup(reloader.clone())));
+    background.push(tokio::spawn(policy_clock(reloader.clone())));
+    let dashboard = start_dashboard(&config, &pipeline, dashboard_listeners, dashboard_tls, &mut background).await?;
     background.push(tokio::spawn(device_groups_on_schedule(config.clone(), pipeline.clone())));
     if config.log.enabled {
         // Roll-ups and retention run on their own thread, hourly.
@@ -171,7 +205,100 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         source = %config.source,
         "hedgerow is serving DNS"
     );
-    Ok(Running { pipeline, server, background, config, reloader, _control: control })
+    Ok(Running { pipeline, server, background, config, reloader, editor, dashboard, _control: control })
+}
+
+/// Binds every `[dashboard] listen` address; a failure names the address and the setting.
+async fn bind_dashboard(config: &Config) -> Result<Vec<tokio::net::TcpListener>, StartError> {
+    let mut listeners = Vec::with_capacity(config.dashboard.listen.len());
+    for &address in &config.dashboard.listen {
+        let listener =
+            tokio::net::TcpListener::bind(address).await.map_err(|error| StartError::Dashboard { address, error })?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Serves the dashboard on `listeners` and, while no admin exists, issues a
+/// setup link (valid 60 minutes) and says it loudly. Returns the bound addresses.
+async fn start_dashboard(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    listeners: Vec<tokio::net::TcpListener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    background: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Vec<SocketAddr>, StartError> {
+    if listeners.is_empty() {
+        return Ok(Vec::new());
+    }
+    let addresses: Vec<SocketAddr> = listeners.iter().filter_map(|listener| listener.local_addr().ok()).collect();
+    let mut settings = crate::web::WebSettings::from_config(config);
+    settings.listen = addresses.clone();
+    settings.tls = tls.is_some();
+    let state = {
+        let (pipeline, database) = (pipeline.clone(), config.log.database.clone());
+        tokio::task::spawn_blocking(move || crate::web::AppState::with_settings(pipeline, &database, settings))
+            .await
+            .expect("opening the dashboard's stores does not panic")?
+    };
+    let token = {
+        let tokens = state.setup_tokens().clone();
+        tokio::task::spawn_blocking(move || tokens.issue(crate::time::now_ms(), SETUP_LINK_VALID_MS))
+            .await
+            .expect("issuing a setup token does not panic")?
+    };
+    for listener in listeners {
+        let (state, tls) = (state.clone(), tls.clone());
+        background.push(tokio::spawn(async move {
+            let served = match tls {
+                Some(acceptor) => crate::web::serve_tls(listener, state, acceptor).await,
+                None => crate::web::serve(listener, state).await,
+            };
+            if let Err(error) = served {
+                tracing::error!(%error, "the dashboard stopped serving");
+            }
+        }));
+    }
+    background.push(tokio::spawn({
+        // Expired sessions are never honoured; this only keeps the table small.
+        let (sessions, settings) = (state.sessions().clone(), state.settings().clone());
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let sessions = sessions.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    sessions.delete_expired(crate::time::now_ms(), settings.idle_ms, settings.absolute_ms)
+                })
+                .await;
+            }
+        }
+    }));
+    let base = dashboard_url(addresses[0], tls.is_some());
+    tracing::info!(addresses = ?addresses, "dashboard at {base}/");
+    if let Some(token) = token {
+        let line = format!(
+            "No admin yet. Open {base}/setup/{token} within 60 minutes to create the first admin (or run: hedgerow \
+             user add NAME --role admin)."
+        );
+        tracing::warn!("{line}");
+        eprintln!("{line}");
+    }
+    Ok(addresses)
+}
+
+/// How long a setup link printed at start works.
+const SETUP_LINK_VALID_MS: i64 = 60 * 60 * 1000;
+
+/// The URL a person on this machine opens for a listen address (loopback for a wildcard).
+fn dashboard_url(address: SocketAddr, tls: bool) -> String {
+    let ip = match address.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, address.port()))
 }
 
 /// Raises the soft limit on open files to the hard limit (at most 65,536):
@@ -567,14 +694,115 @@ pub struct Reloader {
     /// settings of `started_with`; list updates and reloads read it.
     current: arc_swap::ArcSwap<Config>,
     pipeline: Arc<Pipeline>,
-    /// A reload, a list update's reload or a SIGHUP waits for the one running.
-    one_at_a_time: tokio::sync::Mutex<()>,
+    /// A reload, a list update's reload, a SIGHUP or a policy edit waits
+    /// for the one running.
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+    /// Wakes the policy clock after a reload (the schedules may have changed).
+    clock: tokio::sync::Notify,
 }
 
 impl Reloader {
     /// The configuration in force now.
     pub fn config(&self) -> Arc<Config> {
         self.current.load_full()
+    }
+
+    /// The configuration the server started with (its file, data_dir, log).
+    pub fn started_with(&self) -> &Arc<Config> {
+        &self.started_with
+    }
+}
+
+/// The policy editor of a server started from a writable config file: it
+/// holds the reload lock, the reload itself and the override check.
+fn policy_editor(config: &Config, reloader: &Arc<Reloader>) -> Option<crate::policy_editor::PolicyEditor> {
+    let reload: crate::policy_editor::ReloadFn = {
+        let reloader = reloader.clone();
+        Arc::new(move || {
+            let reloader = reloader.clone();
+            Box::pin(async move {
+                let result = reload_policy(&reloader).await;
+                if let Err(error) = &result {
+                    tracing::error!(%error, "RELOAD REFUSED: the policy in force stays");
+                }
+                result.map(|_| ()).map_err(|error| error.to_string())
+            })
+        })
+    };
+    let check: crate::policy_editor::CheckFn = {
+        let pipeline = reloader.pipeline.clone();
+        Arc::new(move |config: &Config| check_overrides(config, &pipeline.lists()).map_err(|error| error.to_string()))
+    };
+    crate::policy_editor::PolicyEditor::for_server(config, reloader.one_at_a_time.clone(), reload, check)
+}
+
+/// `config` with its groups as in force at `now_ms` (overrides past their
+/// `until` dropped, schedule windows open): what the pipeline is built from.
+pub fn in_force(config: &Config, now_ms: i64) -> Config {
+    let mut in_force = config.clone();
+    in_force.groups = config.groups_at(now_ms);
+    in_force
+}
+
+/// Swaps in the policy in force whenever a schedule window opens or closes
+/// or an override lapses, in memory (the file is not read again), and
+/// records each lapse once. Wakes at least every minute, so a change of the
+/// wall clock is caught, and after every reload.
+async fn policy_clock(reloader: Arc<Reloader>) {
+    const RECHECK: Duration = Duration::from_secs(60);
+    loop {
+        let now = crate::time::now_ms();
+        let Some(next) = reloader.config().next_policy_change_after(now) else {
+            tokio::select! {
+                _ = tokio::time::sleep(RECHECK) => {}
+                _ = reloader.clock.notified() => {}
+            }
+            continue;
+        };
+        let wait = Duration::from_millis(u64::try_from(next - now).unwrap_or(0)).min(RECHECK);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = reloader.clock.notified() => continue,
+        }
+        let now = crate::time::now_ms();
+        if now < next {
+            continue;
+        }
+        let _one_at_a_time = reloader.one_at_a_time.lock().await;
+        let config = reloader.config();
+        apply_report(&reloader.pipeline.replace_policy_keeping_lists(&in_force(&config, now)));
+        tracing::info!("policy in force changed (a schedule window or an override's expiry)");
+        record_lapses(&config, now).await;
+    }
+}
+
+/// Records one `lapse` change for each override of `config` past its
+/// `until` that has none yet. Failures are logged: a lapse takes effect
+/// whether or not it could be recorded.
+pub async fn record_lapses(config: &Config, now_ms: i64) {
+    let lapsed: Vec<crate::config::OverrideEntry> = config.lapsed_overrides(now_ms).cloned().collect();
+    if lapsed.is_empty() {
+        return;
+    }
+    let database = config.log.database.clone();
+    let result = tokio::task::spawn_blocking(move || crate::policy_editor::record_lapses(&database, &lapsed)).await;
+    if let Ok(Err(error)) = result {
+        tracing::warn!(%error, "cannot record the lapsed overrides in the change log");
+    }
+}
+
+/// Compares the config file with the text last recorded in the change log
+/// and records a difference as a `file-edit` (see
+/// [`crate::policy_editor::notice_file_edit`]). Failures are logged.
+pub async fn notice_file_edit(config: &Config) {
+    let Some(path) = config.file.clone() else {
+        return;
+    };
+    let database = config.log.database.clone();
+    let result =
+        tokio::task::spawn_blocking(move || crate::policy_editor::notice_file_edit(&path, &database, None)).await;
+    if let Ok(Err(error)) = result {
+        tracing::warn!(%error, "cannot compare the config file with the change log");
     }
 }
 
@@ -598,7 +826,8 @@ pub async fn reload_all(reloader: &Reloader) -> Result<crate::control::ReloadRep
     result
 }
 
-async fn reload_policy(reloader: &Reloader) -> Result<crate::control::ReloadReport, StartError> {
+/// The whole reload with [`Reloader::lock`] already held (a policy edit's).
+pub async fn reload_policy(reloader: &Reloader) -> Result<crate::control::ReloadReport, StartError> {
     let running = reloader.config();
     let started = &reloader.started_with;
     let mut config = match &started.file {
@@ -615,8 +844,12 @@ async fn reload_policy(reloader: &Reloader) -> Result<crate::control::ReloadRepo
     let listed_names = loaded.lists.len();
     tracing::info!(listed_names, safesearch_names = loaded.safesearch.len(), "lists reloaded");
     let pipeline = &reloader.pipeline;
-    apply_report(&pipeline.replace_policy(&config, loaded.lists, loaded.safesearch));
+    let now = crate::time::now_ms();
+    apply_report(&pipeline.replace_policy(&in_force(&config, now), loaded.lists, loaded.safesearch));
     reloader.current.store(config.clone());
+    reloader.clock.notify_one();
+    notice_file_edit(&config).await;
+    record_lapses(&config, now).await;
     warn_about_open_networks(&config);
     for what in &restart_needed {
         tracing::warn!("restart to apply: {what}");
@@ -659,6 +892,8 @@ pub fn keep_restart_only(started: &Config, new: &mut Config) -> Vec<String> {
     keep("[cache]", &started.cache, &mut new.cache, &mut changed);
     keep("[log]", &started.log, &mut new.log, &mut changed);
     keep("lists.update_hours", &started.list_update_interval, &mut new.list_update_interval, &mut changed);
+    // The dashboard's listeners and settings are fixed when it starts.
+    keep("[dashboard]", &started.dashboard, &mut new.dashboard, &mut changed);
     changed
 }
 

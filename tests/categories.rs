@@ -74,7 +74,7 @@ async fn forty_categories_compile_and_each_blocks_over_udp() {
     fs::write(
         &config_path,
         format!(
-            "data_dir = {data:?}\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\n[upstream]\nmode = \"forward\"\n\
+            "data_dir = {data:?}\n[dashboard]\nlisten = []\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\n[upstream]\nmode = \"forward\"\n\
              [[upstream.servers]]\naddress = \"{upstream}\"\n[lists]\ndir = {lists:?}\nupdate_hours = 0\n\
              {custom}[groups.pupil]\nblock = [{block}]\n\
              [[networks]]\nname = \"pupils\"\ncidrs = [\"127.0.0.1/32\"]\ngroup = \"pupil\"\n",

@@ -52,7 +52,7 @@ fn default_config_in(dir: &Path, listen: SocketAddr) -> PathBuf {
     let data_dir = dir.join("data").display().to_string();
     let text = replace(DEFAULT_CONFIG, "data_dir = \"./data\"", &format!("data_dir = {data_dir:?}"));
     let text = replace(&text, "listen = [\"127.0.0.1:5353\"]", &format!("listen = [\"{listen}\"]"));
-    let text = format!("{text}\n[lists]\ndir = {SHIPPED_LISTS:?}\nupdate_hours = 0\n");
+    let text = format!("{text}\n[lists]\ndir = {SHIPPED_LISTS:?}\nupdate_hours = 0\n[dashboard]\nlisten = []\n");
     let path = dir.join("hedgerow.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -245,7 +245,7 @@ async fn lists_reload_command_swaps_lists_in_a_running_server() {
     std::fs::write(
         &config_path,
         format!(
-            "data_dir = {data:?}\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\n[upstream]\nmode = \"forward\"\n[[upstream.servers]]\naddress = \"{upstream}\"\n[lists]\ndir = {lists:?}\nupdate_hours = 0\n[[networks]]\nname = \"pupils\"\ncidrs = [\"127.0.0.1/32\"]\ngroup = \"pupil\"\n",
+            "data_dir = {data:?}\n[dashboard]\nlisten = []\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\n[upstream]\nmode = \"forward\"\n[[upstream.servers]]\naddress = \"{upstream}\"\n[lists]\ndir = {lists:?}\nupdate_hours = 0\n[[networks]]\nname = \"pupils\"\ncidrs = [\"127.0.0.1/32\"]\ngroup = \"pupil\"\n",
             data = dir.path().join("data").display().to_string(),
             upstream = authority.addr,
             lists = lists.display().to_string(),

@@ -31,7 +31,7 @@ impl School {
         std::fs::write(
             &config,
             format!(
-                "data_dir = {data:?}\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nmode = \"forward\"\n\
+                "data_dir = {data:?}\n[dashboard]\nlisten = []\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nmode = \"forward\"\n\
                  [[upstream.servers]]\naddress = \"127.0.0.1:9\"\n[lists]\ndir = {lists:?}\nupdate_hours = 0\n\
                  [[networks]]\nname = \"demo-pupil\"\ncidrs = [\"127.0.0.1/32\"]\ngroup = \"pupil\"\n\
                  [[networks]]\nname = \"demo-staff\"\ncidrs = [\"127.0.0.2/32\"]\ngroup = \"staff\"\n",

@@ -58,6 +58,8 @@ fn write_lists(dir: &Path) {
 fn config_text(upstream: SocketAddr, data_dir: &Path, lists: &Path) -> String {
     format!(
         r#"data_dir = {data:?}
+[dashboard]
+listen = []
 [dns]
 listen = ["127.0.0.1:0"]
 [upstream]

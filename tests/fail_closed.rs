@@ -435,7 +435,7 @@ async fn serve_starts_from_last_good_copies_when_its_compiler_child_reports_a_de
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\n[upstream]\nmode = \"forward\"\n[[upstream.servers]]\naddress = \"{}\"\n[lists]\ndir = {:?}\nupdate_hours = 0\n{NETWORKS}",
+            "data_dir = {:?}\n[dashboard]\nlisten = []\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\n[upstream]\nmode = \"forward\"\n[[upstream.servers]]\naddress = \"{}\"\n[lists]\ndir = {:?}\nupdate_hours = 0\n{NETWORKS}",
             dir.path().join("data").display().to_string(),
             authority.addr,
             lists.display().to_string()

@@ -52,7 +52,7 @@ fn ip(text: &str) -> IpAddr {
 fn config(upstream: SocketAddr) -> Config {
     let data_dir = tempfile::tempdir().unwrap().keep();
     let text = format!(
-        "data_dir = {:?}\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nmode = \"forward\"\ntimeout_ms = 500\n[[upstream.servers]]\naddress = \"{upstream}\"\n[lists]\nupdate_hours = 0\n{NETWORKS}",
+        "data_dir = {:?}\n[dashboard]\nlisten = []\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nmode = \"forward\"\ntimeout_ms = 500\n[[upstream.servers]]\naddress = \"{upstream}\"\n[lists]\nupdate_hours = 0\n{NETWORKS}",
         data_dir.display().to_string()
     );
     Config::parse(&text, "hostile-clients").unwrap_or_else(|error| panic!("{error}\n{text}"))

@@ -37,7 +37,7 @@ group = "pupil"
 fn config(upstreams: &[SocketAddr], timeout_ms: u64, extra: &str) -> Config {
     let data_dir = tempfile::tempdir().unwrap().keep();
     let mut text = format!(
-        "data_dir = {:?}\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nmode = \"forward\"\ntimeout_ms = {timeout_ms}\n",
+        "data_dir = {:?}\n[dashboard]\nlisten = []\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nmode = \"forward\"\ntimeout_ms = {timeout_ms}\n",
         data_dir.display().to_string()
     );
     for upstream in upstreams {

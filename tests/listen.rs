@@ -58,6 +58,8 @@ async fn ipv4_and_ipv6_wildcards_on_one_port_both_serve() {
     let (running, port) = start_on_free_port(|port| {
         let text = format!(
             r#"data_dir = {data:?}
+[dashboard]
+listen = []
 [dns]
 listen = ["0.0.0.0:{port}", "[::]:{port}"]
 [upstream]
@@ -136,6 +138,8 @@ async fn the_example_config_serves() {
             r#"cidrs = ["10.20.0.0/16", "fd00:20::/64"]"#,
             r#"cidrs = ["10.20.0.0/16", "fd00:20::/64", "127.0.0.2/32", "::1/128"]"#,
         );
+        // The example's dashboard listens on the staff network's address.
+        rewrite(&mut text, r#"listen = ["10.20.0.1:8080"]"#, "listen = []");
         Config::parse(&text, "examples/hedgerow.toml (rewritten)").unwrap_or_else(|error| panic!("{error}\n{text}"))
     })
     .await;

@@ -45,7 +45,7 @@ fn text(bytes: &[u8]) -> String {
 /// `upstream`; `extra` is appended (group tables).
 fn config_text(data: &Path, lists: &Path, upstream: SocketAddr, listen: &str, extra: &str) -> String {
     format!(
-        "data_dir = {data:?}\n[dns]\nlisten = [{listen}]\n[upstream]\nmode = \"forward\"\ntimeout_ms = 2000\n\
+        "data_dir = {data:?}\n[dashboard]\nlisten = []\n[dns]\nlisten = [{listen}]\n[upstream]\nmode = \"forward\"\ntimeout_ms = 2000\n\
          [[upstream.servers]]\naddress = \"{upstream}\"\n[lists]\ndir = {lists:?}\nupdate_hours = 0\n\
          [[networks]]\nname = \"pupils\"\ncidrs = [\"{PUPIL}/32\"]\ngroup = \"pupil\"\n\
          [[networks]]\nname = \"staff\"\ncidrs = [\"{STAFF}/32\"]\ngroup = \"staff\"\n{extra}",

@@ -43,7 +43,7 @@ fn ip(text: &str) -> IpAddr {
 fn forward_config(upstreams: &[SocketAddr], extra: &str) -> Config {
     let data_dir = tempfile::tempdir().unwrap().keep();
     let mut text = format!(
-        "data_dir = {:?}\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nmode = \"forward\"\ntimeout_ms = 400\n",
+        "data_dir = {:?}\n[dashboard]\nlisten = []\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nmode = \"forward\"\ntimeout_ms = 400\n",
         data_dir.display().to_string()
     );
     for upstream in upstreams {
@@ -340,7 +340,7 @@ async fn rate_limit_is_per_client() {
 async fn ipv6_listener_and_network() {
     let authority = Authority::start("127.0.0.1:0", vec![school_zone()]).await;
     let text = format!(
-        "data_dir = {:?}\n[dns]\nlisten = [\"[::1]:0\"]\n[upstream]\nmode = \"forward\"\n[[upstream.servers]]\naddress = \"{}\"\n[[networks]]\nname = \"v6-pupils\"\ncidrs = [\"::1/128\"]\ngroup = \"pupil\"\n",
+        "data_dir = {:?}\n[dashboard]\nlisten = []\n[dns]\nlisten = [\"[::1]:0\"]\n[upstream]\nmode = \"forward\"\n[[upstream.servers]]\naddress = \"{}\"\n[[networks]]\nname = \"v6-pupils\"\ncidrs = [\"::1/128\"]\ngroup = \"pupil\"\n",
         tempfile::tempdir().unwrap().keep().display().to_string(),
         authority.addr
     );
@@ -379,7 +379,7 @@ async fn recursive_mode_resolves_through_a_private_root() {
     let internal = Authority::start("127.0.0.1:0", vec![Zone::new("school.internal.").a("mis", "10.0.0.20")]).await;
 
     let text = format!(
-        "data_dir = {:?}\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nmode = \"recursive\"\nroot_hints = [\"127.0.0.53\"]\n[[upstream.conditional]]\nzone = \"school.internal\"\nservers = [{{ address = \"{}\" }}]\n{DEMO_NETWORKS}",
+        "data_dir = {:?}\n[dashboard]\nlisten = []\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nmode = \"recursive\"\nroot_hints = [\"127.0.0.53\"]\n[[upstream.conditional]]\nzone = \"school.internal\"\nservers = [{{ address = \"{}\" }}]\n{DEMO_NETWORKS}",
         tempfile::tempdir().unwrap().keep().display().to_string(),
         internal.addr
     );

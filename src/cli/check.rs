@@ -62,7 +62,9 @@ pub fn run(config: &Config, name: &str, asker: Asker, record_type: &str) -> anyh
     let runtime = tokio::runtime::Runtime::new()?;
     let _guard = runtime.enter();
     let (lists, safesearch) = hedgerow::serve::load_lists(config)?;
-    let pipeline = Pipeline::new(config, lists, safesearch, None)?;
+    // The policy as in force now (expired overrides dropped, schedule windows open), as the server runs it.
+    let in_force = hedgerow::serve::in_force(config, hedgerow::time::now_ms());
+    let pipeline = Pipeline::new(&in_force, lists, safesearch, None)?;
     // The device table's groups, as the server applies them.
     let (_, device_groups) = hedgerow::serve::read_device_groups(&config.log.database)?;
     pipeline.replace_device_groups(&device_groups);

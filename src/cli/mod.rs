@@ -2,8 +2,11 @@
 //! the library, and printing what it returns (the layout of that output is
 //! in [`hedgerow::present`], shared with the dashboard to come).
 
+use std::io::Write;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 
 use clap::Subcommand;
 
@@ -17,16 +20,20 @@ pub mod log;
 pub mod reload;
 pub mod serve;
 pub mod status;
+pub mod user;
 
 pub use devices::DevicesAction;
 pub use lists::ListsAction;
 pub use log::LogAction;
+pub use user::UserAction;
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run the DNS server (on the embedded default config when no --config is given).
+    /// Run the DNS server. Without --config it runs on ./data/hedgerow.toml,
+    /// written from the embedded demo config first when missing (the file
+    /// the dashboard's policy changes are written into).
     Serve {
-        /// Config file (default: the embedded demo config).
+        /// Config file (default: the embedded demo config), kept as ./data/hedgerow.toml.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -35,7 +42,7 @@ pub enum Command {
     /// Show the running server: pid, uptime, addresses, lists, upstream, log.
     /// Exits 1 when no server is running on the config's data_dir.
     Status {
-        /// Config file (default: the embedded demo config).
+        /// Config file (default: the embedded demo config), or ./data/hedgerow.toml when it exists.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Output: table (default) or json.
@@ -49,7 +56,7 @@ pub enum Command {
     /// Settings only a restart applies are named. Exits 1 when no server runs
     /// on that data_dir.
     Reload {
-        /// Config file (default: the embedded demo config); only its data_dir
+        /// Config file (default: the embedded demo config), or ./data/hedgerow.toml when it exists; only its data_dir
         /// is read here: the server reads the file it was started with.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -58,7 +65,7 @@ pub enum Command {
     Lists {
         #[command(subcommand)]
         action: ListsAction,
-        /// Config file (default: the embedded demo config).
+        /// Config file (default: the embedded demo config), or ./data/hedgerow.toml when it exists.
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -66,7 +73,7 @@ pub enum Command {
     Log {
         #[command(subcommand)]
         action: LogAction,
-        /// Config file (default: the embedded demo config).
+        /// Config file (default: the embedded demo config), or ./data/hedgerow.toml when it exists.
         #[arg(long, global = true)]
         config: Option<PathBuf>,
         /// Output: table (default), json (one object a line) or csv.
@@ -77,10 +84,23 @@ pub enum Command {
     Devices {
         #[command(subcommand)]
         action: DevicesAction,
-        /// Config file (default: the embedded demo config).
+        /// Config file (default: the embedded demo config), or ./data/hedgerow.toml when it exists.
         #[arg(long, global = true)]
         config: Option<PathBuf>,
         /// Output of list and show: table (default), json (one object a line) or csv.
+        #[arg(long, global = true, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// Dashboard accounts: add users with roles (admin, dsl, governor), set
+    /// passwords, disable, enable, change roles. Each change is written to
+    /// the login audit.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        /// Config file (default: the embedded demo config).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Output of list: table (default), json (one object a line) or csv.
         #[arg(long, global = true, default_value = "table")]
         format: OutputFormat,
     },
@@ -101,7 +121,7 @@ pub enum Command {
         /// Record type.
         #[arg(long = "type", default_value = "A")]
         record_type: String,
-        /// Config file (default: the embedded demo config).
+        /// Config file (default: the embedded demo config), or ./data/hedgerow.toml when it exists.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -135,10 +155,36 @@ pub fn init_logging(serving: bool) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-/// The config file at `path`, or the embedded default.
+/// The config file `serve` uses when given no `--config` (the embedded
+/// default's `data_dir` is `./data`).
+pub const DEFAULT_CONFIG_FILE: &str = "./data/hedgerow.toml";
+
+/// The config file at `path`; without one, `./data/hedgerow.toml` when it
+/// exists, else the embedded default.
 pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    let default_file = Path::new(DEFAULT_CONFIG_FILE);
     Ok(match path {
         Some(path) => Config::load(path)?,
+        None if default_file.is_file() => Config::load(default_file)?,
         None => Config::embedded_default(),
     })
+}
+
+/// The file `serve` runs on: `path`, or `./data/hedgerow.toml`, written
+/// from the embedded default first when missing, so a running server always
+/// has a file to write policy changes into.
+pub fn serve_config_file(path: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = path {
+        return Ok(path.clone());
+    }
+    let file = PathBuf::from(DEFAULT_CONFIG_FILE);
+    if !file.exists() {
+        let folder = file.parent().expect("the default config file has a folder");
+        std::fs::create_dir_all(folder)
+            .with_context(|| format!("cannot create {} for the config file", folder.display()))?;
+        hedgerow::files::write_atomically(&file, |out| out.write_all(hedgerow::config::DEFAULT_CONFIG.as_bytes()))
+            .with_context(|| format!("cannot write the default config to {}", file.display()))?;
+        tracing::info!(file = %file.display(), "wrote the default configuration; policy changes are kept in it");
+    }
+    Ok(file)
 }

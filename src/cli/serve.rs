@@ -5,16 +5,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::load_config;
+use super::{load_config, serve_config_file};
 
 pub fn run(config_path: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
-    let mut config = load_config(config_path)?;
+    let path = serve_config_file(config_path)?;
+    let mut config = load_config(Some(&path))?;
     // Compiles run in a child process (see `lists::sources::Compiler`).
     if let Ok(program) = std::env::current_exe() {
         let mut args: Vec<std::ffi::OsString> = vec!["lists".into(), "compile".into()];
-        if let Some(path) = config_path {
-            args.extend(["--config".into(), std::path::absolute(path)?.into_os_string()]);
-        }
+        args.extend(["--config".into(), std::path::absolute(&path)?.into_os_string()]);
         config.lists.compiler = hedgerow::lists::sources::Compiler::Child { program, args };
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

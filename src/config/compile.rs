@@ -12,9 +12,10 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::shapes::{
-    BlockAnswerKind, RawCache, RawConfig, RawDns, RawGroup, RawLog, RawMode, RawNetwork, RawServer, RawUpstream, Word,
-    Words, Youtube,
+    BlockAnswerKind, RawCache, RawConfig, RawDns, RawGroup, RawLog, RawMode, RawNetwork, RawOverride, RawSchedule,
+    RawServer, RawUpstream, Word, Words, Youtube,
 };
+use super::timed::{self, OverrideEntry, OverrideKind, Schedule};
 
 use super::{
     CacheSettings, ConditionalForward, Config, ConfigError, ForwardProtocol, ForwardServer, Network, RateLimit,
@@ -121,11 +122,13 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         let index = category_index(&source, id)?;
         locked = locked.union(CategorySet::of(index));
     }
-    let groups = compile_groups(&source, raw.groups, locked)?;
+    let (timezone, timezone_name) = compile_timezone(&source, raw.timezone.as_ref())?;
+    let (groups, overrides, schedules) = compile_groups(&source, raw.groups, locked)?;
     let networks = compile_networks(&source, raw.networks, &groups, raw.dns.allow_open_resolver)?;
     let upstream = compile_upstream(&source, raw.upstream)?;
     let cache = compile_cache(&source, raw.cache)?;
     let log = compile_log(&source, raw.log, &raw.data_dir, &groups)?;
+    let dashboard = super::dashboard::compile(raw.dashboard, text, source_name)?;
 
     let ipv6_prefix = *raw.rate_limit.ipv6_prefix.get_ref();
     if !(1..=128).contains(&ipv6_prefix) {
@@ -175,6 +178,10 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         data_dir: raw.data_dir,
         networks,
         groups,
+        timezone,
+        timezone_name,
+        overrides,
+        schedules,
         locked,
         custom_categories,
         allow_open_resolver: raw.dns.allow_open_resolver,
@@ -195,6 +202,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         cache,
         rate_limit,
         log,
+        dashboard,
     })
 }
 
@@ -208,11 +216,34 @@ fn category_index(source: &Source<'_>, id: &Spanned<String>) -> Result<u8, Confi
     })
 }
 
+/// The default time zone when the config names none.
+pub const DEFAULT_TIMEZONE: &str = "Europe/London";
+
+fn compile_timezone(
+    source: &Source<'_>,
+    written: Option<&Spanned<String>>,
+) -> Result<(jiff::tz::TimeZone, String), ConfigError> {
+    let name = written.map_or(DEFAULT_TIMEZONE, |name| name.get_ref().as_str());
+    let zone = jiff::tz::TimeZone::get(name).map_err(|_| {
+        source.error(
+            written.map(|name| name.span()).as_ref(),
+            format!(
+                "timezone = {name:?} is not a known time zone; use an IANA name, e.g. timezone = \"Europe/London\""
+            ),
+        )
+    })?;
+    Ok((zone, name.to_string()))
+}
+
+type CompiledGroups = (BTreeMap<String, GroupPolicy>, Vec<OverrideEntry>, Vec<Schedule>);
+
 fn compile_groups(
     source: &Source<'_>,
     raw: BTreeMap<Spanned<String>, RawGroup>,
     locked: CategorySet,
-) -> Result<BTreeMap<String, GroupPolicy>, ConfigError> {
+) -> Result<CompiledGroups, ConfigError> {
+    let mut entries = Vec::new();
+    let mut schedules = Vec::new();
     let standard = |name: &str, description: &str| {
         let (safesearch, youtube, bypass) = group::default_search_settings(name);
         GroupPolicy {
@@ -245,8 +276,11 @@ fn compile_groups(
         if let Some(block) = &raw_group.block {
             policy.blocked = compile_block_list(source, name.get_ref(), block.get_ref(), locked)?;
         }
-        policy.allow = compile_overrides(source, &raw_group.allow)?;
-        policy.deny = compile_overrides(source, &raw_group.deny)?;
+        policy.allow = compile_overrides(source, name.get_ref(), OverrideKind::Allow, &raw_group.allow, &mut entries)?;
+        policy.deny = compile_overrides(source, name.get_ref(), OverrideKind::Deny, &raw_group.deny, &mut entries)?;
+        for schedule in &raw_group.schedule {
+            schedules.push(compile_schedule(source, name.get_ref(), schedule.get_ref(), locked)?);
+        }
         policy.block_answer = match raw_group.block_answer.as_ref().map(|a| (a, a.get_ref())) {
             None | Some((_, Word::Known(BlockAnswerKind::NxDomain))) => BlockAnswer::NxDomain,
             Some((_, Word::Known(BlockAnswerKind::Null))) => BlockAnswer::NullAddress,
@@ -287,7 +321,89 @@ fn compile_groups(
         }
         groups.insert(name.into_inner(), policy);
     }
-    Ok(groups)
+    Ok((groups, entries, schedules))
+}
+
+const SCHEDULE_EXAMPLE: &str = "[[groups.pupil.schedule]]\ncategory = \"games\"\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]\nfrom = \"12:00\"\nto = \"13:00\"";
+
+/// A `[[groups.<g>.schedule]]` window: a known, unlocked category, known
+/// days, and `from` before `to` on one day.
+fn compile_schedule(
+    source: &Source<'_>,
+    group_name: &str,
+    raw: &RawSchedule,
+    locked: CategorySet,
+) -> Result<Schedule, ConfigError> {
+    let bit = category::index_of(raw.category.get_ref()).ok_or_else(|| {
+        source.error(
+            Some(&raw.category.span()),
+            format!(
+                "schedule for group {group_name:?}: unknown category {:?}; the categories are {}. For example:\n{SCHEDULE_EXAMPLE}",
+                raw.category.get_ref(),
+                category::known_ids().join(", ")
+            ),
+        )
+    })?;
+    if locked.contains(bit) {
+        return Err(source.error(
+            Some(&raw.category.span()),
+            format!(
+                "schedule for group {group_name:?}: category {:?} is locked (always blocked for every group), so no schedule can open it; remove this schedule",
+                raw.category.get_ref()
+            ),
+        ));
+    }
+    let mut days = Vec::new();
+    for day in raw.days.get_ref() {
+        let Some((_, weekday)) = timed::DAYS.iter().find(|(word, _)| *word == day.get_ref().as_str()) else {
+            return Err(source.error(
+                Some(&day.span()),
+                format!(
+                    "schedule for group {group_name:?}: {:?} is not a day; write days as \"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\", e.g. days = [\"mon\", \"fri\"]",
+                    day.get_ref()
+                ),
+            ));
+        };
+        if !days.contains(weekday) {
+            days.push(*weekday);
+        }
+    }
+    if days.is_empty() {
+        return Err(source.error(
+            Some(&raw.days.span()),
+            format!("schedule for group {group_name:?} names no days; e.g. days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]"),
+        ));
+    }
+    let clock = |written: &Spanned<String>, key: &str| {
+        timed::parse_clock(written.get_ref()).ok_or_else(|| {
+            source.error(
+                Some(&written.span()),
+                format!(
+                    "schedule for group {group_name:?}: {key} = {:?} is not a time of day; write 24-hour \"HH:MM\", e.g. {key} = \"12:00\"",
+                    written.get_ref()
+                ),
+            )
+        })
+    };
+    let (from_minute, to_minute) = (clock(&raw.from, "from")?, clock(&raw.to, "to")?);
+    if from_minute >= to_minute {
+        return Err(source.error(
+            Some(&raw.from.span()),
+            format!(
+                "schedule for group {group_name:?}: from = {:?} is not before to = {:?}; a window lies within one day, e.g. from = \"12:00\" and to = \"13:00\"",
+                raw.from.get_ref(),
+                raw.to.get_ref()
+            ),
+        ));
+    }
+    Ok(Schedule {
+        group: group_name.to_string(),
+        category: raw.category.get_ref().clone(),
+        bit,
+        days,
+        from_minute,
+        to_minute,
+    })
 }
 
 /// `["default", "!games", "streaming"]` -> a category set, locked ones added.
@@ -322,10 +438,35 @@ fn compile_block_list(
     Ok(blocked.without(removed).union(locked))
 }
 
-fn compile_overrides(source: &Source<'_>, rules: &[Spanned<String>]) -> Result<Overrides, ConfigError> {
+fn compile_overrides(
+    source: &Source<'_>,
+    group_name: &str,
+    kind: OverrideKind,
+    rules: &[Spanned<RawOverride>],
+    entries: &mut Vec<OverrideEntry>,
+) -> Result<Overrides, ConfigError> {
     let mut overrides = Overrides::default();
     for rule in rules {
-        let text = rule.get_ref().trim();
+        let (reason, until_ms) = match rule.get_ref() {
+            RawOverride::Name(_) => (String::new(), None),
+            RawOverride::Entry(entry) => {
+                let until_ms = match &entry.until {
+                    None => None,
+                    Some(until) => Some(timed::parse_instant(until).ok_or_else(|| {
+                        source.error(
+                            Some(&rule.span()),
+                            format!(
+                                "{} override {:?}: until = {until:?} is not an RFC 3339 time; write it with a zone, e.g. until = \"2026-12-07T16:00:00Z\"",
+                                kind.key(),
+                                entry.name
+                            ),
+                        )
+                    })?),
+                };
+                (entry.reason.clone(), until_ms)
+            }
+        };
+        let text = rule.get_ref().name().trim();
         let (exact, name) = match text.strip_prefix('=') {
             Some(name) => (true, name),
             None => (false, text.strip_prefix("*.").unwrap_or(text)),
@@ -336,7 +477,9 @@ fn compile_overrides(source: &Source<'_>, rules: &[Spanned<String>]) -> Result<O
                 format!("{text:?} is not a domain name ({error}); write \"example.com\" for the domain and its subdomains, or \"=www.example.com\" for one name"),
             )
         })?;
-        overrides.insert(&if exact { format!("={name}") } else { name });
+        let normalised = if exact { format!("={name}") } else { name };
+        overrides.insert(&normalised);
+        entries.push(OverrideEntry { group: group_name.to_string(), kind, rule: normalised, reason, until_ms });
     }
     Ok(overrides)
 }

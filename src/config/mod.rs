@@ -9,11 +9,16 @@
 //! - `render.rs`: [`Config`] -> shapes -> TOML ([`Config::to_toml`]).
 
 mod compile;
+mod dashboard;
+pub mod edit;
 mod render;
 mod shapes;
+pub mod timed;
 
 // Word-valued settings are defined with their words, in the shapes.
 pub use shapes::{ForwardProtocol, LeasesFormat};
+
+pub use dashboard::{DashboardSettings, TlsFiles};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,6 +32,7 @@ use crate::lists::sources::ListSettings;
 use crate::policy::{CategorySet, GroupPolicy};
 
 pub use compile::{DEFAULT_CONFIG, covers_the_internet};
+pub use timed::{OverrideEntry, OverrideKind, Schedule};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -44,7 +50,17 @@ pub struct Config {
     /// `[dns] allow_open_resolver`: networks may cover the whole address
     /// space. Refused unless set; warned about at start when set.
     pub allow_open_resolver: bool,
+    /// Every group's policy as written: all its overrides, schedules not
+    /// applied. What is in force at a moment is [`Config::groups_at`].
     pub groups: BTreeMap<String, GroupPolicy>,
+    /// The school's time zone (`timezone`, default Europe/London), for schedules.
+    pub timezone: jiff::tz::TimeZone,
+    /// Its IANA name as written.
+    pub timezone_name: String,
+    /// Every allow and deny override with its reason and expiry.
+    pub overrides: Vec<OverrideEntry>,
+    /// Every `[[groups.<g>.schedule]]` window.
+    pub schedules: Vec<Schedule>,
     /// Categories always blocked for every group (the defaults plus `[categories] lock`).
     pub locked: CategorySet,
     /// The school's own categories (`[[categories.custom]]`), registered
@@ -60,6 +76,8 @@ pub struct Config {
     pub cache: CacheSettings,
     pub rate_limit: RateLimit,
     pub log: LogConfig,
+    /// The web dashboard (`[dashboard]`).
+    pub dashboard: DashboardSettings,
 }
 
 /// The query log.

@@ -9,8 +9,9 @@ use toml::Spanned;
 
 use super::shapes::{
     BlockAnswerKind, RawCache, RawCategories, RawConditional, RawConfig, RawDns, RawGroup, RawLists, RawLog, RawMode,
-    RawNetwork, RawRateLimit, RawServer, RawUpstream, Word, Youtube,
+    RawNetwork, RawOverride, RawOverrideEntry, RawRateLimit, RawSchedule, RawServer, RawUpstream, Word, Youtube,
 };
+use super::timed::{self, OverrideEntry, OverrideKind};
 use super::{Config, ForwardServer, LeasesFormat, Upstream};
 use crate::policy::category::{self, CategoryDecl};
 use crate::policy::group::{BlockAnswer, GroupPolicy, YoutubeMode};
@@ -41,6 +42,7 @@ fn texts<T: ToString>(items: impl IntoIterator<Item = T>) -> Vec<Spanned<String>
 fn shape(config: &Config) -> RawConfig {
     RawConfig {
         data_dir: path(&config.data_dir),
+        timezone: Some(unplaced(config.timezone_name.clone())),
         dns: RawDns {
             listen: unplaced(texts(&config.listen)),
             allow_open_resolver: config.allow_open_resolver,
@@ -101,7 +103,7 @@ fn shape(config: &Config) -> RawConfig {
                 })
                 .collect(),
         },
-        groups: config.groups.values().map(|policy| (unplaced(policy.name.clone()), group(policy))).collect(),
+        groups: config.groups.values().map(|policy| (unplaced(policy.name.clone()), group(config, policy))).collect(),
         networks: config
             .networks
             .iter()
@@ -111,6 +113,7 @@ fn shape(config: &Config) -> RawConfig {
                 group: unplaced(network.group.clone()),
             })
             .collect::<Vec<_>>(),
+        dashboard: super::dashboard::render(&config.dashboard),
     }
 }
 
@@ -153,12 +156,39 @@ fn upstream(upstream: &Upstream) -> RawUpstream {
     }
 }
 
-fn group(policy: &GroupPolicy) -> RawGroup {
-    let sorted = |rules: Vec<String>| {
-        let mut rules = rules;
-        rules.sort();
-        texts(rules)
+fn group(config: &Config, policy: &GroupPolicy) -> RawGroup {
+    let overrides = |kind: OverrideKind| {
+        let mut entries: Vec<&OverrideEntry> =
+            config.overrides.iter().filter(|entry| entry.group == policy.name && entry.kind == kind).collect();
+        entries.sort_by(|a, b| a.rule.cmp(&b.rule));
+        entries.dedup_by(|a, b| a.rule == b.rule);
+        entries
+            .into_iter()
+            .map(|entry| {
+                unplaced(match (entry.reason.is_empty(), entry.until_ms) {
+                    (true, None) => RawOverride::Name(entry.rule.clone()),
+                    _ => RawOverride::Entry(RawOverrideEntry {
+                        name: entry.rule.clone(),
+                        reason: entry.reason.clone(),
+                        until: entry.until_ms.map(timed::instant_text),
+                    }),
+                })
+            })
+            .collect()
     };
+    let schedule = config
+        .schedules
+        .iter()
+        .filter(|schedule| schedule.group == policy.name)
+        .map(|schedule| {
+            unplaced(RawSchedule {
+                category: unplaced(schedule.category.clone()),
+                days: unplaced(texts(schedule.days.iter().map(|day| timed::day_word(*day)))),
+                from: unplaced(timed::clock_text(schedule.from_minute)),
+                to: unplaced(timed::clock_text(schedule.to_minute)),
+            })
+        })
+        .collect();
     let (kind, ipv4, ipv6) = match policy.block_answer {
         BlockAnswer::NxDomain => (BlockAnswerKind::NxDomain, None, None),
         BlockAnswer::NullAddress => (BlockAnswerKind::Null, None, None),
@@ -167,8 +197,8 @@ fn group(policy: &GroupPolicy) -> RawGroup {
     RawGroup {
         description: policy.description.clone(),
         block: Some(unplaced(texts(policy.blocked.iter().map(|c| c.id)))),
-        allow: sorted(policy.allow.rules().collect()),
-        deny: sorted(policy.deny.rules().collect()),
+        allow: overrides(OverrideKind::Allow),
+        deny: overrides(OverrideKind::Deny),
         block_answer: Some(unplaced(Word::Known(kind))),
         block_page_ipv4: ipv4,
         block_page_ipv6: ipv6,
@@ -179,6 +209,7 @@ fn group(policy: &GroupPolicy) -> RawGroup {
             YoutubeMode::Off => Youtube::Off,
         }))),
         bypass: Some(policy.bypass),
+        schedule,
     }
 }
 
@@ -204,6 +235,10 @@ mod tests {
             networks,
             allow_open_resolver,
             groups,
+            timezone: _,
+            timezone_name,
+            overrides,
+            schedules,
             locked,
             custom_categories,
             lists,
@@ -213,6 +248,7 @@ mod tests {
             cache,
             rate_limit,
             log,
+            dashboard,
         } = &first;
         assert_eq!(listen, &second.listen);
         assert_eq!(tcp, &second.tcp);
@@ -220,6 +256,14 @@ mod tests {
         assert_eq!(format!("{networks:?}"), format!("{:?}", second.networks));
         assert_eq!(allow_open_resolver, &second.allow_open_resolver);
         assert_eq!(groups, &second.groups);
+        assert_eq!(timezone_name, &second.timezone_name);
+        let sorted = |entries: &[crate::config::OverrideEntry]| {
+            let mut entries = entries.to_vec();
+            entries.sort_by(|a, b| (&a.group, a.kind.key(), &a.rule).cmp(&(&b.group, b.kind.key(), &b.rule)));
+            entries
+        };
+        assert_eq!(sorted(overrides), sorted(&second.overrides));
+        assert_eq!(schedules, &second.schedules);
         assert_eq!(locked, &second.locked);
         assert_eq!(custom_categories, &second.custom_categories);
         // `dir_line` is where `dir` was written, which differs by design.
@@ -233,6 +277,7 @@ mod tests {
         assert_eq!(format!("{cache:?}"), format!("{:?}", second.cache));
         assert_eq!(rate_limit, &second.rate_limit);
         assert_eq!(format!("{log:?}"), format!("{:?}", second.log));
+        assert_eq!(dashboard, &second.dashboard);
         let again = render(&second);
         assert_eq!(rendered.lines().skip(1).collect::<Vec<_>>(), again.lines().skip(1).collect::<Vec<_>>());
         rendered

@@ -172,6 +172,8 @@ fn serialize_custom<S: Serializer>(custom: &[Spanned<CategoryDecl>], serializer:
 pub(super) struct RawConfig {
     #[serde(default = "default_data_dir")]
     pub(super) data_dir: PathBuf,
+    /// The school's time zone (schedules), an IANA name; Europe/London when absent.
+    pub(super) timezone: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) dns: RawDns,
     #[serde(default)]
@@ -190,6 +192,8 @@ pub(super) struct RawConfig {
     pub(super) groups: BTreeMap<Spanned<String>, RawGroup>,
     #[serde(default)]
     pub(super) networks: Vec<RawNetwork>,
+    #[serde(default)]
+    pub(super) dashboard: super::dashboard::RawDashboard,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -237,15 +241,86 @@ pub(super) struct RawGroup {
     /// (the shipped policy for this group), and "!id" to take one away.
     pub(super) block: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
-    pub(super) allow: Vec<Spanned<String>>,
+    pub(super) allow: Vec<Spanned<RawOverride>>,
     #[serde(default)]
-    pub(super) deny: Vec<Spanned<String>>,
+    pub(super) deny: Vec<Spanned<RawOverride>>,
     pub(super) block_answer: Option<Spanned<Word<BlockAnswerKind>>>,
     pub(super) block_page_ipv4: Option<Ipv4Addr>,
     pub(super) block_page_ipv6: Option<Ipv6Addr>,
     pub(super) safesearch: Option<bool>,
     pub(super) youtube: Option<Spanned<Word<Youtube>>>,
     pub(super) bypass: Option<bool>,
+    /// Weekly windows in which a category is not blocked for the group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) schedule: Vec<Spanned<RawSchedule>>,
+}
+
+/// An allow or deny override: a plain name (`"bbc.co.uk"`), or a table with
+/// a reason and an expiry
+/// (`{ name = "bbc.co.uk", reason = "Year 9 project", until = "2026-12-07T16:00:00Z" }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum RawOverride {
+    Name(String),
+    Entry(RawOverrideEntry),
+}
+
+impl RawOverride {
+    pub(super) fn name(&self) -> &str {
+        match self {
+            RawOverride::Name(name) => name,
+            RawOverride::Entry(entry) => &entry.name,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOverrideEntry {
+    pub(super) name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(super) reason: String,
+    /// RFC 3339, e.g. "2026-12-07T16:00:00Z".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) until: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawOverride {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawOverride;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a domain name, or a table { name = \"bbc.co.uk\", reason = \"...\", until = \"2026-12-07T16:00:00Z\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawOverride, E> {
+                Ok(RawOverride::Name(text.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawOverride, A::Error> {
+                RawOverrideEntry::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(RawOverride::Entry)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl Serialize for RawOverride {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RawOverride::Name(name) => serializer.serialize_str(name),
+            RawOverride::Entry(entry) => entry.serialize(serializer),
+        }
+    }
+}
+
+/// `[[groups.<g>.schedule]]`: `category` is not blocked for the group on
+/// `days` from `from` to `to` (local time in the configured time zone).
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSchedule {
+    pub(super) category: Spanned<String>,
+    pub(super) days: Spanned<Vec<Spanned<String>>>,
+    pub(super) from: Spanned<String>,
+    pub(super) to: Spanned<String>,
 }
 
 #[derive(Deserialize, Serialize)]

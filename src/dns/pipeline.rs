@@ -229,6 +229,22 @@ impl Pipeline {
         report
     }
 
+    /// Swaps in `config`'s policy (as [`Pipeline::replace_policy`]) keeping
+    /// the lists and SafeSearch map in use: the policy clock's swap when a
+    /// schedule window opens or closes or an override lapses.
+    pub fn replace_policy_keeping_lists(&self, config: &Config) -> DeviceGroupsReport {
+        let devices = self.devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.policy.load();
+        let mut next = PolicySnapshot::new(config, current.lists.clone(), current.safesearch.clone());
+        if next.rate_limit == current.rate_limit {
+            next.rate_limiter = current.rate_limiter.clone();
+        }
+        let (networks, report) = next.networks.with_device_groups(&devices);
+        next.networks = Arc::new(networks);
+        self.policy.store(Arc::new(next));
+        report
+    }
+
     /// The list set in use now.
     pub fn lists(&self) -> Arc<CompiledLists> {
         self.policy.load().lists.clone()

@@ -7,8 +7,10 @@
 //! list compile report and the server's status around it. It depends on the
 //! modules whose types it shows; nothing but front ends depends on it.
 
+pub mod changes;
 pub mod devices;
 pub mod lists;
 pub mod log;
 pub mod review;
 pub mod status;
+pub mod users;

@@ -2,8 +2,9 @@
 //!
 //! One database file (WAL mode) holds two kinds of data with different lives:
 //!
-//! - **Configuration state** (`devices` now; users, policy changes and alerts
-//!   later): written on short-lived connections with `synchronous=FULL`, so a
+//! - **Configuration state** (`devices`; dashboard `users`, `sessions`, the
+//!   login `audit` and setup tokens; policy changes and alerts later):
+//!   written on short-lived connections with `synchronous=FULL`, so a
 //!   committed change survives a power cut.
 //! - **The query log**: one writer thread ([`log::QueryLog`]) drains a bounded
 //!   channel and commits batches (`synchronous=NORMAL`, a checkpoint a
@@ -31,6 +32,8 @@
 //! edited once released; `PRAGMA user_version` records how far a file has got
 //! ([`schema`]).
 
+pub mod audit;
+pub mod changes;
 pub mod devices;
 pub mod leases;
 pub mod log;
@@ -38,7 +41,9 @@ pub mod record;
 pub mod retention;
 pub mod schema;
 pub mod search;
+pub mod sessions;
 pub mod settings;
+pub mod users;
 pub use crate::time;
 
 pub mod csv;
@@ -46,12 +51,15 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
+pub use audit::{AuditEntry, AuditEvent, LoginAudit};
 pub use devices::{Device, ImportReport};
 pub use leases::Lease;
 pub use log::QueryLog;
 pub use record::QueryRecord;
 pub use search::{LogRow, Search};
+pub use sessions::{NewSession, Session, Sessions};
 pub use settings::{LogSettings, Privacy};
+pub use users::{Role, SetupError, SetupTokens, User, UserError, Users};
 
 /// What went wrong in the store. Each message names the file and says what to do.
 #[derive(Debug, thiserror::Error)]

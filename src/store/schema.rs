@@ -34,6 +34,8 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_query_log_stage_reason",
         sql: include_str!("migrations/0003_query_log_stage_reason.sql"),
     },
+    Migration { version: 4, name: "0004_users_sessions", sql: include_str!("migrations/0004_users_sessions.sql") },
+    Migration { version: 5, name: "0005_change_log", sql: include_str!("migrations/0005_change_log.sql") },
 ];
 
 /// The schema version this binary writes.
@@ -176,7 +178,7 @@ mod tests {
     /// migration instead; append the new file's checksum here.
     #[test]
     fn released_migrations_are_unchanged() {
-        let pinned: &[u64] = &[PINNED_0001, PINNED_0002, PINNED_0003];
+        let pinned: &[u64] = &[PINNED_0001, PINNED_0002, PINNED_0003, PINNED_0004, PINNED_0005];
         let found: Vec<u64> = MIGRATIONS.iter().map(|migration| checksum(migration.sql)).collect();
         assert_eq!(&found[..pinned.len()], pinned, "a released migration was edited");
     }
@@ -184,6 +186,8 @@ mod tests {
     const PINNED_0001: u64 = 0xf729fa549007dbe2;
     const PINNED_0002: u64 = 0x5ec25d3d6716abbd;
     const PINNED_0003: u64 = 0xed0fe62a489e9a36;
+    const PINNED_0004: u64 = 0x890517c032cd4db5;
+    const PINNED_0005: u64 = 0x73032288251e432e;
 
     #[test]
     fn a_fresh_database_gets_every_migration_and_reopening_is_a_no_op() {

@@ -1,0 +1,578 @@
+//! One policy change written into the config file's text, keeping its
+//! comments and layout (`toml_edit`). Pure: text in, text out. The new text
+//! is compiled with the config compiler before it is returned, so an edit
+//! never produces a file `serve` would refuse. Errors name the form field
+//! they are about and say what to do.
+
+use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, TableLike, Value};
+
+use super::Config;
+use super::shapes::{BlockAnswerKind, Words, Youtube};
+pub use super::timed::OverrideKind;
+use super::timed::{self, DAYS};
+use crate::policy::category::{self, CategorySet};
+use crate::policy::group::{BlockAnswer, GroupPolicy, YoutubeMode};
+
+/// One change a person asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyEdit {
+    Category {
+        group: String,
+        category: String,
+        blocked: bool,
+    },
+    SafeSearch {
+        group: String,
+        on: bool,
+    },
+    /// "strict", "moderate" or "off".
+    Youtube {
+        group: String,
+        mode: String,
+    },
+    Bypass {
+        group: String,
+        on: bool,
+    },
+    /// The config's words: "nxdomain", "null" or "block-page".
+    BlockAnswer {
+        group: String,
+        answer: String,
+    },
+    AddOverride {
+        group: String,
+        kind: OverrideKind,
+        name: String,
+        reason: String,
+        until_ms: Option<i64>,
+    },
+    RemoveOverride {
+        group: String,
+        kind: OverrideKind,
+        name: String,
+    },
+    AddSchedule {
+        group: String,
+        category: String,
+        days: Vec<String>,
+        from: String,
+        to: String,
+    },
+    /// The group's `index`-th schedule (from 0, in file order).
+    RemoveSchedule {
+        group: String,
+        index: usize,
+    },
+}
+
+/// Why an edit was refused: the form field it is about (if one) and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EditError {
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl std::fmt::Display for EditError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.field {
+            Some(field) => write!(f, "{field}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for EditError {}
+
+fn refuse(field: &'static str, message: impl Into<String>) -> EditError {
+    EditError { field: Some(field), message: message.into() }
+}
+
+/// The new text and the change in words a governor can read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edited {
+    pub text: String,
+    /// "category", "safesearch", "youtube", "bypass", "block-answer",
+    /// "override-add", "override-remove", "schedule-add", "schedule-remove".
+    pub kind: &'static str,
+    pub group: Option<String>,
+    /// What changed ("games for pupil").
+    pub subject: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// Applies `edit` to the config text `text` (read from `file_name`).
+pub fn apply(text: &str, file_name: &str, edit: &PolicyEdit) -> Result<Edited, EditError> {
+    let config = Config::parse(text, file_name).map_err(|error| EditError {
+        field: None,
+        message: format!("the config file does not compile as it stands, so it cannot be edited: {error}"),
+    })?;
+    let mut doc: DocumentMut = text.parse().map_err(|error| EditError {
+        field: None,
+        message: format!("{file_name} is not valid TOML ({error}); fix the file by hand first"),
+    })?;
+    let group_name = group_of(edit);
+    let Some(policy) = config.groups.get(group_name) else {
+        let known: Vec<&str> = config.groups.keys().map(String::as_str).collect();
+        return Err(refuse("group", format!("there is no group {group_name:?}; choose one of {}", known.join(", "))));
+    };
+    let edited = {
+        let table = group_table(&mut doc, group_name)?;
+        change(table, &config, policy, edit)?
+    };
+    let (kind, subject, old, new) = edited;
+    let new_text = doc.to_string();
+    let new_config = Config::parse(&new_text, file_name).map_err(|error| EditError {
+        field: None,
+        message: format!("the change would make the config invalid: {error}"),
+    })?;
+    if let PolicyEdit::Category { category, blocked, .. } = edit {
+        let index = category::index_of(category).expect("checked above");
+        let now_blocked = new_config.groups[group_name].blocked.contains(index);
+        if now_blocked != *blocked {
+            return Err(refuse("category", format!("{category} could not be changed for {group_name}")));
+        }
+    }
+    Ok(Edited { text: new_text, kind, group: Some(group_name.to_string()), subject, old, new })
+}
+
+fn group_of(edit: &PolicyEdit) -> &str {
+    match edit {
+        PolicyEdit::Category { group, .. }
+        | PolicyEdit::SafeSearch { group, .. }
+        | PolicyEdit::Youtube { group, .. }
+        | PolicyEdit::Bypass { group, .. }
+        | PolicyEdit::BlockAnswer { group, .. }
+        | PolicyEdit::AddOverride { group, .. }
+        | PolicyEdit::RemoveOverride { group, .. }
+        | PolicyEdit::AddSchedule { group, .. }
+        | PolicyEdit::RemoveSchedule { group, .. } => group,
+    }
+}
+
+/// `[groups.<name>]`, made when the file has none.
+fn group_table<'d>(doc: &'d mut DocumentMut, name: &str) -> Result<&'d mut dyn TableLike, EditError> {
+    let not_table = || EditError {
+        field: None,
+        message: "the config file's [groups] is not a table; fix the file by hand first".to_string(),
+    };
+    let root = doc.as_table_mut();
+    if !root.contains_key("groups") {
+        let mut groups = Table::new();
+        groups.set_implicit(true);
+        root.insert("groups", Item::Table(groups));
+    }
+    let groups = root.get_mut("groups").and_then(Item::as_table_like_mut).ok_or_else(not_table)?;
+    if !groups.contains_key(name) {
+        groups.insert(name, Item::Table(Table::new()));
+    }
+    groups.get_mut(name).and_then(Item::as_table_like_mut).ok_or_else(not_table)
+}
+
+fn on_off(on: bool) -> String {
+    if on { "on" } else { "off" }.to_string()
+}
+
+fn blocked_word(blocked: bool) -> String {
+    if blocked { "blocked" } else { "allowed" }.to_string()
+}
+
+type Words4 = (&'static str, String, String, String);
+
+fn change(
+    table: &mut dyn TableLike,
+    config: &Config,
+    policy: &GroupPolicy,
+    edit: &PolicyEdit,
+) -> Result<Words4, EditError> {
+    let group = policy.name.as_str();
+    match edit {
+        PolicyEdit::Category { category, blocked, .. } => {
+            let index = known_category(category)?;
+            if config.locked.contains(index) {
+                return Err(refuse(
+                    "category",
+                    format!("{category} is locked: it is always blocked for every group and cannot be changed"),
+                ));
+            }
+            let was = policy.blocked.contains(index);
+            set_category(table, group, category, index, *blocked, config.locked)?;
+            Ok(("category", format!("{category} for {group}"), blocked_word(was), blocked_word(*blocked)))
+        }
+        PolicyEdit::SafeSearch { on, .. } => {
+            table.insert("safesearch", toml_edit::value(*on));
+            Ok(("safesearch", format!("SafeSearch for {group}"), on_off(policy.safesearch), on_off(*on)))
+        }
+        PolicyEdit::Bypass { on, .. } => {
+            table.insert("bypass", toml_edit::value(*on));
+            Ok(("bypass", format!("bypass protection for {group}"), on_off(policy.bypass), on_off(*on)))
+        }
+        PolicyEdit::Youtube { mode, .. } => {
+            if Youtube::from_word(mode).is_none() {
+                return Err(refuse(
+                    "mode",
+                    format!("{mode:?} is not a YouTube mode; choose {}", Youtube::listed(", ")),
+                ));
+            }
+            table.insert("youtube", toml_edit::value(mode.as_str()));
+            let old = match policy.youtube {
+                YoutubeMode::Strict => "strict",
+                YoutubeMode::Moderate => "moderate",
+                YoutubeMode::Off => "off",
+            };
+            Ok(("youtube", format!("YouTube for {group}"), old.to_string(), mode.clone()))
+        }
+        PolicyEdit::BlockAnswer { answer, .. } => {
+            let Some(kind) = BlockAnswerKind::from_word(answer) else {
+                return Err(refuse(
+                    "answer",
+                    format!("{answer:?} is not a block answer; choose {}", BlockAnswerKind::listed(", ")),
+                ));
+            };
+            if kind == BlockAnswerKind::BlockPage && !table.contains_key("block_page_ipv4") {
+                return Err(refuse(
+                    "answer",
+                    "a block page needs its address: set block_page_ipv4 for this group in the config file first",
+                ));
+            }
+            table.insert("block_answer", toml_edit::value(answer.as_str()));
+            let old = match policy.block_answer {
+                BlockAnswer::NxDomain => BlockAnswerKind::NxDomain,
+                BlockAnswer::NullAddress => BlockAnswerKind::Null,
+                BlockAnswer::BlockPage { .. } => BlockAnswerKind::BlockPage,
+            };
+            Ok(("block-answer", format!("block answer for {group}"), old.word(), answer.clone()))
+        }
+        PolicyEdit::AddOverride { kind, name, reason, until_ms, .. } => {
+            let rule = override_rule(name)?;
+            let old = config
+                .overrides
+                .iter()
+                .find(|entry| entry.group == group && entry.kind == *kind && entry.rule == rule)
+                .map_or("(none)".to_string(), |entry| override_words(entry.kind, entry.until_ms, &entry.reason));
+            let array = override_array(table, kind.key())?;
+            remove_override(array, &rule);
+            let written = name.trim().to_string();
+            if reason.is_empty() && until_ms.is_none() {
+                array.push(written.as_str());
+            } else {
+                let mut entry = InlineTable::new();
+                entry.insert("name", written.as_str().into());
+                if !reason.is_empty() {
+                    entry.insert("reason", reason.as_str().into());
+                }
+                if let Some(until) = until_ms {
+                    entry.insert("until", timed::instant_text(*until).into());
+                }
+                array.push(entry);
+            }
+            let subject = format!("{} {rule} for {group}", kind.key());
+            Ok(("override-add", subject, old, override_words(*kind, *until_ms, reason)))
+        }
+        PolicyEdit::RemoveOverride { kind, name, .. } => {
+            let rule = override_rule(name)?;
+            let Some(entry) =
+                config.overrides.iter().find(|entry| entry.group == group && entry.kind == *kind && entry.rule == rule)
+            else {
+                return Err(refuse("name", format!("{group} has no {} override for {rule:?}", kind.key())));
+            };
+            let array = override_array(table, kind.key())?;
+            remove_override(array, &rule);
+            let subject = format!("{} {rule} for {group}", kind.key());
+            Ok(("override-remove", subject, override_words(entry.kind, entry.until_ms, &entry.reason), "(none)".into()))
+        }
+        PolicyEdit::AddSchedule { category, days, from, to, .. } => {
+            let index = known_category(category)?;
+            if config.locked.contains(index) {
+                return Err(refuse("category", format!("{category} is locked: no schedule can open it")));
+            }
+            if days.is_empty() {
+                return Err(refuse("days", "choose at least one day"));
+            }
+            if let Some(day) = days.iter().find(|day| !DAYS.iter().any(|(word, _)| word == &day.as_str())) {
+                return Err(refuse("days", format!("{day:?} is not a day; use mon, tue, wed, thu, fri, sat, sun")));
+            }
+            let start = timed::parse_clock(from)
+                .ok_or_else(|| refuse("from", format!("{from:?} is not a time; write 24-hour HH:MM, e.g. 12:00")))?;
+            let end = timed::parse_clock(to)
+                .ok_or_else(|| refuse("to", format!("{to:?} is not a time; write 24-hour HH:MM, e.g. 13:00")))?;
+            if start >= end {
+                return Err(refuse(
+                    "to",
+                    format!("the window must end after it starts ({from} to {to}); e.g. 12:00 to 13:00"),
+                ));
+            }
+            let mut entry = Table::new();
+            entry.insert("category", toml_edit::value(category.as_str()));
+            entry.insert("days", toml_edit::value(days.iter().map(String::as_str).collect::<Array>()));
+            entry.insert("from", toml_edit::value(from.as_str()));
+            entry.insert("to", toml_edit::value(to.as_str()));
+            if !table.contains_key("schedule") {
+                table.insert("schedule", Item::ArrayOfTables(ArrayOfTables::new()));
+            }
+            let schedules = table.get_mut("schedule").and_then(Item::as_array_of_tables_mut).ok_or_else(|| EditError {
+                field: None,
+                message: format!("[groups.{group}] schedule is not written as [[groups.{group}.schedule]]; fix the file by hand first"),
+            })?;
+            schedules.push(entry);
+            let window = format!("not blocked {} {from}-{to}", days.join(", "));
+            Ok(("schedule-add", format!("{category} schedule for {group}"), "(none)".into(), window))
+        }
+        PolicyEdit::RemoveSchedule { index, .. } => {
+            let schedule = config
+                .schedules
+                .iter()
+                .filter(|schedule| schedule.group == group)
+                .nth(*index)
+                .ok_or_else(|| refuse("index", format!("{group} has no schedule number {}", index + 1)))?;
+            let schedules = table.get_mut("schedule").and_then(Item::as_array_of_tables_mut).ok_or_else(|| EditError {
+                field: None,
+                message: format!("[groups.{group}] schedule is not written as [[groups.{group}.schedule]]; fix the file by hand first"),
+            })?;
+            schedules.remove(*index);
+            let days: Vec<&str> = schedule.days.iter().map(|day| timed::day_word(*day)).collect();
+            let window = format!(
+                "not blocked {} {}-{}",
+                days.join(", "),
+                timed::clock_text(schedule.from_minute),
+                timed::clock_text(schedule.to_minute)
+            );
+            Ok(("schedule-remove", format!("{} schedule for {group}", schedule.category), window, "(none)".into()))
+        }
+    }
+}
+
+fn known_category(id: &str) -> Result<u8, EditError> {
+    category::index_of(id).ok_or_else(|| {
+        refuse("category", format!("there is no category {id:?}; choose one of {}", category::known_ids().join(", ")))
+    })
+}
+
+/// Makes `category` blocked or not in the group's `block` list: its own
+/// entries ("games", "!games") are taken out, then one is added if the rest
+/// of the list does not already give the wanted answer.
+fn set_category(
+    table: &mut dyn TableLike,
+    group: &str,
+    id: &str,
+    index: u8,
+    blocked: bool,
+    locked: CategorySet,
+) -> Result<(), EditError> {
+    if !table.contains_key("block") {
+        table.insert("block", toml_edit::value(Array::from_iter(["default"])));
+    }
+    let array = table.get_mut("block").and_then(Item::as_array_mut).ok_or_else(|| EditError {
+        field: None,
+        message: format!("[groups.{group}] block is not a list; fix the file by hand first"),
+    })?;
+    let negated = format!("!{id}");
+    array.retain(|value| value.as_str().is_none_or(|text| text != id && text != negated));
+    // What the rest of the list gives, as compile_block_list reads it.
+    let mut rest = CategorySet::EMPTY;
+    let mut removed = CategorySet::EMPTY;
+    for text in array.iter().filter_map(Value::as_str) {
+        match text.strip_prefix('!') {
+            Some(other) => {
+                removed = removed.union(category::index_of(other).map_or(CategorySet::EMPTY, CategorySet::of))
+            }
+            None => {
+                rest = rest.union(match text {
+                    "default" => crate::policy::group::default_blocked(group),
+                    "uksic" => category::uksic(),
+                    "bypass" => category::bypass(),
+                    other => category::index_of(other).map_or(CategorySet::EMPTY, CategorySet::of),
+                })
+            }
+        }
+    }
+    let already = rest.without(removed).union(locked).contains(index);
+    if already != blocked {
+        array.push(if blocked { id.to_string() } else { negated });
+    }
+    Ok(())
+}
+
+fn override_rule(name: &str) -> Result<String, EditError> {
+    let text = name.trim();
+    let (exact, bare) = match text.strip_prefix('=') {
+        Some(bare) => (true, bare),
+        None => (false, text.strip_prefix("*.").unwrap_or(text)),
+    };
+    let normalised = crate::name::normalise(bare).map_err(|error| {
+        refuse(
+            "name",
+            format!("{text:?} is not a domain name ({error}); write example.com for the domain and its subdomains, or =www.example.com for one name"),
+        )
+    })?;
+    Ok(if exact { format!("={normalised}") } else { normalised })
+}
+
+fn override_words(kind: OverrideKind, until_ms: Option<i64>, reason: &str) -> String {
+    let mut words = match kind {
+        OverrideKind::Allow => "allowed".to_string(),
+        OverrideKind::Deny => "blocked".to_string(),
+    };
+    if let Some(until) = until_ms {
+        words.push_str(&format!(" until {}", timed::instant_text(until)));
+    }
+    if !reason.is_empty() {
+        words.push_str(&format!(" ({reason})"));
+    }
+    words
+}
+
+fn override_array<'t>(table: &'t mut dyn TableLike, key: &str) -> Result<&'t mut Array, EditError> {
+    if !table.contains_key(key) {
+        table.insert(key, toml_edit::value(Array::new()));
+    }
+    table.get_mut(key).and_then(Item::as_array_mut).ok_or_else(|| EditError {
+        field: None,
+        message: format!("{key} is not a list in the config file; fix the file by hand first"),
+    })
+}
+
+/// Takes out the entries (plain or tables) whose name is `rule`.
+fn remove_override(array: &mut Array, rule: &str) {
+    array.retain(|value| {
+        let name = match value {
+            Value::String(text) => Some(text.value().as_str()),
+            Value::InlineTable(table) => table.get("name").and_then(Value::as_str),
+            _ => None,
+        };
+        name.is_none_or(|name| override_rule(name).ok().as_deref() != Some(rule))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "# The school's config\n\n[[networks]]\nname = \"n\" # pupils\ncidrs = [\"10.0.0.0/8\"]\ngroup = \"pupil\"\n\n# pupils are strict\n[groups.pupil]\nblock = [\"default\"]\n";
+
+    fn edit(text: &str, edit: PolicyEdit) -> Result<Edited, EditError> {
+        apply(text, "t.toml", &edit)
+    }
+
+    #[test]
+    fn category_edits_keep_comments_and_describe_the_change() {
+        let edited =
+            edit(BASE, PolicyEdit::Category { group: "pupil".into(), category: "games".into(), blocked: false })
+                .unwrap();
+        assert!(edited.text.contains("# pupils are strict") && edited.text.contains("# pupils"), "{}", edited.text);
+        assert!(edited.text.contains("\"!games\""), "{}", edited.text);
+        assert_eq!(
+            (edited.subject.as_str(), edited.old.as_str(), edited.new.as_str()),
+            ("games for pupil", "blocked", "allowed")
+        );
+        let back =
+            edit(&edited.text, PolicyEdit::Category { group: "pupil".into(), category: "games".into(), blocked: true })
+                .unwrap();
+        assert!(!back.text.contains("games"), "the default blocks games again: {}", back.text);
+        // A group with no table gets one.
+        let staff = edit(BASE, PolicyEdit::Category { group: "staff".into(), category: "games".into(), blocked: true })
+            .unwrap();
+        let config = Config::parse(&staff.text, "t").unwrap();
+        assert!(config.groups["staff"].blocked.contains(category::index_of("games").unwrap()), "{}", staff.text);
+    }
+
+    #[test]
+    fn every_setting_and_override_and_schedule_edit_compiles() {
+        let mut text = BASE.to_string();
+        for change in [
+            PolicyEdit::SafeSearch { group: "pupil".into(), on: false },
+            PolicyEdit::Youtube { group: "pupil".into(), mode: "moderate".into() },
+            PolicyEdit::Bypass { group: "pupil".into(), on: false },
+            PolicyEdit::BlockAnswer { group: "pupil".into(), answer: "null".into() },
+            PolicyEdit::AddOverride {
+                group: "pupil".into(),
+                kind: OverrideKind::Allow,
+                name: "bbc.co.uk".into(),
+                reason: "Year 9 project".into(),
+                until_ms: Some(timed::parse_instant("2026-12-07T16:00:00Z").unwrap()),
+            },
+            PolicyEdit::AddOverride {
+                group: "pupil".into(),
+                kind: OverrideKind::Deny,
+                name: "bad.example".into(),
+                reason: String::new(),
+                until_ms: None,
+            },
+            PolicyEdit::AddSchedule {
+                group: "pupil".into(),
+                category: "games".into(),
+                days: vec!["mon".into(), "fri".into()],
+                from: "12:00".into(),
+                to: "13:00".into(),
+            },
+        ] {
+            text = edit(&text, change).unwrap_or_else(|e| panic!("{e}\n{text}")).text;
+        }
+        let config = Config::parse(&text, "t").unwrap();
+        let pupil = &config.groups["pupil"];
+        assert!(!pupil.safesearch && !pupil.bypass && pupil.youtube == YoutubeMode::Moderate);
+        assert_eq!(pupil.block_answer, BlockAnswer::NullAddress);
+        assert!(pupil.allow.find("www.bbc.co.uk").is_some() && pupil.deny.find("bad.example").is_some());
+        assert_eq!(config.overrides.iter().find(|e| e.rule == "bbc.co.uk").unwrap().reason, "Year 9 project");
+        assert_eq!(config.schedules.len(), 1);
+        let text = edit(&text, PolicyEdit::RemoveSchedule { group: "pupil".into(), index: 0 }).unwrap().text;
+        let removed = edit(
+            &text,
+            PolicyEdit::RemoveOverride { group: "pupil".into(), kind: OverrideKind::Allow, name: "BBC.co.uk".into() },
+        )
+        .unwrap();
+        assert_eq!(removed.old, "allowed until 2026-12-07T16:00:00Z (Year 9 project)");
+        let config = Config::parse(&removed.text, "t").unwrap();
+        assert!(config.schedules.is_empty() && config.groups["pupil"].allow.is_empty());
+        assert!(removed.text.contains("# pupils are strict"));
+    }
+
+    #[test]
+    fn bad_edits_name_their_field() {
+        let field = |change| edit(BASE, change).unwrap_err().field;
+        assert_eq!(
+            field(PolicyEdit::Category { group: "pupil".into(), category: "gamez".into(), blocked: false }),
+            Some("category")
+        );
+        assert_eq!(
+            field(PolicyEdit::Category { group: "pupil".into(), category: "malware".into(), blocked: false }),
+            Some("category")
+        );
+        assert_eq!(
+            field(PolicyEdit::Category { group: "nobody".into(), category: "games".into(), blocked: false }),
+            Some("group")
+        );
+        assert_eq!(field(PolicyEdit::Youtube { group: "pupil".into(), mode: "loud".into() }), Some("mode"));
+        assert_eq!(
+            field(PolicyEdit::BlockAnswer { group: "pupil".into(), answer: "block-page".into() }),
+            Some("answer")
+        );
+        let add = |name: &str| PolicyEdit::AddOverride {
+            group: "pupil".into(),
+            kind: OverrideKind::Allow,
+            name: name.into(),
+            reason: String::new(),
+            until_ms: None,
+        };
+        assert_eq!(field(add("not a name")), Some("name"));
+        assert_eq!(
+            field(PolicyEdit::RemoveOverride {
+                group: "pupil".into(),
+                kind: OverrideKind::Deny,
+                name: "x.example".into()
+            }),
+            Some("name")
+        );
+        let schedule = |days: Vec<&str>, from: &str, to: &str| PolicyEdit::AddSchedule {
+            group: "pupil".into(),
+            category: "games".into(),
+            days: days.into_iter().map(String::from).collect(),
+            from: from.into(),
+            to: to.into(),
+        };
+        assert_eq!(field(schedule(vec!["monday"], "12:00", "13:00")), Some("days"));
+        assert_eq!(field(schedule(vec!["mon"], "noon", "13:00")), Some("from"));
+        assert_eq!(field(schedule(vec!["mon"], "13:00", "12:00")), Some("to"));
+        assert_eq!(field(PolicyEdit::RemoveSchedule { group: "pupil".into(), index: 0 }), Some("index"));
+    }
+}

@@ -1,0 +1,21 @@
+//! The stylesheet, embedded in the binary and served under a name carrying
+//! a hash of its content, so browsers may keep it for a year and still get
+//! a new one with each change.
+
+use axum::extract::Path;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use super::WebError;
+use super::layout::{STYLESHEET, STYLESHEET_NAME};
+
+pub(super) async fn serve(Path(file): Path<String>) -> Response {
+    if file != *STYLESHEET_NAME {
+        return WebError::NotFound.into_response();
+    }
+    let mut response = STYLESHEET.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    response
+}

@@ -1,0 +1,73 @@
+//! The layout every page extends: the title, who is logged in, a nav of
+//! only what their roles may use, the logout form's CSRF token, and the
+//! stylesheet's URL (named by a hash of its content, so it can be cached
+//! for a year).
+
+use std::sync::LazyLock;
+
+use crate::store::{Role, User};
+
+pub(super) const STYLESHEET: &str = include_str!("../../web/static/hedgerow.css");
+
+/// `hedgerow.<hash>.css`.
+pub(super) static STYLESHEET_NAME: LazyLock<String> =
+    LazyLock::new(|| format!("hedgerow.{:016x}.css", fnv1a(STYLESHEET)));
+
+/// The stylesheet's URL, for the layout.
+pub(super) fn stylesheet_url() -> String {
+    format!("/static/{}", *STYLESHEET_NAME)
+}
+
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// What the shared layout shows: the title, who is logged in, the nav
+/// (only what their roles may use) and the CSRF token for the logout form.
+pub struct Layout {
+    pub title: String,
+    pub stylesheet: String,
+    pub user: Option<LayoutUser>,
+    pub csrf: String,
+    pub nav: Vec<NavItem>,
+}
+
+pub struct LayoutUser {
+    pub name: String,
+    pub roles: String,
+}
+
+pub struct NavItem {
+    pub href: &'static str,
+    pub label: &'static str,
+    pub current: bool,
+}
+
+impl Layout {
+    /// For pages shown before login (and errors).
+    pub fn anonymous(title: &str) -> Layout {
+        Layout {
+            title: title.to_string(),
+            stylesheet: stylesheet_url(),
+            user: None,
+            csrf: String::new(),
+            nav: Vec::new(),
+        }
+    }
+
+    /// For a logged-in user on the page at `path`.
+    pub fn for_user(title: &str, user: &User, csrf: &str, path: &str) -> Layout {
+        let mut nav = vec![NavItem { href: "/", label: "Home", current: path == "/" }];
+        if user.has(Role::Admin) {
+            nav.push(NavItem { href: "/users", label: "Users", current: path == "/users" });
+            nav.push(NavItem { href: "/audit", label: "Login audit", current: path == "/audit" });
+        }
+        Layout {
+            title: title.to_string(),
+            stylesheet: stylesheet_url(),
+            user: Some(LayoutUser { name: user.name.clone(), roles: user.roles_text().replace(',', ", ") }),
+            csrf: csrf.to_string(),
+            nav,
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The web dashboard: an axum [`Router`] of server-rendered pages and a JSON
+//! API under `/api/`, served by Hedgerow itself.
+//!
+//! Every request passes, in order (outermost first):
+//!
+//! ```text
+//! security::headers      CSP, X-Frame-Options, Referrer-Policy, nosniff, Cache-Control on every response
+//! error::render          a WebError becomes an HTML page, or JSON under /api/
+//! security::check_host   Host not one of [dashboard] hosts or a listen address -> 421
+//! security::check_origin non-GET whose Origin (or Referer) is not this origin -> 403
+//! session::load          the session cookie -> the user (request extension); non-GET: the CSRF token
+//! route                  each handler's extractors: CurrentUser, RequireAdmin, ... (roles in the server)
+//! ```
+//!
+//! - `error.rs`: [`WebError`], one error for pages and API;
+//! - `security.rs`: the Host and Origin checks and the response headers;
+//! - `session.rs`: the cookie, the CSRF check and the role extractors;
+//! - `throttle.rs`: failed logins per account and per address;
+//! - `tls.rs`: the certificate and key, and serving over TLS;
+//! - `layout.rs`: the layout every page extends (nav by role, the stylesheet's URL);
+//! - `assets.rs`: the stylesheet, embedded, served under a content hash;
+//! - `pages/`: one file per page (login and setup, home, users, audit) with its API twin.
+
+mod assets;
+mod error;
+mod layout;
+mod pages;
+mod security;
+mod session;
+mod throttle;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+
+use crate::config::Config;
+use crate::dns::Pipeline;
+use crate::store::{LoginAudit, Sessions, SetupTokens, StoreError, Users};
+
+pub use error::WebError;
+pub use session::{CurrentUser, Require, RequireAdmin, RequireDsl, RequireGovernorOrAdmin};
+pub use throttle::Throttle;
+pub use tls::{acceptor as tls_acceptor, serve_tls};
+
+/// What every handler may reach. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The running resolver (for the pages to come: test a name, status).
+    pipeline: Arc<Pipeline>,
+    users: Users,
+    sessions: Sessions,
+    audit: LoginAudit,
+    setup: SetupTokens,
+    settings: WebSettings,
+    throttle: Throttle,
+}
+
+/// The dashboard's settings, from `[dashboard]`.
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    /// Host names the Host header may carry (lower case, no port).
+    pub hosts: Vec<String>,
+    /// The listen addresses: their IPs are always allowed as the Host.
+    pub listen: Vec<SocketAddr>,
+    /// Served over TLS: cookies are Secure and the origin is https.
+    pub tls: bool,
+    pub idle_ms: i64,
+    pub absolute_ms: i64,
+}
+
+impl WebSettings {
+    pub fn from_config(config: &Config) -> WebSettings {
+        let millis = |duration: std::time::Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        WebSettings {
+            hosts: config.dashboard.hosts.clone(),
+            listen: config.dashboard.listen.clone(),
+            tls: false,
+            idle_ms: millis(config.dashboard.idle),
+            absolute_ms: millis(config.dashboard.absolute),
+        }
+    }
+}
+
+impl AppState {
+    /// The state for `config`'s database (`[log] database`, where the
+    /// devices table lives too), creating its tables when missing.
+    pub fn new(pipeline: Arc<Pipeline>, config: &Config) -> Result<AppState, StoreError> {
+        AppState::with_settings(pipeline, &config.log.database, WebSettings::from_config(config))
+    }
+
+    pub fn with_settings(
+        pipeline: Arc<Pipeline>,
+        database: &std::path::Path,
+        settings: WebSettings,
+    ) -> Result<AppState, StoreError> {
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                pipeline,
+                users: Users::open(database)?,
+                sessions: Sessions::open(database)?,
+                audit: LoginAudit::open(database)?,
+                setup: SetupTokens::open(database)?,
+                settings,
+                throttle: Throttle::default(),
+            }),
+        })
+    }
+
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.inner.pipeline
+    }
+    pub fn users(&self) -> &Users {
+        &self.inner.users
+    }
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+    pub fn audit(&self) -> &LoginAudit {
+        &self.inner.audit
+    }
+    pub fn setup_tokens(&self) -> &SetupTokens {
+        &self.inner.setup
+    }
+    pub fn settings(&self) -> &WebSettings {
+        &self.inner.settings
+    }
+    pub fn throttle(&self) -> &Throttle {
+        &self.inner.throttle
+    }
+
+    /// Runs store work (SQLite, Argon2) off the async workers.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&AppState) -> T + Send + 'static,
+    ) -> Result<T, WebError> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || work(&state))
+            .await
+            .map_err(|error| WebError::Internal(format!("a dashboard task failed: {error}")))
+    }
+}
+
+/// The whole dashboard: every page and API route behind the checks drawn
+/// in this module's documentation.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::home::page))
+        .route("/login", get(pages::login::form).post(pages::login::submit))
+        .route("/logout", post(pages::login::logout))
+        .route("/setup/{token}", get(pages::setup::form).post(pages::setup::submit))
+        .route("/users", get(pages::users::page).post(pages::users::add))
+        .route("/users/{name}/{action}", post(pages::users::change))
+        .route("/audit", get(pages::audit::page))
+        .route("/api/me", get(pages::home::api_me))
+        .route("/api/users", get(pages::users::api_list).post(pages::users::api_add))
+        .route("/api/audit", get(pages::audit::api_list))
+        .route("/static/{file}", get(assets::serve))
+        .fallback(pages::not_found)
+        .method_not_allowed_fallback(pages::method_not_allowed)
+        .layer(from_fn_with_state(state.clone(), session::load))
+        .layer(from_fn_with_state(state.clone(), security::check_origin))
+        .layer(from_fn_with_state(state.clone(), security::check_host))
+        .layer(axum::middleware::from_fn(error::render))
+        .layer(axum::middleware::from_fn(security::headers))
+        .with_state(state)
+}
+
+/// Serves the dashboard on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).await
+}

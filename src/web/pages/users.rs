@@ -1,0 +1,243 @@
+//! `GET /users` (admin): every user, with forms to add one, change roles,
+//! reset a password, disable or enable. Each change writes a login-audit
+//! row naming the user changed, with the acting admin beside the address
+//! (`10.0.20.7 by ann`). The last enabled admin can be neither disabled nor
+//! lose the admin role (the store refuses; the message shows beside the
+//! form). `GET/POST /api/users`: the list and the add, as JSON.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::{ClientAddress, Form, Json, Layout, render_with, ticked_roles, when};
+use crate::store::{AuditEvent, Role, User, UserError};
+use crate::web::{AppState, RequireAdmin, WebError};
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage {
+    layout: Layout,
+    rows: Vec<Row>,
+    add: AddView,
+    notice: String,
+}
+
+struct Row {
+    id: i64,
+    name: String,
+    roles: String,
+    admin: bool,
+    dsl: bool,
+    governor: bool,
+    disabled: bool,
+    created: String,
+    /// `roles`, `password` or `disabled` when this user's form was refused.
+    error_field: &'static str,
+    error: String,
+}
+
+#[derive(Default)]
+struct AddView {
+    name: String,
+    admin: bool,
+    dsl: bool,
+    governor: bool,
+    field: &'static str,
+    message: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct AddForm {
+    name: String,
+    password: String,
+    role_admin: String,
+    role_dsl: String,
+    role_governor: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct ChangeForm {
+    password: String,
+    role_admin: String,
+    role_dsl: String,
+    role_governor: String,
+}
+
+/// Which user form a refusal belongs to.
+enum Refused {
+    Add(AddView),
+    Change { name: String, field: &'static str, message: String },
+}
+
+async fn show(
+    state: &AppState,
+    admin: &RequireAdmin,
+    status: StatusCode,
+    refused: Option<Refused>,
+    notice: String,
+) -> Result<Response, WebError> {
+    let users = state.blocking(|state| state.users().list()).await??;
+    let (add, change) = match refused {
+        Some(Refused::Add(add)) => (add, None),
+        Some(Refused::Change { name, field, message }) => (AddView::default(), Some((name, field, message))),
+        None => (AddView::default(), None),
+    };
+    let rows = users
+        .into_iter()
+        .map(|user| {
+            let (error_field, error) = match &change {
+                Some((name, field, message)) if name.eq_ignore_ascii_case(&user.name) => (*field, message.clone()),
+                _ => ("", String::new()),
+            };
+            Row {
+                id: user.id,
+                roles: user.roles_text().replace(',', ", "),
+                admin: user.has(Role::Admin),
+                dsl: user.has(Role::Dsl),
+                governor: user.has(Role::Governor),
+                disabled: user.disabled,
+                created: when(user.created_ms),
+                name: user.name,
+                error_field,
+                error,
+            }
+        })
+        .collect();
+    let page = UsersPage { layout: Layout::for_user("Users", &admin.user, &admin.csrf, "/users"), rows, add, notice };
+    Ok(render_with(status, &page))
+}
+
+pub async fn page(State(state): State<AppState>, admin: RequireAdmin) -> Result<Response, WebError> {
+    show(&state, &admin, StatusCode::OK, None, String::new()).await
+}
+
+/// The address recorded with a change: where from, and which admin.
+fn acting(address: &str, admin: &RequireAdmin) -> String {
+    format!("{address} by {}", admin.user.name)
+}
+
+/// Adds a user and audits it; a refusal comes back as the store's error.
+async fn add_user(
+    state: &AppState,
+    name: String,
+    password: String,
+    roles: Vec<Role>,
+    address: String,
+) -> Result<Result<User, UserError>, WebError> {
+    state
+        .blocking(move |state| {
+            let now = crate::time::now_ms();
+            let added = state.users().add(&name, &password, &roles, now)?;
+            state.audit().record(AuditEvent::Added, &added.name, &address, now)?;
+            Ok(added)
+        })
+        .await
+}
+
+pub async fn add(
+    State(state): State<AppState>,
+    admin: RequireAdmin,
+    ClientAddress(address): ClientAddress,
+    Form(form): Form<AddForm>,
+) -> Result<Response, WebError> {
+    let name = form.name.trim().to_string();
+    let roles = ticked_roles(&form.role_admin, &form.role_dsl, &form.role_governor);
+    match add_user(&state, name.clone(), form.password, roles.clone(), acting(&address, &admin)).await? {
+        Ok(user) => show(&state, &admin, StatusCode::OK, None, format!("Added {}.", user.name)).await,
+        Err(UserError::Store(error)) => Err(error.into()),
+        Err(error) => {
+            let add = AddView {
+                name,
+                admin: roles.contains(&Role::Admin),
+                dsl: roles.contains(&Role::Dsl),
+                governor: roles.contains(&Role::Governor),
+                field: error.field().unwrap_or("name"),
+                message: error.to_string(),
+            };
+            show(&state, &admin, StatusCode::BAD_REQUEST, Some(Refused::Add(add)), String::new()).await
+        }
+    }
+}
+
+pub async fn change(
+    State(state): State<AppState>,
+    admin: RequireAdmin,
+    ClientAddress(address): ClientAddress,
+    Path((name, action)): Path<(String, String)>,
+    Form(form): Form<ChangeForm>,
+) -> Result<Response, WebError> {
+    let field: &'static str = match action.as_str() {
+        "roles" => "roles",
+        "password" => "password",
+        "disable" | "enable" => "disabled",
+        _ => return Err(WebError::NotFound),
+    };
+    let address = acting(&address, &admin);
+    let roles = ticked_roles(&form.role_admin, &form.role_dsl, &form.role_governor);
+    let outcome = {
+        let name = name.clone();
+        state
+            .blocking(move |state| -> Result<User, UserError> {
+                let now = crate::time::now_ms();
+                let (user, event) = match action.as_str() {
+                    "roles" => (state.users().set_roles(&name, &roles)?, AuditEvent::Roles),
+                    "password" => (state.users().set_password(&name, &form.password)?, AuditEvent::Password),
+                    "disable" => (state.users().set_disabled(&name, true)?, AuditEvent::Disabled),
+                    _ => (state.users().set_disabled(&name, false)?, AuditEvent::Enabled),
+                };
+                state.audit().record(event, &user.name, &address, now)?;
+                Ok(user)
+            })
+            .await?
+    };
+    match outcome {
+        Ok(_) => Ok(Redirect::to("/users").into_response()),
+        Err(UserError::Store(error)) => Err(error.into()),
+        Err(UserError::NotFound(_)) => Err(WebError::NotFound),
+        Err(error) => {
+            // The last-admin refusal belongs beside the form that tried it.
+            let field = match (&error, field) {
+                (UserError::LastAdmin(_), "disabled") => "disabled",
+                (UserError::LastAdmin(_), _) => "roles",
+                _ => error.field().filter(|f| *f != "name").unwrap_or(field),
+            };
+            let refused = Refused::Change { name, field, message: error.to_string() };
+            show(&state, &admin, StatusCode::BAD_REQUEST, Some(refused), String::new()).await
+        }
+    }
+}
+
+pub async fn api_list(State(state): State<AppState>, _admin: RequireAdmin) -> Result<axum::Json<Vec<User>>, WebError> {
+    Ok(axum::Json(state.blocking(|state| state.users().list()).await??))
+}
+
+#[derive(Deserialize)]
+pub struct NewUser {
+    name: String,
+    password: String,
+    roles: Vec<String>,
+}
+
+pub async fn api_add(
+    State(state): State<AppState>,
+    admin: RequireAdmin,
+    ClientAddress(address): ClientAddress,
+    Json(new): Json<NewUser>,
+) -> Result<Response, WebError> {
+    let mut roles = Vec::new();
+    for word in &new.roles {
+        roles
+            .push(Role::parse(word).ok_or_else(|| {
+                WebError::bad("roles", format!("{word:?} is not a role: use admin, dsl or governor"))
+            })?);
+    }
+    match add_user(&state, new.name.trim().to_string(), new.password, roles, acting(&address, &admin)).await? {
+        Ok(user) => Ok((StatusCode::CREATED, axum::Json(user)).into_response()),
+        Err(UserError::Store(error)) => Err(error.into()),
+        Err(error) => Err(WebError::BadRequest { field: error.field(), message: error.to_string() }),
+    }
+}
