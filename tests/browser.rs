@@ -78,6 +78,89 @@ async fn server_harness_runs_the_real_binary_with_a_games_list() {
     assert!(after.is_err(), "nothing answers once the server is killed: {after:?}");
 }
 
+/// The browser scenario against the real `hedgerow serve` (DNS and
+/// dashboard on free loopback ports, data in a tempdir, an in-process
+/// authority upstream, a games list): the first admin is made through the
+/// one-time link printed on stderr, logs out and in again, adds a governor;
+/// the governor logs in. Screenshots of every page in
+/// `target/screenshots/dashboard_scenario/`, numbered in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_scenario() {
+    let authority = Authority::start("127.0.0.1:0", support::server::school_world()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = SchoolFiles::write(dir.path(), authority.addr, true);
+    let server = Hedgerow::start(&files).await;
+    let browser = Browser::start("dashboard_scenario").await;
+
+    // First admin through the one-time setup link from the server's stderr.
+    let link = server.setup_link();
+    assert!(link.starts_with(&server.url("/setup/")), "the link points at this dashboard: {link}");
+    browser.goto(&link).await;
+    assert!(browser.text().await.contains("Create the first admin"));
+    browser.fill("#name", ADMIN).await;
+    browser.fill("#password", ADMIN_PASSWORD).await;
+    browser.fill("#password_again", ADMIN_PASSWORD).await;
+    browser.screenshot("01-setup").await;
+    browser.click("form[action^='/setup/'] button[type=submit]").await;
+    assert_eq!(browser.current_path().await, "/", "after setup: {}", browser.text().await);
+    assert!(browser.text().await.contains(&format!("Hello, {ADMIN}")));
+    browser.screenshot("02-home-admin").await;
+
+    // The link worked once: it is refused now.
+    browser.goto(&link).await;
+    assert!(!browser.text().await.contains("Create the first admin"), "the setup link works once");
+
+    // Out and in again through the login page.
+    browser.goto(&server.url("/")).await;
+    log_out(&browser).await;
+    browser.goto(&server.url("/users")).await;
+    assert!(browser.current_path().await.starts_with("/login"), "logged out: /users sends to the login page");
+    browser.fill("#name", ADMIN).await;
+    browser.screenshot("03-login").await;
+    log_in(&browser, &server, ADMIN, ADMIN_PASSWORD).await;
+
+    // Users page: add a governor.
+    browser.goto(&server.url("/users")).await;
+    browser.fill("#add-name", GOVERNOR).await;
+    browser.fill("#add-password", GOVERNOR_PASSWORD).await;
+    browser.find("form[action='/users'] input[name=role_governor]").await.click().await.unwrap();
+    browser.click("form[action='/users'] button[type=submit]").await;
+    let users = browser.find("table").await.text().await.unwrap();
+    assert!(users.contains(GOVERNOR) && users.contains("governor"), "the governor is listed: {users}");
+    browser.screenshot("04-users").await;
+
+    // The governor logs in.
+    log_out(&browser).await;
+    log_in(&browser, &server, GOVERNOR, GOVERNOR_PASSWORD).await;
+    browser.screenshot("05-home-governor").await;
+    browser.goto(&server.url("/users")).await;
+    assert!(!browser.text().await.contains(ADMIN), "a governor cannot see the users");
+
+    browser.close().await;
+    drop(server);
+    authority.stop().await;
+}
+
+const ADMIN: &str = "ict.lead";
+const ADMIN_PASSWORD: &str = "hedge laying in november";
+const GOVERNOR: &str = "gill.governor";
+const GOVERNOR_PASSWORD: &str = "minutes of the last meeting";
+
+/// Logs in through the login page; the header then names the user.
+async fn log_in(browser: &Browser, server: &Hedgerow, name: &str, password: &str) {
+    browser.goto(&server.url("/login")).await;
+    browser.fill("#name", name).await;
+    browser.fill("#password", password).await;
+    browser.click("form[action='/login'] button[type=submit]").await;
+    let header = browser.find("header").await.text().await.unwrap();
+    assert!(header.contains(name), "logged in as {name}: {header}");
+}
+
+async fn log_out(browser: &Browser) {
+    browser.click("form[action='/logout'] button[type=submit]").await;
+    assert!(browser.current_path().await.starts_with("/login"), "after logout: {}", browser.current_url().await);
+}
+
 /// Width and height from a PNG's IHDR chunk.
 fn png_size(png: &[u8]) -> (u32, u32) {
     let word = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());

@@ -488,7 +488,8 @@ async fn pages_carry_the_security_headers_and_the_stylesheet_is_cached() {
             "{path}"
         );
         assert_eq!(value("x-frame-options"), "DENY", "{path}");
-        assert_eq!(value("referrer-policy"), "no-referrer", "{path}");
+        // No referrer to other sites; same-origin keeps a real Origin on POSTs.
+        assert_eq!(value("referrer-policy"), "same-origin", "{path}");
         assert_eq!(value("x-content-type-options"), "nosniff", "{path}");
         assert_eq!(value("cache-control"), "no-store", "{path}");
         assert!(!reply.body.contains("<script") && !reply.body.contains("style="), "no inline script or style: {path}");
