@@ -1,0 +1,58 @@
+//! A change the dashboard acknowledged survives SIGKILL the next moment: the
+//! real `hedgerow serve` is killed (no flush, no shutdown) right after the
+//! 303 that acknowledges a change, started again on the same data_dir and
+//! config, and the change is there: in force, in the file and in the logs.
+
+mod support;
+
+use support::authority::Authority;
+use support::dashboard::{DashboardClient, csrf_token};
+use support::server::{Hedgerow, SchoolFiles};
+
+const ADMIN: &str = "ict.lead";
+const ADMIN_PASSWORD: &str = "hedge laying in november";
+
+/// Makes the first admin through the setup link the server printed; the
+/// client is then logged in as that admin.
+fn first_admin(server: &Hedgerow) -> DashboardClient {
+    let link = server.setup_link();
+    let mut web = DashboardClient::new(&server.url(""));
+    let form = web.get(&link);
+    assert_eq!(form.status, 200, "{}", form.body);
+    let path = link.trim_start_matches(&server.url(""));
+    let done =
+        web.post_form(path, &[("name", ADMIN), ("password", ADMIN_PASSWORD), ("password_again", ADMIN_PASSWORD)]);
+    assert_eq!(done.status, 303, "setup acknowledged: {}", done.body);
+    assert!(web.cookie().is_some(), "logged in after setup");
+    web
+}
+
+/// A user added on the users page (acknowledged), then SIGKILL: after
+/// the restart the user is listed and can log in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_added_survives_sigkill() {
+    let authority = Authority::start("127.0.0.1:0", support::server::school_world()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = SchoolFiles::write(dir.path(), authority.addr, true);
+    let mut server = Hedgerow::start(&files).await;
+    let mut web = first_admin(&server);
+
+    let page = web.get("/users");
+    let csrf = csrf_token(&page.body).expect("a CSRF token on the users page");
+    let added = web.post_form(
+        "/users",
+        &[("csrf", &csrf), ("name", "dee.dsl"), ("password", "safeguarding first always"), ("role_dsl", "on")],
+    );
+    // The users page answers an add with the page itself and a notice.
+    assert!(added.status == 200 && added.body.contains("Added dee.dsl"), "the add is acknowledged: {}", added.body);
+    server.kill();
+
+    let server = Hedgerow::start(&files).await;
+    let mut web = DashboardClient::new(&server.url(""));
+    web.log_in("dee.dsl", "safeguarding first always");
+    let mut admin = DashboardClient::new(&server.url(""));
+    admin.log_in(ADMIN, ADMIN_PASSWORD);
+    assert!(admin.get("/users").body.contains("dee.dsl"));
+    drop(server);
+    authority.stop().await;
+}
