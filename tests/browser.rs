@@ -128,6 +128,15 @@ async fn dashboard_scenario() {
     let users = browser.find("table").await.text().await.unwrap();
     assert!(users.contains(GOVERNOR) && users.contains("governor"), "the governor is listed: {users}");
     browser.screenshot("04-users").await;
+    browser.resize(390, 844).await;
+    browser.screenshot("04-users-narrow").await;
+    browser.resize(support::browser::WIDTH, support::browser::HEIGHT).await;
+
+    // The login audit has the setup, the logout, the login and the add.
+    browser.goto(&server.url("/audit")).await;
+    let audit = browser.find("table").await.text().await.unwrap();
+    assert!(audit.contains(GOVERNOR) && audit.contains("logout"), "the audit shows what happened: {audit}");
+    browser.screenshot("04-audit").await;
 
     // The governor logs in.
     log_out(&browser).await;
