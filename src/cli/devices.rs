@@ -131,26 +131,5 @@ pub fn run(config: &Config, action: DevicesAction, format: OutputFormat) -> anyh
 /// Devices with the network their address is in and the group they get there.
 fn print_devices(config: &Config, devices: &[hedgerow::store::Device], format: OutputFormat) {
     let rows: Vec<DeviceView<'_>> = devices.iter().map(|device| DeviceView::of(&config.networks, device)).collect();
-    match format {
-        OutputFormat::Json => {
-            for row in &rows {
-                println!("{}", row.json_line());
-            }
-        }
-        OutputFormat::Csv => {
-            println!("{}", present::csv_header());
-            for row in &rows {
-                println!("{}", row.csv_line());
-            }
-        }
-        OutputFormat::Table => {
-            println!("{}", present::table_header());
-            for row in &rows {
-                println!("{}", row.table_line());
-            }
-            if rows.is_empty() {
-                println!("{}", present::TABLE_EMPTY);
-            }
-        }
-    }
+    super::print_rows(&rows, format, present::csv_header(), present::table_header(), present::TABLE_EMPTY);
 }

@@ -134,6 +134,31 @@ pub enum OutputFormat {
     Csv,
 }
 
+/// Prints a listing (devices, users): JSON lines, CSV under `csv_header`, or
+/// a table under `table_header` (`empty` in place of no rows).
+pub fn print_rows<R: hedgerow::present::ListRow>(
+    rows: &[R],
+    format: OutputFormat,
+    csv_header: String,
+    table_header: String,
+    empty: &str,
+) {
+    match format {
+        OutputFormat::Json => rows.iter().for_each(|row| println!("{}", row.json_line())),
+        OutputFormat::Csv => {
+            println!("{csv_header}");
+            rows.iter().for_each(|row| println!("{}", row.csv_line()));
+        }
+        OutputFormat::Table => {
+            println!("{table_header}");
+            rows.iter().for_each(|row| println!("{}", row.table_line()));
+            if rows.is_empty() {
+                println!("{empty}");
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum StatusFormat {
     Table,

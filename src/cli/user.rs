@@ -153,26 +153,5 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
 
 fn print_users(users: &[User], format: OutputFormat) {
     let rows: Vec<UserView<'_>> = users.iter().map(UserView::of).collect();
-    match format {
-        OutputFormat::Json => {
-            for row in &rows {
-                println!("{}", row.json_line());
-            }
-        }
-        OutputFormat::Csv => {
-            println!("{}", present::csv_header());
-            for row in &rows {
-                println!("{}", row.csv_line());
-            }
-        }
-        OutputFormat::Table => {
-            println!("{}", present::table_header());
-            for row in &rows {
-                println!("{}", row.table_line());
-            }
-            if rows.is_empty() {
-                println!("{}", present::TABLE_EMPTY);
-            }
-        }
-    }
+    super::print_rows(&rows, format, present::csv_header(), present::table_header(), present::TABLE_EMPTY);
 }

@@ -217,25 +217,27 @@ impl Pipeline {
         lists: CompiledLists,
         safesearch: SafeSearchMap,
     ) -> DeviceGroupsReport {
-        let devices = self.devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut next = PolicySnapshot::new(config, Arc::new(lists), Arc::new(safesearch));
-        let current = self.policy.load();
-        if next.rate_limit == current.rate_limit {
-            next.rate_limiter = current.rate_limiter.clone();
-        }
-        let (networks, report) = next.networks.with_device_groups(&devices);
-        next.networks = Arc::new(networks);
-        self.policy.store(Arc::new(next));
-        report
+        self.swap_policy(config, |_| (Arc::new(lists), Arc::new(safesearch)))
     }
 
     /// Swaps in `config`'s policy (as [`Pipeline::replace_policy`]) keeping
     /// the lists and SafeSearch map in use: the policy clock's swap when a
     /// schedule window opens or closes or an override lapses.
     pub fn replace_policy_keeping_lists(&self, config: &Config) -> DeviceGroupsReport {
+        self.swap_policy(config, |current| (current.lists.clone(), current.safesearch.clone()))
+    }
+
+    /// The one swap of a whole policy: `config`'s, with the lists `lists_of`
+    /// picks given the snapshot in force, and the device groups re-applied.
+    fn swap_policy(
+        &self,
+        config: &Config,
+        lists_of: impl FnOnce(&PolicySnapshot) -> (Arc<CompiledLists>, Arc<SafeSearchMap>),
+    ) -> DeviceGroupsReport {
         let devices = self.devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.policy.load();
-        let mut next = PolicySnapshot::new(config, current.lists.clone(), current.safesearch.clone());
+        let (lists, safesearch) = lists_of(&current);
+        let mut next = PolicySnapshot::new(config, lists, safesearch);
         if next.rate_limit == current.rate_limit {
             next.rate_limiter = current.rate_limiter.clone();
         }

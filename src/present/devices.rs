@@ -67,31 +67,33 @@ impl<'a> DeviceView<'a> {
             self.effective_group.clone().unwrap_or_default(),
         ]
     }
+}
 
+impl super::ListRow for DeviceView<'_> {
     /// A JSON object on one line.
-    pub fn json_line(&self) -> String {
+    fn json_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
 
     /// A CSV record (no line end).
-    pub fn csv_line(&self) -> String {
+    fn csv_line(&self) -> String {
         format_record(&self.cells())
     }
 
     /// A line of the readable table; an address in no network says it is refused.
-    pub fn table_line(&self) -> String {
+    fn table_line(&self) -> String {
         let [name, ip, mac, owner, group, source, network, effective] = self.cells();
         let network = if self.ip.is_some() && network.is_empty() { "(none: refused)".to_string() } else { network };
         format!("{name:<24} {ip:<16} {mac:<18} {owner:<16} {group:<8} {source:<7} {network:<14} {effective}")
     }
 }
 
-/// The CSV header of [`DeviceView::csv_line`]s.
+/// The CSV header of the device rows' `csv_line`s.
 pub fn csv_header() -> String {
     DeviceView::FIELDS.join(",")
 }
 
-/// The header line of [`DeviceView::table_line`]s.
+/// The header line of the device rows' `table_line`s.
 pub fn table_header() -> String {
     format!(
         "{:<24} {:<16} {:<18} {:<16} {:<8} {:<7} {:<14} {}",
@@ -105,6 +107,7 @@ pub const TABLE_EMPTY: &str = "(no devices)";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::present::ListRow;
 
     fn networks() -> Vec<Network> {
         vec![

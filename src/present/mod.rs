@@ -14,3 +14,14 @@ pub mod log;
 pub mod review;
 pub mod status;
 pub mod users;
+
+/// One row of a listing the command line prints as a table, CSV or JSON
+/// lines (the device table, the users), in each of those forms.
+pub trait ListRow {
+    /// A JSON object on one line.
+    fn json_line(&self) -> String;
+    /// A CSV record (no line end).
+    fn csv_line(&self) -> String;
+    /// A line of the readable table.
+    fn table_line(&self) -> String;
+}

@@ -33,30 +33,32 @@ impl<'a> UserView<'a> {
     pub fn cells(&self) -> [String; 4] {
         [self.name.to_string(), self.roles.clone(), self.disabled.to_string(), self.created.clone()]
     }
+}
 
+impl super::ListRow for UserView<'_> {
     /// A JSON object on one line.
-    pub fn json_line(&self) -> String {
+    fn json_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
 
     /// A CSV record (no line end).
-    pub fn csv_line(&self) -> String {
+    fn csv_line(&self) -> String {
         format_record(&self.cells())
     }
 
     /// A line of the readable table.
-    pub fn table_line(&self) -> String {
+    fn table_line(&self) -> String {
         let state = if self.disabled { "disabled" } else { "enabled" };
         format!("{:<32} {:<20} {state:<8} {}", self.name, self.roles, self.created)
     }
 }
 
-/// The CSV header of [`UserView::csv_line`]s.
+/// The CSV header of the user rows' `csv_line`s.
 pub fn csv_header() -> String {
     UserView::FIELDS.join(",")
 }
 
-/// The header line of [`UserView::table_line`]s.
+/// The header line of the user rows' `table_line`s.
 pub fn table_header() -> String {
     format!("{:<32} {:<20} {:<8} {}", "name", "roles", "state", "created (UTC)")
 }
