@@ -371,6 +371,9 @@ struct GroupPage {
     editable: bool,
     note: &'static str,
     flash: String,
+    /// A refused change, also shown at the top (its form may have no place
+    /// on the page, e.g. a locked category's).
+    problem: String,
     categories: Vec<CategoryRow>,
     overrides: Vec<OverrideRow>,
     schedules: Vec<ScheduleRow>,
@@ -455,6 +458,7 @@ async fn show_group(
         editable,
         note: READ_ONLY_NOTE,
         flash,
+        problem: refusal.map(|r| r.message.clone()).unwrap_or_default(),
         categories: detail
             .categories
             .iter()
