@@ -340,6 +340,8 @@ struct FormState {
 
 struct CategoryRow {
     view: CategoryView,
+    /// What it answers, without the pointer into the docs.
+    answers: String,
     form: FormState,
 }
 
@@ -462,7 +464,11 @@ async fn show_group(
         categories: detail
             .categories
             .iter()
-            .map(|view| CategoryRow { form: form_state(refusal, &format!("category:{}", view.id)), view: view.clone() })
+            .map(|view| CategoryRow {
+                form: form_state(refusal, &format!("category:{}", view.id)),
+                answers: view.answers.split(" (docs/").next().unwrap_or_default().to_string(),
+                view: view.clone(),
+            })
             .collect(),
         overrides: detail
             .overrides
@@ -480,7 +486,13 @@ async fn show_group(
                 view: view.clone(),
             })
             .collect(),
-        schedulable: category::all().filter(|c| !config.locked.contains(c.bit)).map(|c| (c.id, c.name)).collect(),
+        // A schedule opens a category the group blocks: those first.
+        schedulable: {
+            let blocked = config.groups[group].blocked;
+            let open = category::all().filter(|c| !config.locked.contains(c.bit));
+            let (first, rest): (Vec<&category::Category>, Vec<_>) = open.partition(|c| blocked.contains(c.bit));
+            first.into_iter().chain(rest).map(|c| (c.id, c.name)).collect()
+        },
         safesearch: form_state(refusal, "safesearch"),
         youtube: form_state(refusal, "youtube"),
         bypass: form_state(refusal, "bypass"),

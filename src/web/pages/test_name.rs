@@ -97,19 +97,19 @@ fn decide(state: &AppState, form: &TestForm) -> Result<Verdict, WebError> {
         Flow::Resolve(pending) => {
             let text = match &pending.rewrite {
                 Some(rewrite) => format!(
-                    "CNAME {} followed by its {} records ({})",
+                    "CNAME {} followed by its {} records ({}; nothing is sent by this test)",
                     rewrite.target,
                     question.record_type,
                     pipeline.upstream_description()
                 ),
-                None => format!("resolved by {}", pipeline.upstream_description()),
+                None => format!("{} (nothing is sent by this test)", pipeline.upstream_description()),
             };
             (pending.policy_decision(), text)
         }
     };
     let explanation = Explanation::of(&decision);
     Ok(Verdict {
-        name: question.name.to_string(),
+        name: question.name.to_string().trim_end_matches('.').to_string(),
         record_type: question.record_type.to_string(),
         asked_by,
         decision: decision.kind.as_str().to_string(),
