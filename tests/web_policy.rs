@@ -500,3 +500,81 @@ async fn without_a_writable_file_the_policy_is_read_only_and_says_why() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(ro.changes().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_and_schedules_are_added_and_removed_through_the_forms() {
+    let school = school().await;
+    // An override past its expiry, written by hand: shown lapsed.
+    let text = school.file().replace(
+        "block = [\"default\"] # keep it strict\n",
+        "block = [\"default\"] # keep it strict\ndeny = [{ name = \"old.example\", reason = \"exam week\", until = \"2020-01-01T00:00:00Z\" }]\n",
+    );
+    std::fs::write(&school.path, text).unwrap();
+    school.running.reload().await.unwrap();
+    let ann = school.login("ann").await;
+    let page = school.get("/policy/pupil", Some(&ann)).await.body;
+    let row = &page[page.find("<code>old.example</code>").unwrap()..];
+    assert!(row[..row.find("</tr>").unwrap()].contains("lapsed"), "{row}");
+
+    // A schedule open all day every day: games allowed by schedule now, in the pipeline too.
+    let every_day = [
+        ("category", "games"),
+        ("day_mon", "on"),
+        ("day_tue", "on"),
+        ("day_wed", "on"),
+        ("day_thu", "on"),
+        ("day_fri", "on"),
+        ("day_sat", "on"),
+        ("day_sun", "on"),
+        ("from", "00:00"),
+        ("to", "23:59"),
+        ("reason", "Games week"),
+    ];
+    let reply = school.post("/policy/pupil/schedule-add", &ann, &every_day).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    let api = school.get("/api/policy/pupil", Some(&ann)).await.json();
+    let games = api["categories"].as_array().unwrap().iter().find(|c| c["id"] == "games").unwrap();
+    assert_eq!(games["state"], "allowed by schedule now", "{api}");
+    assert_eq!(api["schedules"][0]["from"], "00:00");
+    // (23:59-00:00 is the one minute the window is shut.)
+    let minute = jiff::Zoned::now().with_time_zone(school.config.timezone.clone());
+    if (minute.hour(), minute.minute()) != (23, 59) {
+        assert_eq!(school.pupil_decision("game.test"), DecisionKind::Allowed);
+    }
+    // No day ticked: the message beside the days, the other input kept.
+    let reply = school
+        .post(
+            "/policy/pupil/schedule-add",
+            &ann,
+            &[("category", "chat"), ("from", "12:00"), ("to", "13:00"), ("reason", "r")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.body.contains("id=\"schedule-days-error\""), "{}", reply.body);
+    assert!(reply.body.contains("<option value=\"chat\" selected>"));
+    // Removed again, with a reason.
+    let reply =
+        school.post("/policy/pupil/schedule-remove", &ann, &[("index", "0"), ("reason", "Games week over")]).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    assert_eq!(school.pupil_decision("game.test"), DecisionKind::Blocked);
+
+    // An allow override, then removed; "Test a name" from the pupils' address follows it.
+    let form = [("name", "game.test"), ("kind", "allow"), ("reason", "Coding lesson")];
+    assert_eq!(school.post("/policy/pupil/override-add", &ann, &form).await.status, StatusCode::SEE_OTHER);
+    let test =
+        school.post_json("/api/check", &ann, serde_json::json!({"name": "game.test", "client": "127.0.0.1"})).await;
+    assert_eq!(test.json()["decision"], "allowed", "{}", test.body);
+    assert_eq!(test.json()["group"], "pupil");
+    let remove = [("kind", "allow"), ("name", "game.test"), ("reason", "Lesson over")];
+    assert_eq!(school.post("/policy/pupil/override-remove", &ann, &remove).await.status, StatusCode::SEE_OTHER);
+    let test =
+        school.post_json("/api/check", &ann, serde_json::json!({"name": "game.test", "client": "127.0.0.1"})).await;
+    assert_eq!(test.json()["decision"], "blocked");
+    let kinds: Vec<String> = school.changes().into_iter().map(|change| change.kind).collect();
+    // Newest first; the hand edit and the lapse were recorded at the reload.
+    assert_eq!(kinds, ["override-remove", "override-add", "schedule-remove", "schedule-add", "lapse", "file-edit"]);
+    // A bad client address is shown beside its field.
+    let reply = school.post("/test", &ann, &[("name", "game.test"), ("client", "not-an-ip")]).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.body.contains("id=\"test-client-error\""), "{}", reply.body);
+}
