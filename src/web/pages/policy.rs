@@ -460,7 +460,16 @@ async fn show_group(
         editable,
         note: READ_ONLY_NOTE,
         flash,
-        problem: refusal.map(|r| r.message.clone()).unwrap_or_default(),
+        problem: refusal
+            .map(|r| {
+                // A change saved but not yet in force says so itself.
+                if r.message.starts_with("the change is saved") {
+                    r.message.clone()
+                } else {
+                    format!("Not saved: {}", r.message)
+                }
+            })
+            .unwrap_or_default(),
         categories: detail
             .categories
             .iter()
