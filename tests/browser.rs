@@ -7,10 +7,15 @@
 
 mod support;
 
+use std::time::{Duration, Instant};
+
+use serde_json::json;
 use support::authority::Authority;
 use support::browser::Browser;
 use support::http::{HttpServer, Route};
-use support::server::{GAMES_ADDR, GAMES_NAME, Hedgerow, PLAIN_ADDR, PLAIN_NAME, PUPIL, STAFF, SchoolFiles};
+use support::server::{
+    GAMES_ADDR, GAMES_NAME, Hedgerow, PLAIN_ADDR, PLAIN_NAME, PUPIL, STAFF, SchoolFiles, resolves_to,
+};
 
 /// The harness itself: Chromium loads a page from a tiny loopback HTTP
 /// server (the request is seen there), the test reads the page's text and
@@ -138,12 +143,161 @@ async fn dashboard_scenario() {
     assert!(audit.contains(GOVERNOR) && audit.contains("logout"), "the audit shows what happened: {audit}");
     browser.screenshot("04-audit").await;
 
-    // The governor logs in.
+    // Pupils are kept from games at first: a real UDP query from the pupil
+    // address gets no real answer.
+    let games = server.ask(PUPIL, GAMES_NAME).await;
+    assert!(!resolves_to(&games, GAMES_ADDR), "games blocked for pupils at first: {games:?}");
+    browser.goto(&server.url("/policy")).await;
+    assert!(browser.text().await.contains("pupil"));
+    browser.screenshot("05-policy").await;
+
+    // Allow games for pupils, with a reason.
+    browser.goto(&server.url("/policy/pupil")).await;
+    let games_state = browser.find("#category-games").await.text().await.unwrap();
+    assert!(games_state.contains("blocked"), "games shown blocked: {games_state}");
+    browser.fill("#cat-games-reason", GAMES_REASON).await;
+    browser.click("#category-games form button[type=submit]").await;
+    let flash = browser.find(".notice").await.text().await.unwrap();
+    assert!(flash.contains("games") && flash.contains("in force"), "the flash says what was saved: {flash}");
+    let games_state = browser.find("#category-games").await.text().await.unwrap();
+    assert!(games_state.contains("allowed"), "games shown allowed: {games_state}");
+    browser.screenshot("06-policy-pupil-games-allowed").await;
+    browser.resize(390, 844).await;
+    browser.screenshot("06-policy-pupil-narrow").await;
+    browser.resize(support::browser::WIDTH, support::browser::HEIGHT).await;
+
+    // The same query is now answered for real, with no restart.
+    let games = server.ask(PUPIL, GAMES_NAME).await;
+    assert!(resolves_to(&games, GAMES_ADDR), "games allowed for pupils now: {games:?}");
+
+    // The change log shows who, what and why.
+    browser.goto(&server.url("/changes")).await;
+    let changes = browser.find("table").await.text().await.unwrap();
+    assert!(
+        changes.contains(ADMIN) && changes.contains("games") && changes.contains(GAMES_REASON),
+        "the change log shows the change: {changes}"
+    );
+    browser.screenshot("07-changes").await;
+
+    // A deny override for a plain name, lapsing a few seconds from now.
+    let plain = server.ask(PUPIL, PLAIN_NAME).await;
+    assert!(resolves_to(&plain, PLAIN_ADDR), "{PLAIN_NAME} answers at first: {plain:?}");
+    // Whole seconds, as the form sends it.
+    let until = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + OVERRIDE_SECONDS).unwrap();
+    let local = until.to_zoned(jiff::tz::TimeZone::get("Europe/London").unwrap());
+    browser.goto(&server.url("/policy/pupil")).await;
+    browser.fill("#override-name", PLAIN_NAME).await;
+    browser.find("form[action$='/override-add'] input[name=kind][value=deny]").await.click().await.unwrap();
+    browser.fill("#override-reason", OVERRIDE_REASON).await;
+    // Date and time inputs take their value in ISO form from a script
+    // whatever the browser's locale. The time field takes whole minutes (its
+    // step); seconds, which the server accepts, keep this test short.
+    browser
+        .execute(
+            "document.getElementById('override-until-date').value = arguments[0];
+             const time = document.getElementById('override-until-time');
+             time.step = 1;
+             time.value = arguments[1];",
+            vec![json!(local.strftime("%Y-%m-%d").to_string()), json!(local.strftime("%H:%M:%S").to_string())],
+        )
+        .await;
+    browser.click("form[action$='/override-add'] button[type=submit]").await;
+    let flash = browser.find(".notice").await.text().await.unwrap();
+    assert!(flash.contains(PLAIN_NAME), "the flash names the override: {flash}");
+    let plain = server.ask(PUPIL, PLAIN_NAME).await;
+    assert!(jiff::Timestamp::now() < until, "the override was added too slowly to see it in force");
+    assert!(!resolves_to(&plain, PLAIN_ADDR), "the deny override is in force: {plain:?}");
+    browser.screenshot("08-override-added").await;
+
+    // After the expiry it answers again, with nobody doing anything.
+    let deadline = Instant::now() + Duration::from_secs(OVERRIDE_SECONDS as u64 + 30);
+    loop {
+        let plain = server.ask(PUPIL, PLAIN_NAME).await;
+        if resolves_to(&plain, PLAIN_ADDR) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the override never lapsed: {plain:?}\n{}", server.stderr());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        jiff::Timestamp::now() >= until,
+        "answered again only once the override lapsed (at {until}, now {}):\n{}",
+        jiff::Timestamp::now(),
+        std::fs::read_to_string(&files.config).unwrap()
+    );
+    // ... and the change log shows the lapse.
+    browser.goto(&server.url("/changes?kind=lapse")).await;
+    let lapses = browser.find("table").await.text().await.unwrap();
+    assert!(lapses.contains(PLAIN_NAME) && lapses.contains("lapse"), "the change log shows the lapse: {lapses}");
+    browser.screenshot("09-changes-lapse").await;
+    browser.goto(&server.url("/policy/pupil")).await;
+    browser.screenshot("09-policy-pupil-lapsed").await;
+
+    // Test a name: the same explanation as `hedgerow check`.
+    browser.goto(&server.url("/test")).await;
+    browser.fill("#test-name", GAMES_NAME).await;
+    browser.find("#test-group").await.select_by_value("pupil").await.unwrap();
+    browser.click("form[action='/test'] button[type=submit]").await;
+    let verdict = browser.find(".verdict").await.text().await.unwrap();
+    assert!(verdict.to_lowercase().contains("allow"), "games allowed for pupils now: {verdict}");
+    browser.screenshot("10-test-a-name").await;
+
+    // The governor logs in: reads the policy, is refused its controls.
     log_out(&browser).await;
     log_in(&browser, &server, GOVERNOR, GOVERNOR_PASSWORD).await;
-    browser.screenshot("05-home-governor").await;
+    browser.screenshot("11-home-governor").await;
     browser.goto(&server.url("/users")).await;
     assert!(!browser.text().await.contains(ADMIN), "a governor cannot see the users");
+    browser.goto(&server.url("/policy/pupil")).await;
+    assert!(browser.text().await.contains("only an admin can change it"));
+    let post_forms = browser
+        .execute(
+            "return [...document.querySelectorAll('form')]
+                .filter(f => f.method.toLowerCase() === 'post' && f.getAttribute('action') !== '/logout').length;",
+            vec![],
+        )
+        .await;
+    assert_eq!(post_forms.as_u64(), Some(0), "no policy controls for a governor");
+    browser.screenshot("12-policy-pupil-governor").await;
+    // A POST sent from the page anyway, with the governor's own CSRF token.
+    let status = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const csrf = document.querySelector('input[name=csrf]').value;
+             const body = new URLSearchParams({csrf, category: 'games', blocked: 'true', reason: 'a governor tries'});
+             fetch('/policy/pupil/category', {method: 'POST', body}).then(r => done(r.status), e => done(String(e)));",
+            vec![],
+        )
+        .await;
+    assert_eq!(status.as_u64(), Some(403), "the governor's POST is refused: {status}");
+    // ... and a form built in the page and submitted shows the refusal.
+    browser
+        .execute(
+            "const form = document.createElement('form');
+             form.method = 'post';
+             form.action = '/policy/pupil/category';
+             const fields = {csrf: document.querySelector('input[name=csrf]').value, category: 'games',
+                             blocked: 'true', reason: 'a governor tries'};
+             for (const [name, value] of Object.entries(fields)) {
+                 const input = document.createElement('input');
+                 input.type = 'hidden'; input.name = name; input.value = value;
+                 form.appendChild(input);
+             }
+             const button = document.createElement('button');
+             button.type = 'submit'; button.id = 'governor-tries'; button.textContent = 'try';
+             form.appendChild(button);
+             document.body.appendChild(form);",
+            vec![],
+        )
+        .await;
+    browser.click("#governor-tries").await;
+    let refusal = browser.text().await;
+    assert!(refusal.contains("403") || refusal.to_lowercase().contains("refused"), "refused: {refusal}");
+    browser.screenshot("13-governor-refused").await;
+    let games = server.ask(PUPIL, GAMES_NAME).await;
+    assert!(resolves_to(&games, GAMES_ADDR), "the refused POSTs changed nothing: {games:?}");
+    let file = std::fs::read_to_string(&files.config).unwrap();
+    assert!(!file.contains("a governor tries"), "nothing of the governor's reached the file");
 
     browser.close().await;
     drop(server);
@@ -154,6 +308,10 @@ const ADMIN: &str = "ict.lead";
 const ADMIN_PASSWORD: &str = "hedge laying in november";
 const GOVERNOR: &str = "gill.governor";
 const GOVERNOR_PASSWORD: &str = "minutes of the last meeting";
+const GAMES_REASON: &str = "Year 8 coding club builds browser games this week";
+const OVERRIDE_REASON: &str = "Phishing look-alike reported by staff";
+/// How far ahead the deny override lapses.
+const OVERRIDE_SECONDS: i64 = 8;
 
 /// Logs in through the login page; the header then names the user.
 async fn log_in(browser: &Browser, server: &Hedgerow, name: &str, password: &str) {

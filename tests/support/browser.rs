@@ -110,6 +110,8 @@ impl Browser {
     /// (the screenshots' folder name), its window [`WIDTH`]x[`HEIGHT`].
     pub async fn start(test: &str) -> Browser {
         let shots = screenshot_dir(test);
+        // Only this run's shots: none left from an earlier run to mislead.
+        let _ = std::fs::remove_dir_all(&shots);
         std::fs::create_dir_all(&shots).unwrap();
         let profile = tempfile::tempdir().unwrap();
         let driver = Driver::start(profile.path());
@@ -208,7 +210,7 @@ impl Browser {
     pub async fn click(&self, css: &str) {
         let before = self.page_marker().await;
         self.find(css).await.click().await.unwrap_or_else(|error| panic!("cannot click {css:?}: {error}"));
-        self.wait_for_new_page(&before).await;
+        self.wait_for_new_page(&before, css).await;
     }
 
     /// Runs `script` in the page (`arguments[i]` are `args`) and returns its
@@ -276,7 +278,7 @@ impl Browser {
         marker
     }
 
-    async fn wait_for_new_page(&self, marker: &str) {
+    async fn wait_for_new_page(&self, marker: &str, clicked: &str) {
         let deadline = Instant::now() + WAIT;
         loop {
             let state =
@@ -287,7 +289,14 @@ impl Browser {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "no new page loaded within {WAIT:?}");
+            if Instant::now() >= deadline {
+                let shot = self.screenshot("failed-click").await;
+                panic!(
+                    "no new page loaded within {WAIT:?} of clicking {clicked:?} on {} (screenshot {})",
+                    self.current_url_lossy().await,
+                    shot.display()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
