@@ -231,6 +231,8 @@ async fn dashboard_scenario() {
     assert!(lapses.contains(PLAIN_NAME) && lapses.contains("lapse"), "the change log shows the lapse: {lapses}");
     browser.screenshot("09-changes-lapse").await;
     browser.goto(&server.url("/policy/pupil")).await;
+    let overrides = browser.find("#overrides-heading + p + .table-wrap table").await.text().await.unwrap();
+    assert!(overrides.contains(PLAIN_NAME) && overrides.contains("lapsed"), "marked lapsed: {overrides}");
     browser.screenshot("09-policy-pupil-lapsed").await;
 
     // Test a name: the same explanation as `hedgerow check`.

@@ -48,13 +48,27 @@ struct Driver {
 }
 
 impl Driver {
+    /// Starts the driver on a free port, trying another port when the one
+    /// picked is taken before the driver binds it.
     fn start(log_dir: &Path) -> Driver {
+        let mut last = String::new();
+        for attempt in 0..5 {
+            match Driver::try_start(log_dir, attempt) {
+                Ok(driver) => return driver,
+                Err(log) => last = log,
+            }
+        }
+        panic!("chromedriver would not start:\n{last}");
+    }
+
+    /// The driver listening, or its log if it exited first.
+    fn try_start(log_dir: &Path, attempt: u32) -> Result<Driver, String> {
         use std::os::unix::process::CommandExt;
         let port = {
             let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
             listener.local_addr().unwrap().port()
         };
-        let log = log_dir.join("chromedriver.log");
+        let log = log_dir.join(format!("chromedriver-{attempt}.log"));
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
@@ -69,14 +83,18 @@ impl Driver {
             });
         let mut driver = Driver { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), log };
         let deadline = Instant::now() + DRIVER_START;
-        while TcpStream::connect_timeout(&driver.addr, Duration::from_millis(200)).is_err() {
+        loop {
+            let listening = TcpStream::connect_timeout(&driver.addr, Duration::from_millis(200)).is_ok();
+            // Exited (its port taken): whatever answered there was not it.
             if let Ok(Some(status)) = driver.child.try_wait() {
-                panic!("chromedriver exited with {status}: {}", driver.log_text());
+                return Err(format!("exited with {status}: {}", driver.log_text()));
+            }
+            if listening {
+                return Ok(driver);
             }
             assert!(Instant::now() < deadline, "chromedriver never listened on {}: {}", driver.addr, driver.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
-        driver
     }
 
     fn log_text(&self) -> String {
@@ -131,8 +149,15 @@ impl Browser {
                 "--disable-sync",
                 "--disable-features=Translate,OptimizationHints,MediaRouter",
                 "--password-store=basic",
+                // A UK school's browser (Accept-Language; date fields follow
+                // it only where Debian's chromium-l10n is installed).
+                "--lang=en-GB",
             ],
-            "prefs": { "credentials_enable_service": false, "profile.password_manager_enabled": false },
+            "prefs": {
+                "credentials_enable_service": false,
+                "profile.password_manager_enabled": false,
+                "intl.accept_languages": "en-GB,en",
+            },
         });
         if Path::new(CHROMIUM).exists() {
             chrome["binary"] = json!(CHROMIUM);
