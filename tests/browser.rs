@@ -86,9 +86,15 @@ async fn server_harness_runs_the_real_binary_with_a_games_list() {
 /// The browser scenario against the real `hedgerow serve` (DNS and
 /// dashboard on free loopback ports, data in a tempdir, an in-process
 /// authority upstream, a games list): the first admin is made through the
-/// one-time link printed on stderr, logs out and in again, adds a governor;
-/// the governor logs in. Screenshots of every page in
-/// `target/screenshots/dashboard_scenario/`, numbered in order.
+/// one-time link printed on stderr, logs out and in again and adds a
+/// governor; games are allowed for pupils with a reason and a pupil's real
+/// UDP query for a games name, blocked before, is answered after, with the
+/// change in the change log; a deny override with an expiry seconds ahead is
+/// in force, then lapses by itself (answered again, a `lapse` row); Test a
+/// name explains a verdict; the governor reads the policy page without
+/// controls and is refused a POST sent from the page. Screenshots of every
+/// page in `target/screenshots/dashboard_scenario/`, numbered in order
+/// (`-narrow`: a 390 px wide phone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_scenario() {
     let authority = Authority::start("127.0.0.1:0", support::server::school_world()).await;
@@ -313,7 +319,7 @@ const GOVERNOR_PASSWORD: &str = "minutes of the last meeting";
 const GAMES_REASON: &str = "Year 8 coding club builds browser games this week";
 const OVERRIDE_REASON: &str = "Phishing look-alike reported by staff";
 /// How far ahead the deny override lapses.
-const OVERRIDE_SECONDS: i64 = 8;
+const OVERRIDE_SECONDS: i64 = 15;
 
 /// Logs in through the login page; the header then names the user.
 async fn log_in(browser: &Browser, server: &Hedgerow, name: &str, password: &str) {

@@ -37,7 +37,7 @@ const CHROMEDRIVER: &str = "chromedriver";
 
 /// How long the driver may take to listen, and a page element to appear.
 const DRIVER_START: Duration = Duration::from_secs(30);
-pub const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = Duration::from_secs(20);
 
 /// A `chromedriver` child in its own process group; the group is killed on
 /// drop (the driver and every Chromium process it started).
