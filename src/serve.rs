@@ -77,6 +77,12 @@ impl Running {
         &self.dashboard
     }
 
+    /// What the dashboard's policy pages read (the configuration in force)
+    /// and write through (the editor).
+    pub fn policy_access(&self) -> crate::web::PolicyAccess {
+        policy_access(&self.reloader, self.editor.clone())
+    }
+
     /// Rebuilds the lists from their sources (when they changed) and swaps
     /// them in; on failure the lists in use stay. What SIGHUP does.
     pub async fn reload_lists(&self) -> Result<(), StartError> {
@@ -185,7 +191,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     })];
     background.push(tokio::spawn(reload_on_sighup(reloader.clone())));
     background.push(tokio::spawn(policy_clock(reloader.clone())));
-    let dashboard = start_dashboard(&config, &pipeline, dashboard_listeners, dashboard_tls, &mut background).await?;
+    let dashboard = start_dashboard(
+        &config,
+        &pipeline,
+        policy_access(&reloader, editor.clone()),
+        dashboard_listeners,
+        dashboard_tls,
+        &mut background,
+    )
+    .await?;
     background.push(tokio::spawn(device_groups_on_schedule(config.clone(), pipeline.clone())));
     if config.log.enabled {
         // Roll-ups and retention run on their own thread, hourly.
@@ -224,6 +238,7 @@ async fn bind_dashboard(config: &Config) -> Result<Vec<tokio::net::TcpListener>,
 async fn start_dashboard(
     config: &Config,
     pipeline: &Arc<Pipeline>,
+    policy: crate::web::PolicyAccess,
     listeners: Vec<tokio::net::TcpListener>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     background: &mut Vec<tokio::task::JoinHandle<()>>,
@@ -237,7 +252,7 @@ async fn start_dashboard(
     settings.tls = tls.is_some();
     let state = {
         let (pipeline, database) = (pipeline.clone(), config.log.database.clone());
-        tokio::task::spawn_blocking(move || crate::web::AppState::with_settings(pipeline, &database, settings))
+        tokio::task::spawn_blocking(move || crate::web::AppState::with_policy(pipeline, &database, settings, policy))
             .await
             .expect("opening the dashboard's stores does not panic")?
     };
@@ -711,6 +726,14 @@ impl Reloader {
     pub fn started_with(&self) -> &Arc<Config> {
         &self.started_with
     }
+}
+
+fn policy_access(
+    reloader: &Arc<Reloader>,
+    editor: Option<Arc<crate::policy_editor::PolicyEditor>>,
+) -> crate::web::PolicyAccess {
+    let reloader = reloader.clone();
+    crate::web::PolicyAccess { config: Arc::new(move || reloader.config()), editor }
 }
 
 /// The policy editor of a server started from a writable config file: it

@@ -200,6 +200,32 @@ impl ChangeLog {
         rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::sqlite(db, "read the change log"))
     }
 
+    /// The change numbered `id`, if any.
+    pub fn get(&self, id: i64) -> Result<Option<Change>, StoreError> {
+        let db = &self.database;
+        let conn = schema::open(db, Purpose::Read)?;
+        conn.query_row(
+            "SELECT id, time_ms, user_name, kind, group_name, subject, old_value, new_value, reason FROM change_log
+             WHERE id = ?1",
+            params![id],
+            |row| {
+                Ok(Change {
+                    id: row.get(0)?,
+                    time_ms: row.get(1)?,
+                    user: row.get(2)?,
+                    kind: row.get(3)?,
+                    group: row.get(4)?,
+                    subject: row.get(5)?,
+                    old: row.get(6)?,
+                    new: row.get(7)?,
+                    reason: row.get(8)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(StoreError::sqlite(db, "read the change log"))
+    }
+
     /// How many changes `filter` selects (limit and offset ignored).
     pub fn count(&self, filter: &ChangeFilter) -> Result<u64, StoreError> {
         let db = &self.database;

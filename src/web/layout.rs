@@ -58,6 +58,14 @@ impl Layout {
     /// For a logged-in user on the page at `path`.
     pub fn for_user(title: &str, user: &User, csrf: &str, path: &str) -> Layout {
         let mut nav = vec![NavItem { href: "/", label: "Home", current: path == "/" }];
+        let here = |href: &str| path == href || path.starts_with(&format!("{href}/"));
+        if user.has(Role::Admin) || user.has(Role::Governor) {
+            nav.push(NavItem { href: "/policy", label: "Policy", current: here("/policy") });
+        }
+        if Role::ALL.iter().any(|role| user.has(*role)) {
+            nav.push(NavItem { href: "/test", label: "Test a name", current: here("/test") });
+            nav.push(NavItem { href: "/changes", label: "Change log", current: here("/changes") });
+        }
         if user.has(Role::Admin) {
             nav.push(NavItem { href: "/users", label: "Users", current: path == "/users" });
             nav.push(NavItem { href: "/audit", label: "Login audit", current: path == "/audit" });

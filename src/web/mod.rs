@@ -39,10 +39,12 @@ use axum::routing::{get, post};
 
 use crate::config::Config;
 use crate::dns::Pipeline;
+use crate::policy_editor::PolicyEditor;
+use crate::store::changes::ChangeLog;
 use crate::store::{LoginAudit, Sessions, SetupTokens, StoreError, Users};
 
 pub use error::WebError;
-pub use session::{CurrentUser, Require, RequireAdmin, RequireDsl, RequireGovernorOrAdmin};
+pub use session::{CurrentUser, Require, RequireAdmin, RequireAnyRole, RequireDsl, RequireGovernorOrAdmin};
 pub use throttle::Throttle;
 pub use tls::{acceptor as tls_acceptor, serve_tls};
 
@@ -61,6 +63,29 @@ struct Inner {
     setup: SetupTokens,
     settings: WebSettings,
     throttle: Throttle,
+    /// The configuration in force (the policy pages show it).
+    config: ConfigSource,
+    /// Writes policy changes; `None` when no config file can be written.
+    editor: Option<Arc<PolicyEditor>>,
+    changes: ChangeLog,
+}
+
+/// The configuration in force now: the server's last good reload.
+pub type ConfigSource = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;
+
+/// What the policy pages read and write through.
+#[derive(Clone)]
+pub struct PolicyAccess {
+    pub config: ConfigSource,
+    pub editor: Option<Arc<PolicyEditor>>,
+}
+
+impl PolicyAccess {
+    /// A fixed configuration, shown read-only (no editor).
+    pub fn fixed(config: &Config) -> PolicyAccess {
+        let config = Arc::new(config.clone());
+        PolicyAccess { config: Arc::new(move || config.clone()), editor: None }
+    }
 }
 
 /// The dashboard's settings, from `[dashboard]`.
@@ -92,14 +117,23 @@ impl WebSettings {
 impl AppState {
     /// The state for `config`'s database (`[log] database`, where the
     /// devices table lives too), creating its tables when missing.
+    /// The policy pages show `config`, read-only.
     pub fn new(pipeline: Arc<Pipeline>, config: &Config) -> Result<AppState, StoreError> {
-        AppState::with_settings(pipeline, &config.log.database, WebSettings::from_config(config))
+        AppState::with_policy(
+            pipeline,
+            &config.log.database,
+            WebSettings::from_config(config),
+            PolicyAccess::fixed(config),
+        )
     }
 
-    pub fn with_settings(
+    /// The state of a running server: its configuration in force and its
+    /// policy editor (see `serve::Running::policy_access`).
+    pub fn with_policy(
         pipeline: Arc<Pipeline>,
         database: &std::path::Path,
         settings: WebSettings,
+        policy: PolicyAccess,
     ) -> Result<AppState, StoreError> {
         Ok(AppState {
             inner: Arc::new(Inner {
@@ -110,6 +144,9 @@ impl AppState {
                 setup: SetupTokens::open(database)?,
                 settings,
                 throttle: Throttle::default(),
+                config: policy.config,
+                editor: policy.editor,
+                changes: ChangeLog::open(database)?,
             }),
         })
     }
@@ -135,6 +172,16 @@ impl AppState {
     pub fn throttle(&self) -> &Throttle {
         &self.inner.throttle
     }
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        (self.inner.config)()
+    }
+    pub fn editor(&self) -> Option<&Arc<PolicyEditor>> {
+        self.inner.editor.as_ref()
+    }
+    pub fn changes(&self) -> &ChangeLog {
+        &self.inner.changes
+    }
 
     /// Runs store work (SQLite, Argon2) off the async workers.
     pub(crate) async fn blocking<T: Send + 'static>(
@@ -159,9 +206,19 @@ pub fn app(state: AppState) -> Router {
         .route("/users", get(pages::users::page).post(pages::users::add))
         .route("/users/{name}/{action}", post(pages::users::change))
         .route("/audit", get(pages::audit::page))
+        .route("/policy", get(pages::policy::overview))
+        .route("/policy/{group}", get(pages::policy::group_page))
+        .route("/policy/{group}/{form}", post(pages::policy::change))
+        .route("/test", get(pages::test_name::page).post(pages::test_name::submit))
+        .route("/changes", get(pages::changes::page))
+        .route("/changes.csv", get(pages::changes::csv))
         .route("/api/me", get(pages::home::api_me))
         .route("/api/users", get(pages::users::api_list).post(pages::users::api_add))
         .route("/api/audit", get(pages::audit::api_list))
+        .route("/api/policy", get(pages::policy::api_overview))
+        .route("/api/check", post(pages::test_name::api_check))
+        .route("/api/changes", get(pages::changes::api_list))
+        .route("/api/policy/{group}", get(pages::policy::api_group).post(pages::policy::api_change))
         .route("/static/{file}", get(assets::serve))
         .fallback(pages::not_found)
         .method_not_allowed_fallback(pages::method_not_allowed)

@@ -75,12 +75,20 @@ impl RoleSet for GovernorOrAdminRole {
     const WHO: &'static str = "a governor or an admin";
 }
 
+pub struct AnyRole;
+impl RoleSet for AnyRole {
+    const ROLES: &'static [Role] = &[Role::Admin, Role::Dsl, Role::Governor];
+    const WHO: &'static str = "an admin, the DSL or a governor";
+}
+
 /// A logged-in user holding one of `R`'s roles; anyone else gets 403.
 pub struct Require<R: RoleSet>(pub CurrentUser, PhantomData<R>);
 
 pub type RequireAdmin = Require<AdminRole>;
 pub type RequireDsl = Require<DslRole>;
 pub type RequireGovernorOrAdmin = Require<GovernorOrAdminRole>;
+/// Any of the three roles (the pages every role may read).
+pub type RequireAnyRole = Require<AnyRole>;
 
 impl<R: RoleSet> std::ops::Deref for Require<R> {
     type Target = CurrentUser;

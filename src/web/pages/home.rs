@@ -32,29 +32,35 @@ fn parts(current: &CurrentUser) -> Vec<Part> {
     if current.user.has(Role::Admin) {
         parts.push(Part {
             title: "Admin (ICT lead)",
-            text: "You manage who can log in and what each group may reach. Policy pages arrive with the next \
-                   part of the dashboard; until then, policy is changed in the config file and applied on the \
-                   server with",
+            text: "You manage who can log in and what each group may reach. Each policy change asks for a \
+                   reason, is written to the config file and the change log, and is in force at once. A hand \
+                   edit of the config file is recorded too when the server next reloads:",
             command: "hedgerow reload",
-            links: vec![("/users", "Users: add, disable, reset passwords, change roles"), ("/audit", "Login audit")],
+            links: vec![
+                ("/policy", "Policy: categories, SafeSearch, YouTube, overrides and schedules per group"),
+                ("/test", "Test a name: what a group gets for a name, and why"),
+                ("/changes", "Change log: every change with who, when and why"),
+                ("/users", "Users: add, disable, reset passwords, change roles"),
+                ("/audit", "Login audit"),
+            ],
         });
     }
     if current.user.has(Role::Dsl) {
         parts.push(Part {
             title: "Designated Safeguarding Lead",
-            text: "You will read the query log, devices and alerts here. Those pages come in a later part of the \
-                   dashboard; today the server shows them with",
+            text: "You can test what a group gets for a name and read the change log here. The query log, \
+                   devices and alerts come in a later part of the dashboard; today the server shows them with",
             command: "hedgerow log search",
-            links: Vec::new(),
+            links: vec![("/test", "Test a name"), ("/changes", "Change log")],
         });
     }
     if current.user.has(Role::Governor) {
         parts.push(Part {
             title: "Governor",
-            text: "You will read the policy as it stands, the change log and the annual review here, read-only. \
-                   Those pages come in a later part of the dashboard.",
+            text: "You can read the policy as it stands and every change made to it, with its reason, \
+                   read-only. The annual review comes in a later part of the dashboard.",
             command: "",
-            links: Vec::new(),
+            links: vec![("/policy", "Policy"), ("/changes", "Change log"), ("/test", "Test a name")],
         });
     }
     parts

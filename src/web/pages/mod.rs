@@ -3,9 +3,12 @@
 //! into a [`WebError`], and the client's address.
 
 pub mod audit;
+pub mod changes;
 pub mod home;
 pub mod login;
+pub mod policy;
 pub mod setup;
+pub mod test_name;
 pub mod users;
 
 use std::net::SocketAddr;
