@@ -257,7 +257,7 @@ impl Browser {
 
     /// Saves a PNG of the whole page as `<screenshot dir>/<name>.png` and
     /// returns its path. The window is stretched to the page's height for
-    /// the shot (at most 6,000 px), then put back.
+    /// the shot (at most 12,000 px), then put back.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let (width, height) = self.client.get_window_size().await.unwrap();
         let page = self
@@ -271,7 +271,7 @@ impl Browser {
         // The window is a little taller than the page area it shows.
         let inner = self.execute("return window.innerHeight;", vec![]).await.as_u64().unwrap_or(height);
         let chrome = height.saturating_sub(inner);
-        let wanted = (page + chrome).clamp(height, 6_000);
+        let wanted = (page + chrome).clamp(height, 12_000);
         if wanted != height {
             self.client.set_window_size(width as u32, wanted as u32).await.unwrap();
         }
