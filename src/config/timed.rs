@@ -98,6 +98,16 @@ pub fn parse_instant(text: &str) -> Option<i64> {
     text.parse::<Timestamp>().ok().map(|t| t.as_millisecond())
 }
 
+impl Config {
+    /// A UTC instant as people at the school read it, in `timezone`:
+    /// `2026-12-07 16:00 GMT` (RFC 3339 UTC if it is out of range).
+    pub fn local_time_text(&self, ms: i64) -> String {
+        Timestamp::from_millisecond(ms)
+            .map(|t| t.to_zoned(self.timezone.clone()).strftime("%Y-%m-%d %H:%M %Z").to_string())
+            .unwrap_or_else(|_| instant_text(ms))
+    }
+}
+
 /// UTC milliseconds -> RFC 3339 ("2026-12-07T16:00:00Z").
 pub fn instant_text(ms: i64) -> String {
     Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_else(|_| ms.to_string())
@@ -208,6 +218,15 @@ mod tests {
         assert!(!games_blocked(&config, ms("2026-03-30T11:00:00Z")));
         assert!(games_blocked(&config, ms("2026-03-30T12:00:00Z")));
         assert!(games_blocked(&config, ms("2026-03-27T11:00:00Z")), "Friday 27 March is GMT: 11:00 local");
+    }
+
+    #[test]
+    fn times_are_shown_in_the_school_time_zone() {
+        let london = Config::parse(LUNCH, "t").unwrap();
+        assert_eq!(london.local_time_text(ms("2026-07-01T14:30:00Z")), "2026-07-01 15:30 BST");
+        assert_eq!(london.local_time_text(ms("2026-11-30T14:30:00Z")), "2026-11-30 14:30 GMT");
+        let dublin = Config::parse(&format!("timezone = \"Europe/Dublin\"\n{LUNCH}"), "t").unwrap();
+        assert_eq!(dublin.local_time_text(ms("2026-07-01T14:30:00Z")), "2026-07-01 15:30 IST");
     }
 
     #[test]

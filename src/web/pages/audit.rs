@@ -69,7 +69,7 @@ pub async fn page(
         rows: entries
             .into_iter()
             .map(|entry| Row {
-                when: when(entry.time_ms),
+                when: when(&state, entry.time_ms),
                 event: entry.event.as_str(),
                 user: entry.user_name,
                 address: entry.address,

@@ -175,7 +175,7 @@ pub async fn page(
             let rows = changes
                 .into_iter()
                 .map(|change| Row {
-                    when: when(change.time_ms),
+                    when: when(&state, change.time_ms),
                     diff: change.kind == "file-edit",
                     user: change.user,
                     kind: change.kind,

@@ -83,7 +83,7 @@ pub async fn submit(
             format!(
                 "too many failed logins for this account or from this address: try again after {} (or ask an \
                  admin to reset the password)",
-                super::when(until + 59_999)
+                super::when(&state, until + 59_999)
             ),
         ));
     }

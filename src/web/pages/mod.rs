@@ -102,10 +102,10 @@ pub fn ticked_roles(admin: &str, dsl: &str, governor: &str) -> Vec<Role> {
         .collect()
 }
 
-/// A UTC time as people read it: `2026-11-30 13:45 UTC`.
-pub fn when(time_ms: i64) -> String {
-    let iso = crate::time::format_utc(time_ms);
-    format!("{} {} UTC", &iso[..10], &iso[11..16])
+/// A time as people at the school read it: `2026-11-30 13:45 GMT`, in the
+/// configured time zone (the one schedules and expiries are written in).
+pub fn when(state: &crate::web::AppState, time_ms: i64) -> String {
+    state.config().local_time_text(time_ms)
 }
 
 /// Any path no route has.

@@ -137,13 +137,6 @@ fn locked_reason(category: &category::Category) -> String {
     }
 }
 
-/// A UTC instant in the school's time zone: `2026-12-07 16:00 GMT`.
-fn local_text(config: &Config, ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.to_zoned(config.timezone.clone()).strftime("%Y-%m-%d %H:%M %Z").to_string())
-        .unwrap_or_else(|_| timed::instant_text(ms))
-}
-
 fn summary(config: &Config, name: &str, now_ms: i64) -> Option<GroupSummary> {
     let policy = config.groups.get(name)?;
     let in_force = config.groups_at(now_ms);
@@ -210,7 +203,7 @@ fn detail(config: &Config, name: &str, now_ms: i64, editable: bool) -> Option<Gr
             name: entry.rule.clone(),
             reason: entry.reason.clone(),
             until_ms: entry.until_ms,
-            expiry: entry.until_ms.map_or("no expiry".to_string(), |until| local_text(config, until)),
+            expiry: entry.until_ms.map_or("no expiry".to_string(), |until| config.local_time_text(until)),
             lapsed: !entry.in_force_at(now_ms),
         })
         .collect();

@@ -100,7 +100,7 @@ async fn show(
                 dsl: user.has(Role::Dsl),
                 governor: user.has(Role::Governor),
                 disabled: user.disabled,
-                created: when(user.created_ms),
+                created: when(state, user.created_ms),
                 name: user.name,
                 error_field,
                 error,
