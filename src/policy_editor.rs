@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::config::edit::{self, EditError, PolicyEdit};
-use crate::config::{Config, OverrideEntry, OverrideKind, timed};
+use crate::config::{Config, OverrideEntry};
 use crate::files;
 use crate::store::StoreError;
 use crate::store::changes::{Change, ChangeLog, NewChange};
@@ -188,20 +188,13 @@ pub fn notice_file_edit(path: &Path, database: &Path, text: Option<&str>) -> Res
 }
 
 /// Records a `lapse` by "hedgerow" for each of `lapsed` not recorded yet.
-pub fn record_lapses(database: &Path, lapsed: &[OverrideEntry]) -> Result<usize, StoreError> {
-    let log = ChangeLog::open(database)?;
+pub fn record_lapses(config: &Config, lapsed: &[OverrideEntry]) -> Result<usize, StoreError> {
+    let log = ChangeLog::open(&config.log.database)?;
     let mut recorded = 0;
     for entry in lapsed {
         let Some(until) = entry.until_ms else { continue };
         let subject = format!("{} {} for {}", entry.kind.key(), entry.rule, entry.group);
-        let mut old = match entry.kind {
-            OverrideKind::Allow => "allowed".to_string(),
-            OverrideKind::Deny => "blocked".to_string(),
-        };
-        old.push_str(&format!(" until {}", timed::instant_text(until)));
-        if !entry.reason.is_empty() {
-            old.push_str(&format!(" ({})", entry.reason));
-        }
+        let old = config.override_words(entry.kind, Some(until), &entry.reason);
         if log.has("lapse", &entry.group, &subject, &old)? {
             continue;
         }
@@ -213,7 +206,7 @@ pub fn record_lapses(database: &Path, lapsed: &[OverrideEntry]) -> Result<usize,
             subject,
             old,
             new: "lapsed (no longer in force; still in the file until removed)".to_string(),
-            reason: format!("expired at {}", timed::instant_text(until)),
+            reason: format!("expired at {}", config.local_time_text(until)),
         })?;
         recorded += 1;
     }

@@ -807,8 +807,8 @@ pub async fn record_lapses(config: &Config, now_ms: i64) {
     if lapsed.is_empty() {
         return;
     }
-    let database = config.log.database.clone();
-    let result = tokio::task::spawn_blocking(move || crate::policy_editor::record_lapses(&database, &lapsed)).await;
+    let config = config.clone();
+    let result = tokio::task::spawn_blocking(move || crate::policy_editor::record_lapses(&config, &lapsed)).await;
     if let Ok(Err(error)) = result {
         tracing::warn!(%error, "cannot record the lapsed overrides in the change log");
     }

@@ -103,7 +103,8 @@ async fn an_override_lapses_by_itself_and_the_change_log_shows_it() {
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].user.as_str(), rows[0].group.as_deref()), ("hedgerow", Some("pupil")));
     assert_eq!(rows[0].subject, "allow game.test for pupil");
-    assert_eq!(rows[0].reason, format!("expired at {until}"));
+    // In the school's time zone, as the dashboard shows every time.
+    assert_eq!(rows[0].reason, format!("expired at {}", config.local_time_text(until.as_millisecond())));
     // A reload records no second row for the same lapse, and it stays lapsed.
     running.reload().await.unwrap();
     assert_eq!(log.count(&lapse).unwrap(), 1);

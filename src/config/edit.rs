@@ -249,7 +249,7 @@ fn change(
                 .overrides
                 .iter()
                 .find(|entry| entry.group == group && entry.kind == *kind && entry.rule == rule)
-                .map_or("(none)".to_string(), |entry| override_words(entry.kind, entry.until_ms, &entry.reason));
+                .map_or("(none)".to_string(), |entry| config.override_words(entry.kind, entry.until_ms, &entry.reason));
             let array = override_array(table, kind.key())?;
             remove_override(array, &rule);
             let written = name.trim().to_string();
@@ -267,7 +267,7 @@ fn change(
                 array.push(entry);
             }
             let subject = format!("{} {rule} for {group}", kind.key());
-            Ok(("override-add", subject, old, override_words(*kind, *until_ms, reason)))
+            Ok(("override-add", subject, old, config.override_words(*kind, *until_ms, reason)))
         }
         PolicyEdit::RemoveOverride { kind, name, .. } => {
             let rule = override_rule(name)?;
@@ -279,7 +279,12 @@ fn change(
             let array = override_array(table, kind.key())?;
             remove_override(array, &rule);
             let subject = format!("{} {rule} for {group}", kind.key());
-            Ok(("override-remove", subject, override_words(entry.kind, entry.until_ms, &entry.reason), "(none)".into()))
+            Ok((
+                "override-remove",
+                subject,
+                config.override_words(entry.kind, entry.until_ms, &entry.reason),
+                "(none)".into(),
+            ))
         }
         PolicyEdit::AddSchedule { category, days, from, to, .. } => {
             let index = known_category(category)?;
@@ -408,20 +413,6 @@ fn override_rule(name: &str) -> Result<String, EditError> {
     Ok(if exact { format!("={normalised}") } else { normalised })
 }
 
-fn override_words(kind: OverrideKind, until_ms: Option<i64>, reason: &str) -> String {
-    let mut words = match kind {
-        OverrideKind::Allow => "allowed".to_string(),
-        OverrideKind::Deny => "blocked".to_string(),
-    };
-    if let Some(until) = until_ms {
-        words.push_str(&format!(" until {}", timed::instant_text(until)));
-    }
-    if !reason.is_empty() {
-        words.push_str(&format!(" ({reason})"));
-    }
-    words
-}
-
 fn override_array<'t>(table: &'t mut dyn TableLike, key: &str) -> Result<&'t mut Array, EditError> {
     if !table.contains_key(key) {
         table.insert(key, toml_edit::value(Array::new()));
@@ -521,7 +512,7 @@ mod tests {
             PolicyEdit::RemoveOverride { group: "pupil".into(), kind: OverrideKind::Allow, name: "BBC.co.uk".into() },
         )
         .unwrap();
-        assert_eq!(removed.old, "allowed until 2026-12-07T16:00:00Z (Year 9 project)");
+        assert_eq!(removed.old, "allowed until 2026-12-07 16:00 GMT (Year 9 project)");
         let config = Config::parse(&removed.text, "t").unwrap();
         assert!(config.schedules.is_empty() && config.groups["pupil"].allow.is_empty());
         assert!(removed.text.contains("# pupils are strict"));

@@ -99,6 +99,22 @@ pub fn parse_instant(text: &str) -> Option<i64> {
 }
 
 impl Config {
+    /// An override in words, as the change log shows it: `blocked until
+    /// 2026-12-07 16:00 GMT (exam week)`.
+    pub fn override_words(&self, kind: OverrideKind, until_ms: Option<i64>, reason: &str) -> String {
+        let mut words = match kind {
+            OverrideKind::Allow => "allowed".to_string(),
+            OverrideKind::Deny => "blocked".to_string(),
+        };
+        if let Some(until) = until_ms {
+            words.push_str(&format!(" until {}", self.local_time_text(until)));
+        }
+        if !reason.is_empty() {
+            words.push_str(&format!(" ({reason})"));
+        }
+        words
+    }
+
     /// A UTC instant as people at the school read it, in `timezone`:
     /// `2026-12-07 16:00 GMT` (RFC 3339 UTC if it is out of range).
     pub fn local_time_text(&self, ms: i64) -> String {

@@ -106,7 +106,7 @@ impl<S: Send + Sync, R: RoleSet> FromRequestParts<S> for Require<R> {
             Ok(Require(current, PhantomData))
         } else {
             Err(WebError::Forbidden(format!(
-                "only {} may use this page; you are logged in as {} ({}). Ask an admin if you need it",
+                "Only {} may use this page. You are logged in as {} ({}); ask an admin if you need it.",
                 R::WHO,
                 current.user.name,
                 current.user.roles_text()
