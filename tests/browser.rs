@@ -3,7 +3,9 @@
 //! loopback.
 //!
 //! Screenshots are test artefacts: each test saves PNGs of the whole page
-//! to `target/screenshots/<test name>/<step>.png`; look at them.
+//! to `target/screenshots/<test name>/<step>.png`; look at them. Every
+//! dashboard page the scenario shows is also checked with axe-core for
+//! serious or critical WCAG 2 A/AA problems (labels, contrast, names).
 
 mod support;
 
@@ -20,7 +22,8 @@ use support::server::{
 /// The harness itself: Chromium loads a page from a tiny loopback HTTP
 /// server (the request is seen there), the test reads the page's text and
 /// follows a link, and a full-page screenshot is saved as a real PNG of the
-/// window's width. Saved to `target/screenshots/browser_harness/`.
+/// window's width. Saved to `target/screenshots/browser_harness/`. The
+/// accessibility check finds the faults of a page made to have them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn harness_loads_a_page_and_saves_a_screenshot() {
     let server = HttpServer::start();
@@ -37,6 +40,16 @@ async fn harness_loads_a_page_and_saves_a_screenshot() {
         "/next",
         Route::ok("<!doctype html><html><body><h1>Second page</h1></body></html>")
             .header("Content-Type", "text/html; charset=utf-8"),
+    );
+    // A page with the faults the accessibility check is there to catch.
+    server.route(
+        "/faulty",
+        Route::ok(
+            "<!doctype html><html lang=en><head><title>Faulty</title></head><body><main><h1>Faulty</h1>\
+             <form><input name=unlabelled><button></button></form>\
+             <p style=\"color:#bbb;background:#fff\">pale text</p></main></body></html>",
+        )
+        .header("Content-Type", "text/html; charset=utf-8"),
     );
 
     let browser = Browser::start("browser_harness").await;
@@ -58,6 +71,15 @@ async fn harness_loads_a_page_and_saves_a_screenshot() {
     assert_eq!(browser.current_path().await, "/next");
     assert!(browser.text().await.contains("Second page"));
     assert_eq!(server.requests_to("/next").len(), 1);
+
+    // The accessibility check finds real faults (so a clean dashboard page
+    // is clean, not unchecked): an unlabelled field, a nameless button,
+    // pale text.
+    browser.goto(&server.url("/faulty")).await;
+    let problems = browser.accessibility_problems().await.join("\n");
+    for rule in ["label", "button-name", "color-contrast"] {
+        assert!(problems.contains(rule), "axe should report {rule}:\n{problems}");
+    }
     browser.close().await;
 }
 
@@ -111,11 +133,11 @@ async fn dashboard_scenario() {
     browser.fill("#name", ADMIN).await;
     browser.fill("#password", ADMIN_PASSWORD).await;
     browser.fill("#password_again", ADMIN_PASSWORD).await;
-    browser.screenshot("01-setup").await;
+    look(&browser, "01-setup").await;
     browser.click("form[action^='/setup/'] button[type=submit]").await;
     assert_eq!(browser.current_path().await, "/", "after setup: {}", browser.text().await);
     assert!(browser.text().await.contains(&format!("Hello, {ADMIN}")));
-    browser.screenshot("02-home-admin").await;
+    look(&browser, "02-home-admin").await;
 
     // The link worked once: it is refused now.
     browser.goto(&link).await;
@@ -127,7 +149,7 @@ async fn dashboard_scenario() {
     browser.goto(&server.url("/users")).await;
     assert!(browser.current_path().await.starts_with("/login"), "logged out: /users sends to the login page");
     browser.fill("#name", ADMIN).await;
-    browser.screenshot("03-login").await;
+    look(&browser, "03-login").await;
     log_in(&browser, &server, ADMIN, ADMIN_PASSWORD).await;
 
     // Users page: add a governor.
@@ -138,16 +160,16 @@ async fn dashboard_scenario() {
     browser.click("form[action='/users'] button[type=submit]").await;
     let users = browser.find("table").await.text().await.unwrap();
     assert!(users.contains(GOVERNOR) && users.contains("governor"), "the governor is listed: {users}");
-    browser.screenshot("04-users").await;
+    look(&browser, "04-users").await;
     browser.resize(390, 844).await;
-    browser.screenshot("04-users-narrow").await;
+    look(&browser, "04-users-narrow").await;
     browser.resize(support::browser::WIDTH, support::browser::HEIGHT).await;
 
     // The login audit has the setup, the logout, the login and the add.
     browser.goto(&server.url("/audit")).await;
     let audit = browser.find("table").await.text().await.unwrap();
     assert!(audit.contains(GOVERNOR) && audit.contains("logout"), "the audit shows what happened: {audit}");
-    browser.screenshot("04-audit").await;
+    look(&browser, "04-audit").await;
 
     // Pupils are kept from games at first: a real UDP query from the pupil
     // address gets no real answer.
@@ -155,7 +177,7 @@ async fn dashboard_scenario() {
     assert!(!resolves_to(&games, GAMES_ADDR), "games blocked for pupils at first: {games:?}");
     browser.goto(&server.url("/policy")).await;
     assert!(browser.text().await.contains("pupil"));
-    browser.screenshot("05-policy").await;
+    look(&browser, "05-policy").await;
 
     // Allow games for pupils, with a reason.
     browser.goto(&server.url("/policy/pupil")).await;
@@ -167,9 +189,9 @@ async fn dashboard_scenario() {
     assert!(flash.contains("games") && flash.contains("in force"), "the flash says what was saved: {flash}");
     let games_state = browser.find("#category-games").await.text().await.unwrap();
     assert!(games_state.contains("allowed"), "games shown allowed: {games_state}");
-    browser.screenshot("06-policy-pupil-games-allowed").await;
+    look(&browser, "06-policy-pupil-games-allowed").await;
     browser.resize(390, 844).await;
-    browser.screenshot("06-policy-pupil-narrow").await;
+    look(&browser, "06-policy-pupil-narrow").await;
     browser.resize(support::browser::WIDTH, support::browser::HEIGHT).await;
 
     // The same query is now answered for real, with no restart.
@@ -183,7 +205,7 @@ async fn dashboard_scenario() {
         changes.contains(ADMIN) && changes.contains("games") && changes.contains(GAMES_REASON),
         "the change log shows the change: {changes}"
     );
-    browser.screenshot("07-changes").await;
+    look(&browser, "07-changes").await;
 
     // A deny override for a plain name, lapsing a few seconds from now.
     let plain = server.ask(PUPIL, PLAIN_NAME).await;
@@ -213,7 +235,7 @@ async fn dashboard_scenario() {
     let plain = server.ask(PUPIL, PLAIN_NAME).await;
     assert!(jiff::Timestamp::now() < until, "the override was added too slowly to see it in force");
     assert!(!resolves_to(&plain, PLAIN_ADDR), "the deny override is in force: {plain:?}");
-    browser.screenshot("08-override-added").await;
+    look(&browser, "08-override-added").await;
 
     // After the expiry it answers again, with nobody doing anything.
     let deadline = Instant::now() + Duration::from_secs(OVERRIDE_SECONDS as u64 + 30);
@@ -235,11 +257,11 @@ async fn dashboard_scenario() {
     browser.goto(&server.url("/changes?kind=lapse")).await;
     let lapses = browser.find("table").await.text().await.unwrap();
     assert!(lapses.contains(PLAIN_NAME) && lapses.contains("lapse"), "the change log shows the lapse: {lapses}");
-    browser.screenshot("09-changes-lapse").await;
+    look(&browser, "09-changes-lapse").await;
     browser.goto(&server.url("/policy/pupil")).await;
     let overrides = browser.find("#overrides-heading + p + .table-wrap table").await.text().await.unwrap();
     assert!(overrides.contains(PLAIN_NAME) && overrides.contains("lapsed"), "marked lapsed: {overrides}");
-    browser.screenshot("09-policy-pupil-lapsed").await;
+    look(&browser, "09-policy-pupil-lapsed").await;
 
     // Test a name: the same explanation as `hedgerow check`.
     browser.goto(&server.url("/test")).await;
@@ -248,12 +270,12 @@ async fn dashboard_scenario() {
     browser.click("form[action='/test'] button[type=submit]").await;
     let verdict = browser.find(".verdict").await.text().await.unwrap();
     assert!(verdict.to_lowercase().contains("allow"), "games allowed for pupils now: {verdict}");
-    browser.screenshot("10-test-a-name").await;
+    look(&browser, "10-test-a-name").await;
 
     // The governor logs in: reads the policy, is refused its controls.
     log_out(&browser).await;
     log_in(&browser, &server, GOVERNOR, GOVERNOR_PASSWORD).await;
-    browser.screenshot("11-home-governor").await;
+    look(&browser, "11-home-governor").await;
     browser.goto(&server.url("/users")).await;
     assert!(!browser.text().await.contains(ADMIN), "a governor cannot see the users");
     browser.goto(&server.url("/policy/pupil")).await;
@@ -266,7 +288,7 @@ async fn dashboard_scenario() {
         )
         .await;
     assert_eq!(post_forms.as_u64(), Some(0), "no policy controls for a governor");
-    browser.screenshot("12-policy-pupil-governor").await;
+    look(&browser, "12-policy-pupil-governor").await;
     // A POST sent from the page anyway, with the governor's own CSRF token.
     let status = browser
         .execute_async(
@@ -301,7 +323,7 @@ async fn dashboard_scenario() {
     browser.click("#governor-tries").await;
     let refusal = browser.text().await;
     assert!(refusal.contains("403") || refusal.to_lowercase().contains("refused"), "refused: {refusal}");
-    browser.screenshot("13-governor-refused").await;
+    look(&browser, "13-governor-refused").await;
     let games = server.ask(PUPIL, GAMES_NAME).await;
     assert!(resolves_to(&games, GAMES_ADDR), "the refused POSTs changed nothing: {games:?}");
     let file = std::fs::read_to_string(&files.config).unwrap();
@@ -341,4 +363,10 @@ fn png_size(png: &[u8]) -> (u32, u32) {
     let word = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
     assert_eq!(&png[12..16], b"IHDR");
     (word(16), word(20))
+}
+
+/// A screenshot of the page to look at, and the accessibility check on it.
+async fn look(browser: &Browser, name: &str) {
+    browser.screenshot(name).await;
+    browser.assert_accessible(name).await;
 }

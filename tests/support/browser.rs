@@ -285,6 +285,34 @@ impl Browser {
         path
     }
 
+    /// Runs axe-core (tests/fixtures/axe, injected through WebDriver, so the
+    /// page's CSP does not stop it) on the page and returns every serious or
+    /// critical WCAG 2 A/AA violation (labels, contrast, names of buttons and
+    /// links, document structure), one line each.
+    pub async fn accessibility_problems(&self) -> Vec<String> {
+        const AXE: &str = include_str!("../fixtures/axe/axe.min.js");
+        let loaded = self.execute(&format!("{AXE}\nreturn typeof axe.run;"), vec![]).await;
+        assert_eq!(loaded, "function", "axe-core did not load");
+        let found = self
+            .execute_async(
+                "const done = arguments[arguments.length - 1];\n\
+                 axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })\n\
+                   .then(result => done(result.violations\n\
+                     .filter(v => v.impact === 'serious' || v.impact === 'critical')\n\
+                     .map(v => `${v.impact} ${v.id}: ${v.help} at ${v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', ')}`)))\n\
+                   .catch(error => done(['axe failed: ' + error]));",
+                vec![],
+            )
+            .await;
+        found.as_array().map(|items| items.iter().map(|item| item.to_string()).collect()).unwrap_or_default()
+    }
+
+    /// Fails when [`Browser::accessibility_problems`] finds any; `page` names it.
+    pub async fn assert_accessible(&self, page: &str) {
+        let problems = self.accessibility_problems().await;
+        assert!(problems.is_empty(), "{page} has accessibility problems:\n{}", problems.join("\n"));
+    }
+
     /// Ends the session (Chromium quits); the driver stops when dropped.
     pub async fn close(self) {
         let Browser { client, _driver, _profile, .. } = self;
