@@ -156,6 +156,7 @@ async fn dashboard_scenario() {
     browser.goto(&server.url("/users")).await;
     browser.fill("#add-name", GOVERNOR).await;
     browser.fill("#add-password", GOVERNOR_PASSWORD).await;
+    browser.fill("#add-reason", "Governor for safeguarding and online safety").await;
     browser.find("form[action='/users'] input[name=role_governor]").await.click().await.unwrap();
     browser.click("form[action='/users'] button[type=submit]").await;
     let users = browser.find("table").await.text().await.unwrap();

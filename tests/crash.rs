@@ -83,7 +83,13 @@ async fn a_user_added_survives_sigkill() {
     let csrf = csrf_token(&page.body).expect("a CSRF token on the users page");
     let added = web.post_form(
         "/users",
-        &[("csrf", &csrf), ("name", "dee.dsl"), ("password", "safeguarding first always"), ("role_dsl", "on")],
+        &[
+            ("csrf", &csrf),
+            ("name", "dee.dsl"),
+            ("password", "safeguarding first always"),
+            ("role_dsl", "on"),
+            ("reason", "new safeguarding lead"),
+        ],
     );
     // The users page answers an add with the page itself and a notice.
     assert!(added.status == 200 && added.body.contains("Added dee.dsl"), "the add is acknowledged: {}", added.body);

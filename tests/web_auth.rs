@@ -276,7 +276,7 @@ async fn a_change_without_the_right_csrf_token_is_refused_and_changes_nothing() 
     dashboard.add("ann", &[Role::Admin]);
     let cookie = dashboard.login("ann").await;
     let csrf = dashboard.csrf(&cookie).await;
-    let form = "name=bob&password=long+enough+pass&role_dsl=on";
+    let form = "name=bob&password=long+enough+pass&role_dsl=on&reason=new+teacher";
     for sent in [form.to_string(), format!("csrf=wrong{csrf}&{form}"), format!("csrf=&{form}")] {
         let reply = dashboard.send(post("/users", Some(&cookie), &sent).build()).await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{sent}");
@@ -287,7 +287,7 @@ async fn a_change_without_the_right_csrf_token_is_refused_and_changes_nothing() 
             "POST",
             "/api/users",
             Some(&cookie),
-            Body::from(r#"{"name":"bob","password":"long enough pass","roles":["dsl"]}"#),
+            Body::from(r#"{"name":"bob","password":"long enough pass","roles":["dsl"],"reason":"new teacher"}"#),
         )
         .header("content-type", "application/json")
         .header("x-csrf-token", token)
@@ -315,7 +315,7 @@ async fn a_request_from_another_origin_is_refused() {
     dashboard.add("ann", &[Role::Admin]);
     let cookie = dashboard.login("ann").await;
     let csrf = dashboard.csrf(&cookie).await;
-    let form = format!("csrf={csrf}&name=eve&password=long+enough+pass&role_admin=on");
+    let form = format!("csrf={csrf}&name=eve&password=long+enough+pass&role_admin=on&reason=new+ict+technician");
     let foreign = post("/users", Some(&cookie), &form).header("origin", "http://evil.example").build();
     assert_eq!(dashboard.send(foreign).await.status, StatusCode::FORBIDDEN);
     let other_port = post("/users", Some(&cookie), &form).header("origin", "http://localhost:9999").build();
@@ -513,8 +513,18 @@ async fn admins_manage_users_with_audit_rows_and_the_last_admin_is_kept() {
     dashboard.add("ann", &[Role::Admin]);
     let cookie = dashboard.login("ann").await;
     let csrf = dashboard.csrf(&cookie).await;
-    let send =
+    let send = |path: &str, form: String| {
+        dashboard.send(post(path, Some(&cookie), &format!("csrf={csrf}&reason=staffing+change&{form}")).build())
+    };
+    let unexplained =
         |path: &str, form: String| dashboard.send(post(path, Some(&cookie), &format!("csrf={csrf}&{form}")).build());
+
+    // Every change asks for a reason: without one it is refused beside the
+    // reason field and nothing changes.
+    let no_reason = unexplained("/users", "name=bob&password=long+enough+pass&role_dsl=on".into()).await;
+    assert_eq!(no_reason.status, StatusCode::BAD_REQUEST);
+    assert!(no_reason.body.contains("id=\"add-reason-error\""), "{}", no_reason.body);
+    assert!(dashboard.state.users().get("bob").unwrap().is_none());
 
     // A bad value is shown beside its field, never a 500.
     let short = send("/users", "name=bob&password=short&role_dsl=on".into()).await;
@@ -564,6 +574,26 @@ async fn admins_manage_users_with_audit_rows_and_the_last_admin_is_kept() {
     assert_eq!(changes[0].2, "10.0.0.1 by ann");
     let audit = dashboard.send(get("/audit", Some(&cookie)).build()).await;
     assert!(audit.body.contains("10.0.0.1 by ann") && audit.body.contains("enabled"), "{}", audit.body);
+    // ... and each is in the change log with who, old -> new and why.
+    let unexplained_roles = unexplained("/users/bob/roles", "role_admin=on".into()).await;
+    assert!(unexplained_roles.body.contains("-roles-reason-error"), "{}", unexplained_roles.body);
+    assert!(!dashboard.state.users().get("bob").unwrap().unwrap().has(Role::Admin));
+    let filter = hedgerow::store::changes::ChangeFilter { kind: Some("user".into()), limit: 10, ..Default::default() };
+    let logged = dashboard.state.changes().search(&filter).unwrap();
+    let logged: Vec<(&str, &str, &str, &str, &str)> = logged
+        .iter()
+        .map(|c| (c.user.as_str(), c.subject.as_str(), c.old.as_str(), c.new.as_str(), c.reason.as_str()))
+        .collect();
+    assert_eq!(
+        logged,
+        vec![
+            ("ann", "user bob", "disabled (governor)", "governor", "staffing change"),
+            ("ann", "user bob", "governor", "disabled (governor)", "staffing change"),
+            ("ann", "user bob", "password", "password reset", "staffing change"),
+            ("ann", "user bob", "dsl", "governor", "staffing change"),
+            ("ann", "user bob", "(none)", "dsl", "staffing change"),
+        ]
+    );
     let api: serde_json::Value =
         serde_json::from_str(&dashboard.send(get("/api/audit", Some(&cookie)).build()).await.body).unwrap();
     assert_eq!(
@@ -687,11 +717,11 @@ async fn every_route_with_every_role() {
         ("GET", "/api/me", "", [true, true, true]),
         ("GET", "/api/users", "", [true, false, false]),
         ("GET", "/api/audit", "", [true, false, false]),
-        ("POST", "/users", "name=new1&password=long+enough+pass&role_dsl=on", [true, false, false]),
-        ("POST", "/users/target/roles", "role_dsl=on&role_governor=on", [true, false, false]),
-        ("POST", "/users/target/password", "password=long+enough+pass2", [true, false, false]),
-        ("POST", "/users/target/disable", "", [true, false, false]),
-        ("POST", "/users/target/enable", "", [true, false, false]),
+        ("POST", "/users", "name=new1&password=long+enough+pass&role_dsl=on&reason=r", [true, false, false]),
+        ("POST", "/users/target/roles", "role_dsl=on&role_governor=on&reason=r", [true, false, false]),
+        ("POST", "/users/target/password", "password=long+enough+pass2&reason=r", [true, false, false]),
+        ("POST", "/users/target/disable", "reason=r", [true, false, false]),
+        ("POST", "/users/target/enable", "reason=r", [true, false, false]),
     ];
     let mut sessions = Vec::new();
     for name in ["ann", "dee", "gill"] {

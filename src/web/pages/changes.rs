@@ -19,7 +19,7 @@ use crate::web::{AppState, RequireAnyRole, WebError};
 const PAGE: usize = 50;
 
 /// Every kind a change may have, for the filter.
-const KINDS: [&str; 11] = [
+const KINDS: [&str; 12] = [
     "category",
     "safesearch",
     "youtube",
@@ -31,6 +31,7 @@ const KINDS: [&str; 11] = [
     "schedule-remove",
     "file-edit",
     "lapse",
+    "user",
 ];
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -144,7 +145,7 @@ struct ChangesPage {
     layout: Layout,
     filters: Filters,
     groups: Vec<String>,
-    kinds: [&'static str; 11],
+    kinds: [&'static str; 12],
     rows: Vec<Row>,
     total: u64,
     page: usize,

@@ -1,7 +1,8 @@
 //! `GET /users` (admin): every user, with forms to add one, change roles,
-//! reset a password, disable or enable. Each change writes a login-audit
-//! row naming the user changed, with the acting admin beside the address
-//! (`10.0.20.7 by ann`). The last enabled admin can be neither disabled nor
+//! reset a password, disable or enable. Each change asks for a reason and
+//! is written to the change log (kind `user`: who, old -> new, why) and to
+//! the login audit (the user changed, with the acting admin beside the
+//! address: `10.0.20.7 by ann`). The last enabled admin can be neither disabled nor
 //! lose the admin role (the store refuses; the message shows beside the
 //! form). `GET/POST /api/users`: the list and the add, as JSON.
 
@@ -12,6 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::{ClientAddress, Form, Json, Layout, render_with, ticked_roles, when};
+use crate::store::changes::NewChange;
 use crate::store::{AuditEvent, Role, User, UserError};
 use crate::web::{AppState, RequireAdmin, WebError};
 
@@ -44,6 +46,7 @@ struct AddView {
     admin: bool,
     dsl: bool,
     governor: bool,
+    reason: String,
     field: &'static str,
     message: String,
 }
@@ -53,6 +56,7 @@ struct AddView {
 pub struct AddForm {
     name: String,
     password: String,
+    reason: String,
     role_admin: String,
     role_dsl: String,
     role_governor: String,
@@ -62,6 +66,7 @@ pub struct AddForm {
 #[serde(default)]
 pub struct ChangeForm {
     password: String,
+    reason: String,
     role_admin: String,
     role_dsl: String,
     role_governor: String,
@@ -120,22 +125,57 @@ fn acting(address: &str, admin: &RequireAdmin) -> String {
     format!("{address} by {}", admin.user.name)
 }
 
-/// Adds a user and audits it; a refusal comes back as the store's error.
+/// What a user change is, for the change log: `admin` who made it, the user
+/// changed, old -> new, and why.
+fn user_change(admin: &str, user: &str, old: String, new: String, reason: &str) -> NewChange {
+    NewChange {
+        time_ms: crate::time::now_ms(),
+        user: admin.to_string(),
+        kind: "user".to_string(),
+        group: None,
+        subject: format!("user {user}"),
+        old,
+        new,
+        reason: reason.trim().to_string(),
+    }
+}
+
+/// A user's roles and state in words: `dsl, governor` or `disabled (dsl)`.
+fn standing(user: &User) -> String {
+    let roles = user.roles_text().replace(',', ", ");
+    if user.disabled { format!("disabled ({roles})") } else { roles }
+}
+
+/// Adds a user, audits it and records it in the change log; a refusal
+/// comes back as the store's error.
 async fn add_user(
     state: &AppState,
-    name: String,
-    password: String,
-    roles: Vec<Role>,
+    admin: &RequireAdmin,
+    (name, password, roles): (String, String, Vec<Role>),
+    reason: String,
     address: String,
 ) -> Result<Result<User, UserError>, WebError> {
+    let admin = admin.user.name.clone();
     state
         .blocking(move |state| {
             let now = crate::time::now_ms();
             let added = state.users().add(&name, &password, &roles, now)?;
             state.audit().record(AuditEvent::Added, &added.name, &address, now)?;
+            state.changes().record_only(&user_change(
+                &admin,
+                &added.name,
+                "(none)".into(),
+                standing(&added),
+                &reason,
+            ))?;
             Ok(added)
         })
         .await
+}
+
+/// The refusal of a change with no reason, for the form's `field`.
+fn no_reason() -> String {
+    "say why: the reason is written to the change log with your name".to_string()
 }
 
 pub async fn add(
@@ -146,18 +186,25 @@ pub async fn add(
 ) -> Result<Response, WebError> {
     let name = form.name.trim().to_string();
     let roles = ticked_roles(&form.role_admin, &form.role_dsl, &form.role_governor);
-    match add_user(&state, name.clone(), form.password, roles.clone(), acting(&address, &admin)).await? {
+    let refused = |field: &'static str, message: String| AddView {
+        name: name.clone(),
+        admin: roles.contains(&Role::Admin),
+        dsl: roles.contains(&Role::Dsl),
+        governor: roles.contains(&Role::Governor),
+        reason: form.reason.clone(),
+        field,
+        message,
+    };
+    if form.reason.trim().is_empty() {
+        let add = refused("reason", no_reason());
+        return show(&state, &admin, StatusCode::BAD_REQUEST, Some(Refused::Add(add)), String::new()).await;
+    }
+    let user = (name.clone(), form.password.clone(), roles.clone());
+    match add_user(&state, &admin, user, form.reason.clone(), acting(&address, &admin)).await? {
         Ok(user) => show(&state, &admin, StatusCode::OK, None, format!("Added {}.", user.name)).await,
         Err(UserError::Store(error)) => Err(error.into()),
         Err(error) => {
-            let add = AddView {
-                name,
-                admin: roles.contains(&Role::Admin),
-                dsl: roles.contains(&Role::Dsl),
-                governor: roles.contains(&Role::Governor),
-                field: error.field().unwrap_or("name"),
-                message: error.to_string(),
-            };
+            let add = refused(error.field().unwrap_or("name"), error.to_string());
             show(&state, &admin, StatusCode::BAD_REQUEST, Some(Refused::Add(add)), String::new()).await
         }
     }
@@ -176,13 +223,24 @@ pub async fn change(
         "disable" | "enable" => "disabled",
         _ => return Err(WebError::NotFound),
     };
+    if form.reason.trim().is_empty() {
+        let field = match field {
+            "roles" => "roles-reason",
+            "password" => "password-reason",
+            _ => "disabled-reason",
+        };
+        let refused = Refused::Change { name, field, message: no_reason() };
+        return show(&state, &admin, StatusCode::BAD_REQUEST, Some(refused), String::new()).await;
+    }
     let address = acting(&address, &admin);
+    let admin_name = admin.user.name.clone();
     let roles = ticked_roles(&form.role_admin, &form.role_dsl, &form.role_governor);
     let outcome = {
         let name = name.clone();
         state
             .blocking(move |state| -> Result<User, UserError> {
                 let now = crate::time::now_ms();
+                let before = state.users().get(&name)?.ok_or_else(|| UserError::NotFound(name.clone()))?;
                 let (user, event) = match action.as_str() {
                     "roles" => (state.users().set_roles(&name, &roles)?, AuditEvent::Roles),
                     "password" => (state.users().set_password(&name, &form.password)?, AuditEvent::Password),
@@ -190,6 +248,11 @@ pub async fn change(
                     _ => (state.users().set_disabled(&name, false)?, AuditEvent::Enabled),
                 };
                 state.audit().record(event, &user.name, &address, now)?;
+                let (old, new) = match event {
+                    AuditEvent::Password => ("password".to_string(), "password reset".to_string()),
+                    _ => (standing(&before), standing(&user)),
+                };
+                state.changes().record_only(&user_change(&admin_name, &user.name, old, new, &form.reason))?;
                 Ok(user)
             })
             .await?
@@ -220,6 +283,9 @@ pub struct NewUser {
     name: String,
     password: String,
     roles: Vec<String>,
+    /// Why: written to the change log.
+    #[serde(default)]
+    reason: String,
 }
 
 pub async fn api_add(
@@ -235,7 +301,11 @@ pub async fn api_add(
                 WebError::bad("roles", format!("{word:?} is not a role: use admin, dsl or governor"))
             })?);
     }
-    match add_user(&state, new.name.trim().to_string(), new.password, roles, acting(&address, &admin)).await? {
+    if new.reason.trim().is_empty() {
+        return Err(WebError::bad("reason", no_reason()));
+    }
+    let user = (new.name.trim().to_string(), new.password, roles);
+    match add_user(&state, &admin, user, new.reason, acting(&address, &admin)).await? {
         Ok(user) => Ok((StatusCode::CREATED, axum::Json(user)).into_response()),
         Err(UserError::Store(error)) => Err(error.into()),
         Err(error) => Err(WebError::BadRequest { field: error.field(), message: error.to_string() }),
