@@ -27,6 +27,18 @@ pub enum SourceState {
     Missing,
 }
 
+impl SourceState {
+    /// What the school gets from a source in this state, in the words the
+    /// log, `lists compile` and `hedgerow status` all use.
+    pub fn consequence(self) -> &'static str {
+        match self {
+            SourceState::Ok => "in force",
+            SourceState::Degraded => "serving its last good copy",
+            SourceState::Missing => "no good copy, so it blocks nothing",
+        }
+    }
+}
+
 /// One enabled source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceHealth {
@@ -90,16 +102,12 @@ impl ListHealth {
         }
         for source in self.problems() {
             let reason = source.reason.as_deref().unwrap_or("unknown");
-            match source.state {
-                SourceState::Degraded => tracing::error!(
-                    list = %source.id,
-                    names = source.names,
-                    "list source failed, serving its last good copy: {reason}"
-                ),
-                _ => {
-                    tracing::error!(list = %source.id, "list source failed and has no good copy, so it blocks nothing: {reason}")
-                }
-            }
+            tracing::error!(
+                list = %source.id,
+                names = source.names,
+                "list source failed, {}: {reason}",
+                source.state.consequence()
+            );
         }
     }
 

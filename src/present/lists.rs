@@ -18,9 +18,7 @@ pub fn compile_report(report: &CompileReport, health: &ListHealth, path: &Path) 
     for source in &report.sources {
         let status = match (health(&source.id), &source.error) {
             (_, Some(error)) => format!("FAILED: {error}"),
-            (Some(h), None) if h.state != SourceState::Ok => {
-                "FAILED: serving its last good copy (see below)".to_string()
-            }
+            (Some(h), None) if h.state != SourceState::Ok => format!("FAILED: {} (see below)", h.state.consequence()),
             _ => "ok".to_string(),
         };
         // Writing to a String cannot fail.
@@ -47,10 +45,7 @@ pub fn compile_report(report: &CompileReport, health: &ListHealth, path: &Path) 
 /// A source not in force as configured, in one line (no line end):
 /// "list source `id` failed (what is served instead): why".
 pub fn problem(source: &SourceHealth) -> String {
-    let what = match source.state {
-        SourceState::Degraded => "serving its last good copy",
-        _ => "NO good copy, it blocks nothing",
-    };
+    let what = source.state.consequence();
     format!("list source `{}` failed ({what}): {}", source.id, source.reason.as_deref().unwrap_or("?"))
 }
 
@@ -97,7 +92,12 @@ mod tests {
     #[test]
     fn a_compile_report_says_which_sources_are_in_force() {
         let report = CompileReport {
-            sources: vec![source("good", 10, None), source("old", 5, None), source("broken", 0, Some("unreadable"))],
+            sources: vec![
+                source("good", 10, None),
+                source("old", 5, None),
+                source("broken", 0, Some("unreadable")),
+                source("gone", 0, None),
+            ],
             names: 15,
             file_bytes: 1234,
             elapsed_ms: 8,
@@ -108,6 +108,7 @@ mod tests {
             sources: vec![
                 health("good", SourceState::Ok, None),
                 health("old", SourceState::Degraded, Some("HTTP 404")),
+                health("gone", SourceState::Missing, Some("deleted")),
             ],
         };
         let text = compile_report(&report, &health, Path::new("/data/lists.fst"));
@@ -116,6 +117,8 @@ mod tests {
         assert_eq!(lines[1], "    line 7: \"not a name!\": not a domain name");
         assert!(lines[2].ends_with("FAILED: serving its last good copy (see below)"), "{text}");
         assert!(lines[4].ends_with("FAILED: unreadable"), "{text}");
+        // A failed source with no good copy never claims one is served.
+        assert!(lines[6].ends_with("FAILED: no good copy, so it blocks nothing (see below)"), "{text}");
         assert_eq!(lines.last(), Some(&"15 names in /data/lists.fst (1234 bytes) in 8 ms"));
         assert!(text.ends_with('\n'));
     }
@@ -128,7 +131,7 @@ mod tests {
         );
         assert_eq!(
             problem(&health("new", SourceState::Missing, None)),
-            "list source `new` failed (NO good copy, it blocks nothing): ?"
+            "list source `new` failed (no good copy, so it blocks nothing): ?"
         );
     }
 

@@ -45,10 +45,12 @@ pub fn table(status: &Status) -> String {
         let _ = writeln!(o, "  {error}");
     }
     for source in problems {
-        let state = match source.state {
-            SourceState::Degraded => "degraded, serving its last good copy",
-            _ => "missing, blocking nothing",
+        let word = match source.state {
+            SourceState::Ok => "ok",
+            SourceState::Degraded => "degraded",
+            SourceState::Missing => "missing",
         };
+        let state = format!("{word}, {}", source.state.consequence());
         let _ = writeln!(o, "  {}: {state}: {}", source.id, source.reason.as_deref().unwrap_or("no reason recorded"));
     }
     out
@@ -99,6 +101,6 @@ mod tests {
         assert!(text.contains("lists:          3 sources, 2 NOT in force as configured\n"), "{text}");
         assert!(text.contains("\n  lists folder unreadable\n"), "{text}");
         assert!(text.contains("\n  b: degraded, serving its last good copy: HTTP 404\n"), "{text}");
-        assert!(text.ends_with("\n  c: missing, blocking nothing: no reason recorded\n"), "{text}");
+        assert!(text.ends_with("\n  c: missing, no good copy, so it blocks nothing: no reason recorded\n"), "{text}");
     }
 }
