@@ -94,6 +94,24 @@ pub struct ChangeLog {
     database: PathBuf,
 }
 
+/// The columns [`read_change`] reads, in its order.
+const COLUMNS: &str = "id, time_ms, user_name, kind, group_name, subject, old_value, new_value, reason";
+
+/// One change_log row selected with [`COLUMNS`].
+fn read_change(row: &rusqlite::Row<'_>) -> rusqlite::Result<Change> {
+    Ok(Change {
+        id: row.get(0)?,
+        time_ms: row.get(1)?,
+        user: row.get(2)?,
+        kind: row.get(3)?,
+        group: row.get(4)?,
+        subject: row.get(5)?,
+        old: row.get(6)?,
+        new: row.get(7)?,
+        reason: row.get(8)?,
+    })
+}
+
 impl ChangeLog {
     /// Opens (creating and migrating when needed) the database.
     pub fn open(database: &Path) -> Result<ChangeLog, StoreError> {
@@ -177,25 +195,10 @@ impl ChangeLog {
         let limit = if filter.limit == 0 { -1 } else { filter.limit as i64 };
         values.push(rusqlite::types::Value::Integer(limit));
         values.push(rusqlite::types::Value::Integer(filter.offset as i64));
-        let sql = format!(
-            "SELECT id, time_ms, user_name, kind, group_name, subject, old_value, new_value, reason FROM change_log{clause}
-             ORDER BY time_ms DESC, id DESC LIMIT ? OFFSET ?"
-        );
+        let sql = format!("SELECT {COLUMNS} FROM change_log{clause} ORDER BY time_ms DESC, id DESC LIMIT ? OFFSET ?");
         let mut statement = conn.prepare(&sql).map_err(StoreError::sqlite(db, "search the change log"))?;
         let rows = statement
-            .query_map(params_from_iter(values), |row| {
-                Ok(Change {
-                    id: row.get(0)?,
-                    time_ms: row.get(1)?,
-                    user: row.get(2)?,
-                    kind: row.get(3)?,
-                    group: row.get(4)?,
-                    subject: row.get(5)?,
-                    old: row.get(6)?,
-                    new: row.get(7)?,
-                    reason: row.get(8)?,
-                })
-            })
+            .query_map(params_from_iter(values), read_change)
             .map_err(StoreError::sqlite(db, "search the change log"))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::sqlite(db, "read the change log"))
     }
@@ -204,26 +207,9 @@ impl ChangeLog {
     pub fn get(&self, id: i64) -> Result<Option<Change>, StoreError> {
         let db = &self.database;
         let conn = schema::open(db, Purpose::Read)?;
-        conn.query_row(
-            "SELECT id, time_ms, user_name, kind, group_name, subject, old_value, new_value, reason FROM change_log
-             WHERE id = ?1",
-            params![id],
-            |row| {
-                Ok(Change {
-                    id: row.get(0)?,
-                    time_ms: row.get(1)?,
-                    user: row.get(2)?,
-                    kind: row.get(3)?,
-                    group: row.get(4)?,
-                    subject: row.get(5)?,
-                    old: row.get(6)?,
-                    new: row.get(7)?,
-                    reason: row.get(8)?,
-                })
-            },
-        )
-        .optional()
-        .map_err(StoreError::sqlite(db, "read the change log"))
+        conn.query_row(&format!("SELECT {COLUMNS} FROM change_log WHERE id = ?1"), params![id], read_change)
+            .optional()
+            .map_err(StoreError::sqlite(db, "read the change log"))
     }
 
     /// How many changes `filter` selects (limit and offset ignored).
