@@ -79,6 +79,20 @@ pub enum FetchOutcome {
     Failed { reason: String },
 }
 
+/// The files of source `id`'s last good copy, with their folder made: the
+/// one set-up both a download and a local file's copy need.
+fn copies_of(downloads_dir: &Path, id: &str) -> Result<Files, String> {
+    let files = Files::new(downloads_dir, id)?;
+    fs::create_dir_all(downloads_dir).map_err(|e| {
+        format!(
+            "cannot create the folder {} for last good copies ({e}); check that it is writable by the user \
+             hedgerow runs as",
+            downloads_dir.display()
+        )
+    })?;
+    Ok(files)
+}
+
 /// Downloads one URL source into `downloads_dir/<id>.txt`, replacing the old
 /// copy only with a complete, plausible list. Blocking.
 pub fn update_source(source: &SourceDecl, downloads_dir: &Path, settings: &FetchSettings) -> FetchOutcome {
@@ -94,21 +108,12 @@ pub fn update_source(source: &SourceDecl, downloads_dir: &Path, settings: &Fetch
             };
         }
     };
-    let files = match Files::new(downloads_dir, &source.id) {
+    // Checked before any network traffic: a download that cannot be saved is
+    // wasted, and this error has a different fix.
+    let files = match copies_of(downloads_dir, &source.id) {
         Ok(files) => files,
         Err(reason) => return FetchOutcome::Failed { reason },
     };
-    // Checked before any network traffic: a download that cannot be saved is
-    // wasted, and this error has a different fix.
-    if let Err(e) = fs::create_dir_all(downloads_dir) {
-        return FetchOutcome::Failed {
-            reason: format!(
-                "cannot create the downloads folder {} ({e}); check that it is writable \
-                 by the user hedgerow runs as",
-                downloads_dir.display()
-            ),
-        };
-    }
 
     let mut state = files.read_state();
     let have_copy = files.text.is_file();
@@ -235,19 +240,10 @@ pub fn update_local(source: &SourceDecl, downloads_dir: &Path) -> FetchOutcome {
     let Location::Path(path) = &source.location else {
         return FetchOutcome::Failed { reason: format!("source `{}` is a download, not a local file", source.id) };
     };
-    let files = match Files::new(downloads_dir, &source.id) {
+    let files = match copies_of(downloads_dir, &source.id) {
         Ok(files) => files,
         Err(reason) => return FetchOutcome::Failed { reason },
     };
-    if let Err(e) = fs::create_dir_all(downloads_dir) {
-        return FetchOutcome::Failed {
-            reason: format!(
-                "cannot create the folder {} for last good copies ({e}); check that it is writable \
-                 by the user hedgerow runs as",
-                downloads_dir.display()
-            ),
-        };
-    }
     let mut state = files.read_state();
     let have_copy = files.text.is_file();
     let stamp = fs::metadata(path).ok().map(|meta| {
