@@ -395,12 +395,17 @@ pub fn list_settings(config: &Config) -> Result<ListSettings, StartError> {
                     config.data_dir.display()
                 ))
             })?;
-            tracing::warn!(
-                missing = %dir.display(),
-                using = %floor.display(),
-                "NO LISTS FOLDER HERE: filtering with the lists built into this binary (seed lists and SafeSearch \
-                 only). Set [lists] dir in the config to your lists folder (the shipped one is lists/)"
-            );
+            // Said once a process: start-up, the update schedule and reloads
+            // all come here, and the fallback is the same each time.
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    missing = %dir.display(),
+                    using = %floor.display(),
+                    "NO LISTS FOLDER HERE: filtering with the lists built into this binary (seed lists and \
+                     SafeSearch only). Set [lists] dir in the config to your lists folder (the shipped one is lists/)"
+                );
+            });
             Ok(ListSettings { dir: floor, ..config.lists.clone() })
         }
         Some(line) => Err(StartError::Lists(format!(
