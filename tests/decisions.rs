@@ -56,20 +56,9 @@ fn write_lists(dir: &Path) {
 
 /// The config text: staff may reach casino.test by an allow override.
 fn config_text(upstream: SocketAddr, data_dir: &Path, lists: &Path) -> String {
-    format!(
-        r#"data_dir = {data:?}
-[dashboard]
+    let rest = format!(
+        r#"[dashboard]
 listen = []
-[dns]
-listen = ["127.0.0.1:0"]
-[upstream]
-mode = "forward"
-timeout_ms = 500
-[[upstream.servers]]
-address = "{upstream}"
-[lists]
-dir = {lists:?}
-update_hours = 0
 [groups.staff]
 allow = ["casino.test"]
 [[networks]]
@@ -80,10 +69,9 @@ group = "pupil"
 name = "staff-lan"
 cidrs = ["{STAFF}/32"]
 group = "staff"
-"#,
-        data = data_dir.display().to_string(),
-        lists = lists.display().to_string(),
-    )
+"#
+    );
+    support::config::forwarding_text(upstream, data_dir, lists, "127.0.0.1:0", &rest)
 }
 
 struct School {

@@ -18,10 +18,22 @@ pub fn forwarding(upstream: SocketAddr, data_dir: &Path, lists: &Path, rest: &st
         "test data_dir {} must be a tempdir outside the repository",
         data_dir.display()
     );
-    let text = format!(
+    let text = forwarding_text(upstream, data_dir, lists, "127.0.0.1:0", rest);
+    let mut config = Config::parse(&text, name).unwrap_or_else(|error| panic!("{error}\n{text}"));
+    // These tests are of the DNS path: no dashboard on the default port.
+    config.dashboard.listen.clear();
+    config
+}
+
+/// The text of a config that listens on `dns`, forwards to `upstream`,
+/// reads list declarations from `lists`, keeps state in `data_dir` and never
+/// updates lists on a schedule; `rest` (groups, networks, `[dashboard]`,
+/// ...) follows. For tests that write a config file or start the binary.
+pub fn forwarding_text(upstream: SocketAddr, data_dir: &Path, lists: &Path, dns: &str, rest: &str) -> String {
+    format!(
         r#"data_dir = {data:?}
 [dns]
-listen = ["127.0.0.1:0"]
+listen = ["{dns}"]
 [upstream]
 mode = "forward"
 timeout_ms = 500
@@ -33,11 +45,7 @@ update_hours = 0
 {rest}"#,
         data = data_dir.display().to_string(),
         lists = lists.display().to_string(),
-    );
-    let mut config = Config::parse(&text, name).unwrap_or_else(|error| panic!("{error}\n{text}"));
-    // These tests are of the DNS path: no dashboard on the default port.
-    config.dashboard.listen.clear();
-    config
+    )
 }
 
 /// A lists folder in `dir` declaring one local source, `local-games`

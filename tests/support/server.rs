@@ -74,39 +74,17 @@ impl SchoolFiles {
     pub fn write(dir: &Path, upstream: SocketAddr, dashboard: bool) -> SchoolFiles {
         let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
         assert!(dir.is_absolute() && !dir.starts_with(repository), "test files belong in a tempdir");
-        let lists = dir.join("lists");
-        std::fs::create_dir_all(&lists).unwrap();
-        std::fs::write(lists.join("games.txt"), format!("{GAMES_NAME}\n")).unwrap();
-        std::fs::write(
-            lists.join("local.toml"),
-            "[[source]]\nid = \"local-games\"\ncategory = \"games\"\nformat = \"domains\"\npath = \"games.txt\"\n",
-        )
-        .unwrap();
+        // The games list names GAMES_NAME.
+        let lists = super::config::games_lists(dir);
         let data_dir = dir.join("data");
         let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dashboard = dashboard.then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
         let dashboard_text = match dashboard {
             Some(addr) => format!("\n[dashboard]\nlisten = [\"{addr}\"]\n"),
-            None => String::new(),
+            None => "\n[dashboard]\nlisten = []\n".to_string(),
         };
-        let text = format!(
-            r#"# A test school (written by tests/support/server.rs).
-data_dir = {data:?}
-
-[dns]
-listen = ["{dns}"]
-
-[upstream]
-mode = "forward"
-timeout_ms = 500
-[[upstream.servers]]
-address = "{upstream}"
-
-[lists]
-dir = {lists:?}
-update_hours = 0
-
-[[networks]]
+        let rest = format!(
+            r#"[[networks]]
 name = "pupils"
 cidrs = ["{PUPIL}/32"]
 group = "pupil"
@@ -115,9 +93,11 @@ group = "pupil"
 name = "staff-lan"
 cidrs = ["{STAFF}/32"]
 group = "staff"
-{dashboard_text}"#,
-            data = data_dir.display().to_string(),
-            lists = lists.display().to_string(),
+{dashboard_text}"#
+        );
+        let text = format!(
+            "# A test school (written by tests/support/server.rs).\n{}",
+            super::config::forwarding_text(upstream, &data_dir, &lists, &dns.to_string(), &rest)
         );
         let config = dir.join("hedgerow.toml");
         std::fs::write(&config, text).unwrap();
