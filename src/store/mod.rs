@@ -33,6 +33,7 @@
 //! ([`schema`]).
 
 pub mod audit;
+pub mod block;
 pub mod changes;
 pub mod devices;
 pub mod leases;
