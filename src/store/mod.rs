@@ -41,6 +41,7 @@ pub mod log;
 pub mod record;
 pub mod retention;
 pub mod schema;
+pub mod seal;
 pub mod search;
 pub mod sessions;
 pub mod settings;
