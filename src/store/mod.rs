@@ -49,6 +49,8 @@ pub mod users;
 pub use crate::time;
 
 pub mod csv;
+mod dict;
+mod upgrade;
 mod writer;
 
 use std::path::{Path, PathBuf};
