@@ -156,14 +156,8 @@ impl Dictionary {
         if let Some(&id) = self.outcomes.get(self.key.as_str()) {
             return Ok(id);
         }
-        let values = params![
-            fields.decision,
-            fields.category,
-            fields.list,
-            fields.stage,
-            fields.reason,
-            fields.response_code
-        ];
+        let values =
+            params![fields.decision, fields.category, fields.list, fields.stage, fields.reason, fields.response_code];
         let found: Option<u32> = conn
             .prepare_cached(
                 "SELECT id FROM log_outcomes WHERE decision = ?1 AND category = ?2 AND list = ?3 \

@@ -166,7 +166,6 @@ impl Meanings {
             .or_insert_with(|| OutcomeMeaning { decision: Arc::from(decision), category: Arc::from(category) });
     }
 
-
     fn group(&mut self, conn: &Connection, client: u32) -> rusqlite::Result<Arc<str>> {
         if let Some(group) = self.groups.get(&client) {
             return Ok(group.clone());

@@ -86,7 +86,12 @@ fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
 }
 
 /// The old rows of `hour` as block rows, interning as it goes.
-fn hour_rows(conn: &Connection, dict: &mut Dictionary, hour: i64, last_id: &mut i64) -> rusqlite::Result<Vec<BlockRow>> {
+fn hour_rows(
+    conn: &Connection,
+    dict: &mut Dictionary,
+    hour: i64,
+    last_id: &mut i64,
+) -> rusqlite::Result<Vec<BlockRow>> {
     let mut statement = conn.prepare(
         "SELECT time_ms, client, coalesce(device, ''), coalesce(owner, ''), coalesce(network, ''), \
          coalesce(group_name, ''), rname, record_type, decision, coalesce(category, ''), coalesce(list, ''), \

@@ -326,8 +326,11 @@ fn insert(
         block::encode(rows, true, &mut data);
         let last = rows.last().map_or(0, |row| row.id);
         statement.execute(params![hour, last, data.as_slice()]).map_err(write)?;
-        seal::add_counts(tx, *hour, rows, &mut dict.meanings)
-            .map_err(|source| StoreError::Sqlite { path: path.to_path_buf(), action: "count query-log rows", source })?;
+        seal::add_counts(tx, *hour, rows, &mut dict.meanings).map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            action: "count query-log rows",
+            source,
+        })?;
     }
     let oldest = hours.iter().map(|(hour, _)| *hour).min().unwrap_or(i64::MAX);
     let newest = hours.iter().map(|(hour, _)| *hour).max().unwrap_or(i64::MAX);
