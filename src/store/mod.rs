@@ -38,6 +38,7 @@ pub mod changes;
 pub mod devices;
 pub mod leases;
 pub mod log;
+pub mod read;
 pub mod record;
 pub mod retention;
 pub mod schema;
