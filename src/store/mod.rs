@@ -43,6 +43,7 @@ pub mod read;
 pub mod record;
 pub mod retention;
 pub mod schema;
+pub mod seal;
 pub mod search;
 pub mod sessions;
 pub mod settings;
@@ -50,6 +51,8 @@ pub mod users;
 pub use crate::time;
 
 pub mod csv;
+mod dict;
+mod upgrade;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,409 @@
+//! Sealing: an hour's rows as one client's sorted blocks in `log_sealed`,
+//! with the hour's postings (`log_name_postings`, `log_outcome_postings`).
+//!
+//! The writer seals each hour once it is over ([`seal_before`]): the hour's
+//! fresh blocks are decoded, rewritten as sealed blocks and deleted in one
+//! transaction, so a row is always in exactly one place. Bulk loads (the
+//! upgrade of an old database, the synthetic school) write sealed hours
+//! directly with [`write_sealed_hour`] and `count = true`, which also adds
+//! the rows to the hourly roll-ups (the writer's own rows were counted when
+//! they were written fresh).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::block::{self, BlockRow, SEALED_BLOCK_ROWS};
+
+const LAST_CHUNK: &str = "SELECT max(key) FROM log_sealed WHERE key >= ?1 AND key < ?2";
+const INSERT_SEALED: &str = "INSERT INTO log_sealed (key, rows, data) VALUES (?1, ?2, ?3)";
+const INSERT_NAME_POSTING: &str =
+    "INSERT OR IGNORE INTO log_name_postings (hour, name_id, client_id) VALUES (?1, ?2, ?3)";
+const INSERT_OUTCOME_POSTING: &str =
+    "INSERT OR IGNORE INTO log_outcome_postings (hour, outcome_id, client_id) VALUES (?1, ?2, ?3)";
+const ADD_HOURLY: &str = "INSERT INTO log_hourly (hour, group_name, category, decision, count) \
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO UPDATE SET count = count + excluded.count";
+const ADD_HOURLY_BLOCKED: &str = "INSERT INTO log_hourly_blocked (hour, client_id, name_id, category, count) \
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO UPDATE SET count = count + excluded.count";
+
+/// Writes rows of one hour (any order, any clients; dictionary ids must
+/// exist) as sealed blocks and postings; with `count` also adds them to
+/// `log_hourly` / `log_hourly_blocked` (the bulk path: the writer's own rows
+/// were counted when written fresh). Blocks go after the highest chunk a
+/// client already has in the hour. `rows` is left sorted by client, then id.
+pub fn write_sealed_hour(
+    tx: &Transaction<'_>,
+    hour: i64,
+    rows: &mut Vec<BlockRow>,
+    count: bool,
+) -> rusqlite::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    rows.sort_unstable_by_key(|row| (row.client, row.id));
+    let mut meanings = Meanings::default();
+    let mut last_chunk = tx.prepare_cached(LAST_CHUNK)?;
+    let mut insert_sealed = tx.prepare_cached(INSERT_SEALED)?;
+    let mut data = Vec::with_capacity(SEALED_BLOCK_ROWS * 10);
+    let mut names: Vec<(u32, u32)> = Vec::with_capacity(rows.len() / 4);
+    let mut outcomes: Vec<(u32, u32)> = Vec::new();
+    for client_rows in rows.chunk_by(|a, b| a.client == b.client) {
+        let client = client_rows[0].client;
+        let keys = block::client_hour_keys(hour, client);
+        let highest: Option<i64> = last_chunk.query_row(params![keys.start, keys.end], |row| row.get(0))?;
+        let mut chunk = highest.map_or(0, |key| block::split_sealed_key(key).2 + 1);
+        for block_rows in client_rows.chunks(SEALED_BLOCK_ROWS) {
+            data.clear();
+            block::encode(block_rows, false, &mut data);
+            insert_sealed.execute(params![
+                block::sealed_key(hour, client, chunk),
+                block_rows.len() as i64,
+                data.as_slice()
+            ])?;
+            chunk += 1;
+        }
+        for row in client_rows {
+            names.push((row.name, client));
+            if meanings.outcome(tx, row.outcome)?.posted() {
+                outcomes.push((row.outcome, client));
+            }
+        }
+    }
+    insert_pairs(tx, INSERT_NAME_POSTING, hour, &mut names)?;
+    insert_pairs(tx, INSERT_OUTCOME_POSTING, hour, &mut outcomes)?;
+    if count {
+        add_counts(tx, hour, rows, &mut meanings)?;
+    }
+    Ok(())
+}
+
+/// Inserts distinct `(first, client)` pairs of `hour`, in key order (the
+/// cheapest order for a WITHOUT ROWID table).
+fn insert_pairs(tx: &Transaction<'_>, sql: &str, hour: i64, pairs: &mut Vec<(u32, u32)>) -> rusqlite::Result<()> {
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut insert = tx.prepare_cached(sql)?;
+    for &(first, client) in pairs.iter() {
+        insert.execute(params![hour, first, client])?;
+    }
+    Ok(())
+}
+
+/// Adds `rows` (all of `hour`) to `log_hourly` and `log_hourly_blocked`.
+pub(crate) fn add_counts(
+    tx: &Transaction<'_>,
+    hour: i64,
+    rows: &[BlockRow],
+    meanings: &mut Meanings,
+) -> rusqlite::Result<()> {
+    let mut by_client_outcome: HashMap<(u32, u32), i64> = HashMap::new();
+    let mut blocked: HashMap<(u32, u32, u32), i64> = HashMap::new();
+    for row in rows {
+        *by_client_outcome.entry((row.client, row.outcome)).or_default() += 1;
+        if meanings.outcome(tx, row.outcome)?.blocked() {
+            *blocked.entry((row.client, row.name, row.outcome)).or_default() += 1;
+        }
+    }
+    let mut hourly: HashMap<(Arc<str>, Arc<str>, Arc<str>), i64> = HashMap::new();
+    for ((client, outcome), count) in by_client_outcome {
+        let group = meanings.group(tx, client)?;
+        let outcome = meanings.outcome(tx, outcome)?;
+        *hourly.entry((group, outcome.category.clone(), outcome.decision.clone())).or_default() += count;
+    }
+    let mut add = tx.prepare_cached(ADD_HOURLY)?;
+    for ((group, category, decision), count) in hourly {
+        add.execute(params![hour, &*group, &*category, &*decision, count])?;
+    }
+    let mut blocked_by_category: HashMap<(u32, u32, Arc<str>), i64> = HashMap::new();
+    for ((client, name, outcome), count) in blocked {
+        let category = meanings.outcome(tx, outcome)?.category.clone();
+        *blocked_by_category.entry((client, name, category)).or_default() += count;
+    }
+    let mut add = tx.prepare_cached(ADD_HOURLY_BLOCKED)?;
+    for ((client, name, category), count) in blocked_by_category {
+        add.execute(params![hour, client, name, &*category, count])?;
+    }
+    Ok(())
+}
+
+/// An outcome's decision and category ('' for none).
+#[derive(Debug, Clone)]
+pub(crate) struct OutcomeMeaning {
+    pub(crate) decision: Arc<str>,
+    pub(crate) category: Arc<str>,
+}
+
+impl OutcomeMeaning {
+    /// Outcomes with postings: anything but a plain allowed answer.
+    fn posted(&self) -> bool {
+        &*self.decision != "allowed" || !self.category.is_empty()
+    }
+
+    fn blocked(&self) -> bool {
+        &*self.decision == "blocked"
+    }
+}
+
+/// Client groups and outcome meanings by id, read from the dictionaries on
+/// first use (ids never change meaning, so a cache may live long).
+#[derive(Default)]
+pub(crate) struct Meanings {
+    groups: HashMap<u32, Arc<str>>,
+    outcomes: HashMap<u32, OutcomeMeaning>,
+}
+
+impl Meanings {
+    /// Records what the caller already knows (the writer's interning).
+    pub(crate) fn know_group(&mut self, client: u32, group: &str) {
+        self.groups.entry(client).or_insert_with(|| Arc::from(group));
+    }
+
+    pub(crate) fn know_outcome(&mut self, outcome: u32, decision: &str, category: &str) {
+        self.outcomes
+            .entry(outcome)
+            .or_insert_with(|| OutcomeMeaning { decision: Arc::from(decision), category: Arc::from(category) });
+    }
+
+    fn group(&mut self, conn: &Connection, client: u32) -> rusqlite::Result<Arc<str>> {
+        if let Some(group) = self.groups.get(&client) {
+            return Ok(group.clone());
+        }
+        let group: String = conn
+            .prepare_cached("SELECT group_name FROM log_clients WHERE id = ?1")?
+            .query_row([client], |row| row.get(0))
+            .optional()?
+            .ok_or_else(|| missing("log_clients", client))?;
+        let group: Arc<str> = Arc::from(group);
+        self.groups.insert(client, group.clone());
+        Ok(group)
+    }
+
+    fn outcome(&mut self, conn: &Connection, outcome: u32) -> rusqlite::Result<&OutcomeMeaning> {
+        if !self.outcomes.contains_key(&outcome) {
+            let (decision, category): (String, String) = conn
+                .prepare_cached("SELECT decision, category FROM log_outcomes WHERE id = ?1")?
+                .query_row([outcome], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?
+                .ok_or_else(|| missing("log_outcomes", outcome))?;
+            self.know_outcome(outcome, &decision, &category);
+        }
+        Ok(&self.outcomes[&outcome])
+    }
+}
+
+/// A row naming a dictionary id that is not there.
+fn missing(table: &'static str, id: u32) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(format!("query-log row refers to {table} id {id}, which is missing").into())
+}
+
+/// Seals every fresh hour before `before_hour` (moves rows, writes postings,
+/// deletes the fresh blocks) in one transaction per hour. Returns the rows sealed.
+pub(crate) fn seal_before(conn: &mut Connection, before_hour: i64) -> rusqlite::Result<u64> {
+    let hours: Vec<i64> = conn
+        .prepare_cached("SELECT DISTINCT hour FROM log_fresh WHERE hour < ?1 ORDER BY hour")?
+        .query_map([before_hour], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut sealed = 0;
+    for hour in hours {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut rows = fresh_rows(&tx, hour)?;
+        write_sealed_hour(&tx, hour, &mut rows, false)?;
+        tx.execute("DELETE FROM log_fresh WHERE hour = ?1", [hour])?;
+        tx.commit()?;
+        sealed += rows.len() as u64;
+        tracing::debug!(hour, rows = rows.len(), "query log: hour sealed");
+    }
+    Ok(sealed)
+}
+
+/// Every row of `hour`'s fresh blocks.
+fn fresh_rows(conn: &Connection, hour: i64) -> rusqlite::Result<Vec<BlockRow>> {
+    let mut statement = conn.prepare_cached("SELECT data FROM log_fresh WHERE hour = ?1 ORDER BY id")?;
+    let mut blocks = statement.query([hour])?;
+    let mut rows = Vec::new();
+    while let Some(block) = blocks.next()? {
+        let data = block.get_ref(0)?.as_blob()?;
+        block::decode(data, 0, &mut rows)
+            .map_err(|error| rusqlite::Error::FromSqlConversionFailure(0, Type::Blob, Box::new(error)))?;
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema::{self, Purpose};
+
+    const HOUR: i64 = 490_000;
+
+    fn database() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = schema::open(&dir.path().join("log.db"), Purpose::Log).unwrap();
+        conn.execute_batch(
+            "INSERT INTO log_names (id, rname, last_day) VALUES (1, 'com.example', 0), (2, 'com.games', 0);
+             INSERT INTO log_clients (id, client, device, owner, network, group_name, last_day)
+                 VALUES (1, '10.0.0.1', '', '', '', 'pupils', 0), (2, '10.0.0.2', '', '', '', '', 0);
+             INSERT INTO log_outcomes (id, decision, category, list, stage, reason, response_code)
+                 VALUES (1, 'allowed', '', '', '', '', 0), (2, 'blocked', 'games', 'games', '', '', 3),
+                        (3, 'allowed', 'social', '', '', '', 0);",
+        )
+        .unwrap();
+        (dir, conn)
+    }
+
+    fn rows(hour: i64, count: usize) -> Vec<BlockRow> {
+        let mut last = 0;
+        (0..count)
+            .map(|n| {
+                let time_ms = hour * 3_600_000 + (n as i64 * 7_919) % 3_600_000;
+                last = block::row_id(time_ms, last);
+                let n = n as u32;
+                BlockRow {
+                    id: last,
+                    time_ms,
+                    client: 1 + n % 2,
+                    name: if n % 5 == 0 { 2 } else { 1 },
+                    record_type: 1,
+                    outcome: if n % 5 == 0 {
+                        2
+                    } else if n % 7 == 0 {
+                        3
+                    } else {
+                        1
+                    },
+                    cache_hit: false,
+                    upstream_ms: None,
+                }
+            })
+            .collect()
+    }
+
+    fn sealed(conn: &Connection, hour: i64) -> Vec<BlockRow> {
+        let keys = block::hour_keys(hour);
+        let mut statement =
+            conn.prepare("SELECT key, rows, data FROM log_sealed WHERE key >= ?1 AND key < ?2").unwrap();
+        let mut found = Vec::new();
+        let mut blocks = statement.query([keys.start, keys.end]).unwrap();
+        while let Some(block) = blocks.next().unwrap() {
+            let (key, count, data): (i64, i64, Vec<u8>) =
+                (block.get(0).unwrap(), block.get(1).unwrap(), block.get(2).unwrap());
+            let before = found.len();
+            block::decode(&data, block::split_sealed_key(key).1, &mut found).unwrap();
+            let count = count as usize;
+            assert_eq!(found.len() - before, count);
+            assert!(count <= SEALED_BLOCK_ROWS);
+            let ids: Vec<i64> = found[before..].iter().map(|row| row.id).collect();
+            assert!(ids.is_sorted(), "a sealed block is in id order");
+        }
+        found
+    }
+
+    fn sorted(mut rows: Vec<BlockRow>) -> Vec<BlockRow> {
+        rows.sort_by_key(|row| row.id);
+        rows
+    }
+
+    fn pairs(conn: &Connection, sql: &str) -> Vec<(i64, u32, u32)> {
+        let mut statement = conn.prepare(sql).unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn a_bulk_hour_is_sealed_with_postings_and_counts_and_late_rows_append_chunks() {
+        let (_dir, mut conn) = database();
+        let first = rows(HOUR, 1_000);
+        let late = rows(HOUR, 300).into_iter().map(|row| BlockRow { id: row.id + 500, ..row }).collect::<Vec<_>>();
+        let tx = conn.transaction().unwrap();
+        write_sealed_hour(&tx, HOUR, &mut first.clone(), true).unwrap();
+        write_sealed_hour(&tx, HOUR, &mut late.clone(), true).unwrap();
+        tx.commit().unwrap();
+        let mut all = first.clone();
+        all.extend(&late);
+        assert_eq!(sorted(sealed(&conn, HOUR)), sorted(all.clone()));
+        // Each client's second write went after its first write's chunks.
+        let chunks: Vec<(i64, u32, u32)> = pairs(&conn, "SELECT key, 0, 0 FROM log_sealed ORDER BY key")
+            .into_iter()
+            .map(|(key, ..)| block::split_sealed_key(key))
+            .collect();
+        assert_eq!(chunks.iter().filter(|(_, client, _)| *client == 1).count(), 2 + 1);
+        assert_eq!(chunks.iter().filter(|(_, client, _)| *client == 1).map(|c| c.2).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(
+            pairs(&conn, "SELECT hour, name_id, client_id FROM log_name_postings ORDER BY 1, 2, 3"),
+            [(HOUR, 1, 1), (HOUR, 1, 2), (HOUR, 2, 1), (HOUR, 2, 2)]
+        );
+        assert_eq!(
+            pairs(&conn, "SELECT hour, outcome_id, client_id FROM log_outcome_postings ORDER BY 1, 2, 3"),
+            [(HOUR, 2, 1), (HOUR, 2, 2), (HOUR, 3, 1), (HOUR, 3, 2)]
+        );
+        let hourly: Vec<(String, String, String, i64)> = conn
+            .prepare("SELECT group_name, category, decision, count FROM log_hourly ORDER BY 1, 2, 3")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let expect = |client: u32, outcome: u32| {
+            all.iter().filter(|r| r.client == client && r.outcome == outcome).count() as i64
+        };
+        let wanted = vec![
+            (String::new(), String::new(), "allowed".into(), expect(2, 1)),
+            (String::new(), "games".into(), "blocked".into(), expect(2, 2)),
+            (String::new(), "social".into(), "allowed".into(), expect(2, 3)),
+            ("pupils".into(), String::new(), "allowed".into(), expect(1, 1)),
+            ("pupils".into(), "games".into(), "blocked".into(), expect(1, 2)),
+            ("pupils".into(), "social".into(), "allowed".into(), expect(1, 3)),
+        ];
+        assert_eq!(hourly, wanted);
+        assert_eq!(hourly.iter().map(|h| h.3).sum::<i64>(), 1_300);
+        let blocked: i64 = conn
+            .query_row(
+                "SELECT sum(count) FROM log_hourly_blocked WHERE category = 'games' AND name_id = 2",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(blocked, all.iter().filter(|row| row.outcome == 2).count() as i64);
+    }
+
+    #[test]
+    fn sealing_moves_fresh_hours_before_the_given_one_only() {
+        let (_dir, mut conn) = database();
+        let (early, later, current) = (rows(HOUR, 600), rows(HOUR + 1, 400), rows(HOUR + 2, 50));
+        for (hour, rows) in [(HOUR, &early), (HOUR + 1, &later), (HOUR + 2, &current)] {
+            for part in rows.chunks(170) {
+                let mut data = Vec::new();
+                block::encode(part, true, &mut data);
+                conn.execute(
+                    "INSERT INTO log_fresh (hour, last_row_id, data) VALUES (?1, ?2, ?3)",
+                    params![hour, part.last().unwrap().id, data],
+                )
+                .unwrap();
+            }
+        }
+        assert_eq!(seal_before(&mut conn, HOUR + 2).unwrap(), 1_000);
+        assert_eq!(sorted(sealed(&conn, HOUR)), sorted(early));
+        assert_eq!(sorted(sealed(&conn, HOUR + 1)), sorted(later));
+        assert!(sealed(&conn, HOUR + 2).is_empty());
+        let fresh: Vec<i64> = conn
+            .prepare("SELECT DISTINCT hour FROM log_fresh")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(fresh, [HOUR + 2]);
+        let posted: i64 =
+            conn.query_row("SELECT count(DISTINCT hour) FROM log_name_postings", [], |row| row.get(0)).unwrap();
+        assert_eq!(posted, 2);
+        // Sealing counts nothing: fresh rows were counted when written.
+        let counted: i64 = conn.query_row("SELECT count(*) FROM log_hourly", [], |row| row.get(0)).unwrap();
+        assert_eq!(counted, 0);
+        assert_eq!(seal_before(&mut conn, HOUR + 2).unwrap(), 0, "sealing again finds nothing");
+    }
+}
