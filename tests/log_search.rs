@@ -3,26 +3,45 @@
 //! and fresh hours (mixed blocks decoded whole), each result checked
 //! against a brute-force filter of `read::rows_between`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hedgerow::store::block::{self, BlockRow};
+use hedgerow::store::devices::{Device, upsert_device};
 use hedgerow::store::read::{count_rows, rows_between};
+use hedgerow::store::record::QueryRecord;
 use hedgerow::store::schema::MIGRATIONS;
 use hedgerow::store::search::{LogRow, Search, search, tail};
-use hedgerow::store::time::{DAY_MS, day_number, parse_utc};
+use hedgerow::store::time::{DAY_MS, day_number, now_ms, parse_utc};
+use hedgerow::store::{LogSettings, Privacy, QueryLog};
 use rusqlite::{Connection, params};
 
 const HOUR_MS: i64 = 3_600_000;
 
-/// `search`'s answer, by brute force over every row.
+/// `search`'s answer, by brute force over every row: the matching rows,
+/// newest first by time, then id; after `before_id`, below that row if it
+/// is one of them, else below its id's time.
 fn expected(all: &[LogRow], query: &Search) -> Vec<LogRow> {
+    let mut rows = matching(all, query);
+    rows.sort_by(|a, b| (b.time_ms, b.id).cmp(&(a.time_ms, a.id)));
+    if let Some(before) = query.before_id {
+        let id_time = block::id_time_ms(before);
+        let position = rows.iter().find(|row| row.id == before).map_or((id_time, before), |row| (row.time_ms, row.id));
+        rows.retain(|row| (row.time_ms, row.id) < position);
+    }
+    rows.truncate(query.limit);
+    rows
+}
+
+/// The rows matching `query`'s filters and window, in `all`'s order.
+fn matching(all: &[LogRow], query: &Search) -> Vec<LogRow> {
     fn text(value: &Option<String>) -> Option<&str> {
         value.as_deref().map(str::trim).filter(|value| !value.is_empty())
     }
-    let mut rows: Vec<LogRow> = all
-        .iter()
+    all.iter()
         .filter(|row| match text(&query.client) {
             None => true,
             Some(client) => match client.parse::<IpAddr>() {
@@ -45,19 +64,15 @@ fn expected(all: &[LogRow], query: &Search) -> Vec<LogRow> {
         .filter(|row| text(&query.decision).is_none_or(|decision| row.decision == decision))
         .filter(|row| query.since_ms.is_none_or(|since| row.time_ms >= since))
         .filter(|row| query.until_ms.is_none_or(|until| row.time_ms < until))
-        .filter(|row| query.before_id.is_none_or(|before| row.id < before))
         .cloned()
-        .collect();
-    rows.sort_by(|a, b| b.id.cmp(&a.id));
-    rows.truncate(query.limit);
-    rows
+        .collect()
 }
 
 /// Every page of `query`, following `before_id` until a page comes back
 /// empty; the pages must have no row twice and no gap.
-fn all_pages(db: &Path, query: &Search) -> Vec<LogRow> {
+fn all_pages(db: &Path, query: &Search, expected_rows: usize) -> Vec<LogRow> {
     let mut rows: Vec<LogRow> = Vec::new();
-    loop {
+    for _ in 0..=expected_rows / query.limit + 1 {
         let page = search(db, &Search { before_id: rows.last().map(|row| row.id), ..query.clone() }).unwrap();
         assert!(page.len() <= query.limit);
         if page.is_empty() {
@@ -65,6 +80,7 @@ fn all_pages(db: &Path, query: &Search) -> Vec<LogRow> {
         }
         rows.extend(page);
     }
+    panic!("{query:?}: more pages than rows: paging went round in a loop");
 }
 
 // A database built by hand, as schema 6 lays it out ---------------------------
@@ -352,8 +368,8 @@ fn pages_have_no_duplicates_and_no_gaps_across_sealed_and_fresh_hours() {
         },
     ];
     for query in queries {
-        let paged = all_pages(&built.db, &query);
         let whole = expected(&all, &Search { limit: usize::MAX, ..query.clone() });
+        let paged = all_pages(&built.db, &query, whole.len());
         assert!(whole.len() > query.limit, "{query:?}: too few rows to page");
         assert_eq!(paged, whole, "{query:?}");
     }
@@ -384,4 +400,175 @@ fn tail_gives_the_newest_rows_oldest_first_and_follows() {
     assert_eq!(tail(&built.db, all[from].id, 7).unwrap(), all[all.len() - 7..].to_vec());
     assert!(tail(&built.db, all.last().unwrap().id, 10).unwrap().is_empty());
     assert_eq!(tail(&built.db, 0, usize::MAX).unwrap(), all);
+}
+
+// Rows written through QueryLog -----------------------------------------------
+
+/// A decision with its category and list, as the DNS path hands them over.
+const DECISIONS_WRITTEN: [(&str, Option<&str>, u16); 6] = [
+    ("allowed", None, 0),
+    ("blocked", Some("games"), 3),
+    ("allowed", Some("social-media"), 0),
+    ("blocked", Some("gambling"), 3),
+    ("safesearch", None, 0),
+    ("bypass", None, 3),
+];
+
+/// (address, group): pupils with and without a device name, staff, and
+/// guests (hashed: their client text changes by day).
+const ADDRESSES: [(&str, &str); 6] = [
+    ("10.1.0.5", "pupil"),
+    ("10.1.0.6", "pupil"),
+    ("10.1.0.7", "pupil"),
+    ("::ffff:10.2.0.9", "staff"),
+    ("10.9.0.20", "guest"),
+    ("10.9.0.21", "guest"),
+];
+
+fn record(random: &mut Random, time_ms: i64) -> QueryRecord {
+    let skewed = |random: &mut Random, n: usize| {
+        let top = random.below(n as u64) + 1;
+        random.below(top) as usize
+    };
+    let (client, group) = ADDRESSES[skewed(random, ADDRESSES.len())];
+    let (decision, category, response_code) = DECISIONS_WRITTEN[skewed(random, DECISIONS_WRITTEN.len())];
+    QueryRecord {
+        time_ms,
+        client: client.parse().unwrap(),
+        network: Some(Arc::from(format!("{group}-vlan"))),
+        group: Some(Arc::from(group)),
+        name: NAMES[skewed(random, NAMES.len())].to_string(),
+        record_type: [1, 28, 65][random.below(3) as usize],
+        decision,
+        category: category.map(Arc::from),
+        list: category.map(|category| Arc::from(format!("hedgerow-{category}"))),
+        response_code,
+        upstream_ms: (random.below(3) == 0).then(|| random.below(300) as u32),
+        cache_hit: random.below(2) == 0,
+        stage: Some(if category.is_some() { "blocklist" } else { "upstream" }),
+        reason: category.map(|category| Cow::Owned(format!("in {category}"))),
+    }
+}
+
+fn device(ip: &str, name: &str, owner: &str) -> Device {
+    Device {
+        ip: Some(ip.parse().unwrap()),
+        mac: None,
+        name: name.into(),
+        owner: Some(owner.into()),
+        group: None,
+        source: "manual".into(),
+    }
+}
+
+#[test]
+fn searches_over_rows_the_writer_wrote_match_brute_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hedgerow.db");
+    upsert_device(&db, &device("10.1.0.5", "LIB-PC-01", "Library")).unwrap();
+    upsert_device(&db, &device("10.1.0.6", "Y7-iPad-12", "Jane Smith")).unwrap();
+    let settings = LogSettings { guest_privacy: Privacy::Hash, batch_max: 300, ..LogSettings::default() };
+    let log = QueryLog::open(&db, settings).unwrap();
+    let now = now_ms();
+    let this_hour = now.div_euclid(HOUR_MS) * HOUR_MS;
+    let start = this_hour - 3 * DAY_MS;
+    let mut random = Random(0x2545_f491_4f6c_dd1d);
+    // Three days in arrival order (sealed as the hours end)...
+    let mut times: Vec<i64> = (0..4_000).map(|_| start + random.below((this_hour - start) as u64) as i64).collect();
+    times.sort_unstable();
+    let mut written = 0;
+    for time in times {
+        log.record(record(&mut random, time));
+        written += 1;
+    }
+    log.flush();
+    // ...rows arriving late for an hour already sealed (sealed again, in
+    // chunks after the first ones)...
+    let late_hour = this_hour - 30 * HOUR_MS;
+    for n in 0..60 {
+        log.record(record(&mut random, late_hour + n * 50_000));
+        written += 1;
+    }
+    log.flush();
+    // ...and the current hour, not over, so still fresh.
+    for n in 0..300 {
+        log.record(record(&mut random, this_hour + (now - this_hour) * n / 300));
+        written += 1;
+    }
+    log.close();
+
+    let conn = Connection::open(&db).unwrap();
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |row| row.get(0)).unwrap() };
+    assert!(count("SELECT count(*) FROM log_sealed") > 0);
+    assert!(count("SELECT count(DISTINCT hour) FROM log_name_postings") > 48, "the past hours are sealed");
+    if (now_ms() - 60_000).div_euclid(HOUR_MS) < now.div_euclid(HOUR_MS) {
+        assert!(count("SELECT count(*) FROM log_fresh") > 0, "the current hour is fresh");
+    }
+
+    let all = rows_between(&db, i64::MIN, i64::MAX).unwrap();
+    assert_eq!(all.len(), written);
+    assert_eq!(count_rows(&db).unwrap(), written as u64);
+    // Tail follows arrival (ids): the late rows come after the rows of the
+    // hours before them.
+    let mut by_id = all.clone();
+    by_id.sort_by_key(|row| row.id);
+    assert_ne!(by_id, all, "some rows arrived late");
+    assert_eq!(tail(&db, 0, usize::MAX).unwrap(), by_id);
+    assert_eq!(tail(&db, by_id[by_id.len() - 200].id, 1_000).unwrap(), by_id[by_id.len() - 199..].to_vec());
+    let guest = all.iter().find(|row| row.client.starts_with("anon-")).expect("hashed guests").client.clone();
+
+    let windows = [
+        (None, None),
+        (Some(this_hour - HOUR_MS), Some(this_hour)),
+        (Some(this_hour - DAY_MS), None),
+        (Some(late_hour), Some(late_hour + HOUR_MS)),
+        (Some(start + 5 * HOUR_MS + 17), Some(this_hour - 40 * HOUR_MS)),
+    ];
+    let clients = [None, Some("10.1.0.5"), Some("10.2.0.9"), Some("y7-ipad-12"), Some("LIBRARY"), Some(guest.as_str())];
+    let names = [None, Some("example.com"), Some("www.games.net"), Some("games.net")];
+    let outcomes = [(None, None), (Some("games"), None), (None, Some("blocked")), (Some("games"), Some("blocked"))];
+    let outcomes = outcomes.into_iter().chain([(Some("social-media"), Some("allowed")), (None, Some("allowed"))]);
+    let outcomes: Vec<_> = outcomes.collect();
+    let mut nonempty = 0;
+    for (since_ms, until_ms) in windows {
+        for client in clients {
+            for name in names {
+                for (category, decision) in outcomes.iter().copied() {
+                    let query = Search {
+                        client: client.map(String::from),
+                        name: name.map(String::from),
+                        category: category.map(String::from),
+                        decision: decision.map(String::from),
+                        since_ms,
+                        until_ms,
+                        limit: 20,
+                        before_id: None,
+                    };
+                    let found = search(&db, &query).unwrap();
+                    assert_eq!(found, expected(&all, &query), "{query:?}");
+                    nonempty += usize::from(!found.is_empty());
+                }
+            }
+        }
+    }
+    assert!(nonempty > 200, "only {nonempty} searches found rows");
+
+    for query in [
+        Search { limit: 61, ..Search::default() },
+        Search { client: Some("LIB-PC-01".into()), limit: 17, ..Search::default() },
+        Search { name: Some("games.net".into()), limit: 9, ..Search::default() },
+        Search { category: Some("gambling".into()), limit: 4, ..Search::default() },
+        Search { decision: Some("allowed".into()), since_ms: Some(late_hour), limit: 40, ..Search::default() },
+        // One row a page: every late row ends a page once.
+        Search {
+            since_ms: Some(late_hour - HOUR_MS),
+            until_ms: Some(late_hour + HOUR_MS),
+            limit: 1,
+            ..Search::default()
+        },
+    ] {
+        let whole = expected(&all, &Search { limit: usize::MAX, ..query.clone() });
+        assert!(whole.len() > query.limit, "{query:?}: too few rows to page");
+        assert_eq!(all_pages(&db, &query, whole.len()), whole, "{query:?}");
+    }
 }

@@ -23,8 +23,8 @@ use super::search::LogRow;
 use super::writer::HOUR_MS;
 use crate::name::reversed_name;
 
-/// Every row with `from_ms <= time_ms < to_ms`, oldest first (by id, which
-/// sorts as time does).
+/// Every row with `from_ms <= time_ms < to_ms`, oldest first (by time,
+/// then id).
 pub fn rows_between(db: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<LogRow>, StoreError> {
     let conn = schema::open(db, Purpose::Read)?;
     let blocks = Blocks::new(&conn, db);
@@ -34,7 +34,7 @@ pub fn rows_between(db: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<LogRow>, 
         blocks.fresh(hours, &mut rows)?;
     }
     rows.retain(|row| (from_ms..to_ms).contains(&row.time_ms));
-    rows.sort_unstable_by_key(|row| row.id);
+    rows.sort_unstable_by_key(|row| (row.time_ms, row.id));
     let mut dictionaries = Dictionaries::new(&conn, db);
     rows.iter().map(|row| dictionaries.log_row(row)).collect()
 }
@@ -365,7 +365,7 @@ mod tests {
     }
 
     #[test]
-    fn rows_between_reads_sealed_and_fresh_blocks_in_id_order() {
+    fn rows_between_reads_sealed_and_fresh_blocks_in_time_order() {
         let (_dir, path, all) = database();
         let rows = rows_between(&path, i64::MIN, i64::MAX).unwrap();
         assert_eq!(rows.iter().map(|row| row.id).collect::<Vec<_>>(), all.iter().map(|row| row.id).collect::<Vec<_>>());

@@ -25,10 +25,14 @@
 //! The walk stops after the hour in which the page filled. An hour without a
 //! candidate costs an index seek or two, and hours after the filtered
 //! names' or clients' last use (their `last_day`) are not visited. Rows come
-//! newest first by id (ids sort as time does, [`block::row_id`]); a page
-//! after `before_id` holds the rows with smaller ids.
+//! newest first by time, then id. A page after `before_id` starts below
+//! that row, found first in its id's hour (a row's id says when it was
+//! written, [`block::row_id`]; only a row written late sits in an earlier
+//! hour, and is looked for further back); a row that is gone (retention) or
+//! not of this search stands at its id's time.
 
 use std::net::IpAddr;
+use std::ops::Range;
 use std::path::Path;
 
 use rusqlite::Connection;
@@ -61,7 +65,7 @@ pub struct Search {
     pub until_ms: Option<i64>,
     pub limit: usize,
     /// Paging: the `id` of the last row of the previous page. The next page
-    /// holds the rows after it in newest-first order (by id, which sorts as time does).
+    /// holds the rows after it in newest-first order (time, then id).
     pub before_id: Option<i64>,
 }
 
@@ -231,7 +235,8 @@ pub fn rcode_name(code: u16) -> String {
 /// (one range scan) rather than with one index seek each.
 const NAME_SEEKS_MAX: usize = 500;
 
-/// The rows matching every given filter, newest first (by id), at most `limit`.
+/// The rows matching every given filter, newest first (by time, then id),
+/// at most `limit`.
 pub fn search(db: &Path, query: &Search) -> Result<Vec<LogRow>, StoreError> {
     let filters = Filters::parse(query).map_err(StoreError::Invalid)?;
     let conn = schema::open(db, Purpose::Read)?;
@@ -241,46 +246,100 @@ pub fn search(db: &Path, query: &Search) -> Result<Vec<LogRow>, StoreError> {
     let blocks = Blocks::new(&conn, db);
     let since = query.since_ms.unwrap_or(i64::MIN);
     let mut until = query.until_ms.unwrap_or(i64::MAX);
-    let before_id = query.before_id.unwrap_or(i64::MAX);
     if let Some(id) = query.before_id {
-        // An id is never below its row's time_ms * 1000 (block::row_id).
-        until = until.min(block::id_time_ms(id.saturating_sub(1)).saturating_add(1));
+        // A row's time is never after its id's (block::row_id).
+        until = until.min(block::id_time_ms(id).saturating_add(1));
     }
     let Some(mut hours) = read::clamp(blocks.hours()?, since, until) else { return Ok(Vec::new()) };
     let Some(plan) = Plan::new(&conn, db, &filters, query.since_ms)? else { return Ok(Vec::new()) };
     if let Some(newest) = plan.newest_hour {
         hours.end = hours.end.min(newest + 1);
     }
-    let oldest_fresh = blocks.oldest_fresh_hour()?;
-    let mut found: Vec<BlockRow> = Vec::new();
-    let mut hour_rows = Vec::new();
-    for hour in hours.rev() {
-        hour_rows.clear();
-        if oldest_fresh.is_some_and(|oldest| hour >= oldest) {
-            blocks.fresh(hour..hour + 1, &mut hour_rows)?;
-        }
-        plan.sealed(&blocks, hour, &mut hour_rows)?;
-        found.extend(
-            hour_rows
-                .iter()
-                .filter(|row| row.id < before_id && (since..until).contains(&row.time_ms) && plan.keeps(row)),
-        );
-        // The hour is done: a page never splits an hour's rows by where
-        // their blocks happened to be.
-        if found.len() >= query.limit {
-            break;
-        }
-    }
-    found.sort_unstable_by(|a, b| b.id.cmp(&a.id));
-    found.truncate(query.limit);
+    let walk =
+        Walk { blocks: &blocks, plan: &plan, window: since..until, hours, oldest_fresh: blocks.oldest_fresh_hour()? };
+    let rows = match query.before_id {
+        None => walk.run(Cursor::None, query.limit)?,
+        Some(id) => match walk.run(Cursor::Find(id), query.limit)? {
+            Some(rows) => Some(rows),
+            // Gone (retention: its hour is no longer walked), or not a row of
+            // this search (found nowhere in the window): its id's time.
+            None => walk.run(Cursor::At(block::id_time_ms(id), id), query.limit)?,
+        },
+    };
     let mut dictionaries = Dictionaries::new(&conn, db);
-    found.iter().map(|row| dictionaries.log_row(row)).collect()
+    rows.unwrap_or_default().iter().map(|row| dictionaries.log_row(row)).collect()
+}
+
+/// Where a page starts.
+#[derive(Debug, Clone, Copy)]
+enum Cursor {
+    /// The newest rows.
+    None,
+    /// The rows after this one (newest first): where it is, is found first.
+    Find(i64),
+    /// The rows before this time and id.
+    At(i64, i64),
+}
+
+/// A search's walk over its hours, newest first.
+struct Walk<'a> {
+    blocks: &'a Blocks<'a>,
+    plan: &'a Plan,
+    window: Range<i64>,
+    hours: Range<i64>,
+    oldest_fresh: Option<i64>,
+}
+
+impl Walk<'_> {
+    /// Up to `limit` matching rows after `cursor`, newest first; `None` when
+    /// the cursor's row is not a row of this search.
+    fn run(&self, cursor: Cursor, limit: usize) -> Result<Option<Vec<BlockRow>>, StoreError> {
+        let matches = |row: &BlockRow| self.window.contains(&row.time_ms) && self.plan.keeps(row);
+        let (mut looking_for, mut position) = match cursor {
+            Cursor::None => (None, (i64::MAX, i64::MAX)),
+            Cursor::Find(id) => (Some(id), (i64::MAX, i64::MAX)),
+            Cursor::At(time_ms, id) => (None, (time_ms, id)),
+        };
+        let mut found: Vec<BlockRow> = Vec::new();
+        let mut hour_rows = Vec::new();
+        for hour in self.hours.clone().rev() {
+            hour_rows.clear();
+            if self.oldest_fresh.is_some_and(|oldest| hour >= oldest) {
+                self.blocks.fresh(hour..hour + 1, &mut hour_rows)?;
+            }
+            self.plan.sealed(self.blocks, hour, &mut hour_rows)?;
+            if let Some(id) = looking_for {
+                // No row of a later hour comes after the cursor's row.
+                match hour_rows.iter().find(|row| row.id == id && matches(row)) {
+                    None => continue,
+                    Some(row) => {
+                        position = (row.time_ms, row.id);
+                        looking_for = None;
+                    }
+                }
+            }
+            found.extend(hour_rows.iter().filter(|row| (row.time_ms, row.id) < position && matches(row)));
+            // The hour is done: a page never splits an hour's rows by where
+            // their blocks happened to be.
+            if found.len() >= limit {
+                break;
+            }
+        }
+        if looking_for.is_some() {
+            return Ok(None);
+        }
+        found.sort_unstable_by(|a, b| (b.time_ms, b.id).cmp(&(a.time_ms, a.id)));
+        found.truncate(limit);
+        Ok(Some(found))
+    }
 }
 
 /// The newest rows after `after_id`, at most `limit`, oldest first. A
 /// follower passes the last id it printed; if more than `limit` rows arrived
 /// meanwhile it skips to the newest ones. `after_id = 0` gives the last
-/// `limit` rows.
+/// `limit` rows. Order and `after_id` are by id, that is by arrival; rows
+/// are looked for from the hour of `after_id`'s time on, so a row written
+/// late into an earlier hour (the clock stepped back) is left to `search`.
 pub fn tail(db: &Path, after_id: i64, limit: usize) -> Result<Vec<LogRow>, StoreError> {
     let conn = schema::open(db, Purpose::Read)?;
     let blocks = Blocks::new(&conn, db);
