@@ -572,3 +572,58 @@ fn searches_over_rows_the_writer_wrote_match_brute_force() {
         assert_eq!(all_pages(&db, &query, whole.len()), whole, "{query:?}");
     }
 }
+
+/// A name with more subdomains than are worth one index seek each: the
+/// hour's postings are scanned instead, with the same answer.
+#[test]
+fn a_name_with_hundreds_of_subdomains_is_found_through_the_postings() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hedgerow.db");
+    let log = QueryLog::open(&db, LogSettings { batch_max: 500, ..LogSettings::default() }).unwrap();
+    let this_hour = now_ms().div_euclid(HOUR_MS) * HOUR_MS;
+    let mut random = Random(0x0123_4567_89ab_cdef);
+    let mut written = 0;
+    for n in 0..3_000i64 {
+        let time_ms = this_hour - 5 * HOUR_MS + n * (5 * HOUR_MS) / 3_000;
+        let mut row = record(&mut random, time_ms);
+        row.name = match n % 4 {
+            0 | 1 => format!("host{}.cdn.example.net", n % 701),
+            // Neighbours of the range that must not match.
+            2 => ["example-cdn.net", "notexample.net", "example.network"][(n % 3) as usize].to_string(),
+            _ => row.name,
+        };
+        log.record(row);
+        written += 1;
+    }
+    log.close();
+
+    let all = rows_between(&db, i64::MIN, i64::MAX).unwrap();
+    assert_eq!(all.len(), written);
+    let conn = Connection::open(&db).unwrap();
+    let names: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM log_names WHERE rname >= 'net.example.' AND rname < 'net.example/'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(names > 500, "{names} names under example.net: too few to take the scanning path");
+    for query in [
+        Search { name: Some("example.net".into()), limit: 30, ..Search::default() },
+        Search { name: Some("cdn.example.net".into()), client: Some("10.1.0.6".into()), ..Search::default() },
+        Search {
+            name: Some("example.net".into()),
+            decision: Some("blocked".into()),
+            since_ms: Some(this_hour - 3 * HOUR_MS),
+            until_ms: Some(this_hour - HOUR_MS),
+            ..Search::default()
+        },
+    ] {
+        let found = search(&db, &query).unwrap();
+        assert!(!found.is_empty(), "{query:?}");
+        assert_eq!(found, expected(&all, &query), "{query:?}");
+    }
+    let query = Search { name: Some("example.net".into()), limit: 37, ..Search::default() };
+    let whole = expected(&all, &Search { limit: usize::MAX, ..query.clone() });
+    assert_eq!(all_pages(&db, &query, whole.len()), whole);
+}
