@@ -39,7 +39,6 @@ pub(crate) fn upgrade(conn: &mut Connection, path: &Path) -> Result<u64, StoreEr
     if has_rows.is_some() {
         tracing::info!(db = %path.display(), "query log: converting the old query log to the block format");
     }
-    let mut dict = Dictionary::default();
     let mut converted = 0u64;
     let mut last_id = 0;
     loop {
@@ -69,6 +68,9 @@ pub(crate) fn upgrade(conn: &mut Connection, path: &Path) -> Result<u64, StoreEr
             break;
         };
         let hour = first.div_euclid(HOUR_MS);
+        // A new dictionary each step: another process may have interned
+        // (and taken ids) between this process's steps.
+        let mut dict = Dictionary::default();
         let mut rows =
             hour_rows(&tx, &mut dict, hour, &mut last_id).map_err(failed("convert an hour of the old query log"))?;
         seal::write_sealed_hour(&tx, hour, &mut rows, true).map_err(failed("write an hour of the converted log"))?;
