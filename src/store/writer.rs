@@ -96,6 +96,10 @@ impl Writer {
             cache_mib * 1024
         ))
         .map_err(StoreError::sqlite(path, "configure the query-log connection"))?;
+        if let Some(pages) = settings.max_pages {
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                .map_err(StoreError::sqlite(path, "cap the database's size"))?;
+        }
         let last_id = last_row_id(&conn).map_err(StoreError::sqlite(path, "read the query log's last row id"))?;
         let mut writer = Writer {
             conn,
