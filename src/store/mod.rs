@@ -36,6 +36,7 @@
 pub mod audit;
 pub mod block;
 pub mod changes;
+pub mod counts;
 pub mod devices;
 pub mod leases;
 pub mod log;

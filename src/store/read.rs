@@ -101,6 +101,19 @@ impl<'c> Blocks<'c> {
         Ok(oldest.zip(newest).map(|(oldest, newest)| oldest..newest + 1))
     }
 
+    pub(crate) fn connection(&self) -> &'c Connection {
+        self.conn
+    }
+
+    pub(crate) fn path(&self) -> &'c Path {
+        self.path
+    }
+
+    /// The oldest hour with fresh blocks (no hour before it has any).
+    pub(crate) fn oldest_fresh_hour(&self) -> Result<Option<i64>, StoreError> {
+        self.conn.query_row("SELECT min(hour) FROM log_fresh", [], |row| row.get(0)).map_err(self.failed())
+    }
+
     /// Appends the rows of every fresh block of `hours`.
     pub(crate) fn fresh(&self, hours: Range<i64>, out: &mut Vec<BlockRow>) -> Result<(), StoreError> {
         self.fresh_after(hours, i64::MIN, out)
