@@ -217,3 +217,78 @@ fn next_id(conn: &Connection, table: &'static str, next: &mut Option<u32>) -> ru
 fn too_many(table: &'static str) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(format!("{table} has run out of ids").into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema::{self, Purpose};
+
+    fn client(name: &str) -> ClientFields<'_> {
+        ClientFields { client: name, device: "LIB-PC-01", owner: "", network: "lan", group: "pupil" }
+    }
+
+    #[test]
+    fn ids_are_stable_last_day_moves_on_and_retention_deletes_come_back_with_the_same_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = schema::open(&dir.path().join("log.db"), Purpose::Log).unwrap();
+        let mut dict = Dictionary::default();
+        let a = dict.name(&conn, "com.example", 10).unwrap();
+        let b = dict.name(&conn, "com.example.www", 10).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(dict.name(&conn, "com.example", 10).unwrap(), a);
+        let c = dict.client(&conn, client("10.0.0.1"), 10).unwrap();
+        let last_day = |table: &str, id: u32| -> Option<i64> {
+            conn.query_row(&format!("SELECT last_day FROM {table} WHERE id = ?1"), [id], |row| row.get(0))
+                .optional()
+                .unwrap()
+        };
+        // A later day is written once, on first use.
+        assert_eq!(dict.name(&conn, "com.example", 12).unwrap(), a);
+        assert_eq!(last_day("log_names", a), Some(12));
+        assert_eq!(last_day("log_names", b), Some(10));
+        // Retention deletes what was last used before its cutoff; the
+        // writer's next use re-creates it with the same id.
+        conn.execute_batch("DELETE FROM log_names WHERE last_day < 11; DELETE FROM log_clients;").unwrap();
+        assert_eq!(dict.name(&conn, "com.example.www", 13).unwrap(), b);
+        assert_eq!(last_day("log_names", b), Some(13));
+        assert_eq!(dict.client(&conn, client("10.0.0.1"), 13).unwrap(), c);
+        assert_eq!(last_day("log_clients", c), Some(13));
+        // A new name never takes an id the maps hold, even after the
+        // highest row was deleted.
+        conn.execute("DELETE FROM log_names WHERE id = ?1", [b]).unwrap();
+        let d = dict.name(&conn, "org.other", 13).unwrap();
+        assert!(d > b);
+        // After a rollback the maps are forgotten and read back from the table.
+        dict.forget();
+        assert_eq!(dict.name(&conn, "com.example", 14).unwrap(), a);
+        assert_eq!(last_day("log_names", a), Some(14));
+        let same = dict
+            .outcome(
+                &conn,
+                OutcomeFields {
+                    decision: "blocked",
+                    category: "games",
+                    list: "g",
+                    stage: "",
+                    reason: "",
+                    response_code: 3,
+                },
+            )
+            .unwrap();
+        dict.forget();
+        let again = dict
+            .outcome(
+                &conn,
+                OutcomeFields {
+                    decision: "blocked",
+                    category: "games",
+                    list: "g",
+                    stage: "",
+                    reason: "",
+                    response_code: 3,
+                },
+            )
+            .unwrap();
+        assert_eq!(same, again);
+    }
+}

@@ -14,19 +14,20 @@
 //!   years and are all the annual review reads.
 //!
 //! ```text
-//! DNS path --record()--> bounded channel --> writer thread --batch txn--> query_log
+//! DNS path --record()--> bounded channel --> writer thread --batch txn--> log_fresh (one block per hour)
 //!                        (full: drop+count)   attributes client IP -> device (devices table)
 //!                                             applies guest privacy
-//!                                             notes name_hours, client_labels (for search)
-//! retention thread (hourly): roll_up(complete UTC days) -> daily_* tables
-//!                            then delete raw rows older than retention, 5,000 per txn
+//!                                             interns names, clients, outcomes (dict)
+//!                                             adds log_hourly / log_hourly_blocked (same txn)
+//!                                             seals ended hours -> log_sealed + postings (seal)
+//! retention thread (hourly): roll_up(complete, sealed UTC days) -> daily_* tables
+//!                            then delete whole hours older than retention, one per txn
 //! search / tail / annual_review: their own read connections (WAL readers never block the writer)
 //! ```
 //!
-//! The log's indexes are chosen for the writer: each new row adds index
-//! entries in few places (time, client address, and for the rare non-allowed
-//! rows decision and category). Names and device labels are found through
-//! small sighting tables instead of per-row indexes ([`search`]).
+//! Rows are packed into blocks with dictionary ids ([`block`]): about 10
+//! bytes a row instead of about 150. Names and outcomes are found through
+//! the sealed hours' postings, counts through the hourly roll-ups.
 //!
 //! The schema is built by numbered migrations in `src/store/migrations/`, never
 //! edited once released; `PRAGMA user_version` records how far a file has got

@@ -33,6 +33,8 @@ const ADD_HOURLY_BLOCKED: &str = "INSERT INTO log_hourly_blocked (hour, client_i
 /// `log_hourly` / `log_hourly_blocked` (the bulk path: the writer's own rows
 /// were counted when written fresh). Blocks go after the highest chunk a
 /// client already has in the hour. `rows` is left sorted by client, then id.
+// `&mut Vec` (not a slice) is the signature the bulk loaders were promised.
+#[allow(clippy::ptr_arg)]
 pub fn write_sealed_hour(
     tx: &Transaction<'_>,
     hour: i64,
@@ -53,8 +55,8 @@ pub fn write_sealed_hour(
         let client = client_rows[0].client;
         let keys = block::client_hour_keys(hour, client);
         let highest: Option<i64> = last_chunk.query_row(params![keys.start, keys.end], |row| row.get(0))?;
-        let mut chunk = highest.map_or(0, |key| block::split_sealed_key(key).2 + 1);
-        for block_rows in client_rows.chunks(SEALED_BLOCK_ROWS) {
+        let first_chunk = highest.map_or(0, |key| block::split_sealed_key(key).2 + 1);
+        for (chunk, block_rows) in (first_chunk..).zip(client_rows.chunks(SEALED_BLOCK_ROWS)) {
             data.clear();
             block::encode(block_rows, false, &mut data);
             insert_sealed.execute(params![
@@ -62,7 +64,6 @@ pub fn write_sealed_hour(
                 block_rows.len() as i64,
                 data.as_slice()
             ])?;
-            chunk += 1;
         }
         for row in client_rows {
             names.push((row.name, client));
@@ -106,14 +107,15 @@ pub(crate) fn add_counts(
             *blocked.entry((row.client, row.name, row.outcome)).or_default() += 1;
         }
     }
-    let mut hourly: HashMap<(Arc<str>, Arc<str>, Arc<str>), i64> = HashMap::new();
+    // (group, category, decision) -> rows.
+    let mut hourly: HashMap<[Arc<str>; 3], i64> = HashMap::new();
     for ((client, outcome), count) in by_client_outcome {
         let group = meanings.group(tx, client)?;
         let outcome = meanings.outcome(tx, outcome)?;
-        *hourly.entry((group, outcome.category.clone(), outcome.decision.clone())).or_default() += count;
+        *hourly.entry([group, outcome.category.clone(), outcome.decision.clone()]).or_default() += count;
     }
     let mut add = tx.prepare_cached(ADD_HOURLY)?;
-    for ((group, category, decision), count) in hourly {
+    for ([group, category, decision], count) in hourly {
         add.execute(params![hour, &*group, &*category, &*decision, count])?;
     }
     let mut blocked_by_category: HashMap<(u32, u32, Arc<str>), i64> = HashMap::new();

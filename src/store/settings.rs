@@ -40,6 +40,10 @@ pub struct LogSettings {
     pub batch_max: usize,
     /// The longest a row waits in a part-filled batch (default 500 ms, at most 1 s).
     pub flush_interval: Duration,
+    /// A cap on the database's size in pages as the writer sees it
+    /// (`PRAGMA max_page_count`), so tests can fill "the disk" where no
+    /// small file system can be mounted. `None` (the default) in service.
+    pub max_pages: Option<u32>,
 }
 
 impl Default for LogSettings {
@@ -51,6 +55,7 @@ impl Default for LogSettings {
             channel_capacity: 65_536,
             batch_max: 10_000,
             flush_interval: Duration::from_millis(500),
+            max_pages: None,
         }
     }
 }

@@ -31,8 +31,14 @@ pub(crate) fn upgrade(conn: &mut Connection, path: &Path) -> Result<u64, StoreEr
     if !has_table(conn, "query_log").map_err(failed("look for the old query log"))? {
         return Ok(0);
     }
-    tracing::info!(db = %path.display(), "query log: converting the old query log to the block format");
-    let mut dict = Dictionary::default();
+    // A new file has the old (empty) tables from migration 0001: no news.
+    let has_rows: Option<i64> = conn
+        .query_row("SELECT 1 FROM query_log LIMIT 1", [], |row| row.get(0))
+        .optional()
+        .map_err(failed("read the old query log"))?;
+    if has_rows.is_some() {
+        tracing::info!(db = %path.display(), "query log: converting the old query log to the block format");
+    }
     let mut converted = 0u64;
     let mut last_id = 0;
     loop {
@@ -62,6 +68,9 @@ pub(crate) fn upgrade(conn: &mut Connection, path: &Path) -> Result<u64, StoreEr
             break;
         };
         let hour = first.div_euclid(HOUR_MS);
+        // A new dictionary each step: another process may have interned
+        // (and taken ids) between this process's steps.
+        let mut dict = Dictionary::default();
         let mut rows =
             hour_rows(&tx, &mut dict, hour, &mut last_id).map_err(failed("convert an hour of the old query log"))?;
         seal::write_sealed_hour(&tx, hour, &mut rows, true).map_err(failed("write an hour of the converted log"))?;
@@ -75,7 +84,13 @@ pub(crate) fn upgrade(conn: &mut Connection, path: &Path) -> Result<u64, StoreEr
     }
     // The old tables' pages are free now; VACUUM is left to the operator
     // (it needs as much free disk as the file).
-    tracing::info!(db = %path.display(), rows = converted, "query log: converted the old query log to the block format");
+    if has_rows.is_some() {
+        tracing::info!(
+            db = %path.display(),
+            rows = converted,
+            "query log: converted the old query log to the block format ({converted} rows); the old tables are dropped"
+        );
+    }
     Ok(converted)
 }
 

@@ -96,6 +96,10 @@ impl Writer {
             cache_mib * 1024
         ))
         .map_err(StoreError::sqlite(path, "configure the query-log connection"))?;
+        if let Some(pages) = settings.max_pages {
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                .map_err(StoreError::sqlite(path, "cap the database's size"))?;
+        }
         let last_id = last_row_id(&conn).map_err(StoreError::sqlite(path, "read the query log's last row id"))?;
         let mut writer = Writer {
             conn,
@@ -441,5 +445,55 @@ mod tests {
         assert_ne!(hashed(&key, ip), hashed(&other, ip));
         assert_ne!(hashed(&key, ip), hashed(&key, "10.0.9.5".parse().unwrap()));
         assert_eq!(hashed(&key, ip).len(), 17);
+    }
+
+    fn record(time_ms: i64, name: &str) -> QueryRecord {
+        QueryRecord {
+            time_ms,
+            client: "10.1.0.5".parse().unwrap(),
+            network: None,
+            group: Some("pupil".into()),
+            name: name.into(),
+            record_type: 1,
+            decision: "allowed",
+            category: None,
+            list: None,
+            response_code: 0,
+            upstream_ms: None,
+            cache_hit: false,
+            stage: None,
+            reason: None,
+        }
+    }
+
+    fn fresh_hours(conn: &Connection) -> Vec<i64> {
+        let mut statement = conn.prepare("SELECT DISTINCT hour FROM log_fresh ORDER BY hour").unwrap();
+        statement.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    /// An hour a writer left fresh (it stopped, or was killed, before the
+    /// hour was over) is sealed when the next writer opens; new ids follow
+    /// the sealed ones.
+    #[test]
+    fn an_hour_left_fresh_is_sealed_at_open_and_ids_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let hour = now_ms().div_euclid(HOUR_MS) - 2;
+        let mut writer = Writer::open(&path, &LogSettings::default(), 8).unwrap();
+        let records: Vec<QueryRecord> =
+            (0..300).map(|n| record(hour * HOUR_MS + 5_000 + n / 3, &format!("n{n}.example"))).collect();
+        writer.write_batch(&records).unwrap();
+        // The batch's own hour may go on in the next batch: still fresh.
+        assert_eq!(fresh_hours(&writer.conn), [hour]);
+        let last_id = writer.last_id;
+        drop(writer);
+
+        let mut writer = Writer::open(&path, &LogSettings::default(), 8).unwrap();
+        assert!(fresh_hours(&writer.conn).is_empty(), "sealed at open");
+        let sealed: i64 = writer.conn.query_row("SELECT sum(rows) FROM log_sealed", [], |row| row.get(0)).unwrap();
+        assert_eq!(sealed, 300);
+        assert_eq!(writer.last_id, last_id, "the last id is read back from the sealed blocks");
+        writer.write_batch(&[record(hour * HOUR_MS + 5_000, "again.example")]).unwrap();
+        assert!(writer.last_id > last_id);
     }
 }
