@@ -116,15 +116,24 @@ impl<'c> Blocks<'c> {
 
     /// Appends the rows of every fresh block of `hours`.
     pub(crate) fn fresh(&self, hours: Range<i64>, out: &mut Vec<BlockRow>) -> Result<(), StoreError> {
-        self.fresh_after(hours, i64::MIN, out)
+        self.fresh_where(hours, i64::MIN, &mut |_| true, out)
     }
 
-    /// Appends the rows of the fresh blocks of `hours` that hold a row with
-    /// an id above `after_id` (with the rows before it in the same block).
-    pub(crate) fn fresh_after(
+    /// Appends the rows of every sealed block with a key in `keys` (see
+    /// [`block::hour_keys`], [`block::client_hour_keys`]).
+    pub(crate) fn sealed(&self, keys: Range<i64>, out: &mut Vec<BlockRow>) -> Result<(), StoreError> {
+        self.sealed_where(keys, &mut |_| true, out)
+    }
+
+    /// Appends the rows `keep` keeps of the fresh blocks of `hours` that
+    /// hold a row with an id above `after_id`. Each block is decoded into a
+    /// small buffer and filtered at once, so an hour of a million rows is
+    /// never held whole.
+    pub(crate) fn fresh_where(
         &self,
         hours: Range<i64>,
         after_id: i64,
+        keep: &mut dyn FnMut(&BlockRow) -> bool,
         out: &mut Vec<BlockRow>,
     ) -> Result<(), StoreError> {
         let mut statement = self
@@ -132,26 +141,36 @@ impl<'c> Blocks<'c> {
             .prepare_cached("SELECT data FROM log_fresh WHERE hour >= ?1 AND hour < ?2 AND last_row_id > ?3")
             .map_err(self.failed())?;
         let mut rows = statement.query([hours.start, hours.end, after_id]).map_err(self.failed())?;
+        let mut decoded = Vec::new();
         while let Some(row) = rows.next().map_err(self.failed())? {
             let data = row.get_ref(0).and_then(|value| Ok(value.as_blob()?)).map_err(self.failed())?;
-            block::decode(data, 0, out).map_err(|error| damaged(self.path, error))?;
+            decoded.clear();
+            block::decode(data, 0, &mut decoded).map_err(|error| damaged(self.path, error))?;
+            out.extend(decoded.iter().filter(|row| keep(row)));
         }
         Ok(())
     }
 
-    /// Appends the rows of every sealed block with a key in `keys` (see
-    /// [`block::hour_keys`], [`block::client_hour_keys`]).
-    pub(crate) fn sealed(&self, keys: Range<i64>, out: &mut Vec<BlockRow>) -> Result<(), StoreError> {
+    /// Appends the rows `keep` keeps of the sealed blocks with a key in `keys`.
+    pub(crate) fn sealed_where(
+        &self,
+        keys: Range<i64>,
+        keep: &mut dyn FnMut(&BlockRow) -> bool,
+        out: &mut Vec<BlockRow>,
+    ) -> Result<(), StoreError> {
         let mut statement = self
             .conn
             .prepare_cached("SELECT key, data FROM log_sealed WHERE key >= ?1 AND key < ?2")
             .map_err(self.failed())?;
         let mut rows = statement.query([keys.start, keys.end]).map_err(self.failed())?;
+        let mut decoded = Vec::new();
         while let Some(row) = rows.next().map_err(self.failed())? {
             let key: i64 = row.get(0).map_err(self.failed())?;
             let data = row.get_ref(1).and_then(|value| Ok(value.as_blob()?)).map_err(self.failed())?;
             let (_, client, _) = block::split_sealed_key(key);
-            block::decode(data, client, out).map_err(|error| damaged(self.path, error))?;
+            decoded.clear();
+            block::decode(data, client, &mut decoded).map_err(|error| damaged(self.path, error))?;
+            out.extend(decoded.iter().filter(|row| keep(row)));
         }
         Ok(())
     }

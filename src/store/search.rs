@@ -294,7 +294,7 @@ impl Walk<'_> {
     /// Up to `limit` matching rows after `cursor`, newest first; `None` when
     /// the cursor's row is not a row of this search.
     fn run(&self, cursor: Cursor, limit: usize) -> Result<Option<Vec<BlockRow>>, StoreError> {
-        let matches = |row: &BlockRow| self.window.contains(&row.time_ms) && self.plan.keeps(row);
+        let mut matches = |row: &BlockRow| self.window.contains(&row.time_ms) && self.plan.keeps(row);
         let (mut looking_for, mut position) = match cursor {
             Cursor::None => (None, (i64::MAX, i64::MAX)),
             Cursor::Find(id) => (Some(id), (i64::MAX, i64::MAX)),
@@ -303,14 +303,15 @@ impl Walk<'_> {
         let mut found: Vec<BlockRow> = Vec::new();
         let mut hour_rows = Vec::new();
         for hour in self.hours.clone().rev() {
+            // The hour's matching rows.
             hour_rows.clear();
             if self.oldest_fresh.is_some_and(|oldest| hour >= oldest) {
-                self.blocks.fresh(hour..hour + 1, &mut hour_rows)?;
+                self.blocks.fresh_where(hour..hour + 1, i64::MIN, &mut matches, &mut hour_rows)?;
             }
-            self.plan.sealed(self.blocks, hour, &mut hour_rows)?;
+            self.plan.sealed(self.blocks, hour, &mut matches, &mut hour_rows)?;
             if let Some(id) = looking_for {
                 // No row of a later hour comes after the cursor's row.
-                match hour_rows.iter().find(|row| row.id == id && matches(row)) {
+                match hour_rows.iter().find(|row| row.id == id) {
                     None => continue,
                     Some(row) => {
                         position = (row.time_ms, row.id);
@@ -318,7 +319,7 @@ impl Walk<'_> {
                     }
                 }
             }
-            found.extend(hour_rows.iter().filter(|row| (row.time_ms, row.id) < position && matches(row)));
+            found.extend(hour_rows.iter().filter(|row| (row.time_ms, row.id) < position));
             // The hour is done: a page never splits an hour's rows by where
             // their blocks happened to be.
             if found.len() >= limit {
@@ -328,8 +329,14 @@ impl Walk<'_> {
         if looking_for.is_some() {
             return Ok(None);
         }
-        found.sort_unstable_by(|a, b| (b.time_ms, b.id).cmp(&(a.time_ms, a.id)));
-        found.truncate(limit);
+        // Newest first; only the page's rows are sorted (an hour with no
+        // filter holds hundreds of thousands).
+        let newest_first = |a: &BlockRow, b: &BlockRow| (b.time_ms, b.id).cmp(&(a.time_ms, a.id));
+        if found.len() > limit {
+            found.select_nth_unstable_by(limit, newest_first);
+            found.truncate(limit);
+        }
+        found.sort_unstable_by(newest_first);
         Ok(Some(found))
     }
 }
@@ -350,20 +357,22 @@ pub fn tail(db: &Path, after_id: i64, limit: usize) -> Result<Vec<LogRow>, Store
     // Rows after `after_id` were written at or after its time.
     let first = hours.start.max(block::id_time_ms(after_id).div_euclid(HOUR_MS));
     let mut found: Vec<BlockRow> = Vec::new();
-    let mut hour_rows = Vec::new();
+    let mut after = |row: &BlockRow| row.id > after_id;
     for hour in (first..hours.end).rev() {
-        hour_rows.clear();
         // Only the fresh blocks holding a row after `after_id`: a follower
         // reads what arrived since it last looked, not the whole hour.
-        blocks.fresh_after(hour..hour + 1, after_id, &mut hour_rows)?;
-        blocks.sealed(block::hour_keys(hour), &mut hour_rows)?;
-        found.extend(hour_rows.iter().filter(|row| row.id > after_id));
+        blocks.fresh_where(hour..hour + 1, after_id, &mut after, &mut found)?;
+        blocks.sealed_where(block::hour_keys(hour), &mut after, &mut found)?;
         if found.len() >= limit {
             break;
         }
     }
-    found.sort_unstable_by(|a, b| b.id.cmp(&a.id));
-    found.truncate(limit);
+    let newest_first = |a: &BlockRow, b: &BlockRow| b.id.cmp(&a.id);
+    if found.len() > limit {
+        found.select_nth_unstable_by(limit, newest_first);
+        found.truncate(limit);
+    }
+    found.sort_unstable_by(newest_first);
     found.reverse();
     let mut dictionaries = Dictionaries::new(&conn, db);
     found.iter().map(|row| dictionaries.log_row(row)).collect()
@@ -468,9 +477,25 @@ impl Plan {
         };
         let (mut outcomes, mut outcomes_posted) = (None, false);
         if filters.category.is_some() || filters.decision.is_some() {
-            let mut statement = conn.prepare("SELECT id, decision, category FROM log_outcomes").map_err(failed())?;
+            // Through the (decision, category, ..) unique index: one range,
+            // or one per decision for a category alone. Outcomes carry their
+            // reason, so a school has tens of thousands.
+            let decisions = match &filters.decision {
+                Some(decision) => vec![decision.as_str()],
+                None => DECISIONS.to_vec(),
+            };
+            let marks = vec!["?"; decisions.len()].join(", ");
+            let mut values: Vec<&str> = decisions;
+            let mut sql = format!("SELECT id, decision, category FROM log_outcomes WHERE decision IN ({marks})");
+            if let Some(category) = &filters.category {
+                sql.push_str(" AND category = ?");
+                values.push(category);
+            }
+            let mut statement = conn.prepare(&sql).map_err(failed())?;
             let rows = statement
-                .query_map([], |row| Ok((row.get::<_, u32>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))
+                .query_map(rusqlite::params_from_iter(values), |row| {
+                    Ok((row.get::<_, u32>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
+                })
                 .map_err(failed())?;
             let mut found = Vec::new();
             outcomes_posted = true;
@@ -504,7 +529,13 @@ impl Plan {
 
     /// Appends the rows of the sealed blocks of `hour` that may hold a
     /// match: those of the clients every filter with an index allows.
-    fn sealed(&self, blocks: &Blocks<'_>, hour: i64, out: &mut Vec<BlockRow>) -> Result<(), StoreError> {
+    fn sealed(
+        &self,
+        blocks: &Blocks<'_>,
+        hour: i64,
+        keep: &mut dyn FnMut(&BlockRow) -> bool,
+        out: &mut Vec<BlockRow>,
+    ) -> Result<(), StoreError> {
         let mut candidates = self.clients.clone();
         if let Some(names) = &self.names {
             let posted = self.posted_clients(blocks, hour, PostingKind::Name, names)?;
@@ -518,10 +549,10 @@ impl Plan {
             candidates = Some(candidates.map_or(posted.clone(), |clients| clients.and(&posted)));
         }
         match candidates {
-            None => blocks.sealed(block::hour_keys(hour), out),
+            None => blocks.sealed_where(block::hour_keys(hour), keep, out),
             Some(clients) => {
                 for client in clients.0 {
-                    blocks.sealed(block::client_hour_keys(hour, client), out)?;
+                    blocks.sealed_where(block::client_hour_keys(hour, client), keep, out)?;
                 }
                 Ok(())
             }
