@@ -26,7 +26,7 @@ const HOUR_MS: i64 = 3_600_000;
 /// is one of them, else below its id's time.
 fn expected(all: &[LogRow], query: &Search) -> Vec<LogRow> {
     let mut rows = matching(all, query);
-    rows.sort_by(|a, b| (b.time_ms, b.id).cmp(&(a.time_ms, a.id)));
+    rows.sort_by_key(|row| std::cmp::Reverse((row.time_ms, row.id)));
     if let Some(before) = query.before_id {
         let id_time = block::id_time_ms(before);
         let position = rows.iter().find(|row| row.id == before).map_or((id_time, before), |row| (row.time_ms, row.id));

@@ -100,7 +100,7 @@ pub fn top_blocked_clients(db: &Path, from_ms: i64, to_ms: i64, limit: usize) ->
         .prepare("SELECT client, device, owner, group_name FROM log_clients WHERE id = ?1")
         .map_err(StoreError::sqlite(db, "read the query log's clients"))?;
     let some = |text: String| (!text.is_empty()).then_some(text);
-    let mut merged: HashMap<(String, Option<String>, Option<String>, Option<String>), u64> = HashMap::new();
+    let mut merged: HashMap<ClientKey, u64> = HashMap::new();
     for (id, count) in by_client {
         let found = client
             .query_row([id], |row| Ok((row.get(0)?, some(row.get(1)?), some(row.get(2)?), some(row.get(3)?))))
@@ -118,6 +118,9 @@ pub fn top_blocked_clients(db: &Path, from_ms: i64, to_ms: i64, limit: usize) ->
     clients.truncate(limit);
     Ok(clients)
 }
+
+/// A client as its rows name it: address, device, owner, group.
+type ClientKey = (String, Option<String>, Option<String>, Option<String>);
 
 /// The hours a window touches.
 fn hours(from_ms: i64, to_ms: i64) -> Range<i64> {
