@@ -8,6 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Milliseconds in a UTC day (no leap seconds in Unix time).
 pub const DAY_MS: i64 = 86_400_000;
 
+/// Milliseconds in an hour: the query log's blocks and roll-ups are by UTC hour.
+pub const HOUR_MS: i64 = 3_600_000;
+
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())

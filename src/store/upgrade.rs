@@ -18,8 +18,7 @@ use super::StoreError;
 use super::block::{self, BlockRow};
 use super::dict::{ClientFields, Dictionary, OutcomeFields};
 use super::seal;
-use super::time::day_number;
-use super::writer::HOUR_MS;
+use super::time::{HOUR_MS, day_number};
 
 /// `store_state` key: rows before this time (ms) are converted.
 const PROGRESS: &str = "log_upgrade_next_ms";

@@ -27,8 +27,8 @@ use super::settings::{LogSettings, Privacy};
 use super::time::{day_number, day_string, now_ms};
 use crate::name::reversed_name;
 
-/// Milliseconds in an hour: the query log's blocks and roll-ups are by UTC hour.
-pub(crate) const HOUR_MS: i64 = 3_600_000;
+/// Milliseconds in an hour (the query log's blocks and roll-ups are by UTC hour).
+pub(crate) use super::time::HOUR_MS;
 
 /// An hour is sealed once it ended this long ago (late batches of the
 /// hour have landed by then; a later straggler is sealed on its own).
