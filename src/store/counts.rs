@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::StoreError;
 use super::schema::{self, Purpose};
-use super::writer::HOUR_MS;
+use super::time::HOUR_MS;
 use crate::name::reversed_name;
 
 /// Lookups and blocks of one group in one hour.

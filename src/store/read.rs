@@ -20,7 +20,7 @@ use super::StoreError;
 use super::block::{self, BlockRow};
 use super::schema::{self, Purpose};
 use super::search::LogRow;
-use super::writer::HOUR_MS;
+use super::time::HOUR_MS;
 use crate::name::reversed_name;
 
 /// Every row with `from_ms <= time_ms < to_ms`, oldest first (by time,

@@ -43,8 +43,7 @@ use super::block::{self, BlockRow};
 use super::read::{self, Blocks, Dictionaries};
 use super::record::DECISIONS;
 use super::schema::{self, Purpose};
-use super::time::{DAY_MS, day_number};
-use super::writer::HOUR_MS;
+use super::time::{DAY_MS, HOUR_MS, day_number};
 use crate::name::reversed_name;
 
 /// A query-log search. Build with `..Search::default()` (limit 100).
