@@ -6,11 +6,15 @@
 //! failure; plus the incident devices' repeated attempts at one category.
 //! Outcomes and clients are interned here into dictionary ids.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::names::{CATEGORIES, Names, Special};
 use super::random::{Rng, Weighted, mix};
 use super::school::{self, Device, Group};
+use crate::store::QueryRecord;
 use crate::store::block::{BlockRow, row_id};
 
 /// SafeSearch rewrites of the shipped data (service, host, safe host).
@@ -91,6 +95,8 @@ pub struct Traffic {
     pub devices: Vec<Device>,
     seed: u64,
     outcomes: HashMap<Outcome, u32>,
+    /// Outcome id - 1 to outcome.
+    outcome_list: Vec<Outcome>,
     /// Blocked outcomes by (name id, category entry): their reason names the name.
     blocked: HashMap<(u32, u8), u32>,
     /// Client id of each named device (pupils, staff); guests get one per day.
@@ -100,6 +106,8 @@ pub struct Traffic {
     /// Newest day each name and client id was used on (0: never).
     pub name_last_day: Vec<i64>,
     pub client_last_day: Vec<i64>,
+    /// The device (index into `devices`) of each client id.
+    pub client_device: Vec<usize>,
     last_id: i64,
     pending_clients: Vec<(u32, ClientEntry)>,
     pending_outcomes: Vec<(u32, Outcome)>,
@@ -113,11 +121,13 @@ impl Traffic {
             devices,
             seed,
             outcomes: HashMap::new(),
+            outcome_list: Vec::new(),
             blocked: HashMap::new(),
             named_clients: Vec::new(),
             guest_clients: HashMap::new(),
             next_client: 1,
             client_last_day: Vec::new(),
+            client_device: Vec::new(),
             last_id: 0,
             pending_clients: Vec::new(),
             pending_outcomes: Vec::new(),
@@ -135,16 +145,17 @@ impl Traffic {
                 network: device.group.network(),
                 group: device.group.name(),
             };
-            let id = traffic.new_client(entry);
+            let id = traffic.new_client(entry, index);
             traffic.named_clients.push(id);
         }
         traffic
     }
 
-    fn new_client(&mut self, entry: ClientEntry) -> u32 {
+    fn new_client(&mut self, entry: ClientEntry, device: usize) -> u32 {
         let id = self.next_client;
         self.next_client += 1;
         self.client_last_day.push(0);
+        self.client_device.push(device);
         self.pending_clients.push((id, entry));
         id
     }
@@ -155,6 +166,7 @@ impl Traffic {
         }
         let id = self.outcomes.len() as u32 + 1;
         self.outcomes.insert(outcome.clone(), id);
+        self.outcome_list.push(outcome.clone());
         self.pending_outcomes.push((id, outcome));
         id
     }
@@ -174,7 +186,7 @@ impl Traffic {
                         network: Group::Guest.network(),
                         group: Group::Guest.name(),
                     };
-                    let id = self.new_client(entry);
+                    let id = self.new_client(entry, index);
                     self.guest_clients.insert((index, day), id);
                     id
                 }
@@ -344,6 +356,31 @@ impl Traffic {
             };
             row.outcome = self.outcome(outcome);
             rows.push(row);
+        }
+    }
+
+    /// `row` as the DNS path hands it to the query log (the client's real
+    /// address, before the writer's attribution and privacy): for driving
+    /// [`crate::store::QueryLog`] with the school's traffic.
+    pub fn record(&self, row: &BlockRow) -> QueryRecord {
+        let device = &self.devices[self.client_device[row.client as usize - 1]];
+        let outcome = &self.outcome_list[row.outcome as usize - 1];
+        let text = |s: &str| (!s.is_empty()).then(|| Arc::from(s));
+        QueryRecord {
+            time_ms: row.time_ms,
+            client: IpAddr::V4(device.ip),
+            network: Some(Arc::from(device.group.network())),
+            group: Some(Arc::from(device.group.name())),
+            name: self.names.name(row.name).to_string(),
+            record_type: row.record_type,
+            decision: outcome.decision,
+            category: text(outcome.category),
+            list: text(outcome.list),
+            response_code: outcome.response_code,
+            upstream_ms: row.upstream_ms,
+            cache_hit: row.cache_hit,
+            stage: Some(outcome.stage),
+            reason: Some(Cow::Owned(outcome.reason.clone())),
         }
     }
 
