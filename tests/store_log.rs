@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hedgerow::store::devices::{Device, upsert_device};
+use hedgerow::store::read::{count_rows as stored_rows, rows_between};
 use hedgerow::store::record::QueryRecord;
 use hedgerow::store::retention::{DELETE_BATCH, TOP_BLOCKED_PER_DAY, annual_review, roll_up, run_retention};
 use hedgerow::store::schema::SCHEMA_VERSION;
@@ -66,6 +67,23 @@ fn all_rows(db: &Path) -> Vec<LogRow> {
     let mut rows = tail(db, 0, usize::MAX).unwrap();
     rows.sort_by_key(|row| row.id);
     rows
+}
+
+/// Every row, decoded from the blocks (fresh and sealed), oldest first.
+fn raw_rows(db: &Path) -> Vec<LogRow> {
+    rows_between(db, i64::MIN, i64::MAX).unwrap()
+}
+
+/// The `YYYY-MM-DD` of a row.
+fn row_day(row: &LogRow) -> String {
+    day_string(day_number(row.time_ms))
+}
+
+/// The days rolled up.
+fn rolled_days(db: &Path) -> std::collections::HashSet<String> {
+    let conn = Connection::open(db).unwrap();
+    let mut statement = conn.prepare("SELECT day FROM rollup_days").unwrap();
+    statement.query_map([], |row| row.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
 }
 
 fn count(db: &Path, sql: &str) -> i64 {
@@ -280,7 +298,7 @@ fn a_full_channel_drops_and_counts_rows_and_record_never_blocks() {
     assert_eq!(log.written(), written + 3);
     assert_eq!(log.dropped(), dropped);
     log.close();
-    assert_eq!(count(&db, "SELECT count(*) FROM query_log") as u64, written + 3);
+    assert_eq!(stored_rows(&db).unwrap(), written + 3);
 }
 
 /// Writes a few days of varied traffic through the log; returns the log's
@@ -327,42 +345,56 @@ fn rows_of(conn: &Connection, sql: &str) -> Rows {
         .unwrap()
 }
 
-/// Each table's roll-ups, and the same figures recomputed from raw rows.
+/// Each table's roll-ups, and the same figures recomputed from raw rows
+/// (every row decoded from the blocks).
 fn rollups_and_recomputed(db: &Path) -> [(Rows, Rows); 3] {
     let conn = Connection::open(db).unwrap();
-    let day = "strftime('%Y-%m-%d', time_ms / 1000, 'unixepoch')";
-    let rolled = format!("{day} IN (SELECT day FROM rollup_days)");
+    let rolled = rolled_days(db);
+    let rows: Vec<LogRow> = raw_rows(db).into_iter().filter(|row| rolled.contains(&row_day(row))).collect();
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
+
+    let mut counts: HashMap<(String, String, String, String), i64> = HashMap::new();
+    let mut blocked: HashMap<(String, String, String), i64> = HashMap::new();
+    let mut clients: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+    for row in &rows {
+        let (day, group) = (row_day(row), text(&row.group));
+        *counts.entry((day.clone(), group.clone(), text(&row.category), row.decision.clone())).or_default() += 1;
+        if row.decision == "blocked" {
+            *blocked.entry((day.clone(), group, row.name.clone())).or_default() += 1;
+        }
+        clients.entry(day).or_default().insert(row.client.clone());
+    }
+    let mut recomputed_counts: Rows = counts.into_iter().map(|((d, g, c, k), n)| (d, g, c, k, n)).collect();
+    recomputed_counts.sort();
+    // Each day and group's top names: most blocked first, then by name.
+    let mut by_day_group: HashMap<(String, String), Vec<(String, i64)>> = HashMap::new();
+    for ((day, group, name), count) in blocked {
+        by_day_group.entry((day, group)).or_default().push((name, count));
+    }
+    let mut recomputed_top: Rows = Vec::new();
+    for ((day, group), mut names) in by_day_group {
+        names.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (name, count) in names.into_iter().take(TOP_BLOCKED_PER_DAY) {
+            recomputed_top.push((day.clone(), group.clone(), name, String::new(), count));
+        }
+    }
+    recomputed_top.sort_by(|a, b| (&a.0, &a.1, -a.4, &a.2).cmp(&(&b.0, &b.1, -b.4, &b.2)));
+    let mut recomputed_devices: Rows = clients
+        .into_iter()
+        .map(|(day, clients)| (day, String::new(), String::new(), String::new(), clients.len() as i64))
+        .collect();
+    recomputed_devices.sort();
+
     let counts = (
         rows_of(&conn, "SELECT day, group_name, category, decision, count FROM daily_counts ORDER BY 1, 2, 3, 4"),
-        rows_of(
-            &conn,
-            &format!(
-                "SELECT {day}, coalesce(group_name, ''), coalesce(category, ''), decision, count(*) FROM query_log \
-                 WHERE {rolled} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
-            ),
-        ),
+        recomputed_counts,
     );
     let top = (
         rows_of(&conn, "SELECT day, group_name, name, '', count FROM daily_top_blocked ORDER BY 1, 2, 5 DESC, 3"),
-        rows_of(
-            &conn,
-            &format!(
-                "SELECT d, g, name, '', c FROM (SELECT d, g, name, c, row_number() OVER \
-                 (PARTITION BY d, g ORDER BY c DESC, name) AS rank FROM (SELECT {day} AS d, \
-                 coalesce(group_name, '') AS g, name, count(*) AS c FROM query_log WHERE decision = 'blocked' \
-                 AND {rolled} GROUP BY 1, 2, 3)) WHERE rank <= {TOP_BLOCKED_PER_DAY} ORDER BY 1, 2, 5 DESC, 3"
-            ),
-        ),
+        recomputed_top,
     );
-    let devices = (
-        rows_of(&conn, "SELECT day, '', '', '', distinct_devices FROM daily_devices ORDER BY 1"),
-        rows_of(
-            &conn,
-            &format!(
-                "SELECT {day}, '', '', '', count(DISTINCT client) FROM query_log WHERE {rolled} GROUP BY 1 ORDER BY 1"
-            ),
-        ),
-    );
+    let devices =
+        (rows_of(&conn, "SELECT day, '', '', '', distinct_devices FROM daily_devices ORDER BY 1"), recomputed_devices);
     [counts, top, devices]
 }
 
@@ -384,7 +416,7 @@ fn roll_ups_equal_the_counts_recomputed_from_raw_rows() {
     assert_eq!(rollups_and_recomputed(&db)[0].0, counts.0);
     // Tomorrow, today is complete too.
     assert_eq!(roll_up(&db, now + DAY_MS).unwrap(), 1);
-    assert_eq!(count(&db, "SELECT sum(count) FROM daily_counts"), count(&db, "SELECT count(*) FROM query_log"));
+    assert_eq!(count(&db, "SELECT sum(count) FROM daily_counts") as u64, stored_rows(&db).unwrap());
 }
 
 #[test]
@@ -392,33 +424,46 @@ fn retention_deletes_old_rows_and_keeps_roll_ups() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hedgerow.db");
     let now = write_days(&db, 10);
-    let total = count(&db, "SELECT count(*) FROM query_log");
+    let rows = raw_rows(&db);
+    let total = rows.len() as i64;
     let cutoff = now - 3 * DAY_MS;
-    let old = count(&db, &format!("SELECT count(*) FROM query_log WHERE time_ms < {cutoff}"));
+    let old = rows.iter().filter(|row| row.time_ms < cutoff).count() as i64;
     // Counted before deletion, for comparison with the roll-ups after it.
-    let conn = Connection::open(&db).unwrap();
-    let per_day = rows_of(
-        &conn,
-        "SELECT strftime('%Y-%m-%d', time_ms / 1000, 'unixepoch'), '', '', '', count(*) FROM query_log GROUP BY 1 ORDER BY 1",
-    );
-    drop(conn);
+    let mut per_day: Rows = Vec::new();
+    for row in &rows {
+        match per_day.last_mut() {
+            Some(last) if last.0 == row_day(row) => last.4 += 1,
+            _ => per_day.push((row_day(row), String::new(), String::new(), String::new(), 1)),
+        }
+    }
+    drop(rows);
 
     let report = run_retention(&db, 3, now).unwrap();
     assert_eq!(report.days_rolled_up, 9);
     assert_eq!(report.rows_deleted as i64, old);
     assert!(old > DELETE_BATCH as i64, "more than one delete batch: {old}");
-    assert_eq!(count(&db, &format!("SELECT count(*) FROM query_log WHERE time_ms < {cutoff}")), 0);
-    assert_eq!(count(&db, "SELECT count(*) FROM query_log"), total - old);
+    let kept = raw_rows(&db);
+    assert_eq!(kept.iter().filter(|row| row.time_ms < cutoff).count(), 0);
+    assert_eq!(kept.len() as i64, total - old);
+    assert_eq!(stored_rows(&db).unwrap() as i64, total - old);
     // Roll-ups outlive the raw rows: every complete day is still counted in full.
     let conn = Connection::open(&db).unwrap();
     let rolled = rows_of(&conn, "SELECT day, '', '', '', sum(count) FROM daily_counts GROUP BY day ORDER BY day");
     assert_eq!(rolled, per_day[..9]);
 
-    // The name and device sightings of the deleted rows are gone too.
-    assert_eq!(count(&db, &format!("SELECT count(*) FROM name_hours WHERE hour < {}", cutoff / 3_600_000)), 0);
-    assert!(count(&db, "SELECT count(*) FROM name_hours") > 0);
-    assert_eq!(count(&db, &format!("SELECT count(*) FROM client_labels WHERE day < {}", cutoff / DAY_MS)), 0);
-    assert!(count(&db, "SELECT count(*) FROM client_labels") > 0);
+    // The postings, hourly counts, names and clients of the deleted rows are gone too.
+    let cutoff_hour = cutoff / 3_600_000;
+    for table in ["log_name_postings", "log_outcome_postings", "log_hourly", "log_hourly_blocked"] {
+        assert_eq!(count(&db, &format!("SELECT count(*) FROM {table} WHERE hour < {cutoff_hour}")), 0, "{table}");
+        assert!(count(&db, &format!("SELECT count(*) FROM {table}")) > 0, "{table}");
+    }
+    assert_eq!(count(&db, &format!("SELECT sum(count) FROM log_hourly")), total - old);
+    for table in ["log_names", "log_clients"] {
+        assert_eq!(count(&db, &format!("SELECT count(*) FROM {table} WHERE last_day < {}", cutoff / DAY_MS)), 0);
+        assert!(count(&db, &format!("SELECT count(*) FROM {table}")) > 0, "{table}");
+    }
+    // Every kept row's name and client are still there to read.
+    assert!(kept.iter().all(|row| !row.name.is_empty() && !row.client.is_empty()));
 
     // The annual review reads only the roll-ups, so it still sees all ten days.
     let figures = annual_review(&db, &per_day[0].0, &day_string(day_number(now))).unwrap();
@@ -437,15 +482,11 @@ fn annual_review_sums_the_roll_ups() {
     roll_up(&db, now).unwrap();
     let first = day_string(day_number(now) - 4);
     let figures = annual_review(&db, &first, &day_string(day_number(now))).unwrap();
-    let conn = Connection::open(&db).unwrap();
-    let rolled = "strftime('%Y-%m-%d', time_ms / 1000, 'unixepoch') IN (SELECT day FROM rollup_days)";
-    let raw: HashMap<String, i64> = conn
-        .prepare(&format!("SELECT decision, count(*) FROM query_log WHERE {rolled} GROUP BY 1"))
-        .unwrap()
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let rolled = rolled_days(&db);
+    let mut raw: HashMap<String, i64> = HashMap::new();
+    for row in raw_rows(&db).iter().filter(|row| rolled.contains(&row_day(row))) {
+        *raw.entry(row.decision.clone()).or_default() += 1;
+    }
     let totals: HashMap<String, i64> =
         figures.totals.iter().map(|total| (total.decision.clone(), total.count as i64)).collect();
     assert_eq!(totals, raw);
@@ -567,7 +608,7 @@ fn migrations_run_once_and_a_newer_database_is_refused() {
     let db = dir.path().join("hedgerow.db");
     QueryLog::open(&db, LogSettings::default()).unwrap().close();
     assert_eq!(count(&db, "PRAGMA user_version") as u32, SCHEMA_VERSION);
-    assert_eq!(count(&db, "SELECT count(*) FROM sqlite_schema WHERE name = 'query_log'"), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM sqlite_schema WHERE name IN ('log_fresh', 'log_sealed')"), 2);
     let schema = count(&db, "PRAGMA schema_version");
 
     // Re-opening changes nothing.
@@ -576,7 +617,7 @@ fn migrations_run_once_and_a_newer_database_is_refused() {
     log.close();
     assert_eq!(count(&db, "PRAGMA user_version") as u32, SCHEMA_VERSION);
     assert_eq!(count(&db, "PRAGMA schema_version"), schema);
-    assert_eq!(count(&db, "SELECT count(*) FROM query_log"), 1);
+    assert_eq!(stored_rows(&db).unwrap(), 1);
 
     // A file from a newer Hedgerow is refused, and left as it was.
     let newer = SCHEMA_VERSION + 1;
@@ -592,7 +633,7 @@ fn migrations_run_once_and_a_newer_database_is_refused() {
     let error = upsert_device(&db, &device("10.1.0.5", "x", None)).unwrap_err().to_string();
     assert!(error.contains(&expected), "{error}");
     assert_eq!(count(&db, "PRAGMA user_version") as u32, newer);
-    assert_eq!(count(&db, "SELECT count(*) FROM query_log"), 1);
+    assert_eq!(count(&db, "SELECT coalesce(sum(rows), 0) FROM log_sealed") + count(&db, "SELECT count(*) FROM log_fresh"), 1);
 }
 
 #[test]
@@ -700,14 +741,10 @@ fn a_writer_killed_mid_write_leaves_every_committed_batch() {
             "round {round}: {rows} rows, but {expected_at_least} were reported committed"
         );
         // Whatever is there is whole: every row as it was recorded.
-        let broken: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM query_log WHERE name != 'row' || (time_ms % 97) || '.kill.example' \
-                 OR rname != 'example.kill.row' || (time_ms % 97) OR client != '10.1.0.5'",
-                [],
-                |row| row.get(0),
-            )
-            .unwrap();
+        let broken = raw_rows(&db)
+            .iter()
+            .filter(|row| row.name != format!("row{}.kill.example", row.time_ms % 97) || row.client != "10.1.0.5")
+            .count();
         assert_eq!(broken, 0);
     }
     assert!(expected_at_least > 0);
@@ -717,5 +754,5 @@ fn count_rows(db: &Path) -> i64 {
     if !db.exists() {
         return 0;
     }
-    count(db, "SELECT count(*) FROM query_log")
+    stored_rows(db).unwrap() as i64
 }

@@ -81,6 +81,58 @@ impl DropWarnings {
     }
 }
 
+/// How often a writer stopped by a full disk tries to write again.
+const DISK_FULL_RETRY: Duration = Duration::from_secs(5);
+
+/// The writer stopped by a full disk: one warning when it stops, one
+/// message when it resumes; meanwhile rows are dropped and counted, and a
+/// batch is tried every [`DISK_FULL_RETRY`].
+struct DiskFull {
+    /// When the disk was found full (or last retried), while it is.
+    full_since: Option<Instant>,
+    /// Rows dropped since the disk filled.
+    dropped: u64,
+}
+
+impl DiskFull {
+    /// True while batches are dropped without trying.
+    fn waiting(&self) -> bool {
+        self.full_since.is_some_and(|since| since.elapsed() < DISK_FULL_RETRY)
+    }
+
+    fn stopped(&mut self, path: &Path, error: &StoreError) {
+        if self.full_since.is_none() {
+            let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            tracing::warn!(
+                db = %path.display(),
+                %error,
+                "query log: the disk is full; logging stopped, DNS keeps answering; free space in {}",
+                dir.display()
+            );
+        }
+        self.full_since = Some(Instant::now());
+    }
+
+    /// Counts rows not written for want of space. They are not the
+    /// "writer is behind" kind, so that warning does not count them.
+    fn drop_batch(&mut self, rows: u64, shared: &Shared, drops: &mut DropWarnings) {
+        shared.count_dropped(rows);
+        drops.warned_total += rows;
+        self.dropped += rows;
+    }
+
+    fn resumed(&mut self, path: &Path) {
+        if self.full_since.take().is_some() {
+            tracing::warn!(
+                db = %path.display(),
+                rows_not_written = self.dropped,
+                "query log: there is disk space again; logging resumed"
+            );
+            self.dropped = 0;
+        }
+    }
+}
+
 /// True at most once per [`WARNING_PERIOD_MS`] for each `last` clock.
 fn rate_limit(last: &AtomicI64) -> bool {
     let now = now_ms();
@@ -217,6 +269,7 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
     let mut acks = Vec::new();
     let mut stop = false;
     let mut drops = DropWarnings { warned_total: 0, last_warning: None };
+    let mut disk = DiskFull { full_since: None, dropped: 0 };
     while !stop {
         // Sleep until the first message of the next batch, checkpointing
         // meanwhile if commits are waiting for one. Never sleep long while
@@ -227,6 +280,9 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
             Ok(message) => Some(message),
             Err(RecvTimeoutError::Timeout) => {
                 shared.full.store(false, Ordering::Relaxed);
+                if disk.full_since.is_none() {
+                    writer.seal_ended_hours(i64::MAX);
+                }
                 if writer.checkpoint_due_in().is_some_and(|due| due.is_zero()) {
                     writer.checkpoint();
                 }
@@ -280,14 +336,24 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
         }
         drops.check(shared);
         if !batch.is_empty() {
-            match writer.write_batch(&batch) {
-                Ok(()) => {
-                    shared.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                }
-                Err(error) => {
-                    shared.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    if rate_limit(&shared.last_error_ms) {
-                        tracing::error!(db = %path.display(), rows = batch.len(), %error, "query log: a batch could not be written and was dropped");
+            if disk.waiting() {
+                // The disk is full: drop without trying until the next retry.
+                disk.drop_batch(batch.len() as u64, shared, &mut drops);
+            } else {
+                match writer.write_batch(&batch) {
+                    Ok(()) => {
+                        shared.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        disk.resumed(path);
+                    }
+                    Err(error) if writer::is_disk_full(&error) => {
+                        disk.stopped(path, &error);
+                        disk.drop_batch(batch.len() as u64, shared, &mut drops);
+                    }
+                    Err(error) => {
+                        shared.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        if rate_limit(&shared.last_error_ms) {
+                            tracing::error!(db = %path.display(), rows = batch.len(), %error, "query log: a batch could not be written and was dropped");
+                        }
                     }
                 }
             }

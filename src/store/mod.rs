@@ -35,9 +35,11 @@
 pub mod audit;
 pub mod block;
 pub mod changes;
+pub mod counts;
 pub mod devices;
 pub mod leases;
 pub mod log;
+pub mod read;
 pub mod record;
 pub mod retention;
 pub mod schema;
@@ -49,6 +51,8 @@ pub mod users;
 pub use crate::time;
 
 pub mod csv;
+mod dict;
+mod upgrade;
 mod writer;
 
 use std::path::{Path, PathBuf};

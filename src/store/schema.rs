@@ -87,6 +87,10 @@ pub(crate) fn open(path: &Path, purpose: Purpose) -> Result<Connection, StoreErr
     conn.pragma_update(None, "synchronous", synchronous).map_err(StoreError::sqlite(path, "set synchronous"))?;
     conn.pragma_update(None, "foreign_keys", true).map_err(StoreError::sqlite(path, "enable foreign keys"))?;
     migrate(&mut conn, path)?;
+    if purpose != Purpose::Read {
+        // A schema-5 query log is converted by the first writable open.
+        super::upgrade::upgrade(&mut conn, path)?;
+    }
     if purpose == Purpose::Read {
         conn.pragma_update(None, "query_only", true)
             .map_err(StoreError::sqlite(path, "make the connection read-only"))?;
@@ -179,7 +183,7 @@ mod tests {
     /// migration instead; append the new file's checksum here.
     #[test]
     fn released_migrations_are_unchanged() {
-        let pinned: &[u64] = &[PINNED_0001, PINNED_0002, PINNED_0003, PINNED_0004, PINNED_0005];
+        let pinned: &[u64] = &[PINNED_0001, PINNED_0002, PINNED_0003, PINNED_0004, PINNED_0005, PINNED_0006];
         let found: Vec<u64> = MIGRATIONS.iter().map(|migration| checksum(migration.sql)).collect();
         assert_eq!(&found[..pinned.len()], pinned, "a released migration was edited");
     }
@@ -189,6 +193,7 @@ mod tests {
     const PINNED_0003: u64 = 0xed0fe62a489e9a36;
     const PINNED_0004: u64 = 0x890517c032cd4db5;
     const PINNED_0005: u64 = 0x73032288251e432e;
+    const PINNED_0006: u64 = 0x9d7254f66c6614bc;
 
     #[test]
     fn a_fresh_database_gets_every_migration_and_reopening_is_a_no_op() {
@@ -220,7 +225,9 @@ mod tests {
             )
             .unwrap();
         }
-        let conn = open(&path, Purpose::Config).unwrap();
+        // A read-only open migrates but leaves the old query log to the
+        // first writable open (store::upgrade), which drops `name_hours`.
+        let conn = open(&path, Purpose::Read).unwrap();
         assert_eq!(user_version(&conn, &path).unwrap(), SCHEMA_VERSION);
         let kept: (i64, String) =
             conn.query_row("SELECT hour, rname FROM name_hours", [], |row| Ok((row.get(0)?, row.get(1)?))).unwrap();

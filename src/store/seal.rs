@@ -10,7 +10,7 @@
 //! they were written fresh).
 
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -106,7 +106,7 @@ pub(crate) fn add_counts(
             *blocked.entry((row.client, row.name, row.outcome)).or_default() += 1;
         }
     }
-    let mut hourly: HashMap<(Rc<str>, Rc<str>, Rc<str>), i64> = HashMap::new();
+    let mut hourly: HashMap<(Arc<str>, Arc<str>, Arc<str>), i64> = HashMap::new();
     for ((client, outcome), count) in by_client_outcome {
         let group = meanings.group(tx, client)?;
         let outcome = meanings.outcome(tx, outcome)?;
@@ -116,7 +116,7 @@ pub(crate) fn add_counts(
     for ((group, category, decision), count) in hourly {
         add.execute(params![hour, &*group, &*category, &*decision, count])?;
     }
-    let mut blocked_by_category: HashMap<(u32, u32, Rc<str>), i64> = HashMap::new();
+    let mut blocked_by_category: HashMap<(u32, u32, Arc<str>), i64> = HashMap::new();
     for ((client, name, outcome), count) in blocked {
         let category = meanings.outcome(tx, outcome)?.category.clone();
         *blocked_by_category.entry((client, name, category)).or_default() += count;
@@ -131,8 +131,8 @@ pub(crate) fn add_counts(
 /// An outcome's decision and category ('' for none).
 #[derive(Debug, Clone)]
 pub(crate) struct OutcomeMeaning {
-    pub(crate) decision: Rc<str>,
-    pub(crate) category: Rc<str>,
+    pub(crate) decision: Arc<str>,
+    pub(crate) category: Arc<str>,
 }
 
 impl OutcomeMeaning {
@@ -150,30 +150,23 @@ impl OutcomeMeaning {
 /// first use (ids never change meaning, so a cache may live long).
 #[derive(Default)]
 pub(crate) struct Meanings {
-    groups: HashMap<u32, Rc<str>>,
+    groups: HashMap<u32, Arc<str>>,
     outcomes: HashMap<u32, OutcomeMeaning>,
 }
 
 impl Meanings {
     /// Records what the caller already knows (the writer's interning).
     pub(crate) fn know_group(&mut self, client: u32, group: &str) {
-        self.groups.entry(client).or_insert_with(|| Rc::from(group));
+        self.groups.entry(client).or_insert_with(|| Arc::from(group));
     }
 
     pub(crate) fn know_outcome(&mut self, outcome: u32, decision: &str, category: &str) {
         self.outcomes
             .entry(outcome)
-            .or_insert_with(|| OutcomeMeaning { decision: Rc::from(decision), category: Rc::from(category) });
+            .or_insert_with(|| OutcomeMeaning { decision: Arc::from(decision), category: Arc::from(category) });
     }
 
-    /// Forgets everything (after a rolled-back transaction that may have
-    /// created the ids it taught).
-    pub(crate) fn clear(&mut self) {
-        self.groups.clear();
-        self.outcomes.clear();
-    }
-
-    fn group(&mut self, conn: &Connection, client: u32) -> rusqlite::Result<Rc<str>> {
+    fn group(&mut self, conn: &Connection, client: u32) -> rusqlite::Result<Arc<str>> {
         if let Some(group) = self.groups.get(&client) {
             return Ok(group.clone());
         }
@@ -182,7 +175,7 @@ impl Meanings {
             .query_row([client], |row| row.get(0))
             .optional()?
             .ok_or_else(|| missing("log_clients", client))?;
-        let group: Rc<str> = Rc::from(group);
+        let group: Arc<str> = Arc::from(group);
         self.groups.insert(client, group.clone());
         Ok(group)
     }

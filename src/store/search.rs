@@ -4,31 +4,42 @@
 //! snapshot and takes no lock the writer waits for, so a long search never
 //! stalls logging (Pi-hole's known failure).
 //!
-//! How a search finds its rows (the first filter present leads):
-//! - client address: the `(client, time_ms)` index;
-//! - device name or owner: the addresses that carried it on those days
-//!   (`client_labels`), then the client index;
-//! - name (and every name under it): the hours it was asked for in
-//!   (`name_hours`), then only those stretches of the `(time_ms, rname)` index;
-//! - category, decision: their `(column, time_ms)` indexes;
-//! - otherwise the time index.
+//! Rows are in blocks ([`super::block`], read by [`super::read`]): an
+//! unsealed hour's blocks (`log_fresh`) mix every client's rows; a sealed
+//! hour keeps each client's rows in its own key range (`log_sealed`) and
+//! says in its postings which clients asked for which names
+//! (`log_name_postings`) and had which outcomes other than a plain allowed
+//! answer (`log_outcome_postings`). A search turns its filters into
+//! dictionary ids once (clients by address, or by device, owner or stored
+//! client text; a name and its subdomains by their reversed-name range;
+//! outcomes by category and decision), then walks its window's hours,
+//! newest first:
+//! - an hour's fresh blocks are decoded whole and filtered (only hours from
+//!   the oldest fresh one on have any);
+//! - of a sealed hour, only the blocks of the clients every indexed filter
+//!   allows: the client filter's ids, the clients the name postings give for
+//!   the names, and those the outcome postings give for the outcomes (their
+//!   intersection); with none of these (no filter, or `allowed` without a
+//!   category, which has no postings) every block of the hour.
 //!
-//! Every index ends in `time_ms`, so the leading filter also serves the time
-//! range and the newest-first order. Other equality filters are written
-//! `+column` so SQLite, with no statistics on a young log, cannot pick a
-//! worse index.
+//! The walk stops after the hour in which the page filled. An hour without a
+//! candidate costs an index seek or two, and hours after the filtered
+//! names' or clients' last use (their `last_day`) are not visited. Rows come
+//! newest first by id (ids sort as time does, [`block::row_id`]); a page
+//! after `before_id` holds the rows with smaller ids.
 
 use std::net::IpAddr;
 use std::path::Path;
 
-use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, Row, params_from_iter};
+use rusqlite::Connection;
 use serde::Serialize;
 
 use super::StoreError;
+use super::block::{self, BlockRow};
+use super::read::{self, Blocks, Dictionaries};
 use super::record::DECISIONS;
 use super::schema::{self, Purpose};
-use super::time::DAY_MS;
+use super::time::{DAY_MS, day_number};
 use super::writer::HOUR_MS;
 use crate::name::reversed_name;
 
@@ -50,7 +61,7 @@ pub struct Search {
     pub until_ms: Option<i64>,
     pub limit: usize,
     /// Paging: the `id` of the last row of the previous page. The next page
-    /// holds the rows after it in newest-first order (time, then id).
+    /// holds the rows after it in newest-first order (by id, which sorts as time does).
     pub before_id: Option<i64>,
 }
 
@@ -216,168 +227,54 @@ pub fn rcode_name(code: u16) -> String {
     name.to_string()
 }
 
-const COLUMNS: &str = "id, time_ms, client, device, owner, network, group_name, name, record_type, decision, \
-                       category, list, response_code, upstream_ms, cache_hit, stage, reason";
+/// Name ids above this many are matched against an hour's whole postings
+/// (one range scan) rather than with one index seek each.
+const NAME_SEEKS_MAX: usize = 500;
 
-fn log_row(row: &Row<'_>) -> rusqlite::Result<LogRow> {
-    Ok(LogRow {
-        id: row.get(0)?,
-        time_ms: row.get(1)?,
-        client: row.get(2)?,
-        device: row.get(3)?,
-        owner: row.get(4)?,
-        network: row.get(5)?,
-        group: row.get(6)?,
-        name: row.get(7)?,
-        record_type: row.get(8)?,
-        decision: row.get(9)?,
-        category: row.get(10)?,
-        list: row.get(11)?,
-        response_code: row.get(12)?,
-        upstream_ms: row.get(13)?,
-        cache_hit: row.get(14)?,
-        stage: row.get(15)?,
-        reason: row.get(16)?,
-    })
-}
-
-/// The rows matching every given filter, newest first, at most `limit`.
+/// The rows matching every given filter, newest first (by id), at most `limit`.
 pub fn search(db: &Path, query: &Search) -> Result<Vec<LogRow>, StoreError> {
     let filters = Filters::parse(query).map_err(StoreError::Invalid)?;
     let conn = schema::open(db, Purpose::Read)?;
-    let failed = |source| StoreError::Sqlite { path: db.to_path_buf(), action: "search the query log", source };
-    // Paging: the rows after the last one shown, in (time, id) order.
-    let cursor = match query.before_id {
-        None => None,
-        Some(id) => {
-            let time: Option<i64> = conn
-                .query_row("SELECT time_ms FROM query_log WHERE id = ?1", [id], |row| row.get(0))
-                .optional()
-                .map_err(failed)?;
-            Some((time, id))
-        }
-    };
-    let mut base = filters.conditions();
-    match cursor {
-        Some((Some(time), id)) => {
-            // The plain bound lets an index skip the rows already shown.
-            base.push("time_ms <= ? AND (time_ms, id) < (?, ?)", [Value::Integer(time), time.into(), id.into()]);
-        }
-        // Gone (retention deletes the oldest rows first): fall back to ids.
-        Some((None, id)) => base.push("id < ?", [Value::Integer(id)]),
-        None => {}
+    if query.limit == 0 {
+        return Ok(Vec::new());
     }
-    let until_ms = match cursor {
-        Some((Some(time), _)) => Some(query.until_ms.map_or(time + 1, |until| until.min(time + 1))),
-        _ => query.until_ms,
-    };
-
-    match filters.driver() {
-        Driver::Label(label) => {
-            // The addresses that carried this device or owner in the period,
-            // then the client index; the label test keeps only exact rows.
-            let mut clients = label_clients(&conn, label, query.since_ms, until_ms).map_err(failed)?;
-            clients.push(label.to_string());
-            let mut conditions = base;
-            let marks = vec!["?"; clients.len()].join(", ");
-            conditions.push(&format!("client IN ({marks})"), clients.into_iter().map(Value::Text));
-            conditions.push(
-                "(+device = ? OR +owner = ? OR client = ?)",
-                std::iter::repeat_n(Value::Text(label.to_string()), 3),
-            );
-            select(&conn, &conditions, query.limit).map_err(failed)
-        }
-        Driver::Name(reversed) => {
-            // The hours in which the name (or a name under it) was asked for,
-            // newest first, then only those stretches of the time index.
-            let hours = name_hours(&conn, reversed, query.since_ms, until_ms).map_err(failed)?;
-            let mut rows = Vec::new();
-            for (first, last) in stretches(&hours) {
-                if rows.len() >= query.limit {
-                    break;
-                }
-                let mut conditions = base.clone();
-                conditions
-                    .push("time_ms >= ? AND time_ms < ?", [first * HOUR_MS, (last + 1) * HOUR_MS].map(Value::from));
-                rows.extend(select(&conn, &conditions, query.limit - rows.len()).map_err(failed)?);
-            }
-            Ok(rows)
-        }
-        Driver::Index => select(&conn, &base, query.limit).map_err(failed),
+    let blocks = Blocks::new(&conn, db);
+    let since = query.since_ms.unwrap_or(i64::MIN);
+    let mut until = query.until_ms.unwrap_or(i64::MAX);
+    let before_id = query.before_id.unwrap_or(i64::MAX);
+    if let Some(id) = query.before_id {
+        // An id is never below its row's time_ms * 1000 (block::row_id).
+        until = until.min(block::id_time_ms(id.saturating_sub(1)).saturating_add(1));
     }
-}
-
-/// Runs `SELECT .. WHERE conditions ORDER BY time_ms DESC, id DESC LIMIT limit`.
-fn select(conn: &Connection, conditions: &Conditions, limit: usize) -> rusqlite::Result<Vec<LogRow>> {
-    let mut sql = format!("SELECT {COLUMNS} FROM query_log WHERE 1");
-    for condition in &conditions.sql {
-        sql.push_str(" AND ");
-        sql.push_str(condition);
+    let Some(mut hours) = read::clamp(blocks.hours()?, since, until) else { return Ok(Vec::new()) };
+    let Some(plan) = Plan::new(&conn, db, &filters, query.since_ms)? else { return Ok(Vec::new()) };
+    if let Some(newest) = plan.newest_hour {
+        hours.end = hours.end.min(newest + 1);
     }
-    sql.push_str(" ORDER BY time_ms DESC, id DESC LIMIT ?");
-    let mut values = conditions.values.clone();
-    values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-    let mut statement = conn.prepare(&sql)?;
-    let rows = statement.query_map(params_from_iter(values), log_row)?;
-    rows.collect()
-}
-
-/// Client addresses that carried `label` as device name or owner on the
-/// days of `since_ms..until_ms`.
-fn label_clients(
-    conn: &Connection,
-    label: &str,
-    since_ms: Option<i64>,
-    until_ms: Option<i64>,
-) -> rusqlite::Result<Vec<String>> {
-    let first_day = since_ms.map_or(i64::MIN, |since| since.div_euclid(DAY_MS));
-    let last_day = until_ms.map_or(i64::MAX, |until| (until - 1).div_euclid(DAY_MS));
-    let mut statement = conn.prepare(
-        "SELECT client FROM client_labels WHERE device = ?1 AND day BETWEEN ?2 AND ?3 \
-         UNION SELECT client FROM client_labels WHERE owner = ?1 AND day BETWEEN ?2 AND ?3",
-    )?;
-    let clients = statement.query_map(rusqlite::params![label, first_day, last_day], |row| row.get(0))?;
-    clients.collect()
-}
-
-/// The hours (newest first) in which `reversed` or a name under it was
-/// asked for, within `since_ms..until_ms`: one index probe per hour.
-fn name_hours(
-    conn: &Connection,
-    reversed: &str,
-    since_ms: Option<i64>,
-    until_ms: Option<i64>,
-) -> rusqlite::Result<Vec<i64>> {
-    // Two queries: SQLite seeks for min() or max() alone, but scans for both.
-    let oldest: Option<i64> = conn.query_row("SELECT min(hour) FROM name_hours", [], |row| row.get(0))?;
-    let newest: Option<i64> = conn.query_row("SELECT max(hour) FROM name_hours", [], |row| row.get(0))?;
-    let (Some(oldest), Some(newest)) = (oldest, newest) else { return Ok(Vec::new()) };
-    let first = since_ms.map_or(oldest, |since| since.div_euclid(HOUR_MS).max(oldest));
-    let last = until_ms.map_or(newest, |until| (until - 1).div_euclid(HOUR_MS).min(newest));
-    let mut probe = conn.prepare(
-        "SELECT EXISTS (SELECT 1 FROM name_hours WHERE hour = ?1 AND rname = ?2) \
-             OR EXISTS (SELECT 1 FROM name_hours WHERE hour = ?1 AND rname >= ?3 AND rname < ?4)",
-    )?;
-    let (under_from, under_to) = (format!("{reversed}."), format!("{reversed}/"));
-    let mut hours = Vec::new();
-    for hour in (first..=last).rev() {
-        if probe.query_row(rusqlite::params![hour, reversed, under_from, under_to], |row| row.get(0))? {
-            hours.push(hour);
+    let oldest_fresh = blocks.oldest_fresh_hour()?;
+    let mut found: Vec<BlockRow> = Vec::new();
+    let mut hour_rows = Vec::new();
+    for hour in hours.rev() {
+        hour_rows.clear();
+        if oldest_fresh.is_some_and(|oldest| hour >= oldest) {
+            blocks.fresh(hour..hour + 1, &mut hour_rows)?;
+        }
+        plan.sealed(&blocks, hour, &mut hour_rows)?;
+        found.extend(
+            hour_rows
+                .iter()
+                .filter(|row| row.id < before_id && (since..until).contains(&row.time_ms) && plan.keeps(row)),
+        );
+        // The hour is done: a page never splits an hour's rows by where
+        // their blocks happened to be.
+        if found.len() >= query.limit {
+            break;
         }
     }
-    Ok(hours)
-}
-
-/// Runs of consecutive hours, newest first: `[9, 8, 7, 3]` -> `(7, 9), (3, 3)`.
-fn stretches(hours: &[i64]) -> Vec<(i64, i64)> {
-    let mut runs: Vec<(i64, i64)> = Vec::new();
-    for &hour in hours {
-        match runs.last_mut() {
-            Some((first, _)) if *first == hour + 1 => *first = hour,
-            _ => runs.push((hour, hour)),
-        }
-    }
-    runs
+    found.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+    found.truncate(query.limit);
+    let mut dictionaries = Dictionaries::new(&conn, db);
+    found.iter().map(|row| dictionaries.log_row(row)).collect()
 }
 
 /// The newest rows after `after_id`, at most `limit`, oldest first. A
@@ -386,40 +283,229 @@ fn stretches(hours: &[i64]) -> Vec<(i64, i64)> {
 /// `limit` rows.
 pub fn tail(db: &Path, after_id: i64, limit: usize) -> Result<Vec<LogRow>, StoreError> {
     let conn = schema::open(db, Purpose::Read)?;
-    let sql = format!("SELECT {COLUMNS} FROM query_log WHERE id > ?1 ORDER BY id DESC LIMIT ?2");
-    let mut statement = conn.prepare(&sql).map_err(StoreError::sqlite(db, "read the query log"))?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = statement
-        .query_map(rusqlite::params![after_id, limit], log_row)
-        .map_err(StoreError::sqlite(db, "read the query log"))?;
-    let mut rows: Vec<LogRow> = rows.collect::<Result<_, _>>().map_err(StoreError::sqlite(db, "read the query log"))?;
-    rows.reverse();
-    Ok(rows)
+    let blocks = Blocks::new(&conn, db);
+    let Some(hours) = blocks.hours()? else { return Ok(Vec::new()) };
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    // Rows after `after_id` were written at or after its time.
+    let first = hours.start.max(block::id_time_ms(after_id).div_euclid(HOUR_MS));
+    let mut found: Vec<BlockRow> = Vec::new();
+    let mut hour_rows = Vec::new();
+    for hour in (first..hours.end).rev() {
+        hour_rows.clear();
+        // Only the fresh blocks holding a row after `after_id`: a follower
+        // reads what arrived since it last looked, not the whole hour.
+        blocks.fresh_after(hour..hour + 1, after_id, &mut hour_rows)?;
+        blocks.sealed(block::hour_keys(hour), &mut hour_rows)?;
+        found.extend(hour_rows.iter().filter(|row| row.id > after_id));
+        if found.len() >= limit {
+            break;
+        }
+    }
+    found.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+    found.truncate(limit);
+    found.reverse();
+    let mut dictionaries = Dictionaries::new(&conn, db);
+    found.iter().map(|row| dictionaries.log_row(row)).collect()
 }
 
-/// SQL conditions and their parameters, joined with AND.
-#[derive(Debug, Clone, Default)]
-struct Conditions {
-    sql: Vec<String>,
-    values: Vec<Value>,
-}
+/// Dictionary ids, sorted, for membership tests by binary search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ids(Vec<u32>);
 
-impl Conditions {
-    fn push(&mut self, sql: &str, values: impl IntoIterator<Item = Value>) {
-        self.sql.push(sql.to_string());
-        self.values.extend(values);
+impl Ids {
+    fn new(mut ids: Vec<u32>) -> Ids {
+        ids.sort_unstable();
+        ids.dedup();
+        Ids(ids)
+    }
+
+    fn contains(&self, id: u32) -> bool {
+        self.0.binary_search(&id).is_ok()
+    }
+
+    /// The ids in both.
+    fn and(&self, other: &Ids) -> Ids {
+        Ids(self.0.iter().copied().filter(|&id| other.contains(id)).collect())
     }
 }
 
-/// What leads a search to its rows.
-#[derive(Debug, PartialEq, Eq)]
-enum Driver<'a> {
-    /// A device name, owner or client token: through `client_labels`.
-    Label(&'a str),
-    /// A domain (reversed): through `name_hours`.
-    Name(&'a str),
-    /// An index of `query_log` (client address, category, decision or time).
-    Index,
+/// A search's filters as dictionary ids, and how to find an hour's
+/// candidate blocks.
+#[derive(Debug)]
+struct Plan {
+    clients: Option<Ids>,
+    names: Option<Ids>,
+    outcomes: Option<Ids>,
+    /// Every outcome of `outcomes` has postings (none is a plain allowed
+    /// answer), so the outcome postings can pick the blocks.
+    outcomes_posted: bool,
+    /// No hour after this holds a row of the filtered clients or names
+    /// (their `last_day`).
+    newest_hour: Option<i64>,
+}
+
+impl Plan {
+    /// `None` when a filter matches nothing in the dictionaries, so no row
+    /// can match.
+    fn new(conn: &Connection, db: &Path, filters: &Filters, since_ms: Option<i64>) -> Result<Option<Plan>, StoreError> {
+        let failed = || StoreError::sqlite(db, "read the query log's dictionaries");
+        // Dictionary entries last used before the window cannot match.
+        let first_day = since_ms.map_or(i64::MIN, day_number);
+        let mut newest_day: Option<i64> = None;
+        let mut ids = |sql: &str, values: &[&dyn rusqlite::ToSql]| -> Result<Option<Ids>, StoreError> {
+            let mut statement = conn.prepare(sql).map_err(failed())?;
+            let rows = statement
+                .query_map(values, |row| Ok((row.get::<_, u32>(0)?, row.get::<_, i64>(1)?)))
+                .map_err(failed())?;
+            let mut found = Vec::new();
+            let mut last = None;
+            for row in rows {
+                let (id, last_day) = row.map_err(failed())?;
+                if last_day >= first_day {
+                    found.push(id);
+                    last = last.max(Some(last_day));
+                }
+            }
+            if found.is_empty() {
+                return Ok(None);
+            }
+            if let Some(last) = last {
+                newest_day = Some(newest_day.map_or(last, |newest| newest.min(last)));
+            }
+            Ok(Some(Ids::new(found)))
+        };
+        let clients = match &filters.client {
+            None => None,
+            Some(Ok(ip)) => {
+                let ip = ip.to_canonical().to_string();
+                match ids("SELECT id, last_day FROM log_clients WHERE client = ?1", &[&ip])? {
+                    None => return Ok(None),
+                    found => found,
+                }
+            }
+            // The conditions on '' let SQLite use the partial indexes.
+            Some(Err(label)) => match ids(
+                "SELECT id, last_day FROM log_clients WHERE device = ?1 AND device != '' \
+                 UNION SELECT id, last_day FROM log_clients WHERE owner = ?1 AND owner != '' \
+                 UNION SELECT id, last_day FROM log_clients WHERE client = ?1",
+                &[label],
+            )? {
+                None => return Ok(None),
+                found => found,
+            },
+        };
+        let names = match &filters.name {
+            None => None,
+            Some(reversed) => match ids(
+                "SELECT id, last_day FROM log_names WHERE rname = ?1 \
+                 UNION ALL SELECT id, last_day FROM log_names WHERE rname >= ?2 AND rname < ?3",
+                &[reversed, &format!("{reversed}."), &format!("{reversed}/")],
+            )? {
+                None => return Ok(None),
+                found => found,
+            },
+        };
+        let (mut outcomes, mut outcomes_posted) = (None, false);
+        if filters.category.is_some() || filters.decision.is_some() {
+            let mut statement = conn.prepare("SELECT id, decision, category FROM log_outcomes").map_err(failed())?;
+            let rows = statement
+                .query_map([], |row| Ok((row.get::<_, u32>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))
+                .map_err(failed())?;
+            let mut found = Vec::new();
+            outcomes_posted = true;
+            for row in rows {
+                let (id, decision, category) = row.map_err(failed())?;
+                if filters.decision.as_ref().is_some_and(|wanted| *wanted != decision)
+                    || filters.category.as_ref().is_some_and(|wanted| *wanted != category)
+                {
+                    continue;
+                }
+                // As the sealer posts them: not a plain allowed answer.
+                outcomes_posted &= decision != "allowed" || !category.is_empty();
+                found.push(id);
+            }
+            if found.is_empty() {
+                return Ok(None);
+            }
+            outcomes = Some(Ids::new(found));
+        }
+        let hours_per_day = DAY_MS / HOUR_MS;
+        let newest_hour = newest_day.map(|day| (day + 1) * hours_per_day - 1);
+        Ok(Some(Plan { clients, names, outcomes, outcomes_posted, newest_hour }))
+    }
+
+    /// Whether a row of a candidate block matches every filter.
+    fn keeps(&self, row: &BlockRow) -> bool {
+        self.clients.as_ref().is_none_or(|ids| ids.contains(row.client))
+            && self.names.as_ref().is_none_or(|ids| ids.contains(row.name))
+            && self.outcomes.as_ref().is_none_or(|ids| ids.contains(row.outcome))
+    }
+
+    /// Appends the rows of the sealed blocks of `hour` that may hold a
+    /// match: those of the clients every filter with an index allows.
+    fn sealed(&self, blocks: &Blocks<'_>, hour: i64, out: &mut Vec<BlockRow>) -> Result<(), StoreError> {
+        let mut candidates = self.clients.clone();
+        if let Some(names) = &self.names {
+            let posted = self.posted_clients(blocks, hour, PostingKind::Name, names)?;
+            candidates = Some(candidates.map_or(posted.clone(), |clients| clients.and(&posted)));
+        }
+        if self.outcomes_posted
+            && let Some(outcomes) = &self.outcomes
+            && candidates.as_ref().is_none_or(|clients| !clients.0.is_empty())
+        {
+            let posted = self.posted_clients(blocks, hour, PostingKind::Outcome, outcomes)?;
+            candidates = Some(candidates.map_or(posted.clone(), |clients| clients.and(&posted)));
+        }
+        match candidates {
+            None => blocks.sealed(block::hour_keys(hour), out),
+            Some(clients) => {
+                for client in clients.0 {
+                    blocks.sealed(block::client_hour_keys(hour, client), out)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The clients with a posting in `hour` for any of `ids`.
+    fn posted_clients(&self, blocks: &Blocks<'_>, hour: i64, kind: PostingKind, ids: &Ids) -> Result<Ids, StoreError> {
+        let (table, column) = match kind {
+            PostingKind::Name => ("log_name_postings", "name_id"),
+            PostingKind::Outcome => ("log_outcome_postings", "outcome_id"),
+        };
+        let failed = || StoreError::sqlite(blocks.path(), "read the query log's postings");
+        let conn = blocks.connection();
+        let mut clients = Vec::new();
+        if ids.0.len() > NAME_SEEKS_MAX {
+            let sql = format!("SELECT {column}, client_id FROM {table} WHERE hour = ?1");
+            let mut statement = conn.prepare_cached(&sql).map_err(failed())?;
+            let mut rows = statement.query([hour]).map_err(failed())?;
+            while let Some(row) = rows.next().map_err(failed())? {
+                if ids.contains(row.get(0).map_err(failed())?) {
+                    clients.push(row.get(1).map_err(failed())?);
+                }
+            }
+        } else {
+            let sql = format!("SELECT client_id FROM {table} WHERE hour = ?1 AND {column} = ?2");
+            let mut statement = conn.prepare_cached(&sql).map_err(failed())?;
+            for &id in &ids.0 {
+                let mut rows = statement.query(rusqlite::params![hour, id]).map_err(failed())?;
+                while let Some(row) = rows.next().map_err(failed())? {
+                    clients.push(row.get(0).map_err(failed())?);
+                }
+            }
+        }
+        Ok(Ids::new(clients))
+    }
+}
+
+/// Which postings table.
+#[derive(Debug, Clone, Copy)]
+enum PostingKind {
+    Name,
+    Outcome,
 }
 
 /// A search's filters, checked and normalised.
@@ -430,8 +516,6 @@ struct Filters {
     name: Option<String>,
     category: Option<String>,
     decision: Option<String>,
-    since_ms: Option<i64>,
-    until_ms: Option<i64>,
 }
 
 impl Filters {
@@ -464,61 +548,7 @@ impl Filters {
             name,
             category: text(&query.category).map(str::to_ascii_lowercase),
             decision,
-            since_ms: query.since_ms,
-            until_ms: query.until_ms,
         })
-    }
-
-    /// The client leads, then the name, then the category or decision
-    /// indexes, then time.
-    fn driver(&self) -> Driver<'_> {
-        match (&self.client, &self.name) {
-            (Some(Ok(_)), _) => Driver::Index,
-            (Some(Err(label)), _) => Driver::Label(label),
-            (None, Some(reversed)) => Driver::Name(reversed),
-            (None, None) => Driver::Index,
-        }
-    }
-
-    /// The row conditions. Equality filters other than the leading one are
-    /// written `+column`, so SQLite uses the index the driver chose.
-    fn conditions(&self) -> Conditions {
-        let mut conditions = Conditions::default();
-        let mut led = self.client.is_some() || self.name.is_some();
-        let mut column = |name: &str| {
-            let prefix = if led { "+" } else { "" };
-            led = true;
-            format!("{prefix}{name}")
-        };
-        if let Some(Ok(ip)) = &self.client {
-            conditions.push("client = ?", [Value::Text(ip.to_canonical().to_string())]);
-        }
-        if let Some(reversed) = &self.name {
-            conditions.push(
-                "(rname = ? OR (rname >= ? AND rname < ?))",
-                [reversed.clone(), format!("{reversed}."), format!("{reversed}/")].map(Value::Text),
-            );
-        }
-        if let Some(category) = &self.category {
-            conditions.push(&format!("{} = ?", column("category")), [Value::Text(category.clone())]);
-        }
-        match self.decision.as_deref() {
-            None => {}
-            // Most rows: the decision index leaves them out; time leads.
-            Some("allowed") => conditions.push("+decision = 'allowed'", []),
-            // The partial index's own condition, spelled out so SQLite may use it.
-            Some(decision) => conditions.push(
-                &format!("{} = ? AND decision != 'allowed'", column("decision")),
-                [Value::Text(decision.to_string())],
-            ),
-        }
-        if let Some(since) = self.since_ms {
-            conditions.push("time_ms >= ?", [Value::Integer(since)]);
-        }
-        if let Some(until) = self.until_ms {
-            conditions.push("time_ms < ?", [Value::Integer(until)]);
-        }
-        conditions
     }
 }
 
@@ -526,39 +556,22 @@ impl Filters {
 mod tests {
     use super::*;
 
-    fn filters(query: Search) -> Filters {
-        Filters::parse(&query).unwrap()
-    }
-
     #[test]
-    fn the_client_leads_and_other_equality_filters_are_plain() {
+    fn filters_are_normalised() {
         let query = Search {
-            client: Some("10.0.0.7".into()),
-            name: Some("Example.COM.".into()),
-            decision: Some("blocked".into()),
+            client: Some(" 10.0.0.7 ".into()),
+            name: Some("*.Example.COM.".into()),
+            category: Some("Games".into()),
+            decision: Some("BLOCKED".into()),
             ..Search::default()
         };
-        let filters = filters(query);
-        assert_eq!(filters.driver(), Driver::Index);
-        let conditions = filters.conditions();
-        assert_eq!(conditions.sql[0], "client = ?");
-        assert!(conditions.sql[1].starts_with("(rname = ?"));
-        assert_eq!(conditions.sql[2], "+decision = ? AND decision != 'allowed'");
-        assert_eq!(conditions.values[1], Value::Text("com.example".into()));
-    }
-
-    #[test]
-    fn drivers() {
-        assert_eq!(
-            filters(Search { client: Some("LIB-PC".into()), ..Search::default() }).driver(),
-            Driver::Label("LIB-PC")
-        );
-        let name = filters(Search { name: Some("*.example.com".into()), ..Search::default() });
-        assert_eq!(name.driver(), Driver::Name("com.example"));
-        let category =
-            filters(Search { category: Some("Games".into()), decision: Some("blocked".into()), ..Search::default() });
-        assert_eq!(category.driver(), Driver::Index);
-        assert_eq!(category.conditions().sql, ["category = ?", "+decision = ? AND decision != 'allowed'"]);
+        let filters = Filters::parse(&query).unwrap();
+        assert_eq!(filters.client, Some(Ok("10.0.0.7".parse().unwrap())));
+        assert_eq!(filters.name.as_deref(), Some("com.example"));
+        assert_eq!(filters.category.as_deref(), Some("games"));
+        assert_eq!(filters.decision.as_deref(), Some("blocked"));
+        let label = Filters::parse(&Search { client: Some("LIB-PC".into()), ..Search::default() }).unwrap();
+        assert_eq!(label.client, Some(Err("LIB-PC".to_string())));
     }
 
     #[test]
@@ -568,8 +581,10 @@ mod tests {
     }
 
     #[test]
-    fn hours_group_into_stretches() {
-        assert_eq!(stretches(&[9, 8, 7, 3, 1, 0]), vec![(7, 9), (3, 3), (0, 1)]);
-        assert!(stretches(&[]).is_empty());
+    fn id_sets_intersect() {
+        let ids = Ids::new(vec![9, 3, 3, 7]);
+        assert_eq!(ids.0, [3, 7, 9]);
+        assert!(ids.contains(7) && !ids.contains(8));
+        assert_eq!(ids.and(&Ids::new(vec![9, 1, 3])).0, [3, 9]);
     }
 }

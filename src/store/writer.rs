@@ -1,8 +1,13 @@
-//! Turning [`QueryRecord`]s into `query_log` rows: device attribution, the
-//! privacy treatment of private groups, and the batched insert. Used by the
+//! Turning [`QueryRecord`]s into query-log rows: device attribution, the
+//! privacy treatment of private groups, interning into the dictionaries
+//! ([`dict`](super::dict)), and the batched insert: per commit one fresh
+//! block per hour present, with the hourly roll-ups in the same transaction.
+//! Hours that ended more than [`SEAL_AFTER_MS`] ago are sealed
+//! ([`seal`](super::seal)), checked after each batch, when idle and at open
+//! (so an hour a crash left fresh is sealed on restart). Used by the
 //! [`QueryLog`](super::log::QueryLog) thread and by bulk imports.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -13,14 +18,21 @@ use ring::hmac;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::StoreError;
+use super::block::{self, BlockRow};
+use super::dict::{ClientFields, Dictionary, OutcomeFields};
 use super::record::QueryRecord;
 use super::schema::{self, Purpose};
+use super::seal;
 use super::settings::{LogSettings, Privacy};
-use super::time::{DAY_MS, day_number, day_string, now_ms};
+use super::time::{day_number, day_string, now_ms};
 use crate::name::reversed_name;
 
-/// Milliseconds in an hour: the granularity of `name_hours`.
+/// Milliseconds in an hour: the query log's blocks and roll-ups are by UTC hour.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
+
+/// An hour is sealed once it ended this long ago (late batches of the
+/// hour have landed by then; a later straggler is sealed on its own).
+pub(crate) const SEAL_AFTER_MS: i64 = 60_000;
 
 /// How often the writer copies the WAL back into the database (a checkpoint,
 /// with its fsyncs). Checkpointing after every batch, SQLite's default once
@@ -29,12 +41,10 @@ pub(crate) const HOUR_MS: i64 = 3_600_000;
 /// under `synchronous=NORMAL`: commits since the last checkpoint.
 pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
-const INSERT_NAME_HOUR: &str = "INSERT OR IGNORE INTO name_hours (hour, rname) VALUES (?1, ?2)";
-const INSERT_CLIENT_LABEL: &str =
-    "INSERT OR IGNORE INTO client_labels (day, client, device, owner) VALUES (?1, ?2, ?3, ?4)";
-const INSERT: &str = "INSERT INTO query_log (time_ms, client, device, owner, network, group_name, name, rname, \
-     record_type, decision, category, list, response_code, upstream_ms, cache_hit, stage, reason) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
+/// A failed seal is retried after this long.
+const SEAL_RETRY: Duration = Duration::from_secs(30);
+
+const INSERT_FRESH: &str = "INSERT INTO log_fresh (hour, last_row_id, data) VALUES (?1, ?2, ?3)";
 
 /// A device's name and owner as copied into log rows.
 struct Label {
@@ -57,66 +67,26 @@ struct PrivacyRules {
     keys: HashMap<i64, hmac::Key>,
 }
 
-/// The `name_hours` and `client_labels` rows already written, so each is
-/// inserted once rather than once per query. Forgotten whenever a batch
-/// fails, so nothing rolled back is taken as written.
-#[derive(Default)]
-struct Sightings {
-    /// Reversed names by hour; only the latest few hours are kept.
-    names: HashMap<i64, HashSet<String>>,
-    /// client -> (device, owner) pairs, by day; only the latest few days are kept.
-    labels: HashMap<i64, HashMap<String, Vec<(String, String)>>>,
-}
-
-/// Hours (of `names`) and days (of `labels`) remembered.
-const SIGHTINGS_KEPT: usize = 3;
-
-/// Makes room for a new key in a map that keeps the latest few.
-fn keep_latest<V>(map: &mut HashMap<i64, V>, key: i64) {
-    if !map.contains_key(&key)
-        && map.len() >= SIGHTINGS_KEPT
-        && let Some(&oldest) = map.keys().min()
-    {
-        map.remove(&oldest);
-    }
-}
-
-impl Sightings {
-    /// True the first time `rname` is seen in `hour`.
-    fn first_name(&mut self, hour: i64, rname: &str) -> bool {
-        if self.names.get(&hour).is_some_and(|names| names.contains(rname)) {
-            return false;
-        }
-        keep_latest(&mut self.names, hour);
-        self.names.entry(hour).or_default().insert(rname.to_string())
-    }
-
-    /// True the first time `client` carries this device and owner on `day`.
-    fn first_label(&mut self, day: i64, client: &str, device: &str, owner: &str) -> bool {
-        let known = self.labels.get(&day).and_then(|clients| clients.get(client));
-        if known.is_some_and(|labels| labels.iter().any(|(d, o)| d == device && o == owner)) {
-            return false;
-        }
-        keep_latest(&mut self.labels, day);
-        let labels = self.labels.entry(day).or_default().entry(client.to_string()).or_default();
-        labels.push((device.to_string(), owner.to_string()));
-        true
-    }
-}
-
 pub(crate) struct Writer {
     conn: Connection,
     path: PathBuf,
     attribution: Attribution,
     privacy: PrivacyRules,
-    seen: Sightings,
+    dict: Dictionary,
+    /// The last row id handed out (see [`block::row_id`]).
+    last_id: i64,
+    /// Every fresh hour before this one is known sealed (`i64::MIN`: look).
+    sealed_before: i64,
+    /// When sealing last failed, so it is not retried on every batch.
+    seal_failed: Option<Instant>,
     /// Commits not yet checkpointed, and when the last checkpoint ran.
     uncheckpointed: bool,
     last_checkpoint: Instant,
 }
 
 impl Writer {
-    /// Opens the writer's connection with `cache_mib` of page cache.
+    /// Opens the writer's connection with `cache_mib` of page cache, and
+    /// seals the hours a previous run left fresh.
     pub(crate) fn open(path: &Path, settings: &LogSettings, cache_mib: u32) -> Result<Writer, StoreError> {
         let conn = schema::open(path, Purpose::Log)?;
         // Checkpoints on the writer's own clock (see CHECKPOINT_INTERVAL); a
@@ -126,6 +96,7 @@ impl Writer {
             cache_mib * 1024
         ))
         .map_err(StoreError::sqlite(path, "configure the query-log connection"))?;
+        let last_id = last_row_id(&conn).map_err(StoreError::sqlite(path, "read the query log's last row id"))?;
         let mut writer = Writer {
             conn,
             path: path.to_path_buf(),
@@ -135,11 +106,15 @@ impl Writer {
                 groups: settings.private_groups.clone(),
                 keys: HashMap::new(),
             },
-            seen: Sightings::default(),
+            dict: Dictionary::default(),
+            last_id,
+            sealed_before: i64::MIN,
+            seal_failed: None,
             uncheckpointed: false,
             last_checkpoint: Instant::now(),
         };
         writer.refresh_devices()?;
+        writer.seal_ended_hours(i64::MAX);
         Ok(writer)
     }
 
@@ -173,27 +148,65 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes `records` in one transaction, then checkpoints if one is due.
+    /// Writes `records` in one transaction, seals hours that are over, then
+    /// checkpoints if one is due.
     pub(crate) fn write_batch(&mut self, records: &[QueryRecord]) -> Result<(), StoreError> {
         let result = self.refresh_devices().and_then(|()| self.insert_batch(records));
-        if result.is_err() {
-            self.seen = Sightings::default();
-        }
-        result?;
+        let hours = match result {
+            Ok(hours) => hours,
+            Err(error) => {
+                // Ids the rolled-back transaction created are gone.
+                self.dict.forget();
+                return Err(error);
+            }
+        };
         self.uncheckpointed = true;
+        if hours.0 < self.sealed_before {
+            // A row for an hour already sealed (the clock stepped back).
+            self.sealed_before = i64::MIN;
+        }
+        // In a bulk load of past rows the newest hour of the batch may go on
+        // in the next batch: seal only the hours before it.
+        self.seal_ended_hours(hours.1);
         if self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
             self.checkpoint();
         }
         Ok(())
     }
 
-    fn insert_batch(&mut self, records: &[QueryRecord]) -> Result<(), StoreError> {
-        let Writer { conn, path, attribution, privacy, seen, .. } = self;
+    /// Returns the oldest and newest hour written.
+    fn insert_batch(&mut self, records: &[QueryRecord]) -> Result<(i64, i64), StoreError> {
+        let Writer { conn, path, attribution, privacy, dict, last_id, .. } = self;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::sqlite(path, "start a query-log transaction"))?;
-        insert(&tx, path, attribution, privacy, seen, records)?;
-        tx.commit().map_err(StoreError::sqlite(path, "commit a query-log batch"))
+        let hours = insert(&tx, path, attribution, privacy, dict, last_id, records)?;
+        tx.commit().map_err(StoreError::sqlite(path, "commit a query-log batch"))?;
+        Ok(hours)
+    }
+
+    /// Seals the fresh hours that ended [`SEAL_AFTER_MS`] ago, and are
+    /// before `limit`. A failure is logged and retried [`SEAL_RETRY`] later:
+    /// the rows stay fresh, and readers find them there.
+    pub(crate) fn seal_ended_hours(&mut self, limit: i64) {
+        let before = (now_ms() - SEAL_AFTER_MS).div_euclid(HOUR_MS).min(limit);
+        if before <= self.sealed_before || self.seal_failed.is_some_and(|failed| failed.elapsed() < SEAL_RETRY) {
+            return;
+        }
+        match seal::seal_before(&mut self.conn, before) {
+            Ok(rows) => {
+                if rows > 0 {
+                    tracing::debug!(rows, "query log: sealed the hours that are over");
+                    self.uncheckpointed = true;
+                }
+                self.sealed_before = before;
+                self.seal_failed = None;
+            }
+            Err(error) => {
+                tracing::warn!(db = %self.path.display(), %error, "query log: cannot seal the hours that are over; retrying in 30 s");
+                self.seal_failed = Some(Instant::now());
+            }
+        }
     }
 
     /// True when commits wait for a checkpoint; [`Writer::checkpoint`] is due
@@ -213,17 +226,56 @@ impl Writer {
     }
 }
 
+/// True when `error` says the disk (or the file system's quota) is full.
+pub(crate) fn is_disk_full(error: &StoreError) -> bool {
+    match error {
+        StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(failure, _), .. } => {
+            failure.code == rusqlite::ErrorCode::DiskFull
+        }
+        StoreError::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+        _ => false,
+    }
+}
+
+/// The newest row id in the log: the greatest of the fresh blocks' last ids
+/// and of the ids in the newest sealed hour (each sealed block ends with its
+/// greatest id).
+fn last_row_id(conn: &Connection) -> rusqlite::Result<i64> {
+    let fresh: Option<i64> = conn.query_row("SELECT max(last_row_id) FROM log_fresh", [], |row| row.get(0))?;
+    let mut last = fresh.unwrap_or(0);
+    let newest: Option<i64> = conn.query_row("SELECT max(key) FROM log_sealed", [], |row| row.get(0))?;
+    if let Some(key) = newest {
+        let hour = block::split_sealed_key(key).0;
+        let keys = block::hour_keys(hour);
+        let mut statement = conn.prepare("SELECT key, data FROM log_sealed WHERE key >= ?1 AND key < ?2")?;
+        let mut blocks = statement.query([keys.start, keys.end])?;
+        let mut rows = Vec::new();
+        while let Some(found) = blocks.next()? {
+            let client = block::split_sealed_key(found.get(0)?).1;
+            rows.clear();
+            block::decode(found.get_ref(1)?.as_blob()?, client, &mut rows).map_err(|error| {
+                rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(error))
+            })?;
+            last = rows.iter().map(|row| row.id).fold(last, i64::max);
+        }
+    }
+    Ok(last)
+}
+
+/// Interns and encodes `records` into one fresh block per hour, and counts
+/// them into the hourly roll-ups. Returns the oldest and newest hour.
 fn insert(
     tx: &Transaction<'_>,
     path: &Path,
     attribution: &Attribution,
     privacy: &mut PrivacyRules,
-    seen: &mut Sightings,
+    dict: &mut Dictionary,
+    last_id: &mut i64,
     records: &[QueryRecord],
-) -> Result<(), StoreError> {
-    let prepare = |sql| tx.prepare_cached(sql).map_err(StoreError::sqlite(path, "prepare the query-log inserts"));
-    let (mut statement, mut name_hour, mut client_label) =
-        (prepare(INSERT)?, prepare(INSERT_NAME_HOUR)?, prepare(INSERT_CLIENT_LABEL)?);
+) -> Result<(i64, i64), StoreError> {
+    let intern = |source| StoreError::Sqlite { path: path.to_path_buf(), action: "intern a query-log row", source };
+    // Usually one hour; two when a batch spans the hour's end.
+    let mut hours: Vec<(i64, Vec<BlockRow>)> = Vec::with_capacity(2);
     for record in records {
         let ip = record.client.to_canonical();
         let private = record.group.as_deref().is_some_and(|group| privacy.groups.iter().any(|g| g == group));
@@ -237,42 +289,63 @@ fn insert(
         } else {
             (ip.to_string(), attribution.by_ip.get(&ip))
         };
-        let rname = reversed_name(&record.name);
+        let day = day_number(record.time_ms);
+        let fields = ClientFields {
+            client: &client,
+            device: label.map_or("", |label| label.name.as_str()),
+            owner: label.and_then(|label| label.owner.as_deref()).unwrap_or(""),
+            network: record.network.as_deref().unwrap_or(""),
+            group: record.group.as_deref().unwrap_or(""),
+        };
+        let client = dict.client(tx, fields, day).map_err(intern)?;
+        let name = dict.name(tx, &reversed_name(&record.name), day).map_err(intern)?;
+        let outcome = dict
+            .outcome(
+                tx,
+                OutcomeFields {
+                    decision: record.decision,
+                    category: record.category.as_deref().unwrap_or(""),
+                    list: record.list.as_deref().unwrap_or(""),
+                    stage: record.stage.unwrap_or(""),
+                    reason: record.reason.as_deref().unwrap_or(""),
+                    response_code: record.response_code,
+                },
+            )
+            .map_err(intern)?;
+        *last_id = block::row_id(record.time_ms, *last_id);
+        let row = BlockRow {
+            id: *last_id,
+            time_ms: record.time_ms,
+            client,
+            name,
+            record_type: record.record_type,
+            outcome,
+            cache_hit: record.cache_hit,
+            upstream_ms: record.upstream_ms,
+        };
         let hour = record.time_ms.div_euclid(HOUR_MS);
-        if seen.first_name(hour, &rname) {
-            name_hour.execute(params![hour, rname]).map_err(StoreError::sqlite(path, "note a name's hour"))?;
+        match hours.iter_mut().find(|(known, _)| *known == hour) {
+            Some((_, rows)) => rows.push(row),
+            None => hours.push((hour, vec![row])),
         }
-        if let Some(label) = label {
-            let (day, owner) = (record.time_ms.div_euclid(DAY_MS), label.owner.as_deref().unwrap_or(""));
-            if seen.first_label(day, &client, &label.name, owner) {
-                client_label
-                    .execute(params![day, client, label.name, owner])
-                    .map_err(StoreError::sqlite(path, "note a client's device"))?;
-            }
-        }
-        statement
-            .execute(params![
-                record.time_ms,
-                client,
-                label.map(|label| label.name.as_str()),
-                label.and_then(|label| label.owner.as_deref()),
-                record.network.as_deref(),
-                record.group.as_deref(),
-                record.name,
-                rname,
-                record.record_type,
-                record.decision,
-                record.category.as_deref(),
-                record.list.as_deref(),
-                record.response_code,
-                record.upstream_ms,
-                record.cache_hit,
-                record.stage,
-                record.reason.as_deref(),
-            ])
-            .map_err(StoreError::sqlite(path, "insert a query-log row"))?;
     }
-    Ok(())
+    let write = |source| StoreError::Sqlite { path: path.to_path_buf(), action: "insert a query-log block", source };
+    let mut statement = tx.prepare_cached(INSERT_FRESH).map_err(write)?;
+    let mut data = Vec::new();
+    for (hour, rows) in &hours {
+        data.clear();
+        block::encode(rows, true, &mut data);
+        let last = rows.last().map_or(0, |row| row.id);
+        statement.execute(params![hour, last, data.as_slice()]).map_err(write)?;
+        seal::add_counts(tx, *hour, rows, &mut dict.meanings).map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            action: "count query-log rows",
+            source,
+        })?;
+    }
+    let oldest = hours.iter().map(|(hour, _)| *hour).min().unwrap_or(i64::MAX);
+    let newest = hours.iter().map(|(hour, _)| *hour).max().unwrap_or(i64::MAX);
+    Ok((oldest, newest))
 }
 
 impl PrivacyRules {
@@ -344,6 +417,7 @@ pub(crate) fn write_all(
         writer.write_batch(&batch)?;
         written += batch.len() as u64;
     }
+    writer.seal_ended_hours(i64::MAX);
     writer.checkpoint();
     Ok(written)
 }

@@ -1,0 +1,219 @@
+//! The query log's dictionaries: names, clients and outcomes interned into
+//! `log_names`, `log_clients` and `log_outcomes`, with in-memory maps so a
+//! row costs a hash lookup, not a query.
+//!
+//! A name's or client's `last_day` is written when it is first used on a
+//! later day than the one recorded, with `ON CONFLICT(id)` so a row that
+//! retention deleted meanwhile comes back with the same id. Ids are handed
+//! out here (one above the highest in the table when first needed), never
+//! by SQLite, so an id the maps still hold is never given to another name
+//! after retention deleted the highest rows.
+//!
+//! A failed transaction may have rolled back ids the maps hold: the owner
+//! then calls [`Dictionary::forget`].
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::seal::Meanings;
+
+/// Names held in memory at most; past it the map starts again (the table
+/// still has them all), so memory stays bounded however many names a school
+/// looks up.
+const NAMES_HELD: usize = 1_000_000;
+
+/// An interned entry: its id and the newest day written for it.
+#[derive(Clone, Copy)]
+struct Entry {
+    id: u32,
+    last_day: i64,
+}
+
+/// A client identity as a row carries it ('' for none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientFields<'a> {
+    pub(crate) client: &'a str,
+    pub(crate) device: &'a str,
+    pub(crate) owner: &'a str,
+    pub(crate) network: &'a str,
+    pub(crate) group: &'a str,
+}
+
+/// An outcome as a row carries it ('' for none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutcomeFields<'a> {
+    pub(crate) decision: &'a str,
+    pub(crate) category: &'a str,
+    pub(crate) list: &'a str,
+    pub(crate) stage: &'a str,
+    pub(crate) reason: &'a str,
+    pub(crate) response_code: u16,
+}
+
+#[derive(Default)]
+pub(crate) struct Dictionary {
+    names: HashMap<Box<str>, Entry>,
+    clients: HashMap<Box<str>, Entry>,
+    outcomes: HashMap<Box<str>, u32>,
+    next_name: Option<u32>,
+    next_client: Option<u32>,
+    /// Groups and outcome meanings of the ids handed out, for the hourly counts.
+    pub(crate) meanings: Meanings,
+    key: String,
+}
+
+impl Dictionary {
+    /// Forgets everything held (after a rolled-back transaction).
+    pub(crate) fn forget(&mut self) {
+        *self = Dictionary::default();
+    }
+
+    /// The id of `rname` (labels reversed), created or given `day` as needed.
+    pub(crate) fn name(&mut self, conn: &Connection, rname: &str, day: i64) -> rusqlite::Result<u32> {
+        if let Some(entry) = self.names.get_mut(rname) {
+            if entry.last_day < day {
+                put_name(conn, entry.id, rname, day)?;
+                entry.last_day = day;
+            }
+            return Ok(entry.id);
+        }
+        if self.names.len() >= NAMES_HELD {
+            self.names.clear();
+            self.names.shrink_to(NAMES_HELD / 4);
+        }
+        let found: Option<(u32, i64)> = conn
+            .prepare_cached("SELECT id, last_day FROM log_names WHERE rname = ?1")?
+            .query_row([rname], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        let entry = match found {
+            Some((id, last_day)) => {
+                if last_day < day {
+                    put_name(conn, id, rname, day)?;
+                }
+                Entry { id, last_day: last_day.max(day) }
+            }
+            None => {
+                let id = next_id(conn, "log_names", &mut self.next_name)?;
+                put_name(conn, id, rname, day)?;
+                Entry { id, last_day: day }
+            }
+        };
+        self.names.insert(rname.into(), entry);
+        Ok(entry.id)
+    }
+
+    /// The id of a client identity, created or given `day` as needed.
+    pub(crate) fn client(&mut self, conn: &Connection, fields: ClientFields<'_>, day: i64) -> rusqlite::Result<u32> {
+        self.key.clear();
+        for part in [fields.client, fields.device, fields.owner, fields.network, fields.group] {
+            self.key.push_str(part);
+            self.key.push('\0');
+        }
+        if let Some(entry) = self.clients.get_mut(self.key.as_str()) {
+            if entry.last_day < day {
+                put_client(conn, entry.id, fields, day)?;
+                entry.last_day = day;
+            }
+            return Ok(entry.id);
+        }
+        let found: Option<(u32, i64)> = conn
+            .prepare_cached(
+                "SELECT id, last_day FROM log_clients \
+                 WHERE client = ?1 AND device = ?2 AND owner = ?3 AND network = ?4 AND group_name = ?5",
+            )?
+            .query_row(params![fields.client, fields.device, fields.owner, fields.network, fields.group], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        let entry = match found {
+            Some((id, last_day)) => {
+                if last_day < day {
+                    put_client(conn, id, fields, day)?;
+                }
+                Entry { id, last_day: last_day.max(day) }
+            }
+            None => {
+                let id = next_id(conn, "log_clients", &mut self.next_client)?;
+                put_client(conn, id, fields, day)?;
+                Entry { id, last_day: day }
+            }
+        };
+        self.clients.insert(self.key.as_str().into(), entry);
+        self.meanings.know_group(entry.id, fields.group);
+        Ok(entry.id)
+    }
+
+    /// The id of an outcome, created as needed (outcomes are few and kept).
+    pub(crate) fn outcome(&mut self, conn: &Connection, fields: OutcomeFields<'_>) -> rusqlite::Result<u32> {
+        self.key.clear();
+        for part in [fields.decision, fields.category, fields.list, fields.stage, fields.reason] {
+            self.key.push_str(part);
+            self.key.push('\0');
+        }
+        let _ = write!(self.key, "{}", fields.response_code);
+        if let Some(&id) = self.outcomes.get(self.key.as_str()) {
+            return Ok(id);
+        }
+        let values =
+            params![fields.decision, fields.category, fields.list, fields.stage, fields.reason, fields.response_code];
+        let found: Option<u32> = conn
+            .prepare_cached(
+                "SELECT id FROM log_outcomes WHERE decision = ?1 AND category = ?2 AND list = ?3 \
+                 AND stage = ?4 AND reason = ?5 AND response_code = ?6",
+            )?
+            .query_row(values, |row| row.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                conn.prepare_cached(
+                    "INSERT INTO log_outcomes (decision, category, list, stage, reason, response_code) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(values)?;
+                u32::try_from(conn.last_insert_rowid()).map_err(|_| too_many("log_outcomes"))?
+            }
+        };
+        self.outcomes.insert(self.key.as_str().into(), id);
+        self.meanings.know_outcome(id, fields.decision, fields.category);
+        Ok(id)
+    }
+}
+
+const UPSERT_NAME: &str = "INSERT INTO log_names (id, rname, last_day) VALUES (?1, ?2, ?3) \
+     ON CONFLICT(id) DO UPDATE SET last_day = max(last_day, excluded.last_day)";
+const UPSERT_CLIENT: &str = "INSERT INTO log_clients (id, client, device, owner, network, group_name, last_day) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO UPDATE SET last_day = max(last_day, excluded.last_day)";
+
+/// Writes a name with `day` as its newest use: creates it, moves its
+/// `last_day` on, or re-creates it with the same id after retention.
+fn put_name(conn: &Connection, id: u32, rname: &str, day: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(UPSERT_NAME)?.execute(params![id, rname, day]).map(drop)
+}
+
+/// [`put_name`] for a client identity.
+fn put_client(conn: &Connection, id: u32, fields: ClientFields<'_>, day: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(UPSERT_CLIENT)?
+        .execute(params![id, fields.client, fields.device, fields.owner, fields.network, fields.group, day])
+        .map(drop)
+}
+
+/// The next id of `table`, read from the table the first time.
+fn next_id(conn: &Connection, table: &'static str, next: &mut Option<u32>) -> rusqlite::Result<u32> {
+    let id = match *next {
+        Some(id) => id,
+        None => {
+            let max: Option<i64> =
+                conn.prepare_cached(&format!("SELECT max(id) FROM {table}"))?.query_row([], |row| row.get(0))?;
+            u32::try_from(max.unwrap_or(0) + 1).map_err(|_| too_many(table))?
+        }
+    };
+    *next = Some(id.checked_add(1).ok_or_else(|| too_many(table))?);
+    Ok(id)
+}
+
+fn too_many(table: &'static str) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(format!("{table} has run out of ids").into())
+}
