@@ -133,7 +133,11 @@ fn domain_of(name: &str) -> String {
 fn targets(db: &Path) -> Vec<(&'static str, Vec<Search>)> {
     let conn = read_only(db);
     let device = spread(&conn, "SELECT device FROM log_clients WHERE device != '' ORDER BY id", 20);
-    let ip = spread(&conn, "SELECT DISTINCT client FROM log_clients WHERE client NOT LIKE 'anon-%' ORDER BY client DESC", 20);
+    let ip = spread(
+        &conn,
+        "SELECT DISTINCT client FROM log_clients WHERE client NOT LIKE 'anon-%' ORDER BY client DESC",
+        20,
+    );
     let mut names: Vec<String> =
         ["google.com", "youtube.com", "microsoft.com", "icloud.com", "bbc.co.uk"].map(String::from).to_vec();
     let sampled = spread(&conn, "SELECT rname FROM log_names ORDER BY id", 15);
@@ -156,7 +160,10 @@ fn targets(db: &Path) -> Vec<(&'static str, Vec<Search>)> {
         ("name", by(&|v| Search { name: Some(v), ..Search::default() }, names)),
         (
             "category+decision",
-            outcomes.into_iter().map(|(category, decision)| Search { category, decision, ..Search::default() }).collect(),
+            outcomes
+                .into_iter()
+                .map(|(category, decision)| Search { category, decision, ..Search::default() })
+                .collect(),
         ),
     ]
 }
@@ -241,14 +248,22 @@ fn main() {
         json!({"bytes": bytes}),
     );
     let conn = read_only(&db);
-    let tables = conn
-        .prepare("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC")
-        .and_then(|mut s| s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?.collect::<Result<Vec<_>, _>>());
+    let tables =
+        conn.prepare("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC").and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?.collect::<Result<Vec<_>, _>>()
+        });
     match tables {
         Ok(tables) => {
             for (table, size) in tables.into_iter().filter(|t| t.1 > 1 << 20) {
                 let per_row = size as f64 / rows as f64;
-                results.add(&format!("  table {table}"), per_row, "B/row", format!("{per_row:.2} B"), "", json!({"bytes": size}));
+                results.add(
+                    &format!("  table {table}"),
+                    per_row,
+                    "B/row",
+                    format!("{per_row:.2} B"),
+                    "",
+                    json!({"bytes": size}),
+                );
             }
         }
         Err(error) => eprintln!("  (no per-table sizes: dbstat is not compiled in: {error})"),
@@ -282,7 +297,8 @@ fn main() {
     // The dashboard overview's counts.
     let now_hour = newest.div_euclid(HOUR_MS);
     let today = day_number(newest) * DAY_MS;
-    let (first, best, hourly) = timed(3, || counts::hourly_by_group(&db, now_hour - 7 * 24, now_hour + 1).expect("hourly"));
+    let (first, best, hourly) =
+        timed(3, || counts::hourly_by_group(&db, now_hour - 7 * 24, now_hour + 1).expect("hourly"));
     results.add(
         "counts: lookups and blocks per hour per group, 7 days",
         ms(first),
@@ -375,7 +391,14 @@ fn sustained_writing(db: &Path, rows: u64) -> (f64, Option<f64>, u64) {
     let devices = school::devices(options.devices, options.seed, |rng| names.benign(rng));
     let mut csv = String::from("ip,mac,name,owner,group\n");
     for device in devices.iter().filter(|d| !d.name.is_empty()) {
-        csv.push_str(&format!("{},{},{},{},{}\n", device.ip, device.mac, device.name, device.owner, device.group.name()));
+        csv.push_str(&format!(
+            "{},{},{},{},{}\n",
+            device.ip,
+            device.mac,
+            device.name,
+            device.owner,
+            device.group.name()
+        ));
     }
     hedgerow::store::devices::import_csv(db, &csv).expect("devices");
     let mut traffic = synth::traffic::Traffic::new(names, devices, options.seed);
