@@ -5,8 +5,8 @@
 //! - bytes on disk per row (file + WAL, all tables; per table from `dbstat`);
 //! - the first page (100 rows) of searches by device, by IP, by name with its
 //!   subdomains, and by category and decision, each over the last hour, day
-//!   and 30 days ending at the newest row: p95 over about 20 varied targets
-//!   per kind (popular and rare);
+//!   and 30 days ending at the newest row (and again ending at the busiest
+//!   hour): p95 over about 20 varied targets per kind (popular and rare);
 //! - the dashboard overview's counts (`store::counts`): lookups and blocks
 //!   per hour per group over 7 days, top blocked names and devices today;
 //! - sustained writing through `QueryLog` (default settings) of the school's
@@ -270,27 +270,44 @@ fn main() {
     }
     drop(conn);
 
-    // Searches: first page, p95 over the targets.
-    for (kind, searches) in targets(&db) {
-        for (window, span) in [("1 hour", HOUR_MS), ("1 day", DAY_MS), ("30 days", 30 * DAY_MS)] {
-            let mut times = Vec::new();
-            let mut found = 0;
-            for target in &searches {
-                let query = Search { since_ms: Some(newest + 1 - span), until_ms: Some(newest + 1), ..target.clone() };
-                let start = Instant::now();
-                let page = search(&db, &query).expect("search");
-                times.push(start.elapsed());
-                found += usize::from(!page.is_empty());
+    // Searches: first page, p95 over the targets, in windows ending at the
+    // newest row, and again ending at the busiest hour's end (the newest row
+    // may fall in a quiet night or weekend, where few targets have rows).
+    let busiest: i64 = read_only(&db)
+        .query_row("SELECT hour FROM log_hourly GROUP BY hour ORDER BY sum(count) DESC, hour DESC LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .expect("hourly counts");
+    let ends = [("", newest + 1), (" (ending at the busiest hour)", (busiest + 1) * HOUR_MS)];
+    let targets = targets(&db);
+    for (end_label, end) in ends {
+        for (kind, searches) in &targets {
+            for (window, span) in [("1 hour", HOUR_MS), ("1 day", DAY_MS), ("30 days", 30 * DAY_MS)] {
+                let mut times = Vec::new();
+                let mut found = 0;
+                for target in searches {
+                    let query = Search { since_ms: Some(end - span), until_ms: Some(end), ..target.clone() };
+                    let start = Instant::now();
+                    let page = search(&db, &query).expect("search");
+                    times.push(start.elapsed());
+                    found += usize::from(!page.is_empty());
+                }
+                let (median, p, max) = p95(times);
+                results.add(
+                    &format!("search by {kind}, {window}{end_label}: first page p95"),
+                    ms(p),
+                    "ms",
+                    format!(
+                        "{:.1} ms (median {:.1}, max {:.1}; {found}/{} found)",
+                        ms(p),
+                        ms(median),
+                        ms(max),
+                        searches.len()
+                    ),
+                    "p95 <= 100 ms",
+                    json!({"kind": kind, "window": window, "end_ms": end, "median_ms": ms(median), "max_ms": ms(max), "targets": searches.len(), "found": found}),
+                );
             }
-            let (median, p, max) = p95(times);
-            results.add(
-                &format!("search by {kind}, {window}: first page p95"),
-                ms(p),
-                "ms",
-                format!("{:.1} ms (median {:.1}, max {:.1}; {found}/{} found)", ms(p), ms(median), ms(max), searches.len()),
-                "p95 <= 100 ms",
-                json!({"kind": kind, "window": window, "median_ms": ms(median), "max_ms": ms(max), "targets": searches.len(), "found": found}),
-            );
         }
     }
 
