@@ -14,6 +14,7 @@ pub mod policy_editor;
 pub mod present;
 pub mod serve;
 pub mod store;
+pub mod synth;
 mod text;
 pub mod time;
 pub mod web;

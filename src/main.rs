@@ -46,5 +46,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(config.as_ref())?;
             cli::check::run(&config, &name, cli::check::Asker::from_flags(client, group, device), &record_type)
         }
+        Command::Synthesize(args) => cli::synthesize::run(args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -20,6 +20,7 @@ pub mod log;
 pub mod reload;
 pub mod serve;
 pub mod status;
+pub mod synthesize;
 pub mod user;
 
 pub use devices::DevicesAction;
@@ -125,6 +126,9 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Write a synthetic school's query log (about 2,500 devices, a month of
+    /// lookups) into a new database, for benchmarks and development.
+    Synthesize(synthesize::SynthesizeArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
