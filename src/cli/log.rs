@@ -71,13 +71,16 @@ pub fn run(config: &Config, action: LogAction, format: OutputFormat) -> anyhow::
             let newest = store::search::search(database, &Search { limit: lines, ..Search::default() })?;
             let mut last_id = newest.first().map_or(0, |row| row.id);
             print_rows(newest.into_iter().rev().collect(), format, true);
-            while follow {
-                std::thread::sleep(std::time::Duration::from_millis(500));
-                let rows = store::search::tail(database, last_id, 1_000)?;
-                if let Some(row) = rows.last() {
-                    last_id = row.id;
+            if follow {
+                // Until interrupted.
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    let rows = store::search::tail(database, last_id, 1_000)?;
+                    if let Some(id) = rows.iter().map(|row| row.id).max() {
+                        last_id = id;
+                    }
+                    print_rows(rows, format, false);
                 }
-                print_rows(rows, format, false);
             }
         }
         LogAction::Search { client, name, category, decision, since, until, limit, before_id } => {

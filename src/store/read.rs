@@ -19,7 +19,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::StoreError;
 use super::block::{self, BlockRow};
 use super::schema::{self, Purpose};
-use super::search::LogRow;
+use super::record::{LogRow, reason_for};
 use super::time::HOUR_MS;
 use crate::name::reversed_name;
 
@@ -230,7 +230,6 @@ impl<'c> Dictionaries<'c> {
             owner: client.owner,
             network: client.network,
             group: client.group,
-            name,
             record_type: row.record_type,
             decision: outcome.decision,
             category: outcome.category,
@@ -239,7 +238,8 @@ impl<'c> Dictionaries<'c> {
             upstream_ms: row.upstream_ms,
             cache_hit: row.cache_hit,
             stage: outcome.stage,
-            reason: outcome.reason,
+            reason: outcome.reason.map(|template| reason_for(&template, &name).into_owned()),
+            name,
         })
     }
 

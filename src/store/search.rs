@@ -39,6 +39,7 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use super::StoreError;
+pub use super::record::LogRow;
 use super::block::{self, BlockRow};
 use super::read::{self, Blocks, Dictionaries};
 use super::record::DECISIONS;
@@ -83,32 +84,6 @@ impl Default for Search {
     }
 }
 
-/// One query-log row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LogRow {
-    pub id: i64,
-    /// UTC Unix milliseconds.
-    pub time_ms: i64,
-    /// The client address, or its privacy form for private groups.
-    pub client: String,
-    /// The device name and owner when the row was written.
-    pub device: Option<String>,
-    pub owner: Option<String>,
-    pub network: Option<String>,
-    pub group: Option<String>,
-    pub name: String,
-    pub record_type: u16,
-    pub decision: String,
-    pub category: Option<String>,
-    pub list: Option<String>,
-    pub response_code: u16,
-    pub upstream_ms: Option<u32>,
-    pub cache_hit: bool,
-    /// The stage that settled the answer and the decision's reason (`None`
-    /// in rows written before they were kept).
-    pub stage: Option<String>,
-    pub reason: Option<String>,
-}
 
 /// A log row as `hedgerow log` exports it: JSON and CSV carry these fields,
 /// with these names, in this order, in the same forms (time ISO 8601 UTC,

@@ -15,6 +15,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::StoreError;
+use super::record::reason_template;
 use super::block::{self, BlockRow};
 use super::dict::{ClientFields, Dictionary, OutcomeFields};
 use super::seal;
@@ -109,7 +110,7 @@ fn hour_rows(
     let mut statement = conn.prepare(
         "SELECT time_ms, client, coalesce(device, ''), coalesce(owner, ''), coalesce(network, ''), \
          coalesce(group_name, ''), rname, record_type, decision, coalesce(category, ''), coalesce(list, ''), \
-         response_code, upstream_ms, cache_hit, coalesce(stage, ''), coalesce(reason, '') \
+         response_code, upstream_ms, cache_hit, coalesce(stage, ''), coalesce(reason, ''), name \
          FROM query_log WHERE time_ms >= ?1 AND time_ms < ?2 ORDER BY time_ms, id",
     )?;
     let mut found = statement.query([hour * HOUR_MS, (hour + 1) * HOUR_MS])?;
@@ -131,7 +132,7 @@ fn hour_rows(
                 category: text(9)?,
                 list: text(10)?,
                 stage: text(14)?,
-                reason: text(15)?,
+                reason: &reason_template(text(15)?, text(16)?),
                 response_code: row.get(11)?,
             },
         )?;

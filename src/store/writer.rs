@@ -20,7 +20,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use super::StoreError;
 use super::block::{self, BlockRow};
 use super::dict::{ClientFields, Dictionary, OutcomeFields};
-use super::record::QueryRecord;
+use super::record::{QueryRecord, reason_template};
 use super::schema::{self, Purpose};
 use super::seal;
 use super::settings::{LogSettings, Privacy};
@@ -311,7 +311,7 @@ fn insert(
                     category: record.category.as_deref().unwrap_or(""),
                     list: record.list.as_deref().unwrap_or(""),
                     stage: record.stage.unwrap_or(""),
-                    reason: record.reason.as_deref().unwrap_or(""),
+                    reason: &reason_template(record.reason.as_deref().unwrap_or(""), &record.name),
                     response_code: record.response_code,
                 },
             )

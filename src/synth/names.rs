@@ -215,9 +215,9 @@ const TAIL_PER_MILLION: usize = 60_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Special {
     Plain,
-    /// Index into [`super::traffic::REWRITES`].
+    /// Index into [`REWRITES`].
     SafeSearch(u8),
-    /// Index into [`super::traffic::CANARIES`].
+    /// Index into [`CANARIES`].
     Canary(u8),
 }
 
@@ -263,7 +263,7 @@ impl Names {
         let mut head = Vec::new();
         for name in HEAD {
             let id = add(&mut names, (*name).to_string()).expect("HEAD names are distinct");
-            names.special[id as usize - 1] = super::traffic::special_of(name);
+            names.special[id as usize - 1] = special_of(name);
             head.push(id);
         }
         for (index, category) in CATEGORIES.iter().enumerate() {
@@ -377,3 +377,38 @@ fn tail_name(rng: &mut Rng) -> String {
         _ => format!("{word}.{tld}"),
     }
 }
+
+/// SafeSearch rewrites of the shipped data (service, host, safe host).
+pub const REWRITES: &[(&str, &str, &str)] = &[
+    ("google", "www.google.com", "forcesafesearch.google.com"),
+    ("google", "www.google.co.uk", "forcesafesearch.google.com"),
+    ("youtube", "www.youtube.com", "restrict.youtube.com"),
+    ("youtube", "m.youtube.com", "restrict.youtube.com"),
+    ("youtube", "youtubei.googleapis.com", "restrict.youtube.com"),
+    ("bing", "www.bing.com", "strict.bing.com"),
+    ("duckduckgo", "duckduckgo.com", "safe.duckduckgo.com"),
+];
+
+/// The bypass stage's canaries (`dns/bypass.rs`): name, reason, response code.
+pub const CANARIES: &[(&str, &str, u16)] = &[
+    ("use-application-dns.net", "Firefox's DNS-over-HTTPS canary: NXDOMAIN keeps Firefox's own encrypted DNS off", 3),
+    ("mask.icloud.com", "iCloud Private Relay: NXDOMAIN makes Apple devices fall back to this resolver", 3),
+    ("mask-h2.icloud.com", "iCloud Private Relay: NXDOMAIN makes Apple devices fall back to this resolver", 3),
+    (
+        "_dns.resolver.arpa",
+        "discovery of designated encrypted resolvers (DDR, RFC 9462): no answer, so clients do not upgrade away",
+        0,
+    ),
+];
+
+/// What a name is when asked for (used when building the universe).
+pub fn special_of(name: &str) -> Special {
+    if let Some(i) = REWRITES.iter().position(|r| r.1 == name) {
+        return Special::SafeSearch(i as u8);
+    }
+    if let Some(i) = CANARIES.iter().position(|c| c.0 == name) {
+        return Special::Canary(i as u8);
+    }
+    Special::Plain
+}
+

@@ -11,34 +11,12 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::names::{CATEGORIES, Names, Special};
+use super::names::{CANARIES, CATEGORIES, Names, REWRITES, Special};
 use super::random::{Rng, Weighted, mix};
 use super::school::{self, Device, Group};
 use crate::store::QueryRecord;
 use crate::store::block::{BlockRow, row_id};
-
-/// SafeSearch rewrites of the shipped data (service, host, safe host).
-pub const REWRITES: &[(&str, &str, &str)] = &[
-    ("google", "www.google.com", "forcesafesearch.google.com"),
-    ("google", "www.google.co.uk", "forcesafesearch.google.com"),
-    ("youtube", "www.youtube.com", "restrict.youtube.com"),
-    ("youtube", "m.youtube.com", "restrict.youtube.com"),
-    ("youtube", "youtubei.googleapis.com", "restrict.youtube.com"),
-    ("bing", "www.bing.com", "strict.bing.com"),
-    ("duckduckgo", "duckduckgo.com", "safe.duckduckgo.com"),
-];
-
-/// The bypass stage's canaries (`dns/bypass.rs`): name, reason, response code.
-pub const CANARIES: &[(&str, &str, u16)] = &[
-    ("use-application-dns.net", "Firefox's DNS-over-HTTPS canary: NXDOMAIN keeps Firefox's own encrypted DNS off", 3),
-    ("mask.icloud.com", "iCloud Private Relay: NXDOMAIN makes Apple devices fall back to this resolver", 3),
-    ("mask-h2.icloud.com", "iCloud Private Relay: NXDOMAIN makes Apple devices fall back to this resolver", 3),
-    (
-        "_dns.resolver.arpa",
-        "discovery of designated encrypted resolvers (DDR, RFC 9462): no answer, so clients do not upgrade away",
-        0,
-    ),
-];
+use crate::store::record::NAME_MARK;
 
 const UPSTREAM: &str = "forwarded to the configured upstream servers";
 const FROM_CACHE: &str = "answered from the cache";
@@ -46,17 +24,6 @@ const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
 const TYPE_HTTPS: u16 = 65;
 const TYPE_SVCB: u16 = 64;
-
-/// What a name is when asked for (used when building the universe).
-pub fn special_of(name: &str) -> Special {
-    if let Some(i) = REWRITES.iter().position(|r| r.1 == name) {
-        return Special::SafeSearch(i as u8);
-    }
-    if let Some(i) = CANARIES.iter().position(|c| c.0 == name) {
-        return Special::Canary(i as u8);
-    }
-    Special::Plain
-}
 
 /// A `log_outcomes` row ('' for none).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -97,8 +64,9 @@ pub struct Traffic {
     outcomes: HashMap<Outcome, u32>,
     /// Outcome id - 1 to outcome.
     outcome_list: Vec<Outcome>,
-    /// Blocked outcomes by (name id, category entry): their reason names the name.
-    blocked: HashMap<(u32, u8), u32>,
+    /// Blocked outcomes by category entry (the reason's name is stored as
+    /// `record::NAME_MARK`, as the writer stores it).
+    blocked: HashMap<u8, u32>,
     /// Client id of each named device (pupils, staff); guests get one per day.
     named_clients: Vec<u32>,
     guest_clients: HashMap<(usize, i64), u32>,
@@ -319,7 +287,7 @@ impl Traffic {
                     }
                 }
                 (_, Some(c)) if CATEGORIES[c].blocked_for.contains(&group.name()) => {
-                    row.outcome = self.blocked_outcome(name, c);
+                    row.outcome = self.blocked_outcome(c);
                     rows.push(row);
                     continue;
                 }
@@ -384,15 +352,14 @@ impl Traffic {
         }
     }
 
-    /// The outcome of `name` blocked by `CATEGORIES[c]`, worded as
+    /// The outcome of a name blocked by `CATEGORIES[c]`, worded as
     /// `dns/blocklist.rs` words it.
-    fn blocked_outcome(&mut self, name: u32, c: usize) -> u32 {
-        if let Some(&id) = self.blocked.get(&(name, c as u8)) {
+    fn blocked_outcome(&mut self, c: usize) -> u32 {
+        if let Some(&id) = self.blocked.get(&(c as u8)) {
             return id;
         }
         let spec = &CATEGORIES[c];
-        let mut reason =
-            format!("{} is in category {} (listed exactly in list {})", self.names.name(name), spec.id, spec.list);
+        let mut reason = format!("{NAME_MARK} is in category {} (listed exactly in list {})", spec.id, spec.list);
         if spec.locked {
             reason.push_str("; the category is locked, so no override or group setting allows it");
         }
@@ -404,7 +371,7 @@ impl Traffic {
             reason,
             response_code: 3,
         });
-        self.blocked.insert((name, c as u8), id);
+        self.blocked.insert(c as u8, id);
         id
     }
 
