@@ -1,9 +1,11 @@
 //! Sealing: an hour's rows as one client's sorted blocks in `log_sealed`,
 //! with the hour's postings (`log_name_postings`, `log_outcome_postings`).
 //!
-//! The writer seals each hour once it is over ([`seal_before`]): the hour's
-//! fresh blocks are decoded, rewritten as sealed blocks and deleted in one
-//! transaction, so a row is always in exactly one place. Bulk loads (the
+//! The writer seals each hour once it is over, and the current hour in
+//! slices of minutes ([`seal_fresh`]): fresh blocks are decoded, rewritten
+//! as sealed blocks (a slice's blocks are chunks after the hour's earlier
+//! ones) and deleted in one transaction, so a row is always in exactly one
+//! place. Bulk loads (the
 //! upgrade of an old database, the synthetic school) write sealed hours
 //! directly with [`write_sealed_hour`] and `count = true`, which also adds
 //! the rows to the hourly roll-ups (the writer's own rows were counted when
@@ -200,37 +202,38 @@ fn missing(table: &'static str, id: u32) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(format!("query-log row refers to {table} id {id}, which is missing").into())
 }
 
-/// Seals every fresh hour before `before_hour` (moves rows, writes postings,
-/// deletes the fresh blocks) in one transaction per hour. Returns the rows sealed.
-pub(crate) fn seal_before(conn: &mut Connection, before_hour: i64) -> rusqlite::Result<u64> {
+/// Seals the fresh blocks of every hour before `before_hour`, and the
+/// blocks whose rows all have ids below `before_id` (the writer seals the
+/// current hour in slices, so a search of it decodes minutes of rows, not an
+/// hour). Moves the rows, writes postings and deletes the blocks, one
+/// transaction per hour. Returns the rows sealed.
+pub(crate) fn seal_fresh(conn: &mut Connection, before_hour: i64, before_id: i64) -> rusqlite::Result<u64> {
+    const DUE: &str = "hour < ?1 OR last_row_id < ?2";
     let hours: Vec<i64> = conn
-        .prepare_cached("SELECT DISTINCT hour FROM log_fresh WHERE hour < ?1 ORDER BY hour")?
-        .query_map([before_hour], |row| row.get(0))?
+        .prepare_cached(&format!("SELECT DISTINCT hour FROM log_fresh WHERE {DUE} ORDER BY hour"))?
+        .query_map([before_hour, before_id], |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let mut sealed = 0;
     for hour in hours {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut rows = fresh_rows(&tx, hour)?;
+        let mut rows = Vec::new();
+        let mut statement =
+            tx.prepare_cached(&format!("SELECT data FROM log_fresh WHERE hour = ?3 AND ({DUE}) ORDER BY id"))?;
+        let mut blocks = statement.query([before_hour, before_id, hour])?;
+        while let Some(block) = blocks.next()? {
+            let data = block.get_ref(0)?.as_blob()?;
+            block::decode(data, 0, &mut rows)
+                .map_err(|error| rusqlite::Error::FromSqlConversionFailure(0, Type::Blob, Box::new(error)))?;
+        }
+        drop(blocks);
+        drop(statement);
         write_sealed_hour(&tx, hour, &mut rows, false)?;
-        tx.execute("DELETE FROM log_fresh WHERE hour = ?1", [hour])?;
+        tx.execute(&format!("DELETE FROM log_fresh WHERE hour = ?3 AND ({DUE})"), [before_hour, before_id, hour])?;
         tx.commit()?;
         sealed += rows.len() as u64;
-        tracing::debug!(hour, rows = rows.len(), "query log: hour sealed");
+        tracing::debug!(hour, rows = rows.len(), "query log: fresh rows sealed");
     }
     Ok(sealed)
-}
-
-/// Every row of `hour`'s fresh blocks.
-fn fresh_rows(conn: &Connection, hour: i64) -> rusqlite::Result<Vec<BlockRow>> {
-    let mut statement = conn.prepare_cached("SELECT data FROM log_fresh WHERE hour = ?1 ORDER BY id")?;
-    let mut blocks = statement.query([hour])?;
-    let mut rows = Vec::new();
-    while let Some(block) = blocks.next()? {
-        let data = block.get_ref(0)?.as_blob()?;
-        block::decode(data, 0, &mut rows)
-            .map_err(|error| rusqlite::Error::FromSqlConversionFailure(0, Type::Blob, Box::new(error)))?;
-    }
-    Ok(rows)
 }
 
 #[cfg(test)]
@@ -388,7 +391,7 @@ mod tests {
                 .unwrap();
             }
         }
-        assert_eq!(seal_before(&mut conn, HOUR + 2).unwrap(), 1_000);
+        assert_eq!(seal_fresh(&mut conn, HOUR + 2, 0).unwrap(), 1_000);
         assert_eq!(sorted(sealed(&conn, HOUR)), sorted(early));
         assert_eq!(sorted(sealed(&conn, HOUR + 1)), sorted(later));
         assert!(sealed(&conn, HOUR + 2).is_empty());
@@ -406,6 +409,30 @@ mod tests {
         // Sealing counts nothing: fresh rows were counted when written.
         let counted: i64 = conn.query_row("SELECT count(*) FROM log_hourly", [], |row| row.get(0)).unwrap();
         assert_eq!(counted, 0);
-        assert_eq!(seal_before(&mut conn, HOUR + 2).unwrap(), 0, "sealing again finds nothing");
+        assert_eq!(seal_fresh(&mut conn, HOUR + 2, 0).unwrap(), 0, "sealing again finds nothing");
+    }
+
+    #[test]
+    fn the_current_hour_is_sealed_in_slices_of_whole_blocks() {
+        let (_dir, mut conn) = database();
+        let current = rows(HOUR, 500);
+        for part in current.chunks(100) {
+            let mut data = Vec::new();
+            block::encode(part, true, &mut data);
+            conn.execute(
+                "INSERT INTO log_fresh (hour, last_row_id, data) VALUES (?1, ?2, ?3)",
+                params![HOUR, part.last().unwrap().id, data],
+            )
+            .unwrap();
+        }
+        // Up to the third block's newest row: the first three blocks go.
+        let boundary = current[299].id + 1;
+        assert_eq!(seal_fresh(&mut conn, HOUR, boundary).unwrap(), 300);
+        assert_eq!(sorted(sealed(&conn, HOUR)), sorted(current[..300].to_vec()));
+        let fresh: i64 = conn.query_row("SELECT count(*) FROM log_fresh", [], |row| row.get(0)).unwrap();
+        assert_eq!(fresh, 2);
+        // The next slice appends chunks; every row is sealed once.
+        assert_eq!(seal_fresh(&mut conn, HOUR, i64::MAX).unwrap(), 200);
+        assert_eq!(sorted(sealed(&conn, HOUR)), sorted(current));
     }
 }

@@ -4,7 +4,8 @@
 //! block per hour present, with the hourly roll-ups in the same transaction.
 //! Hours that ended more than [`SEAL_AFTER_MS`] ago are sealed
 //! ([`seal`](super::seal)), checked after each batch, when idle and at open
-//! (so an hour a crash left fresh is sealed on restart). Used by the
+//! (so an hour a crash left fresh is sealed on restart); the current hour is
+//! sealed in slices, every [`SEAL_SLICE_MS`] its rows older than that. Used by the
 //! [`QueryLog`](super::log::QueryLog) thread and by bulk imports.
 
 use std::collections::HashMap;
@@ -33,6 +34,10 @@ pub(crate) use super::time::HOUR_MS;
 /// An hour is sealed once it ended this long ago (late batches of the
 /// hour have landed by then; a later straggler is sealed on its own).
 pub(crate) const SEAL_AFTER_MS: i64 = 60_000;
+
+/// The current hour is sealed in slices of this age (see
+/// [`Writer::seal_ended_hours`]).
+pub(crate) const SEAL_SLICE_MS: i64 = 5 * 60_000;
 
 /// How often the writer copies the WAL back into the database (a checkpoint,
 /// with its fsyncs). Checkpointing after every batch, SQLite's default once
@@ -79,6 +84,8 @@ pub(crate) struct Writer {
     sealed_before: i64,
     /// When sealing last failed, so it is not retried on every batch.
     seal_failed: Option<Instant>,
+    /// When the current hour was last sealed up to [`SEAL_SLICE_MS`] ago.
+    last_slice: Instant,
     /// Commits not yet checkpointed, and when the last checkpoint ran.
     uncheckpointed: bool,
     last_checkpoint: Instant,
@@ -114,6 +121,7 @@ impl Writer {
             last_id,
             sealed_before: i64::MIN,
             seal_failed: None,
+            last_slice: Instant::now(),
             uncheckpointed: false,
             last_checkpoint: Instant::now(),
         };
@@ -190,20 +198,31 @@ impl Writer {
     }
 
     /// Seals the fresh hours that ended [`SEAL_AFTER_MS`] ago, and are
-    /// before `limit`. A failure is logged and retried [`SEAL_RETRY`] later:
-    /// the rows stay fresh, and readers find them there.
+    /// before `limit`; and, every [`SEAL_SLICE_MS`], the rows of the current
+    /// hour older than that, so a search of the current hour decodes minutes
+    /// of rows rather than up to an hour of a busy school's (about a million).
+    /// A failure is logged and retried [`SEAL_RETRY`] later: the rows stay
+    /// fresh, and readers find them there.
     pub(crate) fn seal_ended_hours(&mut self, limit: i64) {
-        let before = (now_ms() - SEAL_AFTER_MS).div_euclid(HOUR_MS).min(limit);
-        if before <= self.sealed_before || self.seal_failed.is_some_and(|failed| failed.elapsed() < SEAL_RETRY) {
+        let now = now_ms();
+        let before = (now - SEAL_AFTER_MS).div_euclid(HOUR_MS).min(limit);
+        let slice_due = self.last_slice.elapsed() >= Duration::from_millis(SEAL_SLICE_MS as u64);
+        if (before <= self.sealed_before && !slice_due)
+            || self.seal_failed.is_some_and(|failed| failed.elapsed() < SEAL_RETRY)
+        {
             return;
         }
-        match seal::seal_before(&mut self.conn, before) {
+        let before_id = if slice_due { (now - SEAL_SLICE_MS) * block::ID_PER_MS } else { 0 };
+        match seal::seal_fresh(&mut self.conn, before, before_id) {
             Ok(rows) => {
                 if rows > 0 {
-                    tracing::debug!(rows, "query log: sealed the hours that are over");
+                    tracing::debug!(rows, "query log: sealed the rows that are old enough");
                     self.uncheckpointed = true;
                 }
-                self.sealed_before = before;
+                self.sealed_before = self.sealed_before.max(before);
+                if slice_due {
+                    self.last_slice = Instant::now();
+                }
                 self.seal_failed = None;
             }
             Err(error) => {
