@@ -29,6 +29,8 @@ fn main() {
     block::decode(&data, block::split_sealed_key(key).1, &mut rows).expect("a readable block");
     let oldest_day = day_number(rows[0].time_ms);
     let now = (oldest_day + 1 + i64::from(days)) * DAY_MS;
+    // As the server's retention thread does: DNS answers come first.
+    hedgerow::store::log::yield_to_dns();
     let start = Instant::now();
     let report = run_retention(&db, days, now).expect("retention");
     println!(

@@ -141,7 +141,7 @@ fn rate_limit(last: &AtomicI64) -> bool {
         && last.compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
-/// Puts the writer thread in the `SCHED_IDLE` class (nice 19 where that is
+/// Puts the calling thread (the writer, the retention job) in the `SCHED_IDLE` class (nice 19 where that is
 /// refused). When the machine is saturated, DNS answers come first: the
 /// writer then gets little CPU, the channel fills and rows are dropped and
 /// counted, rather than the log taking half a core from the resolver. And a
@@ -150,7 +150,7 @@ fn rate_limit(last: &AtomicI64) -> bool {
 /// with both on one CPU, p99 was 1.0-1.4 ms with nice 19. At a school's real
 /// load the writer keeps up with ease. Best effort: failure only means
 /// normal priority.
-fn yield_to_dns() {
+pub fn yield_to_dns() {
     // SAFETY: gettid, sched_setscheduler and setpriority have no
     // memory-safety preconditions; `param` outlives the call. On Linux a
     // thread id names that thread alone.

@@ -197,6 +197,8 @@ pub fn spawn_retention(db: PathBuf, retention_days: u32) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("hedgerow-retention".into())
         .spawn(move || {
+            // Deleting a day takes a second or two of CPU: DNS answers first.
+            super::log::yield_to_dns();
             loop {
                 match run_retention(&db, retention_days, now_ms()) {
                     Ok(report) => tracing::info!(
