@@ -72,36 +72,23 @@ impl Dictionary {
 
     /// The id of `rname` (labels reversed), created or given `day` as needed.
     pub(crate) fn name(&mut self, conn: &Connection, rname: &str, day: i64) -> rusqlite::Result<u32> {
-        if let Some(entry) = self.names.get_mut(rname) {
-            if entry.last_day < day {
-                put_name(conn, entry.id, rname, day)?;
-                entry.last_day = day;
-            }
-            return Ok(entry.id);
-        }
-        if self.names.len() >= NAMES_HELD {
+        if self.names.len() >= NAMES_HELD && !self.names.contains_key(rname) {
             self.names.clear();
             self.names.shrink_to(NAMES_HELD / 4);
         }
-        let found: Option<(u32, i64)> = conn
-            .prepare_cached("SELECT id, last_day FROM log_names WHERE rname = ?1")?
-            .query_row([rname], |row| Ok((row.get(0)?, row.get(1)?)))
-            .optional()?;
-        let entry = match found {
-            Some((id, last_day)) => {
-                if last_day < day {
-                    put_name(conn, id, rname, day)?;
-                }
-                Entry { id, last_day: last_day.max(day) }
-            }
-            None => {
-                let id = next_id(conn, "log_names", &mut self.next_name)?;
-                put_name(conn, id, rname, day)?;
-                Entry { id, last_day: day }
-            }
-        };
-        self.names.insert(rname.into(), entry);
-        Ok(entry.id)
+        let next = &mut self.next_name;
+        intern(
+            &mut self.names,
+            rname,
+            day,
+            || {
+                conn.prepare_cached("SELECT id, last_day FROM log_names WHERE rname = ?1")?
+                    .query_row([rname], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            },
+            || next_id(conn, "log_names", next),
+            |id| put_name(conn, id, rname, day),
+        )
     }
 
     /// The id of a client identity, created or given `day` as needed.
@@ -111,38 +98,26 @@ impl Dictionary {
             self.key.push_str(part);
             self.key.push('\0');
         }
-        if let Some(entry) = self.clients.get_mut(self.key.as_str()) {
-            if entry.last_day < day {
-                put_client(conn, entry.id, fields, day)?;
-                entry.last_day = day;
-            }
-            return Ok(entry.id);
-        }
-        let found: Option<(u32, i64)> = conn
-            .prepare_cached(
-                "SELECT id, last_day FROM log_clients \
-                 WHERE client = ?1 AND device = ?2 AND owner = ?3 AND network = ?4 AND group_name = ?5",
-            )?
-            .query_row(params![fields.client, fields.device, fields.owner, fields.network, fields.group], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .optional()?;
-        let entry = match found {
-            Some((id, last_day)) => {
-                if last_day < day {
-                    put_client(conn, id, fields, day)?;
-                }
-                Entry { id, last_day: last_day.max(day) }
-            }
-            None => {
-                let id = next_id(conn, "log_clients", &mut self.next_client)?;
-                put_client(conn, id, fields, day)?;
-                Entry { id, last_day: day }
-            }
-        };
-        self.clients.insert(self.key.as_str().into(), entry);
-        self.meanings.know_group(entry.id, fields.group);
-        Ok(entry.id)
+        let next = &mut self.next_client;
+        let id = intern(
+            &mut self.clients,
+            &self.key,
+            day,
+            || {
+                conn.prepare_cached(
+                    "SELECT id, last_day FROM log_clients \
+                     WHERE client = ?1 AND device = ?2 AND owner = ?3 AND network = ?4 AND group_name = ?5",
+                )?
+                .query_row(params![fields.client, fields.device, fields.owner, fields.network, fields.group], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()
+            },
+            || next_id(conn, "log_clients", next),
+            |id| put_client(conn, id, fields, day),
+        )?;
+        self.meanings.know_group(id, fields.group);
+        Ok(id)
     }
 
     /// The id of an outcome, created as needed (outcomes are few and kept).
@@ -198,6 +173,42 @@ fn put_client(conn: &Connection, id: u32, fields: ClientFields<'_>, day: i64) ->
     conn.prepare_cached(UPSERT_CLIENT)?
         .execute(params![id, fields.client, fields.device, fields.owner, fields.network, fields.group, day])
         .map(drop)
+}
+
+/// The id under `key`: from the in-memory map `held`, else from the table
+/// (`find`), else a new one (`new_id`). The row is written (`put`) when it is
+/// new or first used on a later `day`, so `last_day` moves on once a day and
+/// a row retention deleted comes back with the same id.
+fn intern(
+    held: &mut HashMap<Box<str>, Entry>,
+    key: &str,
+    day: i64,
+    find: impl FnOnce() -> rusqlite::Result<Option<(u32, i64)>>,
+    new_id: impl FnOnce() -> rusqlite::Result<u32>,
+    put: impl FnOnce(u32) -> rusqlite::Result<()>,
+) -> rusqlite::Result<u32> {
+    if let Some(entry) = held.get_mut(key) {
+        if entry.last_day < day {
+            put(entry.id)?;
+            entry.last_day = day;
+        }
+        return Ok(entry.id);
+    }
+    let entry = match find()? {
+        Some((id, last_day)) => {
+            if last_day < day {
+                put(id)?;
+            }
+            Entry { id, last_day: last_day.max(day) }
+        }
+        None => {
+            let id = new_id()?;
+            put(id)?;
+            Entry { id, last_day: day }
+        }
+    };
+    held.insert(key.into(), entry);
+    Ok(entry.id)
 }
 
 /// The next id of `table`, read from the table the first time.
