@@ -42,6 +42,15 @@ pub enum StartError {
     Dashboard { address: SocketAddr, error: std::io::Error },
     #[error("{0}")]
     DashboardTls(String),
+    #[error(
+        "cannot listen for metrics on {address}: {error}; change [metrics] listen in the config to a free address \
+         (or remove it to turn metrics off)"
+    )]
+    Metrics { address: SocketAddr, error: std::io::Error },
+    #[error(
+        "[metrics] bearer_token_file {path}: {error}; write the token into that file (e.g. openssl rand -hex 32 > {path})"
+    )]
+    MetricsToken { path: String, error: String },
     #[error("the dashboard cannot open its database: {0}")]
     DashboardStore(#[from] crate::store::StoreError),
 }
@@ -129,6 +138,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     raise_open_files_limit();
     // Before the slow work, so an address in use is said at once.
     let dashboard_listeners = bind_dashboard(config).await?;
+    let metrics_listener = bind_metrics(config).await?;
     let dashboard_tls = match &config.dashboard.tls {
         Some(files) if !config.dashboard.listen.is_empty() => {
             Some(crate::web::tls_acceptor(&files.cert, &files.key).map_err(StartError::DashboardTls)?)
@@ -204,6 +214,19 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     )
     .await?;
     background.push(tokio::spawn(device_groups_on_schedule(config.clone(), pipeline.clone())));
+    if let Some((listener, token)) = metrics_listener {
+        let monitor = crate::web::Monitor {
+            pipeline: pipeline.clone(),
+            database: writes_database(&config).then(|| config.log.database.clone()),
+            token: token.map(Arc::from),
+        };
+        tracing::info!(address = ?listener.local_addr().ok(), "metrics at /metrics, /health, /ready");
+        background.push(tokio::spawn(async move {
+            if let Err(error) = crate::web::serve_metrics(listener, monitor).await {
+                tracing::error!(%error, "the metrics listener stopped serving");
+            }
+        }));
+    }
     if config.log.enabled {
         // Roll-ups and retention run on their own thread, hourly.
         let _ = store::retention::spawn_retention(config.log.database.clone(), config.log.settings.retention_days);
@@ -266,6 +289,39 @@ fn install_gauges(pipeline: &Arc<Pipeline>, config: &Config) {
                 .collect();
         }
     }));
+}
+
+/// Binds `[metrics] listen` (when set) and reads its bearer token.
+async fn bind_metrics(config: &Config) -> Result<Option<(tokio::net::TcpListener, Option<String>)>, StartError> {
+    let Some(address) = config.metrics.listen else {
+        return Ok(None);
+    };
+    let token = match &config.metrics.bearer_token {
+        None => None,
+        Some(crate::config::BearerToken::Inline(token)) => Some(token.clone()),
+        Some(crate::config::BearerToken::File(path)) => {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| StartError::MetricsToken { path: shown.clone(), error: error.to_string() })?;
+            let token = text.trim().to_string();
+            if token.len() < 16 || !token.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(StartError::MetricsToken {
+                    path: shown,
+                    error: "the token must be at least 16 visible characters with no spaces".into(),
+                });
+            }
+            Some(token)
+        }
+    };
+    let listener =
+        tokio::net::TcpListener::bind(address).await.map_err(|error| StartError::Metrics { address, error })?;
+    Ok(Some((listener, token)))
+}
+
+/// Whether the server writes its database (the query log, or the
+/// dashboard's users and sessions): readiness then checks it is writable.
+pub fn writes_database(config: &Config) -> bool {
+    config.log.enabled || !config.dashboard.listen.is_empty()
 }
 
 /// Binds every `[dashboard] listen` address; a failure names the address and the setting.
@@ -975,6 +1031,8 @@ pub fn keep_restart_only(started: &Config, new: &mut Config) -> Vec<String> {
     keep("lists.update_hours", &started.list_update_interval, &mut new.list_update_interval, &mut changed);
     // The dashboard's listeners and settings are fixed when it starts.
     keep("[dashboard]", &started.dashboard, &mut new.dashboard, &mut changed);
+    // The metrics listener is bound once, at start.
+    keep("[metrics]", &started.metrics, &mut new.metrics, &mut changed);
     changed
 }
 

@@ -166,6 +166,8 @@ pub struct Pipeline {
     log: Option<QueryLog>,
     /// The counters `/metrics` and the overview read: atomics, fed by `finish`.
     metrics: Arc<Metrics>,
+    /// The UDP addresses the listeners bound (readiness probes the first).
+    listeners: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
 }
 
 impl Pipeline {
@@ -185,6 +187,7 @@ impl Pipeline {
             upstream: Arc::new(Upstream::new(&config.upstream)?),
             log,
             metrics,
+            listeners: std::sync::OnceLock::new(),
         })
     }
 
@@ -200,6 +203,16 @@ impl Pipeline {
     /// The server's counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The UDP addresses its listeners bound (empty before they start).
+    pub fn listeners(&self) -> &[std::net::SocketAddr] {
+        self.listeners.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// Records the listeners' UDP addresses (once, by `DnsServer::start`).
+    pub fn set_listeners(&self, addresses: Vec<std::net::SocketAddr>) {
+        let _ = self.listeners.set(addresses);
     }
 
     /// The answer cache's entries and weight in bytes now.
