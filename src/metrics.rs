@@ -87,6 +87,8 @@ pub struct Metrics {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     gauges: OnceLock<Gauges>,
+    /// Readiness's last look at the answer count: when, and the count.
+    last_seen: Mutex<Option<(Instant, u64)>>,
 }
 
 impl Default for Metrics {
@@ -112,6 +114,7 @@ impl Metrics {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             gauges: OnceLock::new(),
+            last_seen: Mutex::new(None),
         }
     }
 
@@ -181,6 +184,25 @@ impl Metrics {
     /// in (`ok`) or refused.
     pub fn reloaded(&self, ok: bool) {
         if ok { &self.reloads_ok } else { &self.reloads_failed }.fetch_add(1, Relaxed);
+    }
+
+    /// Every answer counted so far, over all groups.
+    pub fn lookups(&self) -> u64 {
+        self.groups.load().iter().flat_map(|group| group.by_decision.iter()).map(|count| count.load(Relaxed)).sum()
+    }
+
+    /// Readiness: how many answers were counted since the last call, if
+    /// that was at most `within` ago (`None`: no recent call, or none
+    /// counted). Never called on the DNS path.
+    pub fn answers_since_last_look(&self, within: Duration) -> Option<(u64, Duration)> {
+        let mut last = self.last_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = (Instant::now(), self.lookups());
+        let moved = match *last {
+            Some((at, seen)) if now.1 > seen && at.elapsed() <= within => Some((now.1 - seen, at.elapsed())),
+            _ => None,
+        };
+        *last = Some(now);
+        moved
     }
 
     /// Installs the function that reads the figures other parts keep (once;

@@ -151,6 +151,11 @@ async fn real_queries_move_the_counters_and_the_text_parses() {
         assert_eq!(status, 200, "{body}");
         assert!(body.starts_with("ready\n") && body.contains("dns ok") && body.contains("database ok"), "{body}");
     }
+    // With real traffic since the last check, readiness needs no probe.
+    server.ask(STAFF, PLAIN_NAME).await;
+    let (status, body, _) = get(&format!("http://{metrics}/ready"), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("answers in the last"), "{body}");
     // /metrics is not on the dashboard.
     assert_ne!(get(&server.url("/metrics"), None).0, 200);
 }
