@@ -191,8 +191,9 @@ impl Pipeline {
         })
     }
 
-    /// Hands a finished answer to the observers (today the query log
-    /// alone). Never waits: a full log channel drops and counts the row.
+    /// Hands a finished answer to the observers (the metrics' atomic
+    /// counters, then the query log). Never waits: a full log channel drops
+    /// and counts the row.
     pub fn finish(&self, finished: &Finished<'_>) {
         self.metrics.finished(finished);
         if let Some(log) = &self.log {
