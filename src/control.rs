@@ -104,6 +104,8 @@ pub struct Status {
     /// every load): a degraded or missing source means less or older
     /// filtering than configured.
     pub lists: crate::lists::health::ListHealth,
+    /// Readiness, as `/ready` reports it (`None` from an older server).
+    pub ready: Option<crate::dns::ready::Readiness>,
 }
 
 /// What a reload did.
@@ -312,12 +314,19 @@ impl ServerInfo {
             database: config.log.database.clone(),
             device_groups: self.pipeline.device_groups(),
             lists: crate::lists::health::ListHealth::read(&config.data_dir).unwrap_or_default(),
+            ready: None,
         }
     }
 
     async fn answer(&self, request: Request) -> Reply {
         match request {
-            Request::Status => Reply { ok: true, status: Some(self.status()), ..Reply::default() },
+            Request::Status => {
+                let mut status = self.status();
+                let writes = self.config.log.enabled || !self.config.dashboard.listen.is_empty();
+                let database = writes.then_some(self.config.log.database.as_path());
+                status.ready = Some(crate::dns::ready::check(&self.pipeline, database).await);
+                Reply { ok: true, status: Some(status), ..Reply::default() }
+            }
             Request::Reload => match (self.reload)().await {
                 Ok(report) => Reply { ok: true, reload: Some(report), ..Reply::default() },
                 Err(error) => Reply::failed(format!("{error}; nothing was changed: the policy in force stays")),

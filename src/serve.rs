@@ -42,6 +42,15 @@ pub enum StartError {
     Dashboard { address: SocketAddr, error: std::io::Error },
     #[error("{0}")]
     DashboardTls(String),
+    #[error(
+        "cannot listen for metrics on {address}: {error}; change [metrics] listen in the config to a free address \
+         (or remove it to turn metrics off)"
+    )]
+    Metrics { address: SocketAddr, error: std::io::Error },
+    #[error(
+        "[metrics] bearer_token_file {path}: {error}; write the token into that file (e.g. openssl rand -hex 32 > {path})"
+    )]
+    MetricsToken { path: String, error: String },
     #[error("the dashboard cannot open its database: {0}")]
     DashboardStore(#[from] crate::store::StoreError),
 }
@@ -87,7 +96,9 @@ impl Running {
     /// them in; on failure the lists in use stay. What SIGHUP does.
     pub async fn reload_lists(&self) -> Result<(), StartError> {
         let _one_at_a_time = self.reloader.one_at_a_time.lock().await;
-        reload_lists(&self.reloader.config(), &self.pipeline).await
+        let result = reload_lists(&self.reloader.config(), &self.pipeline).await;
+        self.pipeline.metrics().reloaded(result.is_ok());
+        result
     }
 
     /// The whole reload (`hedgerow reload`, SIGHUP): the configuration file
@@ -127,6 +138,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     raise_open_files_limit();
     // Before the slow work, so an address in use is said at once.
     let dashboard_listeners = bind_dashboard(config).await?;
+    let metrics_listener = bind_metrics(config).await?;
     let dashboard_tls = match &config.dashboard.tls {
         Some(files) if !config.dashboard.listen.is_empty() => {
             Some(crate::web::tls_acceptor(&files.cert, &files.key).map_err(StartError::DashboardTls)?)
@@ -149,6 +161,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let now = crate::time::now_ms();
     let pipeline = Arc::new(Pipeline::new(&in_force(&config, now), lists, safesearch, log)?);
     let server = DnsServer::start(pipeline.clone(), &config).await?;
+    install_gauges(&pipeline, &config);
     let started = (std::time::Instant::now(), crate::time::now_ms());
     refresh_device_groups(&config, &pipeline).await;
     let reloader = Arc::new(Reloader {
@@ -201,6 +214,19 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     )
     .await?;
     background.push(tokio::spawn(device_groups_on_schedule(config.clone(), pipeline.clone())));
+    if let Some((listener, token)) = metrics_listener {
+        let monitor = crate::web::Monitor {
+            pipeline: pipeline.clone(),
+            database: writes_database(&config).then(|| config.log.database.clone()),
+            token: token.map(Arc::from),
+        };
+        tracing::info!(address = ?listener.local_addr().ok(), "metrics at /metrics, /health, /ready");
+        background.push(tokio::spawn(async move {
+            if let Err(error) = crate::web::serve_metrics(listener, monitor).await {
+                tracing::error!(%error, "the metrics listener stopped serving");
+            }
+        }));
+    }
     if config.log.enabled {
         // Roll-ups and retention run on their own thread, hourly.
         let _ = store::retention::spawn_retention(config.log.database.clone(), config.log.settings.retention_days);
@@ -220,6 +246,82 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         "hedgerow is serving DNS"
     );
     Ok(Running { pipeline, server, background, config, reloader, editor, dashboard, _control: control })
+}
+
+/// The figures other parts keep, read when a metrics snapshot is taken:
+/// the cache's size, the query log's rows, the lists in force and their
+/// health record. Holds the pipeline weakly (the pipeline owns the metrics).
+fn install_gauges(pipeline: &Arc<Pipeline>, config: &Config) {
+    let weak = Arc::downgrade(pipeline);
+    let data_dir = config.data_dir.clone();
+    pipeline.metrics().set_gauges(Box::new(move |snapshot| {
+        if let Some(pipeline) = weak.upgrade() {
+            let (entries, bytes) = pipeline.cache_size();
+            snapshot.cache_entries = entries as u64;
+            snapshot.cache_bytes = bytes;
+            snapshot.listed_names = pipeline.lists().len() as u64;
+            if let Some(log) = pipeline.log() {
+                snapshot.log_enabled = true;
+                snapshot.log_written = log.written();
+                snapshot.log_dropped = log.dropped();
+            }
+        }
+        if let Some(health) = ListHealth::read(&data_dir) {
+            let now = crate::time::now_ms().max(0) as u64 / 1000;
+            snapshot.lists_checked_at = Some(health.checked_at);
+            snapshot.lists_error = health.error.clone();
+            snapshot.lists = health
+                .sources
+                .into_iter()
+                .map(|source| crate::metrics::ListFigures {
+                    state: match source.state {
+                        crate::lists::health::SourceState::Ok => "ok",
+                        crate::lists::health::SourceState::Degraded => "degraded",
+                        crate::lists::health::SourceState::Missing => "missing",
+                    },
+                    entries: source.names.map(|names| names as u64),
+                    age_seconds: source.copy_from.map(|from| now.saturating_sub(from)),
+                    failing_since: source.since,
+                    last_failure: source.reason,
+                    id: source.id,
+                    category: source.category,
+                })
+                .collect();
+        }
+    }));
+}
+
+/// Binds `[metrics] listen` (when set) and reads its bearer token.
+async fn bind_metrics(config: &Config) -> Result<Option<(tokio::net::TcpListener, Option<String>)>, StartError> {
+    let Some(address) = config.metrics.listen else {
+        return Ok(None);
+    };
+    let token = match &config.metrics.bearer_token {
+        None => None,
+        Some(crate::config::BearerToken::Inline(token)) => Some(token.clone()),
+        Some(crate::config::BearerToken::File(path)) => {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| StartError::MetricsToken { path: shown.clone(), error: error.to_string() })?;
+            let token = text.trim().to_string();
+            if token.len() < 16 || !token.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(StartError::MetricsToken {
+                    path: shown,
+                    error: "the token must be at least 16 visible characters with no spaces".into(),
+                });
+            }
+            Some(token)
+        }
+    };
+    let listener =
+        tokio::net::TcpListener::bind(address).await.map_err(|error| StartError::Metrics { address, error })?;
+    Ok(Some((listener, token)))
+}
+
+/// Whether the server writes its database (the query log, or the
+/// dashboard's users and sessions): readiness then checks it is writable.
+pub fn writes_database(config: &Config) -> bool {
+    config.log.enabled || !config.dashboard.listen.is_empty()
 }
 
 /// Binds every `[dashboard] listen` address; a failure names the address and the setting.
@@ -651,7 +753,12 @@ async fn update_on_schedule(reloader: Arc<Reloader>, interval: Duration) {
         let update_config = reloader.config();
         let changed = tokio::task::spawn_blocking(move || update_sources(&update_config)).await.unwrap_or(false);
         let _one_at_a_time = reloader.one_at_a_time.lock().await;
-        if changed && let Err(error) = reload_lists(&reloader.config(), &reloader.pipeline).await {
+        if !changed {
+            continue;
+        }
+        let result = reload_lists(&reloader.config(), &reloader.pipeline).await;
+        reloader.pipeline.metrics().reloaded(result.is_ok());
+        if let Err(error) = result {
             tracing::warn!(%error, "list reload after update failed; the lists in use stay");
         }
     }
@@ -750,6 +857,7 @@ fn policy_editor(config: &Config, reloader: &Arc<Reloader>) -> Option<crate::pol
             let reloader = reloader.clone();
             Box::pin(async move {
                 let result = reload_policy(&reloader).await;
+                reloader.pipeline.metrics().reloaded(result.is_ok());
                 if let Err(error) = &result {
                     tracing::error!(%error, "RELOAD REFUSED: the policy in force stays");
                 }
@@ -848,6 +956,7 @@ pub async fn notice_file_edit(config: &Config) {
 pub async fn reload_all(reloader: &Reloader) -> Result<crate::control::ReloadReport, StartError> {
     let _one_at_a_time = reloader.one_at_a_time.lock().await;
     let result = reload_policy(reloader).await;
+    reloader.pipeline.metrics().reloaded(result.is_ok());
     if let Err(error) = &result {
         tracing::error!(%error, "RELOAD REFUSED: the policy in force stays");
     }
@@ -922,6 +1031,8 @@ pub fn keep_restart_only(started: &Config, new: &mut Config) -> Vec<String> {
     keep("lists.update_hours", &started.list_update_interval, &mut new.list_update_interval, &mut changed);
     // The dashboard's listeners and settings are fixed when it starts.
     keep("[dashboard]", &started.dashboard, &mut new.dashboard, &mut changed);
+    // The metrics listener is bound once, at start.
+    keep("[metrics]", &started.metrics, &mut new.metrics, &mut changed);
     changed
 }
 

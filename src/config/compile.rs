@@ -129,6 +129,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
     let cache = compile_cache(&source, raw.cache)?;
     let log = compile_log(&source, raw.log, &raw.data_dir, &groups)?;
     let dashboard = super::dashboard::compile(raw.dashboard, text, source_name)?;
+    let metrics = super::metrics::compile(raw.metrics, text, source_name)?;
 
     let ipv6_prefix = *raw.rate_limit.ipv6_prefix.get_ref();
     if !(1..=128).contains(&ipv6_prefix) {
@@ -203,6 +204,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         rate_limit,
         log,
         dashboard,
+        metrics,
     })
 }
 

@@ -10,6 +10,7 @@
 
 mod compile;
 mod dashboard;
+mod metrics;
 pub mod edit;
 mod render;
 mod shapes;
@@ -19,6 +20,7 @@ pub mod timed;
 pub use shapes::{ForwardProtocol, LeasesFormat};
 
 pub use dashboard::{DashboardSettings, TlsFiles};
+pub use metrics::{BearerToken, MetricsSettings};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -78,6 +80,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The web dashboard (`[dashboard]`).
     pub dashboard: DashboardSettings,
+    /// The Prometheus endpoint (`[metrics]`); off by default.
+    pub metrics: MetricsSettings,
 }
 
 /// The query log.

@@ -114,6 +114,7 @@ fn shape(config: &Config) -> RawConfig {
             })
             .collect::<Vec<_>>(),
         dashboard: super::dashboard::render(&config.dashboard),
+        metrics: super::metrics::render(&config.metrics),
     }
 }
 
@@ -249,6 +250,7 @@ mod tests {
             rate_limit,
             log,
             dashboard,
+            metrics,
         } = &first;
         assert_eq!(listen, &second.listen);
         assert_eq!(tcp, &second.tcp);
@@ -278,6 +280,7 @@ mod tests {
         assert_eq!(rate_limit, &second.rate_limit);
         assert_eq!(format!("{log:?}"), format!("{:?}", second.log));
         assert_eq!(dashboard, &second.dashboard);
+        assert_eq!(metrics, &second.metrics);
         let again = render(&second);
         assert_eq!(rendered.lines().skip(1).collect::<Vec<_>>(), again.lines().skip(1).collect::<Vec<_>>());
         rendered

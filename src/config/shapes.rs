@@ -194,6 +194,8 @@ pub(super) struct RawConfig {
     pub(super) networks: Vec<RawNetwork>,
     #[serde(default)]
     pub(super) dashboard: super::dashboard::RawDashboard,
+    #[serde(default)]
+    pub(super) metrics: super::metrics::RawMetrics,
 }
 
 #[derive(Deserialize, Serialize)]

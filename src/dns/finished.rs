@@ -3,8 +3,8 @@
 //! Every answer, whichever listener wrote it and whichever stage settled it,
 //! is handed once to [`Pipeline::finish`](super::pipeline::Pipeline::finish)
 //! as one [`Finished`] value, from one function (`listener::finish`). The
-//! query log is its only [`Observer`] today; alerts, metrics and the
-//! dashboard subscribe to the same value. An observer never changes the
+//! metrics (`crate::metrics`) and the query log are its [`Observer`]s
+//! today; alerts subscribe to the same value. An observer never changes the
 //! answer and never makes the DNS path wait: it gets a borrowed view, and
 //! builds what it keeps only if it will keep it.
 

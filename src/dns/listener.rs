@@ -65,6 +65,7 @@ impl DnsServer {
             server.tcp_addrs.push(tcp.local_addr()?);
             bound.push((address, udp, tcp));
         }
+        pipeline.set_listeners(server.udp_addrs.clone());
         for (address, udp, tcp) in bound {
             let (udp_pipeline, in_flight, stop) = (pipeline.clone(), in_flight.clone(), stop.clone());
             let runtime = tokio::runtime::Handle::current();

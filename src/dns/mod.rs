@@ -13,6 +13,7 @@ pub mod identify;
 pub mod listener;
 pub mod pipeline;
 pub mod query_type;
+pub mod ready;
 mod respond;
 pub mod tcp;
 pub mod udp;

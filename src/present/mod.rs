@@ -11,6 +11,7 @@ pub mod changes;
 pub mod devices;
 pub mod lists;
 pub mod log;
+pub mod metrics;
 pub mod review;
 pub mod status;
 pub mod users;

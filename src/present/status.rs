@@ -29,6 +29,12 @@ pub fn table(status: &Status) -> String {
     let _ = writeln!(o, "query log:      {}", if status.log_enabled { "on" } else { "off" });
     let _ = writeln!(o, "database:       {}", status.database.display());
     let _ = writeln!(o, "device groups:  {}", status.device_groups);
+    if let Some(ready) = &status.ready {
+        let _ = writeln!(o, "ready:          {}", if ready.ready { "yes" } else { "NO" });
+        for check in &ready.checks {
+            let _ = writeln!(o, "  {} {}: {}", check.name, if check.ok { "ok" } else { "FAILED" }, check.detail);
+        }
+    }
     let lists = &status.lists;
     let problems: Vec<_> = lists.problems().collect();
     if lists.is_healthy() {

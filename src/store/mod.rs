@@ -101,3 +101,26 @@ impl StoreError {
         move |source| StoreError::Sqlite { path, action, source }
     }
 }
+
+/// Whether the server can still write `path` (readiness): its folder and
+/// the file exist, the file is not marked read-only (checked by its mode, so
+/// it holds for root too), and SQLite opens it for writing and can take the
+/// write lock (waiting at most a second for the log writer).
+pub fn check_writable(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    let folder = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        return Err(format!("the folder of {shown} is gone"));
+    }
+    let metadata = std::fs::metadata(path).map_err(|error| format!("{shown}: {error}"))?;
+    if metadata.permissions().readonly() {
+        return Err(format!("{shown} is read-only (chmod u+w it)"));
+    }
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(|error| format!("{shown}: {error}"))?;
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+        return Err(format!("{shown} opens read-only"));
+    }
+    conn.busy_timeout(std::time::Duration::from_secs(1)).map_err(|error| format!("{shown}: {error}"))?;
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").map_err(|error| format!("{shown} cannot be written: {error}"))
+}

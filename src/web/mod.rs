@@ -46,6 +46,7 @@ use crate::store::{LoginAudit, Sessions, SetupTokens, StoreError, Users};
 pub use error::WebError;
 pub use session::{CurrentUser, Require, RequireAdmin, RequireAnyRole, RequireDsl, RequireGovernorOrAdmin};
 pub use throttle::Throttle;
+pub use pages::monitor::{Monitor, serve as serve_metrics};
 pub use tls::{acceptor as tls_acceptor, serve_tls};
 
 /// What every handler may reach. Cheap to clone (one `Arc`).
@@ -68,6 +69,8 @@ struct Inner {
     /// Writes policy changes; `None` when no config file can be written.
     editor: Option<Arc<PolicyEditor>>,
     changes: ChangeLog,
+    /// The database the dashboard (and the query log) writes: `/ready` checks it.
+    database: std::path::PathBuf,
 }
 
 /// The configuration in force now: the server's last good reload.
@@ -147,12 +150,17 @@ impl AppState {
                 config: policy.config,
                 editor: policy.editor,
                 changes: ChangeLog::open(database)?,
+                database: database.to_path_buf(),
             }),
         })
     }
 
     pub fn pipeline(&self) -> &Arc<Pipeline> {
         &self.inner.pipeline
+    }
+    /// Every figure of the running server now (`/metrics` and the overview).
+    pub fn metrics(&self) -> crate::metrics::Snapshot {
+        self.inner.pipeline.metrics().snapshot()
     }
     pub fn users(&self) -> &Users {
         &self.inner.users
@@ -178,6 +186,10 @@ impl AppState {
     }
     pub fn editor(&self) -> Option<&Arc<PolicyEditor>> {
         self.inner.editor.as_ref()
+    }
+    /// The database the dashboard writes.
+    pub fn database(&self) -> Option<&std::path::Path> {
+        Some(&self.inner.database)
     }
     pub fn changes(&self) -> &ChangeLog {
         &self.inner.changes
@@ -220,6 +232,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/changes", get(pages::changes::api_list))
         .route("/api/policy/{group}", get(pages::policy::api_group).post(pages::policy::api_change))
         .route("/static/{file}", get(assets::serve))
+        // monitor: liveness and readiness, no login (the metrics listener serves them too)
+        .route("/health", get(pages::monitor::health))
+        .route("/ready", get(pages::monitor::dashboard_ready))
         .fallback(pages::not_found)
         .method_not_allowed_fallback(pages::method_not_allowed)
         .layer(from_fn_with_state(state.clone(), session::load))
