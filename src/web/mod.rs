@@ -19,9 +19,11 @@
 //! - `tls.rs`: the certificate and key, and serving over TLS;
 //! - `layout.rs`: the layout every page extends (nav by role, the stylesheet's URL);
 //! - `assets.rs`: the stylesheet, embedded, served under a content hash;
+//! - `chart.rs`: charts drawn on the server as SVG, with a table of the same figures;
 //! - `pages/`: one file per page (login and setup, home, users, audit) with its API twin.
 
 mod assets;
+pub mod chart;
 mod error;
 mod layout;
 mod pages;
@@ -68,6 +70,8 @@ struct Inner {
     /// Writes policy changes; `None` when no config file can be written.
     editor: Option<Arc<PolicyEditor>>,
     changes: ChangeLog,
+    /// The SQLite file of the query log and its roll-ups (`[log] database`).
+    database: std::path::PathBuf,
 }
 
 /// The configuration in force now: the server's last good reload.
@@ -147,6 +151,7 @@ impl AppState {
                 config: policy.config,
                 editor: policy.editor,
                 changes: ChangeLog::open(database)?,
+                database: database.to_path_buf(),
             }),
         })
     }
@@ -182,6 +187,10 @@ impl AppState {
     pub fn changes(&self) -> &ChangeLog {
         &self.inner.changes
     }
+    /// The query log's database (`[log] database`).
+    pub fn database(&self) -> &std::path::Path {
+        &self.inner.database
+    }
 
     /// Runs store work (SQLite, Argon2) off the async workers.
     pub(crate) async fn blocking<T: Send + 'static>(
@@ -199,7 +208,9 @@ impl AppState {
 /// in this module's documentation.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/", get(pages::home::page))
+        // Overview (issue 13, "overview"): the figures at `/` and their JSON.
+        .route("/", get(pages::overview::page))
+        .route("/api/overview", get(pages::overview::api))
         .route("/login", get(pages::login::form).post(pages::login::submit))
         .route("/logout", post(pages::login::logout))
         .route("/setup/{token}", get(pages::setup::form).post(pages::setup::submit))

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod changes;
 pub mod home;
 pub mod login;
+pub mod overview;
 pub mod policy;
 pub mod setup;
 pub mod test_name;
