@@ -414,7 +414,10 @@ fn present(state: &AppState, overview: &Overview) -> OverviewView {
         Some(seconds) => super::when(state, (seconds as i64).saturating_mul(1000)),
         None => "not known".to_string(),
     };
-    let midnight = "today";
+    // The explorer's `since`: today's date in the school's time zone.
+    let midnight = Timestamp::from_millisecond(overview.generated_ms)
+        .map(|t| t.to_zoned(state.config().timezone.clone()).strftime("%Y-%m-%d").to_string())
+        .unwrap_or_default();
     let charts = vec![
         chart("lookups-hourly", "Lookups per hour, last 24 hours", "Hour", "Lookups", &overview.hourly, 3, false),
         chart("blocked-hourly", "Blocked per hour, last 24 hours", "Hour", "Blocked", &overview.hourly, 3, true),
