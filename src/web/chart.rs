@@ -14,9 +14,9 @@ pub const PALETTE: [&str; 6] = ["#0072B2", "#C25400", "#007A5A", "#8E4585", "#5A
 
 /// The plot's size in SVG units (the CSS scales the whole to its box).
 const WIDTH: f64 = 480.0;
-const HEIGHT: f64 = 220.0;
+const HEIGHT: f64 = 200.0;
 const LEFT: f64 = 56.0;
-const RIGHT: f64 = 8.0;
+const RIGHT: f64 = 22.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 36.0;
 

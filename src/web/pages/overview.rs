@@ -447,7 +447,7 @@ fn present(state: &AppState, overview: &Overview) -> OverviewView {
             .iter()
             .map(|count| DeviceView {
                 label: count.device.clone().unwrap_or_else(|| count.client.clone()),
-                owner: count.owner.clone().unwrap_or_default(),
+                owner: count.owner.clone().unwrap_or_else(|| "not known".to_string()),
                 group: count.group.clone().unwrap_or_default(),
                 blocked: thousands(count.blocked),
                 device_href: format!("/device/{}", encode(&count.client)),
