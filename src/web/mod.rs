@@ -46,6 +46,8 @@ use crate::store::changes::ChangeLog;
 use crate::store::{LoginAudit, Sessions, SetupTokens, StoreError, Users};
 
 pub use error::WebError;
+// Overview (issue 13): the figures and their page, for benches/overview.rs.
+pub use pages::overview::{Overview, figures as overview_figures, render_figures as render_overview};
 pub use session::{CurrentUser, Require, RequireAdmin, RequireAnyRole, RequireDsl, RequireGovernorOrAdmin};
 pub use throttle::Throttle;
 pub use tls::{acceptor as tls_acceptor, serve_tls};

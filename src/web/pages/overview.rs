@@ -17,10 +17,14 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Serialize;
+use std::path::Path;
+
+use jiff::tz::TimeZone;
 
 use super::{Layout, render};
 use crate::lists::health::{ListHealth, SourceState};
-use crate::store::Role;
+use crate::config::Config;
+use crate::store::{Role, StoreError};
 use crate::store::counts;
 use crate::time::{DAY_MS, HOUR_MS};
 use crate::web::chart::{Chart, Series, thousands};
@@ -164,12 +168,31 @@ fn view(current: &CurrentUser) -> View {
     }
 }
 
-/// Reads the overview at `now_ms` (blocking: SQLite).
+/// Reads the overview at `now_ms` (blocking: SQLite): the figures from the
+/// log, then the health of the running server.
 pub fn read(state: &AppState, now_ms: i64, detail: bool) -> Result<Overview, WebError> {
     let config = state.config();
-    let db = state.database();
-    let failed = |error: crate::store::StoreError| WebError::Internal(error.to_string());
-    let zone = &config.timezone;
+    let mut overview = figures(state.database(), &config.timezone, now_ms, detail)
+        .map_err(|error| WebError::Internal(error.to_string()))?;
+    overview.lists = lists_health(ListHealth::read(&config.data_dir));
+    let pipeline = state.pipeline();
+    overview.upstream =
+        UpstreamHealth { description: pipeline.upstream_description().to_string(), ..Default::default() };
+    overview.log = LogHealth {
+        enabled: pipeline.log().is_some(),
+        rows_written: pipeline.log().map_or(0, |log| log.written()),
+        rows_dropped: pipeline.log().map_or(0, |log| log.dropped()),
+        disk_bytes: disk_bytes(state.database()),
+        days_kept: config.log.settings.retention_days,
+    };
+    Ok(overview)
+}
+
+/// The overview's figures from the log at `db` alone (read-only; the
+/// health parts are left empty): what the page costs on a big log, and
+/// what `benches/overview.rs` measures. `zone` labels hours and days and
+/// says when "today" began.
+pub fn figures(db: &Path, zone: &TimeZone, now_ms: i64, detail: bool) -> Result<Overview, StoreError> {
     let local = |ms: i64, format: &str| {
         Timestamp::from_millisecond(ms)
             .map(|t| t.to_zoned(zone.clone()).strftime(format).to_string())
@@ -179,7 +202,7 @@ pub fn read(state: &AppState, now_ms: i64, detail: bool) -> Result<Overview, Web
     // The last 24 hours, the current one last.
     let this_hour = now_ms.div_euclid(HOUR_MS);
     let first_hour = this_hour - 23;
-    let hours = counts::hourly_by_group(db, first_hour, this_hour + 1).map_err(failed)?;
+    let hours = counts::hourly_by_group(db, first_hour, this_hour + 1)?;
     let hourly = timeline(
         (first_hour..=this_hour).map(|hour| hour * HOUR_MS).collect(),
         |start| local(start, "%H:%M"),
@@ -189,7 +212,7 @@ pub fn read(state: &AppState, now_ms: i64, detail: bool) -> Result<Overview, Web
     // The last 30 days, today last.
     let today = now_ms.div_euclid(DAY_MS);
     let first_day = today - (DAYS - 1);
-    let days = counts::daily_by_group(db, first_day, today + 1).map_err(failed)?;
+    let days = counts::daily_by_group(db, first_day, today + 1)?;
     let daily = timeline(
         (first_day..=today).map(|day| day * DAY_MS).collect(),
         |start| local(start + 12 * HOUR_MS, "%-d %b"),
@@ -203,8 +226,8 @@ pub fn read(state: &AppState, now_ms: i64, detail: bool) -> Result<Overview, Web
         .map(|day| day.timestamp().as_millisecond())
         .unwrap_or(today * DAY_MS);
     let today_hours = (midnight_ms.div_euclid(HOUR_MS), this_hour + 1);
-    let month = counts::top_blocked_categories(db, first_day * 24, (today + 1) * 24, TOP).map_err(failed)?;
-    let todays = counts::top_blocked_categories(db, today_hours.0, today_hours.1, usize::MAX).map_err(failed)?;
+    let month = counts::top_blocked_categories(db, first_day * 24, (today + 1) * 24, TOP)?;
+    let todays = counts::top_blocked_categories(db, today_hours.0, today_hours.1, usize::MAX)?;
     let mut categories: Vec<CategoryCount> = month
         .into_iter()
         .map(|(category, days_30)| {
@@ -215,8 +238,8 @@ pub fn read(state: &AppState, now_ms: i64, detail: bool) -> Result<Overview, Web
     categories.sort_by(|a, b| b.today.cmp(&a.today).then(b.days_30.cmp(&a.days_30)).then(a.category.cmp(&b.category)));
 
     let (top_names, top_devices) = if detail {
-        let names = counts::top_blocked_names(db, midnight_ms, now_ms + 1, TOP).map_err(failed)?;
-        let devices = counts::top_blocked_clients(db, midnight_ms, now_ms + 1, TOP).map_err(failed)?;
+        let names = counts::top_blocked_names(db, midnight_ms, now_ms + 1, TOP)?;
+        let devices = counts::top_blocked_clients(db, midnight_ms, now_ms + 1, TOP)?;
         (
             Some(names.into_iter().map(|(name, blocked)| NameCount { name, blocked }).collect()),
             Some(
@@ -236,16 +259,6 @@ pub fn read(state: &AppState, now_ms: i64, detail: bool) -> Result<Overview, Web
         (None, None)
     };
 
-    let lists = lists_health(ListHealth::read(&config.data_dir));
-    let pipeline = state.pipeline();
-    let upstream = UpstreamHealth { description: pipeline.upstream_description().to_string(), ..Default::default() };
-    let log = LogHealth {
-        enabled: pipeline.log().is_some(),
-        rows_written: pipeline.log().map_or(0, |log| log.written()),
-        rows_dropped: pipeline.log().map_or(0, |log| log.dropped()),
-        disk_bytes: disk_bytes(db),
-        days_kept: config.log.settings.retention_days,
-    };
     Ok(Overview {
         generated_ms: now_ms,
         detail,
@@ -254,9 +267,9 @@ pub fn read(state: &AppState, now_ms: i64, detail: bool) -> Result<Overview, Web
         categories,
         top_names,
         top_devices,
-        lists,
-        upstream,
-        log,
+        lists: ListsHealth::default(),
+        upstream: UpstreamHealth::default(),
+        log: LogHealth::default(),
     })
 }
 
@@ -409,14 +422,14 @@ fn chart(id: &str, heading: &str, x_name: &str, y_name: &str, line: &Timeline, e
     ChartView { heading: heading.to_string(), svg: chart.svg(), legend: chart.legend(), table: chart.table() }
 }
 
-fn present(state: &AppState, overview: &Overview) -> OverviewView {
+fn present(config: &Config, overview: &Overview) -> OverviewView {
     let when_seconds = |seconds: Option<u64>| match seconds {
-        Some(seconds) => super::when(state, (seconds as i64).saturating_mul(1000)),
+        Some(seconds) => config.local_time_text((seconds as i64).saturating_mul(1000)),
         None => "not known".to_string(),
     };
     // The explorer's `since`: today's date in the school's time zone.
     let midnight = Timestamp::from_millisecond(overview.generated_ms)
-        .map(|t| t.to_zoned(state.config().timezone.clone()).strftime("%Y-%m-%d").to_string())
+        .map(|t| t.to_zoned(config.timezone.clone()).strftime("%Y-%m-%d").to_string())
         .unwrap_or_default();
     let charts = vec![
         chart("lookups-hourly", "Lookups per hour, last 24 hours", "Hour", "Lookups", &overview.hourly, 3, false),
@@ -518,6 +531,19 @@ fn megabytes(bytes: u64) -> String {
     }
 }
 
+/// The overview's page as HTML with a logged-out layout, for the bench
+/// (what `page` renders, less the nav and the role's links).
+pub fn render_figures(config: &Config, overview: &Overview) -> Result<String, WebError> {
+    let page = OverviewPage {
+        layout: Layout::anonymous("Overview"),
+        name: String::new(),
+        roles: Vec::new(),
+        parts: Vec::new(),
+        overview: Some(present(config, overview)),
+    };
+    Ok(render(&page)?.0)
+}
+
 pub async fn page(State(state): State<AppState>, current: CurrentUser) -> Result<Response, WebError> {
     let view = view(&current);
     let overview = match view {
@@ -527,7 +553,7 @@ pub async fn page(State(state): State<AppState>, current: CurrentUser) -> Result
             let now = crate::time::now_ms();
             Some(
                 state
-                    .blocking(move |state| read(state, now, detail).map(|overview| present(state, &overview)))
+                    .blocking(move |state| read(state, now, detail).map(|overview| present(&state.config(), &overview)))
                     .await??,
             )
         }
