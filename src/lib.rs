@@ -8,6 +8,7 @@ pub mod dns;
 pub mod download;
 pub mod files;
 pub mod lists;
+pub mod metrics;
 pub mod name;
 pub mod policy;
 pub mod policy_editor;

@@ -87,7 +87,9 @@ impl Running {
     /// them in; on failure the lists in use stay. What SIGHUP does.
     pub async fn reload_lists(&self) -> Result<(), StartError> {
         let _one_at_a_time = self.reloader.one_at_a_time.lock().await;
-        reload_lists(&self.reloader.config(), &self.pipeline).await
+        let result = reload_lists(&self.reloader.config(), &self.pipeline).await;
+        self.pipeline.metrics().reloaded(result.is_ok());
+        result
     }
 
     /// The whole reload (`hedgerow reload`, SIGHUP): the configuration file
@@ -149,6 +151,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let now = crate::time::now_ms();
     let pipeline = Arc::new(Pipeline::new(&in_force(&config, now), lists, safesearch, log)?);
     let server = DnsServer::start(pipeline.clone(), &config).await?;
+    install_gauges(&pipeline, &config);
     let started = (std::time::Instant::now(), crate::time::now_ms());
     refresh_device_groups(&config, &pipeline).await;
     let reloader = Arc::new(Reloader {
@@ -220,6 +223,49 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         "hedgerow is serving DNS"
     );
     Ok(Running { pipeline, server, background, config, reloader, editor, dashboard, _control: control })
+}
+
+/// The figures other parts keep, read when a metrics snapshot is taken:
+/// the cache's size, the query log's rows, the lists in force and their
+/// health record. Holds the pipeline weakly (the pipeline owns the metrics).
+fn install_gauges(pipeline: &Arc<Pipeline>, config: &Config) {
+    let weak = Arc::downgrade(pipeline);
+    let data_dir = config.data_dir.clone();
+    pipeline.metrics().set_gauges(Box::new(move |snapshot| {
+        if let Some(pipeline) = weak.upgrade() {
+            let (entries, bytes) = pipeline.cache_size();
+            snapshot.cache_entries = entries as u64;
+            snapshot.cache_bytes = bytes;
+            snapshot.listed_names = pipeline.lists().len() as u64;
+            if let Some(log) = pipeline.log() {
+                snapshot.log_enabled = true;
+                snapshot.log_written = log.written();
+                snapshot.log_dropped = log.dropped();
+            }
+        }
+        if let Some(health) = ListHealth::read(&data_dir) {
+            let now = crate::time::now_ms().max(0) as u64 / 1000;
+            snapshot.lists_checked_at = Some(health.checked_at);
+            snapshot.lists_error = health.error.clone();
+            snapshot.lists = health
+                .sources
+                .into_iter()
+                .map(|source| crate::metrics::ListFigures {
+                    state: match source.state {
+                        crate::lists::health::SourceState::Ok => "ok",
+                        crate::lists::health::SourceState::Degraded => "degraded",
+                        crate::lists::health::SourceState::Missing => "missing",
+                    },
+                    entries: source.names.map(|names| names as u64),
+                    age_seconds: source.copy_from.map(|from| now.saturating_sub(from)),
+                    failing_since: source.since,
+                    last_failure: source.reason,
+                    id: source.id,
+                    category: source.category,
+                })
+                .collect();
+        }
+    }));
 }
 
 /// Binds every `[dashboard] listen` address; a failure names the address and the setting.
@@ -651,7 +697,12 @@ async fn update_on_schedule(reloader: Arc<Reloader>, interval: Duration) {
         let update_config = reloader.config();
         let changed = tokio::task::spawn_blocking(move || update_sources(&update_config)).await.unwrap_or(false);
         let _one_at_a_time = reloader.one_at_a_time.lock().await;
-        if changed && let Err(error) = reload_lists(&reloader.config(), &reloader.pipeline).await {
+        if !changed {
+            continue;
+        }
+        let result = reload_lists(&reloader.config(), &reloader.pipeline).await;
+        reloader.pipeline.metrics().reloaded(result.is_ok());
+        if let Err(error) = result {
             tracing::warn!(%error, "list reload after update failed; the lists in use stay");
         }
     }
@@ -750,6 +801,7 @@ fn policy_editor(config: &Config, reloader: &Arc<Reloader>) -> Option<crate::pol
             let reloader = reloader.clone();
             Box::pin(async move {
                 let result = reload_policy(&reloader).await;
+                reloader.pipeline.metrics().reloaded(result.is_ok());
                 if let Err(error) = &result {
                     tracing::error!(%error, "RELOAD REFUSED: the policy in force stays");
                 }
@@ -848,6 +900,7 @@ pub async fn notice_file_edit(config: &Config) {
 pub async fn reload_all(reloader: &Reloader) -> Result<crate::control::ReloadReport, StartError> {
     let _one_at_a_time = reloader.one_at_a_time.lock().await;
     let result = reload_policy(reloader).await;
+    reloader.pipeline.metrics().reloaded(result.is_ok());
     if let Err(error) = &result {
         tracing::error!(%error, "RELOAD REFUSED: the policy in force stays");
     }

@@ -34,13 +34,14 @@ use super::answer::{Answer, Question, UpstreamAnswer, UpstreamError};
 use super::blocklist::{self, Verdict};
 use super::bypass;
 use super::cache::{AnswerCache, CacheKey, CacheLookup, CachedAnswer};
-use super::decision::Decision;
+use super::decision::{Decision, DecisionKind, Stage};
 use super::finished::{Finished, Observer};
 use super::identify::{Client, DeviceGroup, DeviceGroupsReport, NetworkMap};
 use super::query_type;
 use super::upstream::Upstream;
 use crate::config::{Config, RateLimit};
 use crate::lists::compiled::CompiledLists;
+use crate::metrics::{Lookup, Metrics};
 use crate::name;
 use crate::policy::safesearch::Target;
 use crate::policy::{CategorySet, GroupPolicy, SafeSearchMap};
@@ -163,6 +164,8 @@ pub struct Pipeline {
     upstream: Arc<Upstream>,
     /// The query log: an observer that never changes an answer or waits.
     log: Option<QueryLog>,
+    /// The counters `/metrics` and the overview read: atomics, fed by `finish`.
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
@@ -173,21 +176,35 @@ impl Pipeline {
         log: Option<QueryLog>,
     ) -> Result<Pipeline, UpstreamError> {
         let policy = PolicySnapshot::new(config, Arc::new(lists), Arc::new(safesearch));
+        let metrics = Arc::new(Metrics::new());
+        metrics.register_groups(config.groups.keys().map(String::as_str));
         Ok(Pipeline {
             policy: ArcSwap::from_pointee(policy),
             devices: std::sync::Mutex::new(Vec::new()),
             cache: Arc::new(AnswerCache::new(&config.cache)),
             upstream: Arc::new(Upstream::new(&config.upstream)?),
             log,
+            metrics,
         })
     }
 
     /// Hands a finished answer to the observers (today the query log
     /// alone). Never waits: a full log channel drops and counts the row.
     pub fn finish(&self, finished: &Finished<'_>) {
+        self.metrics.finished(finished);
         if let Some(log) = &self.log {
             log.finished(finished);
         }
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The answer cache's entries and weight in bytes now.
+    pub fn cache_size(&self) -> (usize, u64) {
+        (self.cache.len(), self.cache.weight())
     }
 
     /// The query log, if logging is on.
@@ -238,6 +255,7 @@ impl Pipeline {
         let current = self.policy.load();
         let (lists, safesearch) = lists_of(&current);
         let mut next = PolicySnapshot::new(config, lists, safesearch);
+        self.metrics.register_groups(config.groups.keys().map(String::as_str));
         if next.rate_limit == current.rate_limit {
             next.rate_limiter = current.rate_limiter.clone();
         }
@@ -732,6 +750,37 @@ impl Pipeline {
         answer.cache_hit = true;
         answer.upstream_latency = waited;
         answer
+    }
+}
+
+/// The counters observe every finished answer: a few atomic adds.
+impl Observer for Metrics {
+    fn finished(&self, finished: &Finished<'_>) {
+        let decision = finished.decision;
+        let kind = decision.kind;
+        let stale = decision.stage == Stage::Cache && decision.reason.starts_with("served stale");
+        self.record(&Lookup {
+            group: decision.group.as_deref(),
+            decision: match kind {
+                DecisionKind::Allowed => 0,
+                DecisionKind::Blocked => 1,
+                DecisionKind::SafeSearch => 2,
+                DecisionKind::Bypass => 3,
+                DecisionKind::Refused => 4,
+                DecisionKind::Error => 5,
+            },
+            // A fresh cache entry: answered from the cache (its own decision,
+            // or an allow override's), with no upstream asked.
+            cache_hit: finished.cache_hit
+                && !stale
+                && kind == DecisionKind::Allowed
+                && matches!(decision.stage, Stage::Cache | Stage::Blocklist),
+            stale,
+            upstream_failed: kind == DecisionKind::Error && decision.stage == Stage::Upstream,
+            rate_limited: kind == DecisionKind::Refused && decision.stage == Stage::Access && decision.group.is_some(),
+            outsider: kind == DecisionKind::Refused && decision.stage == Stage::Access && decision.group.is_none(),
+            upstream_latency: if stale { None } else { finished.upstream_latency },
+        });
     }
 }
 

@@ -161,6 +161,10 @@ impl AppState {
     pub fn pipeline(&self) -> &Arc<Pipeline> {
         &self.inner.pipeline
     }
+    /// Every figure of the running server now (`/metrics` and the overview).
+    pub fn metrics(&self) -> crate::metrics::Snapshot {
+        self.inner.pipeline.metrics().snapshot()
+    }
     pub fn users(&self) -> &Users {
         &self.inner.users
     }
