@@ -125,6 +125,18 @@ async fn the_overview_reflects_queries_just_sent() {
     assert!(text.contains("games"), "the category");
     let name_link = browser.find("#names-heading ~ .table-wrap a").await.attr("href").await.unwrap().unwrap();
     assert!(name_link.starts_with(&format!("/log?decision=blocked&name={GAMES_NAME}")), "{name_link}");
+    // Health from the server's metrics: the plain name went upstream at least once.
+    let round_trips = browser
+        .execute(
+            "const row = [...document.querySelectorAll('.figures-list div')]
+                 .find(div => div.querySelector('dt').textContent.includes('Round trips'));
+             return row ? row.querySelector('dd').textContent : '';",
+            vec![],
+        )
+        .await;
+    let round_trips: u64 = round_trips.as_str().unwrap().replace(',', "").parse().unwrap_or(0);
+    assert!(round_trips >= 1, "the upstream's round trips are counted: {round_trips}");
+    assert!(text.contains("local-games"), "the list source is in the list health");
     look(&browser, "01-admin").await;
 
     // The governor: the same counts, no name and no address.

@@ -174,14 +174,28 @@ pub fn read(state: &AppState, now_ms: i64, detail: bool) -> Result<Overview, Web
     let config = state.config();
     let mut overview = figures(state.database(), &config.timezone, now_ms, detail)
         .map_err(|error| WebError::Internal(error.to_string()))?;
-    overview.lists = lists_health(ListHealth::read(&config.data_dir));
+    // The running server's figures (atomics, read without a lock).
+    let metrics = state.metrics();
+    overview.lists = if metrics.lists_checked_at.is_some() {
+        lists_from_metrics(&metrics, now_ms)
+    } else {
+        lists_health(ListHealth::read(&config.data_dir))
+    };
     let pipeline = state.pipeline();
-    overview.upstream =
-        UpstreamHealth { description: pipeline.upstream_description().to_string(), ..Default::default() };
+    let seen = metrics.upstream_count > 0 || metrics.upstream_failures > 0;
+    overview.upstream = UpstreamHealth {
+        description: pipeline.upstream_description().to_string(),
+        round_trips: Some(metrics.upstream_count),
+        latency_p50_ms: metrics.upstream_p50_seconds.map(|seconds| seconds * 1000.0).filter(|_| seen),
+        latency_p99_ms: metrics.upstream_p99_seconds.map(|seconds| seconds * 1000.0).filter(|_| seen),
+        failures: Some(metrics.upstream_failures),
+        stale_answers: Some(metrics.stale_answers),
+    };
+    let log = pipeline.log();
     overview.log = LogHealth {
-        enabled: pipeline.log().is_some(),
-        rows_written: pipeline.log().map_or(0, |log| log.written()),
-        rows_dropped: pipeline.log().map_or(0, |log| log.dropped()),
+        enabled: metrics.log_enabled || log.is_some(),
+        rows_written: metrics.log_written.max(log.map_or(0, |log| log.written())),
+        rows_dropped: metrics.log_dropped.max(log.map_or(0, |log| log.dropped())),
         disk_bytes: disk_bytes(state.database()),
         days_kept: config.log.settings.retention_days,
     };
@@ -299,6 +313,28 @@ fn timeline(
     // Groups by name, "no group" last.
     groups.sort_by(|a, b| (a.group == "no group").cmp(&(b.group == "no group")).then(a.group.cmp(&b.group)));
     Timeline { labels: starts.iter().map(|&start| label(start)).collect(), starts_ms: starts, groups }
+}
+
+/// The lists as the metrics saw them at the last load or reload.
+fn lists_from_metrics(metrics: &crate::metrics::Snapshot, now_ms: i64) -> ListsHealth {
+    let now_seconds = u64::try_from(now_ms / 1000).unwrap_or(0);
+    ListsHealth {
+        checked_at: metrics.lists_checked_at,
+        error: metrics.lists_error.clone(),
+        sources: metrics
+            .lists
+            .iter()
+            .map(|source| SourceFigures {
+                id: source.id.clone(),
+                category: source.category.clone(),
+                state: source.state.to_string(),
+                updated_at: source.age_seconds.map(|age| now_seconds.saturating_sub(age)),
+                entries: source.entries,
+                failing_since: source.failing_since,
+                last_failure: source.last_failure.clone(),
+            })
+            .collect(),
+    }
 }
 
 fn lists_health(health: Option<ListHealth>) -> ListsHealth {
