@@ -66,6 +66,65 @@ pub fn hourly_by_group(db: &Path, from_hour: i64, to_hour: i64) -> Result<Vec<Ho
     rows.collect::<Result<_, _>>().map_err(StoreError::sqlite(db, "read the hourly counts"))
 }
 
+/// Lookups and blocks of one group on one day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DayCount {
+    /// Days since 1970-01-01 (UTC days: `hour / 24`).
+    pub day: i64,
+    pub group: Option<String>,
+    pub lookups: u64,
+    pub blocked: u64,
+}
+
+/// Lookups and blocks per UTC day and group for the days `from_day..to_day`,
+/// by day, then group (the same sums as [`hourly_by_group`], by day).
+pub fn daily_by_group(db: &Path, from_day: i64, to_day: i64) -> Result<Vec<DayCount>, StoreError> {
+    let conn = schema::open(db, Purpose::Read)?;
+    let mut statement = conn
+        .prepare(
+            "SELECT hour / 24, group_name, sum(count), sum(CASE WHEN decision = 'blocked' THEN count ELSE 0 END) \
+             FROM log_hourly WHERE hour >= ?1 AND hour < ?2 GROUP BY hour / 24, group_name \
+             ORDER BY hour / 24, group_name",
+        )
+        .map_err(StoreError::sqlite(db, "read the daily counts"))?;
+    let rows = statement
+        .query_map([from_day.saturating_mul(24), to_day.saturating_mul(24)], |row| {
+            let group: String = row.get(1)?;
+            Ok(DayCount {
+                day: row.get(0)?,
+                group: (!group.is_empty()).then_some(group),
+                lookups: row.get::<_, i64>(2)?.max(0) as u64,
+                blocked: row.get::<_, i64>(3)?.max(0) as u64,
+            })
+        })
+        .map_err(StoreError::sqlite(db, "read the daily counts"))?;
+    rows.collect::<Result<_, _>>().map_err(StoreError::sqlite(db, "read the daily counts"))
+}
+
+/// The categories with the most blocked lookups in the hours
+/// `from_hour..to_hour`, most first (ties by category), at most `limit`.
+/// Blocks of no category (an override, a refused type) count as "".
+pub fn top_blocked_categories(
+    db: &Path,
+    from_hour: i64,
+    to_hour: i64,
+    limit: usize,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let conn = schema::open(db, Purpose::Read)?;
+    let mut statement = conn
+        .prepare(
+            "SELECT category, sum(count) AS total FROM log_hourly \
+             WHERE hour >= ?1 AND hour < ?2 AND decision = 'blocked' \
+             GROUP BY category ORDER BY total DESC, category LIMIT ?3",
+        )
+        .map_err(StoreError::sqlite(db, "read the blocked categories"))?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = statement
+        .query_map([from_hour, to_hour, limit], |row| Ok((row.get(0)?, row.get::<_, i64>(1)?.max(0) as u64)))
+        .map_err(StoreError::sqlite(db, "read the blocked categories"))?;
+    rows.collect::<Result<_, _>>().map_err(StoreError::sqlite(db, "read the blocked categories"))
+}
+
 /// The most blocked names in the hours `from_ms..to_ms` touches, most first
 /// (ties by name), at most `limit`.
 pub fn top_blocked_names(db: &Path, from_ms: i64, to_ms: i64, limit: usize) -> Result<Vec<(String, u64)>, StoreError> {
@@ -252,6 +311,33 @@ mod tests {
         );
         assert_eq!(hourly_by_group(&path, HOUR + 2, HOUR + 31).unwrap(), [count(HOUR + 30, Some("pupil"), 9, 0)]);
         assert!(hourly_by_group(&path, HOUR + 31, HOUR + 100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn daily_counts_and_blocked_categories() {
+        let (_dir, path) = database();
+        let day = HOUR / 24;
+        let days = daily_by_group(&path, day, day + 3).unwrap();
+        // HOUR and HOUR + 1 share a day; HOUR + 30 is the next one.
+        let first = HOUR / 24;
+        let second = (HOUR + 30) / 24;
+        assert_eq!(
+            days,
+            [
+                DayCount { day: first, group: None, lookups: 2, blocked: 0 },
+                DayCount { day: first, group: Some("guest".into()), lookups: 20, blocked: 0 },
+                DayCount { day: first, group: Some("pupil".into()), lookups: 164, blocked: 10 },
+                DayCount { day: first, group: Some("staff".into()), lookups: 5, blocked: 0 },
+                DayCount { day: second, group: Some("pupil".into()), lookups: 9, blocked: 0 },
+            ]
+        );
+        assert!(daily_by_group(&path, day + 5, day + 9).unwrap().is_empty());
+        assert_eq!(
+            top_blocked_categories(&path, HOUR, HOUR + 2, 10).unwrap(),
+            [("gambling".to_string(), 7), ("games".to_string(), 3)]
+        );
+        assert_eq!(top_blocked_categories(&path, HOUR, HOUR + 2, 1).unwrap(), [("gambling".to_string(), 7)]);
+        assert!(top_blocked_categories(&path, HOUR + 1, HOUR + 40, 10).unwrap().is_empty());
     }
 
     #[test]

@@ -19,9 +19,11 @@
 //! - `tls.rs`: the certificate and key, and serving over TLS;
 //! - `layout.rs`: the layout every page extends (nav by role, the stylesheet's URL);
 //! - `assets.rs`: the stylesheet, embedded, served under a content hash;
+//! - `chart.rs`: charts drawn on the server as SVG, with a table of the same figures;
 //! - `pages/`: one file per page (login and setup, home, users, audit) with its API twin.
 
 mod assets;
+pub mod chart;
 mod error;
 mod layout;
 mod pages;
@@ -44,6 +46,8 @@ use crate::store::changes::ChangeLog;
 use crate::store::{LoginAudit, Sessions, SetupTokens, StoreError, Users};
 
 pub use error::WebError;
+// Overview (issue 13): the figures and their page, for benches/overview.rs.
+pub use pages::overview::{Overview, figures as overview_figures, render_figures as render_overview};
 pub use session::{CurrentUser, Require, RequireAdmin, RequireAnyRole, RequireDsl, RequireGovernorOrAdmin};
 pub use throttle::Throttle;
 pub use pages::monitor::{Monitor, serve as serve_metrics};
@@ -69,7 +73,8 @@ struct Inner {
     /// Writes policy changes; `None` when no config file can be written.
     editor: Option<Arc<PolicyEditor>>,
     changes: ChangeLog,
-    /// The database the dashboard (and the query log) writes: `/ready` checks it.
+    /// The database of the dashboard, the query log and its roll-ups
+    /// (`[log] database`): the overview reads it, `/ready` checks it.
     database: std::path::PathBuf,
 }
 
@@ -187,12 +192,12 @@ impl AppState {
     pub fn editor(&self) -> Option<&Arc<PolicyEditor>> {
         self.inner.editor.as_ref()
     }
-    /// The database the dashboard writes.
-    pub fn database(&self) -> Option<&std::path::Path> {
-        Some(&self.inner.database)
-    }
     pub fn changes(&self) -> &ChangeLog {
         &self.inner.changes
+    }
+    /// The database of the dashboard and the query log (`[log] database`).
+    pub fn database(&self) -> &std::path::Path {
+        &self.inner.database
     }
 
     /// Runs store work (SQLite, Argon2) off the async workers.
@@ -211,7 +216,9 @@ impl AppState {
 /// in this module's documentation.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/", get(pages::home::page))
+        // Overview (issue 13, "overview"): the figures at `/` and their JSON.
+        .route("/", get(pages::overview::page))
+        .route("/api/overview", get(pages::overview::api))
         .route("/login", get(pages::login::form).post(pages::login::submit))
         .route("/logout", post(pages::login::logout))
         .route("/setup/{token}", get(pages::setup::form).post(pages::setup::submit))

@@ -1,33 +1,19 @@
-//! `GET /`: who you are and what your roles let you do (links only to pages
-//! that exist); `GET /api/me`: the same for scripts, with the CSRF token
-//! they must send back as `X-CSRF-Token`.
+//! What each role can do (links only to pages that exist), shown on the
+//! overview at `/` (`overview.rs`); `GET /api/me`: who you are for scripts,
+//! with the CSRF token they must send back as `X-CSRF-Token`.
 
-use askama::Template;
-use axum::response::{IntoResponse, Response};
-
-use super::{Layout, render};
 use crate::store::Role;
-use crate::web::WebError;
 use crate::web::session::CurrentUser;
 
-#[derive(Template)]
-#[template(path = "home.html")]
-struct HomePage {
-    layout: Layout,
-    name: String,
-    roles: Vec<&'static str>,
-    parts: Vec<Part>,
-}
-
-struct Part {
-    title: &'static str,
-    text: &'static str,
+pub struct Part {
+    pub title: &'static str,
+    pub text: &'static str,
     /// A command on the server that does it today ("" for none).
-    command: &'static str,
-    links: Vec<(&'static str, &'static str)>,
+    pub command: &'static str,
+    pub links: Vec<(&'static str, &'static str)>,
 }
 
-fn parts(current: &CurrentUser) -> Vec<Part> {
+pub fn parts(current: &CurrentUser) -> Vec<Part> {
     let mut parts = Vec::new();
     if current.user.has(Role::Admin) {
         parts.push(Part {
@@ -64,16 +50,6 @@ fn parts(current: &CurrentUser) -> Vec<Part> {
         });
     }
     parts
-}
-
-pub async fn page(current: CurrentUser) -> Result<Response, WebError> {
-    let page = HomePage {
-        layout: Layout::for_user("Home", &current.user, &current.csrf, "/"),
-        name: current.user.name.clone(),
-        roles: current.user.roles.iter().map(|role| role.as_str()).collect(),
-        parts: parts(&current),
-    };
-    Ok(render(&page)?.into_response())
 }
 
 pub async fn api_me(current: CurrentUser) -> axum::Json<serde_json::Value> {

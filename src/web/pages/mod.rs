@@ -7,6 +7,7 @@ pub mod changes;
 pub mod home;
 pub mod login;
 pub mod monitor;
+pub mod overview;
 pub mod policy;
 pub mod setup;
 pub mod test_name;

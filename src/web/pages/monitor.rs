@@ -33,7 +33,7 @@ pub async fn health() -> Response {
 
 /// `/ready` on the dashboard.
 pub async fn dashboard_ready(State(state): State<AppState>) -> Response {
-    ready_response(state.pipeline(), state.database()).await
+    ready_response(state.pipeline(), Some(state.database())).await
 }
 
 /// 200 "ready" and each check, or 503 with the reasons first.
