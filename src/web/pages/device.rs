@@ -51,6 +51,8 @@ struct DevicePage {
     /// `label`, percent-encoded for links.
     href: String,
     name: String,
+    /// The device has a name in the log (else `name` is the label).
+    named: bool,
     owner: String,
     groups: String,
     seen: Vec<Seen>,
@@ -121,6 +123,7 @@ pub async fn page(
     let page = DevicePage {
         layout: Layout::for_user(&format!("Device {label}"), &reader.user, &reader.csrf, "/device"),
         href: encode(&label),
+        named: !name.is_empty(),
         name: if name.is_empty() { label.clone() } else { name },
         label,
         owner,

@@ -242,7 +242,9 @@ pub fn encode(text: &str) -> String {
 
 /// One row as the page shows it.
 pub struct Row {
-    pub when: String,
+    /// The day and the time of day (with seconds), school time.
+    pub day: String,
+    pub clock: String,
     /// The device (owner), else the client text.
     pub who: String,
     /// The address, when a device name is shown.
@@ -274,8 +276,11 @@ impl Row {
             _ => row.client.clone(),
         };
         let label = row.device.clone().unwrap_or_else(|| row.client.clone());
+        let when = log_time(config, row.time_ms);
+        let (day, clock) = when.split_once(' ').unwrap_or((&when, ""));
         Row {
-            when: log_time(config, row.time_ms),
+            day: day.to_string(),
+            clock: clock.to_string(),
             client: if row.device.is_some() { row.client.clone() } else { String::new() },
             who,
             device_href: format!("/device/{}", encode(&label)),
@@ -284,8 +289,9 @@ impl Row {
             record_type: hickory_proto::rr::RecordType::from(row.record_type).to_string(),
             decision: row.decision,
             stage: row.stage.unwrap_or_default(),
+            // The list, unless the reason already names it.
+            list: row.list.filter(|list| !reason.contains(list.as_str())).unwrap_or_default(),
             reason,
-            list: row.list.unwrap_or_default(),
         }
     }
 }
