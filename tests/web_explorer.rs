@@ -228,6 +228,15 @@ async fn the_csv_export_has_the_cli_columns_quotes_and_defuses_formulas() {
     assert_eq!(records.len(), 5);
     let reply = dashboard.get("/device/lab-pc-3.csv?from=2020-01-01&to=2020-01-02", &dsl).await;
     assert_eq!(parse_csv(&reply.body).len(), 1);
+    // One day, from and to the same: that whole day (school time).
+    let today = jiff::Timestamp::from_millisecond(now)
+        .unwrap()
+        .to_zoned(dashboard.state.config().timezone.clone())
+        .date()
+        .to_string();
+    let reply = dashboard.get(&format!("/device/lab-pc-3.csv?from={today}&to={today}"), &dsl).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(parse_csv(&reply.body).len(), 5);
     // A bad date is an answer naming it, not a 500.
     let reply = dashboard.get("/device/lab-pc-3.csv?from=someday", &dsl).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);

@@ -26,7 +26,7 @@ use crate::web::{AppState, RequireDsl, WebError};
 pub const PER_PAGE: usize = 100;
 
 /// Rows read per step of a CSV export.
-const CSV_STEP: usize = 5_000;
+const CSV_STEP: usize = 20_000;
 
 /// The time windows the form offers.
 pub const WINDOWS: [(&str, &str); 5] =
@@ -98,11 +98,14 @@ fn text(value: &str) -> Option<String> {
 /// start, so a day given as the end is included).
 pub fn school_time(config: &Config, value: &str, end: bool) -> Result<i64, String> {
     let value = value.trim();
-    let civil = if let Ok(time) = value.parse::<jiff::civil::DateTime>() {
-        time
-    } else if let Ok(date) = value.parse::<jiff::civil::Date>() {
+    // A day alone first: jiff reads `2026-11-30` as a DateTime (midnight) too.
+    let civil = if let Ok(date) = value.parse::<jiff::civil::Date>()
+        && !value.contains(['T', 't', ' '])
+    {
         let date = if end { date.tomorrow().map_err(|_| "that date is too far ahead".to_string())? } else { date };
         date.to_datetime(jiff::civil::Time::midnight())
+    } else if let Ok(time) = value.parse::<jiff::civil::DateTime>() {
+        time
     } else {
         return Err(format!("{value:?} is not a time; write it as 2026-11-30 or 2026-11-30T08:00"));
     };
