@@ -104,6 +104,7 @@ pub fn run(config: &Config, action: LogAction, format: OutputFormat) -> anyhow::
                 client,
                 name,
                 category,
+                group: None,
                 decision,
                 since_ms: time(since)?,
                 until_ms: time(until)?,

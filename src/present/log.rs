@@ -52,6 +52,19 @@ pub fn csv_line(row: LogRow) -> String {
     format_record(&ExportRow::from_row(row).cells())
 }
 
+/// One row as a CSV record for a spreadsheet (the dashboard's exports): as
+/// [`csv_line`], but a cell a spreadsheet would take for a formula (starting
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return) starts with `'`, so
+/// opening the file never runs what a client put in a name.
+pub fn csv_line_for_spreadsheet(row: LogRow) -> String {
+    format_record(&ExportRow::from_row(row).cells().map(|cell| spreadsheet_safe(cell)))
+}
+
+/// `cell`, with `'` before a leading formula character.
+pub fn spreadsheet_safe(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{cell}") } else { cell }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +131,21 @@ mod tests {
                 assert_eq!(&text, cell, "field {name}");
             }
         }
+    }
+
+    #[test]
+    fn spreadsheet_lines_defuse_formulas_and_quote() {
+        let mut evil = row(None, Some("=HYPERLINK(\"http://x\")"));
+        evil.name = "-a,b.example".into();
+        evil.owner = Some("@Lee".into());
+        let cells = split_csv(&csv_line_for_spreadsheet(evil));
+        assert_eq!(cells[7], "'-a,b.example");
+        assert_eq!(cells[4], "'@Lee");
+        assert_eq!(cells[16], "'=HYPERLINK(\"http://x\")");
+        assert_eq!(spreadsheet_safe("+1".into()), "'+1");
+        assert_eq!(spreadsheet_safe("plain".into()), "plain");
+        // The plain rows are as the CLI writes them.
+        assert_eq!(csv_line_for_spreadsheet(row(None, None)), csv_line(row(None, None)));
     }
 
     #[test]

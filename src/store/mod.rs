@@ -37,6 +37,7 @@ pub mod audit;
 pub mod block;
 pub mod changes;
 pub mod counts;
+pub mod device_history;
 pub mod devices;
 pub mod leases;
 pub mod log;

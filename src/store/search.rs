@@ -57,6 +57,8 @@ pub struct Search {
     /// (`example.com` matches `www.example.com`).
     pub name: Option<String>,
     pub category: Option<String>,
+    /// A group (`pupil`, `staff`, ...): rows of clients in it.
+    pub group: Option<String>,
     /// One of `allowed`, `blocked`, `safesearch`, `bypass`, `refused`, `error`.
     pub decision: Option<String>,
     /// Rows at or after this time (UTC Unix ms).
@@ -75,6 +77,7 @@ impl Default for Search {
             client: None,
             name: None,
             category: None,
+            group: None,
             decision: None,
             since_ms: None,
             until_ms: None,
@@ -438,6 +441,22 @@ impl Plan {
                 found => found,
             },
         };
+        let clients = match &filters.group {
+            None => clients,
+            Some(group) => match ids("SELECT id, last_day FROM log_clients WHERE group_name = ?1", &[group])? {
+                None => return Ok(None),
+                Some(in_group) => match clients {
+                    None => Some(in_group),
+                    Some(clients) => {
+                        let both = clients.and(&in_group);
+                        if both.0.is_empty() {
+                            return Ok(None);
+                        }
+                        Some(both)
+                    }
+                },
+            },
+        };
         let names = match &filters.name {
             None => None,
             Some(reversed) => match ids(
@@ -579,6 +598,7 @@ struct Filters {
     /// Reversed.
     name: Option<String>,
     category: Option<String>,
+    group: Option<String>,
     decision: Option<String>,
 }
 
@@ -611,6 +631,7 @@ impl Filters {
             client: text(&query.client).map(|client| client.parse::<IpAddr>().map_err(|_| client.to_string())),
             name,
             category: text(&query.category).map(str::to_ascii_lowercase),
+            group: text(&query.group).map(str::to_string),
             decision,
         })
     }

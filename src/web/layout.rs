@@ -66,6 +66,10 @@ impl Layout {
             nav.push(NavItem { href: "/test", label: "Test a name", current: here("/test") });
             nav.push(NavItem { href: "/changes", label: "Change log", current: here("/changes") });
         }
+        // The query log explorer (issue 13, explorer).
+        if user.has(Role::Admin) || user.has(Role::Dsl) {
+            nav.push(NavItem { href: "/log", label: "Query log", current: here("/log") || here("/device") });
+        }
         if user.has(Role::Admin) {
             nav.push(NavItem { href: "/users", label: "Users", current: path == "/users" });
             nav.push(NavItem { href: "/audit", label: "Login audit", current: path == "/audit" });

@@ -231,6 +231,10 @@ pub fn app(state: AppState) -> Router {
         .route("/test", get(pages::test_name::page).post(pages::test_name::submit))
         .route("/changes", get(pages::changes::page))
         .route("/changes.csv", get(pages::changes::csv))
+        // The query log explorer and the device page (issue 13, explorer).
+        .route("/log", get(pages::explorer::page))
+        .route("/log.csv", get(pages::explorer::csv))
+        .route("/device/{client}", get(pages::device::page))
         .route("/api/me", get(pages::home::api_me))
         .route("/api/users", get(pages::users::api_list).post(pages::users::api_add))
         .route("/api/audit", get(pages::audit::api_list))

@@ -4,6 +4,8 @@
 
 pub mod audit;
 pub mod changes;
+pub mod device;
+pub mod explorer;
 pub mod home;
 pub mod login;
 pub mod monitor;
