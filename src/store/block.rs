@@ -172,6 +172,12 @@ const HOUR_BITS: u32 = 24;
 pub const CLIENT_BITS: u32 = 26;
 const CHUNK_BITS: u32 = 13;
 
+/// Sealed blocks one client may have in one hour. A client that sends more
+/// than `SEALED_BLOCK_ROWS` times this many queries in an hour (a router or
+/// proxy forwarding a whole school, or a flood) gets bigger blocks instead:
+/// see `seal::write_sealed_hour`.
+pub const CHUNKS_PER_CLIENT_HOUR: u32 = 1 << CHUNK_BITS;
+
 fn zigzag(value: i64) -> u64 {
     ((value << 1) ^ (value >> 63)) as u64
 }

@@ -58,14 +58,24 @@ pub fn write_sealed_hour(
         let keys = block::client_hour_keys(hour, client);
         let highest: Option<i64> = last_chunk.query_row(params![keys.start, keys.end], |row| row.get(0))?;
         let first_chunk = highest.map_or(0, |key| block::split_sealed_key(key).2 + 1);
-        for (chunk, block_rows) in (first_chunk..).zip(client_rows.chunks(SEALED_BLOCK_ROWS)) {
-            data.clear();
-            block::encode(block_rows, false, &mut data);
-            insert_sealed.execute(params![
-                block::sealed_key(hour, client, chunk),
-                block_rows.len() as i64,
-                data.as_slice()
-            ])?;
+        let free = block::CHUNKS_PER_CLIENT_HOUR - first_chunk;
+        if let (0, Some(last)) = (free, highest) {
+            // Every chunk of this client's hour is taken: the rows join the last block.
+            merge_into_block(tx, last, client, client_rows, &mut data)?;
+        } else {
+            // Blocks grow past SEALED_BLOCK_ROWS only for a client that would
+            // otherwise run out of chunks; half the free ones are kept for
+            // later slices of the hour.
+            let per_block = SEALED_BLOCK_ROWS.max(client_rows.len().div_ceil((free as usize / 2).max(1)));
+            for (chunk, block_rows) in (first_chunk..).zip(client_rows.chunks(per_block)) {
+                data.clear();
+                block::encode(block_rows, false, &mut data);
+                insert_sealed.execute(params![
+                    block::sealed_key(hour, client, chunk),
+                    block_rows.len() as i64,
+                    data.as_slice()
+                ])?;
+            }
         }
         for row in client_rows {
             names.push((row.name, client));
@@ -80,6 +90,26 @@ pub fn write_sealed_hour(
         add_counts(tx, hour, rows, &mut meanings)?;
     }
     Ok(())
+}
+
+/// Rewrites the sealed block `key` of `client` with `rows` added, in id order.
+fn merge_into_block(
+    tx: &Transaction<'_>,
+    key: i64,
+    client: u32,
+    rows: &[BlockRow],
+    data: &mut Vec<u8>,
+) -> rusqlite::Result<()> {
+    let old: Vec<u8> = tx.query_row("SELECT data FROM log_sealed WHERE key = ?1", [key], |row| row.get(0))?;
+    let mut merged = Vec::with_capacity(block::row_count(&old).unwrap_or(0) + rows.len());
+    block::decode(&old, client, &mut merged)
+        .map_err(|error| rusqlite::Error::FromSqlConversionFailure(0, Type::Blob, Box::new(error)))?;
+    merged.extend_from_slice(rows);
+    merged.sort_unstable_by_key(|row| row.id);
+    data.clear();
+    block::encode(&merged, false, data);
+    tx.execute("UPDATE log_sealed SET rows = ?2, data = ?3 WHERE key = ?1", params![key, merged.len() as i64, &data[..]])
+        .map(drop)
 }
 
 /// Inserts distinct `(first, client)` pairs of `hour`, in key order (the
@@ -298,7 +328,6 @@ mod tests {
             block::decode(&data, block::split_sealed_key(key).1, &mut found).unwrap();
             let count = count as usize;
             assert_eq!(found.len() - before, count);
-            assert!(count <= SEALED_BLOCK_ROWS);
             let ids: Vec<i64> = found[before..].iter().map(|row| row.id).collect();
             assert!(ids.is_sorted(), "a sealed block is in id order");
         }
@@ -331,6 +360,8 @@ mod tests {
         let mut all = first.clone();
         all.extend(&late);
         assert_eq!(sorted(sealed(&conn, HOUR)), sorted(all.clone()));
+        let biggest: i64 = conn.query_row("SELECT max(rows) FROM log_sealed", [], |row| row.get(0)).unwrap();
+        assert!(biggest as usize <= SEALED_BLOCK_ROWS, "an ordinary client's blocks keep to the usual size");
         // Each client's second write went after its first write's chunks.
         let chunks: Vec<(i64, u32, u32)> = pairs(&conn, "SELECT key, 0, 0 FROM log_sealed ORDER BY key")
             .into_iter()
@@ -434,5 +465,44 @@ mod tests {
         // The next slice appends chunks; every row is sealed once.
         assert_eq!(seal_fresh(&mut conn, HOUR, i64::MAX).unwrap(), 200);
         assert_eq!(sorted(sealed(&conn, HOUR)), sorted(current));
+    }
+
+    #[test]
+    fn a_client_with_more_rows_than_chunks_gets_bigger_blocks_and_loses_none() {
+        let (_dir, conn) = database();
+        let tx = conn.unchecked_transaction().unwrap();
+        // Every chunk but one already taken by earlier slices of the hour.
+        let last_free = block::CHUNKS_PER_CLIENT_HOUR - 1;
+        let early = rows(HOUR, 3);
+        let client = early[0].client;
+        let mut data = Vec::new();
+        block::encode(&early[..1], false, &mut data);
+        tx.execute(
+            "INSERT INTO log_sealed (key, rows, data) VALUES (?1, 1, ?2)",
+            params![block::sealed_key(HOUR, client, last_free - 1), data],
+        )
+        .unwrap();
+        let mut later: Vec<BlockRow> = early[1..].iter().map(|row| BlockRow { client, ..*row }).collect();
+        later.extend(rows(HOUR, 2_000).into_iter().map(|row| BlockRow { client, id: row.id + 10_000_000, ..row }));
+        let expected_rows = 1 + later.len();
+        write_sealed_hour(&tx, HOUR, &mut later.clone(), false).unwrap();
+        // No chunk is left now: the next rows join the last block.
+        let mut more = vec![BlockRow { id: later.last().unwrap().id + 1, ..later[0] }];
+        write_sealed_hour(&tx, HOUR, &mut more, false).unwrap();
+        tx.commit().unwrap();
+        let keys: Vec<i64> = conn
+            .prepare("SELECT key FROM log_sealed ORDER BY key")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(keys.len(), 2, "one block in the last free chunk, after the earlier one");
+        assert!(keys.iter().all(|&key| block::split_sealed_key(key).1 == client));
+        let found = sealed(&conn, HOUR);
+        assert_eq!(found.len(), expected_rows + 1);
+        let mut ids: Vec<i64> = found.iter().map(|row| row.id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), found.len(), "no row twice");
     }
 }
