@@ -108,8 +108,11 @@ fn merge_into_block(
     merged.sort_unstable_by_key(|row| row.id);
     data.clear();
     block::encode(&merged, false, data);
-    tx.execute("UPDATE log_sealed SET rows = ?2, data = ?3 WHERE key = ?1", params![key, merged.len() as i64, &data[..]])
-        .map(drop)
+    tx.execute(
+        "UPDATE log_sealed SET rows = ?2, data = ?3 WHERE key = ?1",
+        params![key, merged.len() as i64, &data[..]],
+    )
+    .map(drop)
 }
 
 /// Inserts distinct `(first, client)` pairs of `hour`, in key order (the

@@ -98,32 +98,14 @@ impl Filters {
 
     /// The filters as a query string (for the pager links and the CSV link).
     fn query(&self) -> String {
-        let pairs = [
+        super::query_string(&[
             ("from", &self.from),
             ("to", &self.to),
             ("user", &self.user),
             ("group", &self.group),
             ("kind", &self.kind),
-        ];
-        pairs
-            .iter()
-            .filter(|(_, value)| !value.trim().is_empty())
-            .map(|(key, value)| format!("{key}={}", encode(value.trim())))
-            .collect::<Vec<_>>()
-            .join("&")
+        ])
     }
-}
-
-fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 struct Row {

@@ -12,7 +12,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::explorer::{Row, encode, school_time, stream_csv};
+use super::encode;
+use super::explorer::{Row, school_time, stream_csv};
 use super::{Layout, render_with};
 use crate::store::device_history::{self, DayCount, Seen};
 use crate::store::search::Search;
@@ -158,13 +159,11 @@ async fn csv(state: AppState, label: String, report: Report) -> Result<Response,
     if label.is_empty() {
         return Err(WebError::NotFound);
     }
-    let filename: String =
-        label.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
-    let search = Search {
-        client: Some(label),
-        since_ms: Some(since_ms),
-        until_ms: Some(until_ms),
-        ..Search::default()
-    };
+    let filename: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .collect();
+    let search =
+        Search { client: Some(label), since_ms: Some(since_ms), until_ms: Some(until_ms), ..Search::default() };
     Ok(stream_csv(config.log.database.clone(), search, &format!("hedgerow-device-{filename}.csv")))
 }

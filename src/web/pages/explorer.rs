@@ -211,7 +211,7 @@ impl LogQuery {
 
     /// The filters as a query string, without the page marker.
     pub fn query(&self) -> String {
-        let pairs = [
+        super::query_string(&[
             ("client", &self.client),
             ("name", &self.name),
             ("category", &self.category),
@@ -220,27 +220,8 @@ impl LogQuery {
             ("window", &self.window),
             ("from", &self.from),
             ("to", &self.to),
-        ];
-        pairs
-            .iter()
-            .filter(|(_, value)| !value.trim().is_empty())
-            .map(|(key, value)| format!("{key}={}", encode(value.trim())))
-            .collect::<Vec<_>>()
-            .join("&")
+        ])
     }
-}
-
-/// Percent-encodes a query value or path segment.
-pub fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// One row as the page shows it.
@@ -286,7 +267,7 @@ impl Row {
             clock: clock.to_string(),
             client: if row.device.is_some() { row.client.clone() } else { String::new() },
             who,
-            device_href: format!("/device/{}", encode(&label)),
+            device_href: format!("/device/{}", super::encode(&label)),
             group: row.group.unwrap_or_default(),
             name: row.name,
             record_type: hickory_proto::rr::RecordType::from(row.record_type).to_string(),
@@ -334,7 +315,11 @@ pub async fn page(
         }
         Err(errors) => (Vec::new(), errors, StatusCode::BAD_REQUEST),
     };
-    let next = if rows.len() == PER_PAGE { rows.last().map(|row| row.id.to_string()).unwrap_or_default() } else { String::new() };
+    let next = if rows.len() == PER_PAGE {
+        rows.last().map(|row| row.id.to_string()).unwrap_or_default()
+    } else {
+        String::new()
+    };
     let page = LogPage {
         layout: Layout::for_user("Query log", &reader.user, &reader.csrf, "/log"),
         window: form.window().to_string(),
@@ -418,4 +403,3 @@ impl futures_core::Stream for Chunks {
         self.0.poll_recv(cx)
     }
 }
-

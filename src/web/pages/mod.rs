@@ -121,3 +121,27 @@ pub async fn not_found() -> WebError {
 pub async fn method_not_allowed() -> WebError {
     WebError::MethodNotAllowed
 }
+
+/// Percent-encodes a query value or path segment.
+pub fn encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Form filters as a query string (for pager and CSV links): the non-empty
+/// values, trimmed and percent-encoded.
+pub fn query_string(pairs: &[(&str, &String)]) -> String {
+    pairs
+        .iter()
+        .filter(|(_, value)| !value.trim().is_empty())
+        .map(|(key, value)| format!("{key}={}", encode(value.trim())))
+        .collect::<Vec<_>>()
+        .join("&")
+}

@@ -22,10 +22,10 @@ use std::path::Path;
 use jiff::tz::TimeZone;
 
 use super::{Layout, render};
-use crate::lists::health::{ListHealth, SourceState};
 use crate::config::Config;
-use crate::store::{Role, StoreError};
+use crate::lists::health::{ListHealth, SourceState};
 use crate::store::counts;
+use crate::store::{Role, StoreError};
 use crate::time::{DAY_MS, HOUR_MS};
 use crate::web::chart::{Chart, Series, thousands};
 use crate::web::session::CurrentUser;
@@ -425,20 +425,15 @@ struct SourceView {
     failure: String,
 }
 
-/// A query string value, percent-encoded.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| {
-            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-                (byte as char).to_string()
-            } else {
-                format!("%{byte:02X}")
-            }
-        })
-        .collect()
-}
-
-fn chart(id: &str, heading: &str, x_name: &str, y_name: &str, line: &Timeline, every: usize, blocked: bool) -> ChartView {
+fn chart(
+    id: &str,
+    heading: &str,
+    x_name: &str,
+    y_name: &str,
+    line: &Timeline,
+    every: usize,
+    blocked: bool,
+) -> ChartView {
     let chart = Chart {
         id: id.to_string(),
         title: heading.to_string(),
@@ -478,7 +473,7 @@ fn present(config: &Config, overview: &Overview) -> OverviewView {
         .iter()
         .map(|count| {
             let label = if count.category.is_empty() { "no category".to_string() } else { count.category.clone() };
-            let href = format!("/log?decision=blocked&category={}", encode(&count.category));
+            let href = format!("/log?decision=blocked&category={}", super::encode(&count.category));
             (label, href, thousands(count.today), thousands(count.days_30))
         })
         .collect();
@@ -486,7 +481,7 @@ fn present(config: &Config, overview: &Overview) -> OverviewView {
         names
             .iter()
             .map(|count| {
-                let href = format!("/log?decision=blocked&name={}&since={midnight}", encode(&count.name));
+                let href = format!("/log?decision=blocked&name={}&since={midnight}", super::encode(&count.name));
                 (count.name.clone(), href, thousands(count.blocked))
             })
             .collect()
@@ -499,8 +494,8 @@ fn present(config: &Config, overview: &Overview) -> OverviewView {
                 owner: count.owner.clone().unwrap_or_else(|| "not known".to_string()),
                 group: count.group.clone().unwrap_or_default(),
                 blocked: thousands(count.blocked),
-                device_href: format!("/device/{}", encode(&count.client)),
-                log_href: format!("/log?decision=blocked&client={}&since={midnight}", encode(&count.client)),
+                device_href: format!("/device/{}", super::encode(&count.client)),
+                log_href: format!("/log?decision=blocked&client={}&since={midnight}", super::encode(&count.client)),
             })
             .collect()
     });
