@@ -86,7 +86,8 @@ group = "guest"
         let config_path = dir.path().join("hedgerow.toml");
         std::fs::write(&config_path, &text).unwrap();
         let config = Config::load(&config_path).unwrap_or_else(|error| panic!("{error}"));
-        let pipeline = Arc::new(Pipeline::new(&config, CompiledLists::empty(), SafeSearchMap::default(), None).unwrap());
+        let pipeline =
+            Arc::new(Pipeline::new(&config, CompiledLists::empty(), SafeSearchMap::default(), None).unwrap());
         // The dashboard's own tables in a database of their own.
         let own = dir.path().join("dashboard.db");
         let now = hedgerow::time::now_ms();
@@ -95,12 +96,7 @@ group = "guest"
         let state =
             AppState::with_policy(pipeline, &own, WebSettings::from_config(&config), PolicyAccess::fixed(&config))
                 .expect("dashboard state");
-        Bed {
-            runtime,
-            app: web::app(state),
-            cookie: format!("hedgerow_session={}", session.raw_id),
-            _dir: dir,
-        }
+        Bed { runtime, app: web::app(state), cookie: format!("hedgerow_session={}", session.raw_id), _dir: dir }
     }
 
     /// One GET, body read; its status, server time and body.

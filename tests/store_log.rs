@@ -633,7 +633,10 @@ fn migrations_run_once_and_a_newer_database_is_refused() {
     let error = upsert_device(&db, &device("10.1.0.5", "x", None)).unwrap_err().to_string();
     assert!(error.contains(&expected), "{error}");
     assert_eq!(count(&db, "PRAGMA user_version") as u32, newer);
-    assert_eq!(count(&db, "SELECT coalesce(sum(rows), 0) FROM log_sealed") + count(&db, "SELECT count(*) FROM log_fresh"), 1);
+    assert_eq!(
+        count(&db, "SELECT coalesce(sum(rows), 0) FROM log_sealed") + count(&db, "SELECT count(*) FROM log_fresh"),
+        1
+    );
 }
 
 #[test]

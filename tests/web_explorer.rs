@@ -205,7 +205,9 @@ async fn the_csv_export_has_the_cli_columns_quotes_and_defuses_formulas() {
     let names: Vec<&str> = records[1..].iter().map(|record| record[7].as_str()).collect();
     // Newest first; quoted as RFC 4180 says; a formula's first character defused.
     assert_eq!(names, ["'-2+3.example", "'=cmd|' /C calc'!A0.example", "say \"hi\".example", "comma,name.example"]);
-    assert!(records[1..].iter().all(|record| record[3] == "lab-pc-3" && record[4] == "Ms Lee" && record[9] == "blocked"));
+    assert!(
+        records[1..].iter().all(|record| record[3] == "lab-pc-3" && record[4] == "Ms Lee" && record[9] == "blocked")
+    );
     assert!(reply.body.contains("\"comma,name.example\""));
     // More rows than one step of the stream: every one, once, newest first.
     let reply = dashboard.get("/log.csv?client=10.0.0.9&window=today", &dsl).await;

@@ -10,8 +10,8 @@
 
 mod compile;
 mod dashboard;
-mod metrics;
 pub mod edit;
+mod metrics;
 mod render;
 mod shapes;
 pub mod timed;

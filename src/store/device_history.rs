@@ -235,21 +235,14 @@ mod tests {
         assert!(staff.iter().all(|row| row.group.as_deref() == Some("staff")));
         let pupil_blocked = search(
             &db,
-            &Search {
-                group: Some("pupil".into()),
-                decision: Some("blocked".into()),
-                limit: 1000,
-                ..Search::default()
-            },
+            &Search { group: Some("pupil".into()), decision: Some("blocked".into()), limit: 1000, ..Search::default() },
         )
         .unwrap();
         assert_eq!(pupil_blocked.len(), 9);
         // A client of another group matches nothing.
-        let none = search(
-            &db,
-            &Search { group: Some("staff".into()), client: Some("10.0.0.5".into()), ..Search::default() },
-        )
-        .unwrap();
+        let none =
+            search(&db, &Search { group: Some("staff".into()), client: Some("10.0.0.5".into()), ..Search::default() })
+                .unwrap();
         assert!(none.is_empty());
         assert!(search(&db, &Search { group: Some("nobody".into()), ..Search::default() }).unwrap().is_empty());
     }

@@ -18,8 +18,8 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::StoreError;
 use super::block::{self, BlockRow};
-use super::schema::{self, Purpose};
 use super::record::{LogRow, reason_for};
+use super::schema::{self, Purpose};
 use super::time::HOUR_MS;
 use crate::name::reversed_name;
 

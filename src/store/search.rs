@@ -39,10 +39,10 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use super::StoreError;
-pub use super::record::LogRow;
 use super::block::{self, BlockRow};
 use super::read::{self, Blocks, Dictionaries};
 use super::record::DECISIONS;
+pub use super::record::LogRow;
 use super::schema::{self, Purpose};
 use super::time::{DAY_MS, HOUR_MS, day_number};
 use crate::name::reversed_name;
@@ -86,7 +86,6 @@ impl Default for Search {
         }
     }
 }
-
 
 /// A log row as `hedgerow log` exports it: JSON and CSV carry these fields,
 /// with these names, in this order, in the same forms (time ISO 8601 UTC,

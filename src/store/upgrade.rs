@@ -15,9 +15,9 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::StoreError;
-use super::record::reason_template;
 use super::block::{self, BlockRow};
 use super::dict::{ClientFields, Dictionary, OutcomeFields};
+use super::record::reason_template;
 use super::seal;
 use super::time::{HOUR_MS, day_number};
 

@@ -411,4 +411,3 @@ pub fn special_of(name: &str) -> Special {
     }
     Special::Plain
 }
-

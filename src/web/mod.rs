@@ -47,10 +47,10 @@ use crate::store::{LoginAudit, Sessions, SetupTokens, StoreError, Users};
 
 pub use error::WebError;
 // Overview (issue 13): the figures and their page, for benches/overview.rs.
+pub use pages::monitor::{Monitor, serve as serve_metrics};
 pub use pages::overview::{Overview, figures as overview_figures, render_figures as render_overview};
 pub use session::{CurrentUser, Require, RequireAdmin, RequireAnyRole, RequireDsl, RequireGovernorOrAdmin};
 pub use throttle::Throttle;
-pub use pages::monitor::{Monitor, serve as serve_metrics};
 pub use tls::{acceptor as tls_acceptor, serve_tls};
 
 /// What every handler may reach. Cheap to clone (one `Arc`).
