@@ -273,33 +273,17 @@ mod tests {
         dict.forget();
         assert_eq!(dict.name(&conn, "com.example", 14).unwrap(), a);
         assert_eq!(last_day("log_names", a), Some(14));
-        let same = dict
-            .outcome(
-                &conn,
-                OutcomeFields {
-                    decision: "blocked",
-                    category: "games",
-                    list: "g",
-                    stage: "",
-                    reason: "",
-                    response_code: 3,
-                },
-            )
-            .unwrap();
+        let games = OutcomeFields {
+            decision: "blocked",
+            category: "games",
+            list: "g",
+            stage: "",
+            reason: "",
+            response_code: 3,
+        };
+        let same = dict.outcome(&conn, games).unwrap();
         dict.forget();
-        let again = dict
-            .outcome(
-                &conn,
-                OutcomeFields {
-                    decision: "blocked",
-                    category: "games",
-                    list: "g",
-                    stage: "",
-                    reason: "",
-                    response_code: 3,
-                },
-            )
-            .unwrap();
+        let again = dict.outcome(&conn, games).unwrap();
         assert_eq!(same, again);
     }
 }
