@@ -237,3 +237,28 @@ fn find_database(data_dir: &std::path::Path) -> std::path::PathBuf {
         .find(|path| path.extension().is_some_and(|ext| ext == "db" || ext == "sqlite"))
         .unwrap_or_else(|| panic!("no database in {}", data_dir.display()))
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readiness_probe_is_neither_counted_nor_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::start("127.0.0.1:0", school_world()).await;
+    let (files, metrics) = school(dir.path(), authority.addr, "");
+    let _server = Hedgerow::start(&files).await;
+    let url = format!("http://{metrics}/metrics");
+    let lookups = |text: &str| -> f64 {
+        samples(text).iter().filter(|(name, _)| name.starts_with("hedgerow_lookups_total{")).map(|(_, v)| v).sum()
+    };
+    // Let the start-up query's row reach the database first.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = get(&url, None).1;
+    // The first look has no earlier one to compare with: it sends a real probe.
+    let (status, body, _) = get(&format!("http://{metrics}/ready"), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("dns ok: answered on"), "{body}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = get(&url, None).1;
+    assert_eq!(lookups(&after), lookups(&before), "{after}");
+    for name in ["hedgerow_log_rows_written_total", "hedgerow_refused_outsiders_total"] {
+        assert_eq!(value(&samples(&after), name), value(&samples(&before), name), "{name}: {after}");
+    }
+}

@@ -168,6 +168,9 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     /// The UDP addresses the listeners bound (readiness probes the first).
     listeners: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
+    /// The port of the readiness probe in flight (0: none): its answer is
+    /// the server's own, not a school's traffic, and no observer sees it.
+    probe_port: std::sync::atomic::AtomicU16,
 }
 
 impl Pipeline {
@@ -188,6 +191,7 @@ impl Pipeline {
             log,
             metrics,
             listeners: std::sync::OnceLock::new(),
+            probe_port: std::sync::atomic::AtomicU16::new(0),
         })
     }
 
@@ -209,6 +213,20 @@ impl Pipeline {
     /// The UDP addresses its listeners bound (empty before they start).
     pub fn listeners(&self) -> &[std::net::SocketAddr] {
         self.listeners.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// Marks `port` as the readiness probe's (0 when it is done).
+    pub fn set_probe_port(&self, port: u16) {
+        self.probe_port.store(port, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// True for the readiness probe's own query: sent from the probe's port
+    /// on the address of the listener it asks (`ready::probe_target`).
+    pub fn is_probe(&self, source: std::net::SocketAddr) -> bool {
+        let port = self.probe_port.load(std::sync::atomic::Ordering::Relaxed);
+        port != 0
+            && source.port() == port
+            && self.listeners().first().is_some_and(|&listener| super::ready::probe_target(listener).ip() == source.ip())
     }
 
     /// Records the listeners' UDP addresses (once, by `DnsServer::start`).

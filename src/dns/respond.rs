@@ -104,7 +104,8 @@ pub(super) fn step(
 
 /// Hands a finished answer to the pipeline's observers: the one place the
 /// listeners (UDP and TCP, policy answers, cache hits, upstream answers and
-/// errors alike) do so. Observers never change the answer or wait.
+/// errors alike) do so. Observers never change the answer or wait. The
+/// readiness probe's answer is not traffic: it is neither counted nor logged.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn finish(
     pipeline: &Pipeline,
@@ -116,6 +117,9 @@ pub(super) fn finish(
     cache_hit: bool,
     upstream_latency: Option<Duration>,
 ) {
+    if pipeline.is_probe(source) {
+        return;
+    }
     pipeline.finish(&Finished {
         time_ms: arrival.unix_ms,
         source: source.ip(),
