@@ -14,7 +14,7 @@ use hedgerow::store::devices::{Device, upsert_device};
 use hedgerow::store::read::{count_rows, rows_between};
 use hedgerow::store::record::QueryRecord;
 use hedgerow::store::schema::MIGRATIONS;
-use hedgerow::store::search::{LogRow, Search, search, tail};
+use hedgerow::store::search::{LogRow, Search, export, search, tail};
 use hedgerow::store::time::{DAY_MS, day_number, now_ms, parse_utc};
 use hedgerow::store::{LogSettings, Privacy, QueryLog};
 use rusqlite::{Connection, params};
@@ -373,6 +373,24 @@ fn pages_have_no_duplicates_and_no_gaps_across_sealed_and_fresh_hours() {
         let paged = all_pages(&built.db, &query, whole.len());
         assert!(whole.len() > query.limit, "{query:?}: too few rows to page");
         assert_eq!(paged, whole, "{query:?}");
+        // An export (the CSV's) reads each hour once and gives the same rows
+        // in batches of at most `limit`.
+        let mut exported = Vec::new();
+        export(&built.db, &query, |batch| {
+            assert!(!batch.is_empty() && batch.len() <= query.limit, "{query:?}: a batch of {}", batch.len());
+            exported.extend(batch);
+            true
+        })
+        .unwrap();
+        assert_eq!(exported, whole, "{query:?}");
+        // It stops when told to.
+        let mut batches = 0;
+        export(&built.db, &query, |_| {
+            batches += 1;
+            false
+        })
+        .unwrap();
+        assert_eq!(batches, 1);
     }
 }
 

@@ -226,7 +226,10 @@ impl Pipeline {
         let port = self.probe_port.load(std::sync::atomic::Ordering::Relaxed);
         port != 0
             && source.port() == port
-            && self.listeners().first().is_some_and(|&listener| super::ready::probe_target(listener).ip() == source.ip())
+            && self
+                .listeners()
+                .first()
+                .is_some_and(|&listener| super::ready::probe_target(listener).ip() == source.ip())
     }
 
     /// Records the listeners' UDP addresses (once, by `DnsServer::start`).

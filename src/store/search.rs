@@ -279,12 +279,7 @@ impl Walk<'_> {
         let mut found: Vec<BlockRow> = Vec::new();
         let mut hour_rows = Vec::new();
         for hour in self.hours.clone().rev() {
-            // The hour's matching rows.
-            hour_rows.clear();
-            if self.oldest_fresh.is_some_and(|oldest| hour >= oldest) {
-                self.blocks.fresh_where(hour..hour + 1, i64::MIN, &mut matches, &mut hour_rows)?;
-            }
-            self.plan.sealed(self.blocks, hour, &mut matches, &mut hour_rows)?;
+            self.hour(hour, &mut matches, &mut hour_rows)?;
             if let Some(id) = looking_for {
                 // No row of a later hour comes after the cursor's row.
                 match hour_rows.iter().find(|row| row.id == id) {
@@ -315,6 +310,53 @@ impl Walk<'_> {
         found.sort_unstable_by(newest_first);
         Ok(Some(found))
     }
+
+    /// The matching rows of one hour, in no order, into `rows` (cleared first).
+    fn hour(
+        &self,
+        hour: i64,
+        matches: &mut impl FnMut(&BlockRow) -> bool,
+        rows: &mut Vec<BlockRow>,
+    ) -> Result<(), StoreError> {
+        rows.clear();
+        if self.oldest_fresh.is_some_and(|oldest| hour >= oldest) {
+            self.blocks.fresh_where(hour..hour + 1, i64::MIN, matches, rows)?;
+        }
+        self.plan.sealed(self.blocks, hour, matches, rows)
+    }
+}
+
+/// Every row of `query` (its `limit` is the size of each batch; paging is
+/// ignored), newest first, handed to `each` a batch at a time until it
+/// returns false. Each hour is read once and only one hour's rows are held,
+/// so a 30-day export of a busy school streams in bounded memory and does
+/// not read an hour again for each page, as paging with [`search`] would.
+pub fn export(db: &Path, query: &Search, mut each: impl FnMut(Vec<LogRow>) -> bool) -> Result<(), StoreError> {
+    let filters = Filters::parse(query).map_err(StoreError::Invalid)?;
+    let conn = schema::open(db, Purpose::Read)?;
+    let blocks = Blocks::new(&conn, db);
+    let window = query.since_ms.unwrap_or(i64::MIN)..query.until_ms.unwrap_or(i64::MAX);
+    let Some(mut hours) = read::clamp(blocks.hours()?, window.start, window.end) else { return Ok(()) };
+    let Some(plan) = Plan::new(&conn, db, &filters, query.since_ms)? else { return Ok(()) };
+    if let Some(newest) = plan.newest_hour {
+        hours.end = hours.end.min(newest + 1);
+    }
+    let mut matches = |row: &BlockRow| window.contains(&row.time_ms) && plan.keeps(row);
+    let walk =
+        Walk { blocks: &blocks, plan: &plan, window: window.clone(), hours, oldest_fresh: blocks.oldest_fresh_hour()? };
+    let mut dictionaries = Dictionaries::new(&conn, db);
+    let mut hour_rows = Vec::new();
+    for hour in walk.hours.clone().rev() {
+        walk.hour(hour, &mut matches, &mut hour_rows)?;
+        hour_rows.sort_unstable_by(|a, b| (b.time_ms, b.id).cmp(&(a.time_ms, a.id)));
+        for batch in hour_rows.chunks(query.limit.max(1)) {
+            let rows = batch.iter().map(|row| dictionaries.log_row(row)).collect::<Result<Vec<_>, _>>()?;
+            if !each(rows) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The newest rows after `after_id`, at most `limit`, oldest first. A

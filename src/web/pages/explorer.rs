@@ -361,26 +361,18 @@ pub fn stream_csv(db: std::path::PathBuf, mut search: Search, filename: &str) ->
         if sender.blocking_send(Ok(Bytes::from(chunk))).is_err() {
             return;
         }
-        loop {
-            let rows = match crate::store::search::search(&db, &search) {
-                Ok(rows) => rows,
-                Err(error) => {
-                    tracing::warn!("a CSV export of the query log stopped: {error}");
-                    let _ = sender.blocking_send(Err(std::io::Error::other(error.to_string())));
-                    return;
-                }
-            };
-            let full = rows.len() == search.limit;
-            search.before_id = rows.last().map(|row| row.id);
+        let exported = crate::store::search::export(&db, &search, |rows| {
             let mut chunk = String::with_capacity(rows.len() * 160);
             for row in rows {
                 chunk.push_str(&crate::present::log::csv_line_for_spreadsheet(row));
                 chunk.push_str("\r\n");
             }
             // The reader went away (download cancelled): stop reading.
-            if sender.blocking_send(Ok(Bytes::from(chunk))).is_err() || !full {
-                return;
-            }
+            sender.blocking_send(Ok(Bytes::from(chunk))).is_ok()
+        });
+        if let Err(error) = exported {
+            tracing::warn!("a CSV export of the query log stopped: {error}");
+            let _ = sender.blocking_send(Err(std::io::Error::other(error.to_string())));
         }
     });
     (
