@@ -16,14 +16,23 @@
 #                   past 30 days) starts 10 s into the run on the server's CPU.
 #                   Reports p99 beside run 1's, rows dropped, retention seconds.
 #
-# Targets: 0 rows dropped in both; p99 with retention within noise of p99
-# without; retention under 10 s. The server's config keeps 31 days, so its
+#   3. "dashboard": the same, while an admin clicks through the dashboard
+#                   (benches/click_dashboard.py on CPU 0, the client's side,
+#                   in the idle class there as if on another machine:
+#                   overview, explorer searches and paging, a device page, a
+#                   7-day CSV export, policy and logs pages, one after another
+#                   without pause) for the whole run. Reports p99 beside run
+#                   1's and each page's time (issue 13).
+#
+# Targets: 0 rows dropped in all; p99 with retention and with the dashboard
+# in use within noise of p99 without; retention under 10 s. The server's config keeps 31 days, so its
 # own retention thread (which runs at start-up) deletes nothing.
 #
 #   benches/log_bed.sh                       # full month (about 110 M rows; minutes to generate)
 #   DAYS=5 benches/log_bed.sh                # a few days only (the oldest still a school day)
 #   BED=/tmp/bed SCHOOL=/tmp/school.db benches/log_bed.sh   # reuse the bed / keep the database
-#   ROUNDS=2 benches/log_bed.sh              # plain, retention, plain, retention
+#   ROUNDS=2 benches/log_bed.sh              # plain, retention, dashboard, twice
+#   RUNS="plain dashboard" benches/log_bed.sh   # only these runs
 #
 # Resolver pinned to CPU 1, NSD and dnsperf to CPU 0 (the bed's layout, as
 # benches/load.sh). Results: one JSON line a run in
@@ -34,6 +43,7 @@ ROOT=$(pwd)
 BEDTOOL="$ROOT/../shared/bench/loopback_bed.py"
 BED=${BED:-$(mktemp -d /tmp/hedgerow-bed.XXXXXX)}
 ROUNDS=${ROUNDS:-1}
+RUNS=${RUNS:-plain retention dashboard}
 RESULTS="$ROOT/benches/results/log-bed-$(date -u +%F).jsonl"
 
 for tool in nsd dnsperf sqlite3; do
@@ -71,6 +81,8 @@ dir = "$BED/lists"
 update_hours = 0
 [log]
 retention_days = 31
+[dashboard]
+listen = ["127.0.0.1:8089"]
 [groups.staff]
 block = ["default", "ads"]
 [[networks]]
@@ -106,11 +118,17 @@ trap 'kill "$NSD_PID" 2>/dev/null || true; [ -n "$SERVER_PID" ] && kill "$SERVER
 
 rows_in_log() { sqlite3 "file:$DB?mode=ro" "SELECT coalesce(sum(count), 0) FROM log_hourly"; }
 
-run() { # NAME WITH_RETENTION
-  local name=$1 with_retention=$2
+# The admin the dashboard run logs in as (added to each copy of the school).
+ADMIN_PASSWORD=bench-password-$$
+# A named device of the school whose pages the dashboard run opens.
+DEVICE=$(sqlite3 "file:$SCHOOL?mode=ro" "SELECT device FROM log_clients WHERE device != '' LIMIT 1 OFFSET 100")
+
+run() { # NAME: plain, retention or dashboard
+  local name=$1
   # The server works on a copy of the school, so each run starts alike.
   rm -f "$DB" "$DB-wal" "$DB-shm"
   cp "$SCHOOL" "$DB"
+  echo "$ADMIN_PASSWORD" | "$HEDGEROW" user add --config "$BED/hedgerow-log.toml" --role admin --password-stdin bench > /dev/null
   taskset -c 1 "$HEDGEROW" serve --config "$BED/hedgerow-log.toml" 2> "$BED/server-$name.log" &
   SERVER_PID=$!
   for _ in $(seq 600); do
@@ -119,21 +137,27 @@ run() { # NAME WITH_RETENTION
   done
   taskset -c 0 dnsperf -s 127.0.0.1 -p 5353 -d "$BED/warmup.txt" -n 1 -q 200 > /dev/null
   sleep 2
-  local before retention_json=null retention_pid=
+  local before retention_json=null retention_pid= clicks_json=null clicks_pid=
   before=$(rows_in_log)
-  if [ "$with_retention" = 1 ]; then
+  if [ "$name" = retention ]; then
     (sleep 10; taskset -c 1 "$RETENTION" "$DB" 30 > "$BED/retention-$name.json") &
     retention_pid=$!
   fi
+  if [ "$name" = dashboard ]; then
+    taskset -c 0 chrt --idle 0 python3 "$ROOT/benches/click_dashboard.py" http://127.0.0.1:8089 bench "$ADMIN_PASSWORD" 58 "$DEVICE" \
+      > "$BED/clicks-$name.json" &
+    clicks_pid=$!
+  fi
   taskset -c 0 dnsperf -s 127.0.0.1 -p 5353 -d "$BED/queries-lat.txt" -l 60 -Q 10000 -q 500 -c 8 -v > "$BED/dnsperf-$name.txt"
   if [ -n "$retention_pid" ]; then wait "$retention_pid"; retention_json=$(cat "$BED/retention-$name.json"); fi
+  if [ -n "$clicks_pid" ]; then wait "$clicks_pid"; clicks_json=$(cat "$BED/clicks-$name.json"); fi
   sleep 2   # the writer's last batch (flush_interval is 0.5 s)
   kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
   local after
   after=$(rows_in_log)
-  python3 - "$name" "$BED/dnsperf-$name.txt" "$BED/server-$name.log" "$before" "$after" "$retention_json" <<'PY' | tee -a "$RESULTS"
+  python3 - "$name" "$BED/dnsperf-$name.txt" "$BED/server-$name.log" "$before" "$after" "$retention_json" "$clicks_json" <<'PY' | tee -a "$RESULTS"
 import json, re, sys
-name, perf, server, before, after, retention = sys.argv[1:]
+name, perf, server, before, after, retention, clicks = sys.argv[1:]
 out = open(perf).read()
 def grab(rx, cast=float):
     m = re.search(rx, out)
@@ -150,26 +174,30 @@ print(json.dumps({
     "lost": grab(r"Queries lost:\s+(\d+)", int), "p50_ms": pick(50), "p99_ms": pick(99),
     "rows_logged": logged, "rows_dropped": max(0, (completed or 0) - logged),
     "writer_dropped_total": max(warned) if warned else 0,
-    "retention": retention,
+    "retention": retention, "dashboard": json.loads(clicks),
 }))
 PY
 }
 
 for round in $(seq "$ROUNDS"); do
   echo "round $round" >&2
-  run plain 0
-  run retention 1
+  for name in $RUNS; do run "$name"; done
 done
 
 python3 - "$RESULTS" "$ROUNDS" <<'PY'
 import json, sys, statistics
 rows = [json.loads(l) for l in open(sys.argv[1])]
-for name in ("plain", "retention"):
+for name in ("plain", "retention", "dashboard"):
     runs = [r for r in rows if r["name"] == name][-int(sys.argv[2]):]
+    if not runs:
+        continue
     p99 = statistics.median(r["p99_ms"] for r in runs if r["p99_ms"] is not None)
     dropped = max(max(r["rows_dropped"], r["writer_dropped_total"]) for r in runs)
     extra = ""
     if name == "retention":
         extra = "; retention " + ", ".join(f"{r['retention']['seconds']:.1f} s for {r['retention']['rows_deleted']} rows" for r in runs)
+    if name == "dashboard":
+        extra = "; " + ", ".join(f"{r['dashboard']['visits']} page visits, slowest page median "
+                                 f"{max(p['median'] for p in r['dashboard']['pages_ms'].values())} ms" for r in runs)
     print(f"{name:9s} p99 {p99:.2f} ms, rows dropped {dropped}{extra}")
 PY

@@ -13,6 +13,7 @@ pub mod name;
 pub mod policy;
 pub mod policy_editor;
 pub mod present;
+pub mod priority;
 pub mod serve;
 pub mod store;
 pub mod synth;

@@ -69,6 +69,63 @@ pub struct Running {
     dashboard: Vec<SocketAddr>,
     /// The control socket; dropped (and its file removed) with the server.
     _control: crate::control::ControlServer,
+    /// The dashboard's and metrics' runtime; stopped with the server.
+    _web: WebRuntime,
+}
+
+/// The dashboard's and the metrics listener's own runtime. Their requests
+/// (pages, log searches, CSV exports, scrapes) run on its threads, in the
+/// idle class ([`crate::priority`]), never on the workers that answer cache
+/// misses: a page being read does not hold up a query, and a school's
+/// traffic does not wait for a governor's report.
+struct WebRuntime(Option<tokio::runtime::Runtime>);
+
+impl WebRuntime {
+    fn start() -> Result<WebRuntime, StartError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("web")
+            .on_thread_start(crate::priority::yield_to_dns)
+            .enable_all()
+            .build()
+            .map_err(|error| {
+                StartError::Listen(std::io::Error::other(format!("cannot start the web runtime: {error}")))
+            })?;
+        Ok(WebRuntime(Some(runtime)))
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> tokio::task::JoinHandle<()> {
+        self.0.as_ref().expect("the web runtime runs until dropped").spawn(task)
+    }
+
+    /// Serves `listener` (bound on the main runtime, so the start-up can
+    /// say at once when its address is taken) with `serve` on this runtime.
+    fn serve<F>(
+        &self,
+        listener: tokio::net::TcpListener,
+        serve: impl FnOnce(tokio::net::TcpListener) -> F + Send + 'static,
+    ) -> std::io::Result<tokio::task::JoinHandle<()>>
+    where
+        F: Future<Output = ()> + Send,
+    {
+        // Registered again with this runtime's reactor.
+        let listener = listener.into_std()?;
+        Ok(self.spawn(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => serve(listener).await,
+                Err(error) => tracing::error!(%error, "cannot serve a dashboard or metrics listener"),
+            }
+        }))
+    }
+}
+
+impl Drop for WebRuntime {
+    fn drop(&mut self) {
+        // Allowed inside the main runtime, unlike dropping a runtime.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Running {
@@ -204,13 +261,14 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     })];
     background.push(tokio::spawn(reload_on_sighup(reloader.clone())));
     background.push(tokio::spawn(policy_clock(reloader.clone())));
+    let web = WebRuntime::start()?;
     let dashboard = start_dashboard(
         &config,
         &pipeline,
         policy_access(&reloader, editor.clone()),
         dashboard_listeners,
         dashboard_tls,
-        &mut background,
+        &web,
     )
     .await?;
     background.push(tokio::spawn(device_groups_on_schedule(config.clone(), pipeline.clone())));
@@ -221,11 +279,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             token: token.map(Arc::from),
         };
         tracing::info!(address = ?listener.local_addr().ok(), "metrics at /metrics, /health, /ready");
-        background.push(tokio::spawn(async move {
+        web.serve(listener, |listener| async move {
             if let Err(error) = crate::web::serve_metrics(listener, monitor).await {
                 tracing::error!(%error, "the metrics listener stopped serving");
             }
-        }));
+        })
+        .map_err(StartError::Listen)?;
     }
     if config.log.enabled {
         // Roll-ups and retention run on their own thread, hourly.
@@ -245,7 +304,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         source = %config.source,
         "hedgerow is serving DNS"
     );
-    Ok(Running { pipeline, server, background, config, reloader, editor, dashboard, _control: control })
+    Ok(Running { pipeline, server, background, config, reloader, editor, dashboard, _control: control, _web: web })
 }
 
 /// The figures other parts keep, read when a metrics snapshot is taken:
@@ -343,7 +402,7 @@ async fn start_dashboard(
     policy: crate::web::PolicyAccess,
     listeners: Vec<tokio::net::TcpListener>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    background: &mut Vec<tokio::task::JoinHandle<()>>,
+    web: &WebRuntime,
 ) -> Result<Vec<SocketAddr>, StartError> {
     if listeners.is_empty() {
         return Ok(Vec::new());
@@ -366,7 +425,7 @@ async fn start_dashboard(
     };
     for listener in listeners {
         let (state, tls) = (state.clone(), tls.clone());
-        background.push(tokio::spawn(async move {
+        web.serve(listener, |listener| async move {
             let served = match tls {
                 Some(acceptor) => crate::web::serve_tls(listener, state, acceptor).await,
                 None => crate::web::serve(listener, state).await,
@@ -374,9 +433,10 @@ async fn start_dashboard(
             if let Err(error) = served {
                 tracing::error!(%error, "the dashboard stopped serving");
             }
-        }));
+        })
+        .map_err(StartError::Listen)?;
     }
-    background.push(tokio::spawn({
+    web.spawn({
         // Expired sessions are never honoured; this only keeps the table small.
         let (sessions, settings) = (state.sessions().clone(), state.settings().clone());
         async move {
@@ -390,7 +450,7 @@ async fn start_dashboard(
                 .await;
             }
         }
-    }));
+    });
     let base = dashboard_url(addresses[0], tls.is_some());
     tracing::info!(addresses = ?addresses, "dashboard at {base}/");
     if let Some(token) = token {

@@ -47,6 +47,10 @@ struct Shared {
 
 /// The longest the idle writer sleeps before looking at `Shared::full` again.
 const IDLE_WAKE: Duration = Duration::from_millis(250);
+/// While gathering a batch, how long the writer sleeps when the channel is
+/// empty before it looks again (the channel holds far more rows than arrive
+/// meanwhile).
+const GATHER_POLL: Duration = Duration::from_millis(10);
 
 /// Warnings about dropped rows or failed writes: at most one per this period.
 const WARNING_PERIOD_MS: i64 = 10_000;
@@ -141,30 +145,6 @@ fn rate_limit(last: &AtomicI64) -> bool {
         && last.compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
-/// Puts the calling thread (the writer, the retention job) in the `SCHED_IDLE` class (nice 19 where that is
-/// refused). When the machine is saturated, DNS answers come first: the
-/// writer then gets little CPU, the channel fills and rows are dropped and
-/// counted, rather than the log taking half a core from the resolver. And a
-/// waking DNS thread preempts an idle-class writer at once, where a nice-19
-/// one may keep the CPU for its time slice: measured on the bed at 10k qps
-/// with both on one CPU, p99 was 1.0-1.4 ms with nice 19. At a school's real
-/// load the writer keeps up with ease. Best effort: failure only means
-/// normal priority.
-pub fn yield_to_dns() {
-    // SAFETY: gettid, sched_setscheduler and setpriority have no
-    // memory-safety preconditions; `param` outlives the call. On Linux a
-    // thread id names that thread alone.
-    let tid = unsafe { libc::gettid() };
-    let param = libc::sched_param { sched_priority: 0 };
-    if unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) } == 0 {
-        return;
-    }
-    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) };
-    if result != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the query-log writer's priority");
-    }
-}
-
 /// The DNS path's handle on the query log: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct QueryLog {
@@ -192,7 +172,7 @@ impl QueryLog {
                 let shared = shared.clone();
                 let path = path.to_path_buf();
                 move || {
-                    yield_to_dns();
+                    crate::priority::yield_to_dns();
                     run_writer(writer, receiver, &shared, &settings, &path)
                 }
             })
@@ -319,14 +299,12 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
                     if now >= deadline {
                         break;
                     }
-                    match receiver.recv_timeout(deadline - now) {
-                        Ok(message) => Some(message),
-                        Err(RecvTimeoutError::Timeout) => break,
-                        Err(RecvTimeoutError::Disconnected) => {
-                            stop = true;
-                            break;
-                        }
-                    }
+                    // Sleep rather than wait on the channel: a receiver
+                    // blocked on it is woken by every row sent, a system
+                    // call and a switch to this thread per query on the DNS
+                    // path; asleep, it costs the senders nothing.
+                    std::thread::sleep((deadline - now).min(GATHER_POLL));
+                    None
                 }
             };
         }

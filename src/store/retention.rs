@@ -198,7 +198,7 @@ pub fn spawn_retention(db: PathBuf, retention_days: u32) -> JoinHandle<()> {
         .name("hedgerow-retention".into())
         .spawn(move || {
             // Deleting a day takes a second or two of CPU: DNS answers first.
-            super::log::yield_to_dns();
+            crate::priority::yield_to_dns();
             loop {
                 match run_retention(&db, retention_days, now_ms()) {
                     Ok(report) => tracing::info!(
