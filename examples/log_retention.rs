@@ -30,7 +30,7 @@ fn main() {
     let oldest_day = day_number(rows[0].time_ms);
     let now = (oldest_day + 1 + i64::from(days)) * DAY_MS;
     // As the server's retention thread does: DNS answers come first.
-    hedgerow::store::log::yield_to_dns();
+    hedgerow::priority::yield_to_dns();
     let start = Instant::now();
     let report = run_retention(&db, days, now).expect("retention");
     println!(
