@@ -175,6 +175,21 @@ async fn every_route_refuses_governors_and_anonymous_users() {
             assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
         }
     }
+    // The JSON twin: the same roles; a governor learns nothing from it.
+    let anonymous = dashboard.send("/api/log", None, "GET", "").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let refused = dashboard.get("/api/log", &governor).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(!refused.body.contains("10.0.0.5") && !refused.body.contains("example"), "{}", refused.body);
+    let reply = dashboard.get("/api/log", &dsl).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let page: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(page["rows"][0]["name"], "www.example.com");
+    assert_eq!(page["rows"][0]["device"], "lab-pc-3");
+    assert!(page["next"].is_null());
+    let bad = dashboard.get("/api/log?window=fortnight", &dsl).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("\"field\":\"window\""), "{}", bad.body);
     // The governor's nav does not offer the log; the DSL's does.
     let home = dashboard.get("/", &governor).await;
     assert!(!home.body.contains("href=\"/log\""));
@@ -282,6 +297,21 @@ async fn pages_concatenate_to_the_whole_result_while_rows_arrive() {
     // The first page again now starts with the new row.
     let reply = dashboard.get("/log?client=lab-pc-3&window=today", &dsl).await;
     assert_eq!(names(&reply.body)[0], "late.example");
+    // The JSON twin pages the same way, through `next`.
+    let mut from_api = Vec::new();
+    let mut path = "/api/log?client=lab-pc-3&window=today".to_string();
+    loop {
+        let reply = dashboard.get(&path, &dsl).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let page: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        from_api.extend(page["rows"].as_array().unwrap().iter().map(|row| row["name"].as_str().unwrap().to_string()));
+        match page["next"].as_i64() {
+            Some(next) => path = format!("/api/log?client=lab-pc-3&window=today&before={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(from_api[0], "late.example");
+    assert_eq!(from_api[1..], expected[..]);
 }
 
 #[tokio::test]

@@ -234,6 +234,7 @@ pub fn app(state: AppState) -> Router {
         // The query log explorer and the device page (issue 13, explorer).
         .route("/log", get(pages::explorer::page))
         .route("/log.csv", get(pages::explorer::csv))
+        .route("/api/log", get(pages::explorer::api))
         .route("/device/{client}", get(pages::device::page))
         .route("/api/me", get(pages::home::api_me))
         .route("/api/users", get(pages::users::api_list).post(pages::users::api_add))

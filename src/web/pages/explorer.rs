@@ -19,7 +19,7 @@ use super::{Layout, render_with};
 use crate::config::Config;
 use crate::dns::Explanation;
 use crate::store::record::DECISIONS;
-use crate::store::search::{LogRow, Search};
+use crate::store::search::{ExportRow, LogRow, Search};
 use crate::web::{AppState, RequireDsl, WebError};
 
 /// Rows on one page.
@@ -335,6 +335,23 @@ pub async fn page(
         timezone: config.timezone_name.clone(),
     };
     Ok(render_with(status, &page))
+}
+
+/// `GET /api/log`: the page's search as JSON for scripts: the rows in the
+/// fields of `hedgerow log search --format json`, and `next`, the `before`
+/// of the following page (null on the last).
+pub async fn api(
+    State(state): State<AppState>,
+    _reader: RequireDsl,
+    Query(form): Query<LogQuery>,
+) -> Result<axum::Json<serde_json::Value>, WebError> {
+    let config = state.config();
+    let search = form.search(&config, crate::time::now_ms()).map_err(|errors| errors.first())?;
+    let db = config.log.database.clone();
+    let rows = state.blocking(move |_| crate::store::search::search(&db, &search)).await??;
+    let next = (rows.len() == PER_PAGE).then(|| rows.last().map(|row| row.id)).flatten();
+    let rows: Vec<ExportRow> = rows.into_iter().map(ExportRow::from_row).collect();
+    Ok(axum::Json(serde_json::json!({ "rows": rows, "next": next })))
 }
 
 pub async fn csv(
