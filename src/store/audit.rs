@@ -26,12 +26,10 @@ pub enum AuditEvent {
     Disabled,
     Enabled,
     Added,
-    /// "Update now" on the Lists page: the lists downloaded and reloaded.
-    ListUpdate,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 11] = [
+    pub const ALL: [AuditEvent; 10] = [
         AuditEvent::Login,
         AuditEvent::Failure,
         AuditEvent::Logout,
@@ -42,7 +40,6 @@ impl AuditEvent {
         AuditEvent::Disabled,
         AuditEvent::Enabled,
         AuditEvent::Added,
-        AuditEvent::ListUpdate,
     ];
 
     /// The word stored and shown.
@@ -58,7 +55,6 @@ impl AuditEvent {
             AuditEvent::Disabled => "disabled",
             AuditEvent::Enabled => "enabled",
             AuditEvent::Added => "added",
-            AuditEvent::ListUpdate => "list-update",
         }
     }
 

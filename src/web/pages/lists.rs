@@ -28,7 +28,7 @@ use crate::download::{self, FetchOutcome};
 use crate::lists::downloads;
 use crate::lists::sources::{self, Location, SourceDecl};
 use crate::policy::category;
-use crate::store::AuditEvent;
+use crate::store::changes::NewChange;
 use crate::web::{AppState, RequireAdmin, WebError};
 
 /// The one "update now" at a time and how far it has got.
@@ -376,14 +376,22 @@ fn start_update(state: &AppState, user: &str, address: &str) -> Result<bool, Web
     if !started {
         return Ok(false);
     }
-    let audit = state.audit().clone();
-    let (user_name, address_text) = (user.to_string(), address.to_string());
+    let changes = state.changes().clone();
+    let change = NewChange {
+        time_ms: crate::time::now_ms(),
+        user: user.to_string(),
+        kind: "list-update".to_string(),
+        group: None,
+        subject: "every list source that is on".to_string(),
+        old: String::new(),
+        new: "downloaded and reloaded (update now)".to_string(),
+        reason: format!("update now on the Lists page, from {address}"),
+    };
     let task_state = state.clone();
     tokio::spawn(async move {
         let _ = tokio::task::spawn_blocking(move || {
-            if let Err(error) = audit.record(AuditEvent::ListUpdate, &user_name, &address_text, crate::time::now_ms())
-            {
-                tracing::warn!(%error, "cannot record the list update in the audit log");
+            if let Err(error) = changes.record_only(&change) {
+                tracing::warn!(%error, "cannot record the list update in the change log");
             }
         })
         .await;
