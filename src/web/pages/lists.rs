@@ -469,7 +469,14 @@ async fn run_update(state: AppState) {
                     status.total
                 ),
             ),
-            (Ok(_), Ok(())) => ("done", format!("{} downloads checked and the lists reloaded", status.total)),
+            (Ok(_), Ok(())) => (
+                "done",
+                format!(
+                    "{} download{} checked and the lists reloaded",
+                    status.total,
+                    if status.total == 1 { "" } else { "s" }
+                ),
+            ),
         };
         status.state = state;
         status.message = message;
