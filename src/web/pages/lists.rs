@@ -47,7 +47,7 @@ impl UpdateSlot {
 /// The last (or running) "update now".
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct UpdateStatus {
-    /// "idle" (never ran since start), "running", "done" or "failed".
+    /// "" (none since the server started), "running", "done" or "failed".
     pub state: &'static str,
     pub started_by: Option<String>,
     pub started_ms: Option<i64>,
