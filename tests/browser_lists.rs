@@ -31,9 +31,8 @@ async fn look(browser: &Browser, name: &str) {
 }
 
 async fn progress_state(browser: &Browser) -> String {
-    let state = browser
-        .execute("return document.getElementById('lists-progress').getAttribute('data-state');", vec![])
-        .await;
+    let state =
+        browser.execute("return document.getElementById('lists-progress').getAttribute('data-state');", vec![]).await;
     state.as_str().unwrap_or("").to_string()
 }
 
@@ -89,7 +88,10 @@ async fn update_now_shows_progress_and_a_source_turned_off_stops_blocking() {
     }
     assert_eq!(progress_state(&browser).await, "done");
     let progress = browser.find("#lists-progress").await.text().await.unwrap();
-    assert!(progress.contains("Finished") && progress.contains("updated") && progress.contains("remote-games"), "{progress}");
+    assert!(
+        progress.contains("Finished") && progress.contains("updated") && progress.contains("remote-games"),
+        "{progress}"
+    );
     let blocked = server.ask(PUPIL, "remote.test").await;
     assert!(!resolves_to(&blocked, "192.0.2.20"), "the downloaded list is in force");
     // A plain reload shows the same, without script's help.

@@ -213,7 +213,6 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
-
 const FORM: &str = "application/x-www-form-urlencoded";
 
 impl School {
@@ -288,9 +287,8 @@ async fn every_new_route_checks_roles_and_csrf_in_the_server() {
             school.send(request("POST", path, Some(&ann.cookie), FORM, "enabled=off&reason=forged".into())).await;
         assert_eq!(forged.status, StatusCode::FORBIDDEN, "{path}");
     }
-    let forged = school
-        .send(request("POST", "/api/lists/update", Some(&ann.cookie), "application/json", "{}".into()))
-        .await;
+    let forged =
+        school.send(request("POST", "/api/lists/update", Some(&ann.cookie), "application/json", "{}".into())).await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
     // Nothing changed, nothing started.
     assert_eq!(school.file(), before);
@@ -310,7 +308,14 @@ async fn the_page_and_api_show_every_declared_source() {
     let ann = school.login("ann").await;
     let page = school.get("/lists", Some(&ann)).await;
     assert_eq!(page.status, StatusCode::OK);
-    for text in ["local-games", "local-malware", "remote-games", "Update now", "Next scheduled update", "off ([lists] update_hours = 0)"] {
+    for text in [
+        "local-games",
+        "local-malware",
+        "remote-games",
+        "Update now",
+        "Next scheduled update",
+        "off ([lists] update_hours = 0)",
+    ] {
         assert!(page.body.contains(text), "{text}: {}", page.body);
     }
     // The URL is text, never a link; a locked source has no switch.

@@ -173,8 +173,10 @@ fn list_source(
 ) -> Result<Edited, EditError> {
     use crate::lists::sources::{self, ListSettings};
     let declared_settings = ListSettings { enable: Vec::new(), disable: Vec::new(), ..config.lists.clone() };
-    let declared = sources::load_sources(&declared_settings)
-        .map_err(|error| EditError { field: None, message: format!("the list declarations cannot be read: {error}") })?;
+    let declared = sources::load_sources(&declared_settings).map_err(|error| EditError {
+        field: None,
+        message: format!("the list declarations cannot be read: {error}"),
+    })?;
     let Some(source) = declared.iter().find(|source| source.id == id) else {
         return Err(refuse("source", format!("no list source is declared with the id {id:?}")));
     };
@@ -182,7 +184,9 @@ fn list_source(
     if !enabled && config.locked.contains(source.category) {
         return Err(refuse(
             "source",
-            format!("{id} is a source of the locked category {category}: it is always in force and cannot be turned off"),
+            format!(
+                "{id} is a source of the locked category {category}: it is always in force and cannot be turned off"
+            ),
         ));
     }
     let was = config.lists.disable.iter().all(|other| other != id)
@@ -547,6 +551,43 @@ mod tests {
             .unwrap();
         let config = Config::parse(&staff.text, "t").unwrap();
         assert!(config.groups["staff"].blocked.contains(category::index_of("games").unwrap()), "{}", staff.text);
+    }
+
+    #[test]
+    fn list_sources_switch_through_enable_and_disable() {
+        let dir = tempfile::tempdir().unwrap();
+        let lists = dir.path().join("lists");
+        std::fs::create_dir_all(&lists).unwrap();
+        std::fs::write(lists.join("games.txt"), "game.test\n").unwrap();
+        std::fs::write(lists.join("malware.txt"), "bad.test\n").unwrap();
+        std::fs::write(
+            lists.join("local.toml"),
+            "[[source]]\nid = \"games\"\ncategory = \"games\"\nformat = \"domains\"\npath = \"games.txt\"\n\n\
+             [[source]]\nid = \"spare\"\ncategory = \"games\"\nformat = \"domains\"\npath = \"games.txt\"\nenabled = false\n\n\
+             [[source]]\nid = \"malware\"\ncategory = \"malware\"\nformat = \"domains\"\npath = \"malware.txt\"\n",
+        )
+        .unwrap();
+        let text = format!("{BASE}\n# the lists\n[lists]\ndir = {:?}\n", lists.display().to_string());
+        let switch =
+            |text: &str, id: &str, enabled: bool| edit(text, PolicyEdit::ListSource { id: id.into(), enabled });
+        // Off: into disable; on again: out of it, the comments kept.
+        let off = switch(&text, "games", false).unwrap();
+        assert!(off.text.contains("disable = [\"games\"]") && off.text.contains("# the lists"), "{}", off.text);
+        assert_eq!(
+            (off.kind, off.old.as_str(), off.new.as_str(), off.group.clone()),
+            ("list-source", "on", "off", None)
+        );
+        let on = switch(&off.text, "games", true).unwrap();
+        assert!(!on.text.contains("\"games\""), "{}", on.text);
+        // A source declared off is turned on through enable.
+        let spare = switch(&text, "spare", true).unwrap();
+        assert!(spare.text.contains("enable = [\"spare\"]"), "{}", spare.text);
+        assert_eq!((spare.old.as_str(), spare.new.as_str()), ("off", "on"));
+        // Locked categories and unknown ids are refused, naming the field.
+        let locked = switch(&text, "malware", false).unwrap_err();
+        assert_eq!(locked.field, Some("source"));
+        assert!(locked.message.contains("locked"), "{}", locked.message);
+        assert_eq!(switch(&text, "nope", false).unwrap_err().field, Some("source"));
     }
 
     #[test]

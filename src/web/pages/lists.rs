@@ -460,7 +460,9 @@ async fn run_update(state: AppState) {
         status.reload = if reload.is_ok() { "done" } else { "failed" };
         let (state, message) = match (&downloads, &reload) {
             (Err(error), _) => ("failed", format!("the sources could not be read ({error}); the lists in force stay")),
-            (Ok(_), Err(error)) => ("failed", format!("the reload failed ({error}); the last good lists stay in force")),
+            (Ok(_), Err(error)) => {
+                ("failed", format!("the reload failed ({error}); the last good lists stay in force"))
+            }
             (Ok(_), Ok(())) if failed_downloads > 0 => (
                 "failed",
                 format!(
