@@ -424,6 +424,7 @@ async fn update_now_runs_in_the_background_and_a_failing_source_keeps_its_last_g
     let updates: Vec<_> = school.changes().into_iter().filter(|change| change.kind == "list-update").collect();
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0].user, "ann");
+    assert!(!updates[0].reason.contains("10.0.0.1"), "no address in the change log a governor reads");
 
     // A second click while one runs says so and starts nothing.
     school.http.route("/remote.txt", Route::ok(remote_list()).stall(Duration::from_millis(1500)));

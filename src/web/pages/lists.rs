@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
 use super::overview::{ListsHealth, SourceFigures, list_figures};
-use super::{ClientAddress, Form, Json, Layout, render_with, when};
+use super::{Form, Json, Layout, render_with, when};
 use crate::config::Config;
 use crate::config::edit::{EditError, PolicyEdit};
 use crate::download::{self, FetchOutcome};
@@ -358,7 +358,7 @@ pub async fn api(State(state): State<AppState>, _admin: RequireAdmin) -> Result<
 // Update now
 
 /// Starts "update now" unless one is running: `Ok(true)` when started.
-fn start_update(state: &AppState, user: &str, address: &str) -> Result<bool, WebError> {
+fn start_update(state: &AppState, user: &str) -> Result<bool, WebError> {
     let started = state.lists_update().with(|status| {
         if status.state == "running" {
             return false;
@@ -385,7 +385,7 @@ fn start_update(state: &AppState, user: &str, address: &str) -> Result<bool, Web
         subject: "every list source that is on".to_string(),
         old: String::new(),
         new: "downloaded and reloaded (update now)".to_string(),
-        reason: format!("update now on the Lists page, from {address}"),
+        reason: "update now on the Lists page".to_string(),
     };
     let task_state = state.clone();
     tokio::spawn(async move {
@@ -485,12 +485,8 @@ async fn run_update(state: AppState) {
     });
 }
 
-pub async fn update(
-    State(state): State<AppState>,
-    admin: RequireAdmin,
-    ClientAddress(address): ClientAddress,
-) -> Result<Response, WebError> {
-    if start_update(&state, &admin.user.name, &address)? {
+pub async fn update(State(state): State<AppState>, admin: RequireAdmin) -> Result<Response, WebError> {
+    if start_update(&state, &admin.user.name)? {
         Ok(Redirect::to("/lists?started=1").into_response())
     } else {
         show(
@@ -504,12 +500,8 @@ pub async fn update(
     }
 }
 
-pub async fn api_update(
-    State(state): State<AppState>,
-    admin: RequireAdmin,
-    ClientAddress(address): ClientAddress,
-) -> Result<Response, WebError> {
-    let started = start_update(&state, &admin.user.name, &address)?;
+pub async fn api_update(State(state): State<AppState>, admin: RequireAdmin) -> Result<Response, WebError> {
+    let started = start_update(&state, &admin.user.name)?;
     let status = if started { StatusCode::ACCEPTED } else { StatusCode::CONFLICT };
     let mut body = serde_json::to_value(state.lists_update().get()).unwrap_or_default();
     body["started"] = serde_json::Value::Bool(started);
