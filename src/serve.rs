@@ -904,8 +904,20 @@ fn policy_access(
     reloader: &Arc<Reloader>,
     editor: Option<Arc<crate::policy_editor::PolicyEditor>>,
 ) -> crate::web::PolicyAccess {
+    let reload_lists: crate::policy_editor::ReloadFn = {
+        let reloader = reloader.clone();
+        Arc::new(move || {
+            let reloader = reloader.clone();
+            Box::pin(async move {
+                let _one_at_a_time = reloader.one_at_a_time.lock().await;
+                let result = reload_lists(&reloader.config(), &reloader.pipeline).await;
+                reloader.pipeline.metrics().reloaded(result.is_ok());
+                result.map_err(|error| error.to_string())
+            })
+        })
+    };
     let reloader = reloader.clone();
-    crate::web::PolicyAccess { config: Arc::new(move || reloader.config()), editor }
+    crate::web::PolicyAccess { config: Arc::new(move || reloader.config()), editor, reload_lists: Some(reload_lists) }
 }
 
 /// The policy editor of a server started from a writable config file: it

@@ -63,6 +63,12 @@ pub enum PolicyEdit {
         group: String,
         index: usize,
     },
+    /// Turns a declared list source on or off through `[lists] enable` /
+    /// `disable` (the Lists page). Not about a group.
+    ListSource {
+        id: String,
+        enabled: bool,
+    },
 }
 
 /// Why an edit was refused: the form field it is about (if one) and what to do.
@@ -92,7 +98,8 @@ fn refuse(field: &'static str, message: impl Into<String>) -> EditError {
 pub struct Edited {
     pub text: String,
     /// "category", "safesearch", "youtube", "bypass", "block-answer",
-    /// "override-add", "override-remove", "schedule-add", "schedule-remove".
+    /// "override-add", "override-remove", "schedule-add", "schedule-remove",
+    /// "list-source".
     pub kind: &'static str,
     pub group: Option<String>,
     /// What changed ("games for pupil").
@@ -111,6 +118,9 @@ pub fn apply(text: &str, file_name: &str, edit: &PolicyEdit) -> Result<Edited, E
         field: None,
         message: format!("{file_name} is not valid TOML ({error}); fix the file by hand first"),
     })?;
+    if let PolicyEdit::ListSource { id, enabled } = edit {
+        return list_source(file_name, &config, doc, id, *enabled);
+    }
     let group_name = group_of(edit);
     let Some(policy) = config.groups.get(group_name) else {
         let known: Vec<&str> = config.groups.keys().map(String::as_str).collect();
@@ -147,7 +157,82 @@ fn group_of(edit: &PolicyEdit) -> &str {
         | PolicyEdit::RemoveOverride { group, .. }
         | PolicyEdit::AddSchedule { group, .. }
         | PolicyEdit::RemoveSchedule { group, .. } => group,
+        PolicyEdit::ListSource { .. } => "",
     }
+}
+
+/// `[lists] enable` / `disable` edited so that source `id` is `enabled`:
+/// its id leaves the other array, and joins this one only when its
+/// declaration says otherwise. Sources of locked categories stay on.
+fn list_source(
+    file_name: &str,
+    config: &Config,
+    mut doc: DocumentMut,
+    id: &str,
+    enabled: bool,
+) -> Result<Edited, EditError> {
+    use crate::lists::sources::{self, ListSettings};
+    let declared_settings = ListSettings { enable: Vec::new(), disable: Vec::new(), ..config.lists.clone() };
+    let declared = sources::load_sources(&declared_settings).map_err(|error| EditError {
+        field: None,
+        message: format!("the list declarations cannot be read: {error}"),
+    })?;
+    let Some(source) = declared.iter().find(|source| source.id == id) else {
+        return Err(refuse("source", format!("no list source is declared with the id {id:?}")));
+    };
+    let category = category::by_index(source.category).map_or("?", |category| category.id);
+    if !enabled && config.locked.contains(source.category) {
+        return Err(refuse(
+            "source",
+            format!(
+                "{id} is a source of the locked category {category}: it is always in force and cannot be turned off"
+            ),
+        ));
+    }
+    let was = config.lists.disable.iter().all(|other| other != id)
+        && (source.enabled || config.lists.enable.iter().any(|other| other == id));
+    let root = doc.as_table_mut();
+    if !root.contains_key("lists") {
+        root.insert("lists", Item::Table(Table::new()));
+    }
+    let lists = root.get_mut("lists").and_then(Item::as_table_like_mut).ok_or_else(|| EditError {
+        field: None,
+        message: "the config file's [lists] is not a table; fix the file by hand first".to_string(),
+    })?;
+    for (key, wanted) in [("enable", enabled && !source.enabled), ("disable", !enabled && source.enabled)] {
+        if !lists.contains_key(key) {
+            if !wanted {
+                continue;
+            }
+            lists.insert(key, toml_edit::value(Array::new()));
+        }
+        let array = lists.get_mut(key).and_then(Item::as_array_mut).ok_or_else(|| EditError {
+            field: None,
+            message: format!("[lists] {key} is not an array of ids; fix the file by hand first"),
+        })?;
+        array.retain(|value| value.as_str() != Some(id));
+        if wanted {
+            array.push(id);
+        }
+    }
+    let new_text = doc.to_string();
+    let new_config = Config::parse(&new_text, file_name).map_err(|error| EditError {
+        field: None,
+        message: format!("the change would make the config invalid: {error}"),
+    })?;
+    let now = sources::load_sources(&new_config.lists)
+        .map_err(|error| EditError { field: None, message: format!("the change would break the lists: {error}") })?;
+    if now.iter().find(|source| source.id == id).map(|source| source.enabled) != Some(enabled) {
+        return Err(refuse("source", format!("{id} could not be turned {}", on_off(enabled))));
+    }
+    Ok(Edited {
+        text: new_text,
+        kind: "list-source",
+        group: None,
+        subject: format!("list source {id} ({category})"),
+        old: on_off(was),
+        new: on_off(enabled),
+    })
 }
 
 /// `[groups.<name>]`, made when the file has none.
@@ -344,6 +429,7 @@ fn change(
             );
             Ok(("schedule-remove", format!("{} schedule for {group}", schedule.category), window, "(none)".into()))
         }
+        PolicyEdit::ListSource { .. } => Err(EditError { field: None, message: "not a group's change".to_string() }),
     }
 }
 
@@ -465,6 +551,43 @@ mod tests {
             .unwrap();
         let config = Config::parse(&staff.text, "t").unwrap();
         assert!(config.groups["staff"].blocked.contains(category::index_of("games").unwrap()), "{}", staff.text);
+    }
+
+    #[test]
+    fn list_sources_switch_through_enable_and_disable() {
+        let dir = tempfile::tempdir().unwrap();
+        let lists = dir.path().join("lists");
+        std::fs::create_dir_all(&lists).unwrap();
+        std::fs::write(lists.join("games.txt"), "game.test\n").unwrap();
+        std::fs::write(lists.join("malware.txt"), "bad.test\n").unwrap();
+        std::fs::write(
+            lists.join("local.toml"),
+            "[[source]]\nid = \"games\"\ncategory = \"games\"\nformat = \"domains\"\npath = \"games.txt\"\n\n\
+             [[source]]\nid = \"spare\"\ncategory = \"games\"\nformat = \"domains\"\npath = \"games.txt\"\nenabled = false\n\n\
+             [[source]]\nid = \"malware\"\ncategory = \"malware\"\nformat = \"domains\"\npath = \"malware.txt\"\n",
+        )
+        .unwrap();
+        let text = format!("{BASE}\n# the lists\n[lists]\ndir = {:?}\n", lists.display().to_string());
+        let switch =
+            |text: &str, id: &str, enabled: bool| edit(text, PolicyEdit::ListSource { id: id.into(), enabled });
+        // Off: into disable; on again: out of it, the comments kept.
+        let off = switch(&text, "games", false).unwrap();
+        assert!(off.text.contains("disable = [\"games\"]") && off.text.contains("# the lists"), "{}", off.text);
+        assert_eq!(
+            (off.kind, off.old.as_str(), off.new.as_str(), off.group.clone()),
+            ("list-source", "on", "off", None)
+        );
+        let on = switch(&off.text, "games", true).unwrap();
+        assert!(!on.text.contains("\"games\""), "{}", on.text);
+        // A source declared off is turned on through enable.
+        let spare = switch(&text, "spare", true).unwrap();
+        assert!(spare.text.contains("enable = [\"spare\"]"), "{}", spare.text);
+        assert_eq!((spare.old.as_str(), spare.new.as_str()), ("off", "on"));
+        // Locked categories and unknown ids are refused, naming the field.
+        let locked = switch(&text, "malware", false).unwrap_err();
+        assert_eq!(locked.field, Some("source"));
+        assert!(locked.message.contains("locked"), "{}", locked.message);
+        assert_eq!(switch(&text, "nope", false).unwrap_err().field, Some("source"));
     }
 
     #[test]

@@ -145,6 +145,7 @@ pub fn update_source(source: &SourceDecl, downloads_dir: &Path, settings: &Fetch
                 state.last_modified = list.last_modified;
                 state.fetched_at = Some(now);
                 state.names = Some(list.names);
+                state.bad_lines = Some(list.bad_lines);
                 Ok(if unchanged {
                     FetchOutcome::NotModified
                 } else {
@@ -287,6 +288,7 @@ pub fn update_local(source: &SourceDecl, downloads_dir: &Path) -> FetchOutcome {
                 state.fetched_at = Some(now);
             }
             state.names = Some(names);
+            state.bad_lines = Some(bad_lines);
             Ok(if unchanged { FetchOutcome::NotModified } else { FetchOutcome::Updated { names, bad_lines } })
         });
     let _ = fs::remove_file(&tmp);

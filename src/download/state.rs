@@ -23,6 +23,8 @@ pub struct DownloadState {
     pub last_error: Option<String>,
     /// Names the saved copy blocks (see [`FetchOutcome::Updated`]).
     pub names: Option<usize>,
+    /// Lines of the saved copy the parser could not understand and skipped.
+    pub bad_lines: Option<usize>,
     /// Unix seconds of the first failure since the last success (`None`
     /// while the source is healthy): how long it has been degraded.
     pub failing_since: Option<u64>,

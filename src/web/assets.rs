@@ -9,7 +9,21 @@ use axum::response::{IntoResponse, Response};
 use super::WebError;
 use super::layout::{STYLESHEET, STYLESHEET_NAME};
 
+/// Lists (issue 13): the script that shows "update now"'s progress.
+pub(super) const LISTS_SCRIPT: &str = include_str!("../../web/static/lists.js");
+
+/// `lists.<hash>.js`.
+pub(super) static LISTS_SCRIPT_NAME: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("lists.{:016x}.js", super::layout::fnv1a(LISTS_SCRIPT)));
+
 pub(super) async fn serve(Path(file): Path<String>) -> Response {
+    if file == *LISTS_SCRIPT_NAME {
+        let mut response = LISTS_SCRIPT.into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+        return response;
+    }
     if file != *STYLESHEET_NAME {
         return WebError::NotFound.into_response();
     }

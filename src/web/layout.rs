@@ -18,7 +18,7 @@ pub(super) fn stylesheet_url() -> String {
     format!("/static/{}", *STYLESHEET_NAME)
 }
 
-fn fnv1a(text: &str) -> u64 {
+pub(super) fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
 }
 
@@ -73,6 +73,10 @@ impl Layout {
         if user.has(Role::Admin) {
             nav.push(NavItem { href: "/users", label: "Users", current: path == "/users" });
             nav.push(NavItem { href: "/audit", label: "Login audit", current: path == "/audit" });
+        }
+        // Lists (issue 13, lists).
+        if user.has(Role::Admin) {
+            nav.push(NavItem { href: "/lists", label: "Lists", current: here("/lists") });
         }
         Layout {
             title: title.to_string(),

@@ -76,6 +76,10 @@ struct Inner {
     /// The database of the dashboard, the query log and its roll-ups
     /// (`[log] database`): the overview reads it, `/ready` checks it.
     database: std::path::PathBuf,
+    /// Lists (issue 13): the running server's whole-lists reload, and the
+    /// progress of the one "update now" at a time.
+    reload_lists: Option<crate::policy_editor::ReloadFn>,
+    lists_update: pages::lists::UpdateSlot,
 }
 
 /// The configuration in force now: the server's last good reload.
@@ -86,13 +90,16 @@ pub type ConfigSource = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;
 pub struct PolicyAccess {
     pub config: ConfigSource,
     pub editor: Option<Arc<PolicyEditor>>,
+    /// The running server's whole-lists reload, with its reload lock
+    /// taken (the Lists page's "update now" runs it after the downloads).
+    pub reload_lists: Option<crate::policy_editor::ReloadFn>,
 }
 
 impl PolicyAccess {
     /// A fixed configuration, shown read-only (no editor).
     pub fn fixed(config: &Config) -> PolicyAccess {
         let config = Arc::new(config.clone());
-        PolicyAccess { config: Arc::new(move || config.clone()), editor: None }
+        PolicyAccess { config: Arc::new(move || config.clone()), editor: None, reload_lists: None }
     }
 }
 
@@ -156,6 +163,8 @@ impl AppState {
                 editor: policy.editor,
                 changes: ChangeLog::open(database)?,
                 database: database.to_path_buf(),
+                reload_lists: policy.reload_lists,
+                lists_update: pages::lists::UpdateSlot::default(),
             }),
         })
     }
@@ -200,6 +209,15 @@ impl AppState {
         &self.inner.database
     }
 
+    /// The running server's whole-lists reload (`None` for a fixed config).
+    pub(crate) fn reload_lists(&self) -> Option<&crate::policy_editor::ReloadFn> {
+        self.inner.reload_lists.as_ref()
+    }
+    /// "Update now"'s progress (Lists).
+    pub(crate) fn lists_update(&self) -> &pages::lists::UpdateSlot {
+        &self.inner.lists_update
+    }
+
     /// Runs store work (SQLite, Argon2) off the async workers.
     pub(crate) async fn blocking<T: Send + 'static>(
         &self,
@@ -236,6 +254,13 @@ pub fn app(state: AppState) -> Router {
         .route("/log.csv", get(pages::explorer::csv))
         .route("/api/log", get(pages::explorer::api))
         .route("/device/{client}", get(pages::device::page))
+        // Lists (issue 13, lists): the sources, "update now" and its progress, enable/disable.
+        .route("/lists", get(pages::lists::page))
+        .route("/lists/update", post(pages::lists::update))
+        .route("/lists/source/{id}", post(pages::lists::switch))
+        .route("/api/lists", get(pages::lists::api))
+        .route("/api/lists/update", get(pages::lists::api_progress).post(pages::lists::api_update))
+        .route("/api/lists/source/{id}", post(pages::lists::api_switch))
         .route("/api/me", get(pages::home::api_me))
         .route("/api/users", get(pages::users::api_list).post(pages::users::api_add))
         .route("/api/audit", get(pages::audit::api_list))

@@ -19,7 +19,7 @@ use crate::web::{AppState, RequireAnyRole, WebError};
 const PAGE: usize = 50;
 
 /// Every kind a change may have, for the filter.
-const KINDS: [&str; 12] = [
+const KINDS: [&str; 14] = [
     "category",
     "safesearch",
     "youtube",
@@ -32,6 +32,8 @@ const KINDS: [&str; 12] = [
     "file-edit",
     "lapse",
     "user",
+    "list-source",
+    "list-update",
 ];
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -127,7 +129,7 @@ struct ChangesPage {
     layout: Layout,
     filters: Filters,
     groups: Vec<String>,
-    kinds: [&'static str; 12],
+    kinds: [&'static str; 14],
     rows: Vec<Row>,
     total: u64,
     page: usize,

@@ -7,6 +7,7 @@ pub mod changes;
 pub mod device;
 pub mod explorer;
 pub mod home;
+pub mod lists;
 pub mod login;
 pub mod monitor;
 pub mod overview;

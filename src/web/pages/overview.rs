@@ -176,11 +176,7 @@ pub fn read(state: &AppState, now_ms: i64, detail: bool) -> Result<Overview, Web
         .map_err(|error| WebError::Internal(error.to_string()))?;
     // The running server's figures (atomics, read without a lock).
     let metrics = state.metrics();
-    overview.lists = if metrics.lists_checked_at.is_some() {
-        lists_from_metrics(&metrics, now_ms)
-    } else {
-        lists_health(ListHealth::read(&config.data_dir))
-    };
+    overview.lists = list_figures(state, &metrics, now_ms);
     let pipeline = state.pipeline();
     let seen = metrics.upstream_count > 0 || metrics.upstream_failures > 0;
     overview.upstream = UpstreamHealth {
@@ -313,6 +309,17 @@ fn timeline(
     // Groups by name, "no group" last.
     groups.sort_by(|a, b| (a.group == "no group").cmp(&(b.group == "no group")).then(a.group.cmp(&b.group)));
     Timeline { labels: starts.iter().map(|&start| label(start)).collect(), starts_ms: starts, groups }
+}
+
+/// How each enabled source stands, as the overview's list-health panel
+/// shows it (the Lists page reads the same): the running server's metrics,
+/// else the health record in the data folder.
+pub(crate) fn list_figures(state: &AppState, metrics: &crate::metrics::Snapshot, now_ms: i64) -> ListsHealth {
+    if metrics.lists_checked_at.is_some() {
+        lists_from_metrics(metrics, now_ms)
+    } else {
+        lists_health(ListHealth::read(&state.config().data_dir))
+    }
 }
 
 /// The lists as the metrics saw them at the last load or reload.
