@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "0004_users_sessions", sql: include_str!("migrations/0004_users_sessions.sql") },
     Migration { version: 5, name: "0005_change_log", sql: include_str!("migrations/0005_change_log.sql") },
     Migration { version: 6, name: "0006_log_blocks", sql: include_str!("migrations/0006_log_blocks.sql") },
+    Migration { version: 7, name: "0007_device_audit", sql: include_str!("migrations/0007_device_audit.sql") },
 ];
 
 /// The schema version this binary writes.
