@@ -565,10 +565,10 @@ pub async fn import(
                 "Imported {} device{}{}.",
                 report.imported,
                 if report.imported == 1 { "" } else { "s" },
-                if report.errors.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {} line(s) refused, listed below", report.errors.len())
+                match report.errors.len() {
+                    0 => String::new(),
+                    1 => "; 1 line refused, listed below".to_string(),
+                    n => format!("; {n} lines refused, listed below"),
                 }
             );
             // The refused lines stay in the box to correct and send again.
