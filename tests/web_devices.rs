@@ -435,3 +435,41 @@ async fn the_leases_status_after_a_real_leases_file_is_read() {
     assert_eq!(value["leases"]["format"], "dnsmasq");
     let _ = &dashboard.dir;
 }
+
+/// Not a check: the server time of `/devices` (first screen), the filter
+/// and `/api/devices` with a secondary school's 2,500 devices, printed.
+/// `cargo test --test web_devices -- --ignored --nocapture` (add
+/// `--release` for service speed).
+#[tokio::test]
+#[ignore]
+async fn server_time_with_2500_devices() {
+    let dashboard = dashboard();
+    let admin = dashboard.login("ada").await;
+    let mut csv = String::from("ip,mac,name,owner,group\n");
+    for n in 0..2500u32 {
+        csv.push_str(&format!(
+            "10.{}.{}.{},3c:22:fb:{:02x}:{:02x}:{:02x},device-{n:04},Owner {n},{}\n",
+            20 + n / 60000,
+            (n / 250) % 250,
+            n % 250 + 1,
+            n >> 16 & 0xff,
+            n >> 8 & 0xff,
+            n & 0xff,
+            if n % 3 == 0 { "staff" } else { "pupil" }
+        ));
+    }
+    let reply = dashboard.post("/devices/import", &admin, &[("csv", &csv)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", &reply.body[..reply.body.len().min(2000)]);
+    assert_eq!(list_device_rows(&dashboard.database).unwrap().len(), 2501);
+    for path in ["/devices", "/devices?q=device-12&page=1", "/devices?page=25", "/api/devices", "/devices.csv"] {
+        let mut times = Vec::new();
+        for _ in 0..21 {
+            let started = std::time::Instant::now();
+            let reply = dashboard.get(path, &admin.cookie).await;
+            times.push(started.elapsed());
+            assert_eq!(reply.status, StatusCode::OK);
+        }
+        times.sort();
+        println!("{path}: median {:?}, worst {:?}", times[10], times[20]);
+    }
+}
