@@ -3,7 +3,8 @@
 //! upstream): a device added in the form names the pupils' address, and a
 //! real UDP query from that address then shows the name in the query log;
 //! a pasted CSV with a bad line saves the good lines and reports the bad
-//! one by its number; the edit form opens from the table. Screenshots of
+//! one by its number; the edit form opens from the table; the DHCP leases
+//! file the server read on its schedule is shown with its counts. Screenshots of
 //! /devices and the edit form at desktop width and 820 px (a tablet) in
 //! `target/screenshots/devices_scenario/`; each page passes the axe check.
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use support::authority::Authority;
 use support::browser::Browser;
-use support::server::{GAMES_NAME, Hedgerow, PUPIL, SchoolFiles};
+use support::server::{GAMES_NAME, Hedgerow, PUPIL, STAFF, SchoolFiles};
 
 const ADMIN: &str = "ict-lead";
 const ADMIN_PASSWORD: &str = "a long admin passphrase";
@@ -28,6 +29,14 @@ async fn devices_scenario() {
     let authority = Authority::start("127.0.0.1:0", support::server::school_world()).await;
     let dir = tempfile::tempdir().unwrap();
     let files = SchoolFiles::write(dir.path(), authority.addr, true);
+    // A dnsmasq leases file naming the staff address, read by the server on its schedule.
+    let leases = dir.path().join("dnsmasq.leases");
+    let until = hedgerow::time::now_ms() / 1000 + 86_400;
+    std::fs::write(&leases, format!("{until} 3c:22:fb:77:88:99 {STAFF} staff-laptop-9 *\n")).unwrap();
+    let mut config = std::fs::read_to_string(&files.config).unwrap();
+    config
+        .push_str(&format!("\n[log]\nleases_file = {:?}\nleases_format = \"dnsmasq\"\n", leases.display().to_string()));
+    std::fs::write(&files.config, config).unwrap();
     let server = Hedgerow::start(&files).await;
     let browser = Browser::start("devices_scenario").await;
 
@@ -41,6 +50,13 @@ async fn devices_scenario() {
     // The nav leads to the page; a device added in the form names the pupils' address.
     browser.click("nav a[href='/devices']").await;
     assert_eq!(browser.current_path().await, "/devices");
+    // (The server reads the leases file as it starts; wait for that reading.)
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while browser.text().await.contains("not read yet") {
+        assert!(Instant::now() < deadline, "the leases file was never read: {}", browser.text().await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        browser.goto(&server.url("/devices")).await;
+    }
     browser.fill("#dev-ip", PUPIL).await;
     browser.fill("#dev-name", "library-pc-4").await;
     browser.fill("#dev-owner", "Library desk").await;
@@ -49,6 +65,11 @@ async fn devices_scenario() {
     assert!(text.contains("Saved library-pc-4."), "{text}");
     let table = browser.find("table.devices-table tbody").await.text().await.unwrap();
     assert!(table.contains("library-pc-4") && table.contains("Library desk") && table.contains(PUPIL), "{table}");
+    // The server read the leases file at start and recorded it: the status and the device it named.
+    assert!(table.contains("staff-laptop-9") && table.contains("dhcp"), "{table}");
+    let status = browser.find("dl.facts").await.text().await.unwrap();
+    assert!(status.contains("dnsmasq.leases (dnsmasq)") && status.contains("1 current of 1 in the file"), "{status}");
+    assert!(!status.contains("not read yet") && !status.contains("Last error"), "{status}");
 
     // A real query from that address: the log shows the device's name.
     server.ask(PUPIL, GAMES_NAME).await;

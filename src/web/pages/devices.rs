@@ -213,7 +213,10 @@ fn form_of(device: &Device) -> DeviceForm {
 fn leases_view(state: &AppState, status: Option<LeasesStatus>) -> LeasesView {
     let config = state.config();
     let configured = config.log.leases.as_ref();
-    let status = status.unwrap_or_default();
+    // A reading of another file (the config named a different one then) says nothing of this one.
+    let status = status
+        .filter(|status| configured.is_none_or(|(file, _)| file.display().to_string() == status.file))
+        .unwrap_or_default();
     let (file, format) = match configured {
         Some((file, format)) => (
             file.display().to_string(),
@@ -667,9 +670,9 @@ pub async fn api(
         .await??;
     let needle = filter.q.trim().to_lowercase();
     let devices: Vec<DeviceRow> = all.into_iter().filter(|row| needle.is_empty() || matches(row, &needle)).collect();
-    let leases = state.config().log.leases.as_ref().map(|_| {
+    let leases = state.config().log.leases.as_ref().map(|(file, _)| {
         let view = leases_view(&state, None);
-        let status = status.unwrap_or_default();
+        let status = status.filter(|status| file.display().to_string() == status.file).unwrap_or_default();
         LeasesJson {
             file: view.file,
             format: view.format,
