@@ -257,6 +257,9 @@ async fn add_edit_and_remove_round_trip_with_the_admins_name_recorded() {
     }
     let removed = dashboard.get(&format!("/devices/{id}/edit"), &admin.cookie).await;
     assert_eq!(removed.status, StatusCode::NOT_FOUND);
+    let nonsense = dashboard.get("/devices/lab-pc/edit", &admin.cookie).await;
+    assert_eq!(nonsense.status, StatusCode::NOT_FOUND);
+    assert!(nonsense.body.contains("no such page"));
 }
 
 #[tokio::test]

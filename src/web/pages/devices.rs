@@ -63,8 +63,7 @@ struct FieldErrors {
 
 impl FieldErrors {
     fn any(&self) -> bool {
-        !(self.ip.is_empty() && self.mac.is_empty() && self.name.is_empty() && self.group.is_empty())
-            || !self.form.is_empty()
+        [&self.ip, &self.mac, &self.name, &self.group, &self.form].iter().any(|error| !error.is_empty())
     }
 }
 
@@ -135,6 +134,11 @@ struct EditPage {
     form: DeviceForm,
     errors: FieldErrors,
     remove_error: String,
+}
+
+/// A device id from the path; anything else is no such device.
+fn device_id(text: &str) -> Result<i64, WebError> {
+    text.parse().map_err(|_| WebError::NotFound)
 }
 
 fn text(value: &Option<String>) -> String {
@@ -422,8 +426,9 @@ async fn edit_page(
 pub async fn edit_form(
     State(state): State<AppState>,
     admin: RequireAdmin,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<Response, WebError> {
+    let id = device_id(&id)?;
     edit_page(&state, &admin, id, StatusCode::OK, None, String::new()).await
 }
 
@@ -431,9 +436,10 @@ pub async fn edit(
     State(state): State<AppState>,
     admin: RequireAdmin,
     ClientAddress(address): ClientAddress,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
     Form(form): Form<DeviceForm>,
 ) -> Result<Response, WebError> {
+    let id = device_id(&id)?;
     let device = match validate(&form, &groups(&state)) {
         Ok(device) => device,
         Err(errors) => {
@@ -487,9 +493,10 @@ pub async fn remove(
     State(state): State<AppState>,
     admin: RequireAdmin,
     ClientAddress(address): ClientAddress,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
     Form(form): Form<RemoveForm>,
 ) -> Result<Response, WebError> {
+    let id = device_id(&id)?;
     if !super::checked(&form.confirm) {
         let message = "tick the box to confirm: the device loses its name, owner and group".to_string();
         return edit_page(&state, &admin, id, StatusCode::BAD_REQUEST, None, message).await;
