@@ -827,22 +827,52 @@ async fn update_on_schedule(reloader: Arc<Reloader>, interval: Duration) {
 /// Reads the DHCP leases file every minute and names devices from it.
 async fn read_leases_on_schedule(database: PathBuf, file: PathBuf, format: LeasesFormat) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
+    // `Some(None)`: last seen missing or unreadable (read once, so the
+    // Devices page shows why; read again when it appears).
     let mut last_modified = None;
     loop {
         tick.tick().await;
         let modified = std::fs::metadata(&file).and_then(|m| m.modified()).ok();
-        if modified.is_none() || modified == last_modified {
+        if last_modified == Some(modified) {
             continue;
         }
-        last_modified = modified;
+        last_modified = Some(modified);
         let (database, file) = (database.clone(), file.clone());
-        let result = tokio::task::spawn_blocking(move || import_leases_file(&database, &file, format)).await;
+        let result = tokio::task::spawn_blocking(move || read_leases_file(&database, &file, format)).await;
         match result {
-            Ok(Ok(count)) => tracing::info!(devices = count, "DHCP leases read"),
+            Ok(Ok(counted)) => tracing::info!(leases = counted.current, changed = counted.changed, "DHCP leases read"),
             Ok(Err(error)) => tracing::warn!(%error, "cannot read the DHCP leases"),
             Err(_) => {}
         }
     }
+}
+
+/// Imports a leases file into the devices table and records the reading
+/// (its counts, or why it failed) for the Devices page.
+pub fn read_leases_file(
+    database: &Path,
+    file: &Path,
+    format: LeasesFormat,
+) -> Result<store::devices::LeaseImport, String> {
+    let outcome =
+        std::fs::read_to_string(file).map_err(|error| format!("{}: {error}", file.display())).and_then(|text| {
+            let leases = match format {
+                LeasesFormat::Dnsmasq => store::leases::parse_dnsmasq_leases(&text),
+                LeasesFormat::Isc => store::leases::parse_isc_leases(&text),
+            };
+            store::devices::import_leases_counted(database, &leases, crate::time::now_ms())
+                .map_err(|error| error.to_string())
+        });
+    let word = match format {
+        LeasesFormat::Dnsmasq => "dnsmasq",
+        LeasesFormat::Isc => "isc",
+    };
+    let file_text = file.display().to_string();
+    if let Err(error) = store::devices::record_leases_read(database, &file_text, word, &outcome, crate::time::now_ms())
+    {
+        tracing::warn!(%error, "cannot record the DHCP leases reading");
+    }
+    outcome
 }
 
 /// Imports a leases file into the devices table; the number of leases read.

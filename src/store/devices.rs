@@ -325,16 +325,36 @@ pub fn import_leases(db: &Path, leases: &[Lease]) -> Result<usize, StoreError> {
 
 /// [`import_leases`] with the time that decides which leases are current.
 pub fn import_leases_at(db: &Path, leases: &[Lease], now_ms: i64) -> Result<usize, StoreError> {
+    import_leases_counted(db, leases, now_ms).map(|counted| counted.applied)
+}
+
+/// What one reading of a leases file did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LeaseImport {
+    /// Leases in the file.
+    pub leases: usize,
+    /// Of those, current (active and not ended).
+    pub current: usize,
+    /// Current leases applied (not refused by a hand-pinned address).
+    pub applied: usize,
+    /// Devices named, added or given a new address by this reading.
+    pub changed: usize,
+}
+
+/// [`import_leases_at`], counting what changed.
+pub fn import_leases_counted(db: &Path, leases: &[Lease], now_ms: i64) -> Result<LeaseImport, StoreError> {
     let mut conn = schema::open(db, Purpose::Config)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::sqlite(db, "start"))?;
-    let mut applied = 0;
+    let mut counted = LeaseImport { leases: leases.len(), ..LeaseImport::default() };
     for lease in leases.iter().filter(|lease| lease.is_current(now_ms)) {
-        if apply_lease(&tx, db, lease, now_ms)? {
-            applied += 1;
+        counted.current += 1;
+        if let Some(changed) = apply_lease(&tx, db, lease, now_ms)? {
+            counted.applied += 1;
+            counted.changed += changed;
         }
     }
     tx.commit().map_err(StoreError::sqlite(db, "save the leases"))?;
-    Ok(applied)
+    Ok(counted)
 }
 
 /// A device with its MAC normalised, or why it cannot be stored.
@@ -413,9 +433,10 @@ fn device_id(tx: &Transaction<'_>, db: &Path, sql: &str, key: &str) -> Result<Op
     tx.query_row(sql, [key], |row| row.get(0)).optional().map_err(StoreError::sqlite(db, "look up a device"))
 }
 
-/// Applies one lease; false when it was not (a hand-pinned address, or
-/// nothing to name the device by).
-fn apply_lease(tx: &Transaction<'_>, db: &Path, lease: &Lease, now: i64) -> Result<bool, StoreError> {
+/// Applies one lease: the devices it changed (0 when all was as the lease
+/// says); `None` when it was not applied (a hand-pinned address, or nothing
+/// to name the device by).
+fn apply_lease(tx: &Transaction<'_>, db: &Path, lease: &Lease, now: i64) -> Result<Option<usize>, StoreError> {
     let ip = lease.ip.to_canonical().to_string();
     let lookup = StoreError::sqlite(db, "look up a device");
     let holder: Option<(i64, Option<String>, String)> = tx
@@ -427,14 +448,14 @@ fn apply_lease(tx: &Transaction<'_>, db: &Path, lease: &Lease, now: i64) -> Resu
     if let Some((_, None, source)) = &holder
         && source != "dhcp"
     {
-        return Ok(false);
+        return Ok(None);
     }
     let hostname = lease.hostname.as_deref().map(str::trim).filter(|name| !name.is_empty());
     let save = StoreError::sqlite(db, "save a lease");
     let Some(mac) = &lease.mac else {
         // A DHCPv6 lease: no MAC to tie it to, so an address-only entry.
-        let Some(name) = hostname else { return Ok(false) };
-        match holder {
+        let Some(name) = hostname else { return Ok(None) };
+        let changed = match holder {
             Some((id, None, _)) => tx
                 .execute(
                     "UPDATE devices SET name = ?1, updated_ms = ?2 WHERE id = ?3 AND name IS NOT ?1",
@@ -450,14 +471,14 @@ fn apply_lease(tx: &Transaction<'_>, db: &Path, lease: &Lease, now: i64) -> Resu
                 .map_err(save)?
             }
         };
-        return Ok(true);
+        return Ok(Some(changed));
     };
     let known: Option<(i64, String)> = tx
         .query_row("SELECT id, source FROM devices WHERE mac = ?1", [mac], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()
         .map_err(StoreError::sqlite(db, "look up a device"))?;
     release_ip(tx, db, &ip, known.as_ref().map(|(id, _)| *id))?;
-    match known {
+    let changed = match known {
         // Named by hand or CSV: keep the name, owner and group; only the address moves.
         Some((id, source)) if source != "dhcp" => tx
             .execute("UPDATE devices SET ip = ?1, updated_ms = ?2 WHERE id = ?3 AND ip IS NOT ?1", params![ip, now, id])
@@ -476,5 +497,264 @@ fn apply_lease(tx: &Transaction<'_>, db: &Path, lease: &Lease, now: i64) -> Resu
             )
             .map_err(save)?,
     };
-    Ok(true)
+    Ok(Some(changed))
+}
+
+// --- The Devices page (issue 13): rows by id, the device audit, the leases status ---
+
+/// A device with its row id (the dashboard edits by id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceRow {
+    pub id: i64,
+    #[serde(flatten)]
+    pub device: Device,
+    pub updated_ms: i64,
+}
+
+const ROW_COLUMNS: &str = "id, ip, mac, name, owner, group_name, source, updated_ms";
+
+fn device_row_with_id(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
+    Ok(DeviceRow {
+        id: row.get(0)?,
+        device: Device {
+            ip: row.get::<_, Option<String>>(1)?.and_then(|ip| ip.parse().ok()),
+            mac: row.get(2)?,
+            name: row.get(3)?,
+            owner: row.get(4)?,
+            group: row.get(5)?,
+            source: row.get(6)?,
+        },
+        updated_ms: row.get(7)?,
+    })
+}
+
+/// Every device with its id, by name.
+pub fn list_device_rows(db: &Path) -> Result<Vec<DeviceRow>, StoreError> {
+    let conn = schema::open(db, Purpose::Config)?;
+    let sql = format!("SELECT {ROW_COLUMNS} FROM devices ORDER BY name COLLATE NOCASE, id");
+    let mut statement = conn.prepare(&sql).map_err(StoreError::sqlite(db, "list devices"))?;
+    let rows = statement.query_map([], device_row_with_id).map_err(StoreError::sqlite(db, "list devices"))?;
+    rows.collect::<Result<_, _>>().map_err(StoreError::sqlite(db, "list devices"))
+}
+
+/// The device with this id.
+pub fn get_device(db: &Path, id: i64) -> Result<Option<DeviceRow>, StoreError> {
+    let conn = schema::open(db, Purpose::Config)?;
+    let sql = format!("SELECT {ROW_COLUMNS} FROM devices WHERE id = ?1");
+    conn.query_row(&sql, [id], device_row_with_id).optional().map_err(StoreError::sqlite(db, "read a device"))
+}
+
+/// Why a device form was refused, by field (`ip`, `mac`, `name`, `group`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// Adds a device by hand (updating the one with the same MAC, as
+/// [`upsert_device`] does) and returns its id.
+pub fn add_device(db: &Path, device: &Device) -> Result<i64, StoreError> {
+    let device = checked(device).map_err(StoreError::Invalid)?;
+    let mut conn = schema::open(db, Purpose::Config)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::sqlite(db, "start"))?;
+    upsert(&tx, db, &device, now_ms())?;
+    let id: i64 = match (&device.mac, &device.ip) {
+        (Some(mac), _) => tx.query_row("SELECT id FROM devices WHERE mac = ?1", [mac], |row| row.get(0)),
+        (None, Some(ip)) => tx.query_row("SELECT id FROM devices WHERE ip = ?1", [ip.to_string()], |row| row.get(0)),
+        (None, None) => unreachable!("checked() requires an address or a MAC"),
+    }
+    .map_err(StoreError::sqlite(db, "read the saved device"))?;
+    tx.commit().map_err(StoreError::sqlite(db, "save the device"))?;
+    Ok(id)
+}
+
+/// Replaces every field of device `id` (its source becomes `manual`). The
+/// address moves to it from any other device; a MAC another device has is
+/// refused beside the `mac` field. `Ok(None)`: there is no such device.
+pub fn update_device(db: &Path, id: i64, device: &Device) -> Result<Result<Option<DeviceRow>, FieldError>, StoreError> {
+    let device = match checked(device) {
+        Ok(device) => device,
+        Err(message) => return Ok(Err(FieldError { field: "name", message })),
+    };
+    let mut conn = schema::open(db, Purpose::Config)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::sqlite(db, "start"))?;
+    let exists: Option<i64> = tx
+        .query_row("SELECT id FROM devices WHERE id = ?1", [id], |row| row.get(0))
+        .optional()
+        .map_err(StoreError::sqlite(db, "look up a device"))?;
+    if exists.is_none() {
+        return Ok(Ok(None));
+    }
+    if let Some(mac) = &device.mac {
+        let other: Option<String> = tx
+            .query_row("SELECT name FROM devices WHERE mac = ?1 AND id != ?2", params![mac, id], |row| row.get(0))
+            .optional()
+            .map_err(StoreError::sqlite(db, "look up a device"))?;
+        if let Some(other) = other {
+            let message = format!("{mac} is already the MAC of {other:?}; edit or remove that device first");
+            return Ok(Err(FieldError { field: "mac", message }));
+        }
+    }
+    let ip = device.ip.map(|ip| ip.to_string());
+    if let Some(ip) = &ip {
+        release_ip(&tx, db, ip, Some(id))?;
+    }
+    tx.execute(
+        "UPDATE devices SET ip = ?1, mac = ?2, name = ?3, owner = ?4, group_name = ?5, source = 'manual', \
+         updated_ms = ?6 WHERE id = ?7",
+        params![ip, device.mac, device.name, device.owner, device.group, now_ms(), id],
+    )
+    .map_err(StoreError::sqlite(db, "save the device"))?;
+    let sql = format!("SELECT {ROW_COLUMNS} FROM devices WHERE id = ?1");
+    let saved = tx.query_row(&sql, [id], device_row_with_id).map_err(StoreError::sqlite(db, "read a device"))?;
+    tx.commit().map_err(StoreError::sqlite(db, "save the device"))?;
+    Ok(Ok(Some(saved)))
+}
+
+/// Removes device `id`; the device removed, `None` when there was none.
+pub fn remove_device_by_id(db: &Path, id: i64) -> Result<Option<DeviceRow>, StoreError> {
+    let mut conn = schema::open(db, Purpose::Config)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::sqlite(db, "start"))?;
+    let sql = format!("SELECT {ROW_COLUMNS} FROM devices WHERE id = ?1");
+    let found =
+        tx.query_row(&sql, [id], device_row_with_id).optional().map_err(StoreError::sqlite(db, "read a device"))?;
+    if found.is_some() {
+        tx.execute("DELETE FROM devices WHERE id = ?1", [id]).map_err(StoreError::sqlite(db, "remove the device"))?;
+    }
+    tx.commit().map_err(StoreError::sqlite(db, "remove the device"))?;
+    Ok(found)
+}
+
+/// A device in one line, for the device audit: `lab-pc-3 (ip 10.0.0.5, mac -, owner Ms Ng, group staff)`.
+pub fn describe(device: &Device) -> String {
+    let or_dash = |value: Option<&str>| value.unwrap_or("-").to_string();
+    format!(
+        "{} (ip {}, mac {}, owner {}, group {})",
+        device.name,
+        device.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into()),
+        or_dash(device.mac.as_deref()),
+        or_dash(device.owner.as_deref()),
+        or_dash(device.group.as_deref()),
+    )
+}
+
+/// One change to the device table made on the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceChange {
+    pub time_ms: i64,
+    /// The admin who made it.
+    pub user: String,
+    /// Their address.
+    pub address: String,
+    /// `added`, `edited`, `removed` or `imported`.
+    pub action: String,
+    /// The device's name (for `imported`: the file's summary).
+    pub device: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// Appends one row to the device audit.
+pub fn record_device_change(db: &Path, change: &DeviceChange) -> Result<(), StoreError> {
+    let conn = schema::open(db, Purpose::Config)?;
+    conn.execute(
+        "INSERT INTO device_audit (time_ms, user_name, address, action, device, old_value, new_value) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![change.time_ms, change.user, change.address, change.action, change.device, change.old, change.new],
+    )
+    .map_err(StoreError::sqlite(db, "record a device change"))?;
+    Ok(())
+}
+
+/// The latest `limit` device changes, newest first.
+pub fn recent_device_changes(db: &Path, limit: usize) -> Result<Vec<DeviceChange>, StoreError> {
+    let conn = schema::open(db, Purpose::Config)?;
+    let mut statement = conn
+        .prepare(
+            "SELECT time_ms, user_name, address, action, device, old_value, new_value FROM device_audit \
+             ORDER BY time_ms DESC, id DESC LIMIT ?1",
+        )
+        .map_err(StoreError::sqlite(db, "read the device audit"))?;
+    let rows = statement
+        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+            Ok(DeviceChange {
+                time_ms: row.get(0)?,
+                user: row.get(1)?,
+                address: row.get(2)?,
+                action: row.get(3)?,
+                device: row.get(4)?,
+                old: row.get(5)?,
+                new: row.get(6)?,
+            })
+        })
+        .map_err(StoreError::sqlite(db, "read the device audit"))?;
+    rows.collect::<Result<_, _>>().map_err(StoreError::sqlite(db, "read the device audit"))
+}
+
+/// The DHCP leases file's last reading, as the server recorded it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LeasesStatus {
+    pub file: String,
+    pub format: String,
+    /// The last successful reading.
+    pub read_ms: Option<i64>,
+    pub leases: usize,
+    pub current: usize,
+    pub changed: usize,
+    /// The last failure, when it is newer than the last success.
+    pub error: Option<String>,
+    pub error_ms: Option<i64>,
+}
+
+/// Records a reading of the leases `file`: its counts, or why it failed (a
+/// failure keeps the last good reading's counts and time).
+pub fn record_leases_read(
+    db: &Path,
+    file: &str,
+    format: &str,
+    outcome: &Result<LeaseImport, String>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let conn = schema::open(db, Purpose::Config)?;
+    let save = StoreError::sqlite(db, "record the leases reading");
+    match outcome {
+        Ok(counted) => conn.execute(
+            "INSERT INTO leases_status (id, file, format, read_ms, leases, current, changed, error, error_ms) \
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL) ON CONFLICT (id) DO UPDATE SET file = excluded.file, \
+             format = excluded.format, read_ms = excluded.read_ms, leases = excluded.leases, \
+             current = excluded.current, changed = excluded.changed, error = NULL, error_ms = NULL",
+            params![file, format, now_ms, counted.leases as i64, counted.current as i64, counted.changed as i64],
+        ),
+        Err(error) => conn.execute(
+            "INSERT INTO leases_status (id, file, format, error, error_ms) VALUES (1, ?1, ?2, ?3, ?4) \
+             ON CONFLICT (id) DO UPDATE SET file = excluded.file, format = excluded.format, \
+             error = excluded.error, error_ms = excluded.error_ms",
+            params![file, format, error, now_ms],
+        ),
+    }
+    .map_err(save)?;
+    Ok(())
+}
+
+/// The last recorded reading of the leases file, if any.
+pub fn leases_status(db: &Path) -> Result<Option<LeasesStatus>, StoreError> {
+    let conn = schema::open(db, Purpose::Config)?;
+    conn.query_row(
+        "SELECT file, format, read_ms, leases, current, changed, error, error_ms FROM leases_status WHERE id = 1",
+        [],
+        |row| {
+            Ok(LeasesStatus {
+                file: row.get(0)?,
+                format: row.get(1)?,
+                read_ms: row.get(2)?,
+                leases: row.get::<_, i64>(3)? as usize,
+                current: row.get::<_, i64>(4)? as usize,
+                changed: row.get::<_, i64>(5)? as usize,
+                error: row.get(6)?,
+                error_ms: row.get(7)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(StoreError::sqlite(db, "read the leases status"))
 }

@@ -70,6 +70,10 @@ impl Layout {
         if user.has(Role::Admin) || user.has(Role::Dsl) {
             nav.push(NavItem { href: "/log", label: "Query log", current: here("/log") || here("/device") });
         }
+        // The Devices page (issue 13, devices).
+        if user.has(Role::Admin) {
+            nav.push(NavItem { href: "/devices", label: "Devices", current: here("/devices") });
+        }
         if user.has(Role::Admin) {
             nav.push(NavItem { href: "/users", label: "Users", current: path == "/users" });
             nav.push(NavItem { href: "/audit", label: "Login audit", current: path == "/audit" });

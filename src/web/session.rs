@@ -31,6 +31,8 @@ pub const COOKIE: &str = "hedgerow_session";
 
 /// The most a form body may hold (the CSRF check reads it).
 const FORM_LIMIT: usize = 64 * 1024;
+/// The CSV import's form: about 20,000 devices.
+const IMPORT_LIMIT: usize = 2 * 1024 * 1024;
 
 /// The logged-in user of this request (any role).
 #[derive(Debug, Clone)]
@@ -175,7 +177,9 @@ pub(super) async fn load(State(state): State<AppState>, request: Request, next: 
         let Some(current) = &current else {
             return WebError::LoggedOut.into_response();
         };
-        let bytes = match axum::body::to_bytes(body, FORM_LIMIT).await {
+        // The Devices page's CSV import (issue 13, devices) takes a whole school's table.
+        let limit = if parts.uri.path() == "/devices/import" { IMPORT_LIMIT } else { FORM_LIMIT };
+        let bytes = match axum::body::to_bytes(body, limit).await {
             Ok(bytes) => bytes,
             Err(_) => return WebError::bad("csrf", "the form is too large").into_response(),
         };

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod changes;
 pub mod device;
+pub mod devices;
 pub mod explorer;
 pub mod home;
 pub mod lists;
