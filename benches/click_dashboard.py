@@ -3,14 +3,15 @@
 how long each page took (client wall time over loopback, so server time plus
 a little).
 
-    click_dashboard.py BASE_URL USER PASSWORD SECONDS CLIENT > summary.json
+    click_dashboard.py BASE_URL USER PASSWORD SECONDS CLIENT [PAUSE] > summary.json
 
 Logs in (GET /login for the CSRF token, POST it), then visits in turn, until
 SECONDS have passed: the overview, the explorer (first screen of the last 7
 days, blocked only, by device, by name, its second page), the device page of
 CLIENT, a CSV export of that device's last 7 days (read to the end), and the
-policy, change log, users and audit pages. One visit at a time, no pause
-between them: a busier user than any real one. Used by benches/log_bed.sh
+policy, change log, users and audit pages. One visit at a time, PAUSE
+seconds between them (default 0: no pause, a busier user than any real one;
+1 is a quick reader). Used by benches/log_bed.sh
 (run "dashboard") to see whether the DNS path's p99 moves meanwhile.
 """
 import http.cookiejar
@@ -26,6 +27,7 @@ import urllib.request
 def main():
     base, user, password, seconds, client = sys.argv[1:6]
     seconds = float(seconds)
+    pause = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     login = opener.open(f"{base}/login").read().decode()
@@ -75,10 +77,12 @@ def main():
                 continue
             times[page].append((time.perf_counter() - started) * 1000)
             visits += 1
+            time.sleep(pause)
             if time.time() >= end:
                 break
     summary = {
         "visits": visits,
+        "pause_s": pause,
         "failures": failures,
         "pages_ms": {
             page: {"n": len(ms), "median": round(statistics.median(ms), 1), "max": round(max(ms), 1)}

@@ -20,9 +20,10 @@
 #                   (benches/click_dashboard.py on CPU 0, the client's side,
 #                   in the idle class there as if on another machine:
 #                   overview, explorer searches and paging, a device page, a
-#                   7-day CSV export, policy and logs pages, one after another
-#                   without pause) for the whole run. Reports p99 beside run
-#                   1's and each page's time (issue 13).
+#                   7-day CSV export, policy and logs pages, one after another,
+#                   CLICK_PAUSE seconds apart: 0 (default) is a stress test,
+#                   no real user; 1 a quick reader) for the whole run. Reports
+#                   p99 beside run 1's and each page's time (issue 13).
 #
 # Targets: 0 rows dropped in all; p99 with retention and with the dashboard
 # in use within noise of p99 without; retention under 10 s. The server's config keeps 31 days, so its
@@ -33,6 +34,7 @@
 #   BED=/tmp/bed SCHOOL=/tmp/school.db benches/log_bed.sh   # reuse the bed / keep the database
 #   ROUNDS=2 benches/log_bed.sh              # plain, retention, dashboard, twice
 #   RUNS="plain dashboard" benches/log_bed.sh   # only these runs
+#   CLICK_PAUSE=1 RUNS="plain dashboard" benches/log_bed.sh   # the dashboard at a reader's pace
 #
 # Resolver pinned to CPU 1, NSD and dnsperf to CPU 0 (the bed's layout, as
 # benches/load.sh). Results: one JSON line a run in
@@ -43,6 +45,7 @@ ROOT=$(pwd)
 BEDTOOL="$ROOT/../shared/bench/loopback_bed.py"
 BED=${BED:-$(mktemp -d /tmp/hedgerow-bed.XXXXXX)}
 ROUNDS=${ROUNDS:-1}
+CLICK_PAUSE=${CLICK_PAUSE:-0}
 RUNS=${RUNS:-plain retention dashboard}
 RESULTS="$ROOT/benches/results/log-bed-$(date -u +%F).jsonl"
 
@@ -144,7 +147,7 @@ run() { # NAME: plain, retention or dashboard
     retention_pid=$!
   fi
   if [ "$name" = dashboard ]; then
-    taskset -c 0 chrt --idle 0 python3 "$ROOT/benches/click_dashboard.py" http://127.0.0.1:8089 bench "$ADMIN_PASSWORD" 58 "$DEVICE" \
+    taskset -c 0 chrt --idle 0 python3 "$ROOT/benches/click_dashboard.py" http://127.0.0.1:8089 bench "$ADMIN_PASSWORD" 58 "$DEVICE" "$CLICK_PAUSE" \
       > "$BED/clicks-$name.json" &
     clicks_pid=$!
   fi
