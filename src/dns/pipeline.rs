@@ -220,16 +220,24 @@ impl Pipeline {
         self.probe_port.store(port, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Where the readiness probe asks: the first UDP listener's address, or
+    /// loopback for a wildcard. The probe is sent from the same address, so
+    /// its answer is known by address and port ([`Self::is_probe`]).
+    pub fn probe_target(&self) -> Option<std::net::SocketAddr> {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+        let listener = *self.listeners().first()?;
+        Some(match listener.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), listener.port()),
+            IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), listener.port()),
+            _ => listener,
+        })
+    }
+
     /// True for the readiness probe's own query: sent from the probe's port
-    /// on the address of the listener it asks (`ready::probe_target`).
+    /// on the address it asks ([`Self::probe_target`]).
     pub fn is_probe(&self, source: std::net::SocketAddr) -> bool {
         let port = self.probe_port.load(std::sync::atomic::Ordering::Relaxed);
-        port != 0
-            && source.port() == port
-            && self
-                .listeners()
-                .first()
-                .is_some_and(|&listener| super::ready::probe_target(listener).ip() == source.ip())
+        port != 0 && source.port() == port && self.probe_target().is_some_and(|target| target.ip() == source.ip())
     }
 
     /// Records the listeners' UDP addresses (once, by `DnsServer::start`).

@@ -3,7 +3,7 @@
 //! database is writable. `/ready` (dashboard and metrics listeners) and
 //! `hedgerow status` report the same [`Readiness`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -85,17 +85,6 @@ pub async fn check(pipeline: &Pipeline, database: Option<&Path>) -> Readiness {
     Readiness { ready: checks.iter().all(|check| check.ok), checks }
 }
 
-/// Where the probe asks a listener bound to `listener`: its own address, or
-/// loopback for a wildcard. The probe is sent from the same address, so the
-/// pipeline knows its answer by address and port (`Pipeline::is_probe`).
-pub fn probe_target(listener: SocketAddr) -> SocketAddr {
-    match listener.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), listener.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), listener.port()),
-        _ => listener,
-    }
-}
-
 /// One probe at a time: the pipeline knows one probe port.
 static PROBING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -105,10 +94,9 @@ static PROBING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// idle server adds no rows, and loopback outside the school's networks is
 /// not reported as a refused outsider.
 async fn probe_dns(pipeline: &Pipeline) -> Result<SocketAddr, String> {
-    let Some(&listener) = pipeline.listeners().first() else {
+    let Some(target) = pipeline.probe_target() else {
         return Err("no DNS listener is running".into());
     };
-    let target = probe_target(listener);
     let _one_at_a_time = PROBING.lock().await;
     let socket = tokio::net::UdpSocket::bind(SocketAddr::new(target.ip(), 0))
         .await

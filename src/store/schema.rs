@@ -184,7 +184,8 @@ mod tests {
     /// migration instead; append the new file's checksum here.
     #[test]
     fn released_migrations_are_unchanged() {
-        let pinned: &[u64] = &[PINNED_0001, PINNED_0002, PINNED_0003, PINNED_0004, PINNED_0005, PINNED_0006, PINNED_0007];
+        let pinned: &[u64] =
+            &[PINNED_0001, PINNED_0002, PINNED_0003, PINNED_0004, PINNED_0005, PINNED_0006, PINNED_0007];
         let found: Vec<u64> = MIGRATIONS.iter().map(|migration| checksum(migration.sql)).collect();
         assert_eq!(&found[..pinned.len()], pinned, "a released migration was edited");
     }
