@@ -648,21 +648,9 @@ pub struct DevicesJson {
     pub total: usize,
     pub devices: Vec<DeviceRow>,
     /// `null` when no leases file is configured.
-    pub leases: Option<LeasesJson>,
+    pub leases: Option<LeasesStatus>,
 }
 
-#[derive(Serialize)]
-pub struct LeasesJson {
-    pub file: String,
-    pub format: String,
-    /// The last successful reading; `null` before the first.
-    pub read_ms: Option<i64>,
-    pub leases: usize,
-    pub current: usize,
-    pub changed: usize,
-    pub error: Option<String>,
-    pub error_ms: Option<i64>,
-}
 
 /// `GET /api/devices?q=`: every device (or those `q` matches), with the leases status.
 pub async fn api(
@@ -680,16 +668,7 @@ pub async fn api(
     let leases = state.config().log.leases.as_ref().map(|(file, _)| {
         let view = leases_view(&state, None);
         let status = status.filter(|status| file.display().to_string() == status.file).unwrap_or_default();
-        LeasesJson {
-            file: view.file,
-            format: view.format,
-            read_ms: status.read_ms,
-            leases: status.leases,
-            current: status.current,
-            changed: status.changed,
-            error: status.error,
-            error_ms: status.error_ms,
-        }
+        LeasesStatus { file: view.file, format: view.format, ..status }
     });
     Ok(axum::Json(DevicesJson { total: devices.len(), devices, leases }))
 }
