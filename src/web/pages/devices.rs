@@ -651,7 +651,6 @@ pub struct DevicesJson {
     pub leases: Option<LeasesStatus>,
 }
 
-
 /// `GET /api/devices?q=`: every device (or those `q` matches), with the leases status.
 pub async fn api(
     State(state): State<AppState>,
