@@ -11,25 +11,17 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::http::StatusCode;
 use hedgerow::config::Config;
-use hedgerow::dns::{DecisionKind, Flow, Question, Requester};
+use hedgerow::dns::DecisionKind;
 use hedgerow::serve::{self, Running};
 use hedgerow::store::Role;
-use hedgerow::store::changes::{ChangeFilter, ChangeLog};
-use hedgerow::web::{self, AppState, WebSettings};
-use hickory_proto::rr::{LowerName, Name, RecordType};
-use http_body_util::BodyExt;
+use hedgerow::web::{AppState, WebSettings};
 use support::http::{HttpServer, Route};
-use tower::ServiceExt;
-
-const PASSWORD: &str = "correct horse battery";
+use support::router::{PASSWORD, RouterSchool, Session, request};
 
 struct School {
     _dir: tempfile::TempDir,
@@ -104,113 +96,19 @@ async fn school() -> School {
     School { _dir: dir, path, config, running, state, http }
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn location(&self) -> &str {
-        self.headers.get(header::LOCATION).map(|value| value.to_str().unwrap()).unwrap_or("")
+impl RouterSchool for School {
+    fn state(&self) -> &AppState {
+        &self.state
     }
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|error| panic!("{error}: {}", self.body))
+    fn config(&self) -> &Config {
+        &self.config
     }
-}
-
-/// A logged-in user: the cookie and the CSRF token.
-struct Session {
-    cookie: String,
-    csrf: String,
-}
-
-fn request(method: &str, path: &str, cookie: Option<&str>, content_type: &str, body: String) -> Request<Body> {
-    let mut builder = Request::builder().method(method).uri(path).header(header::HOST, "localhost:8080");
-    if method != "GET" {
-        builder = builder.header(header::ORIGIN, "http://localhost:8080").header(header::CONTENT_TYPE, content_type);
+    fn running(&self) -> &Running {
+        &self.running
     }
-    if let Some(cookie) = cookie {
-        builder = builder.header(header::COOKIE, cookie);
+    fn path(&self) -> &Path {
+        &self.path
     }
-    let mut request = builder.body(Body::from(body)).unwrap();
-    request.extensions_mut().insert(ConnectInfo("10.0.0.1:40000".parse::<SocketAddr>().unwrap()));
-    request
-}
-
-impl School {
-    async fn send(&self, request: Request<Body>) -> Reply {
-        let response = web::app(self.state.clone()).oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
-    }
-
-    async fn login(&self, name: &str) -> Session {
-        let body = format!("name={name}&password={}&next=/", PASSWORD.replace(' ', "+"));
-        let reply = self.send(request("POST", "/login", None, "application/x-www-form-urlencoded", body)).await;
-        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
-        let set = reply.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
-        let cookie = set.split(';').next().unwrap().to_string();
-        let me = self.send(request("GET", "/api/me", Some(&cookie), "", String::new())).await.json();
-        Session { cookie, csrf: me["csrf_token"].as_str().unwrap().to_string() }
-    }
-
-    async fn get(&self, path: &str, session: Option<&Session>) -> Reply {
-        self.send(request("GET", path, session.map(|s| s.cookie.as_str()), "", String::new())).await
-    }
-
-    /// Posts a form (`csrf` added) as `session`.
-    async fn post(&self, path: &str, session: &Session, form: &[(&str, &str)]) -> Reply {
-        let mut pairs: Vec<String> = vec![format!("csrf={}", encode(&session.csrf))];
-        pairs.extend(form.iter().map(|(key, value)| format!("{key}={}", encode(value))));
-        let body = pairs.join("&");
-        self.send(request("POST", path, Some(&session.cookie), "application/x-www-form-urlencoded", body)).await
-    }
-
-    /// Posts JSON with the CSRF header as `session`.
-    async fn post_json(&self, path: &str, session: &Session, body: serde_json::Value) -> Reply {
-        let mut request = request("POST", path, Some(&session.cookie), "application/json", body.to_string());
-        request.headers_mut().insert("x-csrf-token", session.csrf.parse().unwrap());
-        self.send(request).await
-    }
-
-    fn file(&self) -> String {
-        std::fs::read_to_string(&self.path).unwrap()
-    }
-
-    fn changes(&self) -> Vec<hedgerow::store::changes::Change> {
-        ChangeLog::open(&self.config.log.database)
-            .unwrap()
-            .search(&ChangeFilter { limit: 100, ..Default::default() })
-            .unwrap()
-    }
-
-    /// What the running pipeline decides for `name` asked by a pupil.
-    fn decision(&self, name: &str) -> DecisionKind {
-        let question = Question {
-            name: LowerName::from(Name::from_utf8(format!("{name}.")).unwrap()),
-            record_type: RecordType::A,
-            dnssec_ok: false,
-        };
-        match self.running.pipeline.decide(Requester::Group("pupil"), &question, false) {
-            Flow::Final(answer) => answer.decision.kind,
-            Flow::Resolve(pending) => pending.policy_decision().kind,
-        }
-    }
-}
-
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| {
-            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') {
-                (byte as char).to_string()
-            } else {
-                format!("%{byte:02X}")
-            }
-        })
-        .collect()
 }
 
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -346,7 +244,7 @@ async fn the_page_and_api_show_every_declared_source() {
 async fn a_source_turned_off_with_a_reason_reaches_the_file_the_change_log_and_the_pipeline() {
     let school = school().await;
     let ann = school.login("ann").await;
-    assert_eq!(school.decision("game.test"), DecisionKind::Blocked);
+    assert_eq!(school.pupil_decision("game.test"), DecisionKind::Blocked);
     let before = school.file();
 
     // No reason: refused beside its field, nothing changed.
@@ -366,7 +264,7 @@ async fn a_source_turned_off_with_a_reason_reaches_the_file_the_change_log_and_t
     assert!(reply.body.contains("locked"), "{}", reply.body);
     assert_eq!(school.file(), before);
     assert!(school.changes().is_empty());
-    assert_eq!(school.decision("bad.test"), DecisionKind::Blocked);
+    assert_eq!(school.pupil_decision("bad.test"), DecisionKind::Blocked);
 
     // With a reason: into the file, the change log, and the pipeline.
     let reply =
@@ -383,7 +281,7 @@ async fn a_source_turned_off_with_a_reason_reaches_the_file_the_change_log_and_t
     assert_eq!(change.reason, "Games club trial");
     assert!(change.subject.contains("local-games"), "{}", change.subject);
     assert_eq!((change.old.as_str(), change.new.as_str()), ("on", "off"));
-    assert_eq!(school.decision("game.test"), DecisionKind::Allowed);
+    assert_eq!(school.pupil_decision("game.test"), DecisionKind::Allowed);
     let api = school.get("/api/lists", Some(&ann)).await.json();
     let games = api["sources"].as_array().unwrap().iter().find(|s| s["id"] == "local-games").unwrap().clone();
     assert_eq!((games["enabled"].clone(), games["enabled_by"].clone()), (false.into(), "config-disable".into()));
@@ -396,14 +294,14 @@ async fn a_source_turned_off_with_a_reason_reaches_the_file_the_change_log_and_t
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert!(!school.file().contains("\"local-games\""), "{}", school.file());
     assert_eq!(school.changes().len(), 2);
-    assert_eq!(school.decision("game.test"), DecisionKind::Blocked);
+    assert_eq!(school.pupil_decision("game.test"), DecisionKind::Blocked);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_now_runs_in_the_background_and_a_failing_source_keeps_its_last_good_list() {
     let school = school().await;
     let ann = school.login("ann").await;
-    assert_eq!(school.decision("remote.test"), DecisionKind::Allowed, "not downloaded yet");
+    assert_eq!(school.pupil_decision("remote.test"), DecisionKind::Allowed, "not downloaded yet");
 
     // The first update downloads the remote list and reloads.
     let status = school.update_now(&ann).await;
@@ -413,7 +311,7 @@ async fn update_now_runs_in_the_background_and_a_failing_source_keeps_its_last_g
     assert_eq!(status["sources"][0]["state"], "updated", "{status}");
     assert_eq!(status["reload"], "done");
     assert_eq!(status["started_by"], "ann");
-    assert_eq!(school.decision("remote.test"), DecisionKind::Blocked);
+    assert_eq!(school.pupil_decision("remote.test"), DecisionKind::Blocked);
     let api = school.get("/api/lists", Some(&ann)).await.json();
     let remote = api["sources"].as_array().unwrap().iter().find(|s| s["id"] == "remote-games").unwrap().clone();
     assert_eq!(remote["state"], "ok", "{remote}");
@@ -451,7 +349,7 @@ async fn update_now_runs_in_the_background_and_a_failing_source_keeps_its_last_g
     assert!(detail.contains("keeping the last good copy"), "{detail}");
     assert!(status["message"].as_str().unwrap().contains("keeps its last good copy"), "{status}");
     assert_eq!(status["reload"], "done");
-    assert_eq!(school.decision("remote.test"), DecisionKind::Blocked, "the last good list stays");
+    assert_eq!(school.pupil_decision("remote.test"), DecisionKind::Blocked, "the last good list stays");
     let page = school.get("/lists", Some(&ann)).await.body;
     assert!(page.contains("keeping the last good copy"), "{page}");
     assert!(page.contains("degraded"), "{page}");

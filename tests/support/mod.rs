@@ -10,4 +10,5 @@ pub mod client;
 pub mod config;
 pub mod dashboard;
 pub mod http;
+pub mod router;
 pub mod server;
