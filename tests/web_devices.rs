@@ -439,13 +439,12 @@ async fn the_leases_status_after_a_real_leases_file_is_read() {
     let _ = &dashboard.dir;
 }
 
-/// Not a check: the server time of `/devices` (first screen), the filter
-/// and `/api/devices` with a secondary school's 2,500 devices, printed.
-/// `cargo test --test web_devices -- --ignored --nocapture` (add
-/// `--release` for service speed).
+/// A secondary school's device table: 2,500 devices imported in one paste
+/// are all saved, every page of the table answers, the filter finds the
+/// hundred whose names contain `device-12`, and the export holds them all.
+/// (Server time is measured by `cargo bench --bench dashboard`, not here.)
 #[tokio::test]
-#[ignore]
-async fn server_time_with_2500_devices() {
+async fn a_school_of_2500_devices_imports_pages_filters_and_exports() {
     let dashboard = dashboard();
     let admin = dashboard.login("ada").await;
     let mut csv = String::from("ip,mac,name,owner,group\n");
@@ -464,15 +463,15 @@ async fn server_time_with_2500_devices() {
     let reply = dashboard.post("/devices/import", &admin, &[("csv", &csv)]).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", &reply.body[..reply.body.len().min(2000)]);
     assert_eq!(list_device_rows(&dashboard.database).unwrap().len(), 2501);
-    for path in ["/devices", "/devices?q=device-12&page=1", "/devices?page=25", "/api/devices", "/devices.csv"] {
-        let mut times = Vec::new();
-        for _ in 0..21 {
-            let started = std::time::Instant::now();
-            let reply = dashboard.get(path, &admin.cookie).await;
-            times.push(started.elapsed());
-            assert_eq!(reply.status, StatusCode::OK);
-        }
-        times.sort();
-        println!("{path}: median {:?}, worst {:?}", times[10], times[20]);
+    for path in ["/devices", "/devices?q=device-12&page=1", "/devices?page=25"] {
+        assert_eq!(dashboard.get(path, &admin.cookie).await.status, StatusCode::OK, "{path}");
     }
+    let all: serde_json::Value =
+        serde_json::from_str(&dashboard.get("/api/devices", &admin.cookie).await.body).unwrap();
+    assert_eq!(all["total"], 2501);
+    let found = dashboard.get("/api/devices?q=device-12", &admin.cookie).await;
+    let found: serde_json::Value = serde_json::from_str(&found.body).unwrap();
+    assert_eq!(found["total"], 100);
+    let export = dashboard.get("/devices.csv", &admin.cookie).await;
+    assert_eq!(export.body.lines().count(), 2502);
 }
