@@ -9,22 +9,17 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::http::{StatusCode, header};
 use hedgerow::config::{Config, LeasesFormat};
 use hedgerow::dns::Pipeline;
 use hedgerow::lists::compiled::CompiledLists;
 use hedgerow::policy::SafeSearchMap;
 use hedgerow::store::Role;
 use hedgerow::store::devices::{Device, list_device_rows, upsert_device};
-use hedgerow::web::{self, AppState};
-use http_body_util::BodyExt;
-use tower::ServiceExt;
+use hedgerow::web::AppState;
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -72,31 +67,12 @@ fn dashboard() -> Dashboard {
     dashboard_with(None)
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
+use support::router::Reply;
 
 impl Dashboard {
     async fn send(&self, path: &str, cookie: Option<&str>, method: &str, body: &str) -> Reply {
-        let mut builder = Request::builder().method(method).uri(path).header(header::HOST, "localhost:8080");
-        if method != "GET" {
-            builder = builder
-                .header(header::ORIGIN, "http://localhost:8080")
-                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-        }
-        if let Some(cookie) = cookie {
-            builder = builder.header(header::COOKIE, cookie);
-        }
-        let mut request = builder.body(Body::from(body.to_string())).unwrap();
-        let address: SocketAddr = "10.0.0.1:40000".parse().unwrap();
-        request.extensions_mut().insert(ConnectInfo(address));
-        let response = web::app(self.state.clone()).oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+        let form = "application/x-www-form-urlencoded";
+        support::router::send(&self.state, support::router::request(method, path, cookie, form, body.to_string())).await
     }
 
     async fn get(&self, path: &str, cookie: &str) -> Reply {

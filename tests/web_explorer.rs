@@ -7,13 +7,10 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::http::{StatusCode, header};
 use hedgerow::config::Config;
 use hedgerow::dns::Pipeline;
 use hedgerow::lists::compiled::CompiledLists;
@@ -23,9 +20,7 @@ use hedgerow::store::log::import_records;
 use hedgerow::store::record::QueryRecord;
 use hedgerow::store::search::ExportRow;
 use hedgerow::store::{LogSettings, Role};
-use hedgerow::web::{self, AppState};
-use http_body_util::BodyExt;
-use tower::ServiceExt;
+use hedgerow::web::AppState;
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -87,11 +82,7 @@ fn record(time_ms: i64, client: &str, name: &str, category: Option<&str>) -> Que
     }
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
+use support::router::Reply;
 
 impl Dashboard {
     fn write(&self, records: Vec<QueryRecord>) {
@@ -99,23 +90,8 @@ impl Dashboard {
     }
 
     async fn send(&self, path: &str, cookie: Option<&str>, method: &str, body: &str) -> Reply {
-        let mut builder = Request::builder().method(method).uri(path).header(header::HOST, "localhost:8080");
-        if method != "GET" {
-            builder = builder
-                .header(header::ORIGIN, "http://localhost:8080")
-                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-        }
-        if let Some(cookie) = cookie {
-            builder = builder.header(header::COOKIE, cookie);
-        }
-        let mut request = builder.body(Body::from(body.to_string())).unwrap();
-        let address: SocketAddr = "10.0.0.1:40000".parse().unwrap();
-        request.extensions_mut().insert(ConnectInfo(address));
-        let response = web::app(self.state.clone()).oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+        let form = "application/x-www-form-urlencoded";
+        support::router::send(&self.state, support::router::request(method, path, cookie, form, body.to_string())).await
     }
 
     async fn get(&self, path: &str, cookie: &str) -> Reply {

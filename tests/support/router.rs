@@ -66,11 +66,7 @@ pub trait RouterSchool {
     fn path(&self) -> &Path;
 
     async fn send(&self, request: Request<Body>) -> Reply {
-        let response = web::app(self.state().clone()).oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+        send(self.state(), request).await
     }
 
     async fn login(&self, name: &str) -> Session {
@@ -125,6 +121,15 @@ pub trait RouterSchool {
             Flow::Resolve(pending) => pending.policy_decision().kind,
         }
     }
+}
+
+/// `request` answered by the dashboard's router on `state`.
+pub async fn send(state: &AppState, request: Request<Body>) -> Reply {
+    let response = web::app(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
 }
 
 pub fn encode(text: &str) -> String {
