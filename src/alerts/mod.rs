@@ -1,11 +1,13 @@
-//! Alerts for the Designated Safeguarding Lead (issue 14), built in parts.
+//! Alerts for the Designated Safeguarding Lead (issue 14).
 //!
-//! Here so far: the rules and the incident grouping ([`rules`]), pure and
-//! in memory: an [`rules::Attempt`] (one blocked or bypass lookup, as the
-//! pipeline's observer will hand it on) goes in, and out comes what changed:
-//! a new incident to raise, or a lookup joining an open one. Still to come:
-//! the observer on `Pipeline::finish` (off the DNS path, through its own
-//! channel so log shedding never loses an alert), incidents in SQLite, the
-//! dashboard's inbox, and delivery by e-mail and webhook.
+//! ```text
+//! Pipeline::finish -> AlertFeed (observer: blocked/bypass lookups only, own bounded channel)
+//!   -> watch thread: rules::Engine (incidents) -> store::alerts (alert + its messages, one txn)
+//!   -> deliver worker: outbox -> SMTP / webhook, retried with back-off, digests
+//! ```
+//!
+//! - [`rules`]: which attempts raise an alert and how further attempts join it.
+//! - [`message`]: what an alert says, by e-mail and by webhook.
 
+pub mod message;
 pub mod rules;

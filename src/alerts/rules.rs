@@ -16,43 +16,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-/// How urgent an alert is: high ones are sent at once, the rest in digests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-        }
-    }
-}
-
-/// What a rule matches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trigger {
-    /// Any attempt at one of these categories.
-    AnyAttempt { categories: Vec<String> },
-    /// `count` attempts in `category` by one device within `window_ms`.
-    Repeated { category: String, count: usize, window_ms: i64 },
-    /// Any bypass attempt.
-    Bypass,
-}
-
-/// One rule: an id (stable, for the change log and the inbox), what it
-/// matches, and the severity of what it raises.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    pub id: String,
-    pub trigger: Trigger,
-    pub severity: Severity,
-}
+pub use crate::config::alerts::{Rule, Severity, Trigger, default_rules};
 
 /// One blocked or bypass lookup, as the observer hands it on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,34 +59,6 @@ pub struct Incident {
     pub names: BTreeSet<String>,
 }
 
-/// The default rules, with why each threshold.
-pub fn default_rules() -> Vec<Rule> {
-    const MINUTE: i64 = 60_000;
-    let repeated = |category: &str, count: usize, minutes: i64| Rule {
-        id: format!("repeated-{category}"),
-        trigger: Trigger::Repeated { category: category.into(), count, window_ms: minutes * MINUTE },
-        severity: Severity::Medium,
-    };
-    vec![
-        Rule {
-            id: "high-risk".into(),
-            trigger: Trigger::AnyAttempt {
-                categories: ["csam", "terrorism", "extremism", "self-harm"].map(String::from).to_vec(),
-            },
-            severity: Severity::High,
-        },
-        // A page pulls in several names, so one visit can be a few blocks:
-        // counts are set above what one page gives.
-        repeated("pornography", 5, 10),
-        repeated("gambling", 10, 30),
-        repeated("drugs", 5, 30),
-        repeated("violence", 5, 30),
-        repeated("discrimination", 5, 30),
-        repeated("fraud", 5, 30),
-        Rule { id: "bypass".into(), trigger: Trigger::Bypass, severity: Severity::Medium },
-    ]
-}
-
 /// The rules and the incidents open now.
 pub struct Engine {
     rules: Vec<Rule>,
@@ -144,6 +80,9 @@ impl Engine {
         let mut outcomes = Vec::new();
         for index in 0..self.rules.len() {
             let rule = &self.rules[index];
+            if !rule.enabled {
+                continue;
+            }
             let (matches, category) = match &rule.trigger {
                 Trigger::AnyAttempt { categories } => {
                     (attempt.category.as_ref().is_some_and(|c| categories.contains(c)), attempt.category.clone())
@@ -152,6 +91,8 @@ impl Engine {
                     (attempt.category.as_deref() == Some(category.as_str()), attempt.category.clone())
                 }
                 Trigger::Bypass => (attempt.bypass, None),
+                // Rises are counted per group from the hourly roll-ups, not per lookup.
+                Trigger::Rise { .. } => (false, None),
             };
             if !matches {
                 continue;
@@ -268,6 +209,8 @@ mod tests {
             id: "repeated-gambling".into(),
             trigger: Trigger::Repeated { category: "gambling".into(), count: 3, window_ms: 10 * MINUTE },
             severity: Severity::Medium,
+            enabled: true,
+            why: String::new(),
         }];
         let mut engine = Engine::new(rules, 30 * MINUTE);
         // Two in ten minutes, then a gap: the window forgets them.

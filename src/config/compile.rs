@@ -130,6 +130,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
     let log = compile_log(&source, raw.log, &raw.data_dir, &groups)?;
     let dashboard = super::dashboard::compile(raw.dashboard, text, source_name)?;
     let metrics = super::metrics::compile(raw.metrics, text, source_name)?;
+    let alerts = super::alerts::compile(raw.alerts, text, source_name)?;
 
     let ipv6_prefix = *raw.rate_limit.ipv6_prefix.get_ref();
     if !(1..=128).contains(&ipv6_prefix) {
@@ -205,6 +206,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         log,
         dashboard,
         metrics,
+        alerts,
     })
 }
 

@@ -8,6 +8,7 @@
 //! - `compile.rs`: shapes -> [`Config`], with every check and its message;
 //! - `render.rs`: [`Config`] -> shapes -> TOML ([`Config::to_toml`]).
 
+pub mod alerts;
 mod compile;
 mod dashboard;
 pub mod edit;
@@ -82,6 +83,8 @@ pub struct Config {
     pub dashboard: DashboardSettings,
     /// The Prometheus endpoint (`[metrics]`); off by default.
     pub metrics: MetricsSettings,
+    /// Alerts for the DSL (`[alerts]`): rules and delivery.
+    pub alerts: alerts::AlertSettings,
 }
 
 /// The query log.

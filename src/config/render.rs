@@ -115,6 +115,7 @@ fn shape(config: &Config) -> RawConfig {
             .collect::<Vec<_>>(),
         dashboard: super::dashboard::render(&config.dashboard),
         metrics: super::metrics::render(&config.metrics),
+        alerts: super::alerts::render(&config.alerts),
     }
 }
 
@@ -251,6 +252,7 @@ mod tests {
             log,
             dashboard,
             metrics,
+            alerts,
         } = &first;
         assert_eq!(listen, &second.listen);
         assert_eq!(tcp, &second.tcp);
@@ -281,6 +283,7 @@ mod tests {
         assert_eq!(format!("{log:?}"), format!("{:?}", second.log));
         assert_eq!(dashboard, &second.dashboard);
         assert_eq!(metrics, &second.metrics);
+        assert_eq!(alerts, &second.alerts);
         let again = render(&second);
         assert_eq!(rendered.lines().skip(1).collect::<Vec<_>>(), again.lines().skip(1).collect::<Vec<_>>());
         rendered

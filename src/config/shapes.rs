@@ -196,6 +196,8 @@ pub(super) struct RawConfig {
     pub(super) dashboard: super::dashboard::RawDashboard,
     #[serde(default)]
     pub(super) metrics: super::metrics::RawMetrics,
+    #[serde(default)]
+    pub(super) alerts: super::alerts::RawAlerts,
 }
 
 #[derive(Deserialize, Serialize)]

@@ -33,6 +33,7 @@
 //! edited once released; `PRAGMA user_version` records how far a file has got
 //! ([`schema`]).
 
+pub mod alerts;
 pub mod audit;
 pub mod block;
 pub mod changes;
@@ -41,6 +42,7 @@ pub mod device_history;
 pub mod devices;
 pub mod leases;
 pub mod log;
+pub mod privacy;
 pub mod read;
 pub mod record;
 pub mod retention;

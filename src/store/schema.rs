@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 5, name: "0005_change_log", sql: include_str!("migrations/0005_change_log.sql") },
     Migration { version: 6, name: "0006_log_blocks", sql: include_str!("migrations/0006_log_blocks.sql") },
     Migration { version: 7, name: "0007_device_audit", sql: include_str!("migrations/0007_device_audit.sql") },
+    Migration { version: 8, name: "0008_alerts", sql: include_str!("migrations/0008_alerts.sql") },
 ];
 
 /// The schema version this binary writes.
@@ -185,7 +186,7 @@ mod tests {
     #[test]
     fn released_migrations_are_unchanged() {
         let pinned: &[u64] =
-            &[PINNED_0001, PINNED_0002, PINNED_0003, PINNED_0004, PINNED_0005, PINNED_0006, PINNED_0007];
+            &[PINNED_0001, PINNED_0002, PINNED_0003, PINNED_0004, PINNED_0005, PINNED_0006, PINNED_0007, PINNED_0008];
         let found: Vec<u64> = MIGRATIONS.iter().map(|migration| checksum(migration.sql)).collect();
         assert_eq!(&found[..pinned.len()], pinned, "a released migration was edited");
     }
@@ -197,6 +198,7 @@ mod tests {
     const PINNED_0005: u64 = 0x73032288251e432e;
     const PINNED_0006: u64 = 0x9d7254f66c6614bc;
     const PINNED_0007: u64 = 0x32290b26383867fa;
+    const PINNED_0008: u64 = 0x86fdaa74d01257e0;
 
     #[test]
     fn a_fresh_database_gets_every_migration_and_reopening_is_a_no_op() {

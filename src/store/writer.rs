@@ -9,23 +9,21 @@
 //! [`QueryLog`](super::log::QueryLog) thread and by bulk imports.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use ring::hmac;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use super::StoreError;
 use super::block::{self, BlockRow};
 use super::dict::{ClientFields, Dictionary, OutcomeFields};
+use super::privacy::PrivacyRules;
 use super::record::{QueryRecord, reason_template};
 use super::schema::{self, Purpose};
 use super::seal;
-use super::settings::{LogSettings, Privacy};
-use super::time::{day_number, day_string, now_ms};
+use super::settings::LogSettings;
+use super::time::{day_number, now_ms};
 use crate::name::reversed_name;
 
 /// Milliseconds in an hour (the query log's blocks and roll-ups are by UTC hour).
@@ -62,14 +60,6 @@ struct Label {
 struct Attribution {
     generation: Option<i64>,
     by_ip: HashMap<IpAddr, Label>,
-}
-
-/// How rows of private groups are written.
-struct PrivacyRules {
-    privacy: Privacy,
-    groups: Vec<String>,
-    /// Hash keys by day number (at most a few days are ever held).
-    keys: HashMap<i64, hmac::Key>,
 }
 
 pub(crate) struct Writer {
@@ -112,11 +102,7 @@ impl Writer {
             conn,
             path: path.to_path_buf(),
             attribution: Attribution::default(),
-            privacy: PrivacyRules {
-                privacy: settings.guest_privacy,
-                groups: settings.private_groups.clone(),
-                keys: HashMap::new(),
-            },
+            privacy: PrivacyRules::new(settings),
             dict: Dictionary::default(),
             last_id,
             sealed_before: i64::MIN,
@@ -301,16 +287,9 @@ fn insert(
     let mut hours: Vec<(i64, Vec<BlockRow>)> = Vec::with_capacity(2);
     for record in records {
         let ip = record.client.to_canonical();
-        let private = record.group.as_deref().is_some_and(|group| privacy.groups.iter().any(|g| g == group));
-        let (client, label) = if private {
-            let client = match privacy.privacy {
-                Privacy::Full => ip.to_string(),
-                Privacy::Truncate => truncate(ip).to_string(),
-                Privacy::Hash => hashed(&privacy.key_for(tx, path, day_number(record.time_ms))?, ip),
-            };
-            (client, None)
-        } else {
-            (ip.to_string(), attribution.by_ip.get(&ip))
+        let (client, label) = match privacy.client_name(tx, path, ip, record.group.as_deref(), record.time_ms)? {
+            Some(client) => (client, None),
+            None => (ip.to_string(), attribution.by_ip.get(&ip)),
         };
         let day = day_number(record.time_ms);
         let fields = ClientFields {
@@ -371,55 +350,6 @@ fn insert(
     Ok((oldest, newest))
 }
 
-impl PrivacyRules {
-    /// The hash key of `day`, created (and older keys forgotten) when needed.
-    /// Keys of days before yesterday are deleted from the database, so hashes
-    /// from then can no longer be linked to addresses.
-    fn key_for(&mut self, tx: &Transaction<'_>, path: &Path, day: i64) -> Result<hmac::Key, StoreError> {
-        if let Some(key) = self.keys.get(&day) {
-            return Ok(key.clone());
-        }
-        let day_text = day_string(day);
-        let fresh: [u8; 32] = rand::random();
-        tx.execute("INSERT OR IGNORE INTO privacy_keys (day, key) VALUES (?1, ?2)", params![day_text, fresh])
-            .map_err(StoreError::sqlite(path, "store a privacy key"))?;
-        let bytes: Vec<u8> = tx
-            .query_row("SELECT key FROM privacy_keys WHERE day = ?1", [&day_text], |row| row.get(0))
-            .optional()
-            .map_err(StoreError::sqlite(path, "read a privacy key"))?
-            .unwrap_or_else(|| fresh.to_vec());
-        let oldest_kept = day_number(now_ms()) - 1;
-        tx.execute("DELETE FROM privacy_keys WHERE day < ?1", [day_string(oldest_kept)])
-            .map_err(StoreError::sqlite(path, "forget old privacy keys"))?;
-        self.keys.retain(|&kept, _| kept >= oldest_kept);
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &bytes);
-        self.keys.insert(day, key.clone());
-        Ok(key)
-    }
-}
-
-/// IPv4 to its /24, IPv6 to its /48: `192.168.3.0/24`.
-pub(crate) fn truncate(ip: IpAddr) -> IpNet {
-    match ip {
-        IpAddr::V4(v4) => IpNet::V4(Ipv4Net::new(v4, 24).expect("24 is a valid prefix").trunc()),
-        IpAddr::V6(v6) => IpNet::V6(Ipv6Net::new(v6, 48).expect("48 is a valid prefix").trunc()),
-    }
-}
-
-/// `anon-` and 12 hex digits of HMAC-SHA256(day key, address octets).
-fn hashed(key: &hmac::Key, ip: IpAddr) -> String {
-    let tag = match ip {
-        IpAddr::V4(v4) => hmac::sign(key, &v4.octets()),
-        IpAddr::V6(v6) => hmac::sign(key, &v6.octets()),
-    };
-    let mut text = String::with_capacity(17);
-    text.push_str("anon-");
-    for byte in &tag.as_ref()[..6] {
-        let _ = write!(text, "{byte:02x}");
-    }
-    text
-}
-
 /// Writes many records, committing every `chunk` rows (bulk loads).
 pub(crate) fn write_all(
     writer: &mut Writer,
@@ -448,23 +378,6 @@ pub(crate) fn write_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn truncates_to_the_network() {
-        assert_eq!(truncate("192.168.3.77".parse().unwrap()).to_string(), "192.168.3.0/24");
-        assert_eq!(truncate("2001:db8:1:2::5".parse().unwrap()).to_string(), "2001:db8:1::/48");
-    }
-
-    #[test]
-    fn hashes_are_keyed_and_stable() {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &[7; 32]);
-        let other = hmac::Key::new(hmac::HMAC_SHA256, &[8; 32]);
-        let ip: IpAddr = "10.0.9.4".parse().unwrap();
-        assert_eq!(hashed(&key, ip), hashed(&key, ip));
-        assert_ne!(hashed(&key, ip), hashed(&other, ip));
-        assert_ne!(hashed(&key, ip), hashed(&key, "10.0.9.5".parse().unwrap()));
-        assert_eq!(hashed(&key, ip).len(), 17);
-    }
 
     fn record(time_ms: i64, name: &str) -> QueryRecord {
         QueryRecord {
