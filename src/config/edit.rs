@@ -69,6 +69,30 @@ pub enum PolicyEdit {
         id: String,
         enabled: bool,
     },
+    /// Writes the whole `[alerts.rules.<id>]` table (the Alerts rules page).
+    /// Not about a group. Numbers are as typed, so a bad one is refused on
+    /// its field; `None` keeps the rule's value (or its default).
+    AlertRule(AlertRuleEdit),
+}
+
+/// One alert rule as the rules page sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AlertRuleEdit {
+    pub id: String,
+    /// For a new rule: "any", "repeated", "bypass" or "rise"; `None` keeps
+    /// the existing rule's kind.
+    pub kind: Option<String>,
+    pub enabled: bool,
+    /// "high", "medium" or "low".
+    pub severity: String,
+    /// A repeated rule's category.
+    pub category: Option<String>,
+    /// An "any" rule's categories.
+    pub categories: Option<Vec<String>>,
+    pub count: Option<String>,
+    pub minutes: Option<String>,
+    pub factor: Option<String>,
+    pub minimum: Option<String>,
 }
 
 /// Why an edit was refused: the form field it is about (if one) and what to do.
@@ -121,6 +145,9 @@ pub fn apply(text: &str, file_name: &str, edit: &PolicyEdit) -> Result<Edited, E
     if let PolicyEdit::ListSource { id, enabled } = edit {
         return list_source(file_name, &config, doc, id, *enabled);
     }
+    if let PolicyEdit::AlertRule(rule) = edit {
+        return alert_rule(file_name, &config, doc, rule);
+    }
     let group_name = group_of(edit);
     let Some(policy) = config.groups.get(group_name) else {
         let known: Vec<&str> = config.groups.keys().map(String::as_str).collect();
@@ -157,7 +184,7 @@ fn group_of(edit: &PolicyEdit) -> &str {
         | PolicyEdit::RemoveOverride { group, .. }
         | PolicyEdit::AddSchedule { group, .. }
         | PolicyEdit::RemoveSchedule { group, .. } => group,
-        PolicyEdit::ListSource { .. } => "",
+        PolicyEdit::ListSource { .. } | PolicyEdit::AlertRule(_) => "",
     }
 }
 
@@ -232,6 +259,169 @@ fn list_source(
         subject: format!("list source {id} ({category})"),
         old: on_off(was),
         new: on_off(enabled),
+    })
+}
+
+/// A rule in words for the change log: "on, medium: 5 blocked lookups in
+/// pornography by one device within 10 minutes".
+pub fn rule_words(rule: &super::alerts::Rule) -> String {
+    format!("{}, {}: {}", on_off(rule.enabled), rule.severity.as_str(), rule.describe())
+}
+
+/// A whole number typed in a form, within `range`.
+fn typed_number(
+    field: &'static str,
+    typed: &Option<String>,
+    kept: Option<i64>,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, EditError> {
+    match typed.as_deref().map(str::trim).filter(|text| !text.is_empty()) {
+        None => kept.ok_or_else(|| refuse(field, format!("write a whole number from {} to {}", range.start(), range.end()))),
+        Some(text) => match text.parse::<i64>() {
+            Ok(value) if range.contains(&value) => Ok(value),
+            _ => Err(refuse(
+                field,
+                format!("{text:?} is not a whole number from {} to {}", range.start(), range.end()),
+            )),
+        },
+    }
+}
+
+/// `[alerts.rules.<id>]` written whole from `edit` (the rule as it stands,
+/// or a new one when `edit.kind` is given and no rule has that id).
+fn alert_rule(file_name: &str, config: &Config, mut doc: DocumentMut, edit: &AlertRuleEdit) -> Result<Edited, EditError> {
+    use super::alerts::{Rule, Severity, Trigger, render_rule};
+    let id = edit.id.trim();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        return Err(refuse("id", format!("{id:?} is not a rule id: lower-case letters, digits and '-', e.g. repeated-games")));
+    }
+    let existing = config.alerts.rules.iter().find(|rule| rule.id == id);
+    let kind = match (&edit.kind, existing) {
+        (Some(kind), None) => kind.trim().to_string(),
+        (Some(_), Some(_)) => {
+            return Err(refuse("id", format!("there is already a rule {id}; change it in its own form")));
+        }
+        (None, Some(rule)) => rule.trigger.kind().to_string(),
+        (None, None) => return Err(refuse("id", format!("there is no alert rule {id:?}"))),
+    };
+    let severity = Severity::parse(edit.severity.trim())
+        .ok_or_else(|| refuse("severity", format!("{:?} is not a severity; choose high, medium or low", edit.severity)))?;
+    let known = |id: &str| -> Result<String, EditError> {
+        let id = id.trim().to_ascii_lowercase();
+        known_category(&id).map(|_| id)
+    };
+    let trigger = match (kind.as_str(), existing.map(|rule| &rule.trigger)) {
+        ("any", base) => {
+            let categories = match (&edit.categories, base) {
+                (Some(typed), _) => {
+                    let mut categories = Vec::new();
+                    for typed in typed.iter().filter(|c| !c.trim().is_empty()) {
+                        let category = known(typed).map_err(|error| refuse("categories", error.message))?;
+                        if !categories.contains(&category) {
+                            categories.push(category);
+                        }
+                    }
+                    categories
+                }
+                (None, Some(Trigger::AnyAttempt { categories })) => categories.clone(),
+                (None, _) => Vec::new(),
+            };
+            if categories.is_empty() {
+                return Err(refuse("categories", "name at least one category, e.g. self-harm"));
+            }
+            Trigger::AnyAttempt { categories }
+        }
+        ("repeated", base) => {
+            let (category, count, minutes) = match base {
+                Some(Trigger::Repeated { category, count, window_ms }) => {
+                    (Some(category.clone()), Some(*count as i64), Some(window_ms / 60_000))
+                }
+                _ => (None, None, None),
+            };
+            let category = match (&edit.category, category) {
+                (Some(typed), _) if !typed.trim().is_empty() => known(typed)?,
+                (_, Some(category)) => category,
+                _ => return Err(refuse("category", "choose the category this rule counts")),
+            };
+            Trigger::Repeated {
+                category,
+                count: typed_number("count", &edit.count, count, 2..=1000)? as usize,
+                window_ms: typed_number("minutes", &edit.minutes, minutes, 1..=1440)? * 60_000,
+            }
+        }
+        ("bypass", _) => Trigger::Bypass,
+        ("rise", base) => {
+            let (factor, minimum) = match base {
+                Some(Trigger::Rise { factor, minimum }) => (i64::from(*factor), *minimum as i64),
+                _ => (3, 50),
+            };
+            Trigger::Rise {
+                factor: typed_number("factor", &edit.factor, Some(factor), 2..=100)? as u32,
+                minimum: typed_number("minimum", &edit.minimum, Some(minimum), 1..=1_000_000)? as u64,
+            }
+        }
+        (other, _) => {
+            return Err(refuse("kind", format!("{other:?} is not a kind of rule; choose any, repeated, bypass or rise")));
+        }
+    };
+    let rule = Rule {
+        id: id.to_string(),
+        trigger,
+        severity,
+        enabled: edit.enabled,
+        why: existing.map_or_else(|| "Added by the school.".to_string(), |rule| rule.why.clone()),
+    };
+    // The table as the config renders it, every field written.
+    let rendered = toml::to_string(&render_rule(&rule))
+        .map_err(|error| EditError { field: None, message: format!("the rule cannot be written ({error})") })?;
+    let rendered: DocumentMut = rendered
+        .parse()
+        .map_err(|error| EditError { field: None, message: format!("the rule cannot be written ({error})") })?;
+    let mut table = rendered.as_table().clone();
+    table.set_implicit(false);
+    let not_table = |what: &str| EditError {
+        field: None,
+        message: format!("the config file's {what} is not a table; fix the file by hand first"),
+    };
+    let root = doc.as_table_mut();
+    for (parent, key) in [(None, "alerts"), (Some("alerts"), "rules")] {
+        let holder: &mut dyn TableLike = match parent {
+            None => root,
+            Some(parent) => root.get_mut(parent).and_then(Item::as_table_like_mut).ok_or_else(|| not_table("[alerts]"))?,
+        };
+        if !holder.contains_key(key) {
+            let mut fresh = Table::new();
+            fresh.set_implicit(true);
+            holder.insert(key, Item::Table(fresh));
+        }
+    }
+    let rules = root
+        .get_mut("alerts")
+        .and_then(Item::as_table_like_mut)
+        .and_then(|alerts| alerts.get_mut("rules"))
+        .and_then(Item::as_table_like_mut)
+        .ok_or_else(|| not_table("[alerts.rules]"))?;
+    // The comment above a table written before stays above it.
+    if let Some(Item::Table(old)) = rules.get(id) {
+        *table.decor_mut() = old.decor().clone();
+    }
+    rules.insert(id, Item::Table(table));
+    let new_text = doc.to_string();
+    let new_config = Config::parse(&new_text, file_name).map_err(|error| EditError {
+        field: None,
+        message: format!("the change would make the config invalid: {error}"),
+    })?;
+    let now = new_config.alerts.rules.iter().find(|written| written.id == id);
+    if now.map(|now| (&now.trigger, now.severity, now.enabled)) != Some((&rule.trigger, rule.severity, rule.enabled)) {
+        return Err(EditError { field: None, message: format!("the rule {id} could not be written") });
+    }
+    Ok(Edited {
+        text: new_text,
+        kind: "alert-rule",
+        group: None,
+        subject: format!("alert rule {id}"),
+        old: existing.map_or_else(|| "(none)".to_string(), rule_words),
+        new: rule_words(&rule),
     })
 }
 
@@ -429,7 +619,9 @@ fn change(
             );
             Ok(("schedule-remove", format!("{} schedule for {group}", schedule.category), window, "(none)".into()))
         }
-        PolicyEdit::ListSource { .. } => Err(EditError { field: None, message: "not a group's change".to_string() }),
+        PolicyEdit::ListSource { .. } | PolicyEdit::AlertRule(_) => {
+            Err(EditError { field: None, message: "not a group's change".to_string() })
+        }
     }
 }
 

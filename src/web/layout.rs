@@ -5,7 +5,8 @@
 
 use std::sync::LazyLock;
 
-use crate::store::{Role, User};
+use super::session::CurrentUser;
+use crate::store::Role;
 
 pub(super) const STYLESHEET: &str = include_str!("../../web/static/hedgerow.css");
 
@@ -41,6 +42,14 @@ pub struct NavItem {
     pub href: &'static str,
     pub label: &'static str,
     pub current: bool,
+    /// A count shown after the label ("Alerts 3"), with its meaning for screen readers.
+    pub badge: Option<(i64, &'static str)>,
+}
+
+impl NavItem {
+    fn new(href: &'static str, label: &'static str, current: bool) -> NavItem {
+        NavItem { href, label, current, badge: None }
+    }
 }
 
 impl Layout {
@@ -56,31 +65,38 @@ impl Layout {
     }
 
     /// For a logged-in user on the page at `path`.
-    pub fn for_user(title: &str, user: &User, csrf: &str, path: &str) -> Layout {
-        let mut nav = vec![NavItem { href: "/", label: "Home", current: path == "/" }];
+    pub fn for_user(title: &str, current: &CurrentUser, path: &str) -> Layout {
+        let (user, csrf) = (&current.user, current.csrf.as_str());
+        let mut nav = vec![NavItem::new("/", "Home", path == "/")];
         let here = |href: &str| path == href || path.starts_with(&format!("{href}/"));
         if user.has(Role::Admin) || user.has(Role::Governor) {
-            nav.push(NavItem { href: "/policy", label: "Policy", current: here("/policy") });
+            nav.push(NavItem::new("/policy", "Policy", here("/policy")));
         }
         if Role::ALL.iter().any(|role| user.has(*role)) {
-            nav.push(NavItem { href: "/test", label: "Test a name", current: here("/test") });
-            nav.push(NavItem { href: "/changes", label: "Change log", current: here("/changes") });
+            nav.push(NavItem::new("/test", "Test a name", here("/test")));
+            nav.push(NavItem::new("/changes", "Change log", here("/changes")));
         }
         // The query log explorer (issue 13, explorer).
         if user.has(Role::Admin) || user.has(Role::Dsl) {
-            nav.push(NavItem { href: "/log", label: "Query log", current: here("/log") || here("/device") });
+            nav.push(NavItem::new("/log", "Query log", here("/log") || here("/device")));
+        }
+        // Alerts (issue 14): the inbox for the DSL and admins, the counts for governors.
+        if Role::ALL.iter().any(|role| user.has(*role)) {
+            let mut item = NavItem::new("/alerts", "Alerts", here("/alerts"));
+            item.badge = current.open_alerts.filter(|open| *open > 0).map(|open| (open, "open"));
+            nav.push(item);
         }
         // The Devices page (issue 13, devices).
         if user.has(Role::Admin) {
-            nav.push(NavItem { href: "/devices", label: "Devices", current: here("/devices") });
+            nav.push(NavItem::new("/devices", "Devices", here("/devices")));
         }
         if user.has(Role::Admin) {
-            nav.push(NavItem { href: "/users", label: "Users", current: path == "/users" });
-            nav.push(NavItem { href: "/audit", label: "Login audit", current: path == "/audit" });
+            nav.push(NavItem::new("/users", "Users", path == "/users"));
+            nav.push(NavItem::new("/audit", "Login audit", path == "/audit"));
         }
         // Lists (issue 13, lists).
         if user.has(Role::Admin) {
-            nav.push(NavItem { href: "/lists", label: "Lists", current: here("/lists") });
+            nav.push(NavItem::new("/lists", "Lists", here("/lists")));
         }
         Layout {
             title: title.to_string(),

@@ -80,6 +80,9 @@ struct Inner {
     /// progress of the one "update now" at a time.
     reload_lists: Option<crate::policy_editor::ReloadFn>,
     lists_update: pages::lists::UpdateSlot,
+    /// Alerts (issue 14): the DSL's alerts and the outbox, in the same
+    /// database as the query log they are raised from.
+    alerts: crate::store::alerts::AlertStore,
 }
 
 /// The configuration in force now: the server's last good reload.
@@ -165,6 +168,7 @@ impl AppState {
                 database: database.to_path_buf(),
                 reload_lists: policy.reload_lists,
                 lists_update: pages::lists::UpdateSlot::default(),
+                alerts: crate::store::alerts::AlertStore::open(database)?,
             }),
         })
     }
@@ -207,6 +211,11 @@ impl AppState {
     /// The database of the dashboard and the query log (`[log] database`).
     pub fn database(&self) -> &std::path::Path {
         &self.inner.database
+    }
+
+    /// The DSL's alerts and the outbox (issue 14).
+    pub fn alerts(&self) -> &crate::store::alerts::AlertStore {
+        &self.inner.alerts
     }
 
     /// The running server's whole-lists reload (`None` for a fixed config).
@@ -269,6 +278,20 @@ pub fn app(state: AppState) -> Router {
         .route("/devices/{id}/edit", get(pages::devices::edit_form).post(pages::devices::edit))
         .route("/devices/{id}/remove", post(pages::devices::remove))
         .route("/api/devices", get(pages::devices::api))
+        // Alerts (issue 14): the DSL's inbox (governors: the year's counts), one alert and its
+        // record, the rules (saved through the policy editor), delivery and the outbox.
+        .route("/alerts", get(pages::alerts::page))
+        .route("/alerts/rules", get(pages::alerts::rules).post(pages::alerts::add_rule))
+        .route("/alerts/rules/{id}", post(pages::alerts::change_rule))
+        .route("/alerts/delivery", get(pages::alerts::delivery))
+        .route("/alerts/delivery/test/{channel}", post(pages::alerts::send_test))
+        .route("/alerts/delivery/retry/{id}", post(pages::alerts::retry))
+        .route("/alerts/{id}", get(pages::alerts::detail))
+        .route("/alerts/{id}/{action}", post(pages::alerts::action))
+        .route("/api/alerts", get(pages::alerts::api_list))
+        .route("/api/alerts/summary", get(pages::alerts::api_summary))
+        .route("/api/alerts/{id}", get(pages::alerts::api_detail))
+        .route("/api/alerts/{id}/{action}", post(pages::alerts::api_action))
         .route("/api/me", get(pages::home::api_me))
         .route("/api/users", get(pages::users::api_list).post(pages::users::api_add))
         .route("/api/audit", get(pages::audit::api_list))

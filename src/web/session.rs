@@ -42,6 +42,9 @@ pub struct CurrentUser {
     pub csrf: String,
     /// The raw session id from the cookie (to end it at logout).
     pub(super) raw_id: String,
+    /// Alerts not yet acknowledged, for the nav of a DSL's or admin's page
+    /// (`None` for governors, the API and forms' answers).
+    pub open_alerts: Option<i64>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
@@ -151,21 +154,37 @@ fn needs_no_session(path: &str) -> bool {
 /// Middleware: the session (as a [`CurrentUser`] extension) and the CSRF check.
 pub(super) async fn load(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
+    // A page (not the API, a form or the stylesheet) shows the open alerts in its nav.
+    let path = parts.uri.path();
+    let page = parts.method == Method::GET && !path.starts_with("/api/") && !path.starts_with("/static/");
     let current = match cookie(&parts.headers, COOKIE) {
         Some(raw_id) if !raw_id.is_empty() => {
             let settings = state.settings().clone();
             let looked_up = state
                 .blocking(move |state| {
-                    state
+                    let found = state
                         .sessions()
-                        .lookup(&raw_id, crate::time::now_ms(), settings.idle_ms, settings.absolute_ms)
-                        .map(|found| found.map(|session| (raw_id, session)))
+                        .lookup(&raw_id, crate::time::now_ms(), settings.idle_ms, settings.absolute_ms)?;
+                    let Some(session) = found else { return Ok(None) };
+                    let open = if page && (session.user.has(Role::Dsl) || session.user.has(Role::Admin)) {
+                        let filter = crate::store::alerts::AlertFilter {
+                            state: Some(crate::store::alerts::AlertState::Open),
+                            ..Default::default()
+                        };
+                        state.alerts().count(&filter).ok()
+                    } else {
+                        None
+                    };
+                    Ok::<_, crate::store::StoreError>(Some((raw_id, session, open)))
                 })
                 .await;
             match looked_up {
-                Ok(Ok(found)) => {
-                    found.map(|(raw_id, session)| CurrentUser { user: session.user, csrf: session.csrf_token, raw_id })
-                }
+                Ok(Ok(found)) => found.map(|(raw_id, session, open_alerts)| CurrentUser {
+                    user: session.user,
+                    csrf: session.csrf_token,
+                    raw_id,
+                    open_alerts,
+                }),
                 Ok(Err(error)) => return WebError::from(error).into_response(),
                 Err(error) => return error.into_response(),
             }

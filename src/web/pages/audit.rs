@@ -65,7 +65,7 @@ pub async fn page(
     let page = page_number(&query);
     let (entries, total) = rows(&state, page).await?;
     let page = AuditPage {
-        layout: Layout::for_user("Login audit", &admin.user, &admin.csrf, "/audit"),
+        layout: Layout::for_user("Login audit", &admin, "/audit"),
         rows: entries
             .into_iter()
             .map(|entry| Row {

@@ -180,7 +180,7 @@ pub async fn page(
     };
     let pages = (total as usize).div_ceil(PAGE).max(1);
     let page = ChangesPage {
-        layout: Layout::for_user("Change log", &reader.user, &reader.csrf, "/changes"),
+        layout: Layout::for_user("Change log", &reader, "/changes"),
         query: filters.query(),
         filters,
         groups,

@@ -122,7 +122,7 @@ pub async fn page(
         })
         .collect();
     let page = DevicePage {
-        layout: Layout::for_user(&format!("Device {label}"), &reader.user, &reader.csrf, "/device"),
+        layout: Layout::for_user(&format!("Device {label}"), &reader, "/device"),
         href: encode(&label),
         named: !name.is_empty(),
         name: if name.is_empty() { label.clone() } else { name },

@@ -317,7 +317,7 @@ async fn show(
         })
         .collect();
     let page_view = DevicesPage {
-        layout: Layout::for_user("Devices", &admin.user, &admin.csrf, "/devices"),
+        layout: Layout::for_user("Devices", &admin, "/devices"),
         notice: extra.notice,
         query_attr: query_string(&[("q", &q)]),
         q,
@@ -411,7 +411,7 @@ async fn edit_page(
     let Some(row) = found else { return Err(WebError::NotFound) };
     let (form, errors) = form.unwrap_or_else(|| (form_of(&row.device), FieldErrors::default()));
     let page = EditPage {
-        layout: Layout::for_user(&format!("Edit {}", row.device.name), &admin.user, &admin.csrf, "/devices"),
+        layout: Layout::for_user(&format!("Edit {}", row.device.name), &admin, "/devices"),
         id,
         title: row.device.name.clone(),
         history: history_href(&row.device),

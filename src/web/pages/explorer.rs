@@ -321,7 +321,7 @@ pub async fn page(
         String::new()
     };
     let page = LogPage {
-        layout: Layout::for_user("Query log", &reader.user, &reader.csrf, "/log"),
+        layout: Layout::for_user("Query log", &reader, "/log"),
         window: form.window().to_string(),
         query_attr: form.query().replace('&', "&amp;"),
         paged: text(&form.before).is_some(),

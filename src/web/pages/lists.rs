@@ -315,7 +315,7 @@ async fn show(
         })
         .collect();
     let page = ListsPage {
-        layout: Layout::for_user("Lists", &admin.user, &admin.csrf, "/lists"),
+        layout: Layout::for_user("Lists", &admin, "/lists"),
         rows,
         declared: figures.declared,
         enabled: figures.enabled,

@@ -2,6 +2,7 @@
 //! [`Layout`] every template extends, form reading that turns a bad body
 //! into a [`WebError`], and the client's address.
 
+pub mod alerts;
 pub mod audit;
 pub mod changes;
 pub mod device;

@@ -597,7 +597,7 @@ pub async fn page(State(state): State<AppState>, current: CurrentUser) -> Result
         }
     };
     let page = OverviewPage {
-        layout: Layout::for_user("Overview", &current.user, &current.csrf, "/"),
+        layout: Layout::for_user("Overview", &current, "/"),
         name: current.user.name.clone(),
         roles: current.user.roles.iter().map(|role| role.as_str()).collect(),
         parts: super::home::parts(&current),

@@ -242,7 +242,7 @@ pub async fn overview(State(state): State<AppState>, reader: RequireGovernorOrAd
     let groups = config.groups.keys().filter_map(|name| summary(&config, name, now)).collect();
     let editable = state.editor().is_some();
     let page = OverviewPage {
-        layout: Layout::for_user("Policy", &reader.user, &reader.csrf, "/policy"),
+        layout: Layout::for_user("Policy", &reader, "/policy"),
         groups,
         editable,
         admin: reader.user.has(Role::Admin),
@@ -446,7 +446,7 @@ async fn show_group(
     let days_ticked: Vec<String> =
         if adding_schedule { input.days() } else { ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec() };
     let page = GroupPage {
-        layout: Layout::for_user(&format!("Policy for {group}"), &current.user, &current.csrf, "/policy"),
+        layout: Layout::for_user(&format!("Policy for {group}"), &current, "/policy"),
         timezone: detail.timezone.clone(),
         controls: admin && editable,
         admin,

@@ -151,7 +151,7 @@ fn show(state: &AppState, reader: &RequireAnyRole, form: TestForm, asked: bool) 
         (None, "", String::new(), StatusCode::OK)
     };
     let page = TestPage {
-        layout: Layout::for_user("Test a name", &reader.user, &reader.csrf, "/test"),
+        layout: Layout::for_user("Test a name", &reader, "/test"),
         form,
         groups,
         verdict,

@@ -112,7 +112,7 @@ async fn show(
             }
         })
         .collect();
-    let page = UsersPage { layout: Layout::for_user("Users", &admin.user, &admin.csrf, "/users"), rows, add, notice };
+    let page = UsersPage { layout: Layout::for_user("Users", &admin, "/users"), rows, add, notice };
     Ok(render_with(status, &page))
 }
 
