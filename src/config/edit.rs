@@ -276,24 +276,33 @@ fn typed_number(
     range: std::ops::RangeInclusive<i64>,
 ) -> Result<i64, EditError> {
     match typed.as_deref().map(str::trim).filter(|text| !text.is_empty()) {
-        None => kept.ok_or_else(|| refuse(field, format!("write a whole number from {} to {}", range.start(), range.end()))),
+        None => {
+            kept.ok_or_else(|| refuse(field, format!("write a whole number from {} to {}", range.start(), range.end())))
+        }
         Some(text) => match text.parse::<i64>() {
             Ok(value) if range.contains(&value) => Ok(value),
-            _ => Err(refuse(
-                field,
-                format!("{text:?} is not a whole number from {} to {}", range.start(), range.end()),
-            )),
+            _ => {
+                Err(refuse(field, format!("{text:?} is not a whole number from {} to {}", range.start(), range.end())))
+            }
         },
     }
 }
 
 /// `[alerts.rules.<id>]` written whole from `edit` (the rule as it stands,
 /// or a new one when `edit.kind` is given and no rule has that id).
-fn alert_rule(file_name: &str, config: &Config, mut doc: DocumentMut, edit: &AlertRuleEdit) -> Result<Edited, EditError> {
+fn alert_rule(
+    file_name: &str,
+    config: &Config,
+    mut doc: DocumentMut,
+    edit: &AlertRuleEdit,
+) -> Result<Edited, EditError> {
     use super::alerts::{Rule, Severity, Trigger, render_rule};
     let id = edit.id.trim();
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-        return Err(refuse("id", format!("{id:?} is not a rule id: lower-case letters, digits and '-', e.g. repeated-games")));
+        return Err(refuse(
+            "id",
+            format!("{id:?} is not a rule id: lower-case letters, digits and '-', e.g. repeated-games"),
+        ));
     }
     let existing = config.alerts.rules.iter().find(|rule| rule.id == id);
     let kind = match (&edit.kind, existing) {
@@ -304,8 +313,9 @@ fn alert_rule(file_name: &str, config: &Config, mut doc: DocumentMut, edit: &Ale
         (None, Some(rule)) => rule.trigger.kind().to_string(),
         (None, None) => return Err(refuse("id", format!("there is no alert rule {id:?}"))),
     };
-    let severity = Severity::parse(edit.severity.trim())
-        .ok_or_else(|| refuse("severity", format!("{:?} is not a severity; choose high, medium or low", edit.severity)))?;
+    let severity = Severity::parse(edit.severity.trim()).ok_or_else(|| {
+        refuse("severity", format!("{:?} is not a severity; choose high, medium or low", edit.severity))
+    })?;
     let known = |id: &str| -> Result<String, EditError> {
         let id = id.trim().to_ascii_lowercase();
         known_category(&id).map(|_| id)
@@ -361,7 +371,10 @@ fn alert_rule(file_name: &str, config: &Config, mut doc: DocumentMut, edit: &Ale
             }
         }
         (other, _) => {
-            return Err(refuse("kind", format!("{other:?} is not a kind of rule; choose any, repeated, bypass or rise")));
+            return Err(refuse(
+                "kind",
+                format!("{other:?} is not a kind of rule; choose any, repeated, bypass or rise"),
+            ));
         }
     };
     let rule = Rule {
@@ -387,7 +400,9 @@ fn alert_rule(file_name: &str, config: &Config, mut doc: DocumentMut, edit: &Ale
     for (parent, key) in [(None, "alerts"), (Some("alerts"), "rules")] {
         let holder: &mut dyn TableLike = match parent {
             None => root,
-            Some(parent) => root.get_mut(parent).and_then(Item::as_table_like_mut).ok_or_else(|| not_table("[alerts]"))?,
+            Some(parent) => {
+                root.get_mut(parent).and_then(Item::as_table_like_mut).ok_or_else(|| not_table("[alerts]"))?
+            }
         };
         if !holder.contains_key(key) {
             let mut fresh = Table::new();

@@ -162,9 +162,12 @@ pub(super) async fn load(State(state): State<AppState>, request: Request, next: 
             let settings = state.settings().clone();
             let looked_up = state
                 .blocking(move |state| {
-                    let found = state
-                        .sessions()
-                        .lookup(&raw_id, crate::time::now_ms(), settings.idle_ms, settings.absolute_ms)?;
+                    let found = state.sessions().lookup(
+                        &raw_id,
+                        crate::time::now_ms(),
+                        settings.idle_ms,
+                        settings.absolute_ms,
+                    )?;
                     let Some(session) = found else { return Ok(None) };
                     let open = if page && (session.user.has(Role::Dsl) || session.user.has(Role::Admin)) {
                         let filter = crate::store::alerts::AlertFilter {

@@ -432,7 +432,10 @@ fn year_counts(year: i16, from_ms: i64, to_ms: i64, counts: &[AlertCount]) -> Ye
     let mut months: Vec<(String, CountLine)> = (0..12)
         .map(|step| {
             let (calendar, month) = if step < 4 { (year, step + 9) } else { (year + 1, step - 3) };
-            (format!("{calendar:04}-{month:02}"), CountLine::named(format!("{} {calendar}", MONTHS[month as usize - 1])))
+            (
+                format!("{calendar:04}-{month:02}"),
+                CountLine::named(format!("{} {calendar}", MONTHS[month as usize - 1])),
+            )
         })
         .collect();
     let mut categories: BTreeMap<String, CountLine> = BTreeMap::new();
@@ -611,11 +614,7 @@ fn window(config: &Config, alert: &Alert) -> (String, Search) {
             format!("client={}", super::encode(&alert.client))
         }
     };
-    let href = format!(
-        "/log?{filter}&window=custom&from={}&to={}",
-        super::encode(&from_text),
-        super::encode(&to_text)
-    );
+    let href = format!("/log?{filter}&window=custom&from={}&to={}", super::encode(&from_text), super::encode(&to_text));
     (href, search)
 }
 
@@ -949,7 +948,8 @@ fn rules_page(
     if let Some((id, form, error)) = refused
         && let Some(view) = rules.iter_mut().find(|view| view.id == id)
     {
-        let known = ["enabled", "severity", "category", "categories", "count", "minutes", "factor", "minimum", "reason"];
+        let known =
+            ["enabled", "severity", "category", "categories", "count", "minutes", "factor", "minimum", "reason"];
         let field = error.field.filter(|field| known.contains(field)).unwrap_or("form");
         view.refused(form, field, error.message);
     }
@@ -1000,7 +1000,12 @@ fn rule_edit(rule: &Rule, form: &RuleForm) -> AlertRuleEdit {
     match rule.trigger {
         Trigger::AnyAttempt { .. } => {
             edit.categories = Some(
-                form.categories.split([',', ' ', '\n']).map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect(),
+                form.categories
+                    .split([',', ' ', '\n'])
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .collect(),
             );
         }
         Trigger::Repeated { .. } => {
@@ -1255,11 +1260,7 @@ pub async fn send_test(
 }
 
 /// `POST /alerts/delivery/retry/{id}`: a given-up message queued again.
-pub async fn retry(
-    State(state): State<AppState>,
-    _dsl: RequireDsl,
-    Path(id): Path<i64>,
-) -> Result<Response, WebError> {
+pub async fn retry(State(state): State<AppState>, _dsl: RequireDsl, Path(id): Path<i64>) -> Result<Response, WebError> {
     let queued = state.blocking(move |state| state.alerts().retry(id, crate::time::now_ms())).await??;
     if !queued {
         return Err(WebError::bad("id", "that message is not one given up (it may have been sent or queued already)"));

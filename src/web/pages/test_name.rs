@@ -150,14 +150,8 @@ fn show(state: &AppState, reader: &RequireAnyRole, form: TestForm, asked: bool) 
     } else {
         (None, "", String::new(), StatusCode::OK)
     };
-    let page = TestPage {
-        layout: Layout::for_user("Test a name", &reader, "/test"),
-        form,
-        groups,
-        verdict,
-        field,
-        message,
-    };
+    let page =
+        TestPage { layout: Layout::for_user("Test a name", &reader, "/test"), form, groups, verdict, field, message };
     render_with(status, &page)
 }
 
