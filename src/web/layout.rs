@@ -5,8 +5,7 @@
 
 use std::sync::LazyLock;
 
-use super::session::CurrentUser;
-use crate::store::Role;
+use crate::store::{Role, User};
 
 pub(super) const STYLESHEET: &str = include_str!("../../web/static/hedgerow.css");
 
@@ -46,6 +45,27 @@ pub struct NavItem {
     pub badge: Option<(i64, &'static str)>,
 }
 
+/// Who a page is for: the user, the session's CSRF token, and the open
+/// alerts for the nav (implemented by the session's extractors).
+pub trait Viewer {
+    fn user(&self) -> &User;
+    fn csrf(&self) -> &str;
+    /// Alerts not acknowledged yet, when this viewer is shown them.
+    fn open_alerts(&self) -> Option<i64>;
+}
+
+impl<V: Viewer + ?Sized> Viewer for &V {
+    fn user(&self) -> &User {
+        (**self).user()
+    }
+    fn csrf(&self) -> &str {
+        (**self).csrf()
+    }
+    fn open_alerts(&self) -> Option<i64> {
+        (**self).open_alerts()
+    }
+}
+
 impl NavItem {
     fn new(href: &'static str, label: &'static str, current: bool) -> NavItem {
         NavItem { href, label, current, badge: None }
@@ -65,8 +85,8 @@ impl Layout {
     }
 
     /// For a logged-in user on the page at `path`.
-    pub fn for_user(title: &str, current: &CurrentUser, path: &str) -> Layout {
-        let (user, csrf) = (&current.user, current.csrf.as_str());
+    pub fn for_user(title: &str, current: &impl Viewer, path: &str) -> Layout {
+        let (user, csrf) = (current.user(), current.csrf());
         let mut nav = vec![NavItem::new("/", "Home", path == "/")];
         let here = |href: &str| path == href || path.starts_with(&format!("{href}/"));
         if user.has(Role::Admin) || user.has(Role::Governor) {
@@ -83,7 +103,7 @@ impl Layout {
         // Alerts (issue 14): the inbox for the DSL and admins, the counts for governors.
         if Role::ALL.iter().any(|role| user.has(*role)) {
             let mut item = NavItem::new("/alerts", "Alerts", here("/alerts"));
-            item.badge = current.open_alerts.filter(|open| *open > 0).map(|open| (open, "open"));
+            item.badge = current.open_alerts().filter(|open| *open > 0).map(|open| (open, "open"));
             nav.push(item);
         }
         // The Devices page (issue 13, devices).

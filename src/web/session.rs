@@ -55,6 +55,30 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     }
 }
 
+impl super::layout::Viewer for CurrentUser {
+    fn user(&self) -> &User {
+        &self.user
+    }
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+    fn open_alerts(&self) -> Option<i64> {
+        self.open_alerts
+    }
+}
+
+impl<R: RoleSet> super::layout::Viewer for Require<R> {
+    fn user(&self) -> &User {
+        &self.0.user
+    }
+    fn csrf(&self) -> &str {
+        &self.0.csrf
+    }
+    fn open_alerts(&self) -> Option<i64> {
+        self.0.open_alerts
+    }
+}
+
 /// A set of roles any one of which allows a route.
 pub trait RoleSet: Send + Sync + 'static {
     const ROLES: &'static [Role];
