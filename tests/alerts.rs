@@ -260,3 +260,67 @@ fn config_tail() -> String {
      group = \"pupil\"\n"
         .to_string()
 }
+
+/// `count` query-log rows of `group` in the hour starting at `hour_ms`.
+fn rows(hour_ms: i64, group: &str, count: usize, blocked: bool) -> Vec<store::QueryRecord> {
+    (0..count)
+        .map(|n| store::QueryRecord {
+            time_ms: hour_ms + 1_000 * n as i64,
+            client: ip("127.0.0.1"),
+            network: Some("pupil-wifi".into()),
+            group: Some(group.into()),
+            name: format!("n{n}.ads.test"),
+            record_type: 1,
+            decision: if blocked { "blocked" } else { "allowed" },
+            category: blocked.then(|| "ads".into()),
+            list: None,
+            response_code: if blocked { 3 } else { 0 },
+            upstream_ms: None,
+            cache_hit: false,
+            stage: Some("blocklist"),
+            reason: None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rise_in_a_groups_blocks_against_its_usual_level_raises_a_low_alert() {
+    const HOUR: i64 = 3_600_000;
+    let authority = Authority::start("127.0.0.1:0", vec![Zone::new("school.test.").a("www", "192.0.2.10")]).await;
+    let data = tempfile::tempdir().unwrap();
+    let config = config(authority.addr, data.path(), &lists(data.path()));
+    let database = config.log.database.clone();
+    std::fs::create_dir_all(data.path()).unwrap();
+    // The hour the server looks at first: the last one whose rows are all in.
+    let hour = (store::time::now_ms() - 90_000).div_euclid(HOUR) - 1;
+    let mut records = Vec::new();
+    for day in 1..=7 {
+        let then = (hour - 24 * day) * HOUR;
+        // Pupils usually have 20 blocks in that hour; guests 30.
+        records.extend(rows(then, "pupil", 20, true));
+        records.extend(rows(then, "pupil", 5, false));
+        records.extend(rows(then + 600_000, "guest", 30, true));
+    }
+    // This time pupils have 100 (five times their usual), guests 40 (not a rise).
+    records.extend(rows(hour * HOUR, "pupil", 100, true));
+    records.extend(rows(hour * HOUR, "guest", 40, true));
+    records.sort_by_key(|record| record.time_ms);
+    store::log::import_records(&database, records, &config.log.settings).unwrap();
+
+    let running = serve::start(&config).await.unwrap();
+    let alerts = wait_for(&database, "a rise", |alerts| !alerts.is_empty()).await;
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let rise = &alerts[0];
+    assert_eq!(
+        (rise.rule.as_str(), rise.severity.as_str(), rise.client.as_str(), rise.group.as_str(), rise.attempts),
+        ("rise", "low", "group:pupil", "pupil", 100)
+    );
+    assert!(rise.summary.contains("usual 20"), "{}", rise.summary);
+    assert_eq!(rise.first_ms, hour * HOUR);
+    running.stop().await;
+    // A restart looks at the same hour again and raises nothing new.
+    let running = serve::start(&config).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(AlertStore::open(&database).unwrap().count(&AlertFilter::default()).unwrap(), 1);
+    running.stop().await;
+}

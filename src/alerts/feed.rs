@@ -41,6 +41,8 @@ pub struct Sighting {
 struct Watched {
     categories: Vec<String>,
     bypass: bool,
+    /// The bypass categories' ids (found once here, not per lookup).
+    bypass_categories: Vec<&'static str>,
 }
 
 /// The sending half, held by the pipeline.
@@ -62,7 +64,10 @@ impl AlertFeed {
 
     /// Watches what `rules` match from now on (after a reload).
     pub fn watch(&self, rules: &[Rule]) {
-        let mut watched = Watched::default();
+        let mut watched = Watched {
+            bypass_categories: category::all().filter(|c| c.kind == CategoryKind::Bypass).map(|c| c.id).collect(),
+            ..Watched::default()
+        };
         for rule in rules.iter().filter(|rule| rule.enabled) {
             match &rule.trigger {
                 Trigger::AnyAttempt { categories } => watched.categories.extend(categories.iter().cloned()),
@@ -81,11 +86,7 @@ impl AlertFeed {
     #[inline]
     pub fn wants(&self, category: Option<&str>, bypass_decision: bool) -> Option<bool> {
         let watched = self.watched.load();
-        let bypass = bypass_decision
-            || category
-                .and_then(category::index_of)
-                .and_then(category::by_index)
-                .is_some_and(|c| c.kind == CategoryKind::Bypass);
+        let bypass = bypass_decision || category.is_some_and(|c| watched.bypass_categories.iter().any(|b| *b == c));
         let watched_category = category.is_some_and(|c| watched.categories.iter().any(|w| w == c));
         (watched_category || (bypass && watched.bypass)).then_some(bypass)
     }

@@ -123,7 +123,9 @@ impl Watcher {
             last_join_write: Instant::now(),
             privacy: PrivacyRules::new(&current.log.settings),
             conn,
-            rise_checked: now_ms() / HOUR_MS - 1,
+            // The hour before this one is looked at once at start (a rise
+            // already raised for it is not raised again).
+            rise_checked: (now_ms() - RISE_AFTER_MS).div_euclid(HOUR_MS) - 2,
             raised,
             store,
             config,
