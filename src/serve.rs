@@ -71,6 +71,8 @@ pub struct Running {
     _control: crate::control::ControlServer,
     /// The dashboard's and metrics' runtime; stopped with the server.
     _web: WebRuntime,
+    /// The alerts' watch thread (when the query log is on).
+    alerts: Option<crate::alerts::watch::Watch>,
 }
 
 /// The dashboard's and the metrics listener's own runtime. Their requests
@@ -181,6 +183,9 @@ impl Running {
     pub async fn stop(self) {
         self.background.iter().for_each(|task| task.abort());
         self.server.stop().await;
+        if let Some(alerts) = self.alerts {
+            let _ = tokio::task::spawn_blocking(move || alerts.stop()).await;
+        }
     }
 }
 
@@ -296,6 +301,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     if let Some(interval) = config.list_update_interval {
         background.push(tokio::spawn(update_on_schedule(reloader.clone(), interval)));
     }
+    // Alerts for the DSL (issue 14): the pipeline's feed -> the watch thread.
+    let alerts = if config.log.enabled { start_alerts(&config, &pipeline, &reloader)? } else { None };
     tracing::info!(
         udp = ?server.udp_addrs,
         tcp = ?server.tcp_addrs,
@@ -304,7 +311,35 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         source = %config.source,
         "hedgerow is serving DNS"
     );
-    Ok(Running { pipeline, server, background, config, reloader, editor, dashboard, _control: control, _web: web })
+    Ok(Running {
+        pipeline,
+        server,
+        background,
+        config,
+        reloader,
+        editor,
+        dashboard,
+        _control: control,
+        _web: web,
+        alerts,
+    })
+}
+
+/// Subscribes the alerts' feed to the pipeline and starts the thread that
+/// runs the rules on it, with the rules of the config in force.
+fn start_alerts(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    reloader: &Arc<Reloader>,
+) -> Result<Option<crate::alerts::watch::Watch>, StartError> {
+    let store = crate::store::alerts::AlertStore::open(&config.log.database)
+        .map_err(|error| StartError::Log(error.to_string()))?;
+    let (feed, receiver) = crate::alerts::feed::AlertFeed::new(&reloader.config().alerts.rules);
+    pipeline.set_alert_feed(feed);
+    let reloader = reloader.clone();
+    let watch = crate::alerts::watch::spawn(receiver, store, Arc::new(move || reloader.config()))
+        .map_err(|error| StartError::Log(error.to_string()))?;
+    Ok(Some(watch))
 }
 
 /// The figures other parts keep, read when a metrics snapshot is taken:

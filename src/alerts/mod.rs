@@ -7,7 +7,11 @@
 //! ```
 //!
 //! - [`rules`]: which attempts raise an alert and how further attempts join it.
+//! - [`feed`]: the bounded channel from the DNS path, apart from the log's.
+//! - [`watch`]: the thread that runs the engine and writes alerts, and the rise rule.
 //! - [`message`]: what an alert says, by e-mail and by webhook.
 
+pub mod feed;
 pub mod message;
 pub mod rules;
+pub mod watch;

@@ -74,6 +74,19 @@ impl Engine {
         Engine { rules, quiet_ms, open: HashMap::new(), recent: HashMap::new() }
     }
 
+    /// Takes up an incident raised before (a restart): further attempts join it.
+    pub fn resume(&mut self, incident: Incident) {
+        self.open.insert(incident.key.clone(), incident);
+    }
+
+    /// Runs `rules` from now on. Open incidents stay open; counts towards
+    /// repeated rules start again (a changed threshold counts afresh).
+    pub fn set_rules(&mut self, rules: Vec<Rule>, quiet_ms: i64) {
+        self.rules = rules;
+        self.quiet_ms = quiet_ms;
+        self.recent.clear();
+    }
+
     /// Runs every rule on `attempt`; attempts must come in time order.
     pub fn observe(&mut self, attempt: &Attempt) -> Vec<Outcome> {
         self.close_quiet(attempt.time_ms);

@@ -39,6 +39,7 @@ use super::finished::{Finished, Observer};
 use super::identify::{Client, DeviceGroup, DeviceGroupsReport, NetworkMap};
 use super::query_type;
 use super::upstream::Upstream;
+use crate::alerts::feed::{AlertFeed, Sighting};
 use crate::config::{Config, RateLimit};
 use crate::lists::compiled::CompiledLists;
 use crate::metrics::{Lookup, Metrics};
@@ -166,6 +167,9 @@ pub struct Pipeline {
     log: Option<QueryLog>,
     /// The counters `/metrics` and the overview read: atomics, fed by `finish`.
     metrics: Arc<Metrics>,
+    /// The alerts' feed: blocked and bypass lookups some rule watches, through
+    /// their own channel (set once by `serve` when the query log is on).
+    alerts: std::sync::OnceLock<AlertFeed>,
     /// The UDP addresses the listeners bound (readiness probes the first).
     listeners: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
     /// The port of the readiness probe in flight (0: none): its answer is
@@ -190,19 +194,34 @@ impl Pipeline {
             upstream: Arc::new(Upstream::new(&config.upstream)?),
             log,
             metrics,
+            alerts: std::sync::OnceLock::new(),
             listeners: std::sync::OnceLock::new(),
             probe_port: std::sync::atomic::AtomicU16::new(0),
         })
     }
 
     /// Hands a finished answer to the observers (the metrics' atomic
-    /// counters, then the query log). Never waits: a full log channel drops
-    /// and counts the row.
+    /// counters, the alerts' feed, then the query log). Never waits: a full
+    /// channel drops and counts; the alerts' channel is its own, so log
+    /// shedding never loses an alert.
     pub fn finish(&self, finished: &Finished<'_>) {
         self.metrics.finished(finished);
+        if let Some(alerts) = self.alerts.get() {
+            alerts.finished(finished);
+        }
         if let Some(log) = &self.log {
             log.finished(finished);
         }
+    }
+
+    /// Subscribes the alerts' feed (once; a second call is ignored).
+    pub fn set_alert_feed(&self, feed: AlertFeed) {
+        let _ = self.alerts.set(feed);
+    }
+
+    /// The alerts' feed, if alerts are on.
+    pub fn alert_feed(&self) -> Option<&AlertFeed> {
+        self.alerts.get()
     }
 
     /// The server's counters.
@@ -299,6 +318,9 @@ impl Pipeline {
         let (lists, safesearch) = lists_of(&current);
         let mut next = PolicySnapshot::new(config, lists, safesearch);
         self.metrics.register_groups(config.groups.keys().map(String::as_str));
+        if let Some(alerts) = self.alerts.get() {
+            alerts.watch(&config.alerts.rules);
+        }
         if next.rate_limit == current.rate_limit {
             next.rate_limiter = current.rate_limiter.clone();
         }
@@ -823,6 +845,29 @@ impl Observer for Metrics {
             rate_limited: kind == DecisionKind::Refused && decision.stage == Stage::Access && decision.group.is_some(),
             outsider: kind == DecisionKind::Refused && decision.stage == Stage::Access && decision.group.is_none(),
             upstream_latency: if stale { None } else { finished.upstream_latency },
+        });
+    }
+}
+
+/// The alerts observe blocked and bypass answers that some rule watches:
+/// for every other answer, a kind check and at most a short list compare.
+impl Observer for AlertFeed {
+    fn finished(&self, finished: &Finished<'_>) {
+        let decision = finished.decision;
+        let bypass_decision = decision.kind == DecisionKind::Bypass;
+        if decision.kind != DecisionKind::Blocked && !bypass_decision {
+            return;
+        }
+        let Some(bypass) = self.wants(decision.category.as_deref(), bypass_decision) else { return };
+        let mut buffer = [0u8; 256];
+        self.offer(Sighting {
+            time_ms: finished.time_ms,
+            source: finished.source.to_canonical(),
+            name: String::from_utf8_lossy(name::dotted(finished.name, &mut buffer)).into_owned(),
+            category: decision.category.clone(),
+            bypass,
+            network: decision.network.clone(),
+            group: decision.group.clone(),
         });
     }
 }
