@@ -58,6 +58,14 @@ async fn alerts_scenario() {
         "[[source]]\nid = \"local-harm\"\ncategory = \"self-harm\"\nformat = \"domains\"\npath = \"harm.txt\"\n",
     )
     .unwrap();
+    // E-mail to a server that is not there: messages wait in the outbox.
+    let mut text = std::fs::read_to_string(&files.config).unwrap();
+    text.push_str(
+        "\n[alerts.email]\nserver = \"127.0.0.1\"\nport = 9\nsecurity = \"none\"\n\
+         from = \"hedgerow@school.example\"\nhigh = [\"dsl@school.example\", \"head@school.example\"]\n\
+         medium = [\"dsl@school.example\"]\nweekly_digest = \"fri 16:00\"\n",
+    );
+    std::fs::write(&files.config, text).unwrap();
     let database = Config::load(&files.config).unwrap().log.database;
     let server = Hedgerow::start(&files).await;
     let users = Users::open(&database).unwrap();
@@ -86,6 +94,7 @@ async fn alerts_scenario() {
     // The nav says one alert is open; the overview too.
     let nav = browser.find("a[href='/alerts'] .nav-badge").await.text().await.unwrap();
     assert!(nav.starts_with('1'), "{nav}");
+    assert!(browser.text().await.contains("1 open alert waiting for the DSL"));
 
     // The inbox.
     browser.click("a[href='/alerts']").await;
@@ -148,7 +157,11 @@ async fn alerts_scenario() {
     assert!(browser.text().await.contains("repeated-pornography"));
     look(&browser, "06-rules").await;
     browser.goto(&server.url("/alerts/delivery")).await;
-    assert!(browser.text().await.contains("Not configured"));
+    let text = browser.text().await;
+    assert!(text.contains("127.0.0.1:9") && text.contains("Not configured"), "{text}");
+    browser.click("form[action='/alerts/delivery/test/email'] button[type=submit]").await;
+    let text = browser.text().await;
+    assert!(text.contains("[Hedgerow] Test alert") && text.contains("[Hedgerow] High alert: self-harm"), "{text}");
     look(&browser, "07-delivery").await;
     browser.click(".who form button[type=submit]").await;
 

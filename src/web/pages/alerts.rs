@@ -562,6 +562,8 @@ struct AlertView {
     why: String,
     /// The explorer for the device and an hour either side.
     log_href: String,
+    acknowledged: String,
+    resolved: String,
 }
 
 struct NoteView {
@@ -659,6 +661,8 @@ async fn show_alert(
         rule: format!("{}: {}", alert.rule, alert.summary),
         why: rule.map(|rule| rule.why.clone()).unwrap_or_default(),
         log_href,
+        acknowledged: alert.acknowledged_ms.map(|ms| super::when(state, ms)).unwrap_or_default(),
+        resolved: alert.resolved_ms.map(|ms| super::when(state, ms)).unwrap_or_default(),
         alert,
     };
     let page = AlertPage {
@@ -1213,6 +1217,7 @@ pub async fn delivery(
         weekly: digest_words(email.weekly_digest),
     });
     let flash = if let Some(channel) = text(&query.queued) {
+        let channel = if channel == "email" { "e-mail".to_string() } else { channel };
         format!(
             "A test alert by {channel} is in the outbox below; it shows as sent once it has gone (refresh the page)."
         )

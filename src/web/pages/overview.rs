@@ -390,6 +390,8 @@ struct OverviewPage {
     roles: Vec<&'static str>,
     parts: Vec<super::home::Part>,
     overview: Option<OverviewView>,
+    /// Alerts (issue 14): open alerts, for the DSL and admins.
+    open_alerts: Option<i64>,
 }
 
 /// The overview as the template shows it: charts drawn, numbers formatted.
@@ -578,6 +580,7 @@ pub fn render_figures(config: &Config, overview: &Overview) -> Result<String, We
         roles: Vec::new(),
         parts: Vec::new(),
         overview: Some(present(config, overview)),
+        open_alerts: None,
     };
     Ok(render(&page)?.0)
 }
@@ -602,6 +605,7 @@ pub async fn page(State(state): State<AppState>, current: CurrentUser) -> Result
         roles: current.user.roles.iter().map(|role| role.as_str()).collect(),
         parts: super::home::parts(&current),
         overview,
+        open_alerts: current.open_alerts,
     };
     Ok(render(&page)?.into_response())
 }
