@@ -739,6 +739,63 @@ mod tests {
     }
 
     #[test]
+    fn an_alert_rule_is_written_whole_keeping_comments_and_refused_on_its_field() {
+        let rule = |id: &str| AlertRuleEdit {
+            id: id.into(),
+            enabled: true,
+            severity: "high".into(),
+            count: Some("3".into()),
+            minutes: Some("5".into()),
+            ..AlertRuleEdit::default()
+        };
+        let edited = edit(BASE, PolicyEdit::AlertRule(rule("repeated-pornography"))).unwrap();
+        assert!(edited.text.starts_with("# The school's config") && edited.text.contains("# pupils are strict"));
+        assert!(edited.text.contains("[alerts.rules.repeated-pornography]"), "{}", edited.text);
+        assert!(!edited.text.contains("\n[alerts]\n"), "the parents stay implicit: {}", edited.text);
+        assert_eq!(edited.kind, "alert-rule");
+        assert_eq!(edited.old, "on, medium: 5 blocked lookups in pornography by one device within 10 minutes");
+        assert_eq!(edited.new, "on, high: 3 blocked lookups in pornography by one device within 5 minutes");
+        let config = Config::parse(&edited.text, "t").unwrap();
+        assert_eq!(config.alerts.written_rules, ["repeated-pornography"]);
+
+        // Written again: one table, its comment kept.
+        let commented = edited.text.replace(
+            "[alerts.rules.repeated-pornography]",
+            "# Year 9 asked for this\n[alerts.rules.repeated-pornography]",
+        );
+        let again =
+            edit(&commented, PolicyEdit::AlertRule(AlertRuleEdit { enabled: false, ..rule("repeated-pornography") }))
+                .unwrap();
+        assert_eq!(again.text.matches("[alerts.rules.repeated-pornography]").count(), 1, "{}", again.text);
+        assert!(again.text.contains("# Year 9 asked for this\n[alerts.rules.repeated-pornography]"), "{}", again.text);
+        assert!(again.text.contains("enabled = false"));
+
+        let bad = AlertRuleEdit { count: Some("lots".into()), ..rule("repeated-pornography") };
+        assert_eq!(edit(BASE, PolicyEdit::AlertRule(bad)).unwrap_err().field, Some("count"));
+        let bad = AlertRuleEdit { minutes: Some("0".into()), ..rule("repeated-pornography") };
+        assert_eq!(edit(BASE, PolicyEdit::AlertRule(bad)).unwrap_err().field, Some("minutes"));
+        let bad = AlertRuleEdit { severity: "urgent".into(), ..rule("high-risk") };
+        assert_eq!(edit(BASE, PolicyEdit::AlertRule(bad)).unwrap_err().field, Some("severity"));
+        let bad = AlertRuleEdit { categories: Some(vec!["self-harm".into(), "nonsense".into()]), ..rule("high-risk") };
+        assert_eq!(edit(BASE, PolicyEdit::AlertRule(bad)).unwrap_err().field, Some("categories"));
+        assert_eq!(edit(BASE, PolicyEdit::AlertRule(rule("no-such-rule"))).unwrap_err().field, Some("id"));
+
+        // A new repeated rule for games.
+        let games = AlertRuleEdit {
+            kind: Some("repeated".into()),
+            category: Some("games".into()),
+            severity: "low".into(),
+            ..rule("repeated-games")
+        };
+        let added = edit(BASE, PolicyEdit::AlertRule(games.clone())).unwrap();
+        assert_eq!(added.old, "(none)");
+        let config = Config::parse(&added.text, "t").unwrap();
+        let rule = config.alerts.rules.iter().find(|rule| rule.id == "repeated-games").unwrap();
+        assert_eq!(rule.describe(), "3 blocked lookups in games by one device within 5 minutes");
+        assert_eq!(edit(&added.text, PolicyEdit::AlertRule(games)).unwrap_err().field, Some("id"));
+    }
+
+    #[test]
     fn category_edits_keep_comments_and_describe_the_change() {
         let edited =
             edit(BASE, PolicyEdit::Category { group: "pupil".into(), category: "games".into(), blocked: false })
