@@ -76,8 +76,16 @@ fn config_file(dir: &Path) -> PathBuf {
 }
 
 async fn school() -> School {
+    school_with("").await
+}
+
+/// A school whose config file has `extra` appended.
+async fn school_with(extra: &str) -> School {
     let dir = tempfile::tempdir().unwrap();
     let path = config_file(dir.path());
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(extra);
+    std::fs::write(&path, text).unwrap();
     let config = Config::load(&path).unwrap();
     let running = serve::start(&config).await.unwrap();
     let state = AppState::with_policy(
@@ -371,4 +379,16 @@ async fn the_delivery_page_shows_no_secret_and_its_buttons_queue_messages() {
     assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
     assert_eq!(store.outbox_counts().unwrap().failed, 0);
     assert_eq!(school.post(&format!("/alerts/delivery/retry/{id}"), &ann, &[]).await.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_query_log_off_the_pages_say_alerts_need_it() {
+    let school = school_with("\n[log]\nenabled = false\n").await;
+    let id = seed(&school, "high", "self-harm", CLIENT, 5);
+    let dee = school.login("dee").await;
+    for path in ["/alerts".to_string(), format!("/alerts/{id}"), "/alerts/rules".into(), "/alerts/delivery".into()] {
+        let reply = school.get(&path, Some(&dee)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert!(reply.body.contains("The query log is off"), "{path}: {}", reply.body);
+    }
 }

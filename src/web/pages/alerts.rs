@@ -564,6 +564,9 @@ struct AlertView {
     log_href: String,
     acknowledged: String,
     resolved: String,
+    /// The device and its owner, a group (a rise), or "" when the device
+    /// table does not name it.
+    device: String,
 }
 
 struct NoteView {
@@ -661,6 +664,12 @@ async fn show_alert(
         rule: format!("{}: {}", alert.rule, alert.summary),
         why: rule.map(|rule| rule.why.clone()).unwrap_or_default(),
         log_href,
+        device: match (alert.client.strip_prefix("group:"), alert.device.as_str(), alert.owner.as_str()) {
+            (Some(group), _, _) => format!("the whole {group} group"),
+            (None, "", _) => String::new(),
+            (None, device, "") => device.to_string(),
+            (None, device, owner) => format!("{device}, {owner}"),
+        },
         acknowledged: alert.acknowledged_ms.map(|ms| super::when(state, ms)).unwrap_or_default(),
         resolved: alert.resolved_ms.map(|ms| super::when(state, ms)).unwrap_or_default(),
         alert,
