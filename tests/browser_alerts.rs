@@ -5,7 +5,8 @@
 //! thread); a DSL logs in, sees it in the inbox, opens it, follows the link
 //! to the device's lookups an hour either side in the explorer, is refused
 //! a resolve without a note (beside the field), acknowledges and resolves it
-//! with a note; the rules and delivery pages; a governor sees only the
+//! with a note; edits a rule (a bad count beside its field, then saved into
+//! the config file); the delivery page queues a test e-mail; a governor sees only the
 //! year's counts and is refused the alert. Screenshots of every page at
 //! desktop width and 820 px in `target/screenshots/alerts_scenario/`; each
 //! page passes the axe check.
@@ -156,6 +157,20 @@ async fn alerts_scenario() {
     browser.goto(&server.url("/alerts/rules")).await;
     assert!(browser.text().await.contains("repeated-pornography"));
     look(&browser, "06-rules").await;
+    // A rule edit: a bad count is shown beside its field, then saved.
+    browser.find("#rule-repeated-pornography summary").await.click().await.unwrap();
+    browser.fill("#repeated-pornography-count", "lots").await;
+    browser.fill("#repeated-pornography-reason", "Year 9 pattern this term").await;
+    browser.click("form[action='/alerts/rules/repeated-pornography'] button[type=submit]").await;
+    let error = browser.find("#repeated-pornography-count-error").await.text().await.unwrap();
+    assert!(error.contains("not a whole number"), "{error}");
+    look(&browser, "06-rules-bad-count").await;
+    browser.fill("#repeated-pornography-count", "3").await;
+    browser.click("form[action='/alerts/rules/repeated-pornography'] button[type=submit]").await;
+    let text = browser.text().await;
+    assert!(text.contains("Saved: alert rule repeated-pornography"), "{text}");
+    assert!(text.contains("3 blocked lookups in pornography by one device within 10 minutes"), "{text}");
+    assert!(std::fs::read_to_string(&files.config).unwrap().contains("[alerts.rules.repeated-pornography]"));
     browser.goto(&server.url("/alerts/delivery")).await;
     let text = browser.text().await;
     assert!(text.contains("127.0.0.1:9") && text.contains("Not configured"), "{text}");
