@@ -7,7 +7,12 @@
 //! ```
 //!
 //! - [`rules`]: which attempts raise an alert and how further attempts join it.
-//! - [`message`]: what an alert says, by e-mail and by webhook.
+//! - [`message`]: what an alert and a digest say, by e-mail and by webhook.
+//! - [`deliver`]: the outbox worker (retries with back-off, digests), by
+//!   [`smtp`] and [`webhook`].
 
+pub mod deliver;
 pub mod message;
 pub mod rules;
+pub mod smtp;
+pub mod webhook;
