@@ -71,6 +71,8 @@ pub struct Running {
     _control: crate::control::ControlServer,
     /// The dashboard's and metrics' runtime; stopped with the server.
     _web: WebRuntime,
+    /// The alert outbox worker (issue 14); told to stop when dropped.
+    _delivery: Option<crate::alerts::deliver::Delivery>,
 }
 
 /// The dashboard's and the metrics listener's own runtime. Their requests
@@ -296,6 +298,16 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     if let Some(interval) = config.list_update_interval {
         background.push(tokio::spawn(update_on_schedule(reloader.clone(), interval)));
     }
+    // Alert delivery (issue 14): the outbox worker sends alerts, retries and
+    // digests with the config in force at each step; only with a database.
+    let delivery = if config.log.enabled {
+        let store = store::alerts::AlertStore::open(&config.log.database)
+            .map_err(|error| StartError::Log(format!("the alert outbox: {error}")))?;
+        let reloader = reloader.clone();
+        Some(crate::alerts::deliver::spawn(store, Arc::new(move || reloader.config())))
+    } else {
+        None
+    };
     tracing::info!(
         udp = ?server.udp_addrs,
         tcp = ?server.tcp_addrs,
@@ -304,7 +316,18 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         source = %config.source,
         "hedgerow is serving DNS"
     );
-    Ok(Running { pipeline, server, background, config, reloader, editor, dashboard, _control: control, _web: web })
+    Ok(Running {
+        pipeline,
+        server,
+        background,
+        config,
+        reloader,
+        editor,
+        dashboard,
+        _control: control,
+        _web: web,
+        _delivery: delivery,
+    })
 }
 
 /// The figures other parts keep, read when a metrics snapshot is taken:
@@ -313,6 +336,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 fn install_gauges(pipeline: &Arc<Pipeline>, config: &Config) {
     let weak = Arc::downgrade(pipeline);
     let data_dir = config.data_dir.clone();
+    let outbox = config.log.enabled.then(|| store::alerts::AlertStore::open(&config.log.database).ok()).flatten();
     pipeline.metrics().set_gauges(Box::new(move |snapshot| {
         if let Some(pipeline) = weak.upgrade() {
             let (entries, bytes) = pipeline.cache_size();
@@ -324,6 +348,17 @@ fn install_gauges(pipeline: &Arc<Pipeline>, config: &Config) {
                 snapshot.log_written = log.written();
                 snapshot.log_dropped = log.dropped();
             }
+        }
+        // The alert outbox (issue 14): one count query per snapshot.
+        if let Some(outbox) = &outbox
+            && let Ok(counts) = outbox.outbox_counts()
+        {
+            snapshot.alert_messages = Some(crate::metrics::AlertMessageFigures {
+                pending: (counts.pending - counts.retrying).max(0) as u64,
+                retrying: counts.retrying.max(0) as u64,
+                failed: counts.failed.max(0) as u64,
+                sent: counts.sent.max(0) as u64,
+            });
         }
         if let Some(health) = ListHealth::read(&data_dir) {
             let now = crate::time::now_ms().max(0) as u64 / 1000;

@@ -232,9 +232,13 @@ fn digest_text(
         format!("[Hedgerow] {title}: {} {} ({counts})", alerts.len(), plural(alerts.len()))
     };
     let words: Vec<&str> = severities.iter().map(|s| s.as_str()).collect();
+    let words = match words.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    };
     let mut body = format!(
-        "Hedgerow's {kind} digest of {} alerts, from {} to {}.\n\n",
-        words.join(", "),
+        "Hedgerow's {kind} digest of {words} alerts, from {} to {}.\n\n",
         local(from_ms, timezone),
         local(upto_ms, timezone)
     );
