@@ -138,8 +138,20 @@ fn run(store: &AlertStore, config: &(dyn Fn() -> Arc<Config> + Send + Sync), sto
 pub fn step(store: &AlertStore, config: &Config, now_ms: i64) -> Result<bool, String> {
     queue_due_digests(store, config, now_ms).map_err(|error| error.to_string())?;
     let due = store.due(now_ms, BATCH).map_err(|error| error.to_string())?;
+    // A server that cannot be reached is not tried again for the rest of
+    // this round: its other messages get the same failure, not one more
+    // time-out each.
+    let mut unreachable: Vec<(Channel, String)> = Vec::new();
     for message in &due {
-        let result = send(config, message);
+        let known = unreachable.iter().find(|(channel, _)| *channel == message.channel);
+        let result = match known {
+            Some((_, error)) => Err(Failure::Retry(error.clone())),
+            None => send(config, message).inspect_err(|failure| {
+                if let Failure::Server(error) = failure {
+                    unreachable.push((message.channel, error.clone()));
+                }
+            }),
+        };
         let now = crate::time::now_ms();
         match result {
             Ok(()) => {
@@ -150,7 +162,7 @@ pub fn step(store: &AlertStore, config: &Config, now_ms: i64) -> Result<bool, St
                 tracing::warn!(id = message.id, %error, "alert message given up");
                 store.attempt_failed(message.id, &error, None, now).map_err(|error| error.to_string())?;
             }
-            Err(Failure::Retry(error)) => {
+            Err(Failure::Retry(error) | Failure::Server(error)) => {
                 let next = retry_at(message.attempts + 1, now);
                 match next {
                     Some(_) => {
@@ -168,6 +180,9 @@ pub fn step(store: &AlertStore, config: &Config, now_ms: i64) -> Result<bool, St
 enum Failure {
     /// Tried and failed: try again later.
     Retry(String),
+    /// The server could not be reached: try again later, and no other
+    /// message to it this round.
+    Server(String),
     /// The channel is no longer configured: give up.
     Unconfigured(String),
 }
@@ -175,13 +190,16 @@ enum Failure {
 fn send(config: &Config, message: &OutboxMessage) -> Result<(), Failure> {
     match message.channel {
         Channel::Email => match &config.alerts.email {
-            Some(email) => super::smtp::send(email, message).map_err(Failure::Retry),
+            Some(email) => super::smtp::send(email, message).map_err(|error| {
+                if error.whole_server { Failure::Server(error.message) } else { Failure::Retry(error.message) }
+            }),
             None => Err(Failure::Unconfigured("e-mail is no longer configured ([alerts.email] removed)".into())),
         },
         Channel::Webhook => match &config.alerts.webhook {
             Some(webhook) => {
                 let timestamp = crate::time::unix_now();
-                super::webhook::send(webhook, &message.body, timestamp).map_err(Failure::Retry)
+                // Every call goes to the one URL: any failure is the receiver's.
+                super::webhook::send(webhook, &message.body, timestamp).map_err(Failure::Server)
             }
             None => Err(Failure::Unconfigured("the webhook is no longer configured ([alerts.webhook] removed)".into())),
         },

@@ -21,21 +21,38 @@ use crate::store::alerts::OutboxMessage;
 /// How long one SMTP conversation may take (each read and write).
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Why a message was not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendError {
+    /// In words, for the outbox; never the password.
+    pub message: String,
+    /// The server could not be reached or talked to at all (connection,
+    /// TLS, time-out, the password file), so no other message would get
+    /// through now either; false when the server refused this message.
+    pub whole_server: bool,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Sends `message` (an e-mail in the outbox) as `settings` say.
-pub fn send(settings: &EmailSettings, message: &OutboxMessage) -> Result<(), String> {
+pub fn send(settings: &EmailSettings, message: &OutboxMessage) -> Result<(), SendError> {
     let password = match &settings.password {
-        Some(secret) => Some(secret.read()?),
+        Some(secret) => Some(secret.read().map_err(|message| SendError { message, whole_server: true })?),
         None => None,
     };
     let result = send_with(settings, message, password.as_deref());
     result.map_err(|error| match &password {
-        Some(password) => blank(&error, password),
+        Some(password) => SendError { message: blank(&error.message, password), ..error },
         None => error,
     })
 }
 
-fn send_with(settings: &EmailSettings, message: &OutboxMessage, password: Option<&str>) -> Result<(), String> {
-    let email = build(settings, message)?;
+fn send_with(settings: &EmailSettings, message: &OutboxMessage, password: Option<&str>) -> Result<(), SendError> {
+    let email = build(settings, message).map_err(|message| SendError { message, whole_server: false })?;
     let mut builder = SmtpTransport::builder_dangerous(settings.server.as_str())
         .port(settings.port)
         .timeout(Some(TIMEOUT))
@@ -48,7 +65,13 @@ fn send_with(settings: &EmailSettings, message: &OutboxMessage, password: Option
         builder = builder.credentials(Credentials::new(username.clone(), password.unwrap_or_default().to_string()));
     }
     let transport = builder.build();
-    transport.send(&email).map(|_| ()).map_err(|error| describe(&error, settings))
+    transport.send(&email).map(|_| ()).map_err(|error| {
+        let message = describe(&error, settings);
+        // A refusal of this message (a 4xx or 5xx answer to it) says
+        // nothing of the others, unless it refused the login (535).
+        let refused = error.is_permanent() || error.is_transient();
+        SendError { whole_server: !refused || message.contains("535"), message }
+    })
 }
 
 /// The message as it goes out: From, To, Subject, Date, a Message-ID that
@@ -76,7 +99,11 @@ pub fn build(settings: &EmailSettings, message: &OutboxMessage) -> Result<Messag
 
 /// TLS for `settings.server`: the usual public roots, and the PEM
 /// certificates of `ca_file` when set (a school relay with its own CA).
-fn tls_parameters(settings: &EmailSettings) -> Result<TlsParameters, String> {
+fn tls_parameters(settings: &EmailSettings) -> Result<TlsParameters, SendError> {
+    tls_parameters_text(settings).map_err(|message| SendError { message, whole_server: true })
+}
+
+fn tls_parameters_text(settings: &EmailSettings) -> Result<TlsParameters, String> {
     let mut builder = TlsParameters::builder(settings.server.clone());
     if let Some(file) = &settings.ca_file {
         let pem =
@@ -189,6 +216,8 @@ mod tests {
             ..settings()
         };
         let error = send(&settings, &message()).unwrap_err();
+        assert!(error.whole_server);
+        let error = error.message;
         assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
         assert_eq!(blank("AUTH failed for hunter2", "hunter2"), "AUTH failed for ********");
