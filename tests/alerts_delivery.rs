@@ -385,3 +385,21 @@ fn a_due_digest_is_queued_once_and_sent() {
     let upto = store.digest_upto("daily").unwrap().unwrap();
     assert!(upto >= latest, "{upto} {latest}");
 }
+
+#[test]
+fn a_wrong_password_is_refused_retried_and_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let section = alerts_section(dir.path(), smtp.addr().port(), NO_DIGESTS);
+    std::fs::write(dir.path().join("smtp-password"), "not-the-password-42\n").unwrap();
+    let config = Config::parse(&format!("{NETWORK}{section}"), "school.toml").unwrap();
+    let store = AlertStore::open(&dir.path().join("h.db")).unwrap();
+    store.raise(&high_alert(1), hedgerow::time::now_ms(), |a| alert_messages(a, &config.alerts)).unwrap();
+    deliver::step(&store, &config, hedgerow::time::now_ms()).unwrap();
+    let failed = store.outbox(10).unwrap().remove(0);
+    let error = failed.last_error.clone().unwrap();
+    assert_eq!((failed.state.as_str(), failed.attempts), ("pending", 1), "{failed:?}");
+    assert!(error.contains("535") && !error.contains("not-the-password"), "{error}");
+    assert_eq!(smtp.failed_logins(), [USER]);
+    assert!(smtp.messages().is_empty());
+}

@@ -100,27 +100,28 @@ pub fn spawn(store: AlertStore, config: Arc<dyn Fn() -> Arc<Config> + Send + Syn
 fn run(store: &AlertStore, config: &(dyn Fn() -> Arc<Config> + Send + Sync), stop: &(Mutex<bool>, Condvar)) {
     let mut failing: Option<String> = None;
     loop {
-        let full = match step(store, &config(), now_ms()) {
+        let wait = match step(store, &config(), now_ms()) {
             Ok(full) => {
                 if failing.take().is_some() {
                     tracing::info!("alert delivery can read and write its database again");
                 }
-                full
+                if full {
+                    Duration::ZERO
+                } else {
+                    match store.next_due() {
+                        Ok(Some(next)) => {
+                            Duration::from_millis((next - now_ms()).clamp(0, POLL.as_millis() as i64) as u64)
+                        }
+                        _ => POLL,
+                    }
+                }
             }
             Err(error) => {
                 if failing.as_deref() != Some(error.as_str()) {
                     tracing::warn!(%error, "alert delivery cannot use its database; trying again every second");
                     failing = Some(error);
                 }
-                false
-            }
-        };
-        let wait = if full {
-            Duration::ZERO
-        } else {
-            match store.next_due() {
-                Ok(Some(next)) => Duration::from_millis((next - now_ms()).clamp(0, POLL.as_millis() as i64) as u64),
-                _ => POLL,
+                POLL
             }
         };
         let (stopped, wake) = stop;
@@ -134,9 +135,12 @@ fn run(store: &AlertStore, config: &(dyn Fn() -> Arc<Config> + Send + Sync), sto
 }
 
 /// One round at `now_ms`: queues due digests, then sends up to a batch of
-/// due messages. True when the batch was full (more may be waiting).
+/// due messages with `config`. True when the batch was full (more may be
+/// waiting). An error is the database's.
 pub fn step(store: &AlertStore, config: &Config, now_ms: i64) -> Result<bool, String> {
-    queue_due_digests(store, config, now_ms).map_err(|error| error.to_string())?;
+    // A digest that cannot be queued must not hold up the alerts: it is
+    // reported after them, and tried again next round.
+    let digests = queue_due_digests(store, config, now_ms);
     let due = store.due(now_ms, BATCH).map_err(|error| error.to_string())?;
     // A server that cannot be reached is not tried again for the rest of
     // this round: its other messages get the same failure, not one more
@@ -174,6 +178,7 @@ pub fn step(store: &AlertStore, config: &Config, now_ms: i64) -> Result<bool, St
             }
         }
     }
+    digests.map_err(|error| format!("cannot queue a digest: {error}"))?;
     Ok(due.len() == BATCH)
 }
 
