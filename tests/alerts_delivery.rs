@@ -403,3 +403,31 @@ fn a_wrong_password_is_refused_retried_and_never_shown() {
     assert_eq!(smtp.failed_logins(), [USER]);
     assert!(smtp.messages().is_empty());
 }
+
+#[test]
+fn implicit_tls_and_a_plain_local_relay_work_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = AlertStore::open(&dir.path().join("h.db")).unwrap();
+    // TLS from the first byte (port 465 style), with AUTH.
+    let tls = SmtpServer::start(SmtpOptions { implicit_tls: true, ..SmtpOptions::default() });
+    let section = alerts_section(dir.path(), tls.addr().port(), NO_DIGESTS).replace("\"starttls\"", "\"tls\"");
+    let config = Config::parse(&format!("{NETWORK}{section}"), "school.toml").unwrap();
+    store.raise(&high_alert(1), hedgerow::time::now_ms(), |a| alert_messages(a, &config.alerts)).unwrap();
+    deliver::step(&store, &config, hedgerow::time::now_ms()).unwrap();
+    let mail = tls.wait_for(1, Duration::from_secs(5));
+    assert!(mail[0].tls && mail[0].user.as_deref() == Some(USER), "{mail:?}");
+
+    // A relay on this machine with no encryption and no login.
+    let relay = SmtpServer::start(SmtpOptions { require_tls: false, credentials: None, ..SmtpOptions::default() });
+    let section = format!(
+        "[alerts.email]\nserver = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"hedgerow@school.example\"\n\
+         high = [\"{DSL}\"]\n{NO_DIGESTS}",
+        relay.addr().port()
+    );
+    let config = Config::parse(&format!("{NETWORK}{section}"), "school.toml").unwrap();
+    store.raise(&high_alert(2), hedgerow::time::now_ms(), |a| alert_messages(a, &config.alerts)).unwrap();
+    deliver::step(&store, &config, hedgerow::time::now_ms()).unwrap();
+    let mail = relay.wait_for(1, Duration::from_secs(5));
+    assert!(!mail[0].tls && mail[0].user.is_none() && mail[0].rcpt_to == [DSL], "{mail:?}");
+    assert_eq!(store.outbox_counts().unwrap().sent, 2);
+}

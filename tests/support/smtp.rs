@@ -1,6 +1,7 @@
 //! A real SMTP server on loopback for the alert delivery tests, hand-written
 //! on tokio + tokio-rustls: EHLO/HELO, STARTTLS (the certificate in
-//! tests/fixtures/dashboard-tls, for `localhost` and 127.0.0.1), AUTH PLAIN
+//! tests/fixtures/dashboard-tls, for `localhost` and 127.0.0.1) or TLS from
+//! the first byte, AUTH PLAIN
 //! and LOGIN (checking the password), MAIL/RCPT/DATA, RSET, NOOP, QUIT.
 //! Each accepted message is recorded with its envelope, its data and how it
 //! came (over TLS, as which user). It runs on its own thread and runtime,
@@ -33,6 +34,8 @@ pub struct SmtpOptions {
     pub port: u16,
     /// Offer STARTTLS, and refuse AUTH and MAIL before it.
     pub require_tls: bool,
+    /// TLS from the first byte (port 465 style) instead of STARTTLS.
+    pub implicit_tls: bool,
     /// The user and password AUTH must give; `None`: no AUTH offered or needed.
     pub credentials: Option<(String, String)>,
     /// The AUTH mechanisms offered, of "PLAIN" and "LOGIN".
@@ -44,6 +47,7 @@ impl Default for SmtpOptions {
         SmtpOptions {
             port: 0,
             require_tls: true,
+            implicit_tls: false,
             credentials: Some((USER.into(), PASSWORD.into())),
             mechanisms: vec!["PLAIN", "LOGIN"],
         }
@@ -206,7 +210,12 @@ async fn serve(
             let (options, seen, acceptor) = (options.clone(), seen.clone(), acceptor.clone());
             tokio::spawn(async move {
                 let mut session = Session { options, seen, tls: false, user: None };
-                if let Ok(Some(plain)) = session.talk(stream, true).await {
+                if session.options.implicit_tls {
+                    if let Ok(secure) = acceptor.accept(stream).await {
+                        session.tls = true;
+                        let _ = session.talk(secure, true).await;
+                    }
+                } else if let Ok(Some(plain)) = session.talk(stream, true).await {
                     if let Ok(secure) = acceptor.accept(plain).await {
                         session.tls = true;
                         let _ = session.talk(secure, false).await;
