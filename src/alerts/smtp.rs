@@ -18,7 +18,8 @@ use lettre::{SmtpTransport, Transport};
 use crate::config::alerts::{EmailSettings, SmtpSecurity};
 use crate::store::alerts::OutboxMessage;
 
-/// How long one SMTP conversation may take (each read and write).
+/// How long each step of a conversation with the SMTP server (connecting,
+/// each read and write) may take.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why a message was not sent.
