@@ -259,6 +259,8 @@ impl Metrics {
             reloads_ok: self.reloads_ok.load(Relaxed),
             reloads_failed: self.reloads_failed.load(Relaxed),
             alert_messages: None,
+            alerts_by_state: None,
+            alert_lookups_dropped: 0,
         };
         if let Some(gauges) = self.gauges.get() {
             gauges(&mut snapshot);
@@ -368,6 +370,10 @@ pub struct Snapshot {
     /// The alert outbox by state, read from the database when the snapshot
     /// is taken; `None` without a database.
     pub alert_messages: Option<AlertMessageFigures>,
+    /// Alerts open, acknowledged and resolved (from the database), and the
+    /// lookups that could have raised one but found the alerts' channel full.
+    pub alerts_by_state: Option<[u64; 3]>,
+    pub alert_lookups_dropped: u64,
 }
 
 /// The alert outbox's messages in each state; the states do not overlap.

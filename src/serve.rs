@@ -373,6 +373,7 @@ fn install_gauges(pipeline: &Arc<Pipeline>, config: &Config) {
                 snapshot.log_written = log.written();
                 snapshot.log_dropped = log.dropped();
             }
+            snapshot.alert_lookups_dropped = pipeline.alert_feed().map_or(0, |feed| feed.dropped());
         }
         // The alert outbox (issue 14): one count query per snapshot.
         if let Some(outbox) = &outbox
@@ -384,6 +385,11 @@ fn install_gauges(pipeline: &Arc<Pipeline>, config: &Config) {
                 failed: counts.failed.max(0) as u64,
                 sent: counts.sent.max(0) as u64,
             });
+        }
+        if let Some(store) = &outbox
+            && let Ok(states) = store.state_counts()
+        {
+            snapshot.alerts_by_state = Some(states.map(|count| count.max(0) as u64));
         }
         if let Some(health) = ListHealth::read(&data_dir) {
             let now = crate::time::now_ms().max(0) as u64 / 1000;

@@ -151,6 +151,19 @@ pub fn prometheus(snapshot: &Snapshot) -> String {
             let _ = writeln!(o, "hedgerow_alert_messages{{state=\"{state}\"}} {count}");
         }
     }
+    family(o, "hedgerow_alerts", "gauge", "Alerts for the DSL by state (open: not yet acknowledged).");
+    if let Some(states) = snapshot.alerts_by_state {
+        for (state, count) in ["open", "acknowledged", "resolved"].into_iter().zip(states) {
+            let _ = writeln!(o, "hedgerow_alerts{{state=\"{state}\"}} {count}");
+        }
+    }
+    one(
+        o,
+        "hedgerow_alert_lookups_dropped_total",
+        "counter",
+        "Lookups that could have raised an alert, dropped because the alerts' channel was full.",
+        snapshot.alert_lookups_dropped,
+    );
     family(o, "hedgerow_reloads_total", "counter", "Reloads (config and lists, or lists) by result.");
     let _ = writeln!(o, "hedgerow_reloads_total{{result=\"success\"}} {}", snapshot.reloads_ok);
     let _ = writeln!(o, "hedgerow_reloads_total{{result=\"failure\"}} {}", snapshot.reloads_failed);
@@ -173,6 +186,12 @@ mod tests {
             Some(crate::metrics::AlertMessageFigures { pending: 1, retrying: 2, failed: 3, sent: 4 });
         let text = prometheus(&snapshot);
         assert!(text.contains("hedgerow_alert_messages{state=\"retrying\"} 2\n"), "{text}");
+        snapshot.alerts_by_state = Some([5, 1, 9]);
+        snapshot.alert_lookups_dropped = 3;
+        let text = prometheus(&snapshot);
+        assert!(text.contains("hedgerow_alerts{state=\"open\"} 5\n"), "{text}");
+        assert!(text.contains("hedgerow_alerts{state=\"resolved\"} 9\n"), "{text}");
+        assert!(text.contains("hedgerow_alert_lookups_dropped_total 3\n"), "{text}");
         assert!(text.contains("hedgerow_lookups_total{group=\"pu\\\"pil\",decision=\"blocked\"} 1\n"), "{text}");
         assert!(text.contains("hedgerow_upstream_latency_seconds_bucket{le=\"0.005\"} 1\n"), "{text}");
         assert!(text.contains("hedgerow_upstream_latency_seconds_bucket{le=\"+Inf\"} 1\n"), "{text}");
