@@ -258,6 +258,9 @@ impl Metrics {
             listed_names: 0,
             reloads_ok: self.reloads_ok.load(Relaxed),
             reloads_failed: self.reloads_failed.load(Relaxed),
+            alert_messages: None,
+            alerts_by_state: None,
+            alert_lookups_dropped: 0,
         };
         if let Some(gauges) = self.gauges.get() {
             gauges(&mut snapshot);
@@ -364,6 +367,25 @@ pub struct Snapshot {
     pub listed_names: u64,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+    /// The alert outbox by state, read from the database when the snapshot
+    /// is taken; `None` without a database.
+    pub alert_messages: Option<AlertMessageFigures>,
+    /// Alerts open, acknowledged and resolved (from the database), and the
+    /// lookups that could have raised one but found the alerts' channel full.
+    pub alerts_by_state: Option<[u64; 3]>,
+    pub alert_lookups_dropped: u64,
+}
+
+/// The alert outbox's messages in each state; the states do not overlap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AlertMessageFigures {
+    /// Waiting for their first attempt.
+    pub pending: u64,
+    /// Failed at least once, to be tried again.
+    pub retrying: u64,
+    /// Given up: shown in the dashboard until someone queues them again.
+    pub failed: u64,
+    pub sent: u64,
 }
 
 #[cfg(test)]

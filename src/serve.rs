@@ -73,6 +73,8 @@ pub struct Running {
     _web: WebRuntime,
     /// The alerts' watch thread (when the query log is on).
     alerts: Option<crate::alerts::watch::Watch>,
+    /// The alert outbox worker (issue 14); told to stop when dropped.
+    _delivery: Option<crate::alerts::deliver::Delivery>,
 }
 
 /// The dashboard's and the metrics listener's own runtime. Their requests
@@ -301,8 +303,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     if let Some(interval) = config.list_update_interval {
         background.push(tokio::spawn(update_on_schedule(reloader.clone(), interval)));
     }
-    // Alerts for the DSL (issue 14): the pipeline's feed -> the watch thread.
-    let alerts = if config.log.enabled { start_alerts(&config, &pipeline, &reloader)? } else { None };
+    // Alerts for the DSL (issue 14), kept in the database: only with the query log on.
+    let (alerts, delivery) = if config.log.enabled {
+        let (watch, delivery) = start_alerts(&config, &pipeline, &reloader)?;
+        (Some(watch), Some(delivery))
+    } else {
+        (None, None)
+    };
     tracing::info!(
         udp = ?server.udp_addrs,
         tcp = ?server.tcp_addrs,
@@ -322,24 +329,30 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         _control: control,
         _web: web,
         alerts,
+        _delivery: delivery,
     })
 }
 
 /// Subscribes the alerts' feed to the pipeline and starts the thread that
-/// runs the rules on it, with the rules of the config in force.
+/// runs the rules on it (the pipeline's feed -> the watch thread -> alerts and
+/// their messages in the database), and the outbox worker that sends the
+/// messages, retries and digests; both read the config in force at each step.
 fn start_alerts(
     config: &Config,
     pipeline: &Arc<Pipeline>,
     reloader: &Arc<Reloader>,
-) -> Result<Option<crate::alerts::watch::Watch>, StartError> {
+) -> Result<(crate::alerts::watch::Watch, crate::alerts::deliver::Delivery), StartError> {
     let store = crate::store::alerts::AlertStore::open(&config.log.database)
-        .map_err(|error| StartError::Log(error.to_string()))?;
+        .map_err(|error| StartError::Log(format!("alerts: {error}")))?;
+    let in_force: crate::alerts::watch::ConfigFn = {
+        let reloader = reloader.clone();
+        Arc::new(move || reloader.config())
+    };
     let (feed, receiver) = crate::alerts::feed::AlertFeed::new(&reloader.config().alerts.rules);
     pipeline.set_alert_feed(feed);
-    let reloader = reloader.clone();
-    let watch = crate::alerts::watch::spawn(receiver, store, Arc::new(move || reloader.config()))
+    let watch = crate::alerts::watch::spawn(receiver, store.clone(), in_force.clone())
         .map_err(|error| StartError::Log(error.to_string()))?;
-    Ok(Some(watch))
+    Ok((watch, crate::alerts::deliver::spawn(store, in_force)))
 }
 
 /// The figures other parts keep, read when a metrics snapshot is taken:
@@ -348,6 +361,7 @@ fn start_alerts(
 fn install_gauges(pipeline: &Arc<Pipeline>, config: &Config) {
     let weak = Arc::downgrade(pipeline);
     let data_dir = config.data_dir.clone();
+    let outbox = config.log.enabled.then(|| store::alerts::AlertStore::open(&config.log.database).ok()).flatten();
     pipeline.metrics().set_gauges(Box::new(move |snapshot| {
         if let Some(pipeline) = weak.upgrade() {
             let (entries, bytes) = pipeline.cache_size();
@@ -359,6 +373,23 @@ fn install_gauges(pipeline: &Arc<Pipeline>, config: &Config) {
                 snapshot.log_written = log.written();
                 snapshot.log_dropped = log.dropped();
             }
+            snapshot.alert_lookups_dropped = pipeline.alert_feed().map_or(0, |feed| feed.dropped());
+        }
+        // The alert outbox (issue 14): one count query per snapshot.
+        if let Some(outbox) = &outbox
+            && let Ok(counts) = outbox.outbox_counts()
+        {
+            snapshot.alert_messages = Some(crate::metrics::AlertMessageFigures {
+                pending: (counts.pending - counts.retrying).max(0) as u64,
+                retrying: counts.retrying.max(0) as u64,
+                failed: counts.failed.max(0) as u64,
+                sent: counts.sent.max(0) as u64,
+            });
+        }
+        if let Some(store) = &outbox
+            && let Ok(states) = store.state_counts()
+        {
+            snapshot.alerts_by_state = Some(states.map(|count| count.max(0) as u64));
         }
         if let Some(health) = ListHealth::read(&data_dir) {
             let now = crate::time::now_ms().max(0) as u64 / 1000;

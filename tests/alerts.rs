@@ -324,3 +324,46 @@ async fn a_rise_in_a_groups_blocks_against_its_usual_level_raises_a_low_alert() 
     assert_eq!(AlertStore::open(&database).unwrap().count(&AlertFilter::default()).unwrap(), 1);
     running.stop().await;
 }
+
+/// The whole way: a pupil's lookup of a self-harm name, answered NXDOMAIN,
+/// becomes an e-mail to the DSL at a real SMTP server (STARTTLS, AUTH), and
+/// its outbox row is marked sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_risk_lookup_reaches_the_dsl_by_email() {
+    use support::smtp::{PASSWORD, SmtpOptions, SmtpServer, USER};
+    let authority = Authority::start("127.0.0.1:0", vec![Zone::new("school.test.").a("www", "192.0.2.10")]).await;
+    let data = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let password = data.path().join("smtp-password");
+    std::fs::write(&password, PASSWORD).unwrap();
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dashboard-tls/cert.pem");
+    let lists = lists(data.path());
+    let email = format!(
+        "[alerts]\ndashboard_url = \"https://filter.school.example\"\n[alerts.email]\nserver = \"127.0.0.1\"\n\
+         port = {}\nusername = \"{USER}\"\npassword_file = {:?}\nca_file = {:?}\n\
+         from = \"hedgerow@school.example\"\nhigh = [\"dsl@school.example\"]\n",
+        smtp.addr().port(),
+        password.display().to_string(),
+        ca.display().to_string()
+    );
+    let text = support::config::forwarding_text(authority.addr, data.path(), &lists, "127.0.0.1:0", &email);
+    let mut config = Config::parse(&format!("{text}{}", config_tail()), "email").unwrap();
+    config.dashboard.listen.clear();
+    let running = serve::start(&config).await.unwrap();
+    let server = running.udp_addrs()[0];
+
+    query_udp_from(ip("127.0.0.1"), server, "harm.test", RecordType::A).await;
+    let mail = tokio::task::spawn_blocking(move || smtp.wait_for(1, Duration::from_secs(15)).remove(0)).await.unwrap();
+    assert!(mail.tls && mail.user.as_deref() == Some(USER), "STARTTLS and AUTH: {mail:?}");
+    assert_eq!(mail.rcpt_to, ["dsl@school.example"]);
+    assert_eq!(mail.header("Subject").as_deref(), Some("[Hedgerow] High alert: self-harm, 127.0.0.1"));
+    let body = mail.text();
+    assert!(body.contains("harm.test") && body.contains("https://filter.school.example/alerts/1"), "{body}");
+    let store = AlertStore::open(&config.log.database).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.outbox(10).unwrap()[0].state != "sent" {
+        assert!(Instant::now() < deadline, "{:#?}", store.outbox(10).unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.stop().await;
+}

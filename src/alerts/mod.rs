@@ -9,9 +9,14 @@
 //! - [`rules`]: which attempts raise an alert and how further attempts join it.
 //! - [`feed`]: the bounded channel from the DNS path, apart from the log's.
 //! - [`watch`]: the thread that runs the engine and writes alerts, and the rise rule.
-//! - [`message`]: what an alert says, by e-mail and by webhook.
+//! - [`message`]: what an alert and a digest say, by e-mail and by webhook.
+//! - [`deliver`]: the outbox worker (retries with back-off, digests), by
+//!   [`smtp`] and [`webhook`].
 
+pub mod deliver;
 pub mod feed;
 pub mod message;
 pub mod rules;
+pub mod smtp;
 pub mod watch;
+pub mod webhook;

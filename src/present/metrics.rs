@@ -134,6 +134,36 @@ pub fn prometheus(snapshot: &Snapshot) -> String {
         "Query log rows not written (the writer fell behind or the disk was full).",
         snapshot.log_dropped,
     );
+    family(
+        o,
+        "hedgerow_alert_messages",
+        "gauge",
+        "Alert messages in the outbox by state: pending (not yet tried), retrying (failed, to be tried again), \
+         failed (given up), sent.",
+    );
+    if let Some(outbox) = &snapshot.alert_messages {
+        for (state, count) in [
+            ("pending", outbox.pending),
+            ("retrying", outbox.retrying),
+            ("failed", outbox.failed),
+            ("sent", outbox.sent),
+        ] {
+            let _ = writeln!(o, "hedgerow_alert_messages{{state=\"{state}\"}} {count}");
+        }
+    }
+    family(o, "hedgerow_alerts", "gauge", "Alerts for the DSL by state (open: not yet acknowledged).");
+    if let Some(states) = snapshot.alerts_by_state {
+        for (state, count) in ["open", "acknowledged", "resolved"].into_iter().zip(states) {
+            let _ = writeln!(o, "hedgerow_alerts{{state=\"{state}\"}} {count}");
+        }
+    }
+    one(
+        o,
+        "hedgerow_alert_lookups_dropped_total",
+        "counter",
+        "Lookups that could have raised an alert, dropped because the alerts' channel was full.",
+        snapshot.alert_lookups_dropped,
+    );
     family(o, "hedgerow_reloads_total", "counter", "Reloads (config and lists, or lists) by result.");
     let _ = writeln!(o, "hedgerow_reloads_total{{result=\"success\"}} {}", snapshot.reloads_ok);
     let _ = writeln!(o, "hedgerow_reloads_total{{result=\"failure\"}} {}", snapshot.reloads_failed);
@@ -151,7 +181,17 @@ mod tests {
         metrics.register_groups(["pu\"pil"]);
         metrics.record(&Lookup { group: Some("pu\"pil"), decision: 1, ..Lookup::default() });
         metrics.observe_upstream(std::time::Duration::from_millis(3));
-        let text = prometheus(&metrics.snapshot());
+        let mut snapshot = metrics.snapshot();
+        snapshot.alert_messages =
+            Some(crate::metrics::AlertMessageFigures { pending: 1, retrying: 2, failed: 3, sent: 4 });
+        let text = prometheus(&snapshot);
+        assert!(text.contains("hedgerow_alert_messages{state=\"retrying\"} 2\n"), "{text}");
+        snapshot.alerts_by_state = Some([5, 1, 9]);
+        snapshot.alert_lookups_dropped = 3;
+        let text = prometheus(&snapshot);
+        assert!(text.contains("hedgerow_alerts{state=\"open\"} 5\n"), "{text}");
+        assert!(text.contains("hedgerow_alerts{state=\"resolved\"} 9\n"), "{text}");
+        assert!(text.contains("hedgerow_alert_lookups_dropped_total 3\n"), "{text}");
         assert!(text.contains("hedgerow_lookups_total{group=\"pu\\\"pil\",decision=\"blocked\"} 1\n"), "{text}");
         assert!(text.contains("hedgerow_upstream_latency_seconds_bucket{le=\"0.005\"} 1\n"), "{text}");
         assert!(text.contains("hedgerow_upstream_latency_seconds_bucket{le=\"+Inf\"} 1\n"), "{text}");

@@ -569,6 +569,20 @@ impl AlertStore {
         rows.collect::<Result<_, _>>().map_err(StoreError::sqlite(db, "count the alerts"))
     }
 
+    /// How many alerts are open, acknowledged and resolved (for `/metrics`).
+    pub fn state_counts(&self) -> Result<[i64; 3], StoreError> {
+        let db = &self.database;
+        let conn = schema::open(db, Purpose::Read)?;
+        conn.query_row(
+            "SELECT count(*) FILTER (WHERE state = 'open'), count(*) FILTER (WHERE state = 'acknowledged'),
+                    count(*) FILTER (WHERE state = 'resolved')
+             FROM alerts",
+            [],
+            |row| Ok([row.get(0)?, row.get(1)?, row.get(2)?]),
+        )
+        .map_err(StoreError::sqlite(db, "count the alerts"))
+    }
+
     /// Queues messages not about one alert (a digest, a test). Returns their ids.
     pub fn enqueue(&self, messages: &[NewMessage], now_ms: i64) -> Result<Vec<i64>, StoreError> {
         let db = &self.database;

@@ -12,3 +12,4 @@ pub mod dashboard;
 pub mod http;
 pub mod router;
 pub mod server;
+pub mod smtp;
