@@ -359,6 +359,11 @@ async fn a_high_risk_lookup_reaches_the_dsl_by_email() {
     assert_eq!(mail.header("Subject").as_deref(), Some("[Hedgerow] High alert: self-harm, 127.0.0.1"));
     let body = mail.text();
     assert!(body.contains("harm.test") && body.contains("https://filter.school.example/alerts/1"), "{body}");
+    // Times in the school's zone (Europe/London by default), as the dashboard shows them.
+    assert!(
+        body.lines().any(|line| line.starts_with("Time:") && (line.ends_with(" GMT") || line.ends_with(" BST"))),
+        "{body}"
+    );
     let store = AlertStore::open(&config.log.database).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while store.outbox(10).unwrap()[0].state != "sent" {

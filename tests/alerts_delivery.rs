@@ -92,7 +92,7 @@ fn high_alert(first_ms: i64) -> NewAlert {
 /// Raises `alert` as the watch thread would: stored with its messages.
 fn raise(config: &Config, alert: &NewAlert) -> (AlertStore, i64) {
     let store = AlertStore::open(&config.log.database).unwrap();
-    let raised = store.raise(alert, hedgerow::time::now_ms(), |a| alert_messages(a, &config.alerts)).unwrap();
+    let raised = store.raise(alert, hedgerow::time::now_ms(), |a| alert_messages(a, &config)).unwrap();
     (store, raised.id)
 }
 
@@ -276,9 +276,9 @@ fn the_webhook_is_signed_retried_on_an_error_status_and_given_up_when_removed() 
     let config = Arc::new(Config::parse(&text, "school.toml").unwrap());
     let store = AlertStore::open(&dir.path().join("h.db")).unwrap();
     let alert = NewAlert { severity: "medium".into(), rule: "bypass".into(), category: None, ..high_alert(1) };
-    let raised = store.raise(&alert, hedgerow::time::now_ms(), |a| alert_messages(a, &config.alerts)).unwrap();
+    let raised = store.raise(&alert, hedgerow::time::now_ms(), |a| alert_messages(a, &config)).unwrap();
     let second = NewAlert { client: "127.0.0.9".into(), device: "laptop-3".into(), ..alert.clone() };
-    store.raise(&second, hedgerow::time::now_ms(), |a| alert_messages(a, &config.alerts)).unwrap();
+    store.raise(&second, hedgerow::time::now_ms(), |a| alert_messages(a, &config)).unwrap();
 
     // The first call gets a 500: recorded, and put off 30 s; the second
     // message is not sent to a receiver that just failed, but put off too.
@@ -329,7 +329,7 @@ fn the_webhook_is_signed_retried_on_an_error_status_and_given_up_when_removed() 
     assert!(!signature_verifies("another-secret", last, &last.body));
 
     // With [alerts.webhook] gone, a queued call is given up, saying why.
-    store.raise(&alert, hedgerow::time::now_ms(), |a| alert_messages(a, &config.alerts)).unwrap();
+    store.raise(&alert, hedgerow::time::now_ms(), |a| alert_messages(a, &config)).unwrap();
     let without = Config::parse(NETWORK, "school.toml").unwrap();
     deliver::step(&store, &without, hedgerow::time::now_ms()).unwrap();
     let given_up = wait_outbox(&store, Duration::from_secs(1), |m| m.state == "failed");
@@ -357,7 +357,7 @@ fn a_due_digest_is_queued_once_and_sent() {
             attempts: 5,
             ..high_alert(day_ago)
         };
-        store.raise(&medium, now, |a| alert_messages(a, &config.alerts)).unwrap();
+        store.raise(&medium, now, |a| alert_messages(a, &config)).unwrap();
     }
     assert!(store.outbox(10).unwrap().is_empty(), "medium alerts wait for the digest");
 
@@ -394,7 +394,7 @@ fn a_wrong_password_is_refused_retried_and_never_shown() {
     std::fs::write(dir.path().join("smtp-password"), "not-the-password-42\n").unwrap();
     let config = Config::parse(&format!("{NETWORK}{section}"), "school.toml").unwrap();
     let store = AlertStore::open(&dir.path().join("h.db")).unwrap();
-    store.raise(&high_alert(1), hedgerow::time::now_ms(), |a| alert_messages(a, &config.alerts)).unwrap();
+    store.raise(&high_alert(1), hedgerow::time::now_ms(), |a| alert_messages(a, &config)).unwrap();
     deliver::step(&store, &config, hedgerow::time::now_ms()).unwrap();
     let failed = store.outbox(10).unwrap().remove(0);
     let error = failed.last_error.clone().unwrap();
@@ -412,7 +412,7 @@ fn implicit_tls_and_a_plain_local_relay_work_too() {
     let tls = SmtpServer::start(SmtpOptions { implicit_tls: true, ..SmtpOptions::default() });
     let section = alerts_section(dir.path(), tls.addr().port(), NO_DIGESTS).replace("\"starttls\"", "\"tls\"");
     let config = Config::parse(&format!("{NETWORK}{section}"), "school.toml").unwrap();
-    store.raise(&high_alert(1), hedgerow::time::now_ms(), |a| alert_messages(a, &config.alerts)).unwrap();
+    store.raise(&high_alert(1), hedgerow::time::now_ms(), |a| alert_messages(a, &config)).unwrap();
     deliver::step(&store, &config, hedgerow::time::now_ms()).unwrap();
     let mail = tls.wait_for(1, Duration::from_secs(5));
     assert!(mail[0].tls && mail[0].user.as_deref() == Some(USER), "{mail:?}");
@@ -425,7 +425,7 @@ fn implicit_tls_and_a_plain_local_relay_work_too() {
         relay.addr().port()
     );
     let config = Config::parse(&format!("{NETWORK}{section}"), "school.toml").unwrap();
-    store.raise(&high_alert(2), hedgerow::time::now_ms(), |a| alert_messages(a, &config.alerts)).unwrap();
+    store.raise(&high_alert(2), hedgerow::time::now_ms(), |a| alert_messages(a, &config)).unwrap();
     deliver::step(&store, &config, hedgerow::time::now_ms()).unwrap();
     let mail = relay.wait_for(1, Duration::from_secs(5));
     assert!(!mail[0].tls && mail[0].user.is_none() && mail[0].rcpt_to == [DSL], "{mail:?}");

@@ -26,7 +26,8 @@ pub fn who(alert: &Alert) -> String {
 /// The messages queued when `alert` is raised: an e-mail at once to the
 /// high-severity recipients for a high alert (the rest wait for the
 /// digests), and the webhook for every alert.
-pub fn alert_messages(alert: &Alert, settings: &AlertSettings) -> Vec<NewMessage> {
+pub fn alert_messages(alert: &Alert, config: &crate::config::Config) -> Vec<NewMessage> {
+    let settings = &config.alerts;
     let mut messages = Vec::new();
     let severity = Severity::parse(&alert.severity).unwrap_or(Severity::Medium);
     if let Some(email) = &settings.email {
@@ -37,7 +38,7 @@ pub fn alert_messages(alert: &Alert, settings: &AlertSettings) -> Vec<NewMessage
                 kind: "alert",
                 recipients,
                 subject: subject(alert),
-                body: email_body(alert, settings),
+                body: email_body(alert, settings, &config.timezone),
             });
         }
     }
@@ -63,12 +64,12 @@ pub fn subject(alert: &Alert) -> String {
     )
 }
 
-fn email_body(alert: &Alert, settings: &AlertSettings) -> String {
+fn email_body(alert: &Alert, settings: &AlertSettings, timezone: &jiff::tz::TimeZone) -> String {
     let mut body = format!(
         "Hedgerow raised a {} alert.\n\n\
          Device:   {}\n\
          Network:  {} (group {})\n\
-         Time:     {} UTC\n\
+         Time:     {}\n\
          Category: {}\n\
          Rule:     {}\n\
          Attempts: {}\n\n\
@@ -77,7 +78,7 @@ fn email_body(alert: &Alert, settings: &AlertSettings) -> String {
         who(alert),
         alert.network,
         alert.group,
-        format_utc(alert.first_ms),
+        local(alert.first_ms, timezone),
         if alert.category.is_empty() { "-" } else { &alert.category },
         alert.summary,
         alert.attempts,

@@ -273,7 +273,7 @@ impl Watcher {
             names: incident.names.iter().cloned().collect(),
             summary: rule.describe(),
         };
-        match self.store.raise(&alert, now_ms(), |stored| message::alert_messages(stored, &config.alerts)) {
+        match self.store.raise(&alert, now_ms(), |stored| message::alert_messages(stored, config)) {
             Ok(stored) => {
                 self.raised.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(alert = stored.id, rule = %stored.rule, severity = %stored.severity, "alert raised");
@@ -373,8 +373,7 @@ impl Watcher {
                 ),
                 ..NewAlert::default()
             };
-            let stored =
-                self.store.raise(&alert, now_ms(), |stored| message::alert_messages(stored, &config.alerts))?;
+            let stored = self.store.raise(&alert, now_ms(), |stored| message::alert_messages(stored, config))?;
             self.raised.fetch_add(1, Ordering::Relaxed);
             tracing::info!(alert = stored.id, group = %group, blocked, usual, "alert raised: a rise in blocks");
         }
