@@ -31,7 +31,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
 use super::explorer::{self, Row};
-use super::{Form, Json, Layout, checked, render_with};
+use super::{Form, Json, Layout, checked, render_with, text};
 use crate::config::Config;
 use crate::config::alerts::{DigestTime, Rule, Severity, SmtpSecurity, Trigger};
 use crate::config::edit::{AlertRuleEdit, EditError, PolicyEdit};
@@ -108,20 +108,14 @@ impl InboxErrors {
     }
 
     fn first(&self) -> WebError {
-        let fields = [
+        super::first_error(&[
             ("state", &self.state),
             ("severity", &self.severity),
             ("group", &self.group),
             ("from", &self.from),
             ("to", &self.to),
-        ];
-        let (field, message) = fields.into_iter().find(|(_, message)| !message.is_empty()).unwrap_or(("", &self.from));
-        WebError::bad(field, message.clone())
+        ])
     }
-}
-
-fn text(value: &str) -> Option<String> {
-    Some(value.trim().to_string()).filter(|value| !value.is_empty())
 }
 
 impl InboxQuery {

@@ -15,7 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{Layout, render_with};
+use super::{Layout, render_with, text};
 use crate::config::Config;
 use crate::dns::Explanation;
 use crate::store::record::DECISIONS;
@@ -74,7 +74,7 @@ impl FieldErrors {
 
     /// The first, as a [`WebError`] (for the CSV export).
     fn first(&self) -> WebError {
-        let fields = [
+        super::first_error(&[
             ("client", &self.client),
             ("name", &self.name),
             ("category", &self.category),
@@ -83,14 +83,8 @@ impl FieldErrors {
             ("window", &self.window),
             ("from", &self.from),
             ("to", &self.to),
-        ];
-        let (field, message) = fields.into_iter().find(|(_, message)| !message.is_empty()).unwrap_or(("", &self.from));
-        WebError::bad(field, message.clone())
+        ])
     }
-}
-
-fn text(value: &str) -> Option<String> {
-    Some(value.trim().to_string()).filter(|value| !value.is_empty())
 }
 
 /// A moment in the school's time zone: `2026-11-30T08:00` (or with

@@ -96,6 +96,18 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for CurrentUser {
 }
 
 /// A checkbox's value: present and not "off".
+/// A form field's value, trimmed; `None` when it is empty.
+pub fn text(value: &str) -> Option<String> {
+    Some(value.trim().to_string()).filter(|value| !value.is_empty())
+}
+
+/// The first field with a message, as the [`WebError`] a download or an API
+/// answer gives (a page shows every message beside its field instead).
+pub fn first_error(fields: &[(&'static str, &String)]) -> WebError {
+    let (field, message) = fields.iter().find(|(_, message)| !message.is_empty()).copied().unwrap_or(("", fields[0].1));
+    WebError::bad(field, message.clone())
+}
+
 pub fn checked(value: &str) -> bool {
     !value.is_empty() && value != "off"
 }
