@@ -194,6 +194,8 @@ async fn every_alert_route_checks_roles_and_a_governor_gets_counts_only() {
     }
     let api = school.post_json(&format!("/api/alerts/{id}/acknowledge"), &gus, serde_json::json!({})).await;
     assert_eq!(api.status, StatusCode::FORBIDDEN);
+    let rule = serde_json::json!({"severity": "low", "reason": "r"});
+    assert_eq!(school.post_json("/api/alerts/rules/high-risk", &gus, rule).await.status, StatusCode::FORBIDDEN);
     assert_eq!(store(&school).get(id).unwrap().unwrap().state, AlertState::Open);
     assert!(store(&school).outbox(10).unwrap().is_empty());
 }
@@ -336,6 +338,25 @@ async fn a_rule_edit_reaches_the_file_the_change_log_and_the_running_config() {
     assert_eq!(again.status, StatusCode::BAD_REQUEST);
     assert!(again.body.contains("id=\"new-category-error\""), "{}", again.body);
     assert_eq!(school.changes().len(), 3);
+
+    // The same edit by the API: a bad value names its field; a good one is the change recorded.
+    let path = "/api/alerts/rules/repeated-gambling";
+    let bad = serde_json::json!({"enabled": "on", "severity": "medium", "count": "0", "minutes": "30", "reason": "r"});
+    let reply = school.post_json(path, &dee, bad).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert_eq!(reply.json()["field"], "count", "{}", reply.body);
+    let good =
+        serde_json::json!({"enabled": "on", "severity": "medium", "count": "6", "minutes": "30", "reason": "Exams"});
+    let reply = school.post_json(path, &dee, good.clone()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!((reply.json()["kind"].as_str(), reply.json()["reason"].as_str()), (Some("alert-rule"), Some("Exams")));
+    let gambling = school.state.config().alerts.rules.iter().find(|rule| rule.id == "repeated-gambling").cloned();
+    assert_eq!(
+        gambling.unwrap().trigger,
+        Trigger::Repeated { category: "gambling".into(), count: 6, window_ms: 30 * 60_000 }
+    );
+    assert_eq!(school.post_json("/api/alerts/rules/no-such-rule", &dee, good).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(school.changes().len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -292,6 +292,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/alerts/summary", get(pages::alerts::api_summary))
         .route("/api/alerts/{id}", get(pages::alerts::api_detail))
         .route("/api/alerts/{id}/{action}", post(pages::alerts::api_action))
+        .route("/api/alerts/rules/{id}", post(pages::alerts::api_change_rule))
         .route("/api/me", get(pages::home::api_me))
         .route("/api/users", get(pages::users::api_list).post(pages::users::api_add))
         .route("/api/audit", get(pages::audit::api_list))

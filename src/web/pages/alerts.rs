@@ -1047,6 +1047,25 @@ pub async fn change_rule(
     }
 }
 
+/// `POST /api/alerts/rules/{id}`: [`change_rule`] for scripts. The body is
+/// the form's fields as JSON (`{"enabled": "on", "severity": "high",
+/// "count": "8", "minutes": "20", "reason": "..."}`); the answer is the
+/// change recorded, or 400 naming the field.
+pub async fn api_change_rule(
+    State(state): State<AppState>,
+    dsl: RequireDsl,
+    Path(id): Path<String>,
+    Json(body): Json<RuleForm>,
+) -> Result<Response, WebError> {
+    let config = state.config();
+    let Some(rule) = rule_of(&config, &id) else { return Err(WebError::NotFound) };
+    let editor = editor(&state)?;
+    match editor.apply(PolicyEdit::AlertRule(rule_edit(rule, &body)), &dsl.user.name, &body.reason).await {
+        Ok(change) => Ok((StatusCode::OK, axum::Json(change)).into_response()),
+        Err(error) => Err(WebError::BadRequest { field: error.field, message: error.message }),
+    }
+}
+
 /// `POST /alerts/rules`: a new repeated rule for a category
 /// (`repeated-<category>`).
 pub async fn add_rule(
