@@ -43,6 +43,11 @@ pub enum StartError {
     #[error("{0}")]
     DashboardTls(String),
     #[error(
+        "cannot listen for the block page on {address}: {error}; change [block_page] listen in the config to a free \
+         address (or remove [block_page] to turn the block page off)"
+    )]
+    BlockPage { address: SocketAddr, error: std::io::Error },
+    #[error(
         "cannot listen for metrics on {address}: {error}; change [metrics] listen in the config to a free address \
          (or remove it to turn metrics off)"
     )]
@@ -71,6 +76,8 @@ pub struct Running {
     _control: crate::control::ControlServer,
     /// The dashboard's and metrics' runtime; stopped with the server.
     _web: WebRuntime,
+    /// The block page's addresses, as bound (port 0 resolved).
+    block_page: Vec<SocketAddr>,
     /// The alerts' watch thread (when the query log is on).
     alerts: Option<crate::alerts::watch::Watch>,
     /// The alert outbox worker (issue 14); told to stop when dropped.
@@ -147,6 +154,11 @@ impl Running {
         &self.dashboard
     }
 
+    /// The block page's addresses, as bound (port 0 resolved).
+    pub fn block_page_addrs(&self) -> &[SocketAddr] {
+        &self.block_page
+    }
+
     /// What the dashboard's policy pages read (the configuration in force)
     /// and write through (the editor).
     pub fn policy_access(&self) -> crate::web::PolicyAccess {
@@ -203,6 +215,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     // Before the slow work, so an address in use is said at once.
     let dashboard_listeners = bind_dashboard(config).await?;
     let metrics_listener = bind_metrics(config).await?;
+    let mut block_page_listeners = Vec::with_capacity(config.block_page.listen.len());
+    for &address in &config.block_page.listen {
+        let listener =
+            tokio::net::TcpListener::bind(address).await.map_err(|error| StartError::BlockPage { address, error })?;
+        block_page_listeners.push(listener);
+    }
     let dashboard_tls = match &config.dashboard.tls {
         Some(files) if !config.dashboard.listen.is_empty() => {
             Some(crate::web::tls_acceptor(&files.cert, &files.key).map_err(StartError::DashboardTls)?)
@@ -279,6 +297,21 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     )
     .await?;
     background.push(tokio::spawn(device_groups_on_schedule(config.clone(), pipeline.clone())));
+    // The block page: its own small server on the web runtime, sharing nothing with the dashboard.
+    let mut block_page = Vec::with_capacity(block_page_listeners.len());
+    for listener in block_page_listeners {
+        block_page.extend(listener.local_addr().ok());
+        let pipeline = pipeline.clone();
+        web.serve(listener, |listener| async move {
+            if let Err(error) = crate::web::block_page::serve(listener, pipeline).await {
+                tracing::error!(%error, "the block page stopped serving");
+            }
+        })
+        .map_err(StartError::Listen)?;
+    }
+    if !block_page.is_empty() {
+        tracing::info!(addresses = ?block_page, "block page");
+    }
     if let Some((listener, token)) = metrics_listener {
         let monitor = crate::web::Monitor {
             pipeline: pipeline.clone(),
@@ -328,6 +361,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         dashboard,
         _control: control,
         _web: web,
+        block_page,
         alerts,
         _delivery: delivery,
     })

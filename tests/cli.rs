@@ -52,6 +52,7 @@ fn default_config_in(dir: &Path, listen: SocketAddr) -> PathBuf {
     let data_dir = dir.join("data").display().to_string();
     let text = replace(DEFAULT_CONFIG, "data_dir = \"./data\"", &format!("data_dir = {data_dir:?}"));
     let text = replace(&text, "listen = [\"127.0.0.1:5353\"]", &format!("listen = [\"{listen}\"]"));
+    let text = replace(&text, "listen = [\"127.0.0.1:8081\"]", "listen = []");
     let text = format!("{text}\n[lists]\ndir = {SHIPPED_LISTS:?}\nupdate_hours = 0\n[dashboard]\nlisten = []\n");
     let path = dir.join("hedgerow.toml");
     std::fs::write(&path, text).unwrap();
@@ -81,6 +82,7 @@ async fn embedded_default_serves_its_demo_networks_and_refuses_outsiders() {
     let default = Config::embedded_default();
     assert_eq!(default.listen, ["127.0.0.1:5353".parse::<SocketAddr>().unwrap()], "the embedded default's port");
     assert_eq!(default.data_dir, Path::new("./data"), "the embedded default keeps its state under ./data");
+    assert_eq!(default.block_page.listen, ["127.0.0.1:8081".parse::<SocketAddr>().unwrap()], "the block page's port");
 
     let workdir = tempfile::tempdir().unwrap();
     let server = SocketAddr::from(([127, 0, 0, 1], free_port()));

@@ -9,6 +9,7 @@
 //! - `render.rs`: [`Config`] -> shapes -> TOML ([`Config::to_toml`]).
 
 pub mod alerts;
+pub mod block_page;
 mod compile;
 mod dashboard;
 pub mod edit;
@@ -85,6 +86,8 @@ pub struct Config {
     pub metrics: MetricsSettings,
     /// Alerts for the DSL (`[alerts]`): rules and delivery.
     pub alerts: alerts::AlertSettings,
+    /// Hedgerow's own block page (`[block_page]`); off unless written.
+    pub block_page: block_page::BlockPageSettings,
 }
 
 /// The query log.

@@ -116,6 +116,7 @@ fn shape(config: &Config) -> RawConfig {
         dashboard: super::dashboard::render(&config.dashboard),
         metrics: super::metrics::render(&config.metrics),
         alerts: super::alerts::render(&config.alerts),
+        block_page: super::block_page::render(&config.block_page),
     }
 }
 
@@ -253,6 +254,7 @@ mod tests {
             dashboard,
             metrics,
             alerts,
+            block_page,
         } = &first;
         assert_eq!(listen, &second.listen);
         assert_eq!(tcp, &second.tcp);
@@ -284,6 +286,7 @@ mod tests {
         assert_eq!(dashboard, &second.dashboard);
         assert_eq!(metrics, &second.metrics);
         assert_eq!(alerts, &second.alerts);
+        assert_eq!(block_page, &second.block_page);
         let again = render(&second);
         assert_eq!(rendered.lines().skip(1).collect::<Vec<_>>(), again.lines().skip(1).collect::<Vec<_>>());
         rendered

@@ -198,6 +198,8 @@ pub(super) struct RawConfig {
     pub(super) metrics: super::metrics::RawMetrics,
     #[serde(default)]
     pub(super) alerts: super::alerts::RawAlerts,
+    #[serde(default)]
+    pub(super) block_page: super::block_page::RawBlockPage,
 }
 
 #[derive(Deserialize, Serialize)]

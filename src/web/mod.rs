@@ -23,6 +23,7 @@
 //! - `pages/`: one file per page (login and setup, home, users, audit) with its API twin.
 
 mod assets;
+pub mod block_page;
 pub mod chart;
 mod error;
 mod layout;
