@@ -3,7 +3,7 @@
 //! name in the Host header, says it is blocked, the category and why; a
 //! locked category says it cannot be unblocked; a name not blocked says so;
 //! a device outside the school's networks learns nothing; anything but GET
-//! and HEAD is refused.
+//! and HEAD is refused; a flood from one address is cut off.
 
 mod support;
 
@@ -103,5 +103,14 @@ group = "pupil"
     assert_eq!(status, 403);
     let css_path = "/.hedgerow/block.css";
     assert!(response.contains(css_path));
+
+    // A flood from one address is cut off (60 pages a minute), another address is not.
+    let mut statuses = Vec::new();
+    for _ in 0..70 {
+        statuses.push(http(pupil, page, "GET", "game.test").await.0);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let (status, _) = http("127.0.0.9".parse().unwrap(), page, "GET", "game.test").await;
+    assert_eq!(status, 403, "another address has its own allowance");
     running.stop().await;
 }

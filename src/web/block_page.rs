@@ -5,7 +5,8 @@
 //!
 //! Its own small server, sharing nothing with the dashboard: no session, no
 //! cookie, no login. It answers GET and HEAD only, never redirects (so no
-//! open redirect), reads no request body, and serves only the school's
+//! open redirect), reads no request body, limits each address to
+//! [`PAGES_PER_MINUTE`] pages a minute, and serves only the school's
 //! networks (the decision is made for the TCP peer's address, as a DNS
 //! query from it would be). HTTPS sites cannot show it: the browser reaches
 //! the block page's address but gets no certificate for the blocked name, and
@@ -19,6 +20,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hickory_proto::rr::{LowerName, Name, RecordType};
 
 use crate::dns::decision::DecisionKind;
@@ -32,6 +34,17 @@ const CONTENT_SECURITY_POLICY: &str =
 /// The page's own stylesheet, under a path no blocked site's page needs.
 const STYLESHEET_PATH: &str = "/.hedgerow/block.css";
 const STYLESHEET: &str = include_str!("../../web/static/block.css");
+
+/// Pages one address may load: a burst of this many, refilled at this many a
+/// minute. A browser asks once per blocked page; a flood gets 429.
+const PAGES_PER_MINUTE: u32 = 60;
+
+/// The server's state: the pipeline (for decisions) and the per-address limit.
+#[derive(Clone)]
+struct BlockPageState {
+    pipeline: Arc<Pipeline>,
+    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+}
 
 /// What the page says about one name.
 #[derive(Template)]
@@ -56,12 +69,14 @@ enum Verdict {
 
 /// Serves the block page on `listener` until the runtime stops.
 pub async fn serve(listener: tokio::net::TcpListener, pipeline: Arc<Pipeline>) -> std::io::Result<()> {
-    let app = Router::new().fallback(page).with_state(pipeline);
+    let quota = Quota::per_minute(std::num::NonZeroU32::new(PAGES_PER_MINUTE).expect("not zero"));
+    let state = BlockPageState { pipeline, limiter: Arc::new(RateLimiter::keyed(quota)) };
+    let app = Router::new().fallback(page).with_state(state);
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
 }
 
 async fn page(
-    State(pipeline): State<Arc<Pipeline>>,
+    State(state): State<BlockPageState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: axum::http::Uri,
@@ -72,6 +87,12 @@ async fn page(
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return secured(response);
     }
+    if state.limiter.check_key(&peer.ip().to_canonical()).is_err() {
+        let mut response =
+            (StatusCode::TOO_MANY_REQUESTS, "Too many pages from this device; wait a minute.\n").into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return secured(response);
+    }
     if uri.path() == STYLESHEET_PATH {
         let mut response = STYLESHEET.into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
@@ -80,7 +101,7 @@ async fn page(
     let host = headers.get(header::HOST).and_then(|value| value.to_str().ok()).map(host_name);
     let (name, verdict) = match host.as_deref().and_then(valid_name) {
         Some(name) => {
-            let verdict = verdict(&pipeline, peer.ip().to_canonical(), &name);
+            let verdict = verdict(&state.pipeline, peer.ip().to_canonical(), &name);
             (name.trim_end_matches('.').to_string(), verdict)
         }
         None => (String::new(), Verdict::NoName),
