@@ -249,7 +249,8 @@ async fn pages_concatenate_to_the_whole_result_while_rows_arrive() {
     dashboard.write(records);
     let dsl = dashboard.login("dee").await;
     let mut seen = Vec::new();
-    let mut path = "/log?client=lab-pc-3&window=today".to_string();
+    // The last 7 days, not "today": rows an hour old are yesterday's just after midnight.
+    let mut path = "/log?client=lab-pc-3&window=7d".to_string();
     let mut pages = 0;
     loop {
         let reply = dashboard.get(&path, &dsl).await;
@@ -271,18 +272,18 @@ async fn pages_concatenate_to_the_whole_result_while_rows_arrive() {
     expected.dedup();
     assert_eq!(seen, expected);
     // The first page again now starts with the new row.
-    let reply = dashboard.get("/log?client=lab-pc-3&window=today", &dsl).await;
+    let reply = dashboard.get("/log?client=lab-pc-3&window=7d", &dsl).await;
     assert_eq!(names(&reply.body)[0], "late.example");
     // The JSON twin pages the same way, through `next`.
     let mut from_api = Vec::new();
-    let mut path = "/api/log?client=lab-pc-3&window=today".to_string();
+    let mut path = "/api/log?client=lab-pc-3&window=7d".to_string();
     loop {
         let reply = dashboard.get(&path, &dsl).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         let page: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
         from_api.extend(page["rows"].as_array().unwrap().iter().map(|row| row["name"].as_str().unwrap().to_string()));
         match page["next"].as_i64() {
-            Some(next) => path = format!("/api/log?client=lab-pc-3&window=today&before={next}"),
+            Some(next) => path = format!("/api/log?client=lab-pc-3&window=7d&before={next}"),
             None => break,
         }
     }
