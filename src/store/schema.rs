@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 6, name: "0006_log_blocks", sql: include_str!("migrations/0006_log_blocks.sql") },
     Migration { version: 7, name: "0007_device_audit", sql: include_str!("migrations/0007_device_audit.sql") },
     Migration { version: 8, name: "0008_alerts", sql: include_str!("migrations/0008_alerts.sql") },
+    Migration { version: 9, name: "0009_review", sql: include_str!("migrations/0009_review.sql") },
 ];
 
 /// The schema version this binary writes.
