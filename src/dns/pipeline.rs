@@ -172,9 +172,50 @@ pub struct Pipeline {
     alerts: std::sync::OnceLock<AlertFeed>,
     /// The UDP addresses the listeners bound (readiness probes the first).
     listeners: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
-    /// The port of the readiness probe in flight (0: none): its answer is
-    /// the server's own, not a school's traffic, and no observer sees it.
-    probe_port: std::sync::atomic::AtomicU16,
+    /// The server's own queries in flight (the readiness probe, the
+    /// self-test): ports registered on the probe target's address. Their
+    /// answers are not a school's traffic: no observer sees them.
+    internal: InternalPorts,
+}
+
+/// The ports of the server's own sockets asking its listener ("internal
+/// queries": the readiness probe, the self-test), each with the group it
+/// asks as (`None`: decided by its source address, as any query). Only the
+/// server process registers ports, and only of sockets it bound on
+/// [`Pipeline::probe_target`]'s address, so no outside query can pass as one.
+///
+/// The DNS fast path pays one relaxed atomic load while none is in flight
+/// (`in_flight == 0`); the map's lock is taken only while one is. A port is
+/// registered before its socket sends and removed after its answers are
+/// read; the listener finishes (hands to observers) each answer before
+/// sending it, so no answer of a registered port reaches an observer.
+#[derive(Default)]
+struct InternalPorts {
+    in_flight: std::sync::atomic::AtomicUsize,
+    ports: std::sync::RwLock<HashMap<u16, Option<Arc<str>>>>,
+}
+
+/// An internal query's port, registered with the pipeline until dropped.
+pub struct InternalPort<'p> {
+    pipeline: &'p Pipeline,
+    port: u16,
+}
+
+impl Drop for InternalPort<'_> {
+    fn drop(&mut self) {
+        let internal = &self.pipeline.internal;
+        let mut ports = internal.ports.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ports.remove(&self.port).is_some() {
+            internal.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the pipeline knows of an internal query's source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Internal {
+    /// The group it asks as, or `None`: by its source address.
+    pub group: Option<Arc<str>>,
 }
 
 impl Pipeline {
@@ -196,7 +237,7 @@ impl Pipeline {
             metrics,
             alerts: std::sync::OnceLock::new(),
             listeners: std::sync::OnceLock::new(),
-            probe_port: std::sync::atomic::AtomicU16::new(0),
+            internal: InternalPorts::default(),
         })
     }
 
@@ -234,14 +275,22 @@ impl Pipeline {
         self.listeners.get().map_or(&[], Vec::as_slice)
     }
 
-    /// Marks `port` as the readiness probe's (0 when it is done).
-    pub fn set_probe_port(&self, port: u16) {
-        self.probe_port.store(port, std::sync::atomic::Ordering::Relaxed);
+    /// Registers `port` (a socket the server bound on
+    /// [`Self::probe_target`]'s address) as an internal query's until the
+    /// returned guard is dropped: its queries are asked as `group` (or by
+    /// their source address when `None`) and their answers reach no
+    /// observer. A port already registered is replaced.
+    pub fn register_internal(&self, port: u16, group: Option<&str>) -> InternalPort<'_> {
+        let mut ports = self.internal.ports.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ports.insert(port, group.map(Arc::from)).is_none() {
+            self.internal.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        InternalPort { pipeline: self, port }
     }
 
-    /// Where the readiness probe asks: the first UDP listener's address, or
-    /// loopback for a wildcard. The probe is sent from the same address, so
-    /// its answer is known by address and port ([`Self::is_probe`]).
+    /// Where the server's own queries ask: the first UDP listener's address,
+    /// or loopback for a wildcard. They are sent from the same address, so
+    /// their answers are known by address and port ([`Self::internal`]).
     pub fn probe_target(&self) -> Option<std::net::SocketAddr> {
         use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
         let listener = *self.listeners().first()?;
@@ -252,11 +301,30 @@ impl Pipeline {
         })
     }
 
-    /// True for the readiness probe's own query: sent from the probe's port
-    /// on the address it asks ([`Self::probe_target`]).
-    pub fn is_probe(&self, source: std::net::SocketAddr) -> bool {
-        let port = self.probe_port.load(std::sync::atomic::Ordering::Relaxed);
-        port != 0 && source.port() == port && self.probe_target().is_some_and(|target| target.ip() == source.ip())
+    /// The internal query from `source`, if it is one: sent from a
+    /// registered port on the address the server's own queries ask
+    /// ([`Self::probe_target`]). One relaxed load when none is in flight.
+    #[inline]
+    pub fn internal(&self, source: std::net::SocketAddr) -> Option<Internal> {
+        if self.internal.in_flight.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return None;
+        }
+        self.internal_slow(source)
+    }
+
+    #[cold]
+    fn internal_slow(&self, source: std::net::SocketAddr) -> Option<Internal> {
+        if !self.probe_target().is_some_and(|target| target.ip() == source.ip()) {
+            return None;
+        }
+        let ports = self.internal.ports.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        ports.get(&source.port()).map(|group| Internal { group: group.clone() })
+    }
+
+    /// True for an internal query's answer ([`Self::internal`]).
+    #[inline]
+    pub fn is_internal(&self, source: std::net::SocketAddr) -> bool {
+        self.internal(source).is_some()
     }
 
     /// Records the listeners' UDP addresses (once, by `DnsServer::start`).
@@ -360,8 +428,14 @@ impl Pipeline {
     /// [`answer_now`](Self::answer_now) with the clock already read (the
     /// listeners read it once per batch of datagrams).
     pub fn answer_now_at(&self, source: IpAddr, question: &Question, now: Instant) -> Immediate {
+        self.answer_now_as(Requester::Source(source), question, now)
+    }
+
+    /// [`answer_now_at`](Self::answer_now_at) for any requester: an
+    /// internal query registered with a group asks as that group.
+    pub fn answer_now_as(&self, requester: Requester<'_>, question: &Question, now: Instant) -> Immediate {
         let snapshot = self.policy.load();
-        let mut pending = match self.decide_in(&snapshot, Requester::Source(source), question, true) {
+        let mut pending = match self.decide_in(&snapshot, requester, question, true) {
             Flow::Final(answer) => return Immediate::Answer(answer),
             Flow::Resolve(pending) => pending,
         };

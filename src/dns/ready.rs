@@ -85,9 +85,6 @@ pub async fn check(pipeline: &Pipeline, database: Option<&Path>) -> Readiness {
     Readiness { ready: checks.iter().all(|check| check.ok), checks }
 }
 
-/// One probe at a time: the pipeline knows one probe port.
-static PROBING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Sends one query to the first UDP listener from its own address; any reply
 /// with the query's ID is an answer (REFUSED included: it was answered). The
 /// answer is neither logged nor counted: a monitor polling `/ready` on an
@@ -97,15 +94,14 @@ async fn probe_dns(pipeline: &Pipeline) -> Result<SocketAddr, String> {
     let Some(target) = pipeline.probe_target() else {
         return Err("no DNS listener is running".into());
     };
-    let _one_at_a_time = PROBING.lock().await;
     let socket = tokio::net::UdpSocket::bind(SocketAddr::new(target.ip(), 0))
         .await
         .map_err(|error| format!("cannot open a probe socket: {error}"))?;
     let port = socket.local_addr().map_err(|error| format!("cannot open a probe socket: {error}"))?.port();
-    pipeline.set_probe_port(port);
-    let answered = ask(&socket, target).await;
-    pipeline.set_probe_port(0);
-    answered
+    // An internal query by its source address (loopback outside the
+    // school's networks: REFUSED, which is an answer).
+    let _registered = pipeline.register_internal(port, None);
+    ask(&socket, target).await
 }
 
 /// Sends the probe query to `target` and waits for its answer.

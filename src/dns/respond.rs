@@ -12,7 +12,7 @@ use hickory_proto::rr::DNSClass;
 use super::answer::{Answer, Question};
 use super::decision::Decision;
 use super::finished::Finished;
-use super::pipeline::{Arrival, Immediate, Pending, Pipeline};
+use super::pipeline::{Arrival, Immediate, Pending, Pipeline, Requester};
 use super::wire::{self, Rejection, WireAnswer, WireQuery};
 
 /// What the synchronous part made of a packet.
@@ -74,7 +74,16 @@ pub(super) fn step(
         record_type: query.record_type,
         dnssec_ok: query.edns.is_some_and(|edns| edns.dnssec_ok),
     };
-    match pipeline.answer_now_at(source.ip(), &question, arrival.at) {
+    // The server's own queries (readiness probe, self-test) may ask as a
+    // group; every other query is decided by its source address.
+    let immediate = match pipeline.internal(source) {
+        None => pipeline.answer_now_at(source.ip(), &question, arrival.at),
+        Some(internal) => match internal.group.as_deref() {
+            Some(group) => pipeline.answer_now_as(Requester::Group(group), &question, arrival.at),
+            None => pipeline.answer_now_at(source.ip(), &question, arrival.at),
+        },
+    };
+    match immediate {
         Immediate::Answer(answer) => {
             write_answer(&query, &answer, limit, out);
             finish_answer(pipeline, arrival, source, &query, &answer);
@@ -105,7 +114,10 @@ pub(super) fn step(
 /// Hands a finished answer to the pipeline's observers: the one place the
 /// listeners (UDP and TCP, policy answers, cache hits, upstream answers and
 /// errors alike) do so. Observers never change the answer or wait. The
-/// readiness probe's answer is not traffic: it is neither counted nor logged.
+/// server's own queries' answers (the readiness probe, the self-test:
+/// [`Pipeline::internal`]) are not traffic: neither counted, logged nor seen
+/// by the alerts' feed. Callers finish an answer before sending it, so the
+/// internal port is still registered.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn finish(
     pipeline: &Pipeline,
@@ -117,7 +129,7 @@ pub(super) fn finish(
     cache_hit: bool,
     upstream_latency: Option<Duration>,
 ) {
-    if pipeline.is_probe(source) {
+    if pipeline.is_internal(source) {
         return;
     }
     pipeline.finish(&Finished {
