@@ -15,6 +15,7 @@ pub mod policy;
 pub mod policy_editor;
 pub mod present;
 pub mod priority;
+pub mod review;
 pub mod serve;
 pub mod store;
 pub mod synth;

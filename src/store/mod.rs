@@ -37,6 +37,7 @@ pub mod alerts;
 pub mod audit;
 pub mod block;
 pub mod changes;
+pub mod checks;
 pub mod counts;
 pub mod device_history;
 pub mod devices;
