@@ -55,6 +55,9 @@ pub enum Request {
     /// The whole reload SIGHUP runs: the config file again, the lists, then
     /// the device table's groups.
     Reload,
+    /// The built-in self-test (`hedgerow selftest`): the server asks its own
+    /// listener as each group, stores the run and answers with it.
+    Selftest,
 }
 
 /// The server's answer to one [`Request`].
@@ -67,6 +70,8 @@ pub struct Reply {
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<ReloadReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selftest: Option<crate::store::checks::RunReport>,
 }
 
 impl Reply {
@@ -291,7 +296,19 @@ pub struct ServerInfo {
     /// given by whoever runs the server (`serve`), so this module does not
     /// depend on it.
     pub reload: Reload,
+    /// The self-test, given by `serve` as the reload is.
+    pub selftest: Selftest,
 }
+
+/// Runs the self-test (started by `trigger`, for `user`) and returns the stored run.
+pub type Selftest = Arc<
+    dyn Fn(
+            crate::store::checks::Trigger,
+            String,
+        ) -> Pin<Box<dyn Future<Output = Result<crate::store::checks::RunReport, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Runs the whole reload and says what it did, or why nothing changed.
 pub type Reload = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<ReloadReport, String>> + Send>> + Send + Sync>;
@@ -330,6 +347,10 @@ impl ServerInfo {
             Request::Reload => match (self.reload)().await {
                 Ok(report) => Reply { ok: true, reload: Some(report), ..Reply::default() },
                 Err(error) => Reply::failed(format!("{error}; nothing was changed: the policy in force stays")),
+            },
+            Request::Selftest => match (self.selftest)(crate::store::checks::Trigger::Cli, String::new()).await {
+                Ok(report) => Reply { ok: true, selftest: Some(report), ..Reply::default() },
+                Err(error) => Reply::failed(format!("the self-test could not run: {error}")),
             },
         }
     }

@@ -36,6 +36,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reload { config } | Command::Lists { action: ListsAction::Reload, config } => {
             cli::reload::run(config.as_ref())
         }
+        Command::Selftest { config, json } => {
+            cli::selftest::run(config.as_ref(), if json { cli::StatusFormat::Json } else { cli::StatusFormat::Table })
+        }
         Command::Lists { action, config } => cli::lists::run(&load_config(config.as_ref())?, action),
         Command::Log { action, config, format } => cli::log::run(&load_config(config.as_ref())?, action, format),
         Command::Devices { action, config, format } => {

@@ -271,6 +271,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                     Box::pin(async move { reload_all(&reloader).await.map_err(|error| error.to_string()) })
                 })
             },
+            selftest: selftest_runner(&reloader),
         })
         .map_err(|error| StartError::Listen(std::io::Error::other(error.to_string())))?;
 
@@ -1072,6 +1073,114 @@ fn policy_editor(config: &Config, reloader: &Arc<Reloader>) -> Option<crate::pol
         Arc::new(move |config: &Config| check_overrides(config, &pipeline.lists()).map_err(|error| error.to_string()))
     };
     crate::policy_editor::PolicyEditor::for_server(config, reloader.one_at_a_time.clone(), reload, check)
+}
+
+/// The self-test (issue 15) as the server runs it: one function for the
+/// CLI (through the control socket), the dashboard and the schedule.
+pub type SelftestFn = crate::control::Selftest;
+
+fn selftest_runner(reloader: &Arc<Reloader>) -> SelftestFn {
+    let reloader = reloader.clone();
+    Arc::new(move |trigger, user| {
+        let reloader = reloader.clone();
+        Box::pin(async move { run_selftest(&reloader, trigger, user).await })
+    })
+}
+
+/// One self-test at a time: a second waits for the first.
+static SELFTEST: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs the self-test against this server's own listener with the policy in
+/// force (`review::selftest`), stores the run and its results in one
+/// transaction, and, when anything failed (or the run could not ask at all),
+/// raises one high alert (rule "selftest") so the DSL and the ICT lead see
+/// it in /alerts and by e-mail. Each failing run raises its own alert.
+pub async fn run_selftest(
+    reloader: &Reloader,
+    trigger: crate::store::checks::Trigger,
+    user: String,
+) -> Result<crate::store::checks::RunReport, String> {
+    use crate::review::selftest;
+    let _one_at_a_time = SELFTEST.lock().await;
+    let config = reloader.config();
+    let started_ms = crate::time::now_ms();
+    let map_path = safesearch_map_path(&config);
+    let safesearch = tokio::task::spawn_blocking(move || match SafeSearchMap::load(&map_path) {
+        Ok(map) if !map.is_empty() => map,
+        _ => floor::safesearch(),
+    })
+    .await
+    .map_err(|error| format!("the self-test could not start: {error}"))?;
+    let planned = selftest::plan(&config, &safesearch, started_ms);
+    let (results, error) = match selftest::ask_all(&reloader.pipeline, &planned).await {
+        Ok(results) => (results, String::new()),
+        Err(error) => (Vec::new(), error),
+    };
+    let run =
+        crate::store::checks::NewRun { started_ms, finished_ms: crate::time::now_ms(), trigger, user, results, error };
+    let database = config.log.database.clone();
+    tokio::task::spawn_blocking(move || store_selftest(&database, &config, &run))
+        .await
+        .map_err(|error| format!("the self-test could not be stored: {error}"))?
+}
+
+/// Stores a run; raises the alert for a failed one.
+fn store_selftest(
+    database: &Path,
+    config: &Config,
+    run: &crate::store::checks::NewRun,
+) -> Result<crate::store::checks::RunReport, String> {
+    let checks = crate::store::checks::ChecksStore::open(database).map_err(|error| error.to_string())?;
+    let stored = checks.record_run(run).map_err(|error| error.to_string())?;
+    let results = checks.results(stored.id).map_err(|error| error.to_string())?;
+    if !stored.passed() {
+        let failed: Vec<&crate::store::checks::SelftestResult> = results.iter().filter(|r| !r.passed).collect();
+        let mut groups: Vec<&str> = failed.iter().map(|r| r.group.as_str()).collect();
+        groups.dedup();
+        let mut names: Vec<String> = failed.iter().map(|r| r.name.clone()).collect();
+        names.dedup();
+        let summary = if stored.error.is_empty() {
+            let first: Vec<String> =
+                failed.iter().take(3).map(|r| crate::review::selftest::describe_failure(r)).collect();
+            format!(
+                "the self-test failed {} of {} checks (run {}): {}{}",
+                stored.failures,
+                stored.checks,
+                stored.id,
+                first.join("; "),
+                if failed.len() > first.len() { "; ..." } else { "" }
+            )
+        } else {
+            format!("the self-test could not run (run {}): {}", stored.id, stored.error)
+        };
+        let alert = crate::store::alerts::NewAlert {
+            rule: "selftest".into(),
+            severity: "high".into(),
+            category: None,
+            client: "selftest".into(),
+            group: groups.join(", "),
+            first_ms: stored.started_ms,
+            last_ms: stored.finished_ms,
+            attempts: stored.failures.max(1),
+            names,
+            summary,
+            ..Default::default()
+        };
+        let raised = crate::store::alerts::AlertStore::open(database).and_then(|alerts| {
+            alerts.raise(&alert, crate::time::now_ms(), |stored| crate::alerts::message::alert_messages(stored, config))
+        });
+        match raised {
+            Ok(alert) => {
+                tracing::warn!(run = stored.id, alert = alert.id, failures = stored.failures, "SELF-TEST FAILED")
+            }
+            Err(error) => {
+                tracing::error!(run = stored.id, %error, "SELF-TEST FAILED and its alert could not be stored")
+            }
+        }
+    } else {
+        tracing::info!(run = stored.id, checks = stored.checks, "self-test passed");
+    }
+    Ok(crate::store::checks::RunReport { run: stored, results })
 }
 
 /// `config` with its groups as in force at `now_ms` (overrides past their

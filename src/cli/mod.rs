@@ -18,6 +18,7 @@ pub mod devices;
 pub mod lists;
 pub mod log;
 pub mod reload;
+pub mod selftest;
 pub mod serve;
 pub mod status;
 pub mod synthesize;
@@ -61,6 +62,21 @@ pub enum Command {
         /// is read here: the server reads the file it was started with.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Ask the running server to run its built-in self-test: as each group,
+    /// over a real socket to its own listener, the test names of each
+    /// category (SWGfL's testfiltering.com names among them), SafeSearch and
+    /// bypass names, each compared with what the policy says; the run is
+    /// stored and a failure raises an alert. Prints a table per group. Exits
+    /// 0 when all passed, 1 on any failure, 2 when the server could not be asked.
+    Selftest {
+        /// Config file (default: the embedded demo config), or ./data/hedgerow.toml when it exists; only its data_dir
+        /// is read here.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the run as JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Build, download or reload the blocklists.
     Lists {

@@ -13,6 +13,7 @@ pub mod lists;
 pub mod log;
 pub mod metrics;
 pub mod review;
+pub mod selftest;
 pub mod status;
 pub mod users;
 

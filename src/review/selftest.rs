@@ -1,6 +1,6 @@
 //! The built-in self-test: for each group in force, the running server asks
 //! its own DNS listener over a real socket, as that group, for known test
-//! names (lists/selftest.toml: SWGfL's testfiltering.com names and one
+//! names (lists/selftest/names.toml: SWGfL's testfiltering.com names and one
 //! shipped name per category, one name per SafeSearch engine, the bypass
 //! canaries), and compares each real answer with what the *config* says the
 //! group should get. The expectation never comes from the pipeline's own
@@ -34,7 +34,7 @@ use crate::policy::{GroupPolicy, SafeSearchMap};
 use crate::store::checks::SelftestResult;
 
 /// The shipped test names, built into the binary.
-pub const SHIPPED_TEXT: &str = include_str!("../../lists/selftest.toml");
+pub const SHIPPED_TEXT: &str = include_str!("../../lists/selftest/names.toml");
 
 /// How long one question may wait for its answer (an allowed name goes
 /// upstream): past it the check is "could not check", not a pass.
@@ -46,7 +46,7 @@ const CONCURRENCY: usize = 8;
 /// RFC 8914 "Blocked": Hedgerow's block answers carry it.
 const EDE_BLOCKED: u16 = 15;
 
-/// lists/selftest.toml.
+/// lists/selftest/names.toml.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TestNames {
@@ -73,7 +73,7 @@ pub struct EngineName {
 /// The shipped test names (a unit test proves the file parses).
 pub fn shipped() -> &'static TestNames {
     static NAMES: LazyLock<TestNames> =
-        LazyLock::new(|| toml::from_str(SHIPPED_TEXT).expect("lists/selftest.toml parses (unit-tested)"));
+        LazyLock::new(|| toml::from_str(SHIPPED_TEXT).expect("lists/selftest/names.toml parses (unit-tested)"));
     &NAMES
 }
 

@@ -75,6 +75,14 @@ impl SelftestRun {
     }
 }
 
+/// A stored run with its results (failures first): what the control
+/// socket, the dashboard and the API return.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub run: SelftestRun,
+    pub results: Vec<SelftestResult>,
+}
+
 /// A run to store: when, who, and every result (or why it could not ask).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewRun {
