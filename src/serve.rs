@@ -287,6 +287,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     })];
     background.push(tokio::spawn(reload_on_sighup(reloader.clone())));
     background.push(tokio::spawn(policy_clock(reloader.clone())));
+    background.push(tokio::spawn(selftest_on_schedule(reloader.clone())));
     let web = WebRuntime::start()?;
     let dashboard = start_dashboard(
         &config,
@@ -1087,6 +1088,43 @@ fn selftest_runner(reloader: &Arc<Reloader>) -> SelftestFn {
     })
 }
 
+/// Runs the self-test daily at `[selftest] daily_at` school time (read from
+/// the config in force at each look, so a reload moves it), on the main
+/// runtime, never on the DNS threads. A server started after today's time
+/// first runs tomorrow. Looks every 30 s, so a changed wall clock is caught.
+async fn selftest_on_schedule(reloader: Arc<Reloader>) {
+    const LOOK: Duration = Duration::from_secs(30);
+    let mut last_day = None;
+    loop {
+        let config = reloader.config();
+        let now_ms = crate::time::now_ms();
+        if let Some((day, due_ms)) = selftest_due(&config, now_ms) {
+            match last_day {
+                // The first look: a time already past today waits for tomorrow.
+                None => last_day = Some(if now_ms >= due_ms { day } else { day.yesterday().unwrap_or(day) }),
+                Some(last) if last != day && now_ms >= due_ms && config.selftest.enabled => {
+                    last_day = Some(day);
+                    match run_selftest(&reloader, crate::store::checks::Trigger::Schedule, String::new()).await {
+                        Ok(report) if report.run.passed() => {}
+                        Ok(report) => tracing::warn!(run = report.run.id, "the scheduled self-test failed"),
+                        Err(error) => tracing::error!(%error, "the scheduled self-test could not run"),
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        tokio::time::sleep(LOOK).await;
+    }
+}
+
+/// Today's date in school time and when today's self-test is due (UTC ms).
+fn selftest_due(config: &Config, now_ms: i64) -> Option<(jiff::civil::Date, i64)> {
+    let now = jiff::Timestamp::from_millisecond(now_ms).ok()?.to_zoned(config.timezone.clone());
+    let (hour, minute) = config.selftest.daily_at;
+    let due = now.date().at(hour as i8, minute as i8, 0, 0).to_zoned(config.timezone.clone()).ok()?;
+    Some((now.date(), due.timestamp().as_millisecond()))
+}
+
 /// One self-test at a time: a second waits for the first.
 static SELFTEST: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -1415,5 +1453,27 @@ async fn device_groups_on_schedule(config: Arc<Config>, pipeline: Arc<Pipeline>)
             seen = generation;
             refresh_device_groups(&config, &pipeline).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_daily_self_test_is_due_at_its_school_time() {
+        let config = Config::parse(
+            "[[networks]]\nname = \"n\"\ncidrs = [\"10.0.0.0/24\"]\ngroup = \"pupil\"\n[selftest]\ndaily_at = \"07:30\"\n",
+            "school.toml",
+        )
+        .unwrap();
+        // 1 July 2026 (British Summer Time, UTC+1): due at 06:30 UTC.
+        let summer = crate::time::parse_utc("2026-07-01T12:00:00.000Z").unwrap();
+        let (day, due) = selftest_due(&config, summer).unwrap();
+        assert_eq!(day.to_string(), "2026-07-01");
+        assert_eq!(crate::time::format_utc(due), "2026-07-01T06:30:00.000Z");
+        // 1 December (GMT): 07:30 UTC.
+        let winter = crate::time::parse_utc("2026-12-01T00:10:00.000Z").unwrap();
+        assert_eq!(crate::time::format_utc(selftest_due(&config, winter).unwrap().1), "2026-12-01T07:30:00.000Z");
     }
 }

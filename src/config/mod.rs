@@ -15,6 +15,7 @@ mod dashboard;
 pub mod edit;
 mod metrics;
 mod render;
+pub mod selftest;
 mod shapes;
 pub mod timed;
 
@@ -88,6 +89,8 @@ pub struct Config {
     pub alerts: alerts::AlertSettings,
     /// Hedgerow's own block page (`[block_page]`); off unless written.
     pub block_page: block_page::BlockPageSettings,
+    /// When the built-in self-test runs by itself (`[selftest]`): daily at 07:30 by default.
+    pub selftest: selftest::SelftestSettings,
 }
 
 /// The query log.

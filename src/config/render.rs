@@ -117,6 +117,7 @@ fn shape(config: &Config) -> RawConfig {
         metrics: super::metrics::render(&config.metrics),
         alerts: super::alerts::render(&config.alerts),
         block_page: super::block_page::render(&config.block_page),
+        selftest: super::selftest::render(&config.selftest),
     }
 }
 
@@ -255,7 +256,9 @@ mod tests {
             metrics,
             alerts,
             block_page,
+            selftest,
         } = &first;
+        assert_eq!(selftest, &second.selftest);
         assert_eq!(listen, &second.listen);
         assert_eq!(tcp, &second.tcp);
         assert_eq!(data_dir, &second.data_dir);
