@@ -301,14 +301,7 @@ pub struct ServerInfo {
 }
 
 /// Runs the self-test (started by `trigger`, for `user`) and returns the stored run.
-pub type Selftest = Arc<
-    dyn Fn(
-            crate::store::checks::Trigger,
-            String,
-        ) -> Pin<Box<dyn Future<Output = Result<crate::store::checks::RunReport, String>> + Send>>
-        + Send
-        + Sync,
->;
+pub type Selftest = crate::review::selftest::RunFn;
 
 /// Runs the whole reload and says what it did, or why nothing changed.
 pub type Reload = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<ReloadReport, String>> + Send>> + Send + Sync>;

@@ -1049,7 +1049,13 @@ fn policy_access(
         })
     };
     let reloader = reloader.clone();
-    crate::web::PolicyAccess { config: Arc::new(move || reloader.config()), editor, reload_lists: Some(reload_lists) }
+    let selftest = Some(selftest_runner(&reloader));
+    crate::web::PolicyAccess {
+        config: Arc::new(move || reloader.config()),
+        editor,
+        reload_lists: Some(reload_lists),
+        selftest,
+    }
 }
 
 /// The policy editor of a server started from a writable config file: it
@@ -1172,11 +1178,14 @@ fn store_selftest(
     let stored = checks.record_run(run).map_err(|error| error.to_string())?;
     let results = checks.results(stored.id).map_err(|error| error.to_string())?;
     if !stored.passed() {
-        let failed: Vec<&crate::store::checks::SelftestResult> = results.iter().filter(|r| !r.passed).collect();
-        let mut groups: Vec<&str> = failed.iter().map(|r| r.group.as_str()).collect();
-        groups.dedup();
-        let mut names: Vec<String> = failed.iter().map(|r| r.name.clone()).collect();
-        names.dedup();
+        let failed = crate::review::selftest::most_serious_first(&results);
+        let groups: std::collections::BTreeSet<&str> = failed.iter().map(|r| r.group.as_str()).collect();
+        let mut names: Vec<String> = Vec::new();
+        for result in &failed {
+            if !names.contains(&result.name) {
+                names.push(result.name.clone());
+            }
+        }
         let summary = if stored.error.is_empty() {
             let first: Vec<String> =
                 failed.iter().take(3).map(|r| crate::review::selftest::describe_failure(r)).collect();
@@ -1196,7 +1205,7 @@ fn store_selftest(
             severity: "high".into(),
             category: None,
             client: "selftest".into(),
-            group: groups.join(", "),
+            group: groups.into_iter().collect::<Vec<_>>().join(", "),
             first_ms: stored.started_ms,
             last_ms: stored.finished_ms,
             attempts: stored.failures.max(1),

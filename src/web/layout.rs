@@ -106,6 +106,10 @@ impl Layout {
             item.badge = current.open_alerts().filter(|open| *open > 0).map(|open| (open, "open"));
             nav.push(item);
         }
+        // Checks (issue 15): the self-test and the manual checks log.
+        if user.has(Role::Admin) || user.has(Role::Dsl) {
+            nav.push(NavItem::new("/checks", "Checks", here("/checks")));
+        }
         // The Devices page (issue 13, devices).
         if user.has(Role::Admin) {
             nav.push(NavItem::new("/devices", "Devices", here("/devices")));

@@ -84,6 +84,10 @@ struct Inner {
     /// Alerts (issue 14): the DSL's alerts and the outbox, in the same
     /// database as the query log they are raised from.
     alerts: crate::store::alerts::AlertStore,
+    /// Checks (issue 15): the running server's self-test (`None` for a
+    /// fixed config), and the checks' tables.
+    selftest: Option<crate::review::selftest::RunFn>,
+    checks: crate::store::checks::ChecksStore,
 }
 
 /// The configuration in force now: the server's last good reload.
@@ -97,13 +101,15 @@ pub struct PolicyAccess {
     /// The running server's whole-lists reload, with its reload lock
     /// taken (the Lists page's "update now" runs it after the downloads).
     pub reload_lists: Option<crate::policy_editor::ReloadFn>,
+    /// The running server's self-test (the Checks page's "run now").
+    pub selftest: Option<crate::review::selftest::RunFn>,
 }
 
 impl PolicyAccess {
     /// A fixed configuration, shown read-only (no editor).
     pub fn fixed(config: &Config) -> PolicyAccess {
         let config = Arc::new(config.clone());
-        PolicyAccess { config: Arc::new(move || config.clone()), editor: None, reload_lists: None }
+        PolicyAccess { config: Arc::new(move || config.clone()), editor: None, reload_lists: None, selftest: None }
     }
 }
 
@@ -170,6 +176,8 @@ impl AppState {
                 reload_lists: policy.reload_lists,
                 lists_update: pages::lists::UpdateSlot::default(),
                 alerts: crate::store::alerts::AlertStore::open(database)?,
+                selftest: policy.selftest,
+                checks: crate::store::checks::ChecksStore::open(database)?,
             }),
         })
     }
@@ -217,6 +225,15 @@ impl AppState {
     /// The DSL's alerts and the outbox (issue 14).
     pub fn alerts(&self) -> &crate::store::alerts::AlertStore {
         &self.inner.alerts
+    }
+
+    /// The running server's self-test (`None` for a fixed config).
+    pub(crate) fn selftest(&self) -> Option<&crate::review::selftest::RunFn> {
+        self.inner.selftest.as_ref()
+    }
+    /// Self-test runs and manual checks (issue 15).
+    pub fn checks(&self) -> &crate::store::checks::ChecksStore {
+        &self.inner.checks
     }
 
     /// The running server's whole-lists reload (`None` for a fixed config).
@@ -294,6 +311,16 @@ pub fn app(state: AppState) -> Router {
         .route("/api/alerts/{id}", get(pages::alerts::api_detail))
         .route("/api/alerts/{id}/{action}", post(pages::alerts::api_action))
         .route("/api/alerts/rules/{id}", post(pages::alerts::api_change_rule))
+        // Checks (issue 15): the self-test (run now, the latest run, history, each run) and the
+        // manual checks log (DSL and admins; governors see the review's summary instead).
+        .route("/checks", get(pages::checks::page))
+        .route("/checks.csv", get(pages::checks::csv))
+        .route("/checks/selftest", post(pages::checks::run_now))
+        .route("/checks/selftest/{id}", get(pages::checks::run_page))
+        .route("/checks/manual", post(pages::checks::add_manual))
+        .route("/api/checks", get(pages::checks::api))
+        .route("/api/checks/selftest", post(pages::checks::api_run))
+        .route("/api/checks/manual", post(pages::checks::api_manual))
         .route("/api/me", get(pages::home::api_me))
         .route("/api/users", get(pages::users::api_list).post(pages::users::api_add))
         .route("/api/audit", get(pages::audit::api_list))

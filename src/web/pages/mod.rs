@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod changes;
+pub mod checks;
 pub mod device;
 pub mod devices;
 pub mod explorer;
