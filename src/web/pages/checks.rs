@@ -87,6 +87,15 @@ struct ResultRow {
     passed: bool,
 }
 
+/// A failure of the latest run, with its group.
+struct FailureRow {
+    group: String,
+    check: String,
+    name: String,
+    expected: String,
+    got: String,
+}
+
 /// One group's results: failures first.
 struct GroupResults {
     group: String,
@@ -129,6 +138,7 @@ struct ChecksPage {
     schedule: String,
     can_run: bool,
     latest: Option<RunView>,
+    failures: Vec<FailureRow>,
     groups: Vec<GroupResults>,
     history: Vec<RunView>,
     manual: Vec<ManualRow>,
@@ -168,6 +178,14 @@ fn run_view(state: &AppState, run: &SelftestRun) -> RunView {
     }
 }
 
+fn check_words(result: &SelftestResult) -> String {
+    match result.kind.as_str() {
+        "category" => format!("category {}", result.subject),
+        "safesearch" => format!("SafeSearch {}", result.subject),
+        _ => format!("bypass: {}", result.subject),
+    }
+}
+
 /// Results by group (groups with failures first), failures first in each.
 fn by_group(results: &[SelftestResult]) -> Vec<GroupResults> {
     let mut groups: Vec<GroupResults> = Vec::new();
@@ -183,11 +201,7 @@ fn by_group(results: &[SelftestResult]) -> Vec<GroupResults> {
         group.checks += 1;
         group.failures += usize::from(!result.passed);
         group.rows.push(ResultRow {
-            check: match result.kind.as_str() {
-                "category" => format!("category {}", result.subject),
-                "safesearch" => format!("SafeSearch {}", result.subject),
-                _ => format!("bypass: {}", result.subject),
-            },
+            check: check_words(result),
             name: result.name.clone(),
             expected: result.expected.clone(),
             got: result.got.clone(),
@@ -366,6 +380,21 @@ async fn show(state: &AppState, user: &RequireDsl, status: StatusCode, extra: Ex
         },
         can_run: state.selftest().is_some(),
         latest: runs.first().map(|run| run_view(state, run)),
+        failures: latest
+            .as_deref()
+            .map(|results| {
+                crate::review::selftest::most_serious_first(results)
+                    .into_iter()
+                    .map(|result| FailureRow {
+                        group: result.group.clone(),
+                        check: check_words(result),
+                        name: result.name.clone(),
+                        expected: result.expected.clone(),
+                        got: result.got.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         groups: latest.as_deref().map(by_group).unwrap_or_default(),
         history: runs.iter().map(|run| run_view(state, run)).collect(),
         manual: manual.iter().map(|check| manual_row(state, check)).collect(),
@@ -452,7 +481,9 @@ pub async fn add_manual(
             show(&state, &user, StatusCode::OK, Extra { notice, ..Extra::default() }).await
         }
         Err(errors) => {
-            show(&state, &user, StatusCode::BAD_REQUEST, Extra { form: Some(form), errors, ..Extra::default() }).await
+            let error = "The check was not saved: correct the fields marked under Record a check.".to_string();
+            let extra = Extra { form: Some(form), errors, error, ..Extra::default() };
+            show(&state, &user, StatusCode::BAD_REQUEST, extra).await
         }
     }
 }
