@@ -185,10 +185,12 @@ pub struct Pipeline {
 /// [`Pipeline::probe_target`]'s address, so no outside query can pass as one.
 ///
 /// The DNS fast path pays one relaxed atomic load while none is in flight
-/// (`in_flight == 0`); the map's lock is taken only while one is. A port is
-/// registered before its socket sends and removed after its answers are
-/// read; the listener finishes (hands to observers) each answer before
-/// sending it, so no answer of a registered port reaches an observer.
+/// (`in_flight == 0`); the map's lock is taken only while one is (and then
+/// only for queries from the probe target's address). A port is registered
+/// before its socket sends and removed after its answers are read; the
+/// listener marks the query internal when it reads it
+/// (`WireQuery::internal`), so its answer reaches no observer however late
+/// it is finished.
 #[derive(Default)]
 struct InternalPorts {
     in_flight: std::sync::atomic::AtomicUsize,
@@ -319,12 +321,6 @@ impl Pipeline {
         }
         let ports = self.internal.ports.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         ports.get(&source.port()).map(|group| Internal { group: group.clone() })
-    }
-
-    /// True for an internal query's answer ([`Self::internal`]).
-    #[inline]
-    pub fn is_internal(&self, source: std::net::SocketAddr) -> bool {
-        self.internal(source).is_some()
     }
 
     /// Records the listeners' UDP addresses (once, by `DnsServer::start`).

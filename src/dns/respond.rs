@@ -34,7 +34,7 @@ pub(super) fn step(
     limit: Option<usize>,
     out: &mut Vec<u8>,
 ) -> Step {
-    let query = match wire::read_query(packet) {
+    let mut query = match wire::read_query(packet) {
         Ok(query) => query,
         Err(Rejection::Drop) => return Step::Silent,
         Err(Rejection::Error { id, flags, code }) => {
@@ -43,6 +43,11 @@ pub(super) fn step(
             return Step::Reply;
         }
     };
+    // The server's own queries (readiness probe, self-test) may ask as a
+    // group; every other query is decided by its source address. One
+    // relaxed atomic load while none is in flight.
+    let internal = pipeline.internal(source);
+    query.internal = internal.is_some();
     let limit = limit.unwrap_or_else(|| query.udp_limit());
     // RFC 6891 section 6.1.3: only EDNS version 0 exists.
     if query.edns.is_some_and(|edns| edns.version > 0) {
@@ -74,14 +79,9 @@ pub(super) fn step(
         record_type: query.record_type,
         dnssec_ok: query.edns.is_some_and(|edns| edns.dnssec_ok),
     };
-    // The server's own queries (readiness probe, self-test) may ask as a
-    // group; every other query is decided by its source address.
-    let immediate = match pipeline.internal(source) {
+    let immediate = match internal.as_ref().and_then(|internal| internal.group.as_deref()) {
+        Some(group) => pipeline.answer_now_as(Requester::Group(group), &question, arrival.at),
         None => pipeline.answer_now_at(source.ip(), &question, arrival.at),
-        Some(internal) => match internal.group.as_deref() {
-            Some(group) => pipeline.answer_now_as(Requester::Group(group), &question, arrival.at),
-            None => pipeline.answer_now_at(source.ip(), &question, arrival.at),
-        },
     };
     match immediate {
         Immediate::Answer(answer) => {
@@ -115,9 +115,8 @@ pub(super) fn step(
 /// listeners (UDP and TCP, policy answers, cache hits, upstream answers and
 /// errors alike) do so. Observers never change the answer or wait. The
 /// server's own queries' answers (the readiness probe, the self-test:
-/// [`Pipeline::internal`]) are not traffic: neither counted, logged nor seen
-/// by the alerts' feed. Callers finish an answer before sending it, so the
-/// internal port is still registered.
+/// [`Pipeline::internal`], marked on the query when it was read) are not
+/// traffic: neither counted, logged nor seen by the alerts' feed.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn finish(
     pipeline: &Pipeline,
@@ -129,7 +128,7 @@ pub(super) fn finish(
     cache_hit: bool,
     upstream_latency: Option<Duration>,
 ) {
-    if pipeline.is_internal(source) {
+    if query.internal {
         return;
     }
     pipeline.finish(&Finished {

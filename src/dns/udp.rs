@@ -90,12 +90,10 @@ pub fn serve(
                         let answer = pipeline.resolve(&pending, &question).await;
                         let mut out = Vec::with_capacity(512);
                         write_answer(&query, &answer, query.udp_limit(), &mut out);
-                        // Finished before it is sent, as every answer is: an
-                        // internal query's port is still registered then.
-                        finish_answer(&pipeline, arrival, source, &query, &answer);
                         if let Err(error) = socket.send_to(&out, source) {
                             tracing::debug!(%error, %source, "UDP send failed");
                         }
+                        finish_answer(&pipeline, arrival, source, &query, &answer);
                         drop(permit);
                     });
                 }

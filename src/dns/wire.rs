@@ -46,6 +46,10 @@ pub struct WireQuery {
     pub record_type: RecordType,
     pub class: u16,
     pub edns: Option<EdnsRequest>,
+    /// One of the server's own queries (readiness probe, self-test): set by
+    /// the listener from [`super::Pipeline::internal`] when the query is
+    /// read; its answer reaches no observer.
+    pub internal: bool,
 }
 
 impl WireQuery {
@@ -143,6 +147,7 @@ fn read_plain_query(packet: &[u8], id: u16, flags: u16) -> Option<WireQuery> {
         record_type,
         class,
         edns,
+        internal: false,
     })
 }
 
@@ -177,6 +182,7 @@ fn read_unusual_query(packet: &[u8], id: u16, flags: u16) -> Result<WireQuery, R
             dnssec_ok: edns.flags().dnssec_ok,
             version: edns.version(),
         }),
+        internal: false,
     })
 }
 
