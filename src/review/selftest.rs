@@ -149,7 +149,7 @@ impl Expect {
             Expect::Blocked => "blocked".into(),
             Expect::Allowed => "allowed".into(),
             Expect::Cname(host) => format!("CNAME to {host}"),
-            Expect::Address(address) => format!("address {address}"),
+            Expect::Address(address) => format!("resolved to {address}"),
             Expect::NxDomain => "NXDOMAIN".into(),
             Expect::NoData => "no records (NODATA)".into(),
         }
