@@ -301,7 +301,7 @@ pub struct ServerInfo {
 }
 
 /// Runs the self-test (started by `trigger`, for `user`) and returns the stored run.
-pub type Selftest = crate::review::selftest::RunFn;
+pub type Selftest = crate::store::checks::RunFn;
 
 /// Runs the whole reload and says what it did, or why nothing changed.
 pub type Reload = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<ReloadReport, String>> + Send>> + Send + Sync>;

@@ -1185,7 +1185,7 @@ fn store_selftest(
             "SELF-TEST FAILED (no alert: [alerts] enabled = false)"
         );
     } else if !stored.passed() {
-        let failed = crate::review::selftest::most_serious_first(&results);
+        let failed = crate::present::selftest::most_serious_first(&results);
         let groups: std::collections::BTreeSet<&str> = failed.iter().map(|r| r.group.as_str()).collect();
         let mut names: Vec<String> = Vec::new();
         for result in &failed {

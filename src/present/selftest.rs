@@ -7,6 +7,21 @@ use std::fmt::Write;
 
 use crate::store::checks::{RunReport, SelftestResult};
 
+/// The failures of a run, most serious first: the locked categories
+/// (illegal content), then what should have been blocked, then the rest.
+pub fn most_serious_first(results: &[SelftestResult]) -> Vec<&SelftestResult> {
+    let mut failed: Vec<&SelftestResult> = results.iter().filter(|result| !result.passed).collect();
+    failed.sort_by_key(|result| {
+        (
+            !crate::policy::category::ALWAYS_LOCKED.contains(&result.subject.as_str()),
+            result.expected != "blocked",
+            result.group.clone(),
+            result.subject.clone(),
+        )
+    });
+    failed
+}
+
 /// The run as tables, one per group.
 pub fn table(report: &RunReport) -> String {
     let run = &report.run;

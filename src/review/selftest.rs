@@ -33,19 +33,6 @@ use crate::policy::safesearch::Target;
 use crate::policy::{GroupPolicy, SafeSearchMap};
 use crate::store::checks::SelftestResult;
 
-/// The self-test as the running server runs it (`serve::run_selftest`),
-/// handed to the control socket and the dashboard: started by `trigger`,
-/// for the dashboard user named (empty otherwise); the stored run.
-pub type RunFn = Arc<
-    dyn Fn(
-            crate::store::checks::Trigger,
-            String,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<crate::store::checks::RunReport, String>> + Send>,
-        > + Send
-        + Sync,
->;
-
 /// The shipped test names, built into the binary.
 pub const SHIPPED_TEXT: &str = include_str!("../../lists/selftest/names.toml");
 
@@ -354,21 +341,6 @@ pub fn describe_failure(result: &SelftestResult) -> String {
         other => format!("should answer {other} for"),
     };
     format!("{} {should} {} for {} but got {}", result.subject, result.name, result.group, result.got)
-}
-
-/// The failures of a run, most serious first: the locked categories
-/// (illegal content), then what should have been blocked, then the rest.
-pub fn most_serious_first(results: &[SelftestResult]) -> Vec<&SelftestResult> {
-    let mut failed: Vec<&SelftestResult> = results.iter().filter(|result| !result.passed).collect();
-    failed.sort_by_key(|result| {
-        (
-            !category::ALWAYS_LOCKED.contains(&result.subject.as_str()),
-            result.expected != "blocked",
-            result.group.clone(),
-            result.subject.clone(),
-        )
-    });
-    failed
 }
 
 /// Asks every planned question of the server's own listener, each from its

@@ -83,6 +83,15 @@ pub struct RunReport {
     pub results: Vec<SelftestResult>,
 }
 
+/// The self-test as the running server runs it (`serve::run_selftest`),
+/// handed to the control socket and the dashboard: started by `trigger`,
+/// for the dashboard user named (empty otherwise); the stored run.
+pub type RunFn = std::sync::Arc<
+    dyn Fn(Trigger, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunReport, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// A run to store: when, who, and every result (or why it could not ask).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewRun {

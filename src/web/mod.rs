@@ -86,7 +86,7 @@ struct Inner {
     alerts: crate::store::alerts::AlertStore,
     /// Checks (issue 15): the running server's self-test (`None` for a
     /// fixed config), and the checks' tables.
-    selftest: Option<crate::review::selftest::RunFn>,
+    selftest: Option<crate::store::checks::RunFn>,
     checks: crate::store::checks::ChecksStore,
 }
 
@@ -102,7 +102,7 @@ pub struct PolicyAccess {
     /// taken (the Lists page's "update now" runs it after the downloads).
     pub reload_lists: Option<crate::policy_editor::ReloadFn>,
     /// The running server's self-test (the Checks page's "run now").
-    pub selftest: Option<crate::review::selftest::RunFn>,
+    pub selftest: Option<crate::store::checks::RunFn>,
 }
 
 impl PolicyAccess {
@@ -228,7 +228,7 @@ impl AppState {
     }
 
     /// The running server's self-test (`None` for a fixed config).
-    pub(crate) fn selftest(&self) -> Option<&crate::review::selftest::RunFn> {
+    pub(crate) fn selftest(&self) -> Option<&crate::store::checks::RunFn> {
         self.inner.selftest.as_ref()
     }
     /// Self-test runs and manual checks (issue 15).

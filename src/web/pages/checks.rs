@@ -383,7 +383,7 @@ async fn show(state: &AppState, user: &RequireDsl, status: StatusCode, extra: Ex
         failures: latest
             .as_deref()
             .map(|results| {
-                crate::review::selftest::most_serious_first(results)
+                crate::present::selftest::most_serious_first(results)
                     .into_iter()
                     .map(|result| FailureRow {
                         group: result.group.clone(),
