@@ -51,6 +51,7 @@ pub mod seal;
 pub mod search;
 pub mod sessions;
 pub mod settings;
+pub mod unblock;
 pub mod users;
 pub use crate::time;
 
