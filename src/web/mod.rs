@@ -84,6 +84,8 @@ struct Inner {
     /// Alerts (issue 14): the DSL's alerts and the outbox, in the same
     /// database as the query log they are raised from.
     alerts: crate::store::alerts::AlertStore,
+    /// Unblock requests (issue 15), from the block page and the dashboard.
+    unblock: crate::store::unblock::UnblockStore,
 }
 
 /// The configuration in force now: the server's last good reload.
@@ -170,6 +172,7 @@ impl AppState {
                 reload_lists: policy.reload_lists,
                 lists_update: pages::lists::UpdateSlot::default(),
                 alerts: crate::store::alerts::AlertStore::open(database)?,
+                unblock: crate::store::unblock::UnblockStore::open(database)?,
             }),
         })
     }
@@ -217,6 +220,11 @@ impl AppState {
     /// The DSL's alerts and the outbox (issue 14).
     pub fn alerts(&self) -> &crate::store::alerts::AlertStore {
         &self.inner.alerts
+    }
+
+    /// Unblock requests (issue 15).
+    pub fn unblock(&self) -> &crate::store::unblock::UnblockStore {
+        &self.inner.unblock
     }
 
     /// The running server's whole-lists reload (`None` for a fixed config).
@@ -294,6 +302,12 @@ pub fn app(state: AppState) -> Router {
         .route("/api/alerts/{id}", get(pages::alerts::api_detail))
         .route("/api/alerts/{id}/{action}", post(pages::alerts::api_action))
         .route("/api/alerts/rules/{id}", post(pages::alerts::api_change_rule))
+        // Unblock requests (issue 15): admins decide them (approve: an allow override through the
+        // policy editor; decline: a reply); staff users (admin, dsl) ask from the dashboard.
+        .route("/requests", get(pages::requests::page))
+        .route("/requests/new", get(pages::requests::new_form).post(pages::requests::new_submit))
+        .route("/requests/{action}", post(pages::requests::decide))
+        .route("/api/requests", get(pages::requests::api_list).post(pages::requests::api_decide))
         .route("/api/me", get(pages::home::api_me))
         .route("/api/users", get(pages::users::api_list).post(pages::users::api_add))
         .route("/api/audit", get(pages::audit::api_list))
