@@ -345,7 +345,7 @@ async fn a_request_from_the_block_page_is_approved_and_the_name_resolves_for_tha
     let locked = school
         .post("/requests/new", &dsl, &[("name", "terror.test"), ("group", "pupil"), ("reason", "History project")])
         .await;
-    assert_eq!(locked.location(), "/requests/new?sent=locked");
+    assert_eq!(locked.location(), "/requests/new?sent=locked&name=terror.test&group=pupil");
     let list = school.get("/requests", Some(&admin)).await;
     assert!(list.body.contains("terror.test") && list.body.contains("locked"), "{}", list.body);
     assert!(!list.body.contains("/requests/approve"), "a locked request offers only decline: {}", list.body);

@@ -414,6 +414,8 @@ pub struct NewForm {
 #[serde(default)]
 pub struct SentQuery {
     pub sent: String,
+    pub name: String,
+    pub group: String,
 }
 
 #[derive(Template)]
@@ -450,14 +452,17 @@ pub async fn new_form(
     staff: RequireDsl,
     Query(query): Query<SentQuery>,
 ) -> Result<Response, WebError> {
+    let asked = match (query.name.trim(), query.group.trim()) {
+        ("", _) => "Your request".to_string(),
+        (name, group) => format!("Your request for {name} ({group})"),
+    };
     let flash = match query.sent.as_str() {
         "" => String::new(),
         "locked" => format!(
-            "Saved. It is in a locked category, so it can only be declined ({}).",
-            "illegal content lists cannot be unblocked by anyone"
+            "{asked} is saved. It is in a locked category, so it can only be declined (illegal content lists cannot \
+             be unblocked by anyone)."
         ),
-        _ => "Your request has been sent to the admins. It shows on their Requests page until one decides it."
-            .to_string(),
+        _ => format!("{asked} has been sent to the admins. It shows on their Requests page until one decides it."),
     };
     Ok(render_with(StatusCode::OK, &new_page(&state, &staff, NewForm::default(), ("", String::new()), flash)))
 }
@@ -518,7 +523,11 @@ pub async fn new_submit(
         .await?;
     match outcome {
         Ok(locked) => {
-            Ok(Redirect::to(if locked { "/requests/new?sent=locked" } else { "/requests/new?sent=1" }).into_response())
+            let sent = if locked { "locked" } else { "1" };
+            let name = form.name.trim().trim_end_matches('.').to_ascii_lowercase();
+            let to =
+                format!("/requests/new?sent={sent}&name={}&group={}", super::encode(&name), super::encode(&form.group));
+            Ok(Redirect::to(&to).into_response())
         }
         Err(error) => {
             let field = error.field.filter(|f| matches!(*f, "name" | "group" | "reason")).unwrap_or("form");
