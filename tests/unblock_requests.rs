@@ -287,6 +287,20 @@ async fn a_request_from_the_block_page_is_approved_and_the_name_resolves_for_tha
         school.post("/requests/new", &dsl, &[("name", "plain.test"), ("group", "staff"), ("reason", "Science")]).await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     assert!(refused.body.contains("plain.test is not blocked for staff") && refused.body.contains("new-name-error"));
+    // The DSL may ask but not decide; logged out, nothing.
+    for path in ["/requests", "/requests?tab=decided", "/api/requests"] {
+        assert_eq!(school.get(path, Some(&dsl)).await.status, StatusCode::FORBIDDEN, "{path}");
+        assert_ne!(school.get(path, None).await.status, StatusCode::OK, "{path}");
+    }
+    let refused_decision =
+        school.post("/requests/approve", &dsl, &[("name", "game.test"), ("group", "pupil"), ("reason", "x")]).await;
+    assert_eq!(refused_decision.status, StatusCode::FORBIDDEN);
+    let dsl_home = school.get("/requests/new", Some(&dsl)).await;
+    assert!(
+        dsl_home.body.contains("href=\"/requests/new\"") && !dsl_home.body.contains("href=\"/requests\""),
+        "{}",
+        dsl_home.body
+    );
     let asked = school
         .post("/requests/new", &dsl, &[("name", "game.test"), ("group", "staff"), ("reason", "Games club")])
         .await;
