@@ -311,6 +311,27 @@ async fn a_request_from_the_block_page_is_approved_and_the_name_resolves_for_tha
         ("dee", "dashboard")
     );
 
+    // A refused approval (an expiry already past, no reason) is shown beside its field and decides nothing.
+    let past = school
+        .post(
+            "/requests/approve",
+            &admin,
+            &[("name", "game.test"), ("group", "pupil"), ("reason", "Maths"), ("until_date", "2020-01-01")],
+        )
+        .await;
+    assert_eq!(past.status, StatusCode::BAD_REQUEST);
+    assert!(
+        past.body.contains("id=\"approve-until-error-pupil-game-test\"") && past.body.contains("already passed"),
+        "{}",
+        past.body
+    );
+    let no_reason =
+        school.post("/requests/approve", &admin, &[("name", "game.test"), ("group", "pupil"), ("reason", " ")]).await;
+    assert!(no_reason.body.contains("id=\"approve-reason-error-pupil-game-test\""), "{}", no_reason.body);
+    assert_eq!(store.open_group("game.test", "pupil").unwrap().unwrap().count, 10, "nothing decided");
+    assert!(school.changes().iter().all(|c| c.kind != "override-add"), "no override made");
+    assert_eq!(lookup(&school, PUPIL, "game.test").await, [PUPIL]);
+
     // Approve the pupils' through the API: the name resolves for pupils, not for staff.
     let approved = school
         .post_json(
