@@ -14,6 +14,7 @@ pub mod login;
 pub mod monitor;
 pub mod overview;
 pub mod policy;
+pub mod review;
 pub mod setup;
 pub mod test_name;
 pub mod users;
