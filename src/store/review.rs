@@ -190,7 +190,8 @@ impl ReviewStore {
         let db = &self.database;
         let write = |action| StoreError::sqlite(db, action);
         let mut conn = schema::open(db, Purpose::Config)?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(write("start a review change"))?;
+        let tx =
+            conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(write("start a review change"))?;
         let state: Option<String> = tx
             .query_row("SELECT state FROM reviews WHERE year_start = ?1", [year_start], |row| row.get(0))
             .optional()
@@ -632,8 +633,14 @@ mod tests {
         assert_eq!((done.completed_by.as_deref(), done.completed_ms), (Some("ann"), Some(6)));
         assert_eq!(done.snapshot.as_deref(), Some("{\"x\":1}"));
         assert!(matches!(store.save(start, end, &ReviewForm::default(), "dee", 7), Err(ReviewError::Complete(_))));
-        assert!(matches!(store.add_action(start, end, "a", "b", "2026-01-01", "dee", 7), Err(ReviewError::Complete(_))));
-        assert!(matches!(store.edit_action(start, id, "a", "b", "2026-01-01", "dee", 7), Err(ReviewError::Complete(_))));
+        assert!(matches!(
+            store.add_action(start, end, "a", "b", "2026-01-01", "dee", 7),
+            Err(ReviewError::Complete(_))
+        ));
+        assert!(matches!(
+            store.edit_action(start, id, "a", "b", "2026-01-01", "dee", 7),
+            Err(ReviewError::Complete(_))
+        ));
         assert!(matches!(store.remove_action(start, id, "dee", 7), Err(ReviewError::Complete(_))));
         assert!(matches!(store.complete(start, end, "dee", "{}", 7), Err(ReviewError::Complete(_))));
         assert_eq!(store.get(start).unwrap().unwrap(), done);
@@ -665,7 +672,10 @@ mod tests {
         assert_eq!(figures.mean_ms_to_decide, Some((60_000 + 180_000 + 300_000) / 3));
         assert_eq!(figures.median_ms_to_decide, Some(180_000));
         assert_eq!(figures.by_category.len(), 2);
-        assert_eq!(figures.by_group, vec![RequestLine { label: "pupil".into(), made: 4, approved: 2, declined: 1, open: 1 }]);
+        assert_eq!(
+            figures.by_group,
+            vec![RequestLine { label: "pupil".into(), made: 4, approved: 2, declined: 1, open: 1 }]
+        );
         assert_eq!(request_figures(&db, 3_000, 4_000).unwrap().made, 1);
     }
 }

@@ -303,7 +303,7 @@ pub fn app(state: AppState) -> Router {
         .route("/review/{year}/actions/{id}/remove", post(pages::review::remove_action))
         .route("/review/{year}/complete", post(pages::review::complete))
         .route("/api/review", get(pages::review::api))
-        .route("/api/review/{year}", post(pages::review::api_save))
+        .route("/api/review/{year}/save", post(pages::review::api_save))
         .route("/api/review/{year}/actions", post(pages::review::api_add_action))
         .route("/api/review/{year}/actions/{id}", post(pages::review::api_edit_action))
         .route("/api/review/{year}/actions/{id}/remove", post(pages::review::api_remove_action))

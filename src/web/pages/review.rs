@@ -18,7 +18,7 @@
 //! Routes: `GET /review`, `GET /api/review`; the forms `POST
 //! /review/{year}/save`, `/review/{year}/actions`, `/review/{year}/actions/{id}`,
 //! `/review/{year}/actions/{id}/remove`, `/review/{year}/complete`, and their
-//! JSON twins under `/api/review/{year}...`.
+//! JSON twins (the same paths under `/api`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -305,7 +305,8 @@ fn months(year: i16) -> Vec<(String, String)> {
     const SHORT: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     (0..12)
         .map(|step| {
-            let (calendar, month) = if step < 4 { (i32::from(year), step + 9) } else { (i32::from(year) + 1, step - 3) };
+            let (calendar, month) =
+                if step < 4 { (i32::from(year), step + 9) } else { (i32::from(year) + 1, step - 3) };
             (format!("{calendar:04}-{month:02}"), format!("{} {calendar}", SHORT[month as usize - 1]))
         })
         .collect()
@@ -369,11 +370,7 @@ fn policy_figures(config: &Config) -> PolicyFigures {
     PolicyFigures { groups, categories, iwf_sources, ctiru_sources, lists_problem }
 }
 
-fn effectiveness(
-    database: &std::path::Path,
-    year: i16,
-    groups: &[String],
-) -> Result<Effectiveness, StoreError> {
+fn effectiveness(database: &std::path::Path, year: i16, groups: &[String]) -> Result<Effectiveness, StoreError> {
     let (from_day, to_day) = days(year);
     // The totals, days and devices as `hedgerow log review` reads them (its names are left out).
     let annual = crate::store::retention::annual_review(database, &from_day, &to_day)?;
@@ -470,13 +467,18 @@ fn build(state: &AppState, year: i16, draft: &Review) -> Result<ReviewReport, St
     let now = crate::time::now_ms();
 
     let users = state.users().list()?;
-    let roles = [(Role::Admin, "Admin (ICT lead)"), (Role::Dsl, "Designated Safeguarding Lead"), (Role::Governor, "Governor")]
-        .into_iter()
-        .map(|(role, label)| RoleUsers {
-            role: label.to_string(),
-            names: users.iter().filter(|user| !user.disabled && user.has(role)).map(|user| user.name.clone()).collect(),
-        })
-        .collect();
+    let roles =
+        [(Role::Admin, "Admin (ICT lead)"), (Role::Dsl, "Designated Safeguarding Lead"), (Role::Governor, "Governor")]
+            .into_iter()
+            .map(|(role, label)| RoleUsers {
+                role: label.to_string(),
+                names: users
+                    .iter()
+                    .filter(|user| !user.disabled && user.has(role))
+                    .map(|user| user.name.clone())
+                    .collect(),
+            })
+            .collect();
 
     let policy = policy_figures(&config);
     let groups: Vec<String> = policy.groups.iter().map(|group| group.name.clone()).collect();
@@ -565,11 +567,7 @@ fn build(state: &AppState, year: i16, draft: &Review) -> Result<ReviewReport, St
                     month: label.clone(),
                     runs,
                     failed_runs: failed,
-                    pass_rate: if runs == 0 {
-                        "-".to_string()
-                    } else {
-                        format!("{}%", (runs - failed) * 100 / runs)
-                    },
+                    pass_rate: if runs == 0 { "-".to_string() } else { format!("{}%", (runs - failed) * 100 / runs) },
                 }
             })
             .collect(),
@@ -867,7 +865,9 @@ impl ReviewPage {
 
 fn signed_off(state: &AppState, review: &Review) -> String {
     match (&review.completed_by, review.completed_ms) {
-        (Some(by), Some(at)) if review.complete => format!("Signed off by {by} on {}", state.config().local_time_text(at)),
+        (Some(by), Some(at)) if review.complete => {
+            format!("Signed off by {by} on {}", state.config().local_time_text(at))
+        }
         _ => String::new(),
     }
 }
@@ -886,11 +886,7 @@ async fn show(
     let mut page = ReviewPage {
         layout: Layout::for_user("Annual filtering review", reader, "/review"),
         year: loaded.year,
-        years: loaded
-            .years
-            .iter()
-            .map(|year| (*year, format!("{year}-{:02}", (i32::from(*year) + 1) % 100)))
-            .collect(),
+        years: loaded.years.iter().map(|year| (*year, format!("{year}-{:02}", (i32::from(*year) + 1) % 100))).collect(),
         complete: loaded.review.complete,
         signed_off: signed_off(&state, &loaded.review),
         editable,
@@ -1105,7 +1101,7 @@ async fn api_change(state: AppState, editor: RequireDsl, year: String, change: C
     Ok(axum::Json(serde_json::json!({ "ok": true })).into_response())
 }
 
-/// `POST /api/review/{year}`: the meeting's form as JSON (the form's field names).
+/// `POST /api/review/{year}/save`: the meeting's form as JSON (the form's field names).
 pub async fn api_save(
     State(state): State<AppState>,
     editor: RequireDsl,
