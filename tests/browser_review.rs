@@ -80,7 +80,9 @@ async fn review_scenario() {
     let mut text = std::fs::read_to_string(&files.config).unwrap();
     text.push_str(
         "\n[school]\nname = \"Hedgerow Test Primary\"\nsenior_leader = \"Pat Head (deputy head)\"\n\
-         governor = \"Gill Green\"\ndsl = \"Dee Lewis\"\nit_lead = \"Ian Tate\"\n",
+         governor = \"Gill Green\"\ndsl = \"Dee Lewis\"\nit_lead = \"Ian Tate\"\n\n\
+         [groups.pupil]\nblock = [\"default\"]\n\
+         allow = [{ name = \"scratch.mit.edu\", reason = \"Year 7 coding project\", until = \"2027-07-20T16:00:00Z\" }]\n",
     );
     std::fs::write(&files.config, text).unwrap();
     let database = Config::load(&files.config).unwrap().log.database;
@@ -187,6 +189,33 @@ async fn review_scenario() {
         )
         .unwrap();
 
+    let changes = hedgerow::store::changes::ChangeLog::open(&database).unwrap();
+    for (days_ago, kind, subject, old, new, reason) in [
+        (33, "category", "games for pupil", "allowed", "blocked", "games in lessons, agreed with the head"),
+        (
+            20,
+            "override-add",
+            "allow scratch.mit.edu for pupil",
+            "",
+            "allowed until 2027-07-20",
+            "Year 7 coding project",
+        ),
+        (6, "youtube", "YouTube for staff", "strict", "moderate", "teaching videos were restricted"),
+    ] {
+        changes
+            .record_only(&hedgerow::store::changes::NewChange {
+                time_ms: now - days_ago * 86_400_000,
+                user: "ann".into(),
+                kind: kind.into(),
+                group: Some(if kind == "youtube" { "staff" } else { "pupil" }.into()),
+                subject: subject.into(),
+                old: old.into(),
+                new: new.into(),
+                reason: reason.into(),
+            })
+            .unwrap();
+    }
+
     let server = Hedgerow::start(&files).await;
     let users = Users::open(&database).unwrap();
     users.add(GOVERNOR, PASSWORD, &[Role::Governor], now).unwrap();
@@ -225,7 +254,8 @@ async fn review_scenario() {
         assert!(!html.contains(value.as_str()), "the governor's review names {value:?}");
     }
     assert!(html.contains("Gill Green") && html.contains("<svg"), "{html}");
-    assert!(html.contains("a VPN app on a pupil tablet"));
+    assert!(html.contains("a VPN app on a pupil tablet") && html.contains("teaching videos were restricted"));
+    assert!(html.contains("scratch.mit.edu") && html.contains("Year 7 coding project"), "the allow override is policy");
     assert!(browser.find_all("main form[method='post']").await.is_empty(), "a governor gets no form");
     browser.screenshot("review-governor").await;
     browser.assert_accessible("the review").await;
@@ -273,6 +303,7 @@ async fn review_scenario() {
         browser.text().await
     );
     browser.screenshot("review-dsl-draft").await;
+    browser.assert_accessible("the DSL's draft").await;
     // Completing without the confirmation is refused beside the box.
     browser.click("form[action$='/complete'] button[type=submit]").await;
     assert!(browser.find_all("#confirm-error").await.len() == 1, "{}", browser.text().await);
@@ -288,5 +319,6 @@ async fn review_scenario() {
     assert!(browser.find_all("main form[method='post']").await.is_empty(), "no forms on a signed-off review");
     assert!(browser.find_all("main textarea").await.is_empty());
     browser.screenshot("review-signed-off").await;
+    browser.assert_accessible("the signed-off review").await;
     browser.close().await;
 }

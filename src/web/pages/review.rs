@@ -575,7 +575,18 @@ fn build(state: &AppState, year: i16, draft: &Review) -> Result<ReviewReport, St
     };
 
     let alert_counts = state.alerts().counts(from_ms, to_ms)?;
-    let alerts = year_counts(year, from_ms, to_ms, &alert_counts);
+    let mut alerts = year_counts(year, from_ms, to_ms, &alert_counts);
+
+    // The month tables stop at this month (a year still running has no figures ahead).
+    let this_month = jiff::Timestamp::from_millisecond(now)
+        .map(|at| at.to_zoned(config.timezone.clone()).strftime("%Y-%m").to_string())
+        .unwrap_or_default();
+    let elapsed = month_keys.iter().filter(|(key, _)| *key <= this_month).count();
+    alerts.months.truncate(elapsed);
+    let mut checks = checks;
+    checks.selftest_months.truncate(elapsed);
+    let mut changes = changes;
+    changes.by_month.truncate(elapsed);
 
     Ok(ReviewReport {
         year,
