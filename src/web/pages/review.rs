@@ -987,7 +987,9 @@ fn refusal(error: ReviewError) -> WebError {
 
 /// Checks and makes `change` to the review of `year` as `by`.
 async fn apply(state: &AppState, year: &str, by: String, change: &Change) -> Result<(), WebError> {
-    let year = year.trim().parse::<i16>().ok().filter(|year| (2000..=9998).contains(year)).ok_or(WebError::NotFound)?;
+    let current = current_year(&state.config(), crate::time::now_ms());
+    let year =
+        year.trim().parse::<i16>().ok().filter(|year| (2000..=current).contains(year)).ok_or(WebError::NotFound)?;
     let (start, end) = days(year);
     let store = ReviewStore::open(state.database())?;
     // A complete review refuses everything, before any value is looked at.
