@@ -390,7 +390,30 @@ async fn a_governor_sees_counts_and_no_device_owner_address_or_name() {
 async fn the_dsl_fills_in_a_draft_and_bad_values_are_shown_beside_their_fields() {
     let school = school().await;
     let year = this_year();
+    // Logged out: the page sends to the login form, the API answers 401, a POST changes nothing.
+    let reply = school.get("/review", None).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert!(reply.location().starts_with("/login?next=/review"), "{}", reply.location());
+    assert_eq!(school.get("/api/review", None).await.status, StatusCode::UNAUTHORIZED);
+    let anonymous = support::router::request(
+        "POST",
+        &format!("/api/review/{year}/actions"),
+        None,
+        "application/json",
+        r#"{"action":"x","owner":"y","due":"2026-01-01"}"#.to_string(),
+    );
+    assert_eq!(school.send(anonymous).await.status, StatusCode::UNAUTHORIZED);
     let (gus, dee): (Session, Session) = (school.login("gus").await, school.login("dee").await);
+    // Every role reads it (the nav has it); a governor's API answer is the same review.
+    for session in [&gus, &dee] {
+        let page = school.get("/review", Some(session)).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.body.contains("<a href=\"/review\" aria-current=\"page\">Review</a>"), "{}", page.body);
+        assert_eq!(school.get("/api/review", Some(session)).await.json()["year"], year);
+    }
+    // A year after the current one is not there to change.
+    let reply = school.post(&format!("/review/{}/save", year + 1), &dee, &[("participants", "x")]).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
     let page = school.get("/review", Some(&dee)).await;
     assert!(
         page.body.contains("action=\"/review/") && page.body.contains("Mark this review complete"),
