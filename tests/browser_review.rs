@@ -38,6 +38,31 @@ async fn login(browser: &Browser, server: &Hedgerow, name: &str) {
     assert_eq!(browser.current_path().await, "/", "{name} logged in: {}", browser.text().await);
 }
 
+/// Prints the page to `<name>.pdf` (WebDriver's print: Chromium's printToPDF,
+/// the print stylesheet applied) and turns it into `<name>-page-N.png` with
+/// pdftoppm; at least two pages.
+async fn print_pages(browser: &Browser, name: &str) {
+    let config = fantoccini::wd::PrintConfiguration::builder().background(true).build().unwrap();
+    let pdf = browser.client().print(config).await.unwrap();
+    assert!(pdf.starts_with(b"%PDF"), "not a PDF");
+    let shots = browser.screenshot_dir().to_path_buf();
+    let pdf_path = shots.join(format!("{name}.pdf"));
+    std::fs::write(&pdf_path, &pdf).unwrap();
+    let status = Command::new("pdftoppm")
+        .args(["-png", "-r", "70"])
+        .arg(&pdf_path)
+        .arg(shots.join(format!("{name}-page")))
+        .status()
+        .expect("pdftoppm (poppler-utils) turns the PDF into PNG pages");
+    assert!(status.success());
+    let prefix = format!("{name}-page-");
+    let pages = std::fs::read_dir(&shots)
+        .unwrap()
+        .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().starts_with(&prefix))
+        .count();
+    assert!(pages >= 2, "{pages} printed pages");
+}
+
 /// A date field's value (typing into one follows the browser's locale).
 async fn set_date(browser: &Browser, id: &str, day: &str) {
     browser.execute("document.getElementById(arguments[0]).value = arguments[1];", vec![id.into(), day.into()]).await;
@@ -264,24 +289,7 @@ async fn review_scenario() {
     browser.resize(WIDTH, HEIGHT).await;
 
     // Printed: a PDF, each page a PNG to look at.
-    let config = fantoccini::wd::PrintConfiguration::builder().background(true).build().unwrap();
-    let pdf = browser.client().print(config).await.unwrap();
-    assert!(pdf.starts_with(b"%PDF"), "not a PDF");
-    let shots = browser.screenshot_dir().to_path_buf();
-    let pdf_path = shots.join("review.pdf");
-    std::fs::write(&pdf_path, &pdf).unwrap();
-    let status = Command::new("pdftoppm")
-        .args(["-png", "-r", "70"])
-        .arg(&pdf_path)
-        .arg(shots.join("review-page"))
-        .status()
-        .expect("pdftoppm (poppler-utils) turns the PDF into PNG pages");
-    assert!(status.success());
-    let pages = std::fs::read_dir(&shots)
-        .unwrap()
-        .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().starts_with("review-page"))
-        .count();
-    assert!(pages >= 2, "{pages} printed pages");
+    print_pages(&browser, "review").await;
 
     // The DSL fills in the meeting's part and signs it off.
     login(&browser, &server, DSL).await;
@@ -302,8 +310,14 @@ async fn review_scenario() {
         "{}",
         browser.text().await
     );
+    assert!(browser.text().await.contains("The actions are saved."));
     browser.screenshot("review-dsl-draft").await;
     browser.assert_accessible("the DSL's draft").await;
+    browser.resize(390, 844).await;
+    browser.screenshot("review-dsl-draft-phone").await;
+    browser.resize(WIDTH, HEIGHT).await;
+    // The draft printed: the meeting's answers as text, no form.
+    print_pages(&browser, "review-draft").await;
     // Completing without the confirmation is refused beside the box.
     browser.click("form[action$='/complete'] button[type=submit]").await;
     assert!(browser.find_all("#confirm-error").await.len() == 1, "{}", browser.text().await);

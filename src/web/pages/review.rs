@@ -646,6 +646,8 @@ fn check_view(config: &Config, row: CheckRow) -> CheckView {
 #[serde(default)]
 pub struct YearQuery {
     year: String,
+    /// After a form: what was saved ("review", "action"), for the notice.
+    saved: String,
 }
 
 /// What a year's page needs: the review row (or an empty draft) and the figures.
@@ -813,6 +815,8 @@ struct Kept {
     edit: Option<(i64, ActionForm)>,
     /// Which form the error belongs to ("save", "add", "edit", "complete").
     form: &'static str,
+    /// What was just saved ("review", "action"), from the redirect.
+    saved: String,
     field: &'static str,
     message: String,
 }
@@ -924,7 +928,8 @@ pub async fn page(
     Query(query): Query<YearQuery>,
 ) -> Result<Response, WebError> {
     let year = chosen_year(&state, &query.year);
-    show(state, &reader, year, Kept::default(), StatusCode::OK).await
+    let kept = Kept { saved: query.saved.trim().to_string(), ..Kept::default() };
+    show(state, &reader, year, kept, StatusCode::OK).await
 }
 
 /// `GET /api/review?year=2025`: the same review as JSON.
@@ -967,10 +972,18 @@ impl Change {
             Change::Complete(_) => "complete",
         }
     }
+    /// What the notice after it says was saved.
+    fn saved(&self) -> &'static str {
+        match self {
+            Change::Save(_) => "review",
+            Change::Complete(_) => "complete",
+            _ => "action",
+        }
+    }
     /// Where the page goes back to afterwards.
     fn anchor(&self) -> &'static str {
         match self {
-            Change::Save(_) => "#limitations",
+            Change::Save(_) => "#top",
             Change::Complete(_) => "#top",
             _ => "#actions",
         }
@@ -1043,7 +1056,10 @@ async fn apply(state: &AppState, year: &str, by: String, change: &Change) -> Res
 /// A form's change: back to the page, or the page again with the error beside its field.
 async fn form_change(state: AppState, editor: RequireDsl, year: String, change: Change) -> Result<Response, WebError> {
     match apply(&state, &year, editor.user.name.clone(), &change).await {
-        Ok(()) => Ok(Redirect::to(&format!("/review?year={}{}", year.trim(), change.anchor())).into_response()),
+        Ok(()) => {
+            Ok(Redirect::to(&format!("/review?year={}&saved={}{}", year.trim(), change.saved(), change.anchor()))
+                .into_response())
+        }
         Err(WebError::BadRequest { field, message }) => {
             let year = year.trim().parse::<i16>().map_err(|_| WebError::NotFound)?;
             let mut kept = Kept { form: change.form(), field: field.unwrap_or(""), message, ..Kept::default() };
