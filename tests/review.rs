@@ -84,8 +84,14 @@ fn config_file(dir: &Path) -> PathBuf {
 }
 
 async fn school() -> School {
+    school_with(|_| {}).await
+}
+
+/// A school whose folder `prepare` changes before the server starts.
+async fn school_with(prepare: impl FnOnce(&Path)) -> School {
     let dir = tempfile::tempdir().unwrap();
     let path = config_file(dir.path());
+    prepare(dir.path());
     let config = Config::load(&path).unwrap();
     let running = serve::start(&config).await.unwrap();
     let state = AppState::with_policy(
@@ -476,4 +482,28 @@ async fn the_dsl_fills_in_a_draft_and_bad_values_are_shown_beside_their_fields()
     );
     request.headers_mut().remove("x-csrf-token");
     assert_eq!(school.send(request).await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn licensed_iwf_and_ctiru_lists_are_named_and_the_warning_goes() {
+    // A provider's lists declared next to the test's games list.
+    let school = school_with(|dir| {
+        let lists = dir.join("lists");
+        std::fs::write(lists.join("iwf.txt"), "abuse-example.test\n").unwrap();
+        std::fs::write(lists.join("ctiru.txt"), "terror-example.test\n").unwrap();
+        std::fs::write(
+            lists.join("provider.toml"),
+            "[[source]]\nid = \"provider-iwf\"\ncategory = \"csam\"\nformat = \"domains\"\npath = \"iwf.txt\"\n\n\
+             [[source]]\nid = \"provider-ctiru\"\ncategory = \"terrorism\"\nformat = \"domains\"\npath = \"ctiru.txt\"\n",
+        )
+        .unwrap();
+    })
+    .await;
+    let gus = school.login("gus").await;
+    let page = school.get("/review", Some(&gus)).await;
+    assert!(page.body.contains("IWF list configured: provider-iwf."), "{}", page.body);
+    assert!(page.body.contains("CTIRU list configured: provider-ctiru."), "{}", page.body);
+    assert!(!page.body.contains("is configured. Hedgerow blocks only") && !page.body.contains("class=\"problem\""));
+    let json = school.get("/api/review", Some(&gus)).await.json();
+    assert_eq!(json["review"]["policy"]["iwf_sources"], serde_json::json!(["provider-iwf"]));
 }

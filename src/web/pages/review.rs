@@ -1004,7 +1004,7 @@ async fn apply(state: &AppState, year: &str, by: String, change: &Change) -> Res
     let year =
         year.trim().parse::<i16>().ok().filter(|year| (2000..=current).contains(year)).ok_or(WebError::NotFound)?;
     let (start, end) = days(year);
-    let store = ReviewStore::open(state.database())?;
+    let store = state.blocking(|state| ReviewStore::open(state.database())).await??;
     // A complete review refuses everything, before any value is looked at.
     let found = {
         let (store, start) = (store.clone(), start.clone());
