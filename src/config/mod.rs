@@ -15,6 +15,7 @@ mod dashboard;
 pub mod edit;
 mod metrics;
 mod render;
+pub mod school;
 mod shapes;
 pub mod timed;
 
@@ -88,6 +89,8 @@ pub struct Config {
     pub alerts: alerts::AlertSettings,
     /// Hedgerow's own block page (`[block_page]`); off unless written.
     pub block_page: block_page::BlockPageSettings,
+    /// The school and who is responsible (`[school]`), for the annual review.
+    pub school: school::SchoolSettings,
 }
 
 /// The query log.

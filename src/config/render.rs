@@ -117,6 +117,7 @@ fn shape(config: &Config) -> RawConfig {
         metrics: super::metrics::render(&config.metrics),
         alerts: super::alerts::render(&config.alerts),
         block_page: super::block_page::render(&config.block_page),
+        school: super::school::render(&config.school),
     }
 }
 
@@ -255,6 +256,7 @@ mod tests {
             metrics,
             alerts,
             block_page,
+            school,
         } = &first;
         assert_eq!(listen, &second.listen);
         assert_eq!(tcp, &second.tcp);
@@ -287,6 +289,7 @@ mod tests {
         assert_eq!(metrics, &second.metrics);
         assert_eq!(alerts, &second.alerts);
         assert_eq!(block_page, &second.block_page);
+        assert_eq!(school, &second.school);
         let again = render(&second);
         assert_eq!(rendered.lines().skip(1).collect::<Vec<_>>(), again.lines().skip(1).collect::<Vec<_>>());
         rendered

@@ -200,6 +200,8 @@ pub(super) struct RawConfig {
     pub(super) alerts: super::alerts::RawAlerts,
     #[serde(default)]
     pub(super) block_page: super::block_page::RawBlockPage,
+    #[serde(default)]
+    pub(super) school: super::school::RawSchool,
 }
 
 #[derive(Deserialize, Serialize)]

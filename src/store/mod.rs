@@ -46,6 +46,7 @@ pub mod privacy;
 pub mod read;
 pub mod record;
 pub mod retention;
+pub mod review;
 pub mod schema;
 pub mod seal;
 pub mod search;

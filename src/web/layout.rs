@@ -113,6 +113,10 @@ impl Layout {
             item.badge = current.open_alerts().filter(|open| *open > 0).map(|open| (open, "open"));
             nav.push(item);
         }
+        // The annual filtering review (issue 15).
+        if Role::ALL.iter().any(|role| user.has(*role)) {
+            nav.push(NavItem::new("/review", "Review", here("/review")));
+        }
         // The Devices page (issue 13, devices).
         if user.has(Role::Admin) {
             nav.push(NavItem::new("/devices", "Devices", here("/devices")));

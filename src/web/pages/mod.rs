@@ -15,6 +15,7 @@ pub mod monitor;
 pub mod overview;
 pub mod policy;
 pub mod requests;
+pub mod review;
 pub mod setup;
 pub mod test_name;
 pub mod users;
