@@ -118,7 +118,7 @@ pub struct Decision {
 }
 
 /// Requests made in a period, for the review: figures only.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RequestCounts {
     pub requested: i64,
     pub approved: i64,
@@ -133,7 +133,7 @@ pub struct RequestCounts {
 
 /// The figures of one category or group ("" as the category: blocked by a
 /// deny override).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct CountLine {
     pub key: String,
     pub requested: i64,

@@ -37,7 +37,7 @@ use crate::policy::category;
 use crate::policy::group::{BlockAnswer, YoutubeMode};
 use crate::store::changes::ChangeFilter;
 use crate::store::review::{
-    self, CheckRow, RequestFigures, Review, ReviewAction, ReviewError, ReviewForm, ReviewStore, SelftestFigures,
+    self, CheckRow, Review, ReviewAction, ReviewError, ReviewForm, ReviewStore, SelftestFigures,
 };
 use crate::store::{Role, StoreError};
 use crate::web::chart::{Chart, Series};
@@ -199,7 +199,7 @@ pub struct OverrideRow {
 /// Section 4: over-blocking.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OverBlocking {
-    pub requests: RequestFigures,
+    pub requests: crate::store::unblock::RequestCounts,
     pub mean_to_decide: String,
     pub median_to_decide: String,
     pub overrides: Vec<OverrideRow>,
@@ -484,7 +484,7 @@ fn build(state: &AppState, year: i16, draft: &Review) -> Result<ReviewReport, St
     let groups: Vec<String> = policy.groups.iter().map(|group| group.name.clone()).collect();
     let effectiveness = effectiveness(database, year, &groups)?;
 
-    let requests = review::request_figures(database, from_ms, to_ms)?;
+    let requests = crate::store::unblock::UnblockStore::open(database)?.counts(from_ms, to_ms)?;
     let overrides = config
         .overrides
         .iter()
@@ -866,7 +866,7 @@ impl ReviewPage {
     fn charts(&self) -> [&ChartData; 2] {
         [&self.report.effectiveness.by_group, &self.report.effectiveness.by_category]
     }
-    fn request_tables(&self) -> [(&'static str, &Vec<review::RequestLine>); 2] {
+    fn request_tables(&self) -> [(&'static str, &Vec<crate::store::unblock::CountLine>); 2] {
         let requests = &self.report.over_blocking.requests;
         [("By category", &requests.by_category), ("By group", &requests.by_group)]
     }
