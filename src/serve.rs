@@ -300,12 +300,24 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     .await?;
     background.push(tokio::spawn(device_groups_on_schedule(config.clone(), pipeline.clone())));
     // The block page: its own small server on the web runtime, sharing nothing with the dashboard.
+    // Its unblock requests (issue 15) go to the database the dashboard reads.
+    let requests = if block_page_listeners.is_empty() || !writes_database(&config) {
+        None
+    } else {
+        match store::unblock::UnblockStore::open(&config.log.database) {
+            Ok(store) => Some(Arc::new(crate::web::block_page::Requests::new(store, &config.log.settings))),
+            Err(error) => {
+                tracing::error!(%error, "the block page cannot take unblock requests");
+                None
+            }
+        }
+    };
     let mut block_page = Vec::with_capacity(block_page_listeners.len());
     for listener in block_page_listeners {
         block_page.extend(listener.local_addr().ok());
-        let pipeline = pipeline.clone();
+        let (pipeline, requests) = (pipeline.clone(), requests.clone());
         web.serve(listener, |listener| async move {
-            if let Err(error) = crate::web::block_page::serve(listener, pipeline).await {
+            if let Err(error) = crate::web::block_page::serve(listener, pipeline, requests).await {
                 tracing::error!(%error, "the block page stopped serving");
             }
         })

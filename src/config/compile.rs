@@ -133,6 +133,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
     let alerts = super::alerts::compile(raw.alerts, text, source_name)?;
     let block_page = super::block_page::compile(raw.block_page, text, source_name)?;
     let selftest = super::selftest::compile(raw.selftest, text, source_name)?;
+    let school = super::school::compile(raw.school);
 
     let ipv6_prefix = *raw.rate_limit.ipv6_prefix.get_ref();
     if !(1..=128).contains(&ipv6_prefix) {
@@ -211,6 +212,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         alerts,
         block_page,
         selftest,
+        school,
     })
 }
 

@@ -15,6 +15,7 @@ mod dashboard;
 pub mod edit;
 mod metrics;
 mod render;
+pub mod school;
 pub mod selftest;
 mod shapes;
 pub mod timed;
@@ -91,6 +92,8 @@ pub struct Config {
     pub block_page: block_page::BlockPageSettings,
     /// When the built-in self-test runs by itself (`[selftest]`): daily at 07:30 by default.
     pub selftest: selftest::SelftestSettings,
+    /// The school and who is responsible (`[school]`), for the annual review.
+    pub school: school::SchoolSettings,
 }
 
 /// The query log.

@@ -118,6 +118,7 @@ fn shape(config: &Config) -> RawConfig {
         alerts: super::alerts::render(&config.alerts),
         block_page: super::block_page::render(&config.block_page),
         selftest: super::selftest::render(&config.selftest),
+        school: super::school::render(&config.school),
     }
 }
 
@@ -257,6 +258,7 @@ mod tests {
             alerts,
             block_page,
             selftest,
+            school,
         } = &first;
         assert_eq!(selftest, &second.selftest);
         assert_eq!(listen, &second.listen);
@@ -290,6 +292,7 @@ mod tests {
         assert_eq!(metrics, &second.metrics);
         assert_eq!(alerts, &second.alerts);
         assert_eq!(block_page, &second.block_page);
+        assert_eq!(school, &second.school);
         let again = render(&second);
         assert_eq!(rendered.lines().skip(1).collect::<Vec<_>>(), again.lines().skip(1).collect::<Vec<_>>());
         rendered

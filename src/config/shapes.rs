@@ -202,6 +202,8 @@ pub(super) struct RawConfig {
     pub(super) block_page: super::block_page::RawBlockPage,
     #[serde(default)]
     pub(super) selftest: super::selftest::RawSelftest,
+    #[serde(default)]
+    pub(super) school: super::school::RawSchool,
 }
 
 #[derive(Deserialize, Serialize)]

@@ -47,11 +47,13 @@ pub mod privacy;
 pub mod read;
 pub mod record;
 pub mod retention;
+pub mod review;
 pub mod schema;
 pub mod seal;
 pub mod search;
 pub mod sessions;
 pub mod settings;
+pub mod unblock;
 pub mod users;
 pub use crate::time;
 

@@ -31,6 +31,9 @@ pub enum WebError {
     /// A page asked for with a method it does not take (a GET of a form's target).
     #[error("this address does not take that kind of request; go back to the dashboard and use its forms")]
     MethodNotAllowed,
+    /// The thing cannot be changed in its state (a signed-off review): 409.
+    #[error("{0}")]
+    Conflict(String),
     /// A bad value, named by its form field when it has one.
     #[error("{message}")]
     BadRequest { field: Option<&'static str>, message: String },
@@ -51,6 +54,7 @@ impl WebError {
             WebError::WrongHost(_) => StatusCode::MISDIRECTED_REQUEST,
             WebError::NotFound => StatusCode::NOT_FOUND,
             WebError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            WebError::Conflict(_) => StatusCode::CONFLICT,
             WebError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -129,6 +133,7 @@ pub(super) async fn render(request: Request, next: Next) -> Response {
         WebError::WrongHost(_) => "Wrong address",
         WebError::NotFound => "Not found",
         WebError::MethodNotAllowed => "Not a page",
+        WebError::Conflict(_) => "Cannot be changed",
         WebError::BadRequest { .. } => "Please check what you sent",
         WebError::Internal(_) => "Something went wrong",
     };

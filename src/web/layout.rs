@@ -52,6 +52,10 @@ pub trait Viewer {
     fn csrf(&self) -> &str;
     /// Alerts not acknowledged yet, when this viewer is shown them.
     fn open_alerts(&self) -> Option<i64>;
+    /// Unblock requests waiting for a decision, when this viewer decides them.
+    fn open_requests(&self) -> Option<i64> {
+        None
+    }
 }
 
 impl<V: Viewer + ?Sized> Viewer for &V {
@@ -63,6 +67,9 @@ impl<V: Viewer + ?Sized> Viewer for &V {
     }
     fn open_alerts(&self) -> Option<i64> {
         (**self).open_alerts()
+    }
+    fn open_requests(&self) -> Option<i64> {
+        (**self).open_requests()
     }
 }
 
@@ -110,6 +117,10 @@ impl Layout {
         if user.has(Role::Admin) || user.has(Role::Dsl) {
             nav.push(NavItem::new("/checks", "Checks", here("/checks")));
         }
+        // The annual filtering review (issue 15).
+        if Role::ALL.iter().any(|role| user.has(*role)) {
+            nav.push(NavItem::new("/review", "Review", here("/review")));
+        }
         // The Devices page (issue 13, devices).
         if user.has(Role::Admin) {
             nav.push(NavItem::new("/devices", "Devices", here("/devices")));
@@ -117,6 +128,14 @@ impl Layout {
         if user.has(Role::Admin) {
             nav.push(NavItem::new("/users", "Users", path == "/users"));
             nav.push(NavItem::new("/audit", "Login audit", path == "/audit"));
+        }
+        // Unblock requests (issue 15): decided by admins, the open count in the nav.
+        if user.has(Role::Admin) {
+            let mut item = NavItem::new("/requests", "Requests", here("/requests"));
+            item.badge = current.open_requests().filter(|open| *open > 0).map(|open| (open, "open"));
+            nav.push(item);
+        } else if user.has(Role::Dsl) {
+            nav.push(NavItem::new("/requests/new", "Ask to unblock", here("/requests/new")));
         }
         // Lists (issue 13, lists).
         if user.has(Role::Admin) {

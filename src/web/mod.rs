@@ -88,6 +88,8 @@ struct Inner {
     /// fixed config), and the checks' tables.
     selftest: Option<crate::store::checks::RunFn>,
     checks: crate::store::checks::ChecksStore,
+    /// Unblock requests (issue 15), from the block page and the dashboard.
+    unblock: crate::store::unblock::UnblockStore,
 }
 
 /// The configuration in force now: the server's last good reload.
@@ -178,6 +180,7 @@ impl AppState {
                 alerts: crate::store::alerts::AlertStore::open(database)?,
                 selftest: policy.selftest,
                 checks: crate::store::checks::ChecksStore::open(database)?,
+                unblock: crate::store::unblock::UnblockStore::open(database)?,
             }),
         })
     }
@@ -234,6 +237,10 @@ impl AppState {
     /// Self-test runs and manual checks (issue 15).
     pub fn checks(&self) -> &crate::store::checks::ChecksStore {
         &self.inner.checks
+    }
+    /// Unblock requests (issue 15).
+    pub fn unblock(&self) -> &crate::store::unblock::UnblockStore {
+        &self.inner.unblock
     }
 
     /// The running server's whole-lists reload (`None` for a fixed config).
@@ -321,6 +328,26 @@ pub fn app(state: AppState) -> Router {
         .route("/api/checks", get(pages::checks::api))
         .route("/api/checks/selftest", post(pages::checks::api_run))
         .route("/api/checks/manual", post(pages::checks::api_manual))
+        // Unblock requests (issue 15): admins decide them (approve: an allow override through the
+        // policy editor; decline: a reply); staff users (admin, dsl) ask from the dashboard.
+        .route("/requests", get(pages::requests::page))
+        .route("/requests/new", get(pages::requests::new_form).post(pages::requests::new_submit))
+        .route("/requests/{action}", post(pages::requests::decide))
+        .route("/api/requests", get(pages::requests::api_list).post(pages::requests::api_decide))
+        // The annual filtering review (issue 15): every role reads it; the DSL and admins fill in
+        // the draft and mark it complete; a complete review refuses every change (409).
+        .route("/review", get(pages::review::page))
+        .route("/review/{year}/save", post(pages::review::save))
+        .route("/review/{year}/actions", post(pages::review::add_action))
+        .route("/review/{year}/actions/{id}", post(pages::review::edit_action))
+        .route("/review/{year}/actions/{id}/remove", post(pages::review::remove_action))
+        .route("/review/{year}/complete", post(pages::review::complete))
+        .route("/api/review", get(pages::review::api))
+        .route("/api/review/{year}/save", post(pages::review::api_save))
+        .route("/api/review/{year}/actions", post(pages::review::api_add_action))
+        .route("/api/review/{year}/actions/{id}", post(pages::review::api_edit_action))
+        .route("/api/review/{year}/actions/{id}/remove", post(pages::review::api_remove_action))
+        .route("/api/review/{year}/complete", post(pages::review::api_complete))
         .route("/api/me", get(pages::home::api_me))
         .route("/api/users", get(pages::users::api_list).post(pages::users::api_add))
         .route("/api/audit", get(pages::audit::api_list))

@@ -45,6 +45,8 @@ pub struct CurrentUser {
     /// Alerts not yet acknowledged, for the nav of a DSL's or admin's page
     /// (`None` for governors, the API and forms' answers).
     pub open_alerts: Option<i64>,
+    /// Unblock requests waiting for a decision, for an admin's nav (issue 15).
+    pub open_requests: Option<i64>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
@@ -65,6 +67,9 @@ impl super::layout::Viewer for CurrentUser {
     fn open_alerts(&self) -> Option<i64> {
         self.open_alerts
     }
+    fn open_requests(&self) -> Option<i64> {
+        self.open_requests
+    }
 }
 
 impl<R: RoleSet> super::layout::Viewer for Require<R> {
@@ -76,6 +81,9 @@ impl<R: RoleSet> super::layout::Viewer for Require<R> {
     }
     fn open_alerts(&self) -> Option<i64> {
         self.0.open_alerts
+    }
+    fn open_requests(&self) -> Option<i64> {
+        self.0.open_requests
     }
 }
 
@@ -202,15 +210,19 @@ pub(super) async fn load(State(state): State<AppState>, request: Request, next: 
                     } else {
                         None
                     };
-                    Ok::<_, crate::store::StoreError>(Some((raw_id, session, open)))
+                    // Unblock requests (issue 15): the open count in an admin's nav.
+                    let requests =
+                        if page && session.user.has(Role::Admin) { state.unblock().open_count().ok() } else { None };
+                    Ok::<_, crate::store::StoreError>(Some((raw_id, session, open, requests)))
                 })
                 .await;
             match looked_up {
-                Ok(Ok(found)) => found.map(|(raw_id, session, open_alerts)| CurrentUser {
+                Ok(Ok(found)) => found.map(|(raw_id, session, open_alerts, open_requests)| CurrentUser {
                     user: session.user,
                     csrf: session.csrf_token,
                     raw_id,
                     open_alerts,
+                    open_requests,
                 }),
                 Ok(Err(error)) => return WebError::from(error).into_response(),
                 Err(error) => return error.into_response(),

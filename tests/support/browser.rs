@@ -127,6 +127,13 @@ impl Browser {
     /// Starts the driver and a headless Chromium session for test `test`
     /// (the screenshots' folder name), its window [`WIDTH`]x[`HEIGHT`].
     pub async fn start(test: &str) -> Browser {
+        Browser::start_with(test, &[]).await
+    }
+
+    /// As [`Browser::start`], with more Chromium flags (e.g.
+    /// `--host-resolver-rules=MAP game.test 127.0.0.1`, so a page can be
+    /// opened with a test name as its Host).
+    pub async fn start_with(test: &str, extra_args: &[String]) -> Browser {
         let shots = screenshot_dir(test);
         // Only this run's shots: none left from an earlier run to mislead.
         let _ = std::fs::remove_dir_all(&shots);
@@ -159,6 +166,9 @@ impl Browser {
                 "intl.accept_languages": "en-GB,en",
             },
         });
+        if let Some(args) = chrome["args"].as_array_mut() {
+            args.extend(extra_args.iter().map(|arg| json!(arg)));
+        }
         if Path::new(CHROMIUM).exists() {
             chrome["binary"] = json!(CHROMIUM);
         }

@@ -134,8 +134,19 @@ CREATE TABLE review_actions (
 );
 CREATE INDEX review_actions_by_year ON review_actions (year_start, position);
 
+-- Each trigger also covers REPLACE: SQLite deletes the row a REPLACE
+-- conflicts with without firing DELETE triggers, so an INSERT or UPDATE that
+-- would land on a complete review's row (or one of its actions' ids) is
+-- refused before it can.
+CREATE TRIGGER reviews_complete_no_insert BEFORE INSERT ON reviews
+WHEN EXISTS (SELECT 1 FROM reviews WHERE year_start = NEW.year_start AND state = 'complete')
+BEGIN
+    SELECT RAISE(ABORT, 'this review is complete and cannot be changed');
+END;
+
 CREATE TRIGGER reviews_complete_no_update BEFORE UPDATE ON reviews
 WHEN OLD.state = 'complete'
+  OR EXISTS (SELECT 1 FROM reviews WHERE year_start = NEW.year_start AND state = 'complete')
 BEGIN
     SELECT RAISE(ABORT, 'this review is complete and cannot be changed');
 END;
@@ -148,12 +159,17 @@ END;
 
 CREATE TRIGGER review_actions_complete_no_insert BEFORE INSERT ON review_actions
 WHEN (SELECT state FROM reviews WHERE year_start = NEW.year_start) = 'complete'
+  OR EXISTS (SELECT 1 FROM review_actions AS a JOIN reviews AS r ON r.year_start = a.year_start
+             WHERE a.id = NEW.id AND r.state = 'complete')
 BEGIN
     SELECT RAISE(ABORT, 'this review is complete and cannot be changed');
 END;
 
 CREATE TRIGGER review_actions_complete_no_update BEFORE UPDATE ON review_actions
 WHEN (SELECT state FROM reviews WHERE year_start = OLD.year_start) = 'complete'
+  OR (SELECT state FROM reviews WHERE year_start = NEW.year_start) = 'complete'
+  OR EXISTS (SELECT 1 FROM review_actions AS a JOIN reviews AS r ON r.year_start = a.year_start
+             WHERE a.id = NEW.id AND r.state = 'complete')
 BEGIN
     SELECT RAISE(ABORT, 'this review is complete and cannot be changed');
 END;

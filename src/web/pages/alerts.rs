@@ -326,7 +326,7 @@ pub async fn page(
 
 /// The academic year starting in September of `year`: [1 Sep, 1 Sep next
 /// year) in the school's time zone, as UTC milliseconds.
-fn academic_year(config: &Config, year: i16) -> (i64, i64) {
+pub(super) fn academic_year(config: &Config, year: i16) -> (i64, i64) {
     let start = |year: i16| {
         jiff::civil::date(year, 9, 1)
             .to_datetime(jiff::civil::Time::midnight())
@@ -338,14 +338,14 @@ fn academic_year(config: &Config, year: i16) -> (i64, i64) {
 }
 
 /// The first calendar year of the academic year `now_ms` is in.
-fn current_year(config: &Config, now_ms: i64) -> i16 {
+pub(super) fn current_year(config: &Config, now_ms: i64) -> i16 {
     let now = jiff::Timestamp::from_millisecond(now_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let local = now.to_zoned(config.timezone.clone());
     if local.month() >= 9 { local.year() } else { local.year() - 1 }
 }
 
 /// One line of the governors' figures.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct CountLine {
     pub label: String,
     pub raised: i64,
@@ -383,7 +383,7 @@ impl CountLine {
 }
 
 /// "45 s", "12 min", "2 h 5 min", "3 days 4 h".
-fn duration_words(ms: i64) -> String {
+pub(super) fn duration_words(ms: i64) -> String {
     let minutes = ms / 60_000;
     match minutes {
         _ if ms < 60_000 => format!("{} s", ms / 1000),
@@ -394,7 +394,7 @@ fn duration_words(ms: i64) -> String {
 }
 
 /// The governors' figures for one academic year, from the counts alone.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct YearCounts {
     /// "2025-26".
     pub academic_year: String,
@@ -422,7 +422,7 @@ const MONTHS: [&str; 12] = [
     "December",
 ];
 
-fn year_counts(year: i16, from_ms: i64, to_ms: i64, counts: &[AlertCount]) -> YearCounts {
+pub(super) fn year_counts(year: i16, from_ms: i64, to_ms: i64, counts: &[AlertCount]) -> YearCounts {
     let mut months: Vec<(String, CountLine)> = (0..12)
         .map(|step| {
             let (calendar, month) = if step < 4 { (year, step + 9) } else { (year + 1, step - 3) };

@@ -15,6 +15,8 @@ pub mod login;
 pub mod monitor;
 pub mod overview;
 pub mod policy;
+pub mod requests;
+pub mod review;
 pub mod setup;
 pub mod test_name;
 pub mod users;

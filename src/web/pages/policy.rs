@@ -556,7 +556,7 @@ pub async fn api_group(
 
 /// A date and an optional time in the school's time zone -> UTC ms
 /// (`None` when no date is given). A missing time is the end of that day.
-fn expiry(config: &Config, date: &str, time: &str, now_ms: i64) -> Result<Option<i64>, EditError> {
+pub(super) fn expiry(config: &Config, date: &str, time: &str, now_ms: i64) -> Result<Option<i64>, EditError> {
     let (date, time) = (date.trim(), time.trim());
     if date.is_empty() {
         if !time.is_empty() {
