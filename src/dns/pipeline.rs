@@ -316,7 +316,7 @@ impl Pipeline {
 
     #[cold]
     fn internal_slow(&self, source: std::net::SocketAddr) -> Option<Internal> {
-        if !self.probe_target().is_some_and(|target| target.ip() == source.ip()) {
+        if self.probe_target().is_none_or(|target| target.ip() != source.ip()) {
             return None;
         }
         let ports = self.internal.ports.read().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -240,6 +240,7 @@ fn local_input(state: &AppState, time_ms: i64) -> String {
 }
 
 /// The manual check a form describes, or its refusals beside their fields.
+#[allow(clippy::result_large_err)] // once per form post, never on a hot path
 fn validate(state: &AppState, form: &ManualForm, now_ms: i64) -> Result<NewManualCheck, FieldErrors> {
     let config = state.config();
     let mut errors = FieldErrors::default();
