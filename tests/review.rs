@@ -20,38 +20,11 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use axum::http::StatusCode;
-use hedgerow::config::Config;
-use hedgerow::serve::{self, Running};
-use hedgerow::store::Role;
 use hedgerow::store::alerts::{AlertStore, NewAlert};
 use hedgerow::store::changes::{ChangeLog, NewChange};
 use hedgerow::store::review::{COMPLETE_MESSAGE, ReviewForm, ReviewStore};
-use hedgerow::web::{AppState, WebSettings};
 use rusqlite::params;
-use support::router::{PASSWORD, RouterSchool, Session};
-
-struct School {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    config: Config,
-    running: Running,
-    state: AppState,
-}
-
-impl RouterSchool for School {
-    fn state(&self) -> &AppState {
-        &self.state
-    }
-    fn config(&self) -> &Config {
-        &self.config
-    }
-    fn running(&self) -> &Running {
-        &self.running
-    }
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
+use support::router::{RouterSchool, School, Session};
 
 /// What the seeded rows name: none of it may reach a governor.
 const DEVICE: &str = "ipad-marker-sam-7";
@@ -92,19 +65,7 @@ async fn school_with(prepare: impl FnOnce(&Path)) -> School {
     let dir = tempfile::tempdir().unwrap();
     let path = config_file(dir.path());
     prepare(dir.path());
-    let config = Config::load(&path).unwrap();
-    let running = serve::start(&config).await.unwrap();
-    let state = AppState::with_policy(
-        running.pipeline.clone(),
-        &config.log.database,
-        WebSettings::from_config(&config),
-        running.policy_access(),
-    )
-    .unwrap();
-    for (name, roles) in [("ann", &[Role::Admin][..]), ("gus", &[Role::Governor]), ("dee", &[Role::Dsl])] {
-        state.users().add(name, PASSWORD, roles, hedgerow::time::now_ms()).unwrap();
-    }
-    School { _dir: dir, path, config, running, state }
+    School::start(dir, path).await
 }
 
 /// The academic year now is in (its first calendar year), as the page picks it.

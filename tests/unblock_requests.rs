@@ -15,48 +15,19 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
 
 use axum::http::StatusCode;
-use hedgerow::config::Config;
-use hedgerow::serve::{self, Running};
-use hedgerow::store::Role;
 use hedgerow::store::unblock::UnblockStore;
-use hedgerow::web::{AppState, WebSettings};
 use hickory_proto::rr::RecordType;
 use serde_json::json;
 use support::authority::{Authority, Zone};
 use support::client::query_udp_from;
-use support::router::{PASSWORD, RouterSchool};
+use support::router::{RouterSchool, School};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PUPIL: &str = "127.0.0.1";
 const STAFF: &str = "127.0.0.2";
 const GAME_ADDR: &str = "192.0.2.20";
-
-struct School {
-    _dir: tempfile::TempDir,
-    _authority: Authority,
-    path: PathBuf,
-    config: Config,
-    running: Running,
-    state: AppState,
-}
-
-impl RouterSchool for School {
-    fn state(&self) -> &AppState {
-        &self.state
-    }
-    fn config(&self) -> &Config {
-        &self.config
-    }
-    fn running(&self) -> &Running {
-        &self.running
-    }
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
 
 /// A school whose pupils (127.0.0.1) and staff (127.0.0.2) both get the
 /// block page for game.test (games) and terror.test (terrorism, locked).
@@ -104,20 +75,10 @@ group = "staff"
     let text = support::config::forwarding_text(authority.addr, &dir.path().join("data"), &lists, "127.0.0.1:0", &rest);
     let path = dir.path().join("hedgerow.toml");
     std::fs::write(&path, text).unwrap();
-    let config = Config::load(&path).unwrap();
-    let running = serve::start(&config).await.unwrap();
-    assert!(running.editor.is_some());
-    let state = AppState::with_policy(
-        running.pipeline.clone(),
-        &config.log.database,
-        WebSettings::from_config(&config),
-        running.policy_access(),
-    )
-    .unwrap();
-    for (name, roles) in [("ann", &[Role::Admin][..]), ("dee", &[Role::Dsl]), ("gus", &[Role::Governor])] {
-        state.users().add(name, PASSWORD, roles, hedgerow::time::now_ms()).unwrap();
-    }
-    School { _dir: dir, _authority: authority, path, config, running, state }
+    let mut school = School::start(dir, path).await;
+    assert!(school.running.editor.is_some());
+    school.keep.push(Box::new(authority));
+    school
 }
 
 /// One HTTP/1.1 exchange from `from` with the block page: `headers` are

@@ -14,36 +14,9 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use axum::http::StatusCode;
-use hedgerow::config::Config;
 use hedgerow::config::alerts::Trigger;
-use hedgerow::serve::{self, Running};
-use hedgerow::store::Role;
 use hedgerow::store::alerts::{AlertState, AlertStore, Channel, NewAlert, NewMessage};
-use hedgerow::web::{AppState, WebSettings};
-use support::router::{PASSWORD, RouterSchool, request};
-
-struct School {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    config: Config,
-    running: Running,
-    state: AppState,
-}
-
-impl RouterSchool for School {
-    fn state(&self) -> &AppState {
-        &self.state
-    }
-    fn config(&self) -> &Config {
-        &self.config
-    }
-    fn running(&self) -> &Running {
-        &self.running
-    }
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
+use support::router::{RouterSchool, School, request};
 
 /// The password's file: its content must never reach a page.
 const SMTP_PASSWORD: &str = "hunter2-never-shown";
@@ -86,19 +59,7 @@ async fn school_with(extra: &str) -> School {
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str(extra);
     std::fs::write(&path, text).unwrap();
-    let config = Config::load(&path).unwrap();
-    let running = serve::start(&config).await.unwrap();
-    let state = AppState::with_policy(
-        running.pipeline.clone(),
-        &config.log.database,
-        WebSettings::from_config(&config),
-        running.policy_access(),
-    )
-    .unwrap();
-    for (name, roles) in [("ann", &[Role::Admin][..]), ("gus", &[Role::Governor]), ("dee", &[Role::Dsl])] {
-        state.users().add(name, PASSWORD, roles, hedgerow::time::now_ms()).unwrap();
-    }
-    School { _dir: dir, path, config, running, state }
+    School::start(dir, path).await
 }
 
 /// What a seeded alert names: none of it may reach a governor.

@@ -7,37 +7,8 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-
 use axum::http::StatusCode;
-use hedgerow::config::Config;
-use hedgerow::serve::{self, Running};
-use hedgerow::store::Role;
-use hedgerow::web::{AppState, WebSettings};
-use support::router::{PASSWORD, RouterSchool};
-
-struct School {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    config: Config,
-    running: Running,
-    state: AppState,
-}
-
-impl RouterSchool for School {
-    fn state(&self) -> &AppState {
-        &self.state
-    }
-    fn config(&self) -> &Config {
-        &self.config
-    }
-    fn running(&self) -> &Running {
-        &self.running
-    }
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
+use support::router::{RouterSchool, School};
 
 /// Pupils on 127.0.0.1 with only a games list loaded (so the self-test's
 /// other categories cannot block) and an upstream that never answers.
@@ -55,19 +26,7 @@ async fn school() -> School {
     );
     let path = dir.path().join("hedgerow.toml");
     std::fs::write(&path, text).unwrap();
-    let config = Config::load(&path).unwrap();
-    let running = serve::start(&config).await.unwrap();
-    let state = AppState::with_policy(
-        running.pipeline.clone(),
-        &config.log.database,
-        WebSettings::from_config(&config),
-        running.policy_access(),
-    )
-    .unwrap();
-    for (name, roles) in [("ann", &[Role::Admin][..]), ("gus", &[Role::Governor]), ("dee", &[Role::Dsl])] {
-        state.users().add(name, PASSWORD, roles, hedgerow::time::now_ms()).unwrap();
-    }
-    School { _dir: dir, path, config, running, state }
+    School::start(dir, path).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,7 +3,7 @@
 //! CSRF token, JSON posts with the CSRF header.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -12,10 +12,58 @@ use hedgerow::config::Config;
 use hedgerow::dns::{DecisionKind, Flow, Question, Requester};
 use hedgerow::serve::Running;
 use hedgerow::store::changes::{ChangeFilter, ChangeLog};
-use hedgerow::web::{self, AppState};
+use hedgerow::store::users::Role;
+use hedgerow::web::{self, AppState, WebSettings};
 use hickory_proto::rr::{LowerName, Name, RecordType};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+
+/// A test school started in-process on the config file a test wrote:
+/// the running server, the dashboard's state on it, and three users, ann
+/// (admin), dee (DSL) and gus (governor). `keep` holds what must live as
+/// long as the school (a test authority, an HTTP server).
+pub struct School {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub config: Config,
+    pub running: Running,
+    pub state: AppState,
+    pub keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl School {
+    /// Starts the server on `path` (a config file in `dir`).
+    pub async fn start(dir: tempfile::TempDir, path: PathBuf) -> School {
+        let config = Config::load(&path).unwrap();
+        let running = hedgerow::serve::start(&config).await.unwrap();
+        let state = AppState::with_policy(
+            running.pipeline.clone(),
+            &config.log.database,
+            WebSettings::from_config(&config),
+            running.policy_access(),
+        )
+        .unwrap();
+        for (name, roles) in [("ann", &[Role::Admin][..]), ("dee", &[Role::Dsl]), ("gus", &[Role::Governor])] {
+            state.users().add(name, PASSWORD, roles, hedgerow::time::now_ms()).unwrap();
+        }
+        School { dir, path, config, running, state, keep: Vec::new() }
+    }
+}
+
+impl RouterSchool for School {
+    fn state(&self) -> &AppState {
+        &self.state
+    }
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn running(&self) -> &Running {
+        &self.running
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
 
 /// Every test user's password.
 pub const PASSWORD: &str = "correct horse battery";
