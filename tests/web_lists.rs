@@ -15,21 +15,21 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use hedgerow::config::Config;
 use hedgerow::dns::DecisionKind;
-use hedgerow::serve::{self, Running};
-use hedgerow::store::Role;
-use hedgerow::web::{AppState, WebSettings};
 use support::http::{HttpServer, Route};
-use support::router::{PASSWORD, RouterSchool, Session, request};
+use support::router::{RouterSchool, School, Session, request};
 
-struct School {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    config: Config,
-    running: Running,
-    state: AppState,
+/// The router's test school and the HTTP server its remote source is on.
+struct ListsSchool {
+    school: School,
     http: HttpServer,
+}
+
+impl std::ops::Deref for ListsSchool {
+    type Target = School;
+    fn deref(&self) -> &School {
+        &self.school
+    }
 }
 
 /// A config file with three sources: local games (game.test), local
@@ -75,40 +75,14 @@ fn remote_list() -> String {
     text
 }
 
-async fn school() -> School {
+async fn school() -> ListsSchool {
     let http = HttpServer::start();
     http.route("/remote.txt", Route::ok(remote_list()));
     let dir = tempfile::tempdir().unwrap();
     let path = config_file(dir.path(), &http);
-    let config = Config::load(&path).unwrap();
-    let running = serve::start(&config).await.unwrap();
-    assert!(running.editor.is_some(), "a server started from a writable file has an editor");
-    let state = AppState::with_policy(
-        running.pipeline.clone(),
-        &config.log.database,
-        WebSettings::from_config(&config),
-        running.policy_access(),
-    )
-    .unwrap();
-    for (name, roles) in [("ann", &[Role::Admin][..]), ("gus", &[Role::Governor]), ("dee", &[Role::Dsl])] {
-        state.users().add(name, PASSWORD, roles, hedgerow::time::now_ms()).unwrap();
-    }
-    School { _dir: dir, path, config, running, state, http }
-}
-
-impl RouterSchool for School {
-    fn state(&self) -> &AppState {
-        &self.state
-    }
-    fn config(&self) -> &Config {
-        &self.config
-    }
-    fn running(&self) -> &Running {
-        &self.running
-    }
-    fn path(&self) -> &Path {
-        &self.path
-    }
+    let school = School::start(dir, path).await;
+    assert!(school.running.editor.is_some(), "a server started from a writable file has an editor");
+    ListsSchool { school, http }
 }
 
 const FORM: &str = "application/x-www-form-urlencoded";

@@ -12,21 +12,10 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use axum::http::{StatusCode, header};
-use hedgerow::config::Config;
 use hedgerow::dns::DecisionKind;
-use hedgerow::serve::{self, Running};
-use hedgerow::store::Role;
 use hedgerow::store::changes::{ChangeLog, NewChange};
-use hedgerow::web::{AppState, WebSettings};
-use support::router::{PASSWORD, RouterSchool, request};
-
-struct School {
-    dir: tempfile::TempDir,
-    path: PathBuf,
-    config: Config,
-    running: Running,
-    state: AppState,
-}
+use hedgerow::web::AppState;
+use support::router::{RouterSchool, School, request};
 
 /// A config file as a school writes it: pupils on 127.0.0.1, the shipped
 /// pupil policy, a games list (game.test) and a malware list (locked).
@@ -58,35 +47,9 @@ fn config_file(dir: &Path) -> PathBuf {
 async fn school() -> School {
     let dir = tempfile::tempdir().unwrap();
     let path = config_file(dir.path());
-    let config = Config::load(&path).unwrap();
-    let running = serve::start(&config).await.unwrap();
-    assert!(running.editor.is_some(), "a server started from a writable file has an editor");
-    let state = AppState::with_policy(
-        running.pipeline.clone(),
-        &config.log.database,
-        WebSettings::from_config(&config),
-        running.policy_access(),
-    )
-    .unwrap();
-    for (name, roles) in [("ann", &[Role::Admin][..]), ("gus", &[Role::Governor]), ("dee", &[Role::Dsl])] {
-        state.users().add(name, PASSWORD, roles, hedgerow::time::now_ms()).unwrap();
-    }
-    School { dir, path, config, running, state }
-}
-
-impl RouterSchool for School {
-    fn state(&self) -> &AppState {
-        &self.state
-    }
-    fn config(&self) -> &Config {
-        &self.config
-    }
-    fn running(&self) -> &Running {
-        &self.running
-    }
-    fn path(&self) -> &Path {
-        &self.path
-    }
+    let school = School::start(dir, path).await;
+    assert!(school.running.editor.is_some(), "a server started from a writable file has an editor");
+    school
 }
 
 const GAMES_OFF: &[(&str, &str)] = &[("category", "games"), ("blocked", "false"), ("reason", "Games club at lunch")];
