@@ -19,6 +19,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
+use super::checks::ChecksStore;
 use super::schema::{self, Purpose};
 
 /// What a complete review's refusal says (the triggers' words too).
@@ -419,30 +420,26 @@ pub struct CheckRow {
     pub action: String,
 }
 
-/// Manual checks done in `[from_ms, to_ms)`, oldest first.
+/// Manual checks done in `[from_ms, to_ms)`, oldest first, without their
+/// device.
 pub fn manual_checks(db: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<CheckRow>, StoreError> {
-    let conn = schema::open(db, Purpose::Read)?;
-    let mut statement = conn
-        .prepare(
-            "SELECT checked_ms, checked_by, network, group_name, tested, outcome, result, action FROM manual_checks \
-             WHERE checked_ms >= ?1 AND checked_ms < ?2 ORDER BY checked_ms, id",
-        )
-        .map_err(StoreError::sqlite(db, "read the checks"))?;
-    let rows = statement
-        .query_map([from_ms, to_ms], |row| {
-            Ok(CheckRow {
-                checked_ms: row.get(0)?,
-                checked_by: row.get(1)?,
-                network: row.get(2)?,
-                group: row.get(3)?,
-                tested: row.get(4)?,
-                outcome: row.get(5)?,
-                result: row.get(6)?,
-                action: row.get(7)?,
-            })
+    let checks = ChecksStore::open(db)?.manual_between(from_ms, to_ms)?;
+    Ok(checks
+        .into_iter()
+        .map(|manual| {
+            let check = manual.check;
+            CheckRow {
+                checked_ms: check.checked_ms,
+                checked_by: check.checked_by,
+                network: check.network,
+                group: check.group,
+                tested: check.tested,
+                outcome: check.outcome.as_str().to_string(),
+                result: check.result,
+                action: check.action,
+            }
         })
-        .map_err(StoreError::sqlite(db, "read the checks"))?;
-    rows.collect::<Result<_, _>>().map_err(StoreError::sqlite(db, "read the checks"))
+        .collect())
 }
 
 /// Self-test runs of one month.
@@ -470,46 +467,27 @@ pub struct SelftestFigures {
     pub months: Vec<SelftestMonth>,
 }
 
-/// Self-test runs started in `[from_ms, to_ms)`.
+/// Self-test runs started in `[from_ms, to_ms)`, by UTC month.
 pub fn selftest_figures(db: &Path, from_ms: i64, to_ms: i64) -> Result<SelftestFigures, StoreError> {
-    let conn = schema::open(db, Purpose::Read)?;
-    let read = |action| StoreError::sqlite(db, action);
-    let mut statement = conn
-        .prepare(
-            "SELECT strftime('%Y-%m', started_ms / 1000, 'unixepoch'), count(*), \
-                    sum(failures > 0 OR error != ''), sum(checks), sum(failures) \
-             FROM selftest_runs WHERE started_ms >= ?1 AND started_ms < ?2 GROUP BY 1 ORDER BY 1",
-        )
-        .map_err(read("read the self-test runs"))?;
-    let months: Vec<SelftestMonth> = statement
-        .query_map([from_ms, to_ms], |row| {
-            Ok(SelftestMonth {
-                month: row.get(0)?,
-                runs: row.get::<_, i64>(1)? as u64,
-                failed_runs: row.get::<_, i64>(2)? as u64,
-                checks: row.get::<_, i64>(3)? as u64,
-                failures: row.get::<_, i64>(4)? as u64,
-            })
-        })
-        .map_err(read("read the self-test runs"))?
-        .collect::<Result<_, _>>()
-        .map_err(read("read the self-test runs"))?;
-    let last: Option<(i64, bool)> = conn
-        .query_row(
-            "SELECT started_ms, failures = 0 AND error = '' FROM selftest_runs \
-             WHERE started_ms >= ?1 AND started_ms < ?2 ORDER BY started_ms DESC, id DESC LIMIT 1",
-            [from_ms, to_ms],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()
-        .map_err(read("read the self-test runs"))?;
+    let runs = ChecksStore::open(db)?.runs_between(from_ms, to_ms)?;
+    let mut months: BTreeMap<String, SelftestMonth> = BTreeMap::new();
+    for run in &runs {
+        let month = crate::time::format_utc(run.started_ms)[..7].to_string();
+        let line = months.entry(month.clone()).or_insert_with(|| SelftestMonth { month, ..SelftestMonth::default() });
+        line.runs += 1;
+        line.failed_runs += u64::from(!run.passed());
+        line.checks += run.checks.max(0) as u64;
+        line.failures += run.failures.max(0) as u64;
+    }
+    let months: Vec<SelftestMonth> = months.into_values().collect();
+    let last = runs.last();
     Ok(SelftestFigures {
         runs: months.iter().map(|month| month.runs).sum(),
         failed_runs: months.iter().map(|month| month.failed_runs).sum(),
         checks: months.iter().map(|month| month.checks).sum(),
         failures: months.iter().map(|month| month.failures).sum(),
-        last_run_ms: last.map(|(ms, _)| ms),
-        last_run_passed: last.map(|(_, passed)| passed),
+        last_run_ms: last.map(|run| run.started_ms),
+        last_run_passed: last.map(|run| run.passed()),
         months,
     })
 }
