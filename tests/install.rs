@@ -224,7 +224,14 @@ fn the_compose_file_is_yaml_with_the_ports_volume_and_capabilities() {
     assert_eq!(strings(&service["tmpfs"]), ["/tmp"]);
     assert_eq!(service["restart"], "unless-stopped");
     assert_eq!(service["build"]["dockerfile"], "docker/Dockerfile");
-    assert!(Path::new(COMPOSE).parent().unwrap().join(service["build"]["context"].as_str().unwrap()).join("Cargo.toml").is_file());
+    assert!(
+        Path::new(COMPOSE)
+            .parent()
+            .unwrap()
+            .join(service["build"]["context"].as_str().unwrap())
+            .join("Cargo.toml")
+            .is_file()
+    );
 }
 
 /// The unit's ExecStart, with the container config (networks and listen
