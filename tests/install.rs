@@ -248,7 +248,14 @@ fn the_server_binds_port_53_as_a_user_with_only_cap_net_bind_service() {
     std::fs::create_dir(&data).unwrap();
     let config = dir.path().join("hedgerow.toml");
     let address = "127.0.77.1";
-    let text_config = container_config_here()
+    // The binary and the lists are copied into the test's own folder: a CI
+    // checkout may sit under a folder nobody cannot enter.
+    let binary = dir.path().join("hedgerow");
+    std::fs::copy(BINARY, &binary).unwrap();
+    let lists = dir.path().join("lists");
+    copy_folder(&Path::new(REPO).join("lists"), &lists);
+    let text_config = CONTAINER_CONFIG
+        .replace(IMAGE_LISTS, lists.to_str().unwrap())
         .replace("/var/lib/hedgerow", data.to_str().unwrap())
         .replace("\"0.0.0.0:53\", \"[::]:53\"", &format!("\"{address}:53\""))
         .replace("0.0.0.0:8080", &format!("{address}:8080"))
@@ -259,6 +266,7 @@ fn the_server_binds_port_53_as_a_user_with_only_cap_net_bind_service() {
         std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
     }
     let (_unit_dir, _, unit) = unit_for_this_build(config.to_str().unwrap());
+    let unit = unit.replace(BINARY, binary.to_str().unwrap());
     let as_nobody = |command_line: &str| {
         let mut command = Command::new("setpriv");
         command.args([
@@ -314,4 +322,18 @@ fn the_server_binds_port_53_as_a_user_with_only_cap_net_bind_service() {
     let reload = run(&mut as_nobody(&exec_reload));
     assert!(reload.status.success(), "ExecReload as nobody:\n{}", text(&reload));
     assert!(text(&reload).contains("reloaded"), "{}", text(&reload));
+}
+
+/// Copies a folder (files and subfolders), readable by anyone.
+fn copy_folder(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_folder(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }
