@@ -515,3 +515,25 @@ fn check_config(file: &Path) -> Result<(), BackupError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_relative_names_are_safe() {
+        assert!(safe_relative(Path::new("lists/seed/games.txt")));
+        assert!(safe_relative(Path::new("hedgerow.toml")));
+        assert!(!safe_relative(Path::new("../hedgerow.toml")));
+        assert!(!safe_relative(Path::new("lists/../../etc/passwd")));
+        assert!(!safe_relative(Path::new("/etc/passwd")));
+        assert!(!safe_relative(Path::new("./x")));
+        assert!(!safe_relative(Path::new("")));
+    }
+
+    #[test]
+    fn checksums_are_lower_case_hex_sha256() {
+        let digest = ring::digest::digest(&ring::digest::SHA256, b"abc");
+        assert_eq!(hex(digest.as_ref()), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}
