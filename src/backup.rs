@@ -274,6 +274,9 @@ fn header(size: u64) -> tar::Header {
 
 fn write_archive(out: &Path, files: &[Source], mut manifest: Manifest) -> Result<Manifest, BackupError> {
     let written = crate::files::write_atomically(out, |file| {
+        // It holds the query log and the users' password hashes: the owner's only.
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         let gzip = flate2::write::GzEncoder::new(file, flate2::Compression::default());
         let mut archive = tar::Builder::new(gzip);
         for source in files {

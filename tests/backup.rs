@@ -166,6 +166,15 @@ async fn a_backup_under_load_restores_every_change_user_alert_and_log_row() {
     loader.join().unwrap();
     assert!(backup.status.success(), "backup: {}", text(&backup));
     assert!(during_backup > 0, "DNS answered while the backup ran");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&archive).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the backup is readable by its owner only");
+    let staged: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(staged.is_empty(), "no temporary file left beside the backup: {staged:?}");
     server.kill();
 
     // Restored into a fresh directory elsewhere.
@@ -359,4 +368,26 @@ fn write_entries_raw_names(archive: &Path, entries: &[(String, Vec<u8>)]) {
         builder.append(&header, bytes.as_slice()).unwrap();
     }
     builder.into_inner().unwrap().finish().unwrap();
+}
+
+/// A backup that cannot be taken (no database: the server never ran on this
+/// config) writes nothing: no FILE, no temporary file, and an older FILE
+/// is left as it was.
+#[test]
+fn a_backup_that_cannot_be_taken_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = SchoolFiles::write(dir.path(), "127.0.0.1:9".parse().unwrap(), false);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let archive = out.join("school.tar.gz");
+    let refused = hedgerow(&[&"backup", &archive, &"--config", &files.config]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("there is no database"), "{}", text(&refused));
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing written");
+
+    std::fs::write(&archive, b"last week's backup").unwrap();
+    let refused = hedgerow(&[&"backup", &archive, &"--config", &files.config]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert_eq!(std::fs::read(&archive).unwrap(), b"last week's backup", "the older file is kept");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "no temporary file left");
 }
