@@ -99,6 +99,16 @@ struct Source {
 /// whole archive or is not written. Returns the manifest.
 pub fn backup(config: &Config, config_file: &Path, out: &Path) -> Result<Manifest, BackupError> {
     let mut notes = Vec::new();
+    for (what, path) in [("data_dir", &config.data_dir), ("[lists] dir", &config.lists.dir)] {
+        if path.is_relative() {
+            let here = std::env::current_dir().map(|dir| dir.display().to_string()).unwrap_or_default();
+            notes.push(format!(
+                "{what} {} is relative: it was read from the folder the backup ran in ({here}); the server must \
+                 run from the same folder for this to be its data",
+                path.display()
+            ));
+        }
+    }
     let mut files = vec![Source { name: CONFIG.into(), path: config_file.to_path_buf() }];
     let lists_dir = lists_sources(config, &mut files, &mut notes)?;
 

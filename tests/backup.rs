@@ -40,7 +40,14 @@ fn world() -> Vec<support::authority::Zone> {
 }
 
 fn hedgerow(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    hedgerow_in(Path::new("."), args)
+}
+
+/// Runs in `folder`: relative paths in a config (the default `[lists] dir`)
+/// are relative to the working folder, as for `serve`.
+fn hedgerow_in(folder: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     let mut command = Command::new(BINARY);
+    command.current_dir(folder);
     for arg in args {
         command.arg(arg);
     }
@@ -390,4 +397,44 @@ fn a_backup_that_cannot_be_taken_writes_nothing() {
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
     assert_eq!(std::fs::read(&archive).unwrap(), b"last week's backup", "the older file is kept");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "no temporary file left");
+}
+
+/// A server on the lists built into the binary (no `[lists] dir`, no lists
+/// folder): the manifest says there was nothing to copy, and the restored
+/// config still checks and serves on the built-in lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_on_the_built_in_lists_backs_up_and_restores() {
+    let authority = Authority::start("127.0.0.1:0", world()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = SchoolFiles::write(dir.path(), authority.addr, false);
+    // The same school without its lists folder.
+    let config = std::fs::read_to_string(&files.config).unwrap();
+    let config: String =
+        config.lines().filter(|line| !line.starts_with("dir = ")).map(|line| format!("{line}\n")).collect();
+    std::fs::write(&files.config, &config).unwrap();
+    std::fs::remove_dir_all(dir.path().join("lists")).unwrap();
+    let server = Hedgerow::start(&files).await;
+    let archive = dir.path().join("school.tar.gz");
+    let backup = hedgerow_in(dir.path(), &[&"backup", &archive, &"--config", &files.config]);
+    assert!(backup.status.success(), "{}", text(&backup));
+    drop(server);
+    let entries = entries(&archive);
+    assert!(!entries.iter().any(|(name, _)| name.starts_with("lists/")), "no lists copied");
+    let manifest = &entries.iter().find(|(name, _)| name == "manifest.json").unwrap().1;
+    let manifest: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+    assert_eq!(manifest["lists_dir"], serde_json::Value::Null);
+    let notes = manifest["notes"].as_array().unwrap();
+    assert!(notes.iter().any(|note| note.as_str().unwrap().contains("built into the binary")), "{manifest}");
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let into = elsewhere.path().join("school");
+    let restore = hedgerow_in(elsewhere.path(), &[&"restore", &archive, &"--into", &into]);
+    assert!(restore.status.success(), "{}", text(&restore));
+    let check = hedgerow_in(&into, &[&"check-config", &into.join("hedgerow.toml")]);
+    assert!(check.status.success(), "{}", text(&check));
+    let restored = SchoolFiles { config: into.join("hedgerow.toml"), data_dir: into.join("data"), ..files.clone() };
+    let server = Hedgerow::start(&restored).await;
+    assert!(resolves_to(&server.ask(PUPIL, PLAIN_NAME).await, support::server::PLAIN_ADDR));
+    drop(server);
+    authority.stop().await;
 }
