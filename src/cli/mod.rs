@@ -152,6 +152,7 @@ pub enum Command {
     /// compiled lists are not in it: they are rebuilt at start. Exits 2 when
     /// it cannot be taken; FILE is then not written.
     Backup {
+        /// The archive to write (e.g. hedgerow-2026-12-01.tar.gz).
         file: PathBuf,
         /// The server's config file (default: ./data/hedgerow.toml).
         #[arg(long)]
@@ -163,9 +164,10 @@ pub enum Command {
     /// DIR/lists), DIR/lists/, DIR/data/. Nothing is touched when a check
     /// fails. Refused when a server runs on DIR's data: stop it first.
     Restore {
+        /// An archive `hedgerow backup` wrote.
         file: PathBuf,
         /// The directory to restore into (new, unless --force).
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         into: PathBuf,
         /// DIR exists (a stopped server's): move it aside to
         /// DIR.replaced-<time> and restore in its place.
