@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` for the bird's-eye view and the code map.
 
 pub mod alerts;
+pub mod backup;
 pub mod config;
 pub mod control;
 pub mod dns;

@@ -50,5 +50,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli::check::run(&config, &name, cli::check::Asker::from_flags(client, group, device), &record_type)
         }
         Command::Synthesize(args) => cli::synthesize::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Backup { file, config } => Ok(cli::backup::backup(&file, config.as_ref())),
+        Command::Restore { file, into, force } => Ok(cli::backup::restore(&file, &into, force)),
     }
 }

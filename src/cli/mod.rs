@@ -12,6 +12,7 @@ use clap::Subcommand;
 
 use hedgerow::config::Config;
 
+pub mod backup;
 pub mod check;
 pub mod check_config;
 pub mod devices;
@@ -145,6 +146,34 @@ pub enum Command {
     /// Write a synthetic school's query log (about 2,500 devices, a month of
     /// lookups) into a new database, for benchmarks and development.
     Synthesize(synthesize::SynthesizeArgs),
+    /// Write one file (.tar.gz) holding the config file, the lists'
+    /// declarations and local lists, the last good downloads and a
+    /// consistent copy of the database (taken while the server runs). The
+    /// compiled lists are not in it: they are rebuilt at start. Exits 2 when
+    /// it cannot be taken; FILE is then not written.
+    Backup {
+        /// The archive to write (e.g. hedgerow-2026-12-01.tar.gz).
+        file: PathBuf,
+        /// The server's config file (default: ./data/hedgerow.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check a backup (its manifest, every file's SHA-256, the database's
+    /// integrity, the config with its lists) and restore it into a new
+    /// directory DIR: DIR/hedgerow.toml (data_dir = DIR/data, [lists] dir =
+    /// DIR/lists), DIR/lists/, DIR/data/. Nothing is touched when a check
+    /// fails. Refused when a server runs on DIR's data: stop it first.
+    Restore {
+        /// An archive `hedgerow backup` wrote.
+        file: PathBuf,
+        /// The directory to restore into (new, unless --force).
+        #[arg(long, value_name = "DIR")]
+        into: PathBuf,
+        /// DIR exists (a stopped server's): move it aside to
+        /// DIR.replaced-<time> and restore in its place.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
