@@ -359,6 +359,10 @@ pub async fn api(State(state): State<AppState>, _admin: RequireAdmin) -> Result<
 
 /// Starts "update now" unless one is running: `Ok(true)` when started.
 fn start_update(state: &AppState, user: &str) -> Result<bool, WebError> {
+    // The downloads to make are known before the status says "running", so a
+    // page or poll in the first instant never reads "0 of 0" (a few small
+    // declaration files; run_update reads them again and reports an error).
+    let planned = declared(&state.config()).map(|(sources, _)| planned_downloads(&sources)).unwrap_or_default();
     let started = state.lists_update().with(|status| {
         if status.state == "running" {
             return false;
@@ -369,6 +373,8 @@ fn start_update(state: &AppState, user: &str) -> Result<bool, WebError> {
             started_ms: Some(crate::time::now_ms()),
             reload: "waiting",
             message: "starting".to_string(),
+            total: planned.len(),
+            sources: planned,
             ..UpdateStatus::default()
         };
         true
@@ -400,6 +406,15 @@ fn start_update(state: &AppState, user: &str) -> Result<bool, WebError> {
     Ok(true)
 }
 
+/// The URL sources that are on: what "update now" downloads, each waiting.
+fn planned_downloads(sources: &[SourceDecl]) -> Vec<SourceProgress> {
+    sources
+        .iter()
+        .filter(|source| source.enabled && matches!(source.location, Location::Url(_)))
+        .map(|source| SourceProgress { id: source.id.clone(), state: "waiting", detail: None })
+        .collect()
+}
+
 /// The downloads (one thread, off the runtime), then the whole-lists reload.
 async fn run_update(state: AppState) {
     let config = state.config();
@@ -408,11 +423,7 @@ async fn run_update(state: AppState) {
         let slot = slot.clone();
         tokio::task::spawn_blocking(move || -> Result<Vec<(String, FetchOutcome)>, String> {
             let (sources, _) = declared(&config)?;
-            let ids: Vec<SourceProgress> = sources
-                .iter()
-                .filter(|source| source.enabled && matches!(source.location, Location::Url(_)))
-                .map(|source| SourceProgress { id: source.id.clone(), state: "waiting", detail: None })
-                .collect();
+            let ids = planned_downloads(&sources);
             slot.with(|status| {
                 status.total = ids.len();
                 status.sources = ids;
