@@ -84,6 +84,12 @@ pub fn normalise_into(name: &str, out: &mut String) -> Result<(), NameError> {
         if out.is_empty() {
             return Err(NameError::Empty);
         }
+        // UTS 46 drops invisible characters (U+FEFF, soft hyphens) and maps
+        // full-width digits, so the mapped name can be an address the input
+        // was not (found by fuzzing the list parsers).
+        if is_ip_address(out) {
+            return Err(NameError::IpAddress(out.clone()));
+        }
     }
     check_labels(out)
 }
@@ -195,6 +201,17 @@ pub fn dotted<'b>(name: &Name, buffer: &'b mut [u8; 256]) -> &'b [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (`fuzz/corpus/list_parse/crash-ip-behind-bom`): an
+    /// address with an invisible or full-width character passed the address
+    /// check and came out of UTS 46 as a bare address.
+    #[test]
+    fn address_hidden_by_invisible_or_full_width_characters_is_refused() {
+        for hidden in ["0.0.0.0\u{feff}", "10.0.\u{ad}0.1", "\u{ff11}\u{ff10}.0.0.1", "1.2.3.4\u{200b}"] {
+            assert!(matches!(normalise(hidden), Err(NameError::IpAddress(_))), "{hidden:?}: {:?}", normalise(hidden));
+        }
+        assert_eq!(normalise("b\u{fc}cher.example").unwrap(), "xn--bcher-kva.example");
+    }
 
     #[test]
     fn lower_case_and_trailing_dot() {

@@ -326,6 +326,22 @@ mod tests {
         assert!(report.bad_examples[1].2.contains("single label"), "{:?}", report.bad_examples);
     }
 
+    /// Found by fuzzing: a byte-order mark inside a line (not at the file's
+    /// start) hid an address from the check, and `0.0.0.0` became a rule.
+    #[test]
+    fn address_behind_a_mid_line_byte_order_mark_is_a_bad_line() {
+        for format in [Format::Domains, Format::Hosts, Format::Adblock] {
+            let line = match format {
+                Format::Domains => "0.0.0.0\u{feff}# comment\n",
+                Format::Hosts => "0.0.0.0 10.0.0.\u{feff}1\n",
+                Format::Adblock => "||0.0.0.0\u{feff}^\n",
+            };
+            let report = parse(line, format);
+            assert!(report.rules.is_empty(), "{format:?}: {:?}", report.rules);
+            assert_eq!(report.bad_lines, 1, "{format:?}");
+        }
+    }
+
     #[test]
     fn hosts_format() {
         let text = "127.0.0.1 localhost\n::1 localhost ip6-localhost\n0.0.0.0 0.0.0.0\n0.0.0.0 a.example B.example # c\n127.0.0.1\tc.example\nexample.org\n0.0.0.0\n";
