@@ -45,8 +45,10 @@ pub(super) fn step(
     };
     // The server's own queries (readiness probe, self-test) may ask as a
     // group; every other query is decided by its source address. One
-    // relaxed atomic load while none is in flight.
-    let internal = pipeline.internal(source);
+    // relaxed atomic load while none is in flight. Their sockets are UDP
+    // (`limit` is None only for UDP): a TCP connection from a port that
+    // happens to share a registered UDP port's number is an ordinary query.
+    let internal = if limit.is_none() { pipeline.internal(source) } else { None };
     query.internal = internal.is_some();
     let limit = limit.unwrap_or_else(|| query.udp_limit());
     // RFC 6891 section 6.1.3: only EDNS version 0 exists.
