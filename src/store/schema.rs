@@ -186,8 +186,17 @@ mod tests {
     /// migration instead; append the new file's checksum here.
     #[test]
     fn released_migrations_are_unchanged() {
-        let pinned: &[u64] =
-            &[PINNED_0001, PINNED_0002, PINNED_0003, PINNED_0004, PINNED_0005, PINNED_0006, PINNED_0007, PINNED_0008];
+        let pinned: &[u64] = &[
+            PINNED_0001,
+            PINNED_0002,
+            PINNED_0003,
+            PINNED_0004,
+            PINNED_0005,
+            PINNED_0006,
+            PINNED_0007,
+            PINNED_0008,
+            PINNED_0009,
+        ];
         let found: Vec<u64> = MIGRATIONS.iter().map(|migration| checksum(migration.sql)).collect();
         assert_eq!(&found[..pinned.len()], pinned, "a released migration was edited");
     }
@@ -200,6 +209,7 @@ mod tests {
     const PINNED_0006: u64 = 0x9d7254f66c6614bc;
     const PINNED_0007: u64 = 0x32290b26383867fa;
     const PINNED_0008: u64 = 0x86fdaa74d01257e0;
+    const PINNED_0009: u64 = 0x385dd26d6129cc0e;
 
     #[test]
     fn a_fresh_database_gets_every_migration_and_reopening_is_a_no_op() {
