@@ -29,12 +29,12 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::lists::sources::{self, Location};
+use crate::policy_files::{Source, lists_sources, safe_relative};
 
 /// The archive format this build writes and reads.
 pub const FORMAT: u32 = 1;
@@ -88,12 +88,6 @@ fn io_fail(path: &Path, doing: &str) -> impl FnOnce(io::Error) -> BackupError {
     move |error| BackupError(format!("cannot {doing} {path}: {error}"))
 }
 
-/// A file to put in the archive: its entry name and where it is now.
-struct Source {
-    name: String,
-    path: PathBuf,
-}
-
 /// Writes the backup of the server `config` describes (its file:
 /// `config_file`) to `out`, through a temporary file beside it: `out` is the
 /// whole archive or is not written. Returns the manifest.
@@ -110,7 +104,7 @@ pub fn backup(config: &Config, config_file: &Path, out: &Path) -> Result<Manifes
         }
     }
     let mut files = vec![Source { name: CONFIG.into(), path: config_file.to_path_buf() }];
-    let lists_dir = lists_sources(config, &mut files, &mut notes)?;
+    let lists_dir = lists_sources(config, &mut files, &mut notes).map_err(BackupError)?;
 
     // The database snapshot, beside `out` (the same filesystem as the archive).
     let database = &config.log.database;
@@ -146,77 +140,6 @@ pub fn backup(config: &Config, config_file: &Path, out: &Path) -> Result<Manifes
     })();
     let _ = std::fs::remove_file(&snapshot);
     result
-}
-
-/// Adds the lists' declarations and local lists to `files`; returns the
-/// lists folder copied (None: the built-in lists).
-fn lists_sources(
-    config: &Config,
-    files: &mut Vec<Source>,
-    notes: &mut Vec<String>,
-) -> Result<Option<String>, BackupError> {
-    let dir = &config.lists.dir;
-    if std::fs::read_dir(dir).is_err() && config.lists.dir_line.is_none() {
-        notes.push(
-            "no lists folder: the server filters with the lists built into the binary; nothing to copy".to_string(),
-        );
-        return Ok(None);
-    }
-    // The whole folder: the declarations, the local lists under it, and the
-    // files read beside them (safesearch/rewrites.toml, selftest/names.toml).
-    let mut found = Vec::new();
-    walk(dir, Path::new(""), &mut found)?;
-    found.sort();
-    for relative in found {
-        files.push(Source { name: format!("lists/{}", relative.to_string_lossy()), path: dir.join(&relative) });
-    }
-    let declared = sources::load_sources(&config.lists)
-        .map_err(|error| BackupError(format!("the lists' declarations have a problem, fix it first: {error}")))?;
-    for source in declared {
-        let Location::Path(path) = &source.location else { continue };
-        if !path.is_file() {
-            notes.push(format!("local source `{}`: {} is missing; not in the backup", source.id, path.display()));
-            continue;
-        }
-        let name = match path.strip_prefix(dir) {
-            Ok(relative) if safe_relative(relative) => format!("lists/{}", relative.to_string_lossy()),
-            _ => {
-                let file = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or("list".into());
-                notes.push(format!(
-                    "local source `{}` is declared outside the lists folder ({}): restored as outside/{}/{file}; \
-                     point its `path` there",
-                    source.id,
-                    path.display(),
-                    source.id
-                ));
-                format!("outside/{}/{file}", source.id)
-            }
-        };
-        if !files.iter().any(|known| known.name == name) {
-            files.push(Source { name, path: path.clone() });
-        }
-    }
-    Ok(Some(dir.display().to_string()))
-}
-
-/// Every regular file under `dir/relative` (hidden ones skipped), relative to `dir`.
-fn walk(dir: &Path, relative: &Path, found: &mut Vec<PathBuf>) -> Result<(), BackupError> {
-    let folder = dir.join(relative);
-    let entries = std::fs::read_dir(&folder).map_err(io_fail(&folder, "read the lists folder"))?;
-    for entry in entries {
-        let entry = entry.map_err(io_fail(&folder, "read the lists folder"))?;
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let path = relative.join(entry.file_name());
-        let kind = std::fs::metadata(entry.path()).map_err(io_fail(&entry.path(), "read"))?;
-        if kind.is_dir() {
-            walk(dir, &path, found)?;
-        } else if kind.is_file() {
-            found.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// The last good downloads and their state files (not the hidden lock).
@@ -314,11 +237,6 @@ fn write_archive(out: &Path, files: &[Source], mut manifest: Manifest) -> Result
     });
     written.map_err(|error| BackupError(format!("cannot write the backup {}: {error}", out.display())))?;
     Ok(manifest)
-}
-
-/// True for a relative path of plain names only (no `..`, no root).
-fn safe_relative(path: &Path) -> bool {
-    path.components().count() > 0 && path.components().all(|part| matches!(part, Component::Normal(_)))
 }
 
 /// What a restore did.
@@ -532,17 +450,6 @@ fn check_config(file: &Path) -> Result<(), BackupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_plain_relative_names_are_safe() {
-        assert!(safe_relative(Path::new("lists/seed/games.txt")));
-        assert!(safe_relative(Path::new("hedgerow.toml")));
-        assert!(!safe_relative(Path::new("../hedgerow.toml")));
-        assert!(!safe_relative(Path::new("lists/../../etc/passwd")));
-        assert!(!safe_relative(Path::new("/etc/passwd")));
-        assert!(!safe_relative(Path::new("./x")));
-        assert!(!safe_relative(Path::new("")));
-    }
 
     #[test]
     fn checksums_are_lower_case_hex_sha256() {

@@ -52,5 +52,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Synthesize(args) => cli::synthesize::run(args).map(|()| ExitCode::SUCCESS),
         Command::Backup { file, config } => Ok(cli::backup::backup(&file, config.as_ref())),
         Command::Restore { file, into, force } => Ok(cli::backup::restore(&file, &into, force)),
+        Command::SyncKey { file } => match hedgerow::sync::make_key(&file) {
+            Ok(()) => {
+                println!(
+                    "wrote a new sync key to {}; copy it to each secondary and name it in [sync] key_file on both",
+                    file.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                Ok(ExitCode::from(2))
+            }
+        },
     }
 }

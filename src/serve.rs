@@ -58,6 +58,8 @@ pub enum StartError {
     MetricsToken { path: String, error: String },
     #[error("the dashboard cannot open its database: {0}")]
     DashboardStore(#[from] crate::store::StoreError),
+    #[error("[sync]: {0}")]
+    Sync(String),
 }
 
 /// A running Hedgerow instance.
@@ -70,6 +72,8 @@ pub struct Running {
     /// Policy changes written into the config file, recorded and reloaded
     /// (the dashboard's); `None` when there is no config file it can write.
     pub editor: Option<Arc<crate::policy_editor::PolicyEditor>>,
+    /// Primary, secondary or alone (`[sync]`).
+    sync: crate::sync::Side,
     /// The dashboard's addresses, as bound (port 0 resolved).
     dashboard: Vec<SocketAddr>,
     /// The control socket; dropped (and its file removed) with the server.
@@ -162,7 +166,7 @@ impl Running {
     /// What the dashboard's policy pages read (the configuration in force)
     /// and write through (the editor).
     pub fn policy_access(&self) -> crate::web::PolicyAccess {
-        policy_access(&self.reloader, self.editor.clone())
+        policy_access(&self.reloader, self.editor.clone(), self.sync.clone())
     }
 
     /// Rebuilds the lists from their sources (when they changed) and swaps
@@ -252,6 +256,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         pipeline: pipeline.clone(),
         one_at_a_time: Arc::new(tokio::sync::Mutex::new(())),
         clock: tokio::sync::Notify::new(),
+        policy_changed: tokio::sync::Notify::new(),
     });
     notice_file_edit(&config).await;
     record_lapses(&config, now).await;
@@ -285,6 +290,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             }
         }
     })];
+    let sync = start_sync(&config, &reloader, &mut background)?;
     background.push(tokio::spawn(reload_on_sighup(reloader.clone())));
     background.push(tokio::spawn(policy_clock(reloader.clone())));
     background.push(tokio::spawn(selftest_on_schedule(reloader.clone())));
@@ -292,7 +298,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let dashboard = start_dashboard(
         &config,
         &pipeline,
-        policy_access(&reloader, editor.clone()),
+        policy_access(&reloader, editor.clone(), sync.clone()),
         dashboard_listeners,
         dashboard_tls,
         &web,
@@ -372,6 +378,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         config,
         reloader,
         editor,
+        sync,
         dashboard,
         _control: control,
         _web: web,
@@ -1030,6 +1037,9 @@ pub struct Reloader {
     one_at_a_time: Arc<tokio::sync::Mutex<()>>,
     /// Wakes the policy clock after a reload (the schedules may have changed).
     clock: tokio::sync::Notify,
+    /// Told after each whole reload that succeeded: a primary then tells
+    /// its secondaries.
+    policy_changed: tokio::sync::Notify,
 }
 
 impl Reloader {
@@ -1047,6 +1057,7 @@ impl Reloader {
 fn policy_access(
     reloader: &Arc<Reloader>,
     editor: Option<Arc<crate::policy_editor::PolicyEditor>>,
+    sync: crate::sync::Side,
 ) -> crate::web::PolicyAccess {
     let reload_lists: crate::policy_editor::ReloadFn = {
         let reloader = reloader.clone();
@@ -1067,12 +1078,90 @@ fn policy_access(
         editor,
         reload_lists: Some(reload_lists),
         selftest,
+        sync,
+    }
+}
+
+/// Primary and secondary (`[sync]`): reads the key, and starts the
+/// secondary's follower (its first try at once) or the primary's
+/// notifier (after each whole reload that succeeded).
+fn start_sync(
+    config: &Config,
+    reloader: &Arc<Reloader>,
+    background: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<crate::sync::Side, StartError> {
+    use crate::config::sync::SyncRole;
+    let key = match config.sync.role {
+        SyncRole::Alone => return Ok(crate::sync::Side::Alone),
+        _ => crate::sync::SyncKey::read(&config.sync.key_file).map_err(StartError::Sync)?,
+    };
+    match &config.sync.role {
+        SyncRole::Alone => Ok(crate::sync::Side::Alone),
+        SyncRole::Primary { secondaries } => {
+            let (secondaries, notify_key, name) = (secondaries.clone(), key.clone(), crate::sync::follow::host_name());
+            let changed = reloader.clone();
+            background.push(tokio::spawn(async move {
+                loop {
+                    changed.policy_changed.notified().await;
+                    if secondaries.is_empty() {
+                        continue;
+                    }
+                    let (secondaries, key, name) = (secondaries.clone(), notify_key.clone(), name.clone());
+                    let _ =
+                        tokio::task::spawn_blocking(move || crate::sync::peers::notify_all(&secondaries, &key, &name))
+                            .await;
+                }
+            }));
+            Ok(crate::sync::Side::Primary { key, peers: Arc::new(crate::sync::peers::Peers::default()) })
+        }
+        SyncRole::Secondary { .. } => {
+            let reload: crate::policy_editor::ReloadFn = {
+                let reloader = reloader.clone();
+                Arc::new(move || {
+                    let reloader = reloader.clone();
+                    Box::pin(async move { reload_all(&reloader).await.map(|_| ()).map_err(|error| error.to_string()) })
+                })
+            };
+            let report: Arc<dyn Fn() -> crate::sync::Report + Send + Sync> = {
+                let reloader = reloader.clone();
+                let started_ms = crate::time::now_ms();
+                Arc::new(move || {
+                    let config = reloader.config();
+                    let lists = match ListHealth::read(&config.data_dir) {
+                        None => "ok".to_string(),
+                        Some(health) if health.is_healthy() => "ok".to_string(),
+                        Some(health) => health.error.clone().unwrap_or_else(|| {
+                            format!("{} source(s) not in force as they should be", health.problems().count())
+                        }),
+                    };
+                    crate::sync::Report {
+                        name: crate::sync::follow::host_name(),
+                        dns: config.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                        hedgerow_version: env!("CARGO_PKG_VERSION").to_string(),
+                        started_ms,
+                        answered: reloader.pipeline.metrics().lookups(),
+                        lists,
+                        ..Default::default()
+                    }
+                })
+            };
+            let follower =
+                crate::sync::follow::Follower::for_server(config, key, reload, report).map(Arc::new).ok_or_else(
+                    || StartError::Sync("a secondary must be started from its config file (--config)".into()),
+                )?;
+            background.push(tokio::spawn(follower.clone().run()));
+            Ok(crate::sync::Side::Secondary(follower))
+        }
     }
 }
 
 /// The policy editor of a server started from a writable config file: it
 /// holds the reload lock, the reload itself and the override check.
 fn policy_editor(config: &Config, reloader: &Arc<Reloader>) -> Option<crate::policy_editor::PolicyEditor> {
+    // A secondary's policy is its primary's: changed there, never here.
+    if config.sync.primary().is_some() {
+        return None;
+    }
     let reload: crate::policy_editor::ReloadFn = {
         let reloader = reloader.clone();
         Arc::new(move || {
@@ -1362,6 +1451,7 @@ pub async fn reload_policy(reloader: &Reloader) -> Result<crate::control::Reload
     apply_report(&pipeline.replace_policy(&in_force(&config, now), loaded.lists, loaded.safesearch));
     reloader.current.store(config.clone());
     reloader.clock.notify_one();
+    reloader.policy_changed.notify_one();
     notice_file_edit(&config).await;
     record_lapses(&config, now).await;
     warn_about_open_networks(&config);
@@ -1410,6 +1500,8 @@ pub fn keep_restart_only(started: &Config, new: &mut Config) -> Vec<String> {
     keep("[dashboard]", &started.dashboard, &mut new.dashboard, &mut changed);
     // The metrics listener is bound once, at start.
     keep("[metrics]", &started.metrics, &mut new.metrics, &mut changed);
+    // Who owns the policy is settled at start (the follower or notifier runs).
+    keep("[sync]", &started.sync, &mut new.sync, &mut changed);
     changed
 }
 

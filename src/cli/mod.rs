@@ -158,6 +158,13 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Make the key a primary and its secondaries share ([sync] key_file):
+    /// 32 random bytes as hex, in a new file readable by its owner only.
+    /// Copy the file to each secondary. An existing file is never replaced.
+    SyncKey {
+        /// Where to write it (e.g. /etc/hedgerow/sync.key).
+        file: PathBuf,
+    },
     /// Check a backup (its manifest, every file's SHA-256, the database's
     /// integrity, the config with its lists) and restore it into a new
     /// directory DIR: DIR/hedgerow.toml (data_dir = DIR/data, [lists] dir =

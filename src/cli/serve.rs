@@ -9,6 +9,8 @@ use super::{load_config, serve_config_file};
 
 pub fn run(config_path: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
     let path = serve_config_file(config_path)?;
+    // A secondary's first start: its policy comes from the primary first.
+    hedgerow::sync::follow::first_policy(&path).map_err(anyhow::Error::msg)?;
     let mut config = load_config(Some(&path))?;
     // Compiles run in a child process (see `lists::sources::Compiler`).
     if let Ok(program) = std::env::current_exe() {

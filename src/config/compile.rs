@@ -134,6 +134,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
     let block_page = super::block_page::compile(raw.block_page, text, source_name)?;
     let selftest = super::selftest::compile(raw.selftest, text, source_name)?;
     let school = super::school::compile(raw.school);
+    let sync = super::sync::compile(raw.sync, text, source_name)?;
 
     let ipv6_prefix = *raw.rate_limit.ipv6_prefix.get_ref();
     if !(1..=128).contains(&ipv6_prefix) {
@@ -213,6 +214,7 @@ pub(super) fn compile(text: &str, source_name: &str) -> Result<Config, ConfigErr
         block_page,
         selftest,
         school,
+        sync,
     })
 }
 

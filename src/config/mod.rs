@@ -18,6 +18,7 @@ mod render;
 pub mod school;
 pub mod selftest;
 mod shapes;
+pub mod sync;
 pub mod timed;
 
 // Word-valued settings are defined with their words, in the shapes.
@@ -94,6 +95,8 @@ pub struct Config {
     pub selftest: selftest::SelftestSettings,
     /// The school and who is responsible (`[school]`), for the annual review.
     pub school: school::SchoolSettings,
+    /// Primary and secondary (`[sync]`): who owns the policy.
+    pub sync: sync::SyncSettings,
 }
 
 /// The query log.
@@ -211,7 +214,11 @@ impl Config {
             line: None,
             message: format!("cannot read the config file ({error}); check the path and its permissions"),
         })?;
-        let mut config = Config::parse(&text, &path.display().to_string())?;
+        let name = path.display().to_string();
+        let mut config = match sync::load_secondary(&text, &name, None)? {
+            Some(config) => config,
+            None => Config::parse(&text, &name)?,
+        };
         config.file = Some(path.to_path_buf());
         Ok(config)
     }

@@ -119,6 +119,7 @@ fn shape(config: &Config) -> RawConfig {
         block_page: super::block_page::render(&config.block_page),
         selftest: super::selftest::render(&config.selftest),
         school: super::school::render(&config.school),
+        sync: super::sync::render(&config.sync),
     }
 }
 
@@ -259,6 +260,7 @@ mod tests {
             block_page,
             selftest,
             school,
+            sync,
         } = &first;
         assert_eq!(selftest, &second.selftest);
         assert_eq!(listen, &second.listen);
@@ -293,6 +295,7 @@ mod tests {
         assert_eq!(alerts, &second.alerts);
         assert_eq!(block_page, &second.block_page);
         assert_eq!(school, &second.school);
+        assert_eq!(sync, &second.sync);
         let again = render(&second);
         assert_eq!(rendered.lines().skip(1).collect::<Vec<_>>(), again.lines().skip(1).collect::<Vec<_>>());
         rendered

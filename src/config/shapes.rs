@@ -204,6 +204,8 @@ pub(super) struct RawConfig {
     pub(super) selftest: super::selftest::RawSelftest,
     #[serde(default)]
     pub(super) school: super::school::RawSchool,
+    #[serde(default)]
+    pub(super) sync: super::sync::RawSync,
 }
 
 #[derive(Deserialize, Serialize)]

@@ -54,6 +54,7 @@ pub mod search;
 pub mod sessions;
 pub mod settings;
 pub mod unblock;
+pub mod user_sync;
 pub mod users;
 pub use crate::time;
 

@@ -337,6 +337,11 @@ pub struct Users {
 }
 
 impl Users {
+    /// The database file the users are in.
+    pub fn database(&self) -> &Path {
+        &self.database
+    }
+
     /// The users of `database`, creating it or bringing its schema up to date.
     pub fn open(database: &Path) -> Result<Users, StoreError> {
         connect(database)?;

@@ -30,6 +30,15 @@ pub struct Layout {
     pub user: Option<LayoutUser>,
     pub csrf: String,
     pub nav: Vec<NavItem>,
+    /// A line under the header on every page (a secondary says whose policy it follows).
+    pub server_note: Option<ServerNote>,
+}
+
+/// A line about this server shown on every page; `bad` when it needs action.
+#[derive(Debug, Clone)]
+pub struct ServerNote {
+    pub text: String,
+    pub bad: bool,
 }
 
 pub struct LayoutUser {
@@ -56,6 +65,10 @@ pub trait Viewer {
     fn open_requests(&self) -> Option<i64> {
         None
     }
+    /// The line about this server (a secondary's), when there is one.
+    fn server_note(&self) -> Option<&ServerNote> {
+        None
+    }
 }
 
 impl<V: Viewer + ?Sized> Viewer for &V {
@@ -70,6 +83,9 @@ impl<V: Viewer + ?Sized> Viewer for &V {
     }
     fn open_requests(&self) -> Option<i64> {
         (**self).open_requests()
+    }
+    fn server_note(&self) -> Option<&ServerNote> {
+        (**self).server_note()
     }
 }
 
@@ -88,6 +104,7 @@ impl Layout {
             user: None,
             csrf: String::new(),
             nav: Vec::new(),
+            server_note: None,
         }
     }
 
@@ -141,12 +158,17 @@ impl Layout {
         if user.has(Role::Admin) {
             nav.push(NavItem::new("/lists", "Lists", here("/lists")));
         }
+        // Servers (issue 16): the primary and its secondaries.
+        if user.has(Role::Admin) {
+            nav.push(NavItem::new("/servers", "Servers", here("/servers")));
+        }
         Layout {
             title: title.to_string(),
             stylesheet: stylesheet_url(),
             user: Some(LayoutUser { name: user.name.clone(), roles: user.roles_text().replace(',', ", ") }),
             csrf: csrf.to_string(),
             nav,
+            server_note: current.server_note().cloned(),
         }
     }
 }

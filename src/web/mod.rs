@@ -30,6 +30,7 @@ mod layout;
 mod pages;
 mod security;
 mod session;
+mod sync;
 mod throttle;
 mod tls;
 
@@ -87,6 +88,8 @@ struct Inner {
     /// Checks (issue 15): the running server's self-test (`None` for a
     /// fixed config), and the checks' tables.
     selftest: Option<crate::store::checks::RunFn>,
+    /// Primary, secondary or alone (`[sync]`).
+    sync: crate::sync::Side,
     checks: crate::store::checks::ChecksStore,
     /// Unblock requests (issue 15), from the block page and the dashboard.
     unblock: crate::store::unblock::UnblockStore,
@@ -105,13 +108,21 @@ pub struct PolicyAccess {
     pub reload_lists: Option<crate::policy_editor::ReloadFn>,
     /// The running server's self-test (the Checks page's "run now").
     pub selftest: Option<crate::store::checks::RunFn>,
+    /// Primary, secondary or alone (`[sync]`).
+    pub sync: crate::sync::Side,
 }
 
 impl PolicyAccess {
     /// A fixed configuration, shown read-only (no editor).
     pub fn fixed(config: &Config) -> PolicyAccess {
         let config = Arc::new(config.clone());
-        PolicyAccess { config: Arc::new(move || config.clone()), editor: None, reload_lists: None, selftest: None }
+        PolicyAccess {
+            config: Arc::new(move || config.clone()),
+            editor: None,
+            reload_lists: None,
+            selftest: None,
+            sync: crate::sync::Side::Alone,
+        }
     }
 }
 
@@ -179,6 +190,7 @@ impl AppState {
                 lists_update: pages::lists::UpdateSlot::default(),
                 alerts: crate::store::alerts::AlertStore::open(database)?,
                 selftest: policy.selftest,
+                sync: policy.sync,
                 checks: crate::store::checks::ChecksStore::open(database)?,
                 unblock: crate::store::unblock::UnblockStore::open(database)?,
             }),
@@ -233,6 +245,24 @@ impl AppState {
     /// The running server's self-test (`None` for a fixed config).
     pub(crate) fn selftest(&self) -> Option<&crate::store::checks::RunFn> {
         self.inner.selftest.as_ref()
+    }
+
+    /// Primary, secondary or alone (`[sync]`).
+    pub(crate) fn sync(&self) -> &crate::sync::Side {
+        &self.inner.sync
+    }
+
+    /// Why the policy pages are read-only here: on a secondary, that the
+    /// policy is its primary's; else `fallback` (no writable config file).
+    pub(crate) fn read_only_note(&self, fallback: &str) -> String {
+        match self.sync().follower() {
+            Some(follower) => format!(
+                "This is a secondary server: its policy comes from the primary at {} and is changed there. Here it \
+                 is shown read-only.",
+                follower.primary()
+            ),
+            None => fallback.to_string(),
+        }
     }
     /// Self-test runs and manual checks (issue 15).
     pub fn checks(&self) -> &crate::store::checks::ChecksStore {
@@ -355,6 +385,12 @@ pub fn app(state: AppState) -> Router {
         .route("/api/check", post(pages::test_name::api_check))
         .route("/api/changes", get(pages::changes::api_list))
         .route("/api/policy/{group}", get(pages::policy::api_group).post(pages::policy::api_change))
+        // Primary and secondary (issue 16): the pair's page, and the signed machine-to-machine routes.
+        .route("/servers", get(pages::servers::page))
+        .route("/servers/sync", post(pages::servers::sync_now))
+        .route("/api/servers", get(pages::servers::api))
+        .route(crate::sync::PULL_PATH, post(sync::pull))
+        .route(crate::sync::NOTIFY_PATH, post(sync::notify))
         .route("/static/{file}", get(assets::serve))
         // monitor: liveness and readiness, no login (the metrics listener serves them too)
         .route("/health", get(pages::monitor::health))

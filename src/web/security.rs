@@ -93,6 +93,10 @@ pub(super) async fn check_origin(State(state): State<AppState>, request: Request
     if request.method() == Method::GET || request.method() == Method::HEAD {
         return next.run(request).await;
     }
+    // Server to server, no cookie: signed with the shared key (web/sync.rs).
+    if super::sync::is_signed_route(request.uri().path()) {
+        return next.run(request).await;
+    }
     if from_this_origin(&request, state.settings().tls) {
         return next.run(request).await;
     }

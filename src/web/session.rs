@@ -47,6 +47,8 @@ pub struct CurrentUser {
     pub open_alerts: Option<i64>,
     /// Unblock requests waiting for a decision, for an admin's nav (issue 15).
     pub open_requests: Option<i64>,
+    /// A secondary's line about whose policy it follows (issue 16).
+    pub server_note: Option<super::layout::ServerNote>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
@@ -70,6 +72,9 @@ impl super::layout::Viewer for CurrentUser {
     fn open_requests(&self) -> Option<i64> {
         self.open_requests
     }
+    fn server_note(&self) -> Option<&super::layout::ServerNote> {
+        self.server_note.as_ref()
+    }
 }
 
 impl<R: RoleSet> super::layout::Viewer for Require<R> {
@@ -84,6 +89,9 @@ impl<R: RoleSet> super::layout::Viewer for Require<R> {
     }
     fn open_requests(&self) -> Option<i64> {
         self.0.open_requests
+    }
+    fn server_note(&self) -> Option<&super::layout::ServerNote> {
+        self.0.server_note.as_ref()
     }
 }
 
@@ -180,7 +188,8 @@ pub(super) fn cleared_cookie(tls: bool) -> HeaderValue {
 
 /// Requests that change something without a session: the login and setup forms.
 fn needs_no_session(path: &str) -> bool {
-    path == "/login" || path.starts_with("/setup/")
+    // The sync routes are signed with the shared key instead (web/sync.rs).
+    path == "/login" || path.starts_with("/setup/") || super::sync::is_signed_route(path)
 }
 
 /// Middleware: the session (as a [`CurrentUser`] extension) and the CSRF check.
@@ -223,6 +232,7 @@ pub(super) async fn load(State(state): State<AppState>, request: Request, next: 
                     raw_id,
                     open_alerts,
                     open_requests,
+                    server_note: if page { super::sync::note(&state) } else { None },
                 }),
                 Ok(Err(error)) => return WebError::from(error).into_response(),
                 Err(error) => return error.into_response(),

@@ -924,7 +924,7 @@ struct RulesPage {
     layout: Layout,
     warning: String,
     editable: bool,
-    note: &'static str,
+    note: String,
     flash: String,
     rules: Vec<RuleView>,
     added: NewRuleView,
@@ -967,7 +967,7 @@ fn rules_page(
         layout: Layout::for_user("Alert rules", current, "/alerts"),
         warning: warning(&config),
         editable: state.editor().is_some(),
-        note: READ_ONLY_NOTE,
+        note: state.read_only_note(READ_ONLY_NOTE),
         flash,
         rules,
         added,
@@ -989,7 +989,10 @@ pub async fn rules(
 }
 
 fn editor(state: &AppState) -> Result<Arc<PolicyEditor>, WebError> {
-    state.editor().cloned().ok_or_else(|| WebError::BadRequest { field: None, message: READ_ONLY_NOTE.to_string() })
+    state
+        .editor()
+        .cloned()
+        .ok_or_else(|| WebError::BadRequest { field: None, message: state.read_only_note(READ_ONLY_NOTE) })
 }
 
 fn some(text: &str) -> Option<String> {

@@ -19,7 +19,7 @@ use crate::web::{AppState, RequireAnyRole, WebError};
 const PAGE: usize = 50;
 
 /// Every kind a change may have, for the filter.
-const KINDS: [&str; 14] = [
+const KINDS: [&str; 15] = [
     "category",
     "safesearch",
     "youtube",
@@ -34,6 +34,7 @@ const KINDS: [&str; 14] = [
     "user",
     "list-source",
     "list-update",
+    "sync",
 ];
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -129,7 +130,7 @@ struct ChangesPage {
     layout: Layout,
     filters: Filters,
     groups: Vec<String>,
-    kinds: [&'static str; 14],
+    kinds: [&'static str; 15],
     rows: Vec<Row>,
     total: u64,
     page: usize,
@@ -161,7 +162,7 @@ pub async fn page(
                 .into_iter()
                 .map(|change| Row {
                     when: when(&state, change.time_ms),
-                    diff: change.kind == "file-edit",
+                    diff: change.kind == "file-edit" || change.kind == "sync",
                     user: change.user,
                     kind: change.kind,
                     group: change.group.unwrap_or_default(),

@@ -17,6 +17,7 @@ pub mod overview;
 pub mod policy;
 pub mod requests;
 pub mod review;
+pub mod servers;
 pub mod setup;
 pub mod test_name;
 pub mod users;

@@ -233,7 +233,7 @@ struct OverviewPage {
     groups: Vec<GroupSummary>,
     editable: bool,
     admin: bool,
-    note: &'static str,
+    note: String,
 }
 
 pub async fn overview(State(state): State<AppState>, reader: RequireGovernorOrAdmin) -> Result<Response, WebError> {
@@ -246,7 +246,7 @@ pub async fn overview(State(state): State<AppState>, reader: RequireGovernorOrAd
         groups,
         editable,
         admin: reader.user.has(Role::Admin),
-        note: READ_ONLY_NOTE,
+        note: state.read_only_note(READ_ONLY_NOTE),
     };
     Ok(render_with(StatusCode::OK, &page))
 }
@@ -364,7 +364,7 @@ struct GroupPage {
     controls: bool,
     admin: bool,
     editable: bool,
-    note: &'static str,
+    note: String,
     flash: String,
     /// A refused change, also shown at the top (its form may have no place
     /// on the page, e.g. a locked category's).
@@ -451,7 +451,7 @@ async fn show_group(
         controls: admin && editable,
         admin,
         editable,
-        note: READ_ONLY_NOTE,
+        note: state.read_only_note(READ_ONLY_NOTE),
         flash,
         problem: refusal
             .map(|r| {
@@ -677,7 +677,10 @@ fn form_fields(key: &str) -> &'static [&'static str] {
 
 /// The editor, or a clear refusal when the policy cannot be changed here.
 fn editor(state: &AppState) -> Result<Arc<PolicyEditor>, WebError> {
-    state.editor().cloned().ok_or_else(|| WebError::BadRequest { field: None, message: READ_ONLY_NOTE.to_string() })
+    state
+        .editor()
+        .cloned()
+        .ok_or_else(|| WebError::BadRequest { field: None, message: state.read_only_note(READ_ONLY_NOTE) })
 }
 
 pub async fn change(

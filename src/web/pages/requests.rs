@@ -67,7 +67,7 @@ fn duration_words(ms: i64) -> String {
 
 /// The editor, or the reason approving is not possible here.
 fn editor(state: &AppState) -> Result<Arc<PolicyEditor>, EditError> {
-    state.editor().cloned().ok_or_else(|| EditError { field: None, message: READ_ONLY_NOTE.to_string() })
+    state.editor().cloned().ok_or_else(|| EditError { field: None, message: state.read_only_note(READ_ONLY_NOTE) })
 }
 
 fn store_error(error: UnblockError) -> EditError {
@@ -346,7 +346,7 @@ async fn show(
         },
         decisions: decisions.into_iter().take(PER_PAGE).map(|d| decision_view(state, d)).collect(),
         flash: flash.to_string(),
-        read_only: if state.editor().is_some() { String::new() } else { READ_ONLY_NOTE.to_string() },
+        read_only: if state.editor().is_some() { String::new() } else { state.read_only_note(READ_ONLY_NOTE) },
         tab,
         page,
         more,

@@ -24,6 +24,8 @@ struct UsersPage {
     rows: Vec<Row>,
     add: AddView,
     notice: String,
+    /// On a secondary: users come from the primary ('' elsewhere).
+    read_only: String,
 }
 
 struct Row {
@@ -112,12 +114,31 @@ async fn show(
             }
         })
         .collect();
-    let page = UsersPage { layout: Layout::for_user("Users", &admin, "/users"), rows, add, notice };
+    let read_only = match state.sync().follower() {
+        Some(follower) => format!(
+            "This is a secondary server: its users and roles come from the primary at {} and are changed there.",
+            follower.primary()
+        ),
+        None => String::new(),
+    };
+    let page = UsersPage { layout: Layout::for_user("Users", &admin, "/users"), rows, add, notice, read_only };
     Ok(render_with(status, &page))
 }
 
 pub async fn page(State(state): State<AppState>, admin: RequireAdmin) -> Result<Response, WebError> {
     show(&state, &admin, StatusCode::OK, None, String::new()).await
+}
+
+/// Users are changed on the primary only: a secondary takes them from it
+/// and would lose a change made here at its next sync.
+fn refuse_on_secondary(state: &AppState) -> Result<(), WebError> {
+    match state.sync().follower() {
+        Some(follower) => Err(WebError::Conflict(format!(
+            "this is a secondary server: its users come from the primary at {}; add or change users there",
+            follower.primary()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The address recorded with a change: where from, and which admin.
@@ -184,6 +205,7 @@ pub async fn add(
     ClientAddress(address): ClientAddress,
     Form(form): Form<AddForm>,
 ) -> Result<Response, WebError> {
+    refuse_on_secondary(&state)?;
     let name = form.name.trim().to_string();
     let roles = ticked_roles(&form.role_admin, &form.role_dsl, &form.role_governor);
     let refused = |field: &'static str, message: String| AddView {
@@ -217,6 +239,7 @@ pub async fn change(
     Path((name, action)): Path<(String, String)>,
     Form(form): Form<ChangeForm>,
 ) -> Result<Response, WebError> {
+    refuse_on_secondary(&state)?;
     let field: &'static str = match action.as_str() {
         "roles" => "roles",
         "password" => "password",
@@ -294,6 +317,7 @@ pub async fn api_add(
     ClientAddress(address): ClientAddress,
     Json(new): Json<NewUser>,
 ) -> Result<Response, WebError> {
+    refuse_on_secondary(&state)?;
     let mut roles = Vec::new();
     for word in &new.roles {
         roles
