@@ -11,59 +11,17 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::authority::Authority;
 use support::dashboard::{DashboardClient, csrf_token};
 use support::http::{HttpServer, Route};
-use support::server::{
-    GAMES_ADDR, GAMES_NAME, Hedgerow, PLAIN_ADDR, PLAIN_NAME, PUPIL, SchoolFiles, free_port, resolves_to,
-};
+use support::pair::{key_file, primary_files, secondary_files};
+use support::server::{GAMES_ADDR, GAMES_NAME, Hedgerow, PLAIN_ADDR, PLAIN_NAME, PUPIL, resolves_to};
 
 const ADMIN: &str = "ict.lead";
 const ADMIN_PASSWORD: &str = "hedge laying in november";
-
-/// A key file in `dir`, made by the real `hedgerow sync-key`.
-fn key_file(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    let made = std::process::Command::new(env!("CARGO_BIN_EXE_hedgerow")).arg("sync-key").arg(&path).output().unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    path
-}
-
-/// The primary: the shared test school, with `[sync] role = "primary"`.
-fn primary_files(dir: &Path, upstream: SocketAddr, key: &Path, secondaries: &[String]) -> SchoolFiles {
-    let files = SchoolFiles::write(dir, upstream, true);
-    let mut text = std::fs::read_to_string(&files.config).unwrap();
-    text.push_str(&format!(
-        "\n[sync]\nrole = \"primary\"\nkey_file = {:?}\nsecondaries = {secondaries:?}\n",
-        key.display().to_string()
-    ));
-    std::fs::write(&files.config, text).unwrap();
-    files
-}
-
-/// A secondary's own file: its listeners, data_dir and `[sync]` only.
-fn secondary_files(dir: &Path, primary: &str, key: &Path, interval_seconds: u64) -> SchoolFiles {
-    let data_dir = dir.join("data");
-    let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let dashboard = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = dir.join("secondary.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "# The secondary: policy comes from the primary.\ndata_dir = {:?}\n[dns]\nlisten = [\"{dns}\"]\n\
-             [dashboard]\nlisten = [\"{dashboard}\"]\n[sync]\nrole = \"secondary\"\nprimary = \"{primary}\"\n\
-             key_file = {:?}\ninterval_seconds = {interval_seconds}\n",
-            data_dir.display().to_string(),
-            key.display().to_string()
-        ),
-    )
-    .unwrap();
-    SchoolFiles { config, data_dir, dns, dashboard: Some(dashboard) }
-}
 
 /// Makes the first admin through the setup link; the client is logged in.
 fn first_admin(server: &Hedgerow) -> DashboardClient {

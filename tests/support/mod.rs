@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod dashboard;
 pub mod http;
+pub mod pair;
 pub mod router;
 pub mod server;
 pub mod smtp;

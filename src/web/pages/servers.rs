@@ -133,7 +133,7 @@ async fn servers(state: &AppState) -> Result<Servers, WebError> {
                 state_text: if built.is_ok() { "Answering; owns the policy".into() } else { "Answering".into() },
                 heard: "now".into(),
                 policy: "the policy in force here".into(),
-                answered: thousands(metrics.lookups),
+                answered: answers(metrics.lookups),
                 lists: list_words(&crate::lists::health::ListHealth::read(&config.data_dir)),
                 problem: built
                     .err()
@@ -170,7 +170,7 @@ async fn servers(state: &AppState) -> Result<Servers, WebError> {
                     } else {
                         "none yet".to_string()
                     },
-                    answered: thousands(report.answered),
+                    answered: answers(report.answered),
                     lists: report.lists.clone(),
                     problem: report.last_error.clone(),
                 });
@@ -214,11 +214,17 @@ fn list_words(health: &Option<crate::lists::health::ListHealth>) -> String {
     }
 }
 
-/// "40 s", "12 min", "3 h", "2 days".
+/// "1 answer", "12,345 answers".
+fn answers(count: u64) -> String {
+    format!("{} answer{}", thousands(count), if count == 1 { "" } else { "s" })
+}
+
+/// "a moment", "40 s", "12 min", "3 h", "2 days".
 fn ago(ms: i64) -> String {
     let seconds = ms.max(0) / 1000;
     match seconds {
-        0..60 => format!("{seconds} s"),
+        0..5 => "a moment".to_string(),
+        5..60 => format!("{seconds} s"),
         60..3600 => format!("{} min", seconds / 60),
         3600..172_800 => format!("{} h", seconds / 3600),
         _ => format!("{} days", seconds / 86_400),
@@ -252,7 +258,10 @@ pub async fn sync_now(State(state): State<AppState>, _admin: RequireAdmin) -> Re
 mod tests {
     #[test]
     fn times_ago_read_as_people_say_them() {
+        assert_eq!(super::ago(1_000), "a moment");
         assert_eq!(super::ago(40_000), "40 s");
+        assert_eq!(super::answers(1), "1 answer");
+        assert_eq!(super::answers(12_345), "12,345 answers");
         assert_eq!(super::ago(12 * 60_000), "12 min");
         assert_eq!(super::ago(3 * 3_600_000), "3 h");
         assert_eq!(super::ago(3 * 86_400_000), "3 days");
