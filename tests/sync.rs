@@ -365,3 +365,50 @@ async fn the_secondary_keeps_answering_while_the_primary_is_down() {
     assert_eq!(allow_games_for_pupils(&mut web), 303);
     until_answer(&secondary, GAMES_NAME, Duration::from_secs(20), |answer| resolves_to(answer, GAMES_ADDR)).await;
 }
+
+/// The bundle (with the users' password hashes) goes only to a request
+/// signed with the key and sent within five minutes; a server that is not a
+/// primary has no such route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundle_is_served_only_to_a_signed_fresh_request() {
+    let authority = Authority::start("127.0.0.1:0", support::server::school_world()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "sync.key");
+    let other = key_file(dir.path(), "other.key");
+    std::fs::create_dir(dir.path().join("primary")).unwrap();
+    let files = primary_files(&dir.path().join("primary"), authority.addr, &key, &[]);
+    let primary = Hedgerow::start(&files).await;
+    let _admin = first_admin(&primary);
+    let post = |url: &str, body: &[u8], signature: &str| -> u16 {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent()
+            .post(url)
+            .header("x-hedgerow-signature", signature)
+            .send(body)
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let request = |sent_ms: i64| {
+        serde_json::to_vec(&hedgerow::sync::PullRequest { sent_ms, report: hedgerow::sync::Report::default() }).unwrap()
+    };
+    let (good, other) = (hedgerow::sync::SyncKey::read(&key).unwrap(), hedgerow::sync::SyncKey::read(&other).unwrap());
+    let url = primary.url("/sync/pull");
+    let fresh = request(hedgerow::time::now_ms());
+    assert_eq!(post(&url, &fresh, &good.sign(&fresh)), 200, "signed and fresh");
+    assert_eq!(post(&url, &fresh, ""), 403, "unsigned");
+    assert_eq!(post(&url, &fresh, &other.sign(&fresh)), 403, "another key");
+    let mut altered = fresh.clone();
+    altered.push(b' ');
+    assert_eq!(post(&url, &altered, &good.sign(&fresh)), 403, "altered after signing");
+    let old = request(hedgerow::time::now_ms() - 10 * 60 * 1000);
+    assert_eq!(post(&url, &old, &good.sign(&old)), 403, "signed ten minutes ago");
+    assert_eq!(post(&primary.url("/sync/notify"), &fresh, &good.sign(&fresh)), 404, "a primary takes no notices");
+
+    // A server on its own serves no bundle at all.
+    let alone_dir = tempfile::tempdir().unwrap();
+    let alone = Hedgerow::start(&support::server::SchoolFiles::write(alone_dir.path(), authority.addr, true)).await;
+    assert_eq!(post(&alone.url("/sync/pull"), &fresh, &good.sign(&fresh)), 404);
+}
