@@ -14,7 +14,7 @@
 //! yet committed. A write transaction never holds more than `batch_max` rows,
 //! so readers and the retention job wait for the write lock only briefly.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -43,6 +43,32 @@ struct Shared {
     /// without being built until the writer next takes a batch off.
     full: AtomicBool,
     last_error_ms: AtomicI64,
+    /// Whether batches are being written; set by the writer thread on each
+    /// change, read by the dashboard (never by the DNS path).
+    state: Mutex<LogState>,
+}
+
+/// Whether the query log is being written, for the dashboard: the writer's
+/// last outcome, with when the trouble began.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LogState {
+    /// The last batch was written (or none has been tried yet).
+    #[default]
+    Ok,
+    /// Batches are not written because the disk holding `db` is full (since
+    /// `since_ms`, Unix ms); the writer retries every 5 s.
+    DiskFull { since_ms: i64, db: PathBuf },
+    /// Batches fail for another reason (since `since_ms`); `error` is the last one.
+    WriteFailing { since_ms: i64, db: PathBuf, error: String },
+}
+
+impl Shared {
+    fn set_state(&self, next: impl FnOnce(&LogState) -> Option<LogState>) {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(next) = next(&state) {
+            *state = next;
+        }
+    }
 }
 
 /// The longest the idle writer sleeps before looking at `Shared::full` again.
@@ -104,8 +130,13 @@ impl DiskFull {
         self.full_since.is_some_and(|since| since.elapsed() < DISK_FULL_RETRY)
     }
 
-    fn stopped(&mut self, path: &Path, error: &StoreError) {
+    fn stopped(&mut self, path: &Path, error: &StoreError, shared: &Shared) {
         if self.full_since.is_none() {
+            let since_ms = now_ms();
+            shared.set_state(|state| match state {
+                LogState::DiskFull { .. } => None,
+                _ => Some(LogState::DiskFull { since_ms, db: path.to_path_buf() }),
+            });
             let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
             tracing::warn!(
                 db = %path.display(),
@@ -165,6 +196,7 @@ impl QueryLog {
             written: AtomicU64::new(0),
             full: AtomicBool::new(false),
             last_error_ms: AtomicI64::new(i64::MIN),
+            state: Mutex::new(LogState::Ok),
         });
         let thread = std::thread::Builder::new()
             .name("hedgerow-log-writer".into())
@@ -218,6 +250,12 @@ impl QueryLog {
     /// counted here is in the database.
     pub fn written(&self) -> u64 {
         self.shared.written.load(Ordering::Relaxed)
+    }
+
+    /// Whether the log is being written now: ok, stopped by a full disk, or
+    /// failing for another reason (each with since when).
+    pub fn state(&self) -> LogState {
+        self.shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     /// Waits until every row queued before this call is written (or dropped).
@@ -322,13 +360,22 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
                     Ok(()) => {
                         shared.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
                         disk.resumed(path);
+                        shared.set_state(|state| (*state != LogState::Ok).then_some(LogState::Ok));
                     }
                     Err(error) if writer::is_disk_full(&error) => {
-                        disk.stopped(path, &error);
+                        disk.stopped(path, &error, shared);
                         disk.drop_batch(batch.len() as u64, shared, &mut drops);
                     }
                     Err(error) => {
                         shared.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        let error_text = error.to_string();
+                        shared.set_state(|state| {
+                            let since_ms = match state {
+                                LogState::WriteFailing { since_ms, .. } => *since_ms,
+                                _ => now_ms(),
+                            };
+                            Some(LogState::WriteFailing { since_ms, db: path.to_path_buf(), error: error_text })
+                        });
                         if rate_limit(&shared.last_error_ms) {
                             tracing::error!(db = %path.display(), rows = batch.len(), %error, "query log: a batch could not be written and was dropped");
                         }

@@ -40,7 +40,15 @@ pub enum WebError {
     /// Our fault: logged, and shown without detail.
     #[error("{0}")]
     Internal(String),
+    /// The server cannot do it now (the disk is full): 503, said in words
+    /// (no path: anyone may meet it, on the login form too); logged with detail.
+    #[error("{message}")]
+    Unavailable { message: &'static str, detail: String },
 }
+
+/// What a request that had to write is told when the disk is full.
+const DISK_FULL: &str = "The server's disk is full, so the dashboard cannot save this. DNS is still answering. \
+                         Free some space on the server (the ICT lead can), then try again";
 
 impl WebError {
     pub fn bad(field: &'static str, message: impl Into<String>) -> WebError {
@@ -57,6 +65,7 @@ impl WebError {
             WebError::Conflict(_) => StatusCode::CONFLICT,
             WebError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            WebError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -82,7 +91,11 @@ impl WebError {
 
 impl From<StoreError> for WebError {
     fn from(error: StoreError) -> WebError {
-        WebError::Internal(error.to_string())
+        if error.is_disk_full() {
+            WebError::Unavailable { message: DISK_FULL, detail: error.to_string() }
+        } else {
+            WebError::Internal(error.to_string())
+        }
     }
 }
 
@@ -118,6 +131,9 @@ pub(super) async fn render(request: Request, next: Next) -> Response {
     if let WebError::Internal(detail) = &error {
         tracing::error!(%detail, "dashboard request failed");
     }
+    if let WebError::Unavailable { detail, .. } = &error {
+        tracing::warn!(%detail, "dashboard request refused: the disk is full");
+    }
     let status = error.status();
     if api {
         let body = serde_json::json!({ "error": error.public_message(), "field": error.field() });
@@ -136,6 +152,7 @@ pub(super) async fn render(request: Request, next: Next) -> Response {
         WebError::Conflict(_) => "Cannot be changed",
         WebError::BadRequest { .. } => "Please check what you sent",
         WebError::Internal(_) => "Something went wrong",
+        WebError::Unavailable { .. } => "The disk is full",
     };
     let page = ErrorPage {
         layout: super::layout::Layout::anonymous(title),

@@ -1,0 +1,320 @@
+//! Faults, each against the real `hedgerow serve` binary (tests/support/
+//! server.rs) forwarding to a real authority on loopback (issue 16, "Prove
+//! it holds"). docs/faults.md maps every fault to what Hedgerow does and to
+//! its test.
+//!
+//! Here:
+//! - [`upstream_loss_and_return`]: the authority stops and comes back on its
+//!   port: cached names are served stale, blocked names stay blocked exactly
+//!   as before, SafeSearch still answers from cache, a never-seen name gets a
+//!   prompt SERVFAIL, the overview counts the failures; then fresh answers.
+//! - [`sigkill_under_load_loses_no_acknowledged_change`]: ten policy changes
+//!   and a user acknowledged under a steady UDP load, then SIGKILL: the
+//!   database passes its checks and every acknowledged change is in force,
+//!   in the file and in the change log; the query log's roll-ups hold.
+//! - [`a_full_disk_keeps_dns_answering_and_the_dashboard_says_so`]: the
+//!   data_dir on a small tmpfs, filled: every query is answered, the
+//!   overview (page and API) says in words that the log is not written and
+//!   why; space freed, logging resumes and the notice goes.
+//!
+//! The same faults' other tests:
+//! - a list source that errors, returns garbage or a huge file:
+//!   tests/lists_update.rs, tests/fail_closed.rs, tests/web_lists.rs;
+//! - the SMTP server down, alerts retried: tests/alerts_delivery.rs;
+//! - SIGKILL right after an acknowledged change (no load): tests/crash.rs;
+//! - upstream failover, serve-stale and recovery in-process:
+//!   tests/resolver.rs (forward_mode_fails_over_then_serves_stale_then_recovers),
+//!   forged and hostile upstreams: tests/hostile_upstream.rs;
+//! - the query-log writer on a full disk, in-process: tests/log_disk_full.rs.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use support::authority::Authority;
+use support::browser::Browser;
+use support::client::{build_query, exchange_udp_from};
+use support::dashboard::{DashboardClient, csrf_token};
+use support::server::{Hedgerow, PLAIN_ADDR, PLAIN_NAME, PUPIL, SchoolFiles, resolves_to};
+
+const ADMIN: &str = "ict.lead";
+const ADMIN_PASSWORD: &str = "hedge laying in november";
+const GOVERNOR: &str = "gill.governor";
+const GOVERNOR_PASSWORD: &str = "reviews once a year at least";
+
+/// Makes the first admin through the setup link the server printed; the
+/// client is then logged in as that admin.
+fn first_admin(server: &Hedgerow) -> DashboardClient {
+    let link = server.setup_link();
+    let mut web = DashboardClient::new(&server.url(""));
+    let form = web.get(&link);
+    assert_eq!(form.status, 200, "{}", form.body);
+    let path = link.trim_start_matches(&server.url(""));
+    let done =
+        web.post_form(path, &[("name", ADMIN), ("password", ADMIN_PASSWORD), ("password_again", ADMIN_PASSWORD)]);
+    assert_eq!(done.status, 303, "setup acknowledged: {}", done.body);
+    web
+}
+
+/// Adds a user with one role on the users page (acknowledged with its notice).
+fn add_user(admin: &mut DashboardClient, name: &str, password: &str, role: &str) {
+    let page = admin.get("/users");
+    let csrf = csrf_token(&page.body).expect("a CSRF token on the users page");
+    let added = admin.post_form(
+        "/users",
+        &[("csrf", &csrf), ("name", name), ("password", password), (role, "on"), ("reason", "fault test")],
+    );
+    assert!(
+        added.status == 200 && added.body.contains(&format!("Added {name}")),
+        "the add is acknowledged: {} {}",
+        added.status,
+        added.body
+    );
+}
+
+/// `GET path` as JSON.
+fn json(web: &mut DashboardClient, path: &str) -> serde_json::Value {
+    let answer = web.get(path);
+    assert_eq!(answer.status, 200, "GET {path}: {}", answer.body);
+    serde_json::from_str(&answer.body).unwrap_or_else(|error| panic!("GET {path}: {error}: {}", answer.body))
+}
+
+/// Nothing panicked and the server is still running.
+fn assert_still_running(server: &mut Hedgerow) {
+    assert!(server.running(), "the server is still running:\n{}", server.stderr());
+    assert!(!server.stderr().contains("panicked"), "nothing panicked:\n{}", server.stderr());
+}
+
+/// Polls `done` every 100 ms until it holds, failing with `what` after `wait`.
+async fn eventually(wait: Duration, what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + wait;
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what} (waited {wait:?})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The database on a full disk.
+
+/// A small tmpfs mounted over a folder (unmounted when dropped).
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a `size` tmpfs on `path` (created). `None`, having said so,
+    /// when `HEDGEROW_TEST_NO_TMPFS` is set; a refused mount fails the test
+    /// (tests run as root here and in CI), as tests/log_disk_full.rs's
+    /// convention asks of a test that needs the real disk.
+    fn mount(path: &Path, size: &str) -> Option<SmallDisk> {
+        if std::env::var_os("HEDGEROW_TEST_NO_TMPFS").is_some() {
+            eprintln!("HEDGEROW_TEST_NO_TMPFS is set: the full-disk test of the real server needs a tmpfs; skipped");
+            return None;
+        }
+        std::fs::create_dir_all(path).unwrap();
+        let status =
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).status();
+        match status {
+            Ok(status) if status.success() => Some(SmallDisk { path: path.to_path_buf() }),
+            other => panic!(
+                "mounting a tmpfs on {} was refused ({other:?}): this test needs root (or CAP_SYS_ADMIN) to mount \
+                 one; set HEDGEROW_TEST_NO_TMPFS=1 to skip it",
+                path.display()
+            ),
+        }
+    }
+
+    /// Takes all the space there is, with one file.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.path.join("filler")).unwrap();
+        let chunk = vec![0x55u8; 16 * 1024];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(error) => {
+                    assert_eq!(error.raw_os_error(), Some(28), "ENOSPC: {error}");
+                    break;
+                }
+            }
+        }
+        let _ = file.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Asks for `count` names never asked before (`n<i>.<tag>.test`: NXDOMAIN
+/// from the authority), from a pupil, 50 at a time, and asserts each is
+/// answered. New names grow the log's name dictionary, so a full disk is met
+/// sooner.
+async fn ask_new_names(server: &Hedgerow, tag: &str, from: usize, count: usize) {
+    let dns = server.files.dns;
+    for chunk in (from..from + count).collect::<Vec<_>>().chunks(50) {
+        let mut asks = tokio::task::JoinSet::new();
+        for n in chunk {
+            let name = format!("n{n}.{tag}.test");
+            asks.spawn(async move {
+                let query = build_query(&name, RecordType::A);
+                let answer = exchange_udp_from(PUPIL.parse().unwrap(), dns, &query).await;
+                (name, answer)
+            });
+        }
+        while let Some(done) = asks.join_next().await {
+            let (name, answer) = done.unwrap();
+            let answer = answer.unwrap_or_else(|error| panic!("no answer for {name}: {error}\n{}", server.stderr()));
+            assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain, "{name} answered: {answer:?}");
+        }
+    }
+}
+
+/// The data_dir on a 16 MB tmpfs, filled with one file: DNS keeps answering
+/// every query; once the log's writer meets the full disk, the overview (the
+/// admin's page, its JSON twin, and a governor's page without the path) says
+/// in words that the query log is not written and why; a login on the full
+/// disk is answered at once (a session or a clear error page, never a hang);
+/// the space freed, new rows are found by the log search and the notice goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_keeps_dns_answering_and_the_dashboard_says_so() {
+    let authority = Authority::start("127.0.0.1:0", support::server::school_world()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = SchoolFiles::write(dir.path(), authority.addr, true);
+    let Some(disk) = SmallDisk::mount(&files.data_dir, "16m") else { return };
+    let mut server = Hedgerow::start(&files).await;
+    let mut admin = first_admin(&server);
+    add_user(&mut admin, GOVERNOR, GOVERNOR_PASSWORD, "role_governor");
+    let mut governor = DashboardClient::new(&server.url(""));
+    governor.log_in(GOVERNOR, GOVERNOR_PASSWORD);
+    let db = files.data_dir.join("hedgerow.db");
+    // The admin in Chromium too, logged in while a session can be saved.
+    let browser = Browser::start("faults").await;
+    browser.goto(&server.url("/login")).await;
+    browser.fill("#name", ADMIN).await;
+    browser.fill("#password", ADMIN_PASSWORD).await;
+    browser.click("form[action='/login'] button[type=submit]").await;
+
+    ask_new_names(&server, "before", 0, 200).await;
+    let overview = json(&mut admin, "/api/overview");
+    assert_eq!(overview["log"]["state"], "ok", "{overview}");
+    assert!(overview["log"]["problem"].is_null());
+    assert!(!admin.get("/").body.contains("not being written"));
+
+    // Fill the disk; ask new names until the writer has met the full disk.
+    disk.fill();
+    let mut asked = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        ask_new_names(&server, "full", asked, 250).await;
+        asked += 250;
+        let overview = json(&mut admin, "/api/overview");
+        if overview["log"]["state"] == "disk_full" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the log never met the full disk after {asked} new names: {overview}");
+    }
+    eprintln!("the log met the full disk after {asked} new names");
+    // While full, DNS answers every query, old names and new.
+    ask_new_names(&server, "still-full", 0, 300).await;
+    let plain = server.ask(PUPIL, PLAIN_NAME).await;
+    assert!(resolves_to(&plain, PLAIN_ADDR), "{plain:?}");
+
+    let overview = json(&mut admin, "/api/overview");
+    let log = &overview["log"];
+    let problem = log["problem"].as_str().unwrap_or_else(|| panic!("the API says what is wrong: {overview}"));
+    let expected = format!("The query log is not being written: the disk holding {} is full (since ", db.display());
+    assert!(problem.starts_with(&expected), "{problem:?}");
+    assert!(problem.contains("DNS is still answering") && problem.contains("logging resumes by itself"), "{problem}");
+    assert!(log["problem_since_ms"].as_i64().is_some_and(|since| since > 0), "{log}");
+    assert!(log["rows_dropped"].as_u64().is_some_and(|dropped| dropped > 0), "rows not written are counted: {log}");
+    // The admin's overview page says it at the top, in words.
+    let page = admin.get("/");
+    assert_eq!(page.status, 200);
+    let banner = page.body.split("id=\"log-problem\">").nth(1).unwrap_or_else(|| panic!("a banner:\n{}", page.body));
+    let banner = banner.split("</p>").next().unwrap();
+    assert!(banner.starts_with(&expected), "{banner}");
+    assert!(page.body.contains("on, but not written: the disk is full"), "the health panel agrees");
+    // As the ICT lead sees it, on a laptop and on a phone.
+    browser.goto(&server.url("/")).await;
+    let shown = browser.find("#log-problem").await.text().await.unwrap();
+    assert!(shown.starts_with(&expected), "{shown}");
+    browser.screenshot("overview-disk-full").await;
+    browser.resize(390, 844).await;
+    browser.screenshot("overview-disk-full-phone").await;
+    browser.close().await;
+    // A governor is told too, without the database's path.
+    let page = governor.get("/");
+    assert_eq!(page.status, 200);
+    let text = page.body.replace("&#39;", "'");
+    assert!(text.contains("The query log is not being written: the server's disk is full (since "), "{text}");
+    assert!(!page.body.contains(&db.display().to_string()), "no path for a governor");
+    let governors = json(&mut governor, "/api/overview");
+    assert!(!governors.to_string().contains(&files.data_dir.display().to_string()), "{governors}");
+
+    // A login needs a session row: on the full disk it is answered at once,
+    // with a session (the write-ahead log had room) or a clear error page.
+    let mut late = DashboardClient::new(&server.url(""));
+    let form = late.get("/login");
+    assert_eq!(form.status, 200);
+    let mut fields = vec![("name", ADMIN.to_string()), ("password", ADMIN_PASSWORD.to_string())];
+    fields.extend(csrf_token(&form.body).map(|token| ("csrf", token)));
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    let started = Instant::now();
+    let login = late.post_form("/login", &fields);
+    eprintln!("a login on the full disk: {} in {:?}: {}", login.status, started.elapsed(), first_line(&login.body));
+    match login.status {
+        303 => assert!(late.cookie().is_some(), "a session was saved"),
+        status => {
+            assert_eq!(status, 503, "{}", login.body);
+            assert!(
+                login.body.contains("disk is full") && login.body.contains("DNS is still answering"),
+                "the page says why: {}",
+                login.body
+            );
+        }
+    }
+    assert_still_running(&mut server);
+
+    // Space again: the writer retries every 5 s; new rows are found and the
+    // notice goes.
+    disk.free();
+    let mut n = 0;
+    eventually(Duration::from_secs(30), "logging never resumed once space was freed", async || {
+        ask_new_names(&server, "after", n, 20).await;
+        n += 20;
+        json(&mut admin, "/api/overview")["log"]["state"] == "ok"
+    })
+    .await;
+    ask_new_names(&server, "found", 0, 1).await;
+    eventually(Duration::from_secs(10), "the row asked after space returned is in the log", async || {
+        let rows = json(&mut admin, "/api/log?name=n0.found.test&window=hour");
+        rows["rows"].as_array().is_some_and(|rows| rows.len() == 1)
+    })
+    .await;
+    let overview = json(&mut admin, "/api/overview");
+    assert!(overview["log"]["problem"].is_null(), "{overview}");
+    assert!(!admin.get("/").body.contains("not being written"), "the banner went");
+    assert!(!governor.get("/").body.contains("not being written"));
+    assert_still_running(&mut server);
+    drop(server);
+    drop(disk);
+    authority.stop().await;
+}
+
+fn first_line(text: &str) -> String {
+    let text = text.split("<main").nth(1).unwrap_or(text);
+    text.chars().take(300).collect()
+}
