@@ -99,6 +99,170 @@ async fn eventually(wait: Duration, what: &str, mut done: impl AsyncFnMut() -> b
 }
 
 // ---------------------------------------------------------------------------
+// Upstream loss and return.
+
+/// Allowed names, cached while the upstream is up (TTL [`SHORT_TTL`]).
+const CACHED: [&str; 4] = ["one.school.test", "two.school.test", "three.school.test", "four.school.test"];
+/// Cached while up, not asked while down: fresh at once when the upstream returns.
+const KEPT_FOR_RETURN: &str = "five.school.test";
+/// Denied for pupils by an override in the config.
+const DENIED: &str = "denied.school.test";
+/// The search engine SafeSearch rewrites for pupils, and its safe host.
+const SEARCH: &str = "search.school.test";
+const SAFE_SEARCH: &str = "safe.search.school.test";
+const SAFE_ADDR: &str = "192.0.2.40";
+/// Never asked before the upstream goes.
+const NEVER_SEEN: &str = "never.school.test";
+/// The authority's TTL: short, so cached answers expire while it is down.
+const SHORT_TTL: u32 = 2;
+
+/// The school's world with short TTLs: the test's names, the games name and
+/// the plain name the server's readiness asks.
+fn short_lived_world() -> Vec<support::authority::Zone> {
+    let mut zone = support::authority::Zone::new("school.test.").ttl(SHORT_TTL);
+    for (n, name) in CACHED.iter().chain([&KEPT_FOR_RETURN, &NEVER_SEEN, &DENIED, &SEARCH]).enumerate() {
+        zone = zone.a(&format!("{name}."), &format!("192.0.2.{}", 100 + n));
+    }
+    zone = zone.a(&format!("{SAFE_SEARCH}."), SAFE_ADDR);
+    let mut world = support::server::school_world();
+    world.push(zone);
+    world
+}
+
+/// What a client sees of an answer, without its ID: the code, the records
+/// (TTLs included) and the EDNS options (the blocked reason's EDE).
+fn seen(answer: &hickory_proto::op::Message) -> String {
+    format!(
+        "{:?} {:?} {:?} {:?}",
+        answer.metadata.response_code,
+        answer.answers,
+        answer.authorities,
+        answer.edns.as_ref().map(|edns| format!("{:?}", edns.options()))
+    )
+}
+
+/// Asks `name` and says how long the answer took.
+async fn timed_ask(server: &Hedgerow, name: &str) -> (hickory_proto::op::Message, Duration) {
+    let started = Instant::now();
+    let answer = server.ask(PUPIL, name).await;
+    (answer, started.elapsed())
+}
+
+/// The addresses and CNAME targets in an answer, in order.
+fn records(answer: &hickory_proto::op::Message) -> Vec<String> {
+    answer
+        .answers
+        .iter()
+        .map(|record| match &record.data {
+            hickory_proto::rr::RData::A(a) => a.0.to_string(),
+            hickory_proto::rr::RData::CNAME(cname) => cname.0.to_ascii(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// The authority stops: cached names are answered stale (TTL 30) without a
+/// hang, the games list and a deny override block exactly as before, the
+/// SafeSearch rewrite still answers from its cached safe host, a name never
+/// seen gets a prompt SERVFAIL, and the overview counts the failures and the
+/// stale answers. The authority returns on the same port: fresh answers
+/// with the zone's TTL, the name never seen resolves, and nothing panicked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_loss_and_return() {
+    let authority = Authority::start("127.0.0.1:0", short_lived_world()).await;
+    let upstream = authority.addr;
+    let dir = tempfile::tempdir().unwrap();
+    let files = SchoolFiles::write(dir.path(), upstream, true);
+    // A deny override for pupils, and a SafeSearch map of our own.
+    let mut config = std::fs::read_to_string(&files.config).unwrap();
+    config.push_str(&format!("\n[groups.pupil]\ndeny = [\"{DENIED}\"]\n"));
+    std::fs::write(&files.config, config).unwrap();
+    let lists = dir.path().join("lists");
+    std::fs::create_dir_all(lists.join("safesearch")).unwrap();
+    std::fs::write(
+        lists.join("safesearch/rewrites.toml"),
+        format!(
+            "[[rewrite]]\nservice = \"school search\"\nsetting = \"safesearch\"\ntarget = \"{SAFE_SEARCH}\"\n\
+             names = [\"{SEARCH}\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut server = Hedgerow::start(&files).await;
+    let mut admin = first_admin(&server);
+
+    // Up: warm the cache, and note the policy's answers.
+    for name in CACHED.iter().chain([&KEPT_FOR_RETURN]) {
+        let answer = server.ask(PUPIL, name).await;
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError, "{name}: {answer:?}");
+        assert!(answer.answers[0].ttl <= SHORT_TTL, "{name} fresh: {answer:?}");
+    }
+    let games_up = server.ask(PUPIL, support::server::GAMES_NAME).await;
+    let denied_up = server.ask(PUPIL, DENIED).await;
+    for (name, answer) in [("games", &games_up), ("denied", &denied_up)] {
+        assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain, "{name} blocked: {answer:?}");
+        assert!(answer.answers.is_empty(), "{name} blocked: {answer:?}");
+    }
+    let search_up = server.ask(PUPIL, SEARCH).await;
+    assert_eq!(records(&search_up), [format!("{SAFE_SEARCH}."), SAFE_ADDR.to_string()], "{search_up:?}");
+    let before = json(&mut admin, "/api/overview")["upstream"].clone();
+
+    // Down. Once the cached answers have expired, they are served stale.
+    authority.stop().await;
+    let mut stale_at = None;
+    eventually(Duration::from_secs(10), "cached answers were never served stale", async || {
+        let answer = server.ask(PUPIL, CACHED[0]).await;
+        let stale = answer.metadata.response_code == ResponseCode::NoError && answer.answers[0].ttl == 30;
+        if stale {
+            stale_at = Some(Instant::now());
+        }
+        stale
+    })
+    .await;
+    for name in CACHED {
+        let (answer, took) = timed_ask(&server, name).await;
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError, "{name} while down: {answer:?}");
+        assert_eq!(answer.answers[0].ttl, 30, "{name} is served stale (RFC 8767 TTL): {answer:?}");
+        assert!(took < Duration::from_secs(2), "{name} answered stale within the stale timing, took {took:?}");
+    }
+    // Blocked exactly as before: the policy needs no upstream.
+    assert_eq!(seen(&server.ask(PUPIL, support::server::GAMES_NAME).await), seen(&games_up), "games still blocked");
+    assert_eq!(seen(&server.ask(PUPIL, DENIED).await), seen(&denied_up), "the deny override still blocks");
+    // SafeSearch: the rewrite with its safe host's cached (stale) address.
+    let (search_down, took) = timed_ask(&server, SEARCH).await;
+    assert_eq!(search_down.metadata.response_code, ResponseCode::NoError, "{search_down:?}");
+    assert_eq!(records(&search_down), records(&search_up), "SafeSearch still answers while down");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    // A name never seen cannot be served stale: SERVFAIL, promptly.
+    let (never, took) = timed_ask(&server, NEVER_SEEN).await;
+    assert_eq!(never.metadata.response_code, ResponseCode::ServFail, "{never:?}");
+    assert!(took < Duration::from_secs(2), "SERVFAIL without a hang, took {took:?}");
+    // The overview counts what happened (it has no "upstream down" state of its own).
+    let during = json(&mut admin, "/api/overview")["upstream"].clone();
+    let figure = |health: &serde_json::Value, key: &str| health[key].as_u64().unwrap_or(0);
+    assert!(figure(&during, "failures") > figure(&before, "failures"), "failures counted: {before} -> {during}");
+    assert!(figure(&during, "stale_answers") >= figure(&before, "stale_answers") + 4, "{before} -> {during}");
+    eprintln!("upstream while down: {during}");
+
+    // Back on the same port: the first miss finds it up, then answers are
+    // fresh again with the zone's TTL, and the name never seen resolves.
+    let back = Authority::start(&upstream.to_string(), short_lived_world()).await;
+    eventually(Duration::from_secs(10), "the name never seen did not resolve once the upstream returned", async || {
+        server.ask(PUPIL, NEVER_SEEN).await.metadata.response_code == ResponseCode::NoError
+    })
+    .await;
+    let fresh = server.ask(PUPIL, KEPT_FOR_RETURN).await;
+    assert_eq!(fresh.metadata.response_code, ResponseCode::NoError, "{fresh:?}");
+    assert!(fresh.answers[0].ttl <= SHORT_TTL, "a fresh answer has the zone's TTL again: {fresh:?}");
+    assert!(back.query_count() >= 2, "the returned upstream was asked");
+    // Policy answers are unchanged by all this.
+    assert_eq!(seen(&server.ask(PUPIL, DENIED).await), seen(&denied_up));
+    eprintln!("served stale from {:?} before the return", stale_at.map(|at| at.elapsed()));
+    assert_still_running(&mut server);
+    drop(server);
+    back.stop().await;
+}
+
+// ---------------------------------------------------------------------------
 // The database on a full disk.
 
 /// A small tmpfs mounted over a folder (unmounted when dropped).
