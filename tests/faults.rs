@@ -263,6 +263,234 @@ async fn upstream_loss_and_return() {
 }
 
 // ---------------------------------------------------------------------------
+// SIGKILL under load.
+
+/// Policy changes made under load: deny overrides for these names.
+const DENY_CHANGES: usize = 9;
+
+fn denied_name(n: usize) -> String {
+    format!("deny-{n}.kill.test")
+}
+
+fn deny_reason(n: usize) -> String {
+    format!("Fault test change {n}: deny {}", denied_name(n))
+}
+
+const GAMES_REASON: &str = "Fault test change 9: games for the coding club";
+
+/// The world for the SIGKILL test: the school's, and the names to deny.
+fn kill_world() -> Vec<support::authority::Zone> {
+    let mut zone = support::authority::Zone::new("kill.test.");
+    for n in 0..DENY_CHANGES {
+        zone = zone.a(&format!("{}.", denied_name(n)), &format!("192.0.2.{}", 150 + n));
+    }
+    let mut world = support::server::school_world();
+    world.push(zone);
+    world
+}
+
+/// A steady UDP load from a pupil on its own thread: allowed, blocked and
+/// soon-denied names, about `per_second` queries a second, replies drained.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<LoadFigures>,
+}
+
+#[derive(Debug, Default)]
+struct LoadFigures {
+    sent: u64,
+    answered: u64,
+    servfail: u64,
+}
+
+impl Load {
+    fn start(dns: std::net::SocketAddr, per_second: u64) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let names: Vec<String> = [PLAIN_NAME.to_string(), support::server::GAMES_NAME.to_string()]
+            .into_iter()
+            .chain((0..DENY_CHANGES).map(denied_name))
+            .collect();
+        let queries: Vec<Vec<u8>> = names
+            .iter()
+            .enumerate()
+            .map(|(n, name)| {
+                let mut query = build_query(name, RecordType::A);
+                query.metadata.id = n as u16;
+                query.to_vec().unwrap()
+            })
+            .collect();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let socket = std::net::UdpSocket::bind((PUPIL, 0)).unwrap();
+                socket.connect(dns).unwrap();
+                socket.set_nonblocking(true).unwrap();
+                let mut figures = LoadFigures::default();
+                let tick = Duration::from_millis(10);
+                let per_tick = (per_second / 100).max(1);
+                let mut buffer = [0u8; 1500];
+                let mut next = Instant::now();
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..per_tick {
+                        if socket.send(&queries[n % queries.len()]).is_ok() {
+                            figures.sent += 1;
+                        }
+                        n += 1;
+                    }
+                    loop {
+                        match socket.recv(&mut buffer) {
+                            Ok(length) if length >= 4 => {
+                                figures.answered += 1;
+                                if buffer[3] & 0x0f == 2 {
+                                    figures.servfail += 1;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    next += tick;
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
+                figures
+            }
+        });
+        Load { stop, thread }
+    }
+
+    fn stop(self) -> LoadFigures {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Ten policy changes (nine deny overrides and games allowed for pupils),
+/// each acknowledged by its 303, and a user added, all under a steady load
+/// of about 3,000 queries a second; SIGKILL right after the last ack. With
+/// nothing running, the database passes `integrity_check` and
+/// `foreign_key_check`, and the query log is consistent: every row decodes,
+/// and each hour's roll-up counts exactly its rows (they are written in one
+/// transaction). Restarted on the same data_dir and config, every change is
+/// in force (answers), in the config file and in the change log (not taken
+/// for a hand edit); the user logs in; the log search reads the rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_acknowledged_change() {
+    let authority = Authority::start("127.0.0.1:0", kill_world()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = SchoolFiles::write(dir.path(), authority.addr, true);
+    let mut server = Hedgerow::start(&files).await;
+    let mut admin = first_admin(&server);
+    let before = server.ask(PUPIL, &denied_name(0)).await;
+    assert!(resolves_to(&before, "192.0.2.150"), "allowed before the change: {before:?}");
+    let games = server.ask(PUPIL, support::server::GAMES_NAME).await;
+    assert_eq!(games.metadata.response_code, ResponseCode::NXDomain, "games blocked at first: {games:?}");
+
+    let load = Load::start(files.dns, 3_000);
+    // The load is answered before the changes begin.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(500) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let page = admin.get("/policy/pupil");
+    let csrf = csrf_token(&page.body).expect("a CSRF token on the policy page");
+    for n in 0..DENY_CHANGES {
+        let name = denied_name(n);
+        let reason = deny_reason(n);
+        let saved = admin.post_form(
+            "/policy/pupil/override-add",
+            &[("csrf", &csrf), ("name", &name), ("kind", "deny"), ("reason", &reason)],
+        );
+        assert_eq!(saved.status, 303, "change {n} acknowledged: {}", saved.body);
+        if n == 4 {
+            add_user(&mut admin, "dee.dsl", "safeguarding first always", "role_dsl");
+        }
+    }
+    let saved = admin.post_form(
+        "/policy/pupil/category",
+        &[("csrf", &csrf), ("category", "games"), ("blocked", "false"), ("reason", GAMES_REASON)],
+    );
+    assert_eq!(saved.status, 303, "the last change acknowledged: {}", saved.body);
+    server.kill();
+    let figures = load.stop();
+    eprintln!("load until the kill: {figures:?}");
+    assert!(figures.answered > 1_000, "the server was under load: {figures:?}");
+    assert_eq!(figures.servfail, 0, "no query failed under load: {figures:?}");
+
+    // Nothing runs: the database as the kill left it.
+    let db = files.data_dir.join("hedgerow.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).unwrap();
+        assert_eq!(integrity, "ok");
+        let mut check = conn.prepare("PRAGMA foreign_key_check").unwrap();
+        let problems: Vec<String> = check
+            .query_map([], |row| Ok(format!("{:?} {:?}", row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(problems.is_empty(), "foreign keys hold: {problems:?}");
+        // Each hour's roll-up counts exactly the rows of that hour.
+        let rows = hedgerow::store::read::rows_between(&db, i64::MIN, i64::MAX).expect("every row decodes");
+        assert_eq!(rows.len() as u64, hedgerow::store::read::count_rows(&db).unwrap());
+        assert!(rows.len() > 500, "the load was logged: {} rows", rows.len());
+        let mut by_hour: std::collections::BTreeMap<i64, (i64, i64)> = std::collections::BTreeMap::new();
+        for row in &rows {
+            let entry = by_hour.entry(row.time_ms.div_euclid(3_600_000)).or_default();
+            entry.0 += 1;
+            entry.1 += i64::from(row.decision == "blocked");
+        }
+        let mut rolled = conn
+            .prepare(
+                "SELECT hour, sum(count), sum(CASE WHEN decision = 'blocked' THEN count ELSE 0 END) FROM log_hourly \
+                 GROUP BY hour",
+            )
+            .unwrap();
+        let rolled: std::collections::BTreeMap<i64, (i64, i64)> = rolled
+            .query_map([], |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?))))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rolled, by_hour, "hourly roll-ups (rows, blocked) = the rows found, hour by hour");
+        eprintln!("query log after the kill: {} rows, by hour {by_hour:?}", rows.len());
+    }
+
+    let config = std::fs::read_to_string(&files.config).unwrap();
+    for n in 0..DENY_CHANGES {
+        assert!(config.contains(&denied_name(n)), "change {n} is in the file:\n{config}");
+    }
+    assert!(config.contains("!games"), "the last change is in the file:\n{config}");
+
+    let mut server = Hedgerow::start(&files).await;
+    for n in 0..DENY_CHANGES {
+        let answer = server.ask(PUPIL, &denied_name(n)).await;
+        assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain, "change {n} in force: {answer:?}");
+        assert!(answer.answers.is_empty(), "{answer:?}");
+    }
+    let games = server.ask(PUPIL, support::server::GAMES_NAME).await;
+    assert!(resolves_to(&games, support::server::GAMES_ADDR), "the last change in force: {games:?}");
+    let mut admin = DashboardClient::new(&server.url(""));
+    admin.log_in(ADMIN, ADMIN_PASSWORD);
+    let changes = admin.get("/changes.csv");
+    assert_eq!(changes.status, 200);
+    for n in 0..DENY_CHANGES {
+        assert!(changes.body.contains(&deny_reason(n)), "change {n} in the change log:\n{}", changes.body);
+    }
+    assert!(changes.body.contains(GAMES_REASON), "the last change in the change log:\n{}", changes.body);
+    let hand_edits = admin.get("/changes?kind=file-edit");
+    assert!(hand_edits.body.contains("No changes"), "no file-edit after the restart: {}", hand_edits.body);
+    let mut dsl = DashboardClient::new(&server.url(""));
+    dsl.log_in("dee.dsl", "safeguarding first always");
+    // The log search reads the rows written before the kill.
+    let found = json(&mut dsl, &format!("/api/log?name={}&window=hour", denied_name(0)));
+    assert!(found["rows"].as_array().is_some_and(|rows| !rows.is_empty()), "{found}");
+    assert_still_running(&mut server);
+    drop(server);
+    authority.stop().await;
+}
+
+// ---------------------------------------------------------------------------
 // The database on a full disk.
 
 /// A small tmpfs mounted over a folder (unmounted when dropped).
