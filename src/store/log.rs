@@ -406,3 +406,82 @@ pub fn import_records(
     let mut writer = Writer::open(db, settings, 512)?;
     writer::write_all(&mut writer, records, 50_000)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u64) -> QueryRecord {
+        QueryRecord {
+            time_ms: now_ms(),
+            client: "10.1.0.5".parse().unwrap(),
+            network: None,
+            group: Some("pupil".into()),
+            // Unique names grow the dictionary, so the cap is met sooner.
+            name: format!("host{n}.padding-to-fill-the-database-sooner.example"),
+            record_type: 1,
+            decision: "allowed",
+            category: None,
+            list: None,
+            response_code: 0,
+            upstream_ms: None,
+            cache_hit: false,
+            stage: None,
+            reason: None,
+        }
+    }
+
+    /// The state follows the writer: ok, then disk full (since when, which
+    /// file) once a batch meets the cap, ok again when space returns; a
+    /// write that fails for another reason is "write failing".
+    #[test]
+    fn the_state_says_whether_rows_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("hedgerow.db");
+        let settings = LogSettings { max_pages: Some(512), ..LogSettings::default() };
+        let log = QueryLog::open(&db, settings).unwrap();
+        assert_eq!(log.state(), LogState::Ok);
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("CREATE TABLE filler (data BLOB)").unwrap();
+        let page_count = || conn.query_row("PRAGMA page_count", [], |row| row.get::<_, u32>(0)).unwrap();
+        while page_count() < 512 {
+            conn.execute("INSERT INTO filler (data) VALUES (zeroblob(3000))", []).unwrap();
+        }
+        let started = now_ms();
+        let mut n = 0;
+        while !matches!(log.state(), LogState::DiskFull { .. }) {
+            assert!(n < 100_000, "the cap was never met: {:?}", log.state());
+            for _ in 0..500 {
+                log.record(record(n));
+                n += 1;
+            }
+            log.flush();
+        }
+        let LogState::DiskFull { since_ms, db: named } = log.state() else { unreachable!() };
+        assert!(since_ms >= started && since_ms <= now_ms());
+        assert_eq!(named, db);
+
+        conn.execute_batch("DROP TABLE filler").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while log.state() != LogState::Ok {
+            assert!(Instant::now() < deadline, "the state never went back to ok: {:?}", log.state());
+            log.record(record(n));
+            n += 1;
+            log.flush();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        // Another failure: the table the writer inserts into is gone.
+        conn.execute_batch("DROP TABLE log_fresh").unwrap();
+        log.record(record(n));
+        log.flush();
+        match log.state() {
+            LogState::WriteFailing { db: named, error, .. } => {
+                assert_eq!(named, db);
+                assert!(error.contains("log_fresh"), "{error}");
+            }
+            other => panic!("expected write failing, got {other:?}"),
+        }
+        log.close();
+    }
+}
