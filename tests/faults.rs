@@ -585,6 +585,12 @@ async fn a_full_disk_keeps_dns_answering_and_the_dashboard_says_so() {
     let authority = Authority::start("127.0.0.1:0", support::server::school_world()).await;
     let dir = tempfile::tempdir().unwrap();
     let files = SchoolFiles::write(dir.path(), authority.addr, true);
+    // The metrics listener too, for a monitor's view.
+    let metrics_addr = format!("127.0.0.1:{}", support::server::free_port());
+    let metrics = format!("http://{metrics_addr}/metrics");
+    let mut config = std::fs::read_to_string(&files.config).unwrap();
+    config.push_str(&format!("\n[metrics]\nlisten = \"{metrics_addr}\"\n"));
+    std::fs::write(&files.config, config).unwrap();
     let Some(disk) = SmallDisk::mount(&files.data_dir, "16m") else { return };
     let mut server = Hedgerow::start(&files).await;
     let mut admin = first_admin(&server);
@@ -639,6 +645,9 @@ async fn a_full_disk_keeps_dns_answering_and_the_dashboard_says_so() {
     let banner = banner.split("</p>").next().unwrap();
     assert!(banner.starts_with(&expected), "{banner}");
     assert!(page.body.contains("on, but not written: the disk is full"), "the health panel agrees");
+    let figures = metrics_text(&metrics);
+    assert!(figures.contains("hedgerow_log_state{state=\"disk_full\"} 1"), "{figures}");
+    assert!(figures.contains("hedgerow_log_not_written_since_seconds "), "{figures}");
     // As the ICT lead sees it, on a laptop and on a phone.
     browser.goto(&server.url("/")).await;
     let shown = browser.find("#log-problem").await.text().await.unwrap();
@@ -700,10 +709,19 @@ async fn a_full_disk_keeps_dns_answering_and_the_dashboard_says_so() {
     assert!(overview["log"]["problem"].is_null(), "{overview}");
     assert!(!admin.get("/").body.contains("not being written"), "the banner went");
     assert!(!governor.get("/").body.contains("not being written"));
+    let figures = metrics_text(&metrics);
+    assert!(figures.contains("hedgerow_log_state{state=\"ok\"} 1"), "{figures}");
+    assert!(!figures.contains("hedgerow_log_not_written_since_seconds "), "{figures}");
     assert_still_running(&mut server);
     drop(server);
     drop(disk);
     authority.stop().await;
+}
+
+/// The metrics listener's text.
+fn metrics_text(url: &str) -> String {
+    let mut response = ureq::get(url).call().unwrap_or_else(|error| panic!("GET {url}: {error}"));
+    response.body_mut().read_to_string().unwrap()
 }
 
 fn first_line(text: &str) -> String {
