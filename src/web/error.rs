@@ -181,6 +181,26 @@ pub(super) fn percent_encode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A store write that meets a full disk is a 503 saying so (no path),
+    /// any other store error an internal error.
+    #[test]
+    fn a_full_disk_is_said_in_words_and_other_store_errors_are_internal() {
+        let store_error = |code| StoreError::Sqlite {
+            path: "/var/lib/hedgerow/hedgerow.db".into(),
+            action: "save the session",
+            source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+        };
+        let full = WebError::from(store_error(rusqlite::ffi::SQLITE_FULL));
+        assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let message = full.public_message();
+        assert!(message.contains("disk is full") && message.contains("DNS is still answering"), "{message}");
+        assert!(!message.contains("/var/lib"), "no path: {message}");
+        let other = WebError::from(store_error(rusqlite::ffi::SQLITE_CORRUPT));
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
     #[test]
     fn percent_encoding_keeps_paths_readable() {
         assert_eq!(super::percent_encode("/users?page=2&x=a b"), "/users%3Fpage%3D2%26x%3Da%20b");
