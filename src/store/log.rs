@@ -362,7 +362,7 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
                         disk.resumed(path);
                         shared.set_state(|state| (*state != LogState::Ok).then_some(LogState::Ok));
                     }
-                    Err(error) if writer::is_disk_full(&error) => {
+                    Err(error) if error.is_disk_full() => {
                         disk.stopped(path, &error, shared);
                         disk.drop_batch(batch.len() as u64, shared, &mut drops);
                     }

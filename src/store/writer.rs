@@ -235,11 +235,6 @@ impl Writer {
     }
 }
 
-/// True when `error` says the disk (or the file system's quota) is full.
-pub(crate) fn is_disk_full(error: &StoreError) -> bool {
-    error.is_disk_full()
-}
-
 /// The newest row id in the log: the greatest of the fresh blocks' last ids
 /// and of the ids in the newest sealed hour (each sealed block ends with its
 /// greatest id).

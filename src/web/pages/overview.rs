@@ -228,10 +228,11 @@ fn log_problem(config: &Config, state: Option<LogState>, detail: bool) -> (&'sta
             );
             ("disk_full", Some(since_ms), Some(text))
         }
-        Some(LogState::WriteFailing { since_ms, db, error }) => {
+        // The error names the database's file.
+        Some(LogState::WriteFailing { since_ms, error, .. }) => {
             let since = config.local_time_text(since_ms);
             let why = if detail {
-                format!("writing to {} fails (since {since}): {error}", db.display())
+                format!("writing to it fails (since {since}): {error}")
             } else {
                 format!("writing to the database fails (since {since})")
             };
