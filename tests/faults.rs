@@ -687,6 +687,30 @@ async fn a_full_disk_keeps_dns_answering_and_the_dashboard_says_so() {
             );
         }
     }
+    // A policy change needs a change-log row: answered at once too, saved
+    // (303), or refused with the reason beside the form and not made.
+    let page = admin.get("/policy/pupil");
+    let csrf = csrf_token(&page.body).expect("a CSRF token on the policy page");
+    let change = admin.post_form(
+        "/policy/pupil/category",
+        &[("csrf", &csrf), ("category", "games"), ("blocked", "false"), ("reason", "while the disk is full")],
+    );
+    let said = change.body.split("class=\"field-error").nth(1).map(|rest| first_line(rest)).unwrap_or_default();
+    eprintln!("a policy change on the full disk: {}: {said}", change.status);
+    match change.status {
+        303 => {}
+        status => {
+            assert!((400..500).contains(&status), "{status}: {}", change.body);
+            assert!(
+                said.contains("the disk holding the database is full") && said.contains("nothing was changed"),
+                "the form says why: {said}"
+            );
+            let config = std::fs::read_to_string(&files.config).unwrap();
+            assert!(!config.contains("!games"), "the file is put back:\n{config}");
+            let games = server.ask(PUPIL, support::server::GAMES_NAME).await;
+            assert_eq!(games.metadata.response_code, ResponseCode::NXDomain, "not in force: {games:?}");
+        }
+    }
     assert_still_running(&mut server);
 
     // Space again: the writer retries every 5 s; new rows are found and the
