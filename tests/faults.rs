@@ -14,8 +14,10 @@
 //!   in the file and in the change log; the query log's roll-ups hold.
 //! - [`a_full_disk_keeps_dns_answering_and_the_dashboard_says_so`]: the
 //!   data_dir on a small tmpfs, filled: every query is answered, the
-//!   overview (page and API) says in words that the log is not written and
-//!   why; space freed, logging resumes and the notice goes.
+//!   overview (page and API) and the metrics say in words that the log is not
+//!   written and why; a login and a policy change are answered at once (made,
+//!   or refused in words and not made); space freed, logging resumes and the
+//!   notice goes.
 //!
 //! The same faults' other tests:
 //! - a list source that errors, returns garbage or a huge file:
@@ -25,7 +27,9 @@
 //! - upstream failover, serve-stale and recovery in-process:
 //!   tests/resolver.rs (forward_mode_fails_over_then_serves_stale_then_recovers),
 //!   forged and hostile upstreams: tests/hostile_upstream.rs;
-//! - the query-log writer on a full disk, in-process: tests/log_disk_full.rs.
+//! - the query-log writer on a full disk, in-process: tests/log_disk_full.rs;
+//!   an edit the change log cannot record is not made:
+//!   tests/policy_edit.rs (an_edit_the_change_log_cannot_record_is_not_made).
 
 mod support;
 
@@ -576,10 +580,14 @@ async fn ask_new_names(server: &Hedgerow, tag: &str, from: usize, count: usize) 
 
 /// The data_dir on a 16 MB tmpfs, filled with one file: DNS keeps answering
 /// every query; once the log's writer meets the full disk, the overview (the
-/// admin's page, its JSON twin, and a governor's page without the path) says
-/// in words that the query log is not written and why; a login on the full
-/// disk is answered at once (a session or a clear error page, never a hang);
-/// the space freed, new rows are found by the log search and the notice goes.
+/// admin's page in Chromium too, its JSON twin, and a governor's page without
+/// the path) and `/metrics` say that the query log is not written and why; a
+/// login on the full disk is answered at once (a session, or a 503 page
+/// saying the disk is full), and so is a policy change (made, or refused
+/// beside the form and not made: file and policy unchanged); the space
+/// freed, new rows are found by the log search and the notice goes. Whether
+/// the login and the change find room depends on SQLite's write-ahead log;
+/// either way is asserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_keeps_dns_answering_and_the_dashboard_says_so() {
     let authority = Authority::start("127.0.0.1:0", support::server::school_world()).await;
