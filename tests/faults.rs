@@ -504,9 +504,10 @@ struct SmallDisk {
 
 impl SmallDisk {
     /// Mounts a `size` tmpfs on `path` (created). `None`, having said so,
-    /// when `HEDGEROW_TEST_NO_TMPFS` is set; a refused mount fails the test
-    /// (tests run as root here and in CI), as tests/log_disk_full.rs's
-    /// convention asks of a test that needs the real disk.
+    /// when `HEDGEROW_TEST_NO_TMPFS` is set (the variable
+    /// tests/log_disk_full.rs honours); a refused mount fails the test (tests
+    /// run as root here and in CI). Unlike log_disk_full.rs there is no
+    /// page-cap stand-in: here the real server's whole data_dir fills up.
     fn mount(path: &Path, size: &str) -> Option<SmallDisk> {
         if std::env::var_os("HEDGEROW_TEST_NO_TMPFS").is_some() {
             eprintln!("HEDGEROW_TEST_NO_TMPFS is set: the full-disk test of the real server needs a tmpfs; skipped");
