@@ -252,6 +252,8 @@ impl Metrics {
             log_enabled: false,
             log_written: 0,
             log_dropped: 0,
+            log_state: "ok",
+            log_not_written_since_ms: None,
             lists: Vec::new(),
             lists_checked_at: None,
             lists_error: None,
@@ -358,6 +360,10 @@ pub struct Snapshot {
     pub log_enabled: bool,
     pub log_written: u64,
     pub log_dropped: u64,
+    /// Whether the query log is being written: "ok", "disk_full" or
+    /// "write_failing", and since when it has not been (Unix ms).
+    pub log_state: &'static str,
+    pub log_not_written_since_ms: Option<i64>,
     pub lists: Vec<ListFigures>,
     /// Unix seconds of the last list check, and why the lists could not be
     /// rebuilt at all then (the last good ones stay).

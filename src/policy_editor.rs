@@ -117,9 +117,26 @@ impl PolicyEditor {
                 new: edited.new,
                 reason,
             };
-            ChangeLog::open(&database).and_then(|log| log.record(&change, &edited.text)).map_err(|error| EditError {
-                field: None,
-                message: format!("the change was written to the config file but cannot be recorded ({error})"),
+            let recorded = ChangeLog::open(&database).and_then(|log| log.record(&change, &edited.text));
+            recorded.or_else(|error| {
+                // A change not recorded is not made: the file is put back as
+                // it was (a full disk under the database is the usual cause).
+                let why = if error.is_disk_full() {
+                    "the disk holding the database is full, so the change cannot be recorded in the change log"
+                        .to_string()
+                } else {
+                    format!("the change cannot be recorded in the change log ({error})")
+                };
+                match files::write_atomically(&path, |file| file.write_all(text.as_bytes())) {
+                    Ok(()) => Err(EditError { field: None, message: format!("{why}; nothing was changed") }),
+                    Err(restore) => Err(EditError {
+                        field: None,
+                        message: format!(
+                            "{why}, and the config file could not be put back ({restore}): the change is in the \
+                             file but not in force; the next reload or restart puts it in force as a hand edit"
+                        ),
+                    }),
+                }
             })
         })
         .await

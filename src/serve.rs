@@ -427,6 +427,11 @@ fn install_gauges(pipeline: &Arc<Pipeline>, config: &Config) {
                 snapshot.log_enabled = true;
                 snapshot.log_written = log.written();
                 snapshot.log_dropped = log.dropped();
+                (snapshot.log_state, snapshot.log_not_written_since_ms) = match log.state() {
+                    store::LogState::Ok => ("ok", None),
+                    store::LogState::DiskFull { since_ms, .. } => ("disk_full", Some(since_ms)),
+                    store::LogState::WriteFailing { since_ms, .. } => ("write_failing", Some(since_ms)),
+                };
             }
             snapshot.alert_lookups_dropped = pipeline.alert_feed().map_or(0, |feed| feed.dropped());
         }

@@ -319,3 +319,41 @@ fn check_explains_the_policy_in_force_now_not_a_lapsed_override() {
     let lapsed = check();
     assert!(lapsed.contains("decision: blocked"), "{lapsed}");
 }
+
+/// An edit the change log cannot record is not made: the config file is put
+/// back as it was, the policy in force is unchanged, and the editor says so
+/// ("nothing was changed"). The change log refuses here by a trigger; on a
+/// school's server it is a full disk under the database
+/// (tests/faults.rs, a_full_disk_keeps_dns_answering_and_the_dashboard_says_so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_the_change_log_cannot_record_is_not_made() {
+    let authority = Authority::start("127.0.0.1:0", vec![Zone::new("test.").a("game.test.", "192.0.2.6")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), authority.addr);
+    let config = Config::load(&path).unwrap();
+    let running = serve::start(&config).await.unwrap();
+    let server = running.udp_addrs()[0];
+    let editor = running.editor.clone().expect("an editor");
+    let before = std::fs::read_to_string(&path).unwrap();
+    let conn = rusqlite::Connection::open(&config.log.database).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER refuse_changes BEFORE INSERT ON change_log BEGIN SELECT RAISE(ABORT, 'no room'); END;",
+    )
+    .unwrap();
+
+    let games = PolicyEdit::Category { group: "pupil".into(), category: "games".into(), blocked: false };
+    let error = editor.apply(games.clone(), "ict-lead", "Games club").await.unwrap_err();
+    assert!(error.message.contains("cannot be recorded") && error.message.ends_with("nothing was changed"), "{error}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before, "the file is put back");
+    assert_eq!(ask(server, "game.test").await.metadata.response_code, ResponseCode::NXDomain, "not in force");
+    let log = ChangeLog::open(&config.log.database).unwrap();
+    assert!(all(&log).is_empty());
+
+    // Once the change log can record again, the same edit is made.
+    conn.execute_batch("DROP TRIGGER refuse_changes").unwrap();
+    editor.apply(games, "ict-lead", "Games club").await.unwrap();
+    assert_eq!(ask(server, "game.test").await.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(all(&log).len(), 1, "recorded once: the refused attempt left no file-edit behind");
+    running.stop().await;
+    authority.stop().await;
+}

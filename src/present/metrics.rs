@@ -136,6 +136,24 @@ pub fn prometheus(snapshot: &Snapshot) -> String {
     );
     family(
         o,
+        "hedgerow_log_state",
+        "gauge",
+        "1 for the query log's state: ok, disk_full (rows dropped until space returns) or write_failing.",
+    );
+    for state in ["ok", "disk_full", "write_failing"] {
+        let _ = writeln!(o, "hedgerow_log_state{{state=\"{state}\"}} {}", u8::from(snapshot.log_state == state));
+    }
+    if let Some(since) = snapshot.log_not_written_since_ms {
+        one(
+            o,
+            "hedgerow_log_not_written_since_seconds",
+            "gauge",
+            "Unix time since when the query log has not been written.",
+            since / 1000,
+        );
+    }
+    family(
+        o,
         "hedgerow_alert_messages",
         "gauge",
         "Alert messages in the outbox by state: pending (not yet tried), retrying (failed, to be tried again), \

@@ -14,7 +14,7 @@
 //! yet committed. A write transaction never holds more than `batch_max` rows,
 //! so readers and the retention job wait for the write lock only briefly.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -43,6 +43,32 @@ struct Shared {
     /// without being built until the writer next takes a batch off.
     full: AtomicBool,
     last_error_ms: AtomicI64,
+    /// Whether batches are being written; set by the writer thread on each
+    /// change, read by the dashboard (never by the DNS path).
+    state: Mutex<LogState>,
+}
+
+/// Whether the query log is being written, for the dashboard: the writer's
+/// last outcome, with when the trouble began.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LogState {
+    /// The last batch was written (or none has been tried yet).
+    #[default]
+    Ok,
+    /// Batches are not written because the disk holding `db` is full (since
+    /// `since_ms`, Unix ms); the writer retries every 5 s.
+    DiskFull { since_ms: i64, db: PathBuf },
+    /// Batches fail for another reason (since `since_ms`); `error` is the last one.
+    WriteFailing { since_ms: i64, db: PathBuf, error: String },
+}
+
+impl Shared {
+    fn set_state(&self, next: impl FnOnce(&LogState) -> Option<LogState>) {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(next) = next(&state) {
+            *state = next;
+        }
+    }
 }
 
 /// The longest the idle writer sleeps before looking at `Shared::full` again.
@@ -104,8 +130,13 @@ impl DiskFull {
         self.full_since.is_some_and(|since| since.elapsed() < DISK_FULL_RETRY)
     }
 
-    fn stopped(&mut self, path: &Path, error: &StoreError) {
+    fn stopped(&mut self, path: &Path, error: &StoreError, shared: &Shared) {
         if self.full_since.is_none() {
+            let since_ms = now_ms();
+            shared.set_state(|state| match state {
+                LogState::DiskFull { .. } => None,
+                _ => Some(LogState::DiskFull { since_ms, db: path.to_path_buf() }),
+            });
             let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
             tracing::warn!(
                 db = %path.display(),
@@ -165,6 +196,7 @@ impl QueryLog {
             written: AtomicU64::new(0),
             full: AtomicBool::new(false),
             last_error_ms: AtomicI64::new(i64::MIN),
+            state: Mutex::new(LogState::Ok),
         });
         let thread = std::thread::Builder::new()
             .name("hedgerow-log-writer".into())
@@ -218,6 +250,12 @@ impl QueryLog {
     /// counted here is in the database.
     pub fn written(&self) -> u64 {
         self.shared.written.load(Ordering::Relaxed)
+    }
+
+    /// Whether the log is being written now: ok, stopped by a full disk, or
+    /// failing for another reason (each with since when).
+    pub fn state(&self) -> LogState {
+        self.shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     /// Waits until every row queued before this call is written (or dropped).
@@ -322,13 +360,22 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
                     Ok(()) => {
                         shared.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
                         disk.resumed(path);
+                        shared.set_state(|state| (*state != LogState::Ok).then_some(LogState::Ok));
                     }
-                    Err(error) if writer::is_disk_full(&error) => {
-                        disk.stopped(path, &error);
+                    Err(error) if error.is_disk_full() => {
+                        disk.stopped(path, &error, shared);
                         disk.drop_batch(batch.len() as u64, shared, &mut drops);
                     }
                     Err(error) => {
                         shared.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        let error_text = error.to_string();
+                        shared.set_state(|state| {
+                            let since_ms = match state {
+                                LogState::WriteFailing { since_ms, .. } => *since_ms,
+                                _ => now_ms(),
+                            };
+                            Some(LogState::WriteFailing { since_ms, db: path.to_path_buf(), error: error_text })
+                        });
                         if rate_limit(&shared.last_error_ms) {
                             tracing::error!(db = %path.display(), rows = batch.len(), %error, "query log: a batch could not be written and was dropped");
                         }
@@ -358,4 +405,83 @@ pub fn import_records(
     settings.validate()?;
     let mut writer = Writer::open(db, settings, 512)?;
     writer::write_all(&mut writer, records, 50_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u64) -> QueryRecord {
+        QueryRecord {
+            time_ms: now_ms(),
+            client: "10.1.0.5".parse().unwrap(),
+            network: None,
+            group: Some("pupil".into()),
+            // Unique names grow the dictionary, so the cap is met sooner.
+            name: format!("host{n}.padding-to-fill-the-database-sooner.example"),
+            record_type: 1,
+            decision: "allowed",
+            category: None,
+            list: None,
+            response_code: 0,
+            upstream_ms: None,
+            cache_hit: false,
+            stage: None,
+            reason: None,
+        }
+    }
+
+    /// The state follows the writer: ok, then disk full (since when, which
+    /// file) once a batch meets the cap, ok again when space returns; a
+    /// write that fails for another reason is "write failing".
+    #[test]
+    fn the_state_says_whether_rows_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("hedgerow.db");
+        let settings = LogSettings { max_pages: Some(512), ..LogSettings::default() };
+        let log = QueryLog::open(&db, settings).unwrap();
+        assert_eq!(log.state(), LogState::Ok);
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("CREATE TABLE filler (data BLOB)").unwrap();
+        let page_count = || conn.query_row("PRAGMA page_count", [], |row| row.get::<_, u32>(0)).unwrap();
+        while page_count() < 512 {
+            conn.execute("INSERT INTO filler (data) VALUES (zeroblob(3000))", []).unwrap();
+        }
+        let started = now_ms();
+        let mut n = 0;
+        while !matches!(log.state(), LogState::DiskFull { .. }) {
+            assert!(n < 100_000, "the cap was never met: {:?}", log.state());
+            for _ in 0..500 {
+                log.record(record(n));
+                n += 1;
+            }
+            log.flush();
+        }
+        let LogState::DiskFull { since_ms, db: named } = log.state() else { unreachable!() };
+        assert!(since_ms >= started && since_ms <= now_ms());
+        assert_eq!(named, db);
+
+        conn.execute_batch("DROP TABLE filler").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while log.state() != LogState::Ok {
+            assert!(Instant::now() < deadline, "the state never went back to ok: {:?}", log.state());
+            log.record(record(n));
+            n += 1;
+            log.flush();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        // Another failure: the table the writer inserts into is gone.
+        conn.execute_batch("DROP TABLE log_fresh").unwrap();
+        log.record(record(n));
+        log.flush();
+        match log.state() {
+            LogState::WriteFailing { db: named, error, .. } => {
+                assert_eq!(named, db);
+                assert!(error.contains("log_fresh"), "{error}");
+            }
+            other => panic!("expected write failing, got {other:?}"),
+        }
+        log.close();
+    }
 }

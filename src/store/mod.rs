@@ -68,7 +68,7 @@ use std::path::{Path, PathBuf};
 pub use audit::{AuditEntry, AuditEvent, LoginAudit};
 pub use devices::{Device, ImportReport};
 pub use leases::Lease;
-pub use log::QueryLog;
+pub use log::{LogState, QueryLog};
 pub use record::QueryRecord;
 pub use search::{LogRow, Search};
 pub use sessions::{NewSession, Session, Sessions};
@@ -103,6 +103,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the disk (or the file system's quota) is full: SQLite's
+    /// SQLITE_FULL, or ENOSPC from a file write.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(failure, _), .. } => {
+                failure.code == rusqlite::ErrorCode::DiskFull
+            }
+            StoreError::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+            _ => false,
+        }
+    }
+
     pub(crate) fn sqlite(path: &Path, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + use<> {
         let path = path.to_path_buf();
         move |source| StoreError::Sqlite { path, action, source }

@@ -235,17 +235,6 @@ impl Writer {
     }
 }
 
-/// True when `error` says the disk (or the file system's quota) is full.
-pub(crate) fn is_disk_full(error: &StoreError) -> bool {
-    match error {
-        StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(failure, _), .. } => {
-            failure.code == rusqlite::ErrorCode::DiskFull
-        }
-        StoreError::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
-        _ => false,
-    }
-}
-
 /// The newest row id in the log: the greatest of the fresh blocks' last ids
 /// and of the ids in the newest sealed hour (each sealed block ends with its
 /// greatest id).

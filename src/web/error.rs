@@ -40,7 +40,15 @@ pub enum WebError {
     /// Our fault: logged, and shown without detail.
     #[error("{0}")]
     Internal(String),
+    /// The server cannot do it now (the disk is full): 503, said in words
+    /// (no path: anyone may meet it, on the login form too); logged with detail.
+    #[error("{message}")]
+    Unavailable { message: &'static str, detail: String },
 }
+
+/// What a request that had to write is told when the disk is full.
+const DISK_FULL: &str = "The server's disk is full, so the dashboard cannot save this. DNS is still answering. \
+                         Free some space on the server (the ICT lead can), then try again";
 
 impl WebError {
     pub fn bad(field: &'static str, message: impl Into<String>) -> WebError {
@@ -57,6 +65,7 @@ impl WebError {
             WebError::Conflict(_) => StatusCode::CONFLICT,
             WebError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            WebError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -82,7 +91,11 @@ impl WebError {
 
 impl From<StoreError> for WebError {
     fn from(error: StoreError) -> WebError {
-        WebError::Internal(error.to_string())
+        if error.is_disk_full() {
+            WebError::Unavailable { message: DISK_FULL, detail: error.to_string() }
+        } else {
+            WebError::Internal(error.to_string())
+        }
     }
 }
 
@@ -118,6 +131,9 @@ pub(super) async fn render(request: Request, next: Next) -> Response {
     if let WebError::Internal(detail) = &error {
         tracing::error!(%detail, "dashboard request failed");
     }
+    if let WebError::Unavailable { detail, .. } = &error {
+        tracing::warn!(%detail, "dashboard request refused: the disk is full");
+    }
     let status = error.status();
     if api {
         let body = serde_json::json!({ "error": error.public_message(), "field": error.field() });
@@ -136,6 +152,7 @@ pub(super) async fn render(request: Request, next: Next) -> Response {
         WebError::Conflict(_) => "Cannot be changed",
         WebError::BadRequest { .. } => "Please check what you sent",
         WebError::Internal(_) => "Something went wrong",
+        WebError::Unavailable { .. } => "The disk is full",
     };
     let page = ErrorPage {
         layout: super::layout::Layout::anonymous(title),
@@ -164,6 +181,26 @@ pub(super) fn percent_encode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A store write that meets a full disk is a 503 saying so (no path),
+    /// any other store error an internal error.
+    #[test]
+    fn a_full_disk_is_said_in_words_and_other_store_errors_are_internal() {
+        let store_error = |code| StoreError::Sqlite {
+            path: "/var/lib/hedgerow/hedgerow.db".into(),
+            action: "save the session",
+            source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+        };
+        let full = WebError::from(store_error(rusqlite::ffi::SQLITE_FULL));
+        assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let message = full.public_message();
+        assert!(message.contains("disk is full") && message.contains("DNS is still answering"), "{message}");
+        assert!(!message.contains("/var/lib"), "no path: {message}");
+        let other = WebError::from(store_error(rusqlite::ffi::SQLITE_CORRUPT));
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
     #[test]
     fn percent_encoding_keeps_paths_readable() {
         assert_eq!(super::percent_encode("/users?page=2&x=a b"), "/users%3Fpage%3D2%26x%3Da%20b");

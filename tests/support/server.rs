@@ -184,6 +184,11 @@ impl Hedgerow {
         self.child.as_ref().expect("the server is running").id()
     }
 
+    /// True while the process has not exited.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| child.try_wait().ok().flatten().is_none())
+    }
+
     /// SIGKILL, no warning: nothing is flushed or closed.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -25,7 +25,7 @@ use super::{Layout, render};
 use crate::config::Config;
 use crate::lists::health::{ListHealth, SourceState};
 use crate::store::counts;
-use crate::store::{Role, StoreError};
+use crate::store::{LogState, Role, StoreError};
 use crate::time::{DAY_MS, HOUR_MS};
 use crate::web::chart::{Chart, Series, thousands};
 use crate::web::session::CurrentUser;
@@ -140,7 +140,15 @@ pub struct UpstreamHealth {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LogHealth {
     pub enabled: bool,
-    /// Rows written and dropped (the writer fell behind) since the server started.
+    /// Whether rows are being written now: "ok", "disk_full" (the disk
+    /// holding the database is full) or "write_failing" (another error).
+    pub state: String,
+    /// Since when the log has not been written (Unix ms), unless "ok".
+    pub problem_since_ms: Option<i64>,
+    /// The problem in words, unless "ok" (the database's path and the error
+    /// only for admins and DSLs).
+    pub problem: Option<String>,
+    /// Rows written and dropped (the writer fell behind, or could not write) since the server started.
     pub rows_written: u64,
     pub rows_dropped: u64,
     /// Bytes of the database file with its write-ahead log.
@@ -188,7 +196,11 @@ pub fn read(state: &AppState, now_ms: i64, detail: bool) -> Result<Overview, Web
         stale_answers: Some(metrics.stale_answers),
     };
     let log = pipeline.log();
+    let (log_state, problem_since_ms, problem) = log_problem(&config, log.map(|log| log.state()), detail);
     overview.log = LogHealth {
+        state: log_state.to_string(),
+        problem_since_ms,
+        problem,
         enabled: metrics.log_enabled || log.is_some(),
         rows_written: metrics.log_written.max(log.map_or(0, |log| log.written())),
         rows_dropped: metrics.log_dropped.max(log.map_or(0, |log| log.dropped())),
@@ -196,6 +208,41 @@ pub fn read(state: &AppState, now_ms: i64, detail: bool) -> Result<Overview, Web
         days_kept: config.log.settings.retention_days,
     };
     Ok(overview)
+}
+
+/// The log writer's state as the overview says it: its name, since when,
+/// and in words (with the database's path and the error when `detail`).
+fn log_problem(config: &Config, state: Option<LogState>, detail: bool) -> (&'static str, Option<i64>, Option<String>) {
+    match state {
+        None | Some(LogState::Ok) => ("ok", None, None),
+        Some(LogState::DiskFull { since_ms, db }) => {
+            let since = config.local_time_text(since_ms);
+            let disk = if detail {
+                format!("the disk holding {} is full", db.display())
+            } else {
+                "the server's disk is full".to_string()
+            };
+            let text = format!(
+                "The query log is not being written: {disk} (since {since}). DNS is still answering. Free some \
+                 space; logging resumes by itself."
+            );
+            ("disk_full", Some(since_ms), Some(text))
+        }
+        // The error names the database's file.
+        Some(LogState::WriteFailing { since_ms, error, .. }) => {
+            let since = config.local_time_text(since_ms);
+            let why = if detail {
+                format!("writing to it fails (since {since}): {error}")
+            } else {
+                format!("writing to the database fails (since {since})")
+            };
+            let text = format!(
+                "The query log is not being written: {why}. DNS is still answering; the details are in \
+                 Hedgerow's log."
+            );
+            ("write_failing", Some(since_ms), Some(text))
+        }
+    }
 }
 
 /// The overview's figures from the log at `db` alone (read-only; the
@@ -406,6 +453,8 @@ struct OverviewView {
     upstream: Vec<(&'static str, String)>,
     log: Vec<(&'static str, String)>,
     log_dropped: bool,
+    /// The log is not being written: why, in words (a banner at the top).
+    log_problem: Option<String>,
 }
 
 struct ChartView {
@@ -543,7 +592,15 @@ fn present(config: &Config, overview: &Overview) -> OverviewView {
     ];
     let log = &overview.log;
     let log_rows = vec![
-        ("Query log", if log.enabled { "on".to_string() } else { "off".to_string() }),
+        (
+            "Query log",
+            match (log.enabled, log.state.as_str()) {
+                (false, _) => "off".to_string(),
+                (true, "disk_full") => "on, but not written: the disk is full".to_string(),
+                (true, "write_failing") => "on, but not written: writes fail".to_string(),
+                (true, _) => "on".to_string(),
+            },
+        ),
         ("Rows written since start", thousands(log.rows_written)),
         ("Rows dropped since start", thousands(log.rows_dropped)),
         ("Disk used", megabytes(log.disk_bytes)),
@@ -560,6 +617,7 @@ fn present(config: &Config, overview: &Overview) -> OverviewView {
         upstream,
         log: log_rows,
         log_dropped: log.rows_dropped > 0,
+        log_problem: log.problem.clone(),
     }
 }
 
