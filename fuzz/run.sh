@@ -10,7 +10,7 @@ set -eu
 seconds="${1:-60}"
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
-targets="dns_request list_parse config_load form_parse"
+targets="dns_request list_parse config_load form_parse sync_bundle"
 cargo +nightly fuzz build -O --fuzz-dir "$here"
 for target in $targets; do
     scratch="$here/target/corpus/$target"

@@ -71,18 +71,6 @@ fn school(dir: &Path, upstream: std::net::SocketAddr) -> SchoolFiles {
     files
 }
 
-/// Makes the first admin through the setup link; the client is logged in as them.
-fn first_admin(server: &Hedgerow) -> DashboardClient {
-    let link = server.setup_link();
-    let mut web = DashboardClient::new(&server.url(""));
-    assert_eq!(web.get(&link).status, 200);
-    let path = link.trim_start_matches(&server.url(""));
-    let done =
-        web.post_form(path, &[("name", ADMIN), ("password", ADMIN_PASSWORD), ("password_again", ADMIN_PASSWORD)]);
-    assert_eq!(done.status, 303, "setup acknowledged: {}", done.body);
-    web
-}
-
 /// Sends pupil lookups of the plain name over UDP until `stop`; counts the answers.
 fn load(server: std::net::SocketAddr, stop: Arc<AtomicBool>, answered: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
@@ -112,7 +100,7 @@ async fn a_backup_under_load_restores_every_change_user_alert_and_log_row() {
     let dir = tempfile::tempdir().unwrap();
     let files = school(dir.path(), authority.addr);
     let mut server = Hedgerow::start(&files).await;
-    let mut web = first_admin(&server);
+    let mut web = server.first_admin(ADMIN, ADMIN_PASSWORD);
 
     // A policy change and a user, through the dashboard.
     let page = web.get("/policy/pupil");

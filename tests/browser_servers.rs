@@ -14,7 +14,7 @@ use hedgerow::config::Config;
 use hedgerow::store::{Role, Users};
 use support::authority::Authority;
 use support::browser::{Browser, HEIGHT, WIDTH};
-use support::pair::{key_file, primary_files, secondary_files};
+use support::pair::{PairDirs, primary_files, secondary_files};
 use support::server::{GAMES_ADDR, GAMES_NAME, Hedgerow, PLAIN_ADDR, PLAIN_NAME, PUPIL, resolves_to, school_world};
 
 const ADMIN: &str = "ict.lead";
@@ -56,15 +56,13 @@ async fn until_shown(browser: &Browser, url: &str, words: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_scenario() {
     let authority = Authority::start("127.0.0.1:0", school_world()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = key_file(dir.path(), "sync.key");
-    std::fs::create_dir(dir.path().join("primary")).unwrap();
-    std::fs::create_dir(dir.path().join("secondary")).unwrap();
-    let primary_files = primary_files(&dir.path().join("primary"), authority.addr, &key, &[]);
+    let pair = PairDirs::new();
+    let key = &pair.key;
+    let primary_files = primary_files(&pair.primary(), authority.addr, key, &[]);
     let database = Config::load(&primary_files.config).unwrap().log.database;
     let mut primary = Hedgerow::start(&primary_files).await;
     Users::open(&database).unwrap().add(ADMIN, PASSWORD, &[Role::Admin], hedgerow::time::now_ms()).unwrap();
-    let secondary_files = secondary_files(&dir.path().join("secondary"), &primary.url(""), &key, 1);
+    let secondary_files = secondary_files(&pair.secondary(), &primary.url(""), key, 1);
     let secondary = Hedgerow::start(&secondary_files).await;
     assert!(!resolves_to(&secondary.ask(PUPIL, GAMES_NAME).await, GAMES_ADDR), "games blocked on the secondary");
     assert!(resolves_to(&secondary.ask(PUPIL, PLAIN_NAME).await, PLAIN_ADDR));

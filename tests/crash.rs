@@ -12,21 +12,6 @@ use support::server::{GAMES_ADDR, GAMES_NAME, Hedgerow, PUPIL, SchoolFiles, reso
 const ADMIN: &str = "ict.lead";
 const ADMIN_PASSWORD: &str = "hedge laying in november";
 
-/// Makes the first admin through the setup link the server printed; the
-/// client is then logged in as that admin.
-fn first_admin(server: &Hedgerow) -> DashboardClient {
-    let link = server.setup_link();
-    let mut web = DashboardClient::new(&server.url(""));
-    let form = web.get(&link);
-    assert_eq!(form.status, 200, "{}", form.body);
-    let path = link.trim_start_matches(&server.url(""));
-    let done =
-        web.post_form(path, &[("name", ADMIN), ("password", ADMIN_PASSWORD), ("password_again", ADMIN_PASSWORD)]);
-    assert_eq!(done.status, 303, "setup acknowledged: {}", done.body);
-    assert!(web.cookie().is_some(), "logged in after setup");
-    web
-}
-
 const REASON: &str = "Coding club builds browser games this week";
 
 /// Games allowed for pupils on the policy page (303 acknowledged), then at
@@ -39,7 +24,7 @@ async fn a_policy_change_acknowledged_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let files = SchoolFiles::write(dir.path(), authority.addr, true);
     let mut server = Hedgerow::start(&files).await;
-    let mut web = first_admin(&server);
+    let mut web = server.first_admin(ADMIN, ADMIN_PASSWORD);
     let before = server.ask(PUPIL, GAMES_NAME).await;
     assert!(!resolves_to(&before, GAMES_ADDR), "games blocked for pupils at first: {before:?}");
 
@@ -77,7 +62,7 @@ async fn a_user_added_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let files = SchoolFiles::write(dir.path(), authority.addr, true);
     let mut server = Hedgerow::start(&files).await;
-    let mut web = first_admin(&server);
+    let mut web = server.first_admin(ADMIN, ADMIN_PASSWORD);
 
     let page = web.get("/users");
     let csrf = csrf_token(&page.body).expect("a CSRF token on the users page");

@@ -50,20 +50,6 @@ const ADMIN_PASSWORD: &str = "hedge laying in november";
 const GOVERNOR: &str = "gill.governor";
 const GOVERNOR_PASSWORD: &str = "reviews once a year at least";
 
-/// Makes the first admin through the setup link the server printed; the
-/// client is then logged in as that admin.
-fn first_admin(server: &Hedgerow) -> DashboardClient {
-    let link = server.setup_link();
-    let mut web = DashboardClient::new(&server.url(""));
-    let form = web.get(&link);
-    assert_eq!(form.status, 200, "{}", form.body);
-    let path = link.trim_start_matches(&server.url(""));
-    let done =
-        web.post_form(path, &[("name", ADMIN), ("password", ADMIN_PASSWORD), ("password_again", ADMIN_PASSWORD)]);
-    assert_eq!(done.status, 303, "setup acknowledged: {}", done.body);
-    web
-}
-
 /// Adds a user with one role on the users page (acknowledged with its notice).
 fn add_user(admin: &mut DashboardClient, name: &str, password: &str, role: &str) {
     let page = admin.get("/users");
@@ -192,7 +178,7 @@ async fn upstream_loss_and_return() {
     )
     .unwrap();
     let mut server = Hedgerow::start(&files).await;
-    let mut admin = first_admin(&server);
+    let mut admin = server.first_admin(ADMIN, ADMIN_PASSWORD);
 
     // Up: warm the cache, and note the policy's answers.
     for name in CACHED.iter().chain([&KEPT_FOR_RETURN]) {
@@ -385,7 +371,7 @@ async fn sigkill_under_load_loses_no_acknowledged_change() {
     let dir = tempfile::tempdir().unwrap();
     let files = SchoolFiles::write(dir.path(), authority.addr, true);
     let mut server = Hedgerow::start(&files).await;
-    let mut admin = first_admin(&server);
+    let mut admin = server.first_admin(ADMIN, ADMIN_PASSWORD);
     let before = server.ask(PUPIL, &denied_name(0)).await;
     assert!(resolves_to(&before, "192.0.2.150"), "allowed before the change: {before:?}");
     let games = server.ask(PUPIL, support::server::GAMES_NAME).await;
@@ -602,7 +588,7 @@ async fn a_full_disk_keeps_dns_answering_and_the_dashboard_says_so() {
     std::fs::write(&files.config, config).unwrap();
     let Some(disk) = SmallDisk::mount(&files.data_dir, "16m") else { return };
     let mut server = Hedgerow::start(&files).await;
-    let mut admin = first_admin(&server);
+    let mut admin = server.first_admin(ADMIN, ADMIN_PASSWORD);
     add_user(&mut admin, GOVERNOR, GOVERNOR_PASSWORD, "role_governor");
     let mut governor = DashboardClient::new(&server.url(""));
     governor.log_in(GOVERNOR, GOVERNOR_PASSWORD);

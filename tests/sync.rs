@@ -17,24 +17,11 @@ use std::time::{Duration, Instant};
 use support::authority::Authority;
 use support::dashboard::{DashboardClient, csrf_token};
 use support::http::{HttpServer, Route};
-use support::pair::{key_file, primary_files, secondary_files};
+use support::pair::{PairDirs, key_file, primary_files, secondary_files};
 use support::server::{GAMES_ADDR, GAMES_NAME, Hedgerow, PLAIN_ADDR, PLAIN_NAME, PUPIL, resolves_to};
 
 const ADMIN: &str = "ict.lead";
 const ADMIN_PASSWORD: &str = "hedge laying in november";
-
-/// Makes the first admin through the setup link; the client is logged in.
-fn first_admin(server: &Hedgerow) -> DashboardClient {
-    let link = server.setup_link();
-    let mut web = DashboardClient::new(&server.url(""));
-    let path = link.trim_start_matches(&server.url("")).to_string();
-    let form = web.get(&path);
-    assert_eq!(form.status, 200, "{}", form.body);
-    let done =
-        web.post_form(&path, &[("name", ADMIN), ("password", ADMIN_PASSWORD), ("password_again", ADMIN_PASSWORD)]);
-    assert_eq!(done.status, 303, "setup acknowledged: {}", done.body);
-    web
-}
 
 /// Allows games for pupils on `web`'s server, as an admin does on the policy page.
 fn allow_games_for_pupils(web: &mut DashboardClient) -> u16 {
@@ -105,15 +92,13 @@ fn change_kinds(web: &mut DashboardClient) -> Vec<(String, String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_on_the_primary_reaches_the_secondary_within_the_interval() {
     let authority = Authority::start("127.0.0.1:0", support::server::school_world()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = key_file(dir.path(), "sync.key");
-    std::fs::create_dir(dir.path().join("primary")).unwrap();
-    std::fs::create_dir(dir.path().join("secondary")).unwrap();
-    let primary_files = primary_files(&dir.path().join("primary"), authority.addr, &key, &[]);
+    let pair = PairDirs::new();
+    let key = &pair.key;
+    let primary_files = primary_files(&pair.primary(), authority.addr, key, &[]);
     let primary = Hedgerow::start(&primary_files).await;
-    let mut admin = first_admin(&primary);
+    let mut admin = primary.first_admin(ADMIN, ADMIN_PASSWORD);
     const INTERVAL: u64 = 2;
-    let secondary_files = secondary_files(&dir.path().join("secondary"), &primary.url(""), &key, INTERVAL);
+    let secondary_files = secondary_files(&pair.secondary(), &primary.url(""), key, INTERVAL);
     let secondary = Hedgerow::start(&secondary_files).await;
 
     // The first policy came at start: games blocked for pupils, plain names resolve.
@@ -212,17 +197,15 @@ async fn a_change_on_the_primary_reaches_the_secondary_within_the_interval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_primary_tells_its_secondary_and_the_change_comes_at_once() {
     let authority = Authority::start("127.0.0.1:0", support::server::school_world()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = key_file(dir.path(), "sync.key");
-    std::fs::create_dir(dir.path().join("primary")).unwrap();
-    std::fs::create_dir(dir.path().join("secondary")).unwrap();
+    let pair = PairDirs::new();
+    let key = &pair.key;
     // The secondary's files first: the primary names its dashboard.
     let placeholder = "http://127.0.0.1:1";
-    let secondary_files = secondary_files(&dir.path().join("secondary"), placeholder, &key, 3600);
+    let secondary_files = secondary_files(&pair.secondary(), placeholder, key, 3600);
     let secondary_url = format!("http://{}", secondary_files.dashboard.unwrap());
-    let primary_files = primary_files(&dir.path().join("primary"), authority.addr, &key, &[secondary_url]);
+    let primary_files = primary_files(&pair.primary(), authority.addr, key, &[secondary_url]);
     let primary = Hedgerow::start(&primary_files).await;
-    let mut admin = first_admin(&primary);
+    let mut admin = primary.first_admin(ADMIN, ADMIN_PASSWORD);
     let text = std::fs::read_to_string(&secondary_files.config).unwrap().replace(placeholder, &primary.url(""));
     std::fs::write(&secondary_files.config, text).unwrap();
     let secondary = Hedgerow::start(&secondary_files).await;
@@ -247,14 +230,12 @@ async fn the_primary_tells_its_secondary_and_the_change_comes_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_or_replayed_bundle_is_refused() {
     let authority = Authority::start("127.0.0.1:0", support::server::school_world()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = key_file(dir.path(), "sync.key");
+    let pair = PairDirs::new();
+    let (dir, key) = (&pair.dir, &pair.key);
     let other_key = key_file(dir.path(), "other.key");
-    std::fs::create_dir(dir.path().join("primary")).unwrap();
-    std::fs::create_dir(dir.path().join("secondary")).unwrap();
-    let primary_files = primary_files(&dir.path().join("primary"), authority.addr, &key, &[]);
+    let primary_files = primary_files(&pair.primary(), authority.addr, key, &[]);
     let primary = Hedgerow::start(&primary_files).await;
-    let _admin = first_admin(&primary);
+    let _admin = primary.first_admin(ADMIN, ADMIN_PASSWORD);
     let (first, first_signature) = genuine_bundle(&primary.url(""), &key);
 
     let stand_in = HttpServer::start();
@@ -263,7 +244,7 @@ async fn a_tampered_or_replayed_bundle_is_refused() {
     };
     serve(&first, &first_signature);
     let stand_in_url = stand_in.url("").trim_end_matches('/').to_string();
-    let secondary_files = secondary_files(&dir.path().join("secondary"), &stand_in_url, &key, 1);
+    let secondary_files = secondary_files(&pair.secondary(), &stand_in_url, key, 1);
     let secondary = Hedgerow::start(&secondary_files).await;
     assert!(!resolves_to(&secondary.ask(PUPIL, GAMES_NAME).await, GAMES_ADDR), "the genuine first policy");
     let state_file = secondary_files.data_dir.join("sync/state.json");
@@ -324,14 +305,12 @@ fn first_admin_or_login(server: &Hedgerow) -> DashboardClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secondary_keeps_answering_while_the_primary_is_down() {
     let authority = Authority::start("127.0.0.1:0", support::server::school_world()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = key_file(dir.path(), "sync.key");
-    std::fs::create_dir(dir.path().join("primary")).unwrap();
-    std::fs::create_dir(dir.path().join("secondary")).unwrap();
-    let primary_files = primary_files(&dir.path().join("primary"), authority.addr, &key, &[]);
+    let pair = PairDirs::new();
+    let key = &pair.key;
+    let primary_files = primary_files(&pair.primary(), authority.addr, key, &[]);
     let mut primary = Hedgerow::start(&primary_files).await;
-    let _admin = first_admin(&primary);
-    let secondary_files = secondary_files(&dir.path().join("secondary"), &primary.url(""), &key, 1);
+    let _admin = primary.first_admin(ADMIN, ADMIN_PASSWORD);
+    let secondary_files = secondary_files(&pair.secondary(), &primary.url(""), key, 1);
     let mut secondary = Hedgerow::start(&secondary_files).await;
     let mut web = DashboardClient::new(&secondary.url(""));
     web.log_in(ADMIN, ADMIN_PASSWORD);
@@ -372,13 +351,12 @@ async fn the_secondary_keeps_answering_while_the_primary_is_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bundle_is_served_only_to_a_signed_fresh_request() {
     let authority = Authority::start("127.0.0.1:0", support::server::school_world()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = key_file(dir.path(), "sync.key");
+    let pair = PairDirs::new();
+    let (dir, key) = (&pair.dir, &pair.key);
     let other = key_file(dir.path(), "other.key");
-    std::fs::create_dir(dir.path().join("primary")).unwrap();
-    let files = primary_files(&dir.path().join("primary"), authority.addr, &key, &[]);
+    let files = primary_files(&pair.primary(), authority.addr, key, &[]);
     let primary = Hedgerow::start(&files).await;
-    let _admin = first_admin(&primary);
+    let _admin = primary.first_admin(ADMIN, ADMIN_PASSWORD);
     let post = |url: &str, body: &[u8], signature: &str| -> u16 {
         ureq::Agent::config_builder()
             .http_status_as_error(false)

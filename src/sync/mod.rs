@@ -59,11 +59,15 @@ impl SyncKey {
                 path.display()
             )
         })?;
+        SyncKey::from_text(&text).map_err(|why| format!("the [sync] key_file {}: {why}", path.display()))
+    }
+
+    /// The key written in `text` (surrounding white space ignored).
+    pub fn from_text(text: &str) -> Result<SyncKey, String> {
         let key = text.trim();
         if key.len() < 32 {
             return Err(format!(
-                "the [sync] key_file {} holds {} characters; a key needs at least 32 (make one with `hedgerow sync-key`)",
-                path.display(),
+                "it holds {} characters; a key needs at least 32 (make one with `hedgerow sync-key`)",
                 key.len()
             ));
         }

@@ -46,3 +46,27 @@ pub fn secondary_files(dir: &Path, primary: &str, key: &Path, interval_seconds: 
     .unwrap();
     SchoolFiles { config, data_dir, dns, dashboard: Some(dashboard) }
 }
+
+/// A temporary folder holding `primary/`, `secondary/` and the key both use.
+pub struct PairDirs {
+    pub dir: tempfile::TempDir,
+    pub key: PathBuf,
+}
+
+impl PairDirs {
+    pub fn new() -> PairDirs {
+        let dir = tempfile::tempdir().unwrap();
+        let key = key_file(dir.path(), "sync.key");
+        std::fs::create_dir(dir.path().join("primary")).unwrap();
+        std::fs::create_dir(dir.path().join("secondary")).unwrap();
+        PairDirs { dir, key }
+    }
+
+    pub fn primary(&self) -> PathBuf {
+        self.dir.path().join("primary")
+    }
+
+    pub fn secondary(&self) -> PathBuf {
+        self.dir.path().join("secondary")
+    }
+}

@@ -174,6 +174,20 @@ impl Hedgerow {
         line[start..].split(|c: char| c.is_whitespace()).next().unwrap().trim_end_matches(['.', ',', ')']).to_string()
     }
 
+    /// Makes the first admin through the setup link the server printed; the
+    /// client is then logged in as that admin.
+    pub fn first_admin(&self, name: &str, password: &str) -> super::dashboard::DashboardClient {
+        let link = self.setup_link();
+        let mut web = super::dashboard::DashboardClient::new(&self.url(""));
+        let path = link.trim_start_matches(&self.url("")).to_string();
+        let form = web.get(&path);
+        assert_eq!(form.status, 200, "{}", form.body);
+        let done = web.post_form(&path, &[("name", name), ("password", password), ("password_again", password)]);
+        assert_eq!(done.status, 303, "setup acknowledged: {}", done.body);
+        assert!(web.cookie().is_some(), "logged in after setup");
+        web
+    }
+
     /// `http://<dashboard><path>`.
     pub fn url(&self, path: &str) -> String {
         let addr = self.files.dashboard.expect("this server has no dashboard");
