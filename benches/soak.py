@@ -4,7 +4,7 @@ bed for a bounded time at half its measured peak, with everything a school
 does to it under way, checked at the end. Started by benches/soak.sh (which
 builds the release binary and the bed); stdlib only.
 
-    soak.py --bed DIR --hedgerow BIN [--duration 600] [--warmup 60] [--peak-qps N] [--clients 8]
+    soak.py --bed DIR --hedgerow BIN [--duration 600] [--warmup SECONDS] [--peak-qps N] [--clients 8]
             [--results FILE] [--work DIR]
 
 What runs, all on 127.0.0.1:
@@ -16,17 +16,21 @@ What runs, all on 127.0.0.1:
     counts the messages), and a threshold rule that fires often:
     `soak-ads`, 3 blocked lookups in "ads" (the bed's blocked list) by one
     device within a minute, severity high (sent at once);
-  - the warm-up: the bed's allowed names once (warmup.txt), as
+  - before it: the bed's allowed names once (warmup.txt), as
     loopback_bed.py measure does; the peak, unless --peak-qps is given: a
     15 s dnsperf max-rate run of the bed's mixed queries (queries.txt: 70%
-    cached, 20% blocked, 10% misses), as measure does; then 150,000 new
-    names, so the cache (bound: 150,000 answers) is full and evicts as it
-    stores from the start, as on a school day;
-  - the load: dnsperf -Q peak/2 -c CLIENTS for WARMUP + DURATION seconds on CPU 0,
-    from a query file written for the soak (soak-queries.txt, one line per
-    query up to 3 M): the bed's mix, 70% its allowed names, 20% its blocked
-    names, 10% names never asked before, so upstream and the cache's
-    eviction work all through.
+    cached, 20% blocked, 10% misses), as measure does;
+  - the load: dnsperf -Q peak/2 -c CLIENTS on CPU 0 over queries.txt for
+    WARMUP + DURATION seconds. WARMUP (default: one pass of queries.txt at
+    that rate plus 30 s, at least 120 s) fills what is bounded: the cache
+    (bound 150,000 answers: the 100,000 allowed names and 50,000 misses, so
+    it evicts as it stores and the misses stay misses when the file comes
+    round again) and the query log's name dictionary (every name of the
+    file). The log writer's SQLite page cache (64 MiB) fills as the
+    database grows: within a minute or two at 60,000 queries/s, in several
+    at 10,000. On 2026-12-01 at 59,521 queries/s the RSS rose from 263 MiB
+    to 375 MiB over the first 155 s and stayed there (benches/results/
+    soak-2026-12-01.jsonl), hence at least 120 s.
   Meanwhile, from the start of the warm-up until dnsperf ends:
   - every 60 s a whole-list reload: the list file gets a new marker name
     (soak-reload-K.adz) and `hedgerow reload --config` is run; in force when
@@ -49,9 +53,7 @@ Checked at the end (exit 1 when any fails):
     answer within dnsperf's 5 s) or answered SERVFAIL; NXDOMAIN is the
     blocked names' answer and NOERROR the rest, so both count as good;
   - RSS flat: the median of the last minute within 10% of the median of the
-    first minute after the warm-up (WARMUP seconds of the same load with
-    everything under way, so the bounded buffers (the log's and the alerts'
-    channels, the SQLite page cache, the allocator's arenas) have filled);
+    first minute after the warm-up;
   - log: rows in log_hourly gained during the soak (warm-up included) >=
     answers during it (dnsperf's completed + this script's own answered
     queries), counted after the server stopped (its writer flushes on
@@ -99,29 +101,10 @@ ALERT_EVERY = 15
 PAGE_EVERY = 3
 RSS_EVERY = 5
 # The cache's bound in answers: the bed's 100,000 allowed names and room
-# for 50,000 more, filled before the soak (see main).
+# for 50,000 of its 150,000 misses, so it is full after the warm-up and
+# evicts as it stores from then on (a miss comes round again only after
+# 1.5 M queries, by when it has been evicted: misses stay misses).
 CACHE_SIZE = 150_000
-# The soak's query file: one line a query up to this many (then dnsperf
-# starts it again; by then its misses have long been evicted).
-MAX_LINES = 3_000_000
-
-
-def write_soak_queries(path, bed, blocked_names, count):
-    """The bed's mix, with misses that stay misses: 70% the bed's allowed
-    names (cached), 20% its blocked names, 10% names never asked before
-    (s<k>.miss, answered by the authority's wildcard)."""
-    allowed = [line.split()[0] for line in open(f"{bed}/warmup.txt")]
-    r = random.Random(16)
-    with open(path, "w") as f:
-        for k in range(count):
-            x = r.random()
-            if x < 0.70:
-                f.write(f"{r.choice(allowed)} A\n")
-            elif x < 0.90:
-                f.write(f"{r.choice(blocked_names)} A\n")
-            else:
-                f.write(f"s{k:08d}x{r.randrange(10**6)}.miss A\n")
-    return count
 
 
 # --- DNS -------------------------------------------------------------------
@@ -396,7 +379,7 @@ def main():
     parser.add_argument("--bed", required=True)
     parser.add_argument("--hedgerow", required=True)
     parser.add_argument("--duration", type=int, default=600)
-    parser.add_argument("--warmup", type=int, default=60)
+    parser.add_argument("--warmup", type=int)
     parser.add_argument("--peak-qps", type=float)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--results")
@@ -513,13 +496,12 @@ group = "{GROUP}"
             peak = parse_dnsperf(out)["qps"]
             print(f"measured peak: {peak:.0f} queries/s (15 s, mixed)", file=sys.stderr)
         rate = int(peak / 2)
-        # The cache filled to its bound, so the soak sees it evicting as it
-        # stores (the steady state of a school's day), not growing.
-        with open(f"{work}/fill.txt", "w") as f:
-            f.writelines(f"f{k:07d}.miss A\n" for k in range(CACHE_SIZE))
-        subprocess.run(perf + ["-d", f"{work}/fill.txt", "-n", "1", "-q", "200", "-c", "8"], capture_output=True,
-                       check=True)
-        lines = write_soak_queries(f"{work}/soak-queries.txt", bed, blocked_names, min(rate * (args.warmup + args.duration), MAX_LINES))
+        # The warm-up: one pass of the query file at the soak's rate (so
+        # every name is in the log's dictionary and the cache is full),
+        # and 30 s more, at least 120 s in all (at 60,000 queries/s the RSS
+        # was still rising 150 s in, then flat: see the header).
+        lines = sum(1 for _ in open(f"{bed}/queries.txt"))
+        warmup = args.warmup if args.warmup is not None else max(120, -(-lines // rate) + 30)
 
         dash = Dashboard(base)
         dash.login("soak-admin", password)
@@ -600,9 +582,9 @@ group = "{GROUP}"
                     state["page_failures"].append({"page": page, "status": status})
 
         sample_rss()
-        print(f"soak: {args.warmup} s warm-up + {args.duration} s at {rate} queries/s ({args.clients} clients) on 127.0.0.1:{dns_port}, "
+        print(f"soak: {warmup} s warm-up + {args.duration} s at {rate} queries/s ({args.clients} clients) on 127.0.0.1:{dns_port}, "
               f"dashboard {base}, work {work}", file=sys.stderr)
-        load = subprocess.Popen(perf + ["-d", f"{work}/soak-queries.txt", "-l", str(args.warmup + args.duration), "-Q", str(rate),
+        load = subprocess.Popen(perf + ["-d", f"{bed}/queries.txt", "-l", str(warmup + args.duration), "-Q", str(rate),
                                         "-q", "500", "-c", str(args.clients)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         procs.append(load)
@@ -646,7 +628,7 @@ group = "{GROUP}"
     # --- figures and checks --------------------------------------------------
     perf = parse_dnsperf(perf_out)
     rss = [(t, kib) for t, kib in state["rss"] if kib]
-    first = [kib for t, kib in rss if args.warmup <= t <= args.warmup + 60] or [rss[0][1]]
+    first = [kib for t, kib in rss if warmup <= t <= warmup + 60] or [rss[0][1]]
     last = [kib for t, kib in rss if t >= rss[-1][0] - 60] or [rss[-1][1]]
     first_mib, last_mib = statistics.median(first) / 1024, statistics.median(last) / 1024
     max_mib = max(kib for _, kib in rss) / 1024
@@ -676,7 +658,7 @@ group = "{GROUP}"
         "no error in the script's own work": not state["errors"],
     }
     result = {
-        "name": "soak", "started": started_utc, "duration_s": args.duration, "warmup_s": args.warmup, "peak_qps": round(peak),
+        "name": "soak", "started": started_utc, "duration_s": args.duration, "warmup_s": warmup, "peak_qps": round(peak),
         "peak_measured": not args.peak_qps, "rate_qps": rate, "clients": args.clients,
         "queries": {"sent": perf["sent"], "completed": perf["completed"], "lost": perf["lost"],
                     "qps": perf["qps"], "rcodes": perf["rcodes"], "latency_avg_ms": perf.get("latency_avg_ms"),
@@ -712,7 +694,7 @@ group = "{GROUP}"
 
     q = result["queries"]
     print(f"""
-Soak: {args.warmup} s warm-up + {args.duration} s at {rate} queries/s (half of {peak:.0f}{' measured' if not args.peak_qps else ' given'}), {args.clients} clients
+Soak: {warmup} s warm-up + {args.duration} s at {rate} queries/s (half of {peak:.0f}{' measured' if not args.peak_qps else ' given'}), {args.clients} clients
   queries    sent {q['sent']}, completed {q['completed']}, lost {q['lost']}; {q['qps']} q/s; response codes {q['rcodes']}
              (failed = lost or SERVFAIL; NXDOMAIN is the blocked names' answer); script's own {counter.answered} answered, {counter.unanswered} not
   RSS        first minute {first_mib:.1f} MiB, last minute {last_mib:.1f} MiB ({100 * growth:+.1f}%), max {max_mib:.1f} MiB: {'flat' if abs(growth) <= 0.10 else 'NOT flat'}

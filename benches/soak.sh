@@ -13,6 +13,8 @@
 #
 #   benches/soak.sh                          # 600 s, the peak measured first (15 s at full rate)
 #   DURATION=120 PEAK_QPS=8000 benches/soak.sh   # short, at 4,000 queries/s
+#   WARMUP=60 benches/soak.sh                # warm-up seconds (default: one pass of the bed's
+#                                            # queries.txt at the soak's rate + 30 s, at least 120)
 #   BED=/tmp/bed benches/soak.sh             # reuse a generated bed (and its running NSD)
 #   HEDGEROW=/path/to/hedgerow benches/soak.sh   # a release binary built already
 #
@@ -30,7 +32,6 @@ ROOT=$(pwd)
 BEDTOOL="$ROOT/../shared/bench/loopback_bed.py"
 BED=${BED:-$(mktemp -d /tmp/hedgerow-bed.XXXXXX)}
 DURATION=${DURATION:-600}
-WARMUP=${WARMUP:-60}
 CLIENTS=${CLIENTS:-8}
 RESULTS="$ROOT/benches/results/soak-$(date -u +%F).jsonl"
 
@@ -44,4 +45,4 @@ fi
 [ -f "$BED/queries.txt" ] || python3 "$BEDTOOL" gen "$BED" --blocked 200000
 
 BEDTOOL="$BEDTOOL" exec python3 "$ROOT/benches/soak.py" --bed "$BED" --hedgerow "$HEDGEROW" \
-  --duration "$DURATION" --warmup "$WARMUP" --clients "$CLIENTS" --results "$RESULTS" ${PEAK_QPS:+--peak-qps "$PEAK_QPS"}
+  --duration "$DURATION" ${WARMUP:+--warmup "$WARMUP"} --clients "$CLIENTS" --results "$RESULTS" ${PEAK_QPS:+--peak-qps "$PEAK_QPS"}
