@@ -53,7 +53,9 @@ Checked at the end (exit 1 when any fails):
     answer within dnsperf's 5 s) or answered SERVFAIL; NXDOMAIN is the
     blocked names' answer and NOERROR the rest, so both count as good;
   - RSS flat: the median of the last minute within 10% of the median of the
-    first minute after the warm-up;
+    first minute after the warm-up (the minute half way through is
+    reported too: growth from there to the end says whether it is still
+    rising);
   - log: rows in log_hourly gained during the soak (warm-up included) >=
     answers during it (dnsperf's completed + this script's own answered
     queries), counted after the server stopped (its writer flushes on
@@ -633,6 +635,12 @@ group = "{GROUP}"
     first_mib, last_mib = statistics.median(first) / 1024, statistics.median(last) / 1024
     max_mib = max(kib for _, kib in rss) / 1024
     growth = (last_mib - first_mib) / first_mib
+    # Still rising at the end? The minute half way through the measured
+    # part against the last (reported, not checked).
+    middle_t = warmup + args.duration / 2
+    middle = [kib for t, kib in rss if middle_t - 30 <= t <= middle_t + 30] or [rss[-1][1]]
+    middle_mib = statistics.median(middle) / 1024
+    second_half = (last_mib - middle_mib) / middle_mib
     answered = perf["completed"] or 0
     expected_rows = answered + counter.answered
     logged = rows_after - before["rows"]
@@ -665,7 +673,8 @@ group = "{GROUP}"
                     "latency_max_ms": perf.get("latency_max_ms"),
                     "script_answered": counter.answered, "script_unanswered": counter.unanswered},
         "rss_mib": {"first_minute_median": round(first_mib, 1), "last_minute_median": round(last_mib, 1),
-                    "max": round(max_mib, 1), "growth_pct": round(100 * growth, 1), "samples": len(rss)},
+                    "max": round(max_mib, 1), "growth_pct": round(100 * growth, 1), "middle_minute_median": round(middle_mib, 1),
+                    "second_half_growth_pct": round(100 * second_half, 1), "samples": len(rss)},
         "log": {"answers": expected_rows, "rows": logged, "missing": max(0, expected_rows - logged),
                 "extra": max(0, logged - expected_rows), "writer_dropped_total": dropped_metric,
                 "rows_written_metric": after_metrics.get("hedgerow_log_rows_written_total")},
@@ -698,6 +707,7 @@ Soak: {warmup} s warm-up + {args.duration} s at {rate} queries/s (half of {peak:
   queries    sent {q['sent']}, completed {q['completed']}, lost {q['lost']}; {q['qps']} q/s; response codes {q['rcodes']}
              (failed = lost or SERVFAIL; NXDOMAIN is the blocked names' answer); script's own {counter.answered} answered, {counter.unanswered} not
   RSS        first minute {first_mib:.1f} MiB, last minute {last_mib:.1f} MiB ({100 * growth:+.1f}%), max {max_mib:.1f} MiB: {'flat' if abs(growth) <= 0.10 else 'NOT flat'}
+             (the minute half way {middle_mib:.1f} MiB: {100 * second_half:+.1f}% from there to the last)
   cache      {result['cache']['entries_before']:.0f} answers at the start, {result['cache']['entries_after']:.0f} at the end (bound {CACHE_SIZE})
   log        {expected_rows} answers, {logged} rows in log_hourly, {max(0, expected_rows - logged)} missing; writer dropped {dropped_metric:.0f}
   reloads    {len(state['reloads'])} done, {result['reloads']['in_force']} in force; seconds {result['reloads']['seconds']}
