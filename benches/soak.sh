@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The soak (issue 16, "Prove it holds"): Hedgerow on the shared loopback bed
 # (../shared/bench/loopback_bed.py: NSD on 127.0.0.1:5300, its blocked list,
-# dnsperf) for DURATION seconds at half its measured peak, with the query
+# dnsperf) at half its measured peak for WARMUP + DURATION seconds, with the query
 # log, the dashboard, the metrics listener and alerts on (e-mail to an SMTP
 # sink on loopback that benches/soak.py runs), while a whole-list reload
 # runs every 60 s, a policy change goes through the dashboard's JSON API
@@ -25,7 +25,7 @@
 # stay in $BED/soak-<time>/. Exits 1 when a check fails. A benchmark, not a
 # test: .ci/run does not run it.
 #
-# Needs root for apt-get only if nsd, dnsperf or sqlite3 are missing.
+# Needs root for apt-get only if nsd, dnsperf or taskset are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
