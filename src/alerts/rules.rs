@@ -114,7 +114,11 @@ impl Engine {
             if let Some(open) = self.open.get_mut(&key) {
                 open.count += 1;
                 open.last_ms = attempt.time_ms;
-                open.names.insert(attempt.name.clone());
+                // An alert keeps only its first names: an incident of a
+                // busy device must not grow without bound.
+                if open.names.len() < crate::store::alerts::NAMES_KEPT {
+                    open.names.insert(attempt.name.clone());
+                }
                 outcomes.push(Outcome::Joined { key, count: open.count });
                 continue;
             }
@@ -209,6 +213,12 @@ mod tests {
         let joined = engine.observe(&attempt(5, "10.0.0.5", "b.example", "self-harm"));
         assert_eq!(joined, [Outcome::Joined { key: incident.key.clone(), count: 2 }]);
         assert_eq!(engine.open_incidents()[0].names.len(), 2);
+        // A busy device's incident counts every attempt but keeps only the names an alert keeps.
+        for second in 0..500 {
+            engine.observe(&attempt(5 + second / 100, "10.0.0.5", &format!("n{second}.example"), "self-harm"));
+        }
+        assert_eq!(engine.open_incidents()[0].count, 502);
+        assert_eq!(engine.open_incidents()[0].names.len(), crate::store::alerts::NAMES_KEPT);
         // Another device is another incident.
         assert_eq!(raised(&engine.observe(&attempt(6, "10.0.0.6", "a.example", "self-harm"))).len(), 1);
         // Quiet for longer than `quiet`: the next attempt is a new incident.

@@ -239,7 +239,11 @@ impl Watcher {
                         let joined = self.joined.entry(id).or_default();
                         joined.last_ms = joined.last_ms.max(attempt.time_ms);
                         joined.attempts = i64::try_from(count).unwrap_or(i64::MAX);
-                        if !joined.names.contains(&attempt.name) {
+                        // The store keeps NAMES_KEPT names an alert: no more
+                        // are gathered (nor scanned, per sighting).
+                        if joined.names.len() < crate::store::alerts::NAMES_KEPT
+                            && !joined.names.contains(&attempt.name)
+                        {
                             joined.names.push(attempt.name.clone());
                         }
                     }

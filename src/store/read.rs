@@ -116,25 +116,27 @@ impl<'c> Blocks<'c> {
 
     /// Appends the rows of every fresh block of `hours`.
     pub(crate) fn fresh(&self, hours: Range<i64>, out: &mut Vec<BlockRow>) -> Result<(), StoreError> {
-        self.fresh_where(hours, i64::MIN, &mut |_| true, out)
+        self.fresh_where(hours, i64::MIN, &mut |_| true, out, None)
     }
 
     /// Appends the rows of every sealed block with a key in `keys` (see
     /// [`block::hour_keys`], [`block::client_hour_keys`]).
     pub(crate) fn sealed(&self, keys: Range<i64>, out: &mut Vec<BlockRow>) -> Result<(), StoreError> {
-        self.sealed_where(keys, &mut |_| true, out)
+        self.sealed_where(keys, &mut |_| true, out, None)
     }
 
     /// Appends the rows `keep` keeps of the fresh blocks of `hours` that
     /// hold a row with an id above `after_id`. Each block is decoded into a
     /// small buffer and filtered at once, so an hour of a million rows is
-    /// never held whole.
+    /// never held whole. With `newest`, `out` keeps only its newest rows
+    /// past that many (see [`keep_newest`]).
     pub(crate) fn fresh_where(
         &self,
         hours: Range<i64>,
         after_id: i64,
         keep: &mut dyn FnMut(&BlockRow) -> bool,
         out: &mut Vec<BlockRow>,
+        newest: Option<usize>,
     ) -> Result<(), StoreError> {
         let mut statement = self
             .conn
@@ -147,6 +149,7 @@ impl<'c> Blocks<'c> {
             decoded.clear();
             block::decode(data, 0, &mut decoded).map_err(|error| damaged(self.path, error))?;
             out.extend(decoded.iter().filter(|row| keep(row)));
+            keep_newest(out, newest);
         }
         Ok(())
     }
@@ -157,6 +160,7 @@ impl<'c> Blocks<'c> {
         keys: Range<i64>,
         keep: &mut dyn FnMut(&BlockRow) -> bool,
         out: &mut Vec<BlockRow>,
+        newest: Option<usize>,
     ) -> Result<(), StoreError> {
         let mut statement = self
             .conn
@@ -171,9 +175,24 @@ impl<'c> Blocks<'c> {
             decoded.clear();
             block::decode(data, client, &mut decoded).map_err(|error| damaged(self.path, error))?;
             out.extend(decoded.iter().filter(|row| keep(row)));
+            keep_newest(out, newest);
         }
         Ok(())
     }
+}
+
+/// With `newest = Some(n)`, cuts `rows` to its `n` newest (by time, then
+/// id) once it holds at least twice as many (and 4,096): a page of a search
+/// needs no older row, and an unfiltered hour of a busy school holds
+/// millions, which the explorer's first screen must not hold at once. The
+/// cut is amortised: each row is moved a constant number of times.
+pub(crate) fn keep_newest(rows: &mut Vec<BlockRow>, newest: Option<usize>) {
+    let Some(cap) = newest else { return };
+    if rows.len() < cap.saturating_mul(2).max(4096) {
+        return;
+    }
+    rows.select_nth_unstable_by(cap, |a, b| (b.time_ms, b.id).cmp(&(a.time_ms, a.id)));
+    rows.truncate(cap);
 }
 
 /// Who asked, as `log_clients` has it ('' as `None`).

@@ -270,7 +270,7 @@ impl Walk<'_> {
     /// Up to `limit` matching rows after `cursor`, newest first; `None` when
     /// the cursor's row is not a row of this search.
     fn run(&self, cursor: Cursor, limit: usize) -> Result<Option<Vec<BlockRow>>, StoreError> {
-        let mut matches = |row: &BlockRow| self.window.contains(&row.time_ms) && self.plan.keeps(row);
+        let matches = |row: &BlockRow| self.window.contains(&row.time_ms) && self.plan.keeps(row);
         let (mut looking_for, mut position) = match cursor {
             Cursor::None => (None, (i64::MAX, i64::MAX)),
             Cursor::Find(id) => (Some(id), (i64::MAX, i64::MAX)),
@@ -279,7 +279,12 @@ impl Walk<'_> {
         let mut found: Vec<BlockRow> = Vec::new();
         let mut hour_rows = Vec::new();
         for hour in self.hours.clone().rev() {
-            self.hour(hour, &mut matches, &mut hour_rows)?;
+            // Once the cursor's place is known, an hour needs only its rows
+            // before it, and only as many as the page still wants.
+            let (finding, before) = (looking_for.is_some(), position);
+            let newest = (!finding).then(|| limit.saturating_sub(found.len()));
+            let mut keep = |row: &BlockRow| matches(row) && (finding || (row.time_ms, row.id) < before);
+            self.hour(hour, &mut keep, &mut hour_rows, newest)?;
             if let Some(id) = looking_for {
                 // No row of a later hour comes after the cursor's row.
                 match hour_rows.iter().find(|row| row.id == id) {
@@ -311,18 +316,20 @@ impl Walk<'_> {
         Ok(Some(found))
     }
 
-    /// The matching rows of one hour, in no order, into `rows` (cleared first).
+    /// The matching rows of one hour, in no order, into `rows` (cleared
+    /// first): all, or at least the `newest` newest ([`read::keep_newest`]).
     fn hour(
         &self,
         hour: i64,
         matches: &mut impl FnMut(&BlockRow) -> bool,
         rows: &mut Vec<BlockRow>,
+        newest: Option<usize>,
     ) -> Result<(), StoreError> {
         rows.clear();
         if self.oldest_fresh.is_some_and(|oldest| hour >= oldest) {
-            self.blocks.fresh_where(hour..hour + 1, i64::MIN, matches, rows)?;
+            self.blocks.fresh_where(hour..hour + 1, i64::MIN, matches, rows, newest)?;
         }
-        self.plan.sealed(self.blocks, hour, matches, rows)
+        self.plan.sealed(self.blocks, hour, matches, rows, newest)
     }
 }
 
@@ -347,7 +354,7 @@ pub fn export(db: &Path, query: &Search, mut each: impl FnMut(Vec<LogRow>) -> bo
     let mut dictionaries = Dictionaries::new(&conn, db);
     let mut hour_rows = Vec::new();
     for hour in walk.hours.clone().rev() {
-        walk.hour(hour, &mut matches, &mut hour_rows)?;
+        walk.hour(hour, &mut matches, &mut hour_rows, None)?;
         hour_rows.sort_unstable_by(|a, b| (b.time_ms, b.id).cmp(&(a.time_ms, a.id)));
         for batch in hour_rows.chunks(query.limit.max(1)) {
             let rows = batch.iter().map(|row| dictionaries.log_row(row)).collect::<Result<Vec<_>, _>>()?;
@@ -379,8 +386,8 @@ pub fn tail(db: &Path, after_id: i64, limit: usize) -> Result<Vec<LogRow>, Store
     for hour in (first..hours.end).rev() {
         // Only the fresh blocks holding a row after `after_id`: a follower
         // reads what arrived since it last looked, not the whole hour.
-        blocks.fresh_where(hour..hour + 1, after_id, &mut after, &mut found)?;
-        blocks.sealed_where(block::hour_keys(hour), &mut after, &mut found)?;
+        blocks.fresh_where(hour..hour + 1, after_id, &mut after, &mut found, Some(limit))?;
+        blocks.sealed_where(block::hour_keys(hour), &mut after, &mut found, Some(limit))?;
         if found.len() >= limit {
             break;
         }
@@ -569,6 +576,7 @@ impl Plan {
         hour: i64,
         keep: &mut dyn FnMut(&BlockRow) -> bool,
         out: &mut Vec<BlockRow>,
+        newest: Option<usize>,
     ) -> Result<(), StoreError> {
         let mut candidates = self.clients.clone();
         if let Some(names) = &self.names {
@@ -583,10 +591,10 @@ impl Plan {
             candidates = Some(candidates.map_or(posted.clone(), |clients| clients.and(&posted)));
         }
         match candidates {
-            None => blocks.sealed_where(block::hour_keys(hour), keep, out),
+            None => blocks.sealed_where(block::hour_keys(hour), keep, out, newest),
             Some(clients) => {
                 for client in clients.0 {
-                    blocks.sealed_where(block::client_hour_keys(hour, client), keep, out)?;
+                    blocks.sealed_where(block::client_hour_keys(hour, client), keep, out, newest)?;
                 }
                 Ok(())
             }
