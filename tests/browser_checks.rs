@@ -16,7 +16,7 @@ use hedgerow::config::Config;
 use hedgerow::review::selftest::{self, Expect};
 use hedgerow::store::{Role, Users};
 use support::authority::{Authority, Zone};
-use support::browser::{Browser, HEIGHT, WIDTH};
+use support::browser::Browser;
 use support::server::{Hedgerow, SchoolFiles, school_world};
 
 const DSL: &str = "dee";
@@ -54,18 +54,6 @@ fn school(dir: &Path, upstream: std::net::SocketAddr) -> SchoolFiles {
     files
 }
 
-/// Screenshots at desktop width, 820 px and 390 px (a phone), each checked with axe.
-async fn look(browser: &Browser, name: &str) {
-    browser.screenshot(name).await;
-    browser.assert_accessible(name).await;
-    for width in [820, 390] {
-        browser.resize(width, 1100).await;
-        browser.screenshot(&format!("{name}-{width}")).await;
-        browser.assert_accessible(&format!("{name} at {width} px")).await;
-    }
-    browser.resize(WIDTH, HEIGHT).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_scenario() {
     let authority = Authority::start("127.0.0.1:0", world()).await;
@@ -95,7 +83,7 @@ async fn checks_scenario() {
     let text = browser.text().await;
     // Every group blocks pornography: each has its two failures, and the rest pass.
     assert!(text.contains("Group staff") && text.contains("2 of ") && text.contains("Pass"), "{text}");
-    look(&browser, "01-run").await;
+    browser.look_at_widths("01-run").await;
 
     // A manual check: "other" network without its name is refused beside the field.
     browser.goto(&server.url("/checks")).await;
@@ -107,14 +95,14 @@ async fn checks_scenario() {
     let error = browser.find("#chk-network-error").await.text().await.unwrap();
     assert!(error.contains("name the other network"), "{error}");
     browser.execute("document.getElementById('chk-network').scrollIntoView()", vec![]).await;
-    look(&browser, "02-manual-refused").await;
+    browser.look_at_widths("02-manual-refused").await;
 
     browser.fill("input[name=network_other]", "sixth-form wifi").await;
     browser.click("form[action='/checks/manual'] button[type=submit]").await;
     let text = browser.text().await;
     assert!(text.contains("Saved the check of testfiltering.com all tests"), "{text}");
     browser.execute("window.scrollTo(0, 0)", vec![]).await;
-    look(&browser, "03-checks").await;
+    browser.look_at_widths("03-checks").await;
     let saved = hedgerow::store::checks::ChecksStore::open(&database).unwrap().manual_checks(5).unwrap();
     assert_eq!(saved.len(), 1);
     assert_eq!((saved[0].check.network.as_str(), saved[0].recorded_by.as_str()), ("sixth-form wifi", DSL));

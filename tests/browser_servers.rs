@@ -13,23 +13,12 @@ use std::time::{Duration, Instant};
 use hedgerow::config::Config;
 use hedgerow::store::{Role, Users};
 use support::authority::Authority;
-use support::browser::{Browser, HEIGHT, WIDTH};
+use support::browser::Browser;
 use support::pair::{PairDirs, primary_files, secondary_files};
 use support::server::{GAMES_ADDR, GAMES_NAME, Hedgerow, PLAIN_ADDR, PLAIN_NAME, PUPIL, resolves_to, school_world};
 
 const ADMIN: &str = "ict.lead";
 const PASSWORD: &str = "a long passphrase for two servers";
-
-async fn look(browser: &Browser, name: &str) {
-    browser.screenshot(name).await;
-    browser.assert_accessible(name).await;
-    for width in [820, 390] {
-        browser.resize(width, 1100).await;
-        browser.screenshot(&format!("{name}-{width}")).await;
-        browser.assert_accessible(&format!("{name} at {width} px")).await;
-    }
-    browser.resize(WIDTH, HEIGHT).await;
-}
 
 async fn log_in(browser: &Browser, server: &Hedgerow) {
     browser.goto(&server.url("/login")).await;
@@ -72,21 +61,21 @@ async fn servers_scenario() {
     browser.click("a[href='/servers']").await;
     let text = until_shown(&browser, &primary.url("/servers"), "Answering; policy in step").await;
     assert!(text.contains("primary (this server)") && text.contains(&secondary_files.dns.to_string()), "{text}");
-    look(&browser, "01-primary-servers").await;
+    browser.look_at_widths("01-primary-servers").await;
 
     // The secondary: the same admin (the users came with the policy).
     log_in(&browser, &secondary).await;
     let note = browser.find(".server-note").await.text().await.unwrap();
     assert!(note.contains("Secondary server") && note.contains(&primary.url("")), "{note}");
-    look(&browser, "02-secondary-home").await;
+    browser.look_at_widths("02-secondary-home").await;
     browser.goto(&secondary.url("/servers")).await;
     assert!(browser.text().await.contains("Following the primary"));
-    look(&browser, "03-secondary-servers").await;
+    browser.look_at_widths("03-secondary-servers").await;
     browser.goto(&secondary.url("/policy/pupil")).await;
     let text = browser.text().await;
     assert!(text.contains("This is a secondary server"), "{text}");
     assert!(browser.find_all("form[action^='/policy/pupil/']").await.is_empty(), "no policy forms on a secondary");
-    look(&browser, "04-secondary-policy").await;
+    browser.look_at_widths("04-secondary-policy").await;
 
     // The primary gone: DNS answers on; every page says so.
     primary.kill();
@@ -94,7 +83,7 @@ async fn servers_scenario() {
     assert!(text.contains("cannot reach the primary"), "{text}");
     assert!(!resolves_to(&secondary.ask(PUPIL, GAMES_NAME).await, GAMES_ADDR), "still blocked");
     assert!(resolves_to(&secondary.ask(PUPIL, PLAIN_NAME).await, PLAIN_ADDR), "still resolving");
-    look(&browser, "05-secondary-primary-away").await;
+    browser.look_at_widths("05-secondary-primary-away").await;
 
     browser.close().await;
     drop(secondary);

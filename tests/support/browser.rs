@@ -323,6 +323,19 @@ impl Browser {
         assert!(problems.is_empty(), "{page} has accessibility problems:\n{}", problems.join("\n"));
     }
 
+    /// Screenshots of the page at desktop width, 820 px and 390 px (a
+    /// phone), each checked with axe; the window is back at desktop width after.
+    pub async fn look_at_widths(&self, name: &str) {
+        self.screenshot(name).await;
+        self.assert_accessible(name).await;
+        for width in [820, 390] {
+            self.resize(width, 1100).await;
+            self.screenshot(&format!("{name}-{width}")).await;
+            self.assert_accessible(&format!("{name} at {width} px")).await;
+        }
+        self.resize(WIDTH, HEIGHT).await;
+    }
+
     /// Ends the session (Chromium quits); the driver stops when dropped.
     pub async fn close(self) {
         let Browser { client, _driver, _profile, .. } = self;
