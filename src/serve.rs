@@ -1132,13 +1132,7 @@ fn start_sync(
                 let started_ms = crate::time::now_ms();
                 Arc::new(move || {
                     let config = reloader.config();
-                    let lists = match ListHealth::read(&config.data_dir) {
-                        None => "ok".to_string(),
-                        Some(health) if health.is_healthy() => "ok".to_string(),
-                        Some(health) => health.error.clone().unwrap_or_else(|| {
-                            format!("{} source(s) not in force as they should be", health.problems().count())
-                        }),
-                    };
+                    let lists = ListHealth::summary(ListHealth::read(&config.data_dir).as_ref());
                     crate::sync::Report {
                         name: crate::sync::follow::host_name(),
                         dns: config.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),

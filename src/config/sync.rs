@@ -214,34 +214,10 @@ pub fn current_policy(data_dir: &Path) -> PathBuf {
     sync_folder(data_dir).join("current")
 }
 
-/// The secondary's config at `path` over the policy in `folder` (a bundle
-/// unpacked but not yet in force), to check it before it is put in force.
-pub fn load_with_policy(path: &Path, folder: &Path) -> Result<Config, ConfigError> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
-        source_name: name.clone(),
-        line: None,
-        message: format!("cannot read the config file ({error})"),
-    })?;
-    let mut config = load_secondary(&text, &name, Some(folder))?.ok_or_else(|| ConfigError {
-        source_name: name.clone(),
-        line: None,
-        message: "this is not a secondary's config ([sync] role = \"secondary\")".into(),
-    })?;
-    config.file = Some(path.to_path_buf());
-    Ok(config)
-}
-
-/// When `text` (the file `source_name`) is a secondary's, the config it
-/// runs on: its own keys over the policy in `folder` (default
-/// `data_dir/sync/current/`; `[lists] dir` pointing at the lists that came with it). `None` for any
-/// other server. The secondary's own lines are checked first, so a mistake
-/// there is reported at its line.
-pub(super) fn load_secondary(
-    text: &str,
-    source_name: &str,
-    folder: Option<&Path>,
-) -> Result<Option<Config>, ConfigError> {
+/// A secondary's own file (`text`, the file `source_name`), checked alone:
+/// its data_dir and `[sync]` as `Config` fields, every line of it checked
+/// (a policy key refused at its line). `None` when it is not a secondary's.
+fn own_settings(text: &str, source_name: &str) -> Result<Option<(Config, toml::Table)>, ConfigError> {
     let Ok(local) = text.parse::<toml::Table>() else {
         return Ok(None); // not TOML: Config::parse says where
     };
@@ -281,6 +257,53 @@ pub(super) fn load_secondary(
             ));
         }
     }
+    Ok(Some((own, local)))
+}
+
+/// The secondary's own settings in the file at `path` (its data_dir and
+/// `[sync]`), before it has any policy: what `hedgerow serve` needs to fetch
+/// the first one. `None` for any other server's file.
+pub fn secondary_settings(path: &Path) -> Result<Option<(PathBuf, SyncSettings)>, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+        source_name: name.clone(),
+        line: None,
+        message: format!("cannot read the config file ({error}); check the path and its permissions"),
+    })?;
+    Ok(own_settings(&text, &name)?.map(|(own, _)| (own.data_dir, own.sync)))
+}
+
+/// The secondary's config at `path` over the policy in `folder` (a bundle
+/// unpacked but not yet in force), to check it before it is put in force.
+pub fn load_with_policy(path: &Path, folder: &Path) -> Result<Config, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+        source_name: name.clone(),
+        line: None,
+        message: format!("cannot read the config file ({error})"),
+    })?;
+    let mut config = load_secondary(&text, &name, Some(folder))?.ok_or_else(|| ConfigError {
+        source_name: name.clone(),
+        line: None,
+        message: "this is not a secondary's config ([sync] role = \"secondary\")".into(),
+    })?;
+    config.file = Some(path.to_path_buf());
+    Ok(config)
+}
+
+/// When `text` (the file `source_name`) is a secondary's, the config it
+/// runs on: its own keys over the policy in `folder` (default
+/// `data_dir/sync/current/`; `[lists] dir` pointing at the lists that came with it). `None` for any
+/// other server. The secondary's own lines are checked first, so a mistake
+/// there is reported at its line.
+pub(super) fn load_secondary(
+    text: &str,
+    source_name: &str,
+    folder: Option<&Path>,
+) -> Result<Option<Config>, ConfigError> {
+    let Some((own, local)) = own_settings(text, source_name)? else { return Ok(None) };
+    let error =
+        |line: Option<usize>, message: String| ConfigError { source_name: source_name.to_string(), line, message };
     let folder = folder.map_or_else(|| current_policy(&own.data_dir), Path::to_path_buf);
     let policy_file = folder.join("hedgerow.toml");
     let policy_text = std::fs::read_to_string(&policy_file).map_err(|_| {

@@ -89,6 +89,19 @@ impl ListHealth {
         self.sources.iter().filter(|source| source.state != SourceState::Ok)
     }
 
+    /// "ok", or in a few words what is wrong (the set's error, or how many
+    /// sources are not in force as they should be): what a pair's Servers
+    /// page shows for each server.
+    pub fn summary(health: Option<&ListHealth>) -> String {
+        match health {
+            Some(health) if !health.is_healthy() => health
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("{} source(s) not in force as they should be", health.problems().count())),
+            _ => "ok".to_string(),
+        }
+    }
+
     /// Nothing wrong anywhere.
     pub fn is_healthy(&self) -> bool {
         self.error.is_none() && self.problems().next().is_none()

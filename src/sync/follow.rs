@@ -439,20 +439,18 @@ fn write_status(data_dir: &Path, status: &FollowStatus) -> std::io::Result<()> {
 /// fetches its first one (no reload: nothing runs yet). `Ok(false)` when
 /// there was nothing to do.
 pub fn first_policy(config_file: &Path) -> Result<bool, String> {
-    let text = std::fs::read_to_string(config_file)
-        .map_err(|error| format!("cannot read {} ({error})", config_file.display()))?;
-    let Ok(table) = text.parse::<toml::Table>() else { return Ok(false) };
-    let sync = table.get("sync").and_then(|sync| sync.as_table());
-    if sync.and_then(|sync| sync.get("role")).and_then(|role| role.as_str()) != Some("secondary") {
+    // The file checked as `Config::load` will check it (a mistake is named
+    // with its line here too), before any policy exists.
+    let Some((data_dir, settings)) =
+        crate::config::sync::secondary_settings(config_file).map_err(|error| error.to_string())?
+    else {
         return Ok(false);
-    }
-    let data_dir = PathBuf::from(table.get("data_dir").and_then(|dir| dir.as_str()).unwrap_or("./data"));
+    };
     if current_policy(&data_dir).join(bundle::CONFIG_FILE).is_file() {
         return Ok(false);
     }
-    let field = |name: &str| sync.and_then(|sync| sync.get(name)).and_then(|value| value.as_str()).unwrap_or_default();
-    let primary = field("primary").trim_end_matches('/').to_string();
-    let key = SyncKey::read(Path::new(field("key_file")))?;
+    let primary = settings.primary().unwrap_or_default().to_string();
+    let key = SyncKey::read(&settings.key_file)?;
     std::fs::create_dir_all(sync_folder(&data_dir))
         .map_err(|error| format!("cannot create {} ({error})", sync_folder(&data_dir).display()))?;
     let request = PullRequest {

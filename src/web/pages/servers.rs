@@ -134,7 +134,9 @@ async fn servers(state: &AppState) -> Result<Servers, WebError> {
                 heard: "now".into(),
                 policy: "the policy in force here".into(),
                 answered: answers(metrics.lookups),
-                lists: list_words(&crate::lists::health::ListHealth::read(&config.data_dir)),
+                lists: crate::lists::health::ListHealth::summary(
+                    crate::lists::health::ListHealth::read(&config.data_dir).as_ref(),
+                ),
                 problem: built
                     .err()
                     .map(|error| format!("secondaries cannot get the policy: {error}"))
@@ -201,16 +203,6 @@ async fn servers(state: &AppState) -> Result<Servers, WebError> {
             }
             Ok(Servers { role: "primary", servers, following: None })
         }
-    }
-}
-
-fn list_words(health: &Option<crate::lists::health::ListHealth>) -> String {
-    match health {
-        Some(health) if !health.is_healthy() => health
-            .error
-            .clone()
-            .unwrap_or_else(|| format!("{} source(s) not in force as they should be", health.problems().count())),
-        _ => "ok".to_string(),
     }
 }
 
