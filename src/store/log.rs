@@ -411,24 +411,9 @@ pub fn import_records(
 mod tests {
     use super::*;
 
+    /// Unique names grow the dictionary, so the cap is met sooner.
     fn record(n: u64) -> QueryRecord {
-        QueryRecord {
-            time_ms: now_ms(),
-            client: "10.1.0.5".parse().unwrap(),
-            network: None,
-            group: Some("pupil".into()),
-            // Unique names grow the dictionary, so the cap is met sooner.
-            name: format!("host{n}.padding-to-fill-the-database-sooner.example"),
-            record_type: 1,
-            decision: "allowed",
-            category: None,
-            list: None,
-            response_code: 0,
-            upstream_ms: None,
-            cache_hit: false,
-            stage: None,
-            reason: None,
-        }
+        crate::store::record::allowed_row(now_ms(), &format!("host{n}.padding-to-fill-the-database-sooner.example"))
     }
 
     /// The state follows the writer: ok, then disk full (since when, which

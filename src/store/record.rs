@@ -102,3 +102,25 @@ mod tests {
         assert_eq!(reason_for(&reason_template("odd \u{E000} text", name), name), "odd \u{FFFD} text");
     }
 }
+
+/// An allowed pupil lookup of `name` at `time_ms` from 10.1.0.5, for the
+/// store's own tests.
+#[cfg(test)]
+pub(crate) fn allowed_row(time_ms: i64, name: &str) -> QueryRecord {
+    QueryRecord {
+        time_ms,
+        client: "10.1.0.5".parse().unwrap(),
+        network: None,
+        group: Some("pupil".into()),
+        name: name.into(),
+        record_type: 1,
+        decision: "allowed",
+        category: None,
+        list: None,
+        response_code: 0,
+        upstream_ms: None,
+        cache_hit: false,
+        stage: None,
+        reason: None,
+    }
+}

@@ -367,25 +367,7 @@ pub(crate) fn write_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(time_ms: i64, name: &str) -> QueryRecord {
-        QueryRecord {
-            time_ms,
-            client: "10.1.0.5".parse().unwrap(),
-            network: None,
-            group: Some("pupil".into()),
-            name: name.into(),
-            record_type: 1,
-            decision: "allowed",
-            category: None,
-            list: None,
-            response_code: 0,
-            upstream_ms: None,
-            cache_hit: false,
-            stage: None,
-            reason: None,
-        }
-    }
+    use crate::store::record::allowed_row as record;
 
     fn fresh_hours(conn: &Connection) -> Vec<i64> {
         let mut statement = conn.prepare("SELECT DISTINCT hour FROM log_fresh ORDER BY hour").unwrap();
