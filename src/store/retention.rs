@@ -61,7 +61,7 @@ pub struct RetentionReport {
 pub fn roll_up(db: &Path, now_ms: i64) -> Result<usize, StoreError> {
     let mut conn = schema::open(db, Purpose::Maintenance)?;
     let last_complete = day_number(now_ms - ROLLUP_GRACE_MS) - 1;
-    seal::seal_fresh(&mut conn, (last_complete + 1) * DAY_HOURS, 0)
+    seal::seal_fresh(&mut conn, (last_complete + 1) * DAY_HOURS, 0, &mut seal::Posted::default())
         .map_err(StoreError::sqlite(db, "seal the hours of complete days"))?;
     let mut rolled = 0;
     let mut cursor = i64::MIN;

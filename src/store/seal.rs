@@ -11,13 +11,14 @@
 //! the rows to the hourly roll-ups (the writer's own rows were counted when
 //! they were written fresh).
 
-use std::collections::HashMap;
+use hashbrown::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::block::{self, BlockRow, SEALED_BLOCK_ROWS};
+use super::time::HOUR_MS;
 
 const LAST_CHUNK: &str = "SELECT max(key) FROM log_sealed WHERE key >= ?1 AND key < ?2";
 const INSERT_SEALED: &str = "INSERT INTO log_sealed (key, rows, data) VALUES (?1, ?2, ?3)";
@@ -43,9 +44,23 @@ pub fn write_sealed_hour(
     rows: &mut Vec<BlockRow>,
     count: bool,
 ) -> rusqlite::Result<()> {
+    write_sealed(tx, hour, rows, count, &mut Posted::default())
+}
+
+/// [`write_sealed_hour`], putting in only the postings `posted` does not
+/// hold (and noting those it puts in, for [`Posted::keep`]).
+fn write_sealed(
+    tx: &Transaction<'_>,
+    hour: i64,
+    rows: &mut [BlockRow],
+    count: bool,
+    posted: &mut Posted,
+) -> rusqlite::Result<()> {
+    posted.pending.clear();
     if rows.is_empty() {
         return Ok(());
     }
+    let share = share_of_hour(hour, rows);
     rows.sort_unstable_by_key(|row| (row.client, row.id));
     let mut meanings = Meanings::default();
     let mut last_chunk = tx.prepare_cached(LAST_CHUNK)?;
@@ -64,9 +79,8 @@ pub fn write_sealed_hour(
             merge_into_block(tx, last, client, client_rows, &mut data)?;
         } else {
             // Blocks grow past SEALED_BLOCK_ROWS only for a client that would
-            // otherwise run out of chunks; half the free ones are kept for
-            // later slices of the hour.
-            let per_block = SEALED_BLOCK_ROWS.max(client_rows.len().div_ceil((free as usize / 2).max(1)));
+            // otherwise run out of chunks before the hour ends.
+            let per_block = SEALED_BLOCK_ROWS.max(client_rows.len().div_ceil(chunk_allowance(free, share)));
             for (chunk, block_rows) in (first_chunk..).zip(client_rows.chunks(per_block)) {
                 data.clear();
                 block::encode(block_rows, false, &mut data);
@@ -84,12 +98,30 @@ pub fn write_sealed_hour(
             }
         }
     }
-    insert_pairs(tx, INSERT_NAME_POSTING, hour, &mut names)?;
-    insert_pairs(tx, INSERT_OUTCOME_POSTING, hour, &mut outcomes)?;
+    insert_pairs(tx, INSERT_NAME_POSTING, hour, &mut names, posted, Posting::Name)?;
+    insert_pairs(tx, INSERT_OUTCOME_POSTING, hour, &mut outcomes, posted, Posting::Outcome)?;
     if count {
         add_counts(tx, hour, rows, &mut meanings)?;
     }
     Ok(())
+}
+
+/// The part of what is left of `hour`, from its oldest row on, that `rows`
+/// cover (1 for a whole hour or the rest of one; a few thousandths for a
+/// slice of seconds of the current hour).
+fn share_of_hour(hour: i64, rows: &[BlockRow]) -> f64 {
+    let first = rows.iter().map(|row| row.time_ms).min().unwrap_or(0);
+    let last = rows.iter().map(|row| row.time_ms).max().unwrap_or(0);
+    let left = ((hour + 1) * HOUR_MS - first).max(1);
+    ((last - first + 1) as f64 / left as f64).min(1.0)
+}
+
+/// Chunks a client may take for rows covering `share` of what is left of
+/// the hour, when `free` are left: half its share of them (at least one),
+/// so a busy client's chunks last the hour however many slices it is sealed
+/// in, and an hour sealed whole keeps half for rows that come late.
+fn chunk_allowance(free: u32, share: f64) -> usize {
+    ((f64::from(free) * share / 2.0) as usize).max(1)
 }
 
 /// Rewrites the sealed block `key` of `client` with `rows` added, in id order.
@@ -115,16 +147,62 @@ fn merge_into_block(
     .map(drop)
 }
 
-/// Inserts distinct `(first, client)` pairs of `hour`, in key order (the
-/// cheapest order for a WITHOUT ROWID table).
-fn insert_pairs(tx: &Transaction<'_>, sql: &str, hour: i64, pairs: &mut Vec<(u32, u32)>) -> rusqlite::Result<()> {
+/// Inserts distinct `(first, client)` pairs of `hour` that `posted` does not
+/// hold, in key order (the cheapest order for a WITHOUT ROWID table).
+fn insert_pairs(
+    tx: &Transaction<'_>,
+    sql: &str,
+    hour: i64,
+    pairs: &mut Vec<(u32, u32)>,
+    posted: &mut Posted,
+    kind: Posting,
+) -> rusqlite::Result<()> {
     pairs.sort_unstable();
     pairs.dedup();
     let mut insert = tx.prepare_cached(sql)?;
     for &(first, client) in pairs.iter() {
+        let posting = (kind, first, client);
+        if posted.hour == hour && posted.held.contains(&posting) {
+            continue;
+        }
         insert.execute(params![hour, first, client])?;
+        posted.pending.push(posting);
     }
     Ok(())
+}
+
+/// What a posting pair points from: a name or an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Posting {
+    Name,
+    Outcome,
+}
+
+/// Pairs [`Posted`] holds at most; past it, it starts again.
+const POSTINGS_HELD: usize = 1_000_000;
+
+/// The postings already in the table for one hour (the one the writer is
+/// sealing in slices), so each slice puts in only new pairs: at 44,000
+/// queries/s a slice comes every two seconds, and putting the same tens of
+/// thousands of (name, client) pairs in again each time cost the writer a
+/// third more than the rows themselves.
+#[derive(Default)]
+pub(crate) struct Posted {
+    hour: i64,
+    held: HashSet<(Posting, u32, u32)>,
+    /// Put in by the transaction under way: held once it commits.
+    pending: Vec<(Posting, u32, u32)>,
+}
+
+impl Posted {
+    /// The transaction that put in the pending pairs of `hour` committed.
+    fn keep(&mut self, hour: i64) {
+        if self.hour != hour || self.held.len() + self.pending.len() > POSTINGS_HELD {
+            self.held.clear();
+            self.hour = hour;
+        }
+        self.held.extend(self.pending.drain(..));
+    }
 }
 
 /// Adds `rows` (all of `hour`) to `log_hourly` and `log_hourly_blocked`.
@@ -235,38 +313,60 @@ fn missing(table: &'static str, id: u32) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(format!("query-log row refers to {table} id {id}, which is missing").into())
 }
 
+/// Rows one transaction of [`seal_fresh`] takes at most (whole blocks, so
+/// up to a writer batch more): it bounds the memory a seal holds (40 bytes a
+/// decoded row) and, as the writer seals the current hour whenever this many
+/// rows have come, how long the DNS path's rows wait in the channel meanwhile.
+/// A slice of 5 minutes at 44,000 queries/s was 13 million rows, 1.1 GB and
+/// seconds of the writer's time, during which the channel overflowed.
+pub(crate) const SEAL_STEP_ROWS: usize = 100_000;
+
 /// Seals the fresh blocks of every hour before `before_hour`, and the
 /// blocks whose rows all have ids below `before_id` (the writer seals the
 /// current hour in slices, so a search of it decodes minutes of rows, not an
-/// hour). Moves the rows, writes postings and deletes the blocks, one
-/// transaction per hour. Returns the rows sealed.
-pub(crate) fn seal_fresh(conn: &mut Connection, before_hour: i64, before_id: i64) -> rusqlite::Result<u64> {
-    const DUE: &str = "hour < ?1 OR last_row_id < ?2";
-    let hours: Vec<i64> = conn
-        .prepare_cached(&format!("SELECT DISTINCT hour FROM log_fresh WHERE {DUE} ORDER BY hour"))?
-        .query_map([before_hour, before_id], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+/// hour). Moves the rows, writes postings and deletes the blocks, in
+/// transactions of about [`SEAL_STEP_ROWS`] rows, oldest blocks first.
+/// Returns the rows sealed.
+pub(crate) fn seal_fresh(
+    conn: &mut Connection,
+    before_hour: i64,
+    before_id: i64,
+    posted: &mut Posted,
+) -> rusqlite::Result<u64> {
+    const DUE: &str = "(hour < ?1 OR last_row_id < ?2)";
     let mut sealed = 0;
-    for hour in hours {
+    loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(hour) = tx
+            .prepare_cached(&format!("SELECT min(hour) FROM log_fresh WHERE {DUE}"))?
+            .query_row([before_hour, before_id], |row| row.get::<_, Option<i64>>(0))?
+        else {
+            return Ok(sealed);
+        };
         let mut rows = Vec::new();
+        let mut last_block = 0;
         let mut statement =
-            tx.prepare_cached(&format!("SELECT data FROM log_fresh WHERE hour = ?3 AND ({DUE}) ORDER BY id"))?;
+            tx.prepare_cached(&format!("SELECT id, data FROM log_fresh WHERE hour = ?3 AND {DUE} ORDER BY id"))?;
         let mut blocks = statement.query([before_hour, before_id, hour])?;
-        while let Some(block) = blocks.next()? {
-            let data = block.get_ref(0)?.as_blob()?;
-            block::decode(data, 0, &mut rows)
-                .map_err(|error| rusqlite::Error::FromSqlConversionFailure(0, Type::Blob, Box::new(error)))?;
+        while rows.len() < SEAL_STEP_ROWS
+            && let Some(block) = blocks.next()?
+        {
+            last_block = block.get::<_, i64>(0)?;
+            block::decode(block.get_ref(1)?.as_blob()?, 0, &mut rows)
+                .map_err(|error| rusqlite::Error::FromSqlConversionFailure(1, Type::Blob, Box::new(error)))?;
         }
         drop(blocks);
         drop(statement);
-        write_sealed_hour(&tx, hour, &mut rows, false)?;
-        tx.execute(&format!("DELETE FROM log_fresh WHERE hour = ?3 AND ({DUE})"), [before_hour, before_id, hour])?;
+        write_sealed(&tx, hour, &mut rows, false, posted)?;
+        tx.execute(
+            &format!("DELETE FROM log_fresh WHERE hour = ?3 AND {DUE} AND id <= ?4"),
+            params![before_hour, before_id, hour, last_block],
+        )?;
         tx.commit()?;
+        posted.keep(hour);
         sealed += rows.len() as u64;
         tracing::debug!(hour, rows = rows.len(), "query log: fresh rows sealed");
     }
-    Ok(sealed)
 }
 
 #[cfg(test)]
@@ -425,7 +525,7 @@ mod tests {
                 .unwrap();
             }
         }
-        assert_eq!(seal_fresh(&mut conn, HOUR + 2, 0).unwrap(), 1_000);
+        assert_eq!(seal_fresh(&mut conn, HOUR + 2, 0, &mut Posted::default()).unwrap(), 1_000);
         assert_eq!(sorted(sealed(&conn, HOUR)), sorted(early));
         assert_eq!(sorted(sealed(&conn, HOUR + 1)), sorted(later));
         assert!(sealed(&conn, HOUR + 2).is_empty());
@@ -443,7 +543,11 @@ mod tests {
         // Sealing counts nothing: fresh rows were counted when written.
         let counted: i64 = conn.query_row("SELECT count(*) FROM log_hourly", [], |row| row.get(0)).unwrap();
         assert_eq!(counted, 0);
-        assert_eq!(seal_fresh(&mut conn, HOUR + 2, 0).unwrap(), 0, "sealing again finds nothing");
+        assert_eq!(
+            seal_fresh(&mut conn, HOUR + 2, 0, &mut Posted::default()).unwrap(),
+            0,
+            "sealing again finds nothing"
+        );
     }
 
     #[test]
@@ -460,14 +564,21 @@ mod tests {
             .unwrap();
         }
         // Up to the third block's newest row: the first three blocks go.
+        let mut posted = Posted::default();
         let boundary = current[299].id + 1;
-        assert_eq!(seal_fresh(&mut conn, HOUR, boundary).unwrap(), 300);
+        assert_eq!(seal_fresh(&mut conn, HOUR, boundary, &mut posted).unwrap(), 300);
         assert_eq!(sorted(sealed(&conn, HOUR)), sorted(current[..300].to_vec()));
         let fresh: i64 = conn.query_row("SELECT count(*) FROM log_fresh", [], |row| row.get(0)).unwrap();
         assert_eq!(fresh, 2);
         // The next slice appends chunks; every row is sealed once.
-        assert_eq!(seal_fresh(&mut conn, HOUR, i64::MAX).unwrap(), 200);
-        assert_eq!(sorted(sealed(&conn, HOUR)), sorted(current));
+        assert_eq!(seal_fresh(&mut conn, HOUR, i64::MAX, &mut posted).unwrap(), 200);
+        assert_eq!(sorted(sealed(&conn, HOUR)), sorted(current.clone()));
+        // The second slice put in only the pairs the first had not, and
+        // together they are every pair of the hour's rows.
+        let mut expected: Vec<(i64, u32, u32)> = current.iter().map(|row| (HOUR, row.name, row.client)).collect();
+        expected.sort_unstable();
+        expected.dedup();
+        assert_eq!(pairs(&conn, "SELECT hour, name_id, client_id FROM log_name_postings ORDER BY 1, 2, 3"), expected);
     }
 
     #[test]

@@ -109,8 +109,8 @@ fn hour_rows(
 ) -> rusqlite::Result<Vec<BlockRow>> {
     let mut statement = conn.prepare(
         "SELECT time_ms, client, coalesce(device, ''), coalesce(owner, ''), coalesce(network, ''), \
-         coalesce(group_name, ''), rname, record_type, decision, coalesce(category, ''), coalesce(list, ''), \
-         response_code, upstream_ms, cache_hit, coalesce(stage, ''), coalesce(reason, ''), name \
+         coalesce(group_name, ''), name, record_type, decision, coalesce(category, ''), coalesce(list, ''), \
+         response_code, upstream_ms, cache_hit, coalesce(stage, ''), coalesce(reason, '') \
          FROM query_log WHERE time_ms >= ?1 AND time_ms < ?2 ORDER BY time_ms, id",
     )?;
     let mut found = statement.query([hour * HOUR_MS, (hour + 1) * HOUR_MS])?;
@@ -132,7 +132,7 @@ fn hour_rows(
                 category: text(9)?,
                 list: text(10)?,
                 stage: text(14)?,
-                reason: &reason_template(text(15)?, text(16)?),
+                reason: &reason_template(text(15)?, text(6)?),
                 response_code: row.get(11)?,
             },
         )?;

@@ -5,7 +5,8 @@
 //! Hours that ended more than [`SEAL_AFTER_MS`] ago are sealed
 //! ([`seal`](super::seal)), checked after each batch, when idle and at open
 //! (so an hour a crash left fresh is sealed on restart); the current hour is
-//! sealed in slices, every [`SEAL_SLICE_MS`] its rows older than that. Used by the
+//! sealed in slices: all its fresh rows, whenever [`SEAL_STEP_ROWS`] have come
+//! since the last slice or [`SEAL_SLICE_MS`] has passed. Used by the
 //! [`QueryLog`](super::log::QueryLog) thread and by bulk imports.
 
 use std::collections::HashMap;
@@ -17,14 +18,13 @@ use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use super::StoreError;
 use super::block::{self, BlockRow};
-use super::dict::{ClientFields, Dictionary, OutcomeFields};
+use super::dict::{AddressRef, ClientFields, Dictionary, OutcomeFields};
 use super::privacy::PrivacyRules;
 use super::record::{QueryRecord, reason_template};
 use super::schema::{self, Purpose};
-use super::seal;
+use super::seal::{self, Posted, SEAL_STEP_ROWS};
 use super::settings::LogSettings;
 use super::time::{day_number, now_ms};
-use crate::name::reversed_name;
 
 /// Milliseconds in an hour (the query log's blocks and roll-ups are by UTC hour).
 pub(crate) use super::time::HOUR_MS;
@@ -33,7 +33,7 @@ pub(crate) use super::time::HOUR_MS;
 /// hour have landed by then; a later straggler is sealed on its own).
 pub(crate) const SEAL_AFTER_MS: i64 = 60_000;
 
-/// The current hour is sealed in slices of this age (see
+/// The current hour is sealed at least this often (see
 /// [`Writer::seal_ended_hours`]).
 pub(crate) const SEAL_SLICE_MS: i64 = 5 * 60_000;
 
@@ -74,8 +74,11 @@ pub(crate) struct Writer {
     sealed_before: i64,
     /// When sealing last failed, so it is not retried on every batch.
     seal_failed: Option<Instant>,
-    /// When the current hour was last sealed up to [`SEAL_SLICE_MS`] ago.
+    /// When the current hour was last sealed, and the rows written since.
     last_slice: Instant,
+    rows_since_slice: usize,
+    /// The postings the current hour's slices have put in.
+    posted: Posted,
     /// Commits not yet checkpointed, and when the last checkpoint ran.
     uncheckpointed: bool,
     last_checkpoint: Instant,
@@ -108,6 +111,8 @@ impl Writer {
             sealed_before: i64::MIN,
             seal_failed: None,
             last_slice: Instant::now(),
+            rows_since_slice: 0,
+            posted: Posted::default(),
             uncheckpointed: false,
             last_checkpoint: Instant::now(),
         };
@@ -143,6 +148,7 @@ impl Writer {
         }
         tracing::debug!(devices = by_ip.len(), generation, "query log: device table reloaded");
         self.attribution = Attribution { generation: Some(generation), by_ip };
+        self.dict.devices_changed();
         Ok(())
     }
 
@@ -159,6 +165,7 @@ impl Writer {
             }
         };
         self.uncheckpointed = true;
+        self.rows_since_slice += records.len();
         if hours.0 < self.sealed_before {
             // A row for an hour already sealed (the clock stepped back).
             self.sealed_before = i64::MIN;
@@ -184,22 +191,24 @@ impl Writer {
     }
 
     /// Seals the fresh hours that ended [`SEAL_AFTER_MS`] ago, and are
-    /// before `limit`; and, every [`SEAL_SLICE_MS`], the rows of the current
-    /// hour older than that, so a search of the current hour decodes minutes
-    /// of rows rather than up to an hour of a busy school's (about a million).
+    /// before `limit`; and every fresh row of the current hour once
+    /// [`SEAL_STEP_ROWS`] have come since the last slice or [`SEAL_SLICE_MS`]
+    /// has passed, so a search of the current hour decodes at most minutes of
+    /// rows rather than up to an hour of a busy school's (about a million),
+    /// and a seal is a step the channel rides out, never a stall.
     /// A failure is logged and retried [`SEAL_RETRY`] later: the rows stay
     /// fresh, and readers find them there.
     pub(crate) fn seal_ended_hours(&mut self, limit: i64) {
-        let now = now_ms();
-        let before = (now - SEAL_AFTER_MS).div_euclid(HOUR_MS).min(limit);
-        let slice_due = self.last_slice.elapsed() >= Duration::from_millis(SEAL_SLICE_MS as u64);
+        let before = (now_ms() - SEAL_AFTER_MS).div_euclid(HOUR_MS).min(limit);
+        let slice_due = self.rows_since_slice >= SEAL_STEP_ROWS
+            || self.last_slice.elapsed() >= Duration::from_millis(SEAL_SLICE_MS as u64);
         if (before <= self.sealed_before && !slice_due)
             || self.seal_failed.is_some_and(|failed| failed.elapsed() < SEAL_RETRY)
         {
             return;
         }
-        let before_id = if slice_due { (now - SEAL_SLICE_MS) * block::ID_PER_MS } else { 0 };
-        match seal::seal_fresh(&mut self.conn, before, before_id) {
+        let before_id = if slice_due { i64::MAX } else { 0 };
+        match seal::seal_fresh(&mut self.conn, before, before_id, &mut self.posted) {
             Ok(rows) => {
                 if rows > 0 {
                     tracing::debug!(rows, "query log: sealed the rows that are old enough");
@@ -208,6 +217,7 @@ impl Writer {
                 self.sealed_before = self.sealed_before.max(before);
                 if slice_due {
                     self.last_slice = Instant::now();
+                    self.rows_since_slice = 0;
                 }
                 self.seal_failed = None;
             }
@@ -276,20 +286,17 @@ fn insert(
     let mut hours: Vec<(i64, Vec<BlockRow>)> = Vec::with_capacity(2);
     for record in records {
         let ip = record.client.to_canonical();
-        let (client, label) = match privacy.client_name(tx, path, ip, record.group.as_deref(), record.time_ms)? {
-            Some(client) => (client, None),
-            None => (ip.to_string(), attribution.by_ip.get(&ip)),
-        };
         let day = day_number(record.time_ms);
-        let fields = ClientFields {
-            client: &client,
-            device: label.map_or("", |label| label.name.as_str()),
-            owner: label.and_then(|label| label.owner.as_deref()).unwrap_or(""),
-            network: record.network.as_deref().unwrap_or(""),
-            group: record.group.as_deref().unwrap_or(""),
+        let address = AddressRef { ip, network: record.network.as_ref(), group: record.group.as_ref() };
+        let client = match dict.known_client(&address, day) {
+            Some(client) => client,
+            None => {
+                let client = client_id(tx, path, attribution, privacy, dict, record, day)?;
+                dict.remember_client(&address, day, client);
+                client
+            }
         };
-        let client = dict.client(tx, fields, day).map_err(intern)?;
-        let name = dict.name(tx, &reversed_name(&record.name), day).map_err(intern)?;
+        let name = dict.name(tx, &record.name, day).map_err(intern)?;
         let outcome = dict
             .outcome(
                 tx,
@@ -337,6 +344,36 @@ fn insert(
     let oldest = hours.iter().map(|(hour, _)| *hour).min().unwrap_or(i64::MAX);
     let newest = hours.iter().map(|(hour, _)| *hour).max().unwrap_or(i64::MAX);
     Ok((oldest, newest))
+}
+
+/// The client id of `record`'s sender: its address, or its privacy form in a
+/// private group, with the device's name and owner, its network and group.
+fn client_id(
+    tx: &Transaction<'_>,
+    path: &Path,
+    attribution: &Attribution,
+    privacy: &mut PrivacyRules,
+    dict: &mut Dictionary,
+    record: &QueryRecord,
+    day: i64,
+) -> Result<u32, StoreError> {
+    let ip = record.client.to_canonical();
+    let (client, label) = match privacy.client_name(tx, path, ip, record.group.as_deref(), record.time_ms)? {
+        Some(client) => (client, None),
+        None => (ip.to_string(), attribution.by_ip.get(&ip)),
+    };
+    let fields = ClientFields {
+        client: &client,
+        device: label.map_or("", |label| label.name.as_str()),
+        owner: label.and_then(|label| label.owner.as_deref()).unwrap_or(""),
+        network: record.network.as_deref().unwrap_or(""),
+        group: record.group.as_deref().unwrap_or(""),
+    };
+    dict.client(tx, fields, day).map_err(|source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        action: "intern a query-log client",
+        source,
+    })
 }
 
 /// Writes many records, committing every `chunk` rows (bulk loads).
