@@ -288,6 +288,7 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
     let mut stop = false;
     let mut drops = DropWarnings { warned_total: 0, last_warning: None };
     let mut disk = DiskFull { full_since: None, dropped: 0 };
+    let mut behind = false;
     while !stop {
         // Sleep until the first message of the next batch, checkpointing
         // meanwhile if commits are waiting for one. Never sleep long while
@@ -310,6 +311,9 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let deadline = Instant::now() + settings.flush_interval;
+        // Whether the channel ran dry while this batch was gathered: a whole
+        // batch waiting means the writer is falling behind.
+        let mut waited = false;
         loop {
             match next.take() {
                 Some(Message::Record(record)) => batch.push(record),
@@ -342,9 +346,16 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
                     // call and a switch to this thread per query on the DNS
                     // path; asleep, it costs the senders nothing.
                     std::thread::sleep((deadline - now).min(GATHER_POLL));
+                    waited = true;
                     None
                 }
             };
+        }
+        // Behind: a whole batch was waiting. Caught up: the channel ran dry.
+        let behind_now = batch.len() >= settings.batch_max && !waited;
+        if behind_now != behind && (behind_now || waited) {
+            behind = behind_now;
+            crate::priority::keep_up(behind);
         }
         // A batch is off the channel, so there is room again.
         if shared.full.load(Ordering::Relaxed) {
