@@ -260,28 +260,29 @@ fn own_settings(text: &str, source_name: &str) -> Result<Option<(Config, toml::T
     Ok(Some((own, local)))
 }
 
-/// The secondary's own settings in the file at `path` (its data_dir and
-/// `[sync]`), before it has any policy: what `hedgerow serve` needs to fetch
-/// the first one. `None` for any other server's file.
-pub fn secondary_settings(path: &Path) -> Result<Option<(PathBuf, SyncSettings)>, ConfigError> {
+/// The text of the config file at `path`, and the name errors give it.
+fn read_config(path: &Path) -> Result<(String, String), ConfigError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
         source_name: name.clone(),
         line: None,
         message: format!("cannot read the config file ({error}); check the path and its permissions"),
     })?;
+    Ok((text, name))
+}
+
+/// The secondary's own settings in the file at `path` (its data_dir and
+/// `[sync]`), before it has any policy: what `hedgerow serve` needs to fetch
+/// the first one. `None` for any other server's file.
+pub fn secondary_settings(path: &Path) -> Result<Option<(PathBuf, SyncSettings)>, ConfigError> {
+    let (text, name) = read_config(path)?;
     Ok(own_settings(&text, &name)?.map(|(own, _)| (own.data_dir, own.sync)))
 }
 
 /// The secondary's config at `path` over the policy in `folder` (a bundle
 /// unpacked but not yet in force), to check it before it is put in force.
 pub fn load_with_policy(path: &Path, folder: &Path) -> Result<Config, ConfigError> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
-        source_name: name.clone(),
-        line: None,
-        message: format!("cannot read the config file ({error})"),
-    })?;
+    let (text, name) = read_config(path)?;
     let mut config = load_secondary(&text, &name, Some(folder))?.ok_or_else(|| ConfigError {
         source_name: name.clone(),
         line: None,
