@@ -1,13 +1,15 @@
 //! The writer seals hours once they are over: rows of two past hours move
 //! from fresh blocks to sealed ones with their postings, the current hour
 //! stays fresh, every row is found exactly once, and the hourly roll-ups
-//! equal counts recomputed from the rows.
+//! equal counts recomputed from the rows (blocked counts: the sealed rows in
+//! the table, and with the fresh ones as the dashboard reads them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use hedgerow::name::reversed_name;
+use hedgerow::store::counts::top_blocked_clients;
 use hedgerow::store::read::{count_rows, rows_between};
 use hedgerow::store::record::QueryRecord;
 use hedgerow::store::time::now_ms;
@@ -123,16 +125,34 @@ fn ended_hours_are_sealed_with_postings_and_every_row_is_found_once() {
         ),
         outcomes_posted
     );
-    // Hourly roll-ups: exactly the rows, fresh and sealed alike.
+    // Hourly roll-ups: exactly the rows, fresh and sealed alike in
+    // log_hourly; the sealed rows in log_hourly_blocked (blocked rows are
+    // counted as they are sealed) ...
     let hourly: Table = hourly.into_iter().map(|((h, g, c, d), n)| (h, g, c, d, n)).collect();
     assert_eq!(table(&db, "SELECT hour, group_name, category, decision, count FROM log_hourly"), hourly);
-    let blocked: Table = blocked.into_iter().map(|((h, c, n, k), count)| (h, c, n, k, count)).collect();
+    let mut by_client: BTreeMap<String, u64> = BTreeMap::new();
+    for ((_, client, _, _), count) in &blocked {
+        *by_client.entry(client.clone()).or_default() += *count as u64;
+    }
+    let sealed_blocked: Table = blocked
+        .into_iter()
+        .filter(|((hour, ..), _)| *hour < current)
+        .map(|((h, c, n, k), count)| (h, c, n, k, count))
+        .collect();
     assert_eq!(
         table(
             &db,
             "SELECT b.hour, c.client, n.rname, b.category, sum(b.count) FROM log_hourly_blocked b \
              JOIN log_clients c ON c.id = b.client_id JOIN log_names n ON n.id = b.name_id GROUP BY 1, 2, 3, 4"
         ),
-        blocked
+        sealed_blocked
     );
+    // ... and what the dashboard reads adds the fresh hour's.
+    let found: BTreeMap<String, u64> = top_blocked_clients(&db, (current - 3) * HOUR_MS, now + HOUR_MS, 1_000)
+        .unwrap()
+        .into_iter()
+        .map(|client| (client.client, client.count))
+        .collect();
+    assert_eq!(found, by_client);
+    assert!(rows.iter().any(|row| row.time_ms.div_euclid(HOUR_MS) == current && row.decision == "blocked"));
 }

@@ -1,8 +1,10 @@
 //! The dashboard overview's figures, from the hourly roll-ups alone.
 //!
-//! `log_hourly` counts every row by hour, group, category and decision;
-//! `log_hourly_blocked` counts blocked rows by hour, client and name. Both
-//! are written in the same transaction as the rows they count, so they are
+//! `log_hourly` counts every row by hour, group, category and decision,
+//! written in the same transaction as the rows; `log_hourly_blocked` counts
+//! blocked rows by hour, client and name, written in the transaction that
+//! seals them, so the fresh rows' blocked counts are added here from their
+//! blocks (minutes of rows at most: [`seal::fresh_blocked`]). Both are
 //! exact, and both lead with the hour: a week of one is a single range of a
 //! few tens of thousands of small entries, never the rows themselves.
 //! Windows are counted in whole hours: every hour a window touches.
@@ -16,6 +18,7 @@ use serde::Serialize;
 
 use super::StoreError;
 use super::schema::{self, Purpose};
+use super::seal;
 use super::time::HOUR_MS;
 use crate::name::reversed_name;
 
@@ -195,26 +198,35 @@ enum Column {
     Client,
 }
 
-/// Blocked lookups in `hours` summed by name or by client id.
+/// Blocked lookups in `hours` summed by name or by client id: the sealed
+/// rows' counts and the fresh rows', read in one transaction.
 fn blocked_by(
     conn: &Connection,
     db: &Path,
     hours: Range<i64>,
     column: Column,
 ) -> Result<HashMap<u32, u64>, StoreError> {
-    let column = match column {
-        Column::Name => "name_id",
-        Column::Client => "client_id",
-    };
     let failed = || StoreError::sqlite(db, "read the hourly blocked counts");
-    let mut statement = conn
-        .prepare(&format!("SELECT {column}, count FROM log_hourly_blocked WHERE hour >= ?1 AND hour < ?2"))
-        .map_err(failed())?;
+    let tx = conn.unchecked_transaction().map_err(failed())?;
+    let sql = match column {
+        Column::Name => "SELECT name_id, count FROM log_hourly_blocked WHERE hour >= ?1 AND hour < ?2",
+        Column::Client => "SELECT client_id, count FROM log_hourly_blocked WHERE hour >= ?1 AND hour < ?2",
+    };
+    let mut statement = tx.prepare(sql).map_err(failed())?;
     let mut rows = statement.query([hours.start, hours.end]).map_err(failed())?;
     let mut sums: HashMap<u32, u64> = HashMap::new();
     while let Some(row) = rows.next().map_err(failed())? {
         let count: i64 = row.get(1).map_err(failed())?;
         *sums.entry(row.get(0).map_err(failed())?).or_default() += count.max(0) as u64;
+    }
+    for (_, counts) in seal::fresh_blocked(&tx, hours).map_err(failed())? {
+        for ((client, name, _), count) in counts {
+            let id = match column {
+                Column::Name => name,
+                Column::Client => client,
+            };
+            *sums.entry(id).or_default() += count.max(0) as u64;
+        }
     }
     Ok(sums)
 }

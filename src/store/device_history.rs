@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::StoreError;
 use super::schema::{self, Purpose};
+use super::seal;
 use super::time::{DAY_MS, HOUR_MS, day_string};
 
 /// One way a device's rows name it.
@@ -111,8 +112,11 @@ pub fn blocked_by_day(
     }
     let conn = schema::open(db, Purpose::Read)?;
     let failed = || StoreError::sqlite(db, "read the blocked-lookup counts");
+    // The sealed rows' counts and the fresh rows' (seal::fresh_blocked), in
+    // one transaction.
+    let tx = conn.unchecked_transaction().map_err(failed())?;
     // The key leads with (hour, client_id): one short range per hour and client.
-    let mut statement = conn
+    let mut statement = tx
         .prepare_cached(
             "SELECT category, sum(count) FROM log_hourly_blocked WHERE hour = ?1 AND client_id = ?2 GROUP BY category",
         )
@@ -129,6 +133,14 @@ pub fn blocked_by_day(
                 let count: i64 = row.get(1).map_err(failed())?;
                 let day = day.get_or_insert_with(|| day_of(hour * HOUR_MS)).clone();
                 *counts.entry((day, category)).or_default() += count.max(0) as u64;
+            }
+        }
+    }
+    for (hour, fresh) in seal::fresh_blocked(&tx, first..last + 1).map_err(failed())? {
+        let day = day_of(hour * HOUR_MS);
+        for ((client, _, category), count) in fresh {
+            if ids.contains(&client) {
+                *counts.entry((day.clone(), category.to_string())).or_default() += count.max(0) as u64;
             }
         }
     }

@@ -18,8 +18,9 @@
 //!                        (full: drop+count)   attributes client IP -> device (devices table)
 //!                                             applies guest privacy
 //!                                             interns names, clients, outcomes (dict)
-//!                                             adds log_hourly / log_hourly_blocked (same txn)
-//!                                             seals ended hours -> log_sealed + postings (seal)
+//!                                             adds log_hourly (same txn)
+//!                                             seals (slices of) hours -> log_sealed + postings
+//!                                               + log_hourly_blocked (seal, same txn)
 //! retention thread (hourly): roll_up(complete, sealed UTC days) -> daily_* tables
 //!                            then delete whole hours older than retention, one per txn
 //! search / tail / annual_review: their own read connections (WAL readers never block the writer)

@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 7, name: "0007_device_audit", sql: include_str!("migrations/0007_device_audit.sql") },
     Migration { version: 8, name: "0008_alerts", sql: include_str!("migrations/0008_alerts.sql") },
     Migration { version: 9, name: "0009_review", sql: include_str!("migrations/0009_review.sql") },
+    Migration {
+        version: 10,
+        name: "0010_blocked_counted_at_seal",
+        sql: include_str!("migrations/0010_blocked_counted_at_seal.sql"),
+    },
 ];
 
 /// The schema version this binary writes.
@@ -196,6 +201,7 @@ mod tests {
             PINNED_0007,
             PINNED_0008,
             PINNED_0009,
+            PINNED_0010,
         ];
         let found: Vec<u64> = MIGRATIONS.iter().map(|migration| checksum(migration.sql)).collect();
         assert_eq!(&found[..pinned.len()], pinned, "a released migration was edited");
@@ -210,6 +216,7 @@ mod tests {
     const PINNED_0007: u64 = 0x32290b26383867fa;
     const PINNED_0008: u64 = 0x86fdaa74d01257e0;
     const PINNED_0009: u64 = 0x385dd26d6129cc0e;
+    const PINNED_0010: u64 = 0xde2d93f8cde775ec;
 
     #[test]
     fn a_fresh_database_gets_every_migration_and_reopening_is_a_no_op() {

@@ -1,7 +1,8 @@
 //! Turning [`QueryRecord`]s into query-log rows: device attribution, the
 //! privacy treatment of private groups, interning into the dictionaries
 //! ([`dict`](super::dict)), and the batched insert: per commit one fresh
-//! block per hour present, with the hourly roll-ups in the same transaction.
+//! block per hour present, with `log_hourly` in the same transaction
+//! (`log_hourly_blocked` is counted when the rows are sealed).
 //! Hours that ended more than [`SEAL_AFTER_MS`] ago are sealed
 //! ([`seal`](super::seal)), checked after each batch, when idle and at open
 //! (so an hour a crash left fresh is sealed on restart); the current hour is
@@ -271,7 +272,7 @@ fn last_row_id(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// Interns and encodes `records` into one fresh block per hour, and counts
-/// them into the hourly roll-ups. Returns the oldest and newest hour.
+/// them into `log_hourly`. Returns the oldest and newest hour.
 fn insert(
     tx: &Transaction<'_>,
     path: &Path,
@@ -335,7 +336,7 @@ fn insert(
         block::encode(rows, true, &mut data);
         let last = rows.last().map_or(0, |row| row.id);
         statement.execute(params![hour, last, data.as_slice()]).map_err(write)?;
-        seal::add_counts(tx, *hour, rows, &mut dict.meanings).map_err(|source| StoreError::Sqlite {
+        seal::add_hourly(tx, *hour, rows, &mut dict.meanings).map_err(|source| StoreError::Sqlite {
             path: path.to_path_buf(),
             action: "count query-log rows",
             source,
