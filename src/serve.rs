@@ -881,9 +881,7 @@ pub fn check_overrides(config: &Config, lists: &CompiledLists) -> Result<(), Sta
 /// in force stay: the caller swaps nothing).
 async fn load_lists_for_reload(config: &Arc<Config>) -> Result<LoadedLists, StartError> {
     let load_config = config.clone();
-    let loaded = tokio::task::spawn_blocking(move || load_lists_with_health(&load_config))
-        .await
-        .expect("list loading does not panic");
+    let loaded = in_idle_class("hedgerow-lists", move || load_lists_with_health(&load_config)).await;
     if let Err(error) = &loaded {
         let mut health = ListHealth::read(&config.data_dir).unwrap_or_default();
         health.checked_at = download::unix_now();
@@ -891,6 +889,24 @@ async fn load_lists_for_reload(config: &Arc<Config>) -> Result<LoadedLists, Star
         health.save(&config.data_dir);
     }
     loaded
+}
+
+/// Runs `work` on a thread of its own in the idle class ([`crate::priority`]),
+/// as is the list compiler it may start (a child keeps its parent's class):
+/// a compile takes seconds of CPU, which on a busy server must come from idle
+/// time, not from DNS answers or the query log. On the runtime's blocking
+/// pool the compiler ran at normal priority, and the query log shed rows at
+/// each list change during the soak.
+async fn in_idle_class<T: Send + 'static>(name: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            crate::priority::yield_to_dns();
+            let _ = done.send(work());
+        })
+        .expect("the operating system starts a thread");
+    result.await.expect("list loading does not panic")
 }
 
 /// Rebuilds the lists off the runtime's threads and swaps them in. When the
@@ -937,7 +953,7 @@ async fn update_on_schedule(reloader: Arc<Reloader>, interval: Duration) {
     loop {
         tick.tick().await;
         let update_config = reloader.config();
-        let changed = tokio::task::spawn_blocking(move || update_sources(&update_config)).await.unwrap_or(false);
+        let changed = in_idle_class("hedgerow-update", move || update_sources(&update_config)).await;
         let _one_at_a_time = reloader.one_at_a_time.lock().await;
         if !changed {
             continue;
@@ -1578,6 +1594,27 @@ async fn device_groups_on_schedule(config: Arc<Config>, pipeline: Arc<Pipeline>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A list reload, and the compiler process it starts, run in the idle
+    /// class: field 41 of `/proc/<pid>/stat` is the scheduling policy.
+    #[test]
+    fn list_loading_and_the_compiler_it_starts_run_in_the_idle_class() {
+        fn policy(stat: &str) -> i32 {
+            // After the command name, which ends at the last ')': field 3 on.
+            let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+            fields[41 - 3].parse().unwrap()
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let (thread, child) = runtime.block_on(in_idle_class("test-idle", || {
+            let thread = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+            let child = std::process::Command::new("cat").arg("/proc/self/stat").output().unwrap();
+            (thread, String::from_utf8(child.stdout).unwrap())
+        }));
+        assert_eq!(policy(&thread), libc::SCHED_IDLE, "{thread}");
+        assert_eq!(policy(&child), libc::SCHED_IDLE, "{child}");
+        let here = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        assert_eq!(policy(&here), libc::SCHED_OTHER, "the caller's own thread is left as it was");
+    }
 
     #[test]
     fn the_daily_self_test_is_due_at_its_school_time() {
