@@ -246,7 +246,12 @@ pub(crate) struct BlockedCounts(HashMap<(u32, u32, u32), i64>);
 
 impl BlockedCounts {
     /// Counts the blocked rows of `rows`.
-    pub(crate) fn count(&mut self, conn: &Connection, rows: &[BlockRow], meanings: &mut Meanings) -> rusqlite::Result<()> {
+    pub(crate) fn count(
+        &mut self,
+        conn: &Connection,
+        rows: &[BlockRow],
+        meanings: &mut Meanings,
+    ) -> rusqlite::Result<()> {
         for row in rows {
             if meanings.outcome(conn, row.outcome)?.blocked() {
                 *self.0.entry((row.client, row.name, row.outcome)).or_default() += 1;

@@ -209,6 +209,8 @@ impl Writer {
             return;
         }
         let before_id = if slice_due { i64::MAX } else { 0 };
+        // Not starved by other idle-class work while the channel fills.
+        let _stepped_up = crate::priority::step_up();
         match seal::seal_fresh(&mut self.conn, before, before_id, &mut self.posted) {
             Ok(rows) => {
                 if rows > 0 {
