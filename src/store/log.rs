@@ -1,9 +1,10 @@
 //! The query log's front door: a cheap, never-blocking handle for the DNS
 //! path, and the one writer thread behind it.
 //!
-//! `record_with` puts the row into a bounded channel with `try_send`; when
-//! the channel is full the row is dropped and counted, and until the writer
-//! has drained a batch further rows are not even built (one atomic load), so
+//! `record_with` puts the row into a channel holding at most
+//! `channel_capacity` rows; when it is full the row is dropped and counted,
+//! and until the writer has drained a batch further rows are not even built
+//! (one atomic load), so
 //! a DNS server saturated past what the writer can take spends next to
 //! nothing on rows it cannot keep. Warnings about dropped rows come from the
 //! writer thread, never from the DNS path. The writer thread (a plain
@@ -15,8 +16,8 @@
 //! so readers and the retention job wait for the write lock only briefly.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,13 +31,19 @@ use super::writer::{self, Writer};
 enum Message {
     Record(QueryRecord),
     /// Write what is queued, then answer.
-    Flush(SyncSender<()>),
+    Flush(Sender<()>),
     /// Write what is queued, then stop.
     Stop,
 }
 
 /// Counters shared by every handle and the writer.
 struct Shared {
+    /// Rows sent and not yet taken into a batch (the channel's own length is
+    /// not known to it). The channel is unbounded and this bounds it: the
+    /// memory rows take is taken as they wait and given back as they are
+    /// written, rather than a ring of `channel_capacity` slots held always.
+    queued: AtomicUsize,
+    capacity: usize,
     dropped: AtomicU64,
     written: AtomicU64,
     /// The channel was found full (or the writer gone): rows are dropped
@@ -179,7 +186,7 @@ fn rate_limit(last: &AtomicI64) -> bool {
 /// The DNS path's handle on the query log: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct QueryLog {
-    sender: SyncSender<Message>,
+    sender: Sender<Message>,
     shared: Arc<Shared>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -190,8 +197,10 @@ impl QueryLog {
     pub fn open(path: &Path, settings: LogSettings) -> Result<QueryLog, StoreError> {
         settings.validate()?;
         let writer = Writer::open(path, &settings, 64)?;
-        let (sender, receiver) = mpsc::sync_channel(settings.channel_capacity);
+        let (sender, receiver) = mpsc::channel();
         let shared = Arc::new(Shared {
+            queued: AtomicUsize::new(0),
+            capacity: settings.channel_capacity,
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
             full: AtomicBool::new(false),
@@ -228,16 +237,23 @@ impl QueryLog {
     /// to drop them.
     #[inline]
     pub fn record_with(&self, build: impl FnOnce() -> QueryRecord) {
-        if self.shared.full.load(Ordering::Relaxed) {
-            self.shared.count_dropped(1);
+        let shared = &*self.shared;
+        if shared.full.load(Ordering::Relaxed) {
+            shared.count_dropped(1);
             return;
         }
-        match self.sender.try_send(Message::Record(build())) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.shared.full.store(true, Ordering::Relaxed);
-                self.shared.count_dropped(1);
-            }
+        // Senders race past the check by at most one row each.
+        if shared.queued.load(Ordering::Relaxed) >= shared.capacity {
+            shared.full.store(true, Ordering::Relaxed);
+            shared.count_dropped(1);
+            return;
+        }
+        shared.queued.fetch_add(1, Ordering::Relaxed);
+        if self.sender.send(Message::Record(build())).is_err() {
+            // The writer has stopped.
+            shared.queued.fetch_sub(1, Ordering::Relaxed);
+            shared.full.store(true, Ordering::Relaxed);
+            shared.count_dropped(1);
         }
     }
 
@@ -261,7 +277,7 @@ impl QueryLog {
     /// Waits until every row queued before this call is written (or dropped).
     /// For tests and admin tools; the DNS path never calls it.
     pub fn flush(&self) {
-        let (ack, done) = mpsc::sync_channel(1);
+        let (ack, done) = mpsc::channel();
         if self.sender.send(Message::Flush(ack)).is_ok() {
             let _ = done.recv();
         }
@@ -358,6 +374,7 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
             crate::priority::keep_up(behind);
         }
         // A batch is off the channel, so there is room again.
+        shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
         if shared.full.load(Ordering::Relaxed) {
             shared.full.store(false, Ordering::Relaxed);
         }
