@@ -351,6 +351,14 @@ mod tests {
         dict.forget();
         assert_eq!(dict.name(&conn, "com.example", 14).unwrap(), a);
         assert_eq!(last_day("log_names", a), Some(14));
+        assert_eq!(dict.client(&conn, client("10.0.0.1"), 14).unwrap(), c);
+        assert_eq!(last_day("log_clients", c), Some(14));
+        // The device name is matched without regard to case, as the table's
+        // unique constraint (NOCASE) sees it.
+        let lower = ClientFields { device: "lib-pc-01", ..client("10.0.0.1") };
+        assert_eq!(dict.client(&conn, lower, 14).unwrap(), c);
+        // Finding a name in the table used no id: the next new one follows d.
+        assert_eq!(dict.name(&conn, "org.third", 14).unwrap(), d + 1);
         let games = OutcomeFields {
             decision: "blocked",
             category: "games",
