@@ -39,9 +39,9 @@ enum Message {
 /// Counters shared by every handle and the writer.
 struct Shared {
     /// Rows sent and not yet taken into a batch (the channel's own length is
-    /// not known to it). The channel is unbounded and this bounds it: the
-    /// memory rows take is taken as they wait and given back as they are
-    /// written, rather than a ring of `channel_capacity` slots held always.
+    /// not known to it). The channel is unbounded and this bounds it: rows
+    /// take memory as they wait, rather than a ring of `channel_capacity`
+    /// slots allocated (and touched) at open, as `sync_channel` does.
     queued: AtomicUsize,
     capacity: usize,
     dropped: AtomicU64,
