@@ -261,7 +261,7 @@ impl BlockedCounts {
     }
 
     /// The counts by (client, name, category).
-    pub(crate) fn by_category(
+    fn by_category(
         &self,
         conn: &Connection,
         meanings: &mut Meanings,
