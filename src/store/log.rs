@@ -4,9 +4,8 @@
 //! `record_with` puts the row into a channel holding at most
 //! `channel_capacity` rows; when it is full the row is dropped and counted,
 //! and until the writer has drained a batch further rows are not even built
-//! (one atomic load), so
-//! a DNS server saturated past what the writer can take spends next to
-//! nothing on rows it cannot keep. Warnings about dropped rows come from the
+//! (one atomic load), so a DNS server saturated past what the writer can take
+//! spends next to nothing on rows it cannot keep. Warnings about dropped rows come from the
 //! writer thread, never from the DNS path. The writer thread (a plain
 //! `std::thread`, not a tokio task) takes rows off the channel and commits
 //! them in batches: a batch closes when it has `batch_max` rows or
