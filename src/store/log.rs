@@ -3,10 +3,10 @@
 //!
 //! `record_with` puts the row into a channel holding at most
 //! `channel_capacity` rows; when it is full the row is dropped and counted,
-//! and until the writer has drained a batch further rows are not even built
-//! (one atomic load), so a DNS server saturated past what the writer can take
-//! spends next to nothing on rows it cannot keep. Warnings about dropped rows come from the
-//! writer thread, never from the DNS path. The writer thread (a plain
+//! and until the writer has taken a batch off further rows are not even
+//! built (one atomic load), so a DNS server saturated past what the writer
+//! can take spends next to nothing on rows it cannot keep. Warnings about
+//! dropped rows come from the writer thread, never from the DNS path. The writer thread (a plain
 //! `std::thread`, not a tokio task) takes rows off the channel and commits
 //! them in batches: a batch closes when it has `batch_max` rows or
 //! `flush_interval` after its first row arrived, so the log lags the DNS path
@@ -15,7 +15,7 @@
 //! so readers and the retention job wait for the write lock only briefly.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -40,14 +40,13 @@ struct Shared {
     /// Rows sent and not yet taken into a batch (the channel's own length is
     /// not known to it). The channel is unbounded and this bounds it: rows
     /// take memory as they wait, rather than a ring of `channel_capacity`
-    /// slots allocated (and touched) at open, as `sync_channel` does.
+    /// slots allocated (and touched) at open, as `sync_channel` does. The
+    /// writer takes a whole batch off before it subtracts, so a full channel
+    /// stays full (rows are not built) until a batch is taken.
     queued: AtomicUsize,
     capacity: usize,
     dropped: AtomicU64,
     written: AtomicU64,
-    /// The channel was found full (or the writer gone): rows are dropped
-    /// without being built until the writer next takes a batch off.
-    full: AtomicBool,
     last_error_ms: AtomicI64,
     /// Whether batches are being written; set by the writer thread on each
     /// change, read by the dashboard (never by the DNS path).
@@ -77,7 +76,8 @@ impl Shared {
     }
 }
 
-/// The longest the idle writer sleeps before looking at `Shared::full` again.
+/// The longest the idle writer sleeps before looking for hours to seal and a
+/// checkpoint that is due.
 const IDLE_WAKE: Duration = Duration::from_millis(250);
 /// While gathering a batch, how long the writer sleeps when the channel is
 /// empty before it looks again (the channel holds far more rows than arrive
@@ -202,7 +202,6 @@ impl QueryLog {
             capacity: settings.channel_capacity,
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
-            full: AtomicBool::new(false),
             last_error_ms: AtomicI64::new(i64::MIN),
             state: Mutex::new(LogState::Ok),
         });
@@ -237,21 +236,15 @@ impl QueryLog {
     #[inline]
     pub fn record_with(&self, build: impl FnOnce() -> QueryRecord) {
         let shared = &*self.shared;
-        if shared.full.load(Ordering::Relaxed) {
-            shared.count_dropped(1);
-            return;
-        }
         // Senders race past the check by at most one row each.
         if shared.queued.load(Ordering::Relaxed) >= shared.capacity {
-            shared.full.store(true, Ordering::Relaxed);
             shared.count_dropped(1);
             return;
         }
         shared.queued.fetch_add(1, Ordering::Relaxed);
         if self.sender.send(Message::Record(build())).is_err() {
-            // The writer has stopped.
-            shared.queued.fetch_sub(1, Ordering::Relaxed);
-            shared.full.store(true, Ordering::Relaxed);
+            // The writer has stopped: the row stays counted as queued, so
+            // once the channel's worth is counted rows are no longer built.
             shared.count_dropped(1);
         }
     }
@@ -306,14 +299,11 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
     let mut behind = false;
     while !stop {
         // Sleep until the first message of the next batch, checkpointing
-        // meanwhile if commits are waiting for one. Never sleep long while
-        // `full` is set: a handle may set it just after the last drain, and
-        // then no row would arrive to wake this thread.
+        // meanwhile if commits are waiting for one.
         let wait = writer.checkpoint_due_in().unwrap_or(IDLE_WAKE).min(IDLE_WAKE);
         let mut next = match receiver.recv_timeout(wait) {
             Ok(message) => Some(message),
             Err(RecvTimeoutError::Timeout) => {
-                shared.full.store(false, Ordering::Relaxed);
                 if disk.full_since.is_none() {
                     writer.seal_ended_hours(i64::MAX);
                 }
@@ -374,9 +364,6 @@ fn run_writer(mut writer: Writer, receiver: Receiver<Message>, shared: &Shared, 
         }
         // A batch is off the channel, so there is room again.
         shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-        if shared.full.load(Ordering::Relaxed) {
-            shared.full.store(false, Ordering::Relaxed);
-        }
         drops.check(shared);
         if !batch.is_empty() {
             if disk.waiting() {
