@@ -34,19 +34,35 @@ pub fn parts(current: &CurrentUser) -> Vec<Part> {
     if current.user.has(Role::Dsl) {
         parts.push(Part {
             title: "Designated Safeguarding Lead",
-            text: "You can test what a group gets for a name and read the change log here. The query log, \
-                   devices and alerts come in a later part of the dashboard; today the server shows them with",
-            command: "hedgerow log search",
-            links: vec![("/test", "Test a name"), ("/changes", "Change log")],
+            text: "You see who looked up what in the query log, and the alerts the rules raise (high ones are \
+                   e-mailed to you too). You can test what a group gets for a name, ask the ICT lead to unblock \
+                   one, and record the filter's checks for the annual review.",
+            command: "",
+            links: vec![
+                ("/alerts", "Alerts: what the rules raised, to look into and close"),
+                ("/log", "Query log: every lookup, by device, name, category or time"),
+                ("/test", "Test a name"),
+                ("/requests/new", "Ask to unblock a name"),
+                ("/checks", "Checks: the daily self-test and the checks you record"),
+                ("/review", "Annual filtering review"),
+                ("/changes", "Change log"),
+            ],
         });
     }
     if current.user.has(Role::Governor) {
         parts.push(Part {
             title: "Governor",
-            text: "You can read the policy as it stands and every change made to it, with its reason, \
-                   read-only. The annual review comes in a later part of the dashboard.",
+            text: "You can read the annual filtering review, the policy as it stands, every change made to it \
+                   with its reason, and the alerts as counts, all read-only. No pupil's name or device is \
+                   shown to you.",
             command: "",
-            links: vec![("/policy", "Policy"), ("/changes", "Change log"), ("/test", "Test a name")],
+            links: vec![
+                ("/review", "Annual filtering review"),
+                ("/policy", "Policy"),
+                ("/changes", "Change log"),
+                ("/alerts", "Alerts, as counts"),
+                ("/test", "Test a name"),
+            ],
         });
     }
     parts
